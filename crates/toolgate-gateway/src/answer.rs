@@ -1,0 +1,87 @@
+//! What the client gets when the gateway answers in the server's place.
+//!
+//! A refusal by the policy (deny, rate limit, approval required) is a normal
+//! tool result with `isError: true`, so the agent's model reads the reason and
+//! can adjust; the same facts are in `structuredContent.toolgate` for
+//! programs. A hidden tool is answered exactly as a tool that does not exist.
+
+use serde_json::{json, Map, Value};
+use toolgate_jsonrpc::{error_response, result_response, INVALID_PARAMS};
+use toolgate_policy::Decision;
+
+/// The era of the request being answered: 2026-07-28 results carry `resultType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    Handshake,
+    Stateless,
+}
+
+impl Era {
+    /// 2026-07-28 requests name their protocol version in `params._meta`.
+    pub fn of_params(params: Option<&Value>) -> Era {
+        match params
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+        {
+            Some(_) => Era::Stateless,
+            None => Era::Handshake,
+        }
+    }
+}
+
+/// The JSON-RPC answer for a decision that keeps the call from the server;
+/// `None` for [`Decision::Allow`].
+pub fn refusal(id: &Value, tool: &str, decision: &Decision, era: Era) -> Option<Value> {
+    let (text, mut facts) = match decision {
+        Decision::Allow { .. } => return None,
+        Decision::Unknown { .. } => return Some(unknown_tool(id, tool)),
+        Decision::Deny { rule, reason } => (
+            format!("toolgate denied this call to \"{tool}\": {reason} (rule {rule})"),
+            facts("deny", rule.as_str(), reason),
+        ),
+        Decision::ApprovalRequired { rule, reason } => (
+            format!("toolgate held back this call to \"{tool}\": {reason} (rule {rule})"),
+            facts("approval_required", rule.as_str(), reason),
+        ),
+        Decision::RateLimited {
+            rule,
+            counter,
+            retry_after_ms,
+            reason,
+        } => {
+            let secs = (*retry_after_ms as f64 / 1000.0 * 10.0).ceil() / 10.0;
+            let mut f = facts("rate_limited", rule.as_str(), reason);
+            f.insert("counter".into(), json!(counter));
+            f.insert("retry_after_seconds".into(), json!(secs));
+            (
+                format!(
+                    "toolgate rate-limited this call to \"{tool}\": {reason} (rule {rule}, counter \"{counter}\"); the next call can succeed in {secs} s"
+                ),
+                f,
+            )
+        }
+    };
+    facts.insert("tool".into(), json!(tool));
+    let mut result = json!({
+        "content": [{ "type": "text", "text": text }],
+        "isError": true,
+        "structuredContent": { "toolgate": facts },
+    });
+    if era == Era::Stateless {
+        result["resultType"] = json!("complete");
+    }
+    Some(result_response(id, result))
+}
+
+fn facts(decision: &str, rule: &str, reason: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("decision".into(), json!(decision));
+    m.insert("rule".into(), json!(rule));
+    m.insert("reason".into(), json!(reason));
+    m
+}
+
+/// The error a server gives for a tool it does not have (MCP: invalid params).
+pub fn unknown_tool(id: &Value, tool: &str) -> Value {
+    error_response(id, INVALID_PARAMS, &format!("Unknown tool: {tool}"), None)
+}

@@ -1,0 +1,158 @@
+//! Classifying JSON-RPC messages, and building the answers the gateway sends itself.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+
+/// A request id, kept as the JSON value it was (a string and a number are different ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Id(String);
+
+impl Id {
+    /// The id of a value, if it has a valid one (string or number).
+    pub fn of(value: &Value) -> Option<Id> {
+        match value {
+            Value::String(_) | Value::Number(_) => Some(Id(value.to_string())),
+            _ => None,
+        }
+    }
+    /// The id as JSON, for writing it back.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+    /// The id's JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a JSON-RPC message is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Message<'a> {
+    Request {
+        id: &'a Value,
+        method: &'a str,
+        params: Option<&'a Value>,
+    },
+    Notification {
+        method: &'a str,
+        params: Option<&'a Value>,
+    },
+    Response {
+        id: &'a Value,
+    },
+    /// Not a JSON-RPC 2.0 message shape.
+    Invalid,
+}
+
+impl<'a> Message<'a> {
+    pub fn classify(value: &'a Value) -> Message<'a> {
+        let Value::Object(obj) = value else {
+            return Message::Invalid;
+        };
+        let params = obj.get("params");
+        match (obj.get("method"), obj.get("id")) {
+            (Some(Value::String(method)), Some(id)) if Id::of(id).is_some() => {
+                Message::Request { id, method, params }
+            }
+            (Some(Value::String(method)), None) => Message::Notification { method, params },
+            (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
+                Message::Response { id }
+            }
+            _ => Message::Invalid,
+        }
+    }
+}
+
+/// The `id` and `method` of a message, read without building a tree.
+#[derive(Debug, Deserialize, Default)]
+pub struct Peek<'a> {
+    #[serde(default, borrow)]
+    pub id: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    pub method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub error: Option<&'a serde_json::value::RawValue>,
+}
+
+impl Peek<'_> {
+    /// The id, in the same spelling as [`Id::of`] gives for the parsed value.
+    pub fn id(&self) -> Option<Id> {
+        let raw = self.id?.get();
+        let v: Value = serde_json::from_str(raw).ok()?;
+        Id::of(&v)
+    }
+}
+
+/// Reads the id and method of one message; `None` for a batch or non-JSON.
+pub fn peek(bytes: &[u8]) -> Option<Peek<'_>> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+/// A JSON-RPC error response.
+pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+}
+
+/// A JSON-RPC success response.
+pub fn result_response(id: &Value, result: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        let req = json!({"jsonrpc":"2.0","id":"a","method":"tools/call","params":{}});
+        assert!(matches!(
+            Message::classify(&req),
+            Message::Request {
+                method: "tools/call",
+                ..
+            }
+        ));
+        let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+        assert!(matches!(
+            Message::classify(&note),
+            Message::Notification { .. }
+        ));
+        let resp = json!({"jsonrpc":"2.0","id":3,"result":{}});
+        assert!(matches!(Message::classify(&resp), Message::Response { .. }));
+        let bad_id = json!({"jsonrpc":"2.0","id":{"x":1},"method":"m"});
+        assert_eq!(Message::classify(&bad_id), Message::Invalid);
+        assert_eq!(Message::classify(&json!(3)), Message::Invalid);
+    }
+
+    #[test]
+    fn ids_keep_their_type() {
+        assert_ne!(Id::of(&json!(1)), Id::of(&json!("1")));
+        assert_eq!(Id::of(&json!(1)).unwrap().to_value(), json!(1));
+        assert_eq!(Id::of(&json!(null)), None);
+    }
+
+    #[test]
+    fn peeks_id_and_method() {
+        let p = peek(br#"{"jsonrpc":"2.0","id":"x\"y","result":{"big":[1,2,3]}}"#).unwrap();
+        assert_eq!(p.id(), Id::of(&json!("x\"y")));
+        assert!(p.method.is_none());
+        let p =
+            peek(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#).unwrap();
+        assert_eq!(p.method.as_deref(), Some("notifications/progress"));
+        assert!(peek(b"[1]").is_none());
+    }
+}

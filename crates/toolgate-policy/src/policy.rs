@@ -1,0 +1,582 @@
+//! The validated policy and the pure policy step: which rule applies to a
+//! call, whether its conditions hold, and which limits it must draw on.
+//! [`Policy::decide`] adds the one stateful step, drawing on a
+//! [`CounterStore`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::condition::{canonical_json, ArgPath, Condition};
+use crate::glob::Pattern;
+use crate::store::{CounterStore, Exhausted, Grant};
+use crate::{Millis, WindowMs};
+
+/// What happens to a tool that no rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultAction {
+    /// Allowed, with no limits but those of `all_tools`.
+    Allow,
+    /// Answered as an unknown tool, and not listed.
+    Deny,
+}
+
+impl DefaultAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultAction::Allow => "allow",
+            DefaultAction::Deny => "deny",
+        }
+    }
+}
+
+/// One `tools/call` as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub tool: &'a str,
+    /// The tools/call `arguments` (an object, or `Null` when absent).
+    pub arguments: &'a Value,
+    /// Agent credential name ("local" in stdio mode).
+    pub grant: &'a str,
+    /// MCP session id.
+    pub session: &'a str,
+}
+
+/// Which rule made a decision, printable: `tools["send_text"]`,
+/// `tools["delete_*"]`, `default`, `all_tools`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RuleRef(Arc<str>);
+
+impl RuleRef {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn tool(key: &str) -> RuleRef {
+        RuleRef(format!("tools[{}]", crate::tree::quote(key)).into())
+    }
+
+    pub(crate) fn default_rule() -> RuleRef {
+        RuleRef("default".into())
+    }
+
+    pub(crate) fn all_tools() -> RuleRef {
+        RuleRef("all_tools".into())
+    }
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RuleRef({})", self.0)
+    }
+}
+
+/// The pure policy step's answer, before any counter is touched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluation {
+    /// The call may go ahead if it can draw on these limits.
+    Proceed {
+        rule: RuleRef,
+        draws: Vec<Draw>,
+    },
+    Deny {
+        rule: RuleRef,
+        reason: String,
+    },
+    /// Hidden tool (action hide) or a name the policy does not name under
+    /// default deny: answer exactly as for a tool that does not exist.
+    Unknown {
+        rule: RuleRef,
+    },
+    ApprovalRequired {
+        rule: RuleRef,
+        reason: String,
+    },
+}
+
+/// One limit a call draws on, fully resolved for this call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    /// Counter name as written.
+    pub counter: String,
+    /// Store key: counter name, scope kind and scope value joined by U+001F,
+    /// e.g. `"send_text_rate\u{1f}grant\u{1f}local"`.
+    pub key: String,
+    pub window: WindowMs,
+    pub max: f64,
+    pub cost: f64,
+    /// The rule (or `all_tools`) the limit is written in.
+    pub rule: RuleRef,
+}
+
+/// The final answer for a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Go ahead; give the quota back with `store.release(&grant)` if the
+    /// upstream answers with a JSON-RPC error.
+    Allow {
+        rule: RuleRef,
+        grant: Grant,
+    },
+    Deny {
+        rule: RuleRef,
+        reason: String,
+    },
+    Unknown {
+        rule: RuleRef,
+    },
+    ApprovalRequired {
+        rule: RuleRef,
+        reason: String,
+    },
+    RateLimited {
+        rule: RuleRef,
+        counter: String,
+        retry_after_ms: u64,
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// "allow" | "deny" | "unknown" | "approval_required" | "rate_limited"
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::Unknown { .. } => "unknown",
+            Decision::ApprovalRequired { .. } => "approval_required",
+            Decision::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// The rule that made the decision.
+    pub fn rule(&self) -> &RuleRef {
+        match self {
+            Decision::Allow { rule, .. }
+            | Decision::Deny { rule, .. }
+            | Decision::Unknown { rule }
+            | Decision::ApprovalRequired { rule, .. }
+            | Decision::RateLimited { rule, .. } => rule,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Allow,
+    Deny,
+    Hide,
+    RequireApproval,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    Grant,
+    Session,
+    Global,
+    Arg(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Cost {
+    Fixed(f64),
+    Arg(ArgPath),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Limit {
+    pub counter: String,
+    pub window: WindowMs,
+    pub max: f64,
+    pub scope: Scope,
+    pub cost: Cost,
+    /// `counter \x1f kind \x1f`, the part of the key every call shares.
+    pub key_prefix: String,
+}
+
+impl Limit {
+    pub(crate) fn new(
+        counter: String,
+        window: WindowMs,
+        max: f64,
+        scope: Scope,
+        cost: Cost,
+    ) -> Limit {
+        let kind = match &scope {
+            Scope::Grant => "grant".to_string(),
+            Scope::Session => "session".to_string(),
+            Scope::Global => "global".to_string(),
+            Scope::Arg(name) => format!("arg:{name}"),
+        };
+        let key_prefix = format!("{counter}\u{1f}{kind}\u{1f}");
+        Limit {
+            counter,
+            window,
+            max,
+            scope,
+            cost,
+            key_prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub rule_ref: RuleRef,
+    pub action: Action,
+    pub reason: Option<String>,
+    pub limits: Vec<Limit>,
+    pub conditions: Vec<Condition>,
+}
+
+/// A validated policy. Build one with [`crate::parse_policy`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) default: DefaultAction,
+    pub(crate) rules: Vec<Rule>,
+    /// Exact tool names → index into `rules`.
+    pub(crate) exact: HashMap<Box<str>, usize, BuildHasherDefault<FxHasher>>,
+    /// Patterns, most specific first, each with its index into `rules`.
+    pub(crate) patterns: Vec<(Pattern, usize)>,
+    pub(crate) all_tools: Vec<Limit>,
+    /// Declared counters in order of first use.
+    pub(crate) counters: Vec<(String, WindowMs)>,
+    pub(crate) description: Option<String>,
+}
+
+impl Policy {
+    /// e.g. `policy.json: valid policy (version 1, default deny, 3 tool rules, 2 counters)`
+    pub fn summary(&self, file: &str) -> String {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        format!(
+            "{file}: valid policy (version 1, default {}, {}, {})",
+            self.default.as_str(),
+            plural(self.rules.len(), "tool rule", "tool rules"),
+            plural(self.counters.len(), "counter", "counters"),
+        )
+    }
+
+    pub fn default_action(&self) -> DefaultAction {
+        self.default
+    }
+
+    /// The policy's `description`, if it has one.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// Whether a tool of this name appears in tools/list: false for rules
+    /// with action hide, and for names no rule matches when default is deny.
+    pub fn is_listed(&self, tool: &str) -> bool {
+        match self.lookup(tool) {
+            Some(rule) => rule.action != Action::Hide,
+            None => self.default == DefaultAction::Allow,
+        }
+    }
+
+    /// The rule that applies to a tool name (`None`: the default applies).
+    pub fn rule_for(&self, tool: &str) -> Option<RuleRef> {
+        self.lookup(tool).map(|rule| rule.rule_ref.clone())
+    }
+
+    /// All counters declared (name, window), in order of first use.
+    pub fn counters(&self) -> impl Iterator<Item = (&str, WindowMs)> {
+        self.counters
+            .iter()
+            .map(|(name, window)| (name.as_str(), *window))
+    }
+
+    fn lookup(&self, tool: &str) -> Option<&Rule> {
+        if let Some(&index) = self.exact.get(tool) {
+            return Some(&self.rules[index]);
+        }
+        if self.patterns.is_empty() {
+            return None;
+        }
+        let name: Vec<char> = tool.chars().collect();
+        self.patterns
+            .iter()
+            .find(|(pattern, _)| pattern.matches(&name))
+            .map(|&(_, index)| &self.rules[index])
+    }
+
+    /// Pure policy step: which rule applies, conditions, what limits the
+    /// call must draw on.
+    pub fn evaluate(&self, call: &Call<'_>) -> Evaluation {
+        self.evaluate_rule(call).0
+    }
+
+    fn evaluate_rule(&self, call: &Call<'_>) -> (Evaluation, Option<&Rule>) {
+        let Some(rule) = self.lookup(call.tool) else {
+            let evaluation = match self.default {
+                DefaultAction::Deny => Evaluation::Unknown {
+                    rule: RuleRef::default_rule(),
+                },
+                DefaultAction::Allow => {
+                    let mut draws = Vec::with_capacity(self.all_tools.len());
+                    let rule = RuleRef::default_rule();
+                    if let Err(reason) =
+                        self.push_draws(&self.all_tools, &RuleRef::all_tools(), call, &mut draws)
+                    {
+                        return (Evaluation::Deny { rule, reason }, None);
+                    }
+                    Evaluation::Proceed { rule, draws }
+                }
+            };
+            return (evaluation, None);
+        };
+        let rule_ref = rule.rule_ref.clone();
+        let evaluation = match rule.action {
+            Action::Hide => Evaluation::Unknown { rule: rule_ref },
+            Action::Deny => Evaluation::Deny {
+                rule: rule_ref,
+                reason: rule.reason.clone().unwrap_or_else(|| {
+                    format!("tool {} is denied by policy", crate::tree::quote(call.tool))
+                }),
+            },
+            Action::Allow | Action::RequireApproval => {
+                if let Some(failed) = rule.conditions.iter().find(|c| !c.holds(call.arguments)) {
+                    let reason = match (&failed.reason, &rule.reason) {
+                        (Some(reason), _) => reason.clone(),
+                        (None, Some(rule_reason)) => {
+                            format!("{rule_reason} ({})", failed.default_reason())
+                        }
+                        (None, None) => failed.default_reason(),
+                    };
+                    Evaluation::Deny {
+                        rule: rule_ref,
+                        reason,
+                    }
+                } else if rule.action == Action::RequireApproval {
+                    Evaluation::ApprovalRequired {
+                        rule: rule_ref,
+                        reason: rule.reason.clone().unwrap_or_else(|| {
+                            format!(
+                                "calls to {} require approval, and approvals are not available in this gateway yet",
+                                crate::tree::quote(call.tool)
+                            )
+                        }),
+                    }
+                } else {
+                    let mut draws = Vec::with_capacity(rule.limits.len() + self.all_tools.len());
+                    let drawn = self
+                        .push_draws(&rule.limits, &rule_ref, call, &mut draws)
+                        .and_then(|()| {
+                            self.push_draws(
+                                &self.all_tools,
+                                &RuleRef::all_tools(),
+                                call,
+                                &mut draws,
+                            )
+                        });
+                    match drawn {
+                        Ok(()) => Evaluation::Proceed {
+                            rule: rule_ref,
+                            draws,
+                        },
+                        Err(reason) => Evaluation::Deny {
+                            rule: rule_ref,
+                            reason,
+                        },
+                    }
+                }
+            }
+        };
+        (evaluation, Some(rule))
+    }
+
+    /// Resolves limits for this call; `Err(reason)` when a cost taken from
+    /// the arguments is not a number ≥ 0 (fail closed).
+    fn push_draws(
+        &self,
+        limits: &[Limit],
+        rule: &RuleRef,
+        call: &Call<'_>,
+        draws: &mut Vec<Draw>,
+    ) -> Result<(), String> {
+        for limit in limits {
+            let cost = match &limit.cost {
+                Cost::Fixed(cost) => *cost,
+                Cost::Arg(path) => match path.resolve(call.arguments) {
+                    Some(value) => match value.as_f64() {
+                        Some(n) if n >= 0.0 && n.is_finite() => n,
+                        _ => return Err(format!(
+                            "limit {} takes its cost from {}, which must be a number ≥ 0, found {}",
+                            crate::tree::quote(&limit.counter),
+                            path.text,
+                            value
+                        )),
+                    },
+                    None => {
+                        return Err(format!(
+                            "limit {} takes its cost from {}, which is missing",
+                            crate::tree::quote(&limit.counter),
+                            path.text
+                        ))
+                    }
+                },
+            };
+            let mut key = String::with_capacity(limit.key_prefix.len() + 16);
+            key.push_str(&limit.key_prefix);
+            match &limit.scope {
+                Scope::Grant => key.push_str(call.grant),
+                Scope::Session => key.push_str(call.session),
+                Scope::Global => {}
+                Scope::Arg(name) => match call.arguments.get(name.as_str()) {
+                    Some(value) => canonical_json(value, &mut key),
+                    None => key.push_str("\u{0}missing"),
+                },
+            }
+            draws.push(Draw {
+                counter: limit.counter.clone(),
+                key,
+                window: limit.window,
+                max: limit.max,
+                cost,
+                rule: rule.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// evaluate + draw on counters atomically (all limits of the rule plus
+    /// all_tools, all-or-nothing).
+    pub fn decide(&self, call: &Call<'_>, store: &dyn CounterStore, now: Millis) -> Decision {
+        let (evaluation, matched) = self.evaluate_rule(call);
+        match evaluation {
+            Evaluation::Deny { rule, reason } => Decision::Deny { rule, reason },
+            Evaluation::Unknown { rule } => Decision::Unknown { rule },
+            Evaluation::ApprovalRequired { rule, reason } => {
+                Decision::ApprovalRequired { rule, reason }
+            }
+            Evaluation::Proceed { rule, draws } => {
+                if draws.is_empty() {
+                    return Decision::Allow {
+                        rule,
+                        grant: Grant::default(),
+                    };
+                }
+                match store.acquire(&draws, now) {
+                    Ok(grant) => Decision::Allow { rule, grant },
+                    Err(exhausted) => {
+                        let prefix = matched
+                            .filter(|m| m.rule_ref == exhausted.rule)
+                            .and_then(|m| m.reason.as_deref());
+                        let reason = rate_limit_reason(prefix, &exhausted, &draws);
+                        Decision::RateLimited {
+                            rule: exhausted.rule,
+                            counter: exhausted.counter,
+                            retry_after_ms: exhausted.retry_after_ms,
+                            reason,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `rate limit "send_text_rate" reached: 30 of 30 used in the last minute; retry in 1.5s`
+fn rate_limit_reason(prefix: Option<&str>, exhausted: &Exhausted, draws: &[Draw]) -> String {
+    let window = draws
+        .iter()
+        .find(|d| d.counter == exhausted.counter)
+        .map(|d| d.window)
+        .unwrap_or(0);
+    let message = format!(
+        "rate limit {} reached: {} of {} used in the last {}; retry in {}",
+        crate::tree::quote(&exhausted.counter),
+        number(exhausted.used),
+        number(exhausted.max),
+        window_name(window),
+        duration(exhausted.retry_after_ms),
+    );
+    match prefix {
+        Some(prefix) => format!("{prefix}: {message}"),
+        None => message,
+    }
+}
+
+/// A window in words: `minute`, `hour`, `90 seconds`.
+pub(crate) fn window_name(ms: WindowMs) -> String {
+    match ms {
+        1_000 => "second".to_string(),
+        60_000 => "minute".to_string(),
+        3_600_000 => "hour".to_string(),
+        86_400_000 => "day".to_string(),
+        ms if ms % 1000 == 0 => format!("{} seconds", ms / 1000),
+        ms => format!("{ms} ms"),
+    }
+}
+
+fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// A number without a needless fraction: `30`, `2.5`.
+pub(crate) fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// FxHash (as in rustc): fast for the trusted tool names of a policy. The
+/// counter store, whose keys hold agent-chosen values, keeps the default
+/// randomly seeded hasher.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}

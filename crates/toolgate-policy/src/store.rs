@@ -1,0 +1,196 @@
+//! Counter state: the [`CounterStore`] interface and [`MemoryStore`], the
+//! in-memory implementation. A store checks and updates all of a call's
+//! draws in one atomic step: either every draw is taken or none is.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use crate::policy::{Draw, RuleRef};
+use crate::window::{Room, Window};
+use crate::{Millis, WindowMs};
+
+/// The counter state interface. Each `acquire` checks and updates in one
+/// atomic step (all-or-nothing over all draws).
+pub trait CounterStore: Send + Sync {
+    /// Takes every draw at `now`, or none of them when one does not fit.
+    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Exhausted>;
+    /// Gives back what a grant took (the gateway calls this when the
+    /// upstream answers with a JSON-RPC error). Quota whose log entry has
+    /// already expired is not given back twice.
+    fn release(&self, grant: &Grant);
+}
+
+/// What a call took from counters; pass it to [`CounterStore::release`] to
+/// give the quota back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grant {
+    pub taken: Vec<Taken>,
+}
+
+/// One draw that was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    pub key: String,
+    pub counter: String,
+    pub at: Millis,
+    pub cost: f64,
+    /// Units in the window after this call was admitted.
+    pub used: f64,
+    pub max: f64,
+    pub window: WindowMs,
+}
+
+/// Why `acquire` refused: the first draw (in draw order) that did not fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exhausted {
+    pub counter: String,
+    pub rule: RuleRef,
+    /// When every draw that did not fit has room again (at least 1 ms).
+    pub retry_after_ms: u64,
+    /// Units in the window now, for the refusing counter.
+    pub used: f64,
+    pub max: f64,
+}
+
+/// In-memory counter store: one mutex around a map from draw key to its
+/// sliding log. Keys whose logs have emptied are swept out lazily, so
+/// memory follows the number of keys that are live, not all ever seen.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    windows: HashMap<String, Window>,
+    /// Sweep expired keys when the map reaches this size.
+    sweep_at: usize,
+}
+
+/// Below this many keys the map is never swept.
+const MIN_SWEEP: usize = 1024;
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of counter keys held (including ones not yet swept).
+    pub fn key_count(&self) -> usize {
+        self.lock().windows.len()
+    }
+
+    /// Units currently counted for `key` at `now` (0 when unknown).
+    pub fn used(&self, key: &str, now: Millis) -> f64 {
+        let mut state = self.lock();
+        match state.windows.get_mut(key) {
+            Some(window) => {
+                window.expire(now);
+                window.used()
+            }
+            None => 0.0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update leaves the state consistent, so a panic elsewhere
+        // while the lock was held does not make it unusable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn sweep(&mut self, now: Millis) {
+        if self.windows.len() < self.sweep_at.max(MIN_SWEEP) {
+            return;
+        }
+        self.windows.retain(|_, window| {
+            window.expire(now);
+            !window.is_empty()
+        });
+        self.sweep_at = (self.windows.len() * 2).max(MIN_SWEEP);
+    }
+}
+
+impl CounterStore for MemoryStore {
+    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Exhausted> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.sweep(now);
+
+        // Check every draw; none is taken unless all fit.
+        let mut refused: Option<Exhausted> = None;
+        for (i, draw) in draws.iter().enumerate() {
+            // Earlier draws of this call on the same key count too.
+            let extra: f64 = draws[..i]
+                .iter()
+                .filter(|d| d.key == draw.key)
+                .map(|d| d.cost)
+                .sum();
+            let (room, used) = match state.windows.get_mut(&draw.key) {
+                Some(window) => {
+                    window.set_length(draw.window);
+                    window.expire(now);
+                    (window.room(now, extra, draw.cost, draw.max), window.used())
+                }
+                None => (
+                    Window::new(draw.window).room(now, extra, draw.cost, draw.max),
+                    0.0,
+                ),
+            };
+            if let Room::Full { retry_after_ms } = room {
+                match &mut refused {
+                    None => {
+                        refused = Some(Exhausted {
+                            counter: draw.counter.clone(),
+                            rule: draw.rule.clone(),
+                            retry_after_ms,
+                            used,
+                            max: draw.max,
+                        })
+                    }
+                    Some(first) => first.retry_after_ms = first.retry_after_ms.max(retry_after_ms),
+                }
+            }
+        }
+        if let Some(exhausted) = refused {
+            return Err(exhausted);
+        }
+
+        // Commit every draw.
+        let mut taken = Vec::with_capacity(draws.len());
+        for draw in draws {
+            if !state.windows.contains_key(draw.key.as_str()) {
+                state
+                    .windows
+                    .insert(draw.key.clone(), Window::new(draw.window));
+            }
+            let Some(window) = state.windows.get_mut(draw.key.as_str()) else {
+                continue; // inserted just above
+            };
+            window.take(now, draw.cost);
+            taken.push(Taken {
+                key: draw.key.clone(),
+                counter: draw.counter.clone(),
+                at: now,
+                cost: draw.cost,
+                used: window.used(),
+                max: draw.max,
+                window: draw.window,
+            });
+        }
+        Ok(Grant { taken })
+    }
+
+    fn release(&self, grant: &Grant) {
+        if grant.taken.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for taken in &grant.taken {
+            if let Some(window) = state.windows.get_mut(&taken.key) {
+                window.give_back(taken.at, taken.cost);
+            }
+        }
+    }
+}

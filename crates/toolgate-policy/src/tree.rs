@@ -1,0 +1,173 @@
+//! The spanned document tree that both the JSON and the YAML reader produce.
+//!
+//! Every value and every object key carries the 1-based line and column
+//! (counted in characters) where its token starts, so validation can point at
+//! the exact spot of a problem. Object members keep their order; duplicate
+//! keys are reported by the readers and dropped before a tree is built.
+
+use std::fmt;
+
+/// A 1-based position in the source text (column counts characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Pos {
+    pub(crate) const START: Pos = Pos { line: 1, column: 1 };
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Node>),
+    Object(Vec<Member>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+impl Value {
+    /// "a string", "an object", ... for messages like `expected a string, found a number`.
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(_) => Kind::Number,
+            Value::String(_) => Kind::String,
+            Value::Array(_) => Kind::Array,
+            Value::Object(_) => Kind::Object,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        })
+    }
+}
+
+impl Node {
+    /// The plain JSON value of this node (positions dropped).
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(n) => serde_json::Value::Number(n.clone()),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
+            Value::Object(members) => serde_json::Value::Object(
+                members
+                    .iter()
+                    .map(|m| (m.key.clone(), m.value.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// One problem found while reading or validating, before it gets a file name.
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    pub pos: Pos,
+    pub path: String,
+    pub message: String,
+}
+
+/// The result of reading a document: a tree (absent after a syntax error)
+/// and the problems found on the way (duplicate keys do not stop reading).
+pub(crate) struct Read {
+    pub root: Option<Node>,
+    pub errors: Vec<Problem>,
+}
+
+/// Appends `.key` or `["key"]` to a document path.
+pub(crate) fn push_key(path: &str, key: &str) -> String {
+    let simple = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
+    if simple {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    } else {
+        format!("{path}[{}]", quote(key))
+    }
+}
+
+pub(crate) fn push_index(path: &str, index: usize) -> String {
+    format!("{path}[{index}]")
+}
+
+/// Removes duplicate object keys everywhere in the tree, keeping the first
+/// occurrence and reporting each later one at its key.
+pub(crate) fn dedup_tree(node: &mut Node, path: &str, errors: &mut Vec<Problem>) {
+    match &mut node.value {
+        Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                dedup_tree(item, &push_index(path, index), errors);
+            }
+        }
+        Value::Object(members) => {
+            let mut seen = std::collections::HashSet::new();
+            members.retain(|member| {
+                if seen.insert(member.key.clone()) {
+                    true
+                } else {
+                    errors.push(Problem {
+                        pos: member.key_pos,
+                        path: path.to_string(),
+                        message: format!("duplicate key {}", quote(&member.key)),
+                    });
+                    false
+                }
+            });
+            for member in members.iter_mut() {
+                let child = push_key(path, &member.key);
+                dedup_tree(&mut member.value, &child, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A string as a JSON string literal, for messages: `"send_text"`.
+pub(crate) fn quote(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}

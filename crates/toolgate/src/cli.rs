@@ -1,0 +1,202 @@
+//! Command-line arguments and the commands they run.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toolgate_gateway::audit::{AuditSink, LogLevel};
+use toolgate_gateway::{run_stdio, StdioOptions, SystemClock};
+use toolgate_policy::{parse_policy, Call, Format, MemoryStore, Policy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "toolgate",
+    version,
+    about = "An MCP gateway that enforces a policy on every tool call"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check policy files; print a summary of each, or every problem found.
+    Validate {
+        /// Policy files (.json, .yaml or .yml).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Decide one call against a policy, with no server, and print the decision.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+        /// The tool name.
+        #[arg(long)]
+        tool: String,
+        /// The call's arguments, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The grant (agent credential) making the call.
+        #[arg(long, default_value = "local")]
+        grant: String,
+        /// Exit 1 unless the decision is this one
+        /// (allow, deny, unknown, approval_required, rate_limited).
+        #[arg(long)]
+        expect: Option<String>,
+    },
+    /// Print the policy file's JSON Schema.
+    Schema,
+    /// Run an MCP server behind the gateway over stdio: `toolgate run --policy P -- COMMAND ARGS...`.
+    Run(RunArgs),
+    /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
+    Demo {
+        /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
+        #[arg(last = true)]
+        server: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The policy file (.json, .yaml or .yml).
+    #[arg(long)]
+    policy: PathBuf,
+    /// The name of the local agent's grant, for `scope: "grant"` counters.
+    #[arg(long, default_value = "local")]
+    grant: String,
+    /// Append one JSON line per tool-call decision to this file.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Record the raw arguments of each call in the audit file (by default only their SHA-256).
+    #[arg(long)]
+    audit_args: bool,
+    /// error, warn, info (a line per decision) or debug.
+    #[arg(long, default_value = "warn")]
+    log_level: LogLevel,
+    /// The largest message accepted from the client.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// The MCP server command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn dispatch(args: Args) -> Result<u8> {
+    match args.command {
+        Command::Validate { files } => validate(&files),
+        Command::Check {
+            file,
+            tool,
+            args,
+            grant,
+            expect,
+        } => check(&file, &tool, &args, &grant, expect.as_deref()),
+        Command::Schema => {
+            println!("{}", toolgate_policy::json_schema());
+            Ok(0)
+        }
+        Command::Run(run) => run_gateway(run),
+        Command::Demo { server } => crate::demo::run(server),
+    }
+}
+
+/// Reads and validates a policy file; the error text is every diagnostic, one per line.
+pub fn load_policy(path: &Path) -> Result<Policy> {
+    let format = Format::from_path(path).with_context(|| {
+        format!(
+            "{}: unknown policy format (use .json, .yaml or .yml)",
+            path.display()
+        )
+    })?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_policy(&text, format, &path.display().to_string()).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+fn validate(files: &[PathBuf]) -> Result<u8> {
+    let mut failed = false;
+    for file in files {
+        match load_policy(file) {
+            Ok(policy) => println!("{}", policy.summary(&file.display().to_string())),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+fn check(file: &Path, tool: &str, args: &str, grant: &str, expect: Option<&str>) -> Result<u8> {
+    let policy = match load_policy(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    let arguments: serde_json::Value =
+        serde_json::from_str(args).context("--args is not valid JSON")?;
+    if !arguments.is_object() {
+        bail!("--args must be a JSON object");
+    }
+    let call = Call {
+        tool,
+        arguments: &arguments,
+        grant,
+        session: "check",
+    };
+    let now = toolgate_gateway::Clock::now_ms(&SystemClock);
+    let decision = policy.decide(&call, &MemoryStore::new(), now);
+    let (kind, rule, reason) = toolgate_gateway::audit::decision_facts(&decision);
+    println!("decision: {kind}");
+    println!("rule: {rule}");
+    if let Some(reason) = reason {
+        println!("reason: {reason}");
+    }
+    match expect {
+        Some(want) if want != kind => {
+            eprintln!("expected {want}, got {kind}");
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
+}
+
+fn run_gateway(run: RunArgs) -> Result<u8> {
+    let policy = match load_policy(&run.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("toolgate: refusing to start with an invalid policy");
+            return Ok(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = runtime.block_on(async move {
+        let (audit, writer) = AuditSink::open(run.audit.as_deref(), run.log_level)
+            .await
+            .with_context(|| format!("cannot open the audit file {:?}", run.audit))?;
+        let opts = StdioOptions {
+            policy: Arc::new(policy),
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(SystemClock),
+            grant: run.grant,
+            audit,
+            audit_args: run.audit_args,
+            max_message_bytes: run.max_message_bytes,
+            command: run.command,
+            forward_signals: true,
+        };
+        let code = run_stdio(opts, tokio::io::stdin(), tokio::io::stdout()).await?;
+        writer.finish().await;
+        anyhow::Ok(code)
+    })?;
+    // Exit at once: a read blocked on stdin must not hold the process open.
+    std::process::exit(code);
+}

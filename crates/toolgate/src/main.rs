@@ -1,0 +1,19 @@
+//! The `toolgate` command: parses arguments and wires the crates together.
+//! Nothing here decides anything; see ARCHITECTURE.md for the map.
+
+mod cli;
+mod demo;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    match cli::dispatch(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("toolgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs besides the Rust toolchain:
+#   .venv/             Python virtualenv with tests/requirements.txt (mcp SDK, pytest, jsonschema)
+#   tests/node/        npm ci of the pinned MCP servers (server-everything, TypeScript SDK)
+# Idempotent and fast when nothing changed: each step records the hash of its
+# inputs in a stamp file and is skipped while the stamp matches.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+missing=()
+need() {
+    # need COMMAND "what to install"
+    if ! command -v "$1" >/dev/null 2>&1; then
+        missing+=("$1 (install $2)")
+    fi
+}
+need python3 "Python 3.10 or newer, e.g. apt-get install python3 python3-venv"
+need node "Node.js 20 or newer, e.g. from https://nodejs.org or apt-get install nodejs"
+need npm "npm 10 or newer (comes with Node.js; apt-get install npm)"
+need cargo "the Rust toolchain via rustup: https://rustup.rs"
+if ((${#missing[@]})); then
+    echo "setup.sh: missing required tools:" >&2
+    for m in "${missing[@]}"; do
+        echo "  - $m" >&2
+    done
+    exit 1
+fi
+
+if ! python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+    echo "setup.sh: python3 is $(python3 --version 2>&1); the mcp SDK needs Python 3.10 or newer" >&2
+    exit 1
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if ((node_major < 18)); then
+    echo "setup.sh: node is $(node --version); server-everything needs Node.js 18 or newer" >&2
+    exit 1
+fi
+
+hash_of() {
+    # Hash of the given files plus the interpreter version, so a new python
+    # or node also rebuilds.
+    {
+        cat "$@"
+        printf '%s\n' "$HASH_SALT"
+    } | sha256sum | cut -d' ' -f1
+}
+
+# --- Python: .venv ---------------------------------------------------------
+venv="$root/.venv"
+py_stamp="$venv/.toolgate-requirements.sha256"
+HASH_SALT="$(python3 --version 2>&1)"
+py_hash="$(hash_of tests/requirements.txt)"
+if [[ -x "$venv/bin/python" && -f "$py_stamp" && "$(cat "$py_stamp")" == "$py_hash" ]]; then
+    echo "setup.sh: .venv up to date"
+else
+    echo "setup.sh: installing tests/requirements.txt into .venv"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        if ! python3 -m venv "$venv"; then
+            echo "setup.sh: 'python3 -m venv' failed; install the venv module (e.g. apt-get install python3-venv)" >&2
+            rm -rf "$venv"
+            exit 1
+        fi
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        -r tests/requirements.txt
+    echo "$py_hash" >"$py_stamp"
+fi
+
+# --- Node: tests/node/node_modules -----------------------------------------
+node_dir="$root/tests/node"
+node_stamp="$node_dir/node_modules/.toolgate-lock.sha256"
+HASH_SALT="$(node --version)"
+node_hash="$(hash_of "$node_dir/package.json" "$node_dir/package-lock.json")"
+if [[ -f "$node_stamp" && "$(cat "$node_stamp")" == "$node_hash" ]]; then
+    echo "setup.sh: tests/node/node_modules up to date"
+else
+    echo "setup.sh: npm ci in tests/node"
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$node_hash" >"$node_stamp"
+fi
