@@ -389,25 +389,33 @@ def run_toolgate(toolgate_bin: Path, *args: str, cwd: Path | None = None, timeou
     )
 
 
-# The policies recommended on the five product pages in shared/seeds, verbatim.
+# The policies recommended on the five product pages in shared/seeds, verbatim
+# (two pages indent the JSON, three print it flush left).
+def _seed_policy(name: str, indent: str) -> str:
+    lines = [
+        (0, "{"),
+        (1, '"version": "1",'),
+        (1, '"default": "deny",'),
+        (1, '"tools": {'),
+        (2, f'"{name}": {{'),
+        (3, '"limits": ['),
+        (4, "{"),
+        (5, f'"counter": "{name}_rate",'),
+        (5, '"window": "minute",'),
+        (5, '"max": 30,'),
+        (5, '"scope": "grant"'),
+        (4, "}"),
+        (3, "]"),
+        (2, "}"),
+        (1, "}"),
+        (0, "}"),
+    ]
+    return "".join(indent * depth + text + "\n" for depth, text in lines)
+
+
 SEED_POLICIES: dict[str, str] = {
-    name: (
-        "{\n"
-        '  "version": "1",\n'
-        '  "default": "deny",\n'
-        '  "tools": {\n'
-        f'    "{name}": {{\n'
-        '      "limits": [\n'
-        "        {\n"
-        f'          "counter": "{name}_rate",\n'
-        '          "window": "minute",\n'
-        '          "max": 30,\n'
-        '          "scope": "grant"\n'
-        "        }\n"
-        "      ]\n"
-        "    }\n"
-        "  }\n"
-        "}\n"
-    )
-    for name in ("send-message", "send_message", "send_text_message", "send_text")
+    "send-message": _seed_policy("send-message", "  "),  # 000 iMessage; 003 Agentic Framework prints it flush left
+    "send_message": _seed_policy("send_message", ""),  # 001 Mcp Ap2
+    "send_text_message": _seed_policy("send_text_message", ""),  # 002 Mcp Ap2
+    "send_text": _seed_policy("send_text", "  "),  # 004 Mcp Ap2
 }

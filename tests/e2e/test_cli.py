@@ -59,7 +59,7 @@ CHECK_POLICY = {
         "send_text": {"limits": [{"counter": "send_text_rate", "window": "minute", "max": 30, "scope": "grant"}]},
         "delete_all": {"action": "deny", "reason": "never from an agent"},
         "transfer": {
-            "conditions": [{"arg": "amount", "op": "lte", "value": 1000}],
+            "conditions": [{"path": "args.amount", "op": "lte", "value": 1000}],
             "limits": [{"counter": "spend", "window": "day", "max": 100, "cost": "args.amount", "scope": "grant"}],
         },
         "send_message": {"action": "require_approval", "reason": "a human reads it first"},

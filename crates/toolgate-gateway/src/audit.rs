@@ -6,6 +6,7 @@
 
 use crate::clock::rfc3339;
 use serde_json::{json, Map, Value};
+use std::io::Write as _;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -210,7 +211,7 @@ impl AuditSink {
 
     pub fn record(&self, rec: Record) {
         if self.log_level >= LogLevel::Info {
-            eprintln!("{}", rec.log_line());
+            let _ = writeln!(std::io::stderr(), "{}", rec.log_line());
         }
         if let Some(tx) = &self.tx {
             let _ = tx.send(rec);
@@ -219,7 +220,12 @@ impl AuditSink {
 
     pub fn log(&self, level: LogLevel, message: &str) {
         if self.log_level >= level {
-            eprintln!("toolgate: {message}");
+            let _ = writeln!(std::io::stderr(), "toolgate: {message}");
         }
+    }
+
+    /// Whether records go anywhere; when not, callers may skip building them.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some() || self.log_level >= LogLevel::Info
     }
 }

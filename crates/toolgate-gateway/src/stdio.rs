@@ -67,7 +67,8 @@ enum Pending {
 struct CallInFlight {
     grant: Grant,
     started: Instant,
-    record: Record,
+    /// `None` when the audit sink is off.
+    record: Option<Record>,
 }
 
 struct Shared {
@@ -463,25 +464,32 @@ fn police_call(
     };
     let decision = shared.policy.decide(&call, shared.store.as_ref(), now);
     let decision_us = received.elapsed().as_secs_f64() * 1e6;
-    let (kind, rule, reason) = decision_facts(&decision);
-    let mut record = Record {
-        time: now,
-        grant: shared.grant.clone(),
-        session: shared.session.clone(),
-        tool: tool.to_owned(),
-        decision: kind,
-        rule,
-        reason,
-        counters: Vec::new(),
-        decision_us,
-        latency_ms: None,
-        outcome: Outcome::Refused,
-        args_sha256: args_sha256(arguments),
-        args: shared.audit_args.then(|| arguments.clone()),
-    };
+    // Building the record (and hashing the arguments) is skipped when nothing
+    // would receive it.
+    let record = shared.audit.enabled().then(|| {
+        let (kind, rule, reason) = decision_facts(&decision);
+        Record {
+            time: now,
+            grant: shared.grant.clone(),
+            session: shared.session.clone(),
+            tool: tool.to_owned(),
+            decision: kind,
+            rule,
+            reason,
+            counters: Vec::new(),
+            decision_us,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            args_sha256: args_sha256(arguments),
+            args: shared.audit_args.then(|| arguments.clone()),
+        }
+    });
     match decision {
         Decision::Allow { grant, .. } => {
-            record.counters = grant.taken.clone();
+            let record = record.map(|mut r| {
+                r.counters = grant.taken.clone();
+                r
+            });
             let flight = CallInFlight {
                 grant,
                 started: received,
@@ -495,11 +503,12 @@ fn police_call(
             Route::Pass
         }
         refused => {
-            if let Decision::Unknown { .. } = refused {
+            if let Some(record) = record {
                 shared.audit.record(record);
+            }
+            if let Decision::Unknown { .. } = refused {
                 return Route::Answer(unknown_tool(id, tool));
             }
-            shared.audit.record(record);
             let era = Era::of_params(params_value);
             Route::Answer(refusal(id, tool, &refused, era).expect("not an allow"))
         }
@@ -578,17 +587,21 @@ fn settle_call(shared: &Shared, flight: CallInFlight, is_error: bool) {
     let CallInFlight {
         grant,
         started,
-        mut record,
+        record,
     } = flight;
     if is_error {
         // The call did not happen: its quota goes back.
         shared.store.release(&grant);
-        record.outcome = Outcome::Error;
-    } else {
-        record.outcome = Outcome::Ok;
     }
-    record.latency_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-    shared.audit.record(record);
+    if let Some(mut record) = record {
+        record.outcome = if is_error {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        record.latency_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+        shared.audit.record(record);
+    }
 }
 
 /// Removes the tools the policy hides (or refuses by default) from a tools/list answer.
@@ -621,10 +634,11 @@ fn fail_in_flight(shared: &Shared) {
             Some(json!({"toolgate": {"reason": "upstream_exited"}})),
         ));
         if let Pending::Call(flight) = pending {
-            let mut record = flight.record;
-            record.outcome = Outcome::NoResponse;
-            record.latency_ms = Some(flight.started.elapsed().as_secs_f64() * 1e3);
-            shared.audit.record(record);
+            if let Some(mut record) = flight.record {
+                record.outcome = Outcome::NoResponse;
+                record.latency_ms = Some(flight.started.elapsed().as_secs_f64() * 1e3);
+                shared.audit.record(record);
+            }
         }
     }
 }

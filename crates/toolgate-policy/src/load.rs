@@ -225,6 +225,8 @@ impl Validator {
             all_tools,
             counters: std::mem::take(&mut self.counter_order),
             description,
+            default_ref: RuleRef::default_rule(),
+            all_tools_ref: RuleRef::all_tools(),
         };
         policy.exact.reserve(rules.len());
         for (index, (key, rule)) in rules.into_iter().enumerate() {

@@ -251,6 +251,9 @@ pub struct Policy {
     /// Declared counters in order of first use.
     pub(crate) counters: Vec<(String, WindowMs)>,
     pub(crate) description: Option<String>,
+    /// Built once, so a call does not allocate them.
+    pub(crate) default_ref: RuleRef,
+    pub(crate) all_tools_ref: RuleRef,
 }
 
 impl Policy {
@@ -320,13 +323,13 @@ impl Policy {
         let Some(rule) = self.lookup(call.tool) else {
             let evaluation = match self.default {
                 DefaultAction::Deny => Evaluation::Unknown {
-                    rule: RuleRef::default_rule(),
+                    rule: self.default_ref.clone(),
                 },
                 DefaultAction::Allow => {
                     let mut draws = Vec::with_capacity(self.all_tools.len());
-                    let rule = RuleRef::default_rule();
+                    let rule = self.default_ref.clone();
                     if let Err(reason) =
-                        self.push_draws(&self.all_tools, &RuleRef::all_tools(), call, &mut draws)
+                        self.push_draws(&self.all_tools, &self.all_tools_ref, call, &mut draws)
                     {
                         return (Evaluation::Deny { rule, reason }, None);
                     }
@@ -372,12 +375,7 @@ impl Policy {
                     let drawn = self
                         .push_draws(&rule.limits, &rule_ref, call, &mut draws)
                         .and_then(|()| {
-                            self.push_draws(
-                                &self.all_tools,
-                                &RuleRef::all_tools(),
-                                call,
-                                &mut draws,
-                            )
+                            self.push_draws(&self.all_tools, &self.all_tools_ref, call, &mut draws)
                         });
                     match drawn {
                         Ok(()) => Evaluation::Proceed {
@@ -410,12 +408,14 @@ impl Policy {
                 Cost::Arg(path) => match path.resolve(call.arguments) {
                     Some(value) => match value.as_f64() {
                         Some(n) if n >= 0.0 && n.is_finite() => n,
-                        _ => return Err(format!(
+                        _ => {
+                            return Err(format!(
                             "limit {} takes its cost from {}, which must be a number ≥ 0, found {}",
                             crate::tree::quote(&limit.counter),
                             path.text,
                             value
-                        )),
+                        ))
+                        }
                     },
                     None => {
                         return Err(format!(

@@ -112,11 +112,64 @@ impl State {
     }
 }
 
+impl State {
+    fn acquire_one(&mut self, draw: &Draw, now: Millis) -> Result<Grant, Exhausted> {
+        if let Some(window) = self.windows.get_mut(draw.key.as_str()) {
+            window.set_length(draw.window);
+            window.expire(now);
+            if let Room::Full { retry_after_ms } = window.room(now, 0.0, draw.cost, draw.max) {
+                return Err(exhausted(draw, retry_after_ms, window.used()));
+            }
+            window.take(now, draw.cost);
+            return Ok(Grant {
+                taken: vec![taken(draw, now, window.used())],
+            });
+        }
+        let mut window = Window::new(draw.window);
+        if let Room::Full { retry_after_ms } = window.room(now, 0.0, draw.cost, draw.max) {
+            return Err(exhausted(draw, retry_after_ms, 0.0));
+        }
+        window.take(now, draw.cost);
+        let grant = Grant {
+            taken: vec![taken(draw, now, window.used())],
+        };
+        self.windows.insert(draw.key.clone(), window);
+        Ok(grant)
+    }
+}
+
+fn exhausted(draw: &Draw, retry_after_ms: u64, used: f64) -> Exhausted {
+    Exhausted {
+        counter: draw.counter.clone(),
+        rule: draw.rule.clone(),
+        retry_after_ms,
+        used,
+        max: draw.max,
+    }
+}
+
+fn taken(draw: &Draw, now: Millis, used: f64) -> Taken {
+    Taken {
+        key: draw.key.clone(),
+        counter: draw.counter.clone(),
+        at: now,
+        cost: draw.cost,
+        used,
+        max: draw.max,
+        window: draw.window,
+    }
+}
+
 impl CounterStore for MemoryStore {
     fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Exhausted> {
         let mut guard = self.lock();
         let state = &mut *guard;
         state.sweep(now);
+
+        // The common case, one draw: check and take with one lookup.
+        if let [draw] = draws {
+            return state.acquire_one(draw, now);
+        }
 
         // Check every draw; none is taken unless all fit.
         let mut refused: Option<Exhausted> = None;
@@ -140,15 +193,7 @@ impl CounterStore for MemoryStore {
             };
             if let Room::Full { retry_after_ms } = room {
                 match &mut refused {
-                    None => {
-                        refused = Some(Exhausted {
-                            counter: draw.counter.clone(),
-                            rule: draw.rule.clone(),
-                            retry_after_ms,
-                            used,
-                            max: draw.max,
-                        })
-                    }
+                    None => refused = Some(exhausted(draw, retry_after_ms, used)),
                     Some(first) => first.retry_after_ms = first.retry_after_ms.max(retry_after_ms),
                 }
             }
@@ -169,15 +214,7 @@ impl CounterStore for MemoryStore {
                 continue; // inserted just above
             };
             window.take(now, draw.cost);
-            taken.push(Taken {
-                key: draw.key.clone(),
-                counter: draw.counter.clone(),
-                at: now,
-                cost: draw.cost,
-                used: window.used(),
-                max: draw.max,
-                window: draw.window,
-            });
+            taken.push(self::taken(draw, now, window.used()));
         }
         Ok(Grant { taken })
     }

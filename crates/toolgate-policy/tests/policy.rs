@@ -627,3 +627,498 @@ fn ten_thousand_rules_load_and_look_up() {
     );
     assert_eq!(policy.rule_for("tool_10000"), None);
 }
+
+// ---------------------------------------------------------------- conditions
+
+/// Each case: (op, value, arguments, holds?). `value: None` leaves it out.
+#[test]
+fn conditions_of_each_op() {
+    let cases: &[(&str, Option<Value>, Value, bool)] = &[
+        ("eq", Some(json!(5)), json!({"x": 5}), true),
+        ("eq", Some(json!(5)), json!({"x": 5.0}), true),
+        ("eq", Some(json!(5)), json!({"x": "5"}), false),
+        (
+            "eq",
+            Some(json!({"a": [1]})),
+            json!({"x": {"a": [1.0]}}),
+            true,
+        ),
+        ("eq", Some(json!(null)), json!({"x": null}), true),
+        ("eq", Some(json!(null)), json!({}), false),
+        ("neq", Some(json!("a")), json!({"x": "b"}), true),
+        ("neq", Some(json!("a")), json!({"x": "a"}), false),
+        ("neq", Some(json!("a")), json!({}), false), // missing: fail closed
+        ("in", Some(json!(["a", 2])), json!({"x": 2.0}), true),
+        ("in", Some(json!(["a", 2])), json!({"x": "b"}), false),
+        ("in", Some(json!([])), json!({"x": "b"}), false),
+        ("not_in", Some(json!(["a"])), json!({"x": "b"}), true),
+        ("not_in", Some(json!(["a"])), json!({"x": "a"}), false),
+        ("not_in", Some(json!(["a"])), json!({}), false), // missing: fail closed
+        ("lt", Some(json!(10)), json!({"x": 9.5}), true),
+        ("lt", Some(json!(10)), json!({"x": 10}), false),
+        ("lt", Some(json!(10)), json!({"x": "9"}), false), // type mismatch
+        ("lte", Some(json!(10)), json!({"x": 10}), true),
+        ("lte", Some(json!(10)), json!({"x": 11}), false),
+        ("gt", Some(json!(0)), json!({"x": 1}), true),
+        ("gt", Some(json!(0)), json!({"x": 0}), false),
+        ("gte", Some(json!(0)), json!({"x": 0}), true),
+        ("gte", Some(json!(0)), json!({"x": -1}), false),
+        ("gte", Some(json!(0)), json!({"x": [1]}), false),
+        (
+            "regex",
+            Some(json!("^\\+1[0-9]{10}$")),
+            json!({"x": "+15551234567"}),
+            true,
+        ),
+        (
+            "regex",
+            Some(json!("^\\+1[0-9]{10}$")),
+            json!({"x": "+445551234567"}),
+            false,
+        ),
+        ("regex", Some(json!("a")), json!({"x": 1}), false),
+        (
+            "contains",
+            Some(json!("lo w")),
+            json!({"x": "hello world"}),
+            true,
+        ),
+        (
+            "contains",
+            Some(json!("bye")),
+            json!({"x": "hello world"}),
+            false,
+        ),
+        ("contains", Some(json!("b")), json!({"x": ["a", "b"]}), true),
+        ("contains", Some(json!(2)), json!({"x": [1, 2.0]}), true),
+        ("contains", Some(json!(3)), json!({"x": [1, 2]}), false),
+        ("contains", Some(json!(1)), json!({"x": 1}), false),
+        ("exists", None, json!({"x": null}), true),
+        ("exists", None, json!({}), false),
+        ("exists", Some(json!(true)), json!({"x": 0}), true),
+        ("exists", Some(json!(false)), json!({}), true),
+        ("exists", Some(json!(false)), json!({"x": 0}), false),
+        ("exists", None, Value::Null, false), // no arguments at all
+    ];
+    let mut failures = Vec::new();
+    for (op, value, arguments, holds) in cases {
+        let mut condition = json!({"path": "args.x", "op": op});
+        if let Some(value) = value {
+            condition["value"] = value.clone();
+        }
+        let policy = load(&with_rule("t", json!({"conditions": [condition]})));
+        let kind = Agent::new(&policy).kind("t", arguments.clone(), T0);
+        let expected = if *holds { "allow" } else { "deny" };
+        if kind != expected {
+            failures.push(format!(
+                "{op} {value:?} on {arguments}: got {kind}, expected {expected}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn nested_paths_and_array_indexes() {
+    let policy = load(&with_rule(
+        "t",
+        json!({"conditions": [
+            {"path": "args.to.0.domain", "op": "eq", "value": "example.com"},
+            {"path": "args", "op": "exists"}
+        ]}),
+    ));
+    let agent = Agent::new(&policy);
+    assert_eq!(
+        agent.kind("t", json!({"to": [{"domain": "example.com"}]}), T0),
+        "allow"
+    );
+    assert_eq!(
+        agent.kind("t", json!({"to": [{"domain": "evil.com"}]}), T0),
+        "deny"
+    );
+    assert_eq!(agent.kind("t", json!({"to": []}), T0), "deny");
+    assert_eq!(agent.kind("t", json!(null), T0), "deny");
+}
+
+#[test]
+fn the_first_failing_condition_gives_the_reason() {
+    let policy = load(
+        r#"{"version": "1", "default": "deny", "tools": {
+            "pay": {"conditions": [
+                {"path": "args.amount", "op": "lte", "value": 100},
+                {"path": "args.currency", "op": "in", "value": ["EUR", "USD"], "reason": "only EUR and USD"}
+            ]},
+            "pay2": {"reason": "payments are restricted", "conditions": [
+                {"path": "args.amount", "op": "lte", "value": 100}
+            ]}}}"#,
+    );
+    let agent = Agent::new(&policy);
+    assert_eq!(
+        reason(&agent.call("pay", json!({"amount": 500, "currency": "GBP"}), T0)),
+        "condition failed: args.amount lte 100"
+    );
+    assert_eq!(
+        reason(&agent.call("pay", json!({"amount": 5, "currency": "GBP"}), T0)),
+        "only EUR and USD"
+    );
+    assert_eq!(
+        agent.kind("pay", json!({"amount": 5, "currency": "EUR"}), T0),
+        "allow"
+    );
+    assert_eq!(
+        reason(&agent.call("pay2", json!({"amount": 500}), T0)),
+        "payments are restricted (condition failed: args.amount lte 100)"
+    );
+}
+
+#[test]
+fn require_approval_checks_conditions_first() {
+    let policy = load(&with_rule(
+        "wire",
+        json!({"action": "require_approval", "conditions": [{"path": "args.amount", "op": "gt", "value": 0}]}),
+    ));
+    let agent = Agent::new(&policy);
+    assert_eq!(agent.kind("wire", json!({"amount": 0}), T0), "deny");
+    assert_eq!(
+        agent.kind("wire", json!({"amount": 10}), T0),
+        "approval_required"
+    );
+}
+
+// ---------------------------------------------------------------- limits
+
+fn limited(limits: Value) -> Policy {
+    load(&with_rule("t", json!({"limits": limits})))
+}
+
+#[test]
+fn no_double_burst_across_a_minute_boundary() {
+    let policy = limited(json!([{"counter": "c", "window": "minute", "max": 30}]));
+    let agent = Agent::new(&policy);
+    assert_eq!(agent.burst("t", 30, T0 + 59_900), 30);
+    assert_eq!(agent.burst("t", 30, T0 + 60_100), 0);
+    // The whole burst frees up exactly one window after it was taken.
+    assert_eq!(agent.burst("t", 30, T0 + 59_900 + MINUTE - 1), 0);
+    assert_eq!(agent.burst("t", 31, T0 + 59_900 + MINUTE), 30);
+}
+
+#[test]
+fn sparse_calls_are_admitted_exactly() {
+    // max 3 per 10 s, calls 2 s apart: each refused call is exactly the one
+    // that would make 4 in some 10 s interval.
+    let policy = limited(json!([{"counter": "c", "window": 10, "max": 3}]));
+    let agent = Agent::new(&policy);
+    let kinds: Vec<&str> = (0..12)
+        .map(|i| agent.kind("t", json!({}), T0 + i * 2 * SECOND))
+        .collect();
+    // t=0,2,4 allowed; 6,8 refused; 10 (0 expired) ok; 12 ok (2 expired); 14 ok; 16,18 refused; 20,22 ok.
+    assert_eq!(
+        kinds,
+        [
+            "allow",
+            "allow",
+            "allow",
+            "rate_limited",
+            "rate_limited",
+            "allow",
+            "allow",
+            "allow",
+            "rate_limited",
+            "rate_limited",
+            "allow",
+            "allow"
+        ]
+    );
+}
+
+#[test]
+fn a_refused_call_consumes_nothing() {
+    let policy = load(
+        r#"{"version": "1", "default": "deny", "tools": {
+            "t": {"limits": [
+                {"counter": "wide", "window": "hour", "max": 100},
+                {"counter": "narrow", "window": "minute", "max": 2}
+            ]}}}"#,
+    );
+    let agent = Agent::new(&policy);
+    assert_eq!(agent.burst("t", 50, T0), 2);
+    assert_eq!(agent.store.used("wide\u{1f}grant\u{1f}local", T0), 2.0);
+    let decision = agent.call("t", json!({}), T0);
+    let Decision::RateLimited { counter, .. } = &decision else {
+        panic!("{decision:?}")
+    };
+    assert_eq!(counter, "narrow");
+    // Refusals by the second limit took nothing from the first.
+    assert_eq!(agent.store.used("wide\u{1f}grant\u{1f}local", T0), 2.0);
+    assert_eq!(agent.burst("t", 50, T0 + MINUTE), 2);
+    assert_eq!(
+        agent.store.used("wide\u{1f}grant\u{1f}local", T0 + MINUTE),
+        4.0
+    );
+}
+
+#[test]
+fn release_gives_quota_back() {
+    let policy = limited(json!([{"counter": "c", "window": "minute", "max": 2}]));
+    let agent = Agent::new(&policy);
+    let Decision::Allow { grant, .. } = agent.call("t", json!({}), T0) else {
+        panic!()
+    };
+    assert_eq!(grant.taken.len(), 1);
+    assert_eq!(grant.taken[0].used, 1.0);
+    assert_eq!(grant.taken[0].key, "c\u{1f}grant\u{1f}local");
+    assert_eq!(agent.kind("t", json!({}), T0 + 1), "allow");
+    assert_eq!(agent.kind("t", json!({}), T0 + 2), "rate_limited");
+    agent.store.release(&grant);
+    assert_eq!(agent.kind("t", json!({}), T0 + 3), "allow");
+    assert_eq!(agent.kind("t", json!({}), T0 + 4), "rate_limited");
+    // Released quota of a call whose entry has expired is not given back.
+    let Decision::Allow { grant, .. } = agent.call("t", json!({}), T0 + MINUTE + 10) else {
+        panic!()
+    };
+    assert_eq!(
+        agent
+            .store
+            .used("c\u{1f}grant\u{1f}local", T0 + 2 * MINUTE + 10),
+        0.0
+    );
+    agent.store.release(&grant);
+    assert_eq!(agent.burst("t", 5, T0 + 2 * MINUTE + 10), 2);
+}
+
+#[test]
+fn cost_from_arguments() {
+    let policy = limited(
+        json!([{"counter": "sms", "window": "day", "max": 10, "cost": "args.recipients.count"}]),
+    );
+    let agent = Agent::new(&policy);
+    assert_eq!(
+        agent.kind("t", json!({"recipients": {"count": 6}}), T0),
+        "allow"
+    );
+    assert_eq!(
+        agent.kind("t", json!({"recipients": {"count": 5}}), T0),
+        "rate_limited"
+    );
+    assert_eq!(
+        agent.kind("t", json!({"recipients": {"count": 4}}), T0),
+        "allow"
+    );
+    assert_eq!(
+        agent.kind("t", json!({"recipients": {"count": 0}}), T0),
+        "allow"
+    );
+    assert_eq!(
+        reason(&agent.call("t", json!({"recipients": {"count": -1}}), T0)),
+        "limit \"sms\" takes its cost from args.recipients.count, which must be a number ≥ 0, found -1"
+    );
+    assert_eq!(
+        reason(&agent.call("t", json!({"recipients": {"count": "3"}}), T0)),
+        "limit \"sms\" takes its cost from args.recipients.count, which must be a number ≥ 0, found \"3\""
+    );
+    assert_eq!(
+        reason(&agent.call("t", json!({}), T0)),
+        "limit \"sms\" takes its cost from args.recipients.count, which is missing"
+    );
+    // A cost above max never fits: retry after a whole window.
+    let limited = agent.call("t", json!({"recipients": {"count": 11}}), T0 + DAY_LATER);
+    let Decision::RateLimited { retry_after_ms, .. } = limited else {
+        panic!("{limited:?}")
+    };
+    assert_eq!(retry_after_ms, 86_400_000);
+}
+const DAY_LATER: u64 = 86_400_000;
+
+#[test]
+fn fixed_and_fractional_costs() {
+    let policy = limited(json!([{"counter": "c", "window": "minute", "max": 1, "cost": 0.1}]));
+    let agent = Agent::new(&policy);
+    assert_eq!(agent.burst("t", 20, T0), 10);
+}
+
+#[test]
+fn scopes_partition_budgets() {
+    let policy = load(
+        r#"{"version": "1", "default": "deny", "tools": {
+            "g": {"limits": [{"counter": "g", "window": "minute", "max": 1, "scope": "global"}]},
+            "s": {"limits": [{"counter": "s", "window": "minute", "max": 1, "scope": "session"}]},
+            "a": {"limits": [{"counter": "a", "window": "minute", "max": 1, "scope": "arg:to"}]},
+            "d": {"limits": [{"counter": "d", "window": "minute", "max": 1}]}}}"#,
+    );
+    let mut agent = Agent::new(&policy);
+    for tool in ["g", "s", "a", "d"] {
+        assert_eq!(agent.kind(tool, json!({"to": "+1"}), T0), "allow");
+    }
+    // Another grant, same session.
+    agent.grant = "other";
+    assert_eq!(agent.kind("g", json!({}), T0), "rate_limited");
+    assert_eq!(agent.kind("s", json!({}), T0), "rate_limited");
+    assert_eq!(agent.kind("d", json!({}), T0), "allow");
+    // Another session.
+    agent.session = "s2";
+    assert_eq!(agent.kind("s", json!({}), T0), "allow");
+    // arg: buckets by the argument's value, in canonical form; missing is its own bucket.
+    assert_eq!(agent.kind("a", json!({"to": "+1"}), T0), "rate_limited");
+    assert_eq!(agent.kind("a", json!({"to": "+2"}), T0), "allow");
+    assert_eq!(agent.kind("a", json!({}), T0), "allow");
+    assert_eq!(agent.kind("a", json!(null), T0), "rate_limited");
+    assert_eq!(
+        agent.kind("a", json!({"to": {"n": 1, "c": 2}}), T0),
+        "allow"
+    );
+    assert_eq!(
+        agent.kind("a", json!({"to": {"c": 2.0, "n": 1}}), T0),
+        "rate_limited"
+    );
+    let Evaluation::Proceed { draws, .. } = evaluate(&policy, "a", json!({"to": "+1"})) else {
+        panic!()
+    };
+    assert_eq!(draws[0].key, "a\u{1f}arg:to\u{1f}\"+1\"");
+    let Evaluation::Proceed { draws, .. } = evaluate(&policy, "a", json!({})) else {
+        panic!()
+    };
+    assert_eq!(draws[0].key, "a\u{1f}arg:to\u{1f}\u{0}missing");
+    let Evaluation::Proceed { draws, .. } = evaluate(&policy, "g", json!({})) else {
+        panic!()
+    };
+    assert_eq!(draws[0].key, "g\u{1f}global\u{1f}");
+}
+
+#[test]
+fn shared_counters_draw_from_one_budget() {
+    let policy = load(
+        r#"{"version": "1", "default": "deny", "tools": {
+            "send_sms": {"limits": [{"counter": "messages", "window": "minute", "max": 3}]},
+            "send_*": {"limits": [{"counter": "messages", "window": 60, "max": 3}]}}}"#,
+    );
+    let agent = Agent::new(&policy);
+    assert_eq!(agent.kind("send_sms", json!({}), T0), "allow");
+    assert_eq!(agent.kind("send_email", json!({}), T0), "allow");
+    assert_eq!(agent.kind("send_fax", json!({}), T0), "allow");
+    assert_eq!(agent.kind("send_sms", json!({}), T0), "rate_limited");
+    assert_eq!(agent.kind("send_email", json!({}), T0), "rate_limited");
+}
+
+#[test]
+fn all_tools_limits_come_after_the_rule_limits() {
+    let policy = load(
+        r#"{"version": "1", "default": "allow",
+            "tools": {"t": {"limits": [{"counter": "t", "window": "minute", "max": 5}]},
+                      "free": {}},
+            "all_tools": {"limits": [{"counter": "everything", "window": "minute", "max": 3}]}}"#,
+    );
+    let Evaluation::Proceed { draws, .. } = evaluate(&policy, "t", json!({})) else {
+        panic!()
+    };
+    let order: Vec<(&str, &str)> = draws
+        .iter()
+        .map(|d| (d.counter.as_str(), d.rule.as_str()))
+        .collect();
+    assert_eq!(order, [("t", "tools[\"t\"]"), ("everything", "all_tools")]);
+    let agent = Agent::new(&policy);
+    assert_eq!(agent.kind("t", json!({}), T0), "allow");
+    assert_eq!(agent.kind("free", json!({}), T0), "allow");
+    assert_eq!(agent.kind("unlisted", json!({}), T0), "allow");
+    let refused = agent.call("t", json!({}), T0);
+    let Decision::RateLimited {
+        rule,
+        counter,
+        reason,
+        ..
+    } = &refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        (rule.as_str(), counter.as_str()),
+        ("all_tools", "everything")
+    );
+    assert_eq!(
+        reason,
+        "rate limit \"everything\" reached: 3 of 3 used in the last minute; retry in 60.0s"
+    );
+    // The refused call took nothing from the rule's own counter.
+    assert_eq!(agent.store.used("t\u{1f}grant\u{1f}local", T0), 1.0);
+}
+
+#[test]
+fn yaml_equivalents_behave_the_same() {
+    let yaml = load_yaml(
+        r#"
+version: "1"
+default: deny
+description: caps for messaging
+tools:
+  "delete_*":
+    action: deny
+    reason: never delete
+  send_text:
+    reason: sending is capped
+    conditions:
+      - path: args.to
+        op: regex
+        value: '^\+1'
+    limits:
+      - {counter: send_text_rate, window: minute, max: 2}
+      - counter: send_text_daily
+        window: 86400
+        max: 100
+        scope: arg:to
+all_tools:
+  limits:
+    - counter: all
+      window: hour
+      max: 1000
+      scope: global
+"#,
+    );
+    assert_eq!(yaml.description(), Some("caps for messaging"));
+    assert_eq!(
+        yaml.counters().collect::<Vec<_>>(),
+        [
+            ("send_text_rate", MINUTE),
+            ("send_text_daily", 86_400_000),
+            ("all", 3_600_000)
+        ]
+    );
+    assert_eq!(
+        yaml.summary("p.yaml"),
+        "p.yaml: valid policy (version 1, default deny, 2 tool rules, 3 counters)"
+    );
+    let agent = Agent::new(&yaml);
+    assert_eq!(
+        reason(&agent.call("delete_all", json!({}), T0)),
+        "never delete"
+    );
+    assert_eq!(agent.kind("send_text", json!({"to": "+44"}), T0), "deny");
+    assert_eq!(agent.kind("send_text", json!({"to": "+1555"}), T0), "allow");
+    assert_eq!(agent.kind("send_text", json!({"to": "+1556"}), T0), "allow");
+    assert_eq!(
+        agent.kind("send_text", json!({"to": "+1557"}), T0),
+        "rate_limited"
+    );
+}
+
+#[test]
+fn public_types_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    shareable::<Policy>();
+    shareable::<Decision>();
+    shareable::<Evaluation>();
+    shareable::<toolgate_policy::Grant>();
+    fn store<T: CounterStore + Default>() {}
+    store::<MemoryStore>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<toolgate_policy::Diagnostics>();
+}
+
+#[test]
+fn diagnostics_display_one_per_line_and_without_an_empty_path() {
+    let error = parse_policy("{\"version\": \"1\"}", Format::Json, "dir/p.json").unwrap_err();
+    assert_eq!(error.0.len(), 1);
+    assert_eq!(error.0[0].path, "");
+    assert_eq!(
+        error.to_string(),
+        "dir/p.json:1:1: missing field \"default\""
+    );
+}

@@ -173,8 +173,9 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             return Ok(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a message crosses the gateway without a hand-off between
+    // threads, which is what keeps the added latency in microseconds.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -193,7 +194,8 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             command: run.command,
             forward_signals: true,
         };
-        let code = run_stdio(opts, tokio::io::stdin(), tokio::io::stdout()).await?;
+        let (input, output) = toolgate_gateway::streams::stdio();
+        let code = run_stdio(opts, input, output).await?;
         writer.finish().await;
         anyhow::Ok(code)
     })?;

@@ -7,8 +7,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufWriter, Write};
 
 fn main() {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    let mut input = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
     let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     let mut line = Vec::new();
     loop {
