@@ -163,6 +163,7 @@ fn main() {
     let policy = dir.join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
 
+    let relay = sibling("relay");
     let direct_cmd = vec![echo.clone()];
     let gated_cmd = vec![
         toolgate,
@@ -170,12 +171,16 @@ fn main() {
         "--policy".into(),
         policy,
         "--".into(),
-        echo,
+        echo.clone(),
     ];
-    let mut lat = [Vec::new(), Vec::new()];
-    let mut tput = [Vec::new(), Vec::new()];
+    let relay_cmd = vec![relay, echo];
+    let mut lat = [Vec::new(), Vec::new(), Vec::new()];
+    let mut tput = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
-        for (i, cmd) in [&direct_cmd, &gated_cmd].into_iter().enumerate() {
+        for (i, cmd) in [&direct_cmd, &gated_cmd, &relay_cmd]
+            .into_iter()
+            .enumerate()
+        {
             let mut peer = start(cmd, &[]);
             // Check the gateway is really deciding: a hidden tool is unknown.
             if i == 1 && round == 0 {
@@ -204,16 +209,28 @@ fn main() {
     let (d50, g50) = (percentile(&lat[0], 0.5), percentile(&lat[1], 0.5));
     let (d99, g99) = (percentile(&lat[0], 0.99), percentile(&lat[1], 0.99));
     let (dt, gt) = (med(&tput[0]), med(&tput[1]));
+    let (r50, r99, rt) = (
+        percentile(&lat[2], 0.5),
+        percentile(&lat[2], 0.99),
+        med(&tput[2]),
+    );
     println!("stdio-bench: {rounds} rounds, {calls} sequential + {pipelined} pipelined tools/call per round and side");
-    println!("| measure | direct | through toolgate | difference |");
-    println!("|---|---|---|---|");
+    let row = |name: &str, d: f64, g: f64, r: f64| {
+        println!(
+            "| {name} | {d:.1} µs | {g:.1} µs | +{:.1} µs | {r:.1} µs | +{:.1} µs |",
+            g - d,
+            r - d
+        );
+    };
     println!(
-        "| p50 latency, sequential | {d50:.1} µs | {g50:.1} µs | +{:.1} µs |",
-        g50 - d50
+        "| measure | direct | through toolgate | toolgate adds | byte relay (floor) | relay adds |"
     );
+    println!("|---|---|---|---|---|---|");
+    row("p50 latency, sequential", d50, g50, r50);
+    row("p99 latency, sequential", d99, g99, r99);
     println!(
-        "| p99 latency, sequential | {d99:.1} µs | {g99:.1} µs | +{:.1} µs |",
-        g99 - d99
+        "| pipelined throughput (median of rounds) | {dt:.0} calls/s | {gt:.0} calls/s | {:.0}% of direct | {rt:.0} calls/s | {:.0}% of direct |",
+        gt / dt * 100.0,
+        rt / dt * 100.0
     );
-    println!("| pipelined throughput (median of rounds) | {dt:.0} calls/s | {gt:.0} calls/s | {:.0}% of direct |", gt / dt * 100.0);
 }
