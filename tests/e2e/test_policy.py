@@ -128,11 +128,11 @@ async def test_deny_with_reason_is_listed_but_refused(gateway, mode):
 
 
 async def test_refusal_text_has_the_contract_form(gateway):
-    """notes/cli-contract.md: `toolgate denied this call: <reason> (rule tools["x"])`."""
+    """The text an agent reads: who refused, the tool, the reason, the rule (README, "What the agent sees")."""
     gw = gateway({"version": "1", "default": "deny", "tools": {"delete_all": {"action": "deny", "reason": "never"}}})
     async with gw.client(MODES[0]) as client:
         result = await client.call_tool("delete_all", {"confirm": True})
-    assert result.content[0].text == 'toolgate denied this call: never (rule tools["delete_all"])'
+    assert result.content[0].text == 'toolgate denied this call to "delete_all": never (rule tools["delete_all"])'
     assert result.structured_content["toolgate"]["reason"] == "never"
 
 

@@ -6,10 +6,9 @@
 
 use crate::clock::rfc3339;
 use serde_json::{json, Map, Value};
-use std::io::Write as _;
+use std::io::{BufWriter, Write};
 use std::path::Path;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 use toolgate_policy::{Decision, Millis, Taken};
 
 /// How much the gateway says on stderr.
@@ -146,67 +145,65 @@ pub fn decision_facts(decision: &Decision) -> (&'static str, String, Option<Stri
 /// Where records go: an optional file, and stderr at `info`.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: Option<mpsc::UnboundedSender<Record>>,
+    tx: Option<mpsc::Sender<Entry>>,
     log_level: LogLevel,
 }
 
-/// Waits for the audit writer to finish, after every sink is dropped.
-pub struct AuditWriter(Option<tokio::task::JoinHandle<()>>);
-
-impl AuditWriter {
-    pub async fn finish(self) {
-        if let Some(h) = self.0 {
-            let _ = h.await;
-        }
-    }
+enum Entry {
+    Record(Box<Record>),
+    /// Write everything before this, then answer.
+    Flush(mpsc::Sender<()>),
 }
 
 impl AuditSink {
     /// Opens (appending) the audit file, if one is given.
-    pub async fn open(
-        path: Option<&Path>,
-        log_level: LogLevel,
-    ) -> std::io::Result<(AuditSink, AuditWriter)> {
+    pub fn open(path: Option<&Path>, log_level: LogLevel) -> std::io::Result<AuditSink> {
         let Some(path) = path else {
-            return Ok((
-                AuditSink {
-                    tx: None,
-                    log_level,
-                },
-                AuditWriter(None),
-            ));
+            return Ok(AuditSink {
+                tx: None,
+                log_level,
+            });
         };
-        let file = tokio::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
-            .await?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
-        let handle = tokio::spawn(async move {
-            let mut out = tokio::io::BufWriter::new(file);
-            while let Some(first) = rx.recv().await {
-                let mut next = Some(first);
-                while let Some(rec) = next {
-                    let mut line = rec.to_json().to_string();
-                    line.push('\n');
-                    if out.write_all(line.as_bytes()).await.is_err() {
-                        return;
+            .open(path)?;
+        let (tx, rx) = mpsc::channel::<Entry>();
+        std::thread::Builder::new()
+            .name("toolgate-audit".into())
+            .spawn(move || {
+                let mut out = BufWriter::new(file);
+                let mut acks = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some(entry) = next {
+                        match entry {
+                            Entry::Record(rec) => {
+                                let mut line = rec.to_json().to_string();
+                                line.push('\n');
+                                // A full disk must not stop the gateway; the
+                                // records are lost and stderr says so below.
+                                if out.write_all(line.as_bytes()).is_err() {
+                                    let _ = writeln!(
+                                        std::io::stderr(),
+                                        "toolgate: cannot write the audit file"
+                                    );
+                                }
+                            }
+                            Entry::Flush(ack) => acks.push(ack),
+                        }
+                        next = rx.try_recv().ok();
                     }
-                    next = rx.try_recv().ok();
+                    let _ = out.flush();
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
+                    }
                 }
-                if out.flush().await.is_err() {
-                    return;
-                }
-            }
-            let _ = out.flush().await;
-        });
-        Ok((
-            AuditSink {
-                tx: Some(tx),
-                log_level,
-            },
-            AuditWriter(Some(handle)),
-        ))
+            })?;
+        Ok(AuditSink {
+            tx: Some(tx),
+            log_level,
+        })
     }
 
     pub fn record(&self, rec: Record) {
@@ -214,7 +211,17 @@ impl AuditSink {
             let _ = writeln!(std::io::stderr(), "{}", rec.log_line());
         }
         if let Some(tx) = &self.tx {
-            let _ = tx.send(rec);
+            let _ = tx.send(Entry::Record(Box::new(rec)));
+        }
+    }
+
+    /// Waits (up to five seconds) until every record sent so far is on disk.
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (ack, done) = mpsc::channel();
+            if tx.send(Entry::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(std::time::Duration::from_secs(5));
+            }
         }
     }
 

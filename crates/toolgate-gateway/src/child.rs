@@ -5,8 +5,7 @@
 //! kills it if the gateway dies, even by SIGKILL (`PR_SET_PDEATHSIG`), so it
 //! never outlives the gateway.
 
-use std::process::Stdio;
-use tokio::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 /// Why the server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +26,7 @@ pub fn spawn(command: &[String]) -> Result<Child, SpawnError> {
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        .stderr(Stdio::inherit());
     die_with_parent(&mut cmd);
     cmd.spawn().map_err(|source| SpawnError::Io {
         command: program.clone(),
@@ -39,6 +37,7 @@ pub fn spawn(command: &[String]) -> Result<Child, SpawnError> {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe system calls (prctl, getppid, raise).
@@ -68,22 +67,17 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
-/// Forwards SIGINT, SIGTERM and SIGHUP received by the gateway to `pid`, until
-/// the returned task is aborted.
-pub fn forward_signals(pid: u32) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{signal as listen, SignalKind};
-    let mut int = listen(SignalKind::interrupt())?;
-    let mut term = listen(SignalKind::terminate())?;
-    let mut hup = listen(SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let sig = tokio::select! {
-                Some(()) = int.recv() => libc::SIGINT,
-                Some(()) = term.recv() => libc::SIGTERM,
-                Some(()) = hup.recv() => libc::SIGHUP,
-                else => return,
-            };
-            signal(pid, sig);
-        }
-    }))
+/// Forwards SIGINT, SIGTERM and SIGHUP received by the gateway to `pid`, from
+/// a thread of its own, for the rest of the process's life.
+pub fn forward_signals(pid: u32) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("toolgate-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                signal(pid, sig);
+            }
+        })?;
+    Ok(())
 }

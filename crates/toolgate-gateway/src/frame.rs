@@ -3,7 +3,7 @@
 //! A message longer than the limit is skipped up to its newline and reported
 //! as [`Frame::Oversize`], so one bad message does not end the session.
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 
 /// One framed message, or the fact that one was too long.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,10 +20,15 @@ pub struct FrameReader<R> {
     limit: usize,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl<R: Read> FrameReader<R> {
     pub fn new(inner: R, limit: usize) -> Self {
+        Self::with_capacity(inner, limit, 64 * 1024)
+    }
+
+    /// With a read buffer of `capacity` bytes (tests use a tiny one).
+    pub fn with_capacity(inner: R, limit: usize, capacity: usize) -> Self {
         FrameReader {
-            inner: BufReader::with_capacity(64 * 1024, inner),
+            inner: BufReader::with_capacity(capacity, inner),
             limit,
         }
     }
@@ -34,11 +39,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The next frame; `None` at end of input. Blank lines are skipped.
-    pub async fn next(&mut self) -> std::io::Result<Option<Frame>> {
+    pub fn next(&mut self) -> std::io::Result<Option<Frame>> {
         let mut line = Vec::new();
         let mut oversize = false;
         loop {
-            let buf = self.inner.fill_buf().await?;
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             if buf.is_empty() {
                 // End of input: a last message without a newline still counts.
                 if oversize {
@@ -88,18 +97,18 @@ fn finish(mut line: Vec<u8>) -> Option<Frame> {
 mod tests {
     use super::*;
 
-    async fn frames(input: &[u8], limit: usize) -> Vec<Frame> {
-        let mut r = FrameReader::new(input, limit);
+    fn frames(input: &[u8], limit: usize) -> Vec<Frame> {
+        let mut r = FrameReader::with_capacity(input, limit, 4);
         let mut out = Vec::new();
-        while let Some(f) = r.next().await.unwrap() {
+        while let Some(f) = r.next().unwrap() {
             out.push(f);
         }
         out
     }
 
-    #[tokio::test]
-    async fn splits_lines_and_skips_oversize() {
-        let got = frames(b"{\"a\":1}\r\n\n  \n0123456789abc\n{}\nlast", 10).await;
+    #[test]
+    fn splits_lines_and_skips_oversize() {
+        let got = frames(b"{\"a\":1}\r\n\n  \n0123456789abc\n{}\nlast", 10);
         assert_eq!(
             got,
             vec![

@@ -13,8 +13,6 @@
 //! - [`child`]: spawning the server so that it never outlives the gateway,
 //!   and forwarding signals to it.
 //! - [`clock`]: time comes in through a trait, so tests can hold it still.
-//! - [`streams`]: the gateway's own stdin/stdout, polled by the event loop
-//!   when they are pipes or sockets (no thread hand-off per message).
 //!
 //! The policy itself (rules, conditions, counters) lives in `toolgate-policy`,
 //! which does no IO; this crate only feeds it calls and acts on its decisions.
@@ -25,7 +23,6 @@ pub mod child;
 pub mod clock;
 pub mod frame;
 pub mod stdio;
-pub mod streams;
 
 pub use clock::{Clock, SystemClock};
 pub use stdio::{run_stdio, StdioOptions};

@@ -18,12 +18,12 @@ use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::io::{BufWriter, Read, Write};
+use std::process::Child;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
 use toolgate_jsonrpc::{
-    args_sha256, error_response, parse_strict, peek, Id, Message, Parsed, StrictError,
+    args_sha256, error_response, parse_strict, peek, peek_id, Id, Message, Parsed, StrictError,
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
 };
 use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
@@ -53,6 +53,8 @@ pub enum StdioError {
     Spawn(#[from] child::SpawnError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start a gateway thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// How long the server gets to exit after the client has gone, before SIGTERM
@@ -80,7 +82,8 @@ struct Shared {
     audit: AuditSink,
     audit_args: bool,
     pending: Mutex<HashMap<Id, Pending>>,
-    to_client: mpsc::UnboundedSender<Vec<u8>>,
+    /// The client's end; both directions write to it.
+    to_client: Mutex<BufWriter<Box<dyn Write + Send>>>,
 }
 
 /// What to do with one message from the client.
@@ -93,30 +96,31 @@ enum Route {
     Drop,
 }
 
+/// What the IO threads tell the main thread.
+enum Event {
+    ClientClosed,
+    ServerClosed,
+}
+
 /// Runs the gateway until the server exits; returns the exit code to use.
-pub async fn run_stdio<I, O>(
+///
+/// One thread per direction, each blocked in `read` on its pipe: a message
+/// crosses the gateway without waking any other thread, which keeps the
+/// added latency close to that of a plain byte relay.
+pub fn run_stdio(
     opts: StdioOptions,
-    client_in: I,
-    client_out: O,
-) -> Result<i32, StdioError>
-where
-    I: AsyncRead + Unpin + Send + 'static,
-    O: AsyncWrite + Unpin + Send + 'static,
-{
-    // Spawned here, on the caller's thread: PR_SET_PDEATHSIG follows the thread
+    client_in: impl Read + Send + 'static,
+    client_out: impl Write + Send + 'static,
+) -> Result<i32, StdioError> {
+    // Spawned from the caller's thread: PR_SET_PDEATHSIG follows the thread
     // that forked, and the caller's thread lives as long as the gateway.
     let mut server = child::spawn(&opts.command)?;
-    let pid = server.id().unwrap_or(0);
-    let signals = if opts.forward_signals {
-        Some(child::forward_signals(pid).map_err(StdioError::Signals)?)
-    } else {
-        None
-    };
+    let pid = server.id();
+    if opts.forward_signals {
+        child::forward_signals(pid).map_err(StdioError::Signals)?;
+    }
     let server_in = server.stdin.take().expect("piped stdin");
     let server_out = server.stdout.take().expect("piped stdout");
-
-    let (to_client, from_gateway) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::spawn(write_client(client_out, from_gateway));
     let shared = Arc::new(Shared {
         policy: opts.policy,
         store: opts.store,
@@ -126,74 +130,91 @@ where
         audit: opts.audit,
         audit_args: opts.audit_args,
         pending: Mutex::new(HashMap::new()),
-        to_client,
+        to_client: Mutex::new(BufWriter::with_capacity(64 * 1024, Box::new(client_out))),
     });
 
-    let upstream = tokio::spawn(server_to_client(shared.clone(), server_out));
-    let downstream = tokio::spawn(client_to_server(
-        shared.clone(),
-        client_in,
-        server_in,
-        opts.max_message_bytes,
-    ));
+    let (events, event) = mpsc::channel();
+    let limit = opts.max_message_bytes;
+    let (s, e) = (shared.clone(), events.clone());
+    spawn_thread("toolgate-client", move || {
+        client_to_server(&s, client_in, server_in, limit);
+        let _ = e.send(Event::ClientClosed);
+    })?;
+    let (s, e) = (shared.clone(), events);
+    spawn_thread("toolgate-server", move || {
+        server_to_client(&s, server_out);
+        let _ = e.send(Event::ServerClosed);
+    })?;
 
-    let mut downstream = Some(downstream);
-    let status = tokio::select! {
-        status = server.wait() => status,
-        _ = async { downstream.as_mut().expect("set above").await } => {
-            downstream = None;
-            wait_after_client(&mut server, pid, &shared.audit).await
+    let status = match event.recv() {
+        Ok(Event::ServerClosed) | Err(_) => {
+            // Calls in flight will get no answer: say so now, not after the exit.
+            fail_in_flight(&shared);
+            wait_for_exit(&mut server, pid, Duration::ZERO, &shared.audit)
+        }
+        Ok(Event::ClientClosed) => {
+            // The server's stdin is closed; it should exit by itself.
+            let status = wait_for_exit(&mut server, pid, EXIT_GRACE, &shared.audit);
+            // Let the last answers it wrote through.
+            let _ = event.recv_timeout(Duration::from_millis(200));
+            status
         }
     };
-    // Let the last answers the server wrote before it exited through.
-    let mut upstream = upstream;
-    if tokio::time::timeout(Duration::from_millis(200), &mut upstream)
-        .await
-        .is_err()
-    {
-        upstream.abort();
-        let _ = upstream.await;
-    }
-    if let Some(d) = downstream {
-        d.abort();
-        let _ = d.await;
-    }
-    if let Some(s) = signals {
-        s.abort();
-    }
     fail_in_flight(&shared);
-    let code = match status {
-        Ok(s) => exit_code(s),
-        Err(_) => 1,
-    };
+    let code = status.map(exit_code).unwrap_or(1);
     shared
         .audit
         .log(LogLevel::Info, &format!("server exited ({code})"));
-    drop(shared);
-    let _ = writer.await;
+    let _ = shared.to_client.lock().expect("client lock").flush();
+    shared.audit.flush();
     Ok(code)
 }
 
-/// After the client's end closes: the server's stdin is closed; give it time to
-/// exit, then SIGTERM, then SIGKILL.
-async fn wait_after_client(
-    server: &mut tokio::process::Child,
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StdioError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(StdioError::Thread)
+}
+
+/// Waits for the server to exit: `grace` for it to go by itself, then
+/// SIGTERM, then (after another grace period) SIGKILL.
+fn wait_for_exit(
+    server: &mut Child,
     pid: u32,
+    grace: Duration,
     audit: &AuditSink,
 ) -> std::io::Result<std::process::ExitStatus> {
-    if let Ok(s) = tokio::time::timeout(EXIT_GRACE, server.wait()).await {
-        return s;
+    // A server that closed its stdout is exiting; give it a moment even then.
+    let grace = grace.max(Duration::from_secs(1));
+    if let Some(status) = wait_timeout(server, grace)? {
+        return Ok(status);
     }
-    audit.log(
-        LogLevel::Warn,
-        "server still running after its input closed; sending SIGTERM",
-    );
+    audit.log(LogLevel::Warn, "server still running; sending SIGTERM");
     child::signal(pid, libc::SIGTERM);
-    if let Ok(s) = tokio::time::timeout(EXIT_GRACE, server.wait()).await {
-        return s;
+    if let Some(status) = wait_timeout(server, EXIT_GRACE)? {
+        return Ok(status);
     }
-    let _ = server.start_kill();
-    server.wait().await
+    audit.log(LogLevel::Warn, "server still running; sending SIGKILL");
+    let _ = server.kill();
+    server.wait()
+}
+
+fn wait_timeout(
+    server: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = server.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -210,49 +231,31 @@ fn new_session_id() -> String {
     hex::encode(bytes)
 }
 
-async fn write_client<O: AsyncWrite + Unpin>(out: O, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            if out.write_all(&msg).await.is_err() {
-                return;
-            }
-            next = rx.try_recv().ok();
-        }
-        if out.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
 impl Shared {
+    /// Writes a message of the gateway's own to the client, at once.
     fn send(&self, value: &Value) {
-        let mut bytes = serde_json::to_vec(value).expect("a Value always serialises");
-        bytes.push(b'\n');
-        let _ = self.to_client.send(bytes);
-    }
-
-    fn send_raw(&self, mut bytes: Vec<u8>) {
-        bytes.push(b'\n');
-        let _ = self.to_client.send(bytes);
+        let mut out = self.to_client.lock().expect("client lock");
+        let _ = serde_json::to_writer(&mut *out, value);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
     }
 }
 
-async fn client_to_server<I: AsyncRead + Unpin>(
-    shared: Arc<Shared>,
-    client_in: I,
-    server_in: tokio::process::ChildStdin,
+fn client_to_server(
+    shared: &Shared,
+    client_in: impl Read,
+    server_in: std::process::ChildStdin,
     limit: usize,
 ) {
     let mut reader = FrameReader::new(client_in, limit);
     let mut server = BufWriter::with_capacity(64 * 1024, server_in);
+    let mut forward = Vec::new();
     loop {
-        let frame = match reader.next().await {
+        let frame = match reader.next() {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => break,
         };
-        let forward: Option<Vec<u8>> = match frame {
+        match frame {
             Frame::Oversize => {
                 shared.send(&error_response(
                     &Value::Null,
@@ -262,26 +265,30 @@ async fn client_to_server<I: AsyncRead + Unpin>(
                     ),
                     None,
                 ));
-                None
             }
-            Frame::Line(bytes) => route_line(&shared, bytes),
+            Frame::Line(bytes) => route_line(shared, bytes, &mut forward),
         };
-        if let Some(mut bytes) = forward {
-            bytes.push(b'\n');
-            if server.write_all(&bytes).await.is_err() {
+        for bytes in forward.drain(..) {
+            if server
+                .write_all(&bytes)
+                .and_then(|()| server.write_all(b"\n"))
+                .is_err()
+            {
                 break;
             }
         }
-        if !reader.has_buffered() && server.flush().await.is_err() {
+        // Batch the flush while more input is already buffered (pipelining).
+        if !reader.has_buffered() && server.flush().is_err() {
             break;
         }
     }
     // Closing the server's stdin asks it to exit (MCP stdio shutdown).
-    let _ = server.shutdown().await;
+    let _ = server.flush();
 }
 
-/// Decides what happens to one line from the client; returns the bytes to forward.
-fn route_line(shared: &Shared, bytes: Vec<u8>) -> Option<Vec<u8>> {
+/// Decides what happens to one line from the client; pushes the messages to
+/// forward to the server onto `forward`.
+fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
     let received = Instant::now();
     match parse_strict(&bytes) {
         Err(StrictError::Syntax(e)) => {
@@ -291,13 +298,10 @@ fn route_line(shared: &Shared, bytes: Vec<u8>) -> Option<Vec<u8>> {
                 &format!("Parse error: {e}"),
                 None,
             ));
-            None
         }
         Err(StrictError::DuplicateKey(key)) => {
             // Answer with the id, when the message has a usable one.
-            let id = peek(&bytes)
-                .and_then(|p| p.id())
-                .map_or(Value::Null, |id| id.to_value());
+            let id = peek_id(&bytes).map_or(Value::Null, |id| id.to_value());
             shared.audit.log(
                 LogLevel::Warn,
                 &format!("refused a message that repeats the key {key:?}"),
@@ -308,15 +312,11 @@ fn route_line(shared: &Shared, bytes: Vec<u8>) -> Option<Vec<u8>> {
                 &format!("Invalid Request: duplicate key {key:?}"),
                 None,
             ));
-            None
         }
         Ok(Parsed::Single(value)) => match route_message(shared, &value, received) {
-            Route::Pass => Some(bytes),
-            Route::Answer(answer) => {
-                shared.send(&answer);
-                None
-            }
-            Route::Drop => None,
+            Route::Pass => forward.push(bytes),
+            Route::Answer(answer) => shared.send(&answer),
+            Route::Drop => {}
         },
         Ok(Parsed::Batch(items)) => {
             if items.is_empty() {
@@ -326,27 +326,17 @@ fn route_line(shared: &Shared, bytes: Vec<u8>) -> Option<Vec<u8>> {
                     "Invalid Request: empty batch",
                     None,
                 ));
-                return None;
+                return;
             }
-            let mut answers = Vec::new();
-            let mut passed = Vec::new();
-            let count = items.len();
+            // MCP has had no batches since 2025-06-18, and servers drop them
+            // whole. Each message is decided on its own and forwarded on its own
+            // line, so every request gets an answer, each matched by its id.
             for item in items {
                 match route_message(shared, &item, received) {
-                    Route::Pass => passed.push(item),
-                    Route::Answer(a) => answers.push(a),
+                    Route::Pass => forward.push(serde_json::to_vec(&item).expect("serialisable")),
+                    Route::Answer(a) => shared.send(&a),
                     Route::Drop => {}
                 }
-            }
-            if !answers.is_empty() {
-                shared.send(&Value::Array(answers));
-            }
-            if passed.is_empty() {
-                None
-            } else if passed.len() == count {
-                Some(bytes)
-            } else {
-                Some(serde_json::to_vec(&Value::Array(passed)).expect("serialisable"))
             }
         }
     }
@@ -515,16 +505,26 @@ fn police_call(
     }
 }
 
-async fn server_to_client(shared: Arc<Shared>, server_out: tokio::process::ChildStdout) {
+fn server_to_client(shared: &Shared, server_out: std::process::ChildStdout) {
     let mut reader = FrameReader::new(server_out, usize::MAX);
     loop {
-        let bytes = match reader.next().await {
+        let bytes = match reader.next() {
             Ok(Some(Frame::Line(bytes))) => bytes,
             Ok(Some(Frame::Oversize)) => continue,
             Ok(None) | Err(_) => return,
         };
-        let out = answer_from_server(&shared, bytes);
-        shared.send_raw(out);
+        let out = answer_from_server(shared, bytes);
+        let mut client = shared.to_client.lock().expect("client lock");
+        if client
+            .write_all(&out)
+            .and_then(|()| client.write_all(b"\n"))
+            .is_err()
+        {
+            return;
+        }
+        if !reader.has_buffered() && client.flush().is_err() {
+            return;
+        }
     }
 }
 

@@ -18,7 +18,7 @@ mod strict;
 
 pub use canonical::{args_sha256, canonical_json};
 pub use message::{
-    error_response, peek, result_response, Id, Message, Peek, INTERNAL_ERROR, INVALID_PARAMS,
-    INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+    error_response, peek, peek_id, result_response, Id, Message, Peek, INTERNAL_ERROR,
+    INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
 pub use strict::{parse_strict, Parsed, StrictError};

@@ -98,6 +98,20 @@ pub fn peek(bytes: &[u8]) -> Option<Peek<'_>> {
     serde_json::from_slice(bytes).ok()
 }
 
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    id: &'a serde_json::value::RawValue,
+}
+
+/// The id of a message that may not parse strictly (for example one that
+/// repeats a key other than `id`), so that an error can still name it.
+/// `None` when the id is missing, invalid, or itself repeated.
+pub fn peek_id(bytes: &[u8]) -> Option<Id> {
+    let only: IdOnly<'_> = serde_json::from_slice(bytes).ok()?;
+    Id::of(&serde_json::from_str(only.id.get()).ok()?)
+}
+
 /// A JSON-RPC error response.
 pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut error = json!({ "code": code, "message": message });
@@ -154,5 +168,13 @@ mod tests {
             peek(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#).unwrap();
         assert_eq!(p.method.as_deref(), Some("notifications/progress"));
         assert!(peek(b"[1]").is_none());
+    }
+
+    #[test]
+    fn peeks_id_of_messages_with_repeated_keys() {
+        let id = peek_id(br#"{"jsonrpc":"2.0","id":7,"method":"a","method":"b"}"#);
+        assert_eq!(id, Id::of(&json!(7)));
+        assert_eq!(peek_id(br#"{"id":7,"id":8}"#), None);
+        assert_eq!(peek_id(br#"{"method":"a"}"#), None);
     }
 }

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toolgate_gateway::audit::{AuditSink, LogLevel};
@@ -173,32 +174,32 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             return Ok(1);
         }
     };
-    // One thread: a message crosses the gateway without a hand-off between
-    // threads, which is what keeps the added latency in microseconds.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let code = runtime.block_on(async move {
-        let (audit, writer) = AuditSink::open(run.audit.as_deref(), run.log_level)
-            .await
-            .with_context(|| format!("cannot open the audit file {:?}", run.audit))?;
-        let opts = StdioOptions {
-            policy: Arc::new(policy),
-            store: Arc::new(MemoryStore::new()),
-            clock: Arc::new(SystemClock),
-            grant: run.grant,
-            audit,
-            audit_args: run.audit_args,
-            max_message_bytes: run.max_message_bytes,
-            command: run.command,
-            forward_signals: true,
-        };
-        let (input, output) = toolgate_gateway::streams::stdio();
-        let code = run_stdio(opts, input, output).await?;
-        writer.finish().await;
-        anyhow::Ok(code)
-    })?;
+    let audit = AuditSink::open(run.audit.as_deref(), run.log_level)
+        .with_context(|| format!("cannot open the audit file {:?}", run.audit))?;
+    let opts = StdioOptions {
+        policy: Arc::new(policy),
+        store: Arc::new(MemoryStore::new()),
+        clock: Arc::new(SystemClock),
+        grant: run.grant,
+        audit,
+        audit_args: run.audit_args,
+        max_message_bytes: run.max_message_bytes,
+        command: run.command,
+        forward_signals: true,
+    };
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("stdin")?;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("stdout")?;
+    let code = run_stdio(
+        opts,
+        std::fs::File::from(stdin),
+        std::fs::File::from(stdout),
+    )?;
     // Exit at once: a read blocked on stdin must not hold the process open.
     std::process::exit(code);
 }
