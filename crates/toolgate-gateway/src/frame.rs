@@ -39,7 +39,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// The next frame; `None` at end of input. Blank lines are skipped.
-    pub fn next(&mut self) -> std::io::Result<Option<Frame>> {
+    pub fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
         let mut line = Vec::new();
         let mut oversize = false;
         loop {
@@ -100,7 +100,7 @@ mod tests {
     fn frames(input: &[u8], limit: usize) -> Vec<Frame> {
         let mut r = FrameReader::with_capacity(input, limit, 4);
         let mut out = Vec::new();
-        while let Some(f) = r.next().unwrap() {
+        while let Some(f) = r.read_frame().unwrap() {
             out.push(f);
         }
         out

@@ -250,11 +250,7 @@ fn client_to_server(
     let mut reader = FrameReader::new(client_in, limit);
     let mut server = BufWriter::with_capacity(64 * 1024, server_in);
     let mut forward = Vec::new();
-    loop {
-        let frame = match reader.next() {
-            Ok(Some(frame)) => frame,
-            Ok(None) | Err(_) => break,
-        };
+    while let Ok(Some(frame)) = reader.read_frame() {
         match frame {
             Frame::Oversize => {
                 shared.send(&error_response(
@@ -508,7 +504,7 @@ fn police_call(
 fn server_to_client(shared: &Shared, server_out: std::process::ChildStdout) {
     let mut reader = FrameReader::new(server_out, usize::MAX);
     loop {
-        let bytes = match reader.next() {
+        let bytes = match reader.read_frame() {
             Ok(Some(Frame::Line(bytes))) => bytes,
             Ok(Some(Frame::Oversize)) => continue,
             Ok(None) | Err(_) => return,
