@@ -18,11 +18,8 @@ pub enum Era {
 
 impl Era {
     /// 2026-07-28 requests name their protocol version in `params._meta`.
-    pub fn of_params(params: Option<&Value>) -> Era {
-        match params
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
-        {
+    pub fn of_meta(meta: Option<&Value>) -> Era {
+        match meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion")) {
             Some(_) => Era::Stateless,
             None => Era::Handshake,
         }

@@ -16,15 +16,17 @@ use crate::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
 use crate::child;
 use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::process::Child;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolgate_jsonrpc::{
-    args_sha256, error_response, parse_strict, peek, peek_id, Id, Message, Parsed, StrictError,
-    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
+    args_sha256, error_response, incoming, peek, peek_id, read_message, Id, Incoming,
+    Read as Framed, StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
 };
 use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
 
@@ -286,7 +288,7 @@ fn client_to_server(
 /// forward to the server onto `forward`.
 fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
     let received = Instant::now();
-    match parse_strict(&bytes) {
+    match read_message(&bytes) {
         Err(StrictError::Syntax(e)) => {
             shared.send(&error_response(
                 &Value::Null,
@@ -309,12 +311,12 @@ fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
                 None,
             ));
         }
-        Ok(Parsed::Single(value)) => match route_message(shared, &value, received) {
+        Ok(Framed::Single(message)) => match route_message(shared, message, received) {
             Route::Pass => forward.push(bytes),
             Route::Answer(answer) => shared.send(&answer),
             Route::Drop => {}
         },
-        Ok(Parsed::Batch(items)) => {
+        Ok(Framed::Batch(items)) => {
             if items.is_empty() {
                 shared.send(&error_response(
                     &Value::Null,
@@ -326,10 +328,14 @@ fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
             }
             // MCP has had no batches since 2025-06-18, and servers drop them
             // whole. Each message is decided on its own and forwarded on its own
-            // line, so every request gets an answer, each matched by its id.
+            // line, as it was written, so every request gets an answer.
             for item in items {
-                match route_message(shared, &item, received) {
-                    Route::Pass => forward.push(serde_json::to_vec(&item).expect("serialisable")),
+                let route = match incoming(item.get()) {
+                    Ok(message) => route_message(shared, message, received),
+                    Err(_) => Route::Answer(invalid_request(&Value::Null)),
+                };
+                match route {
+                    Route::Pass => forward.push(item.get().as_bytes().to_vec()),
                     Route::Answer(a) => shared.send(&a),
                     Route::Drop => {}
                 }
@@ -338,33 +344,30 @@ fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
     }
 }
 
-fn route_message(shared: &Shared, value: &Value, received: Instant) -> Route {
-    match Message::classify(value) {
-        Message::Request {
-            id,
-            method: "tools/call",
-            params,
-        } => police_call(shared, id, params, received),
-        Message::Request {
-            id,
-            method: "tools/list",
-            ..
-        } => {
-            let Some(key) = Id::of(id) else {
-                return Route::Pass;
-            };
-            let mut pending = shared.pending.lock().expect("pending lock");
-            if pending.contains_key(&key) {
-                return Route::Answer(id_in_use(id));
+fn invalid_request(id: &Value) -> Value {
+    error_response(
+        id,
+        INVALID_REQUEST,
+        "Invalid Request: not a JSON-RPC 2.0 message",
+        None,
+    )
+}
+
+fn route_message(shared: &Shared, message: Incoming<'_>, received: Instant) -> Route {
+    match message {
+        Incoming::Request { id, method, params } => match &*method {
+            "tools/call" => police_call(shared, id, params, received),
+            "tools/list" => {
+                let mut pending = shared.pending.lock().expect("pending lock");
+                if pending.contains_key(&id) {
+                    return Route::Answer(id_in_use(&id.to_value()));
+                }
+                pending.insert(id, Pending::List);
+                Route::Pass
             }
-            pending.insert(key, Pending::List);
-            Route::Pass
-        }
-        Message::Request { .. } | Message::Response { .. } => Route::Pass,
-        Message::Notification {
-            method: "tools/call",
-            ..
-        } => {
+            _ => Route::Pass,
+        },
+        Incoming::Notification { method, .. } if method == "tools/call" => {
             // A call without an id cannot be answered; a server that ran it anyway
             // would run it unpoliced.
             shared.audit.log(
@@ -373,20 +376,8 @@ fn route_message(shared: &Shared, value: &Value, received: Instant) -> Route {
             );
             Route::Drop
         }
-        Message::Notification { .. } => Route::Pass,
-        Message::Invalid => {
-            let id = value
-                .get("id")
-                .filter(|id| Id::of(id).is_some())
-                .cloned()
-                .unwrap_or(Value::Null);
-            Route::Answer(error_response(
-                &id,
-                INVALID_REQUEST,
-                "Invalid Request: not a JSON-RPC 2.0 message",
-                None,
-            ))
-        }
+        Incoming::Notification { .. } | Incoming::Other => Route::Pass,
+        Incoming::BadId { .. } => Route::Answer(invalid_request(&Value::Null)),
     }
 }
 
@@ -399,48 +390,60 @@ fn id_in_use(id: &Value) -> Value {
     )
 }
 
-static NULL: Value = Value::Null;
+/// The parts of tools/call params the policy reads.
+#[derive(serde::Deserialize)]
+struct CallParams<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    arguments: Value,
+    #[serde(default, rename = "_meta", borrow)]
+    meta: Option<&'a RawValue>,
+}
 
-fn police_call(
-    shared: &Shared,
-    id: &Value,
-    params_value: Option<&Value>,
-    received: Instant,
-) -> Route {
-    let Some(params) = params_value.and_then(Value::as_object) else {
-        return Route::Answer(error_response(
-            id,
-            INVALID_PARAMS,
-            "Invalid params: tools/call needs params",
-            None,
-        ));
+fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: Instant) -> Route {
+    let parsed = params.map(|p| serde_json::from_str::<CallParams<'_>>(p.get()));
+    let CallParams {
+        name,
+        arguments,
+        meta,
+    } = match parsed {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            return Route::Answer(error_response(
+                &key.to_value(),
+                INVALID_PARAMS,
+                &format!("Invalid params: tools/call params: {e}"),
+                None,
+            ))
+        }
+        None => {
+            return Route::Answer(error_response(
+                &key.to_value(),
+                INVALID_PARAMS,
+                "Invalid params: tools/call needs params",
+                None,
+            ))
+        }
     };
-    let Some(tool) = params.get("name").and_then(Value::as_str) else {
-        return Route::Answer(error_response(
-            id,
-            INVALID_PARAMS,
-            "Invalid params: tools/call needs params.name as a string",
-            None,
-        ));
-    };
-    let arguments = params.get("arguments").unwrap_or(&NULL);
+    let tool: &str = &name;
     if !(arguments.is_object() || arguments.is_null()) {
         return Route::Answer(error_response(
-            id,
+            &key.to_value(),
             INVALID_PARAMS,
             "Invalid params: params.arguments must be an object",
             None,
         ));
     }
-    let key = Id::of(id).expect("a request id is a string or a number");
     if shared
         .pending
         .lock()
         .expect("pending lock")
         .contains_key(&key)
     {
-        return Route::Answer(id_in_use(id));
+        return Route::Answer(id_in_use(&key.to_value()));
     }
+    let arguments = &arguments;
     let now = shared.clock.now_ms();
     let call = Call {
         tool,
@@ -492,11 +495,15 @@ fn police_call(
             if let Some(record) = record {
                 shared.audit.record(record);
             }
+            let id = key.to_value();
             if let Decision::Unknown { .. } = refused {
-                return Route::Answer(unknown_tool(id, tool));
+                return Route::Answer(unknown_tool(&id, tool));
             }
-            let era = Era::of_params(params_value);
-            Route::Answer(refusal(id, tool, &refused, era).expect("not an allow"))
+            let era = Era::of_meta(
+                meta.and_then(|m| serde_json::from_str(m.get()).ok())
+                    .as_ref(),
+            );
+            Route::Answer(refusal(&id, tool, &refused, era).expect("not an allow"))
         }
     }
 }

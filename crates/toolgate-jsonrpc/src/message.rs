@@ -22,6 +22,27 @@ impl Id {
             _ => None,
         }
     }
+    /// The id from its JSON text as it stood in a message; the same [`Id`] as
+    /// [`Id::of`] gives for the parsed value, whatever the spelling.
+    pub fn from_raw(raw: &str) -> Option<Id> {
+        let b = raw.as_bytes();
+        // Fast paths: a plain integer, or a string without escapes, is
+        // already in serde_json's spelling.
+        let plain_int = {
+            let digits = b.strip_prefix(b"-").unwrap_or(b);
+            !digits.is_empty()
+                && digits.len() < 19
+                && digits.iter().all(u8::is_ascii_digit)
+                && (digits[0] != b'0' || (digits.len() == 1 && b.len() == 1))
+        };
+        let plain_str =
+            b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' && !b.contains(&b'\\');
+        if plain_int || plain_str {
+            return Some(Id(raw.to_owned()));
+        }
+        Id::of(&serde_json::from_str(raw).ok()?)
+    }
+
     /// The id as JSON, for writing it back.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
@@ -84,9 +105,7 @@ pub struct Peek<'a> {
 impl Peek<'_> {
     /// The id, in the same spelling as [`Id::of`] gives for the parsed value.
     pub fn id(&self) -> Option<Id> {
-        let raw = self.id?.get();
-        let v: Value = serde_json::from_str(raw).ok()?;
-        Id::of(&v)
+        Id::from_raw(self.id?.get())
     }
 }
 
@@ -109,7 +128,7 @@ struct IdOnly<'a> {
 /// `None` when the id is missing, invalid, or itself repeated.
 pub fn peek_id(bytes: &[u8]) -> Option<Id> {
     let only: IdOnly<'_> = serde_json::from_slice(bytes).ok()?;
-    Id::of(&serde_json::from_str(only.id.get()).ok()?)
+    Id::from_raw(only.id.get())
 }
 
 /// A JSON-RPC error response.
@@ -150,6 +169,29 @@ mod tests {
         let bad_id = json!({"jsonrpc":"2.0","id":{"x":1},"method":"m"});
         assert_eq!(Message::classify(&bad_id), Message::Invalid);
         assert_eq!(Message::classify(&json!(3)), Message::Invalid);
+    }
+
+    #[test]
+    fn raw_ids_match_parsed_ids() {
+        for raw in [
+            "1",
+            "-1",
+            "0",
+            "-0",
+            "1.0",
+            "1e2",
+            "123456789012345678901",
+            r#""a""#,
+            r#""""#,
+            r#""\u0041""#,
+            r#""é""#,
+            r#""a\"b""#,
+        ] {
+            let parsed: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(Id::from_raw(raw), Id::of(&parsed), "{raw}");
+        }
+        assert_eq!(Id::from_raw("null"), None);
+        assert_eq!(Id::from_raw("[1]"), None);
     }
 
     #[test]
