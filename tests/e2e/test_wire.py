@@ -259,3 +259,15 @@ def test_sigterm_takes_the_server_down_too(raw_gateway):
     raw.proc.send_signal(signal.SIGTERM)
     raw.wait(timeout=5)
     wait_for(lambda: not pid_alive(pid), 5, "the server to be gone after SIGTERM to the gateway")
+
+
+def test_sigkill_of_the_gateway_takes_the_server_down_too(raw_gateway):
+    # SIGKILL cannot be caught or forwarded: the kernel's parent-death signal
+    # is what keeps the server from outliving the gateway.
+    raw = raw_gateway(ECHO_AND_DELETE, mode=LEGACY)
+    assert_echo_works(raw)
+    pid = raw.server_pid()
+    assert pid_alive(pid)
+    raw.proc.send_signal(signal.SIGKILL)
+    raw.wait(timeout=5)
+    wait_for(lambda: not pid_alive(pid), 5, "the server to be gone after SIGKILL to the gateway")
