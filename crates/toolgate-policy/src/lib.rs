@@ -14,6 +14,9 @@
 //!   [`CounterStore`] all-or-nothing. [`MemoryStore`] is the in-memory store;
 //!   each counter key is a bounded sliding log (`window`).
 //!
+//! - [`document`] exposes the spanned readers and tree to other crates that
+//!   read their own files the same way (toolgate-config).
+//!
 //! Invariants: no IO (the caller passes the text and the clock), no async,
 //! no threads. A refusal is a value ([`Decision`]), not an error.
 
@@ -31,7 +34,29 @@ mod yaml;
 
 use std::fmt;
 
-pub use policy::{Call, Decision, DefaultAction, Draw, Evaluation, Policy, RuleRef};
+/// The spanned document tree and its readers, for crates that read their own
+/// files with the same positions, messages and duplicate-key refusal as
+/// policies (the gateway config).
+pub mod document {
+    pub use crate::tree::{
+        dedup_tree, push_index, push_key, quote, Kind, Member, Node, Pos, Problem, Read, Value,
+    };
+
+    /// Reads strict JSON (duplicate keys are reported in `Read::errors`).
+    pub fn read_json(source: &str) -> Read {
+        crate::json::read(source)
+    }
+
+    /// Reads one YAML document; `what` names the kind of file in messages
+    /// ("YAML anchors are not supported in a config").
+    pub fn read_yaml(source: &str, what: &'static str) -> Read {
+        crate::yaml::read_as(source, what)
+    }
+}
+
+pub use policy::{
+    decide_layers, Call, Decision, DefaultAction, Draw, Evaluation, Layer, Policy, RuleRef,
+};
 pub use store::{CounterStore, Exhausted, Grant, MemoryStore, Taken};
 
 /// Milliseconds since the Unix epoch, passed in by the caller (a clock).

@@ -55,6 +55,12 @@ impl RuleRef {
         &self.0
     }
 
+    /// A rule name of the caller's own, for decisions made outside a policy
+    /// (e.g. "unknown" for a tool no server offers).
+    pub fn from_static(name: &'static str) -> RuleRef {
+        RuleRef(name.into())
+    }
+
     pub(crate) fn tool(key: &str) -> RuleRef {
         RuleRef(format!("tools[{}]", crate::tree::quote(key)).into())
     }
@@ -578,5 +584,90 @@ impl Hasher for FxHasher {
     #[inline]
     fn finish(&self) -> u64 {
         self.hash
+    }
+}
+
+/// One of several policies that must all let a call through (in `serve`:
+/// the gateway's or grant's policy over gateway names, and a server's own
+/// policy over that server's names).
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    pub policy: &'a Policy,
+    pub call: Call<'a>,
+    /// Prepended to every counter key of this layer, so that two servers'
+    /// policies that happen to use the same counter name do not share it.
+    /// Empty for the gateway's own policy.
+    pub key_prefix: &'a str,
+}
+
+/// Decides a call against every layer: a tool hidden (or unknown) in any
+/// layer is unknown, then the first denial or approval requirement wins;
+/// otherwise the draws of all layers are taken in one atomic step.
+pub fn decide_layers(layers: &[Layer<'_>], store: &dyn CounterStore, now: Millis) -> Decision {
+    let mut evaluations = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let (evaluation, matched) = layer.policy.evaluate_rule(&layer.call);
+        if let Evaluation::Unknown { rule } = evaluation {
+            return Decision::Unknown { rule };
+        }
+        evaluations.push((evaluation, matched, layer.key_prefix));
+    }
+    let mut all_draws = Vec::new();
+    let mut first_rule = None;
+    let mut refusal = None;
+    for (evaluation, matched, prefix) in evaluations {
+        match evaluation {
+            Evaluation::Unknown { .. } => unreachable!("returned above"),
+            Evaluation::Deny { rule, reason } => {
+                if !matches!(refusal, Some(Decision::Deny { .. })) {
+                    refusal = Some(Decision::Deny { rule, reason });
+                }
+            }
+            Evaluation::ApprovalRequired { rule, reason } => {
+                if refusal.is_none() {
+                    refusal = Some(Decision::ApprovalRequired { rule, reason });
+                }
+            }
+            Evaluation::Proceed { rule, draws } => {
+                first_rule.get_or_insert(rule);
+                for mut draw in draws {
+                    if !prefix.is_empty() {
+                        draw.key.insert_str(0, prefix);
+                    }
+                    let reason = matched
+                        .filter(|m| m.rule_ref == draw.rule)
+                        .and_then(|m| m.reason.clone());
+                    all_draws.push((draw, reason));
+                }
+            }
+        }
+    }
+    if let Some(refusal) = refusal {
+        return refusal;
+    }
+    let rule = first_rule.unwrap_or_else(RuleRef::default_rule);
+    if all_draws.is_empty() {
+        return Decision::Allow {
+            rule,
+            grant: Grant::default(),
+        };
+    }
+    let (draws, reasons): (Vec<Draw>, Vec<Option<String>>) = all_draws.into_iter().unzip();
+    match store.acquire(&draws, now) {
+        Ok(grant) => Decision::Allow { rule, grant },
+        Err(exhausted) => {
+            let prefix = draws
+                .iter()
+                .zip(&reasons)
+                .find(|(d, _)| d.rule == exhausted.rule && d.counter == exhausted.counter)
+                .and_then(|(_, reason)| reason.as_deref());
+            let reason = rate_limit_reason(prefix, &exhausted, &draws);
+            Decision::RateLimited {
+                rule: exhausted.rule,
+                counter: exhausted.counter,
+                retry_after_ms: exhausted.retry_after_ms,
+                reason,
+            }
+        }
     }
 }

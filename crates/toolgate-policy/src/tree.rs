@@ -9,23 +9,23 @@ use std::fmt;
 
 /// A 1-based position in the source text (column counts characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Pos {
+pub struct Pos {
     pub line: usize,
     pub column: usize,
 }
 
 impl Pos {
-    pub(crate) const START: Pos = Pos { line: 1, column: 1 };
+    pub const START: Pos = Pos { line: 1, column: 1 };
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Node {
+pub struct Node {
     pub pos: Pos,
     pub value: Value,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Bool(bool),
     Number(serde_json::Number),
@@ -35,7 +35,7 @@ pub(crate) enum Value {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Member {
+pub struct Member {
     pub key: String,
     pub key_pos: Pos,
     pub value: Node,
@@ -43,7 +43,7 @@ pub(crate) struct Member {
 
 impl Value {
     /// "a string", "an object", ... for messages like `expected a string, found a number`.
-    pub(crate) fn kind(&self) -> Kind {
+    pub fn kind(&self) -> Kind {
         match self {
             Value::Null => Kind::Null,
             Value::Bool(_) => Kind::Bool,
@@ -56,7 +56,7 @@ impl Value {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Null,
     Bool,
     Number,
@@ -101,7 +101,7 @@ impl Node {
 
 /// One problem found while reading or validating, before it gets a file name.
 #[derive(Debug, Clone)]
-pub(crate) struct Problem {
+pub struct Problem {
     pub pos: Pos,
     pub path: String,
     pub message: String,
@@ -109,13 +109,13 @@ pub(crate) struct Problem {
 
 /// The result of reading a document: a tree (absent after a syntax error)
 /// and the problems found on the way (duplicate keys do not stop reading).
-pub(crate) struct Read {
+pub struct Read {
     pub root: Option<Node>,
     pub errors: Vec<Problem>,
 }
 
 /// Appends `.key` or `["key"]` to a document path.
-pub(crate) fn push_key(path: &str, key: &str) -> String {
+pub fn push_key(path: &str, key: &str) -> String {
     let simple = !key.is_empty()
         && key
             .chars()
@@ -131,13 +131,13 @@ pub(crate) fn push_key(path: &str, key: &str) -> String {
     }
 }
 
-pub(crate) fn push_index(path: &str, index: usize) -> String {
+pub fn push_index(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
 }
 
 /// Removes duplicate object keys everywhere in the tree, keeping the first
 /// occurrence and reporting each later one at its key.
-pub(crate) fn dedup_tree(node: &mut Node, path: &str, errors: &mut Vec<Problem>) {
+pub fn dedup_tree(node: &mut Node, path: &str, errors: &mut Vec<Problem>) {
     match &mut node.value {
         Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {
@@ -168,6 +168,6 @@ pub(crate) fn dedup_tree(node: &mut Node, path: &str, errors: &mut Vec<Problem>)
 }
 
 /// A string as a JSON string literal, for messages: `"send_text"`.
-pub(crate) fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }

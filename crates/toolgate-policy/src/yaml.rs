@@ -9,7 +9,16 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 use crate::tree::{dedup_tree, Member, Node, Pos, Problem, Read, Value};
 
 pub(crate) fn read(source: &str) -> Read {
-    let mut builder = Builder::default();
+    read_as(source, "policy")
+}
+
+/// Reads a YAML document; `what` names the kind of file in messages
+/// ("YAML anchors are not supported in a policy").
+pub(crate) fn read_as(source: &str, what: &'static str) -> Read {
+    let mut builder = Builder {
+        what,
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(source);
     if let Err(scan) = parser.load(&mut builder, true) {
         let mark = scan.marker();
@@ -46,8 +55,9 @@ pub(crate) fn read(source: &str) -> Read {
                 errors: vec![Problem {
                     pos: builder.second_document.unwrap_or(Pos::START),
                     path: String::new(),
-                    message: "a policy file holds one YAML document, found more than one"
-                        .to_string(),
+                    message: format!(
+                        "a {what} file holds one YAML document, found more than one"
+                    ),
                 }],
             }
         }
@@ -80,6 +90,8 @@ struct Builder {
     documents: Vec<Node>,
     second_document: Option<Pos>,
     error: Option<Problem>,
+    /// "policy", "config": the kind of file, for messages.
+    what: &'static str,
 }
 
 impl Builder {
@@ -128,20 +140,25 @@ impl MarkedEventReceiver for Builder {
         }
         let pos = position(&mark);
         match event {
-            Event::Alias(_) => self.fail(pos, "YAML aliases are not supported in a policy"),
+            Event::Alias(_) => {
+                let message = format!("YAML aliases are not supported in a {}", self.what);
+                self.fail(pos, &message)
+            }
             Event::Scalar(_, _, anchor, _)
             | Event::SequenceStart(anchor, _)
             | Event::MappingStart(anchor, _)
                 if anchor > 0 =>
             {
-                self.fail(pos, "YAML anchors are not supported in a policy")
+                let message = format!("YAML anchors are not supported in a {}", self.what);
+                self.fail(pos, &message)
             }
             Event::Scalar(_, _, _, Some(_))
             | Event::SequenceStart(_, Some(_))
             | Event::MappingStart(_, Some(_)) => {
-                self.fail(pos, "YAML tags are not supported in a policy")
+                let message = format!("YAML tags are not supported in a {}", self.what);
+                self.fail(pos, &message)
             }
-            Event::Scalar(text, style, _, None) => match scalar(&text, style) {
+            Event::Scalar(text, style, _, None) => match scalar(&text, style, self.what) {
                 Ok(value) => self.add(Node { pos, value }, Some(text)),
                 Err(message) => self.fail(pos, &message),
             },
@@ -179,7 +196,7 @@ impl MarkedEventReceiver for Builder {
 }
 
 /// Types a scalar by the YAML 1.2 core schema.
-fn scalar(text: &str, style: TScalarStyle) -> Result<Value, String> {
+fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> {
     if style != TScalarStyle::Plain {
         return Ok(Value::String(text.to_string()));
     }
@@ -195,7 +212,7 @@ fn scalar(text: &str, style: TScalarStyle) -> Result<Value, String> {
         ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN"
     ) {
         return Err(format!(
-            "{text} is not a number a policy can hold (no infinities or NaN)"
+            "{text} is not a number a {what} can hold (no infinities or NaN)"
         ));
     }
     if let Some(octal) = text.strip_prefix("0o") {

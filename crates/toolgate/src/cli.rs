@@ -50,6 +50,9 @@ enum Command {
     Schema,
     /// Run an MCP server behind the gateway over stdio: `toolgate run --policy P -- COMMAND ARGS...`.
     Run(RunArgs),
+    /// Serve MCP over HTTP for many agents and servers: `toolgate serve --config FILE`,
+    /// or `toolgate serve --policy P (--upstream URL | -- COMMAND ARGS...)`.
+    Serve(crate::serve::ServeArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -98,6 +101,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
             Ok(0)
         }
         Command::Run(run) => run_gateway(run),
+        Command::Serve(serve) => crate::serve::run(serve),
         Command::Demo { server } => crate::demo::run(server),
     }
 }

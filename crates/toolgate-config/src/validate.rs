@@ -1,0 +1,1091 @@
+//! Validation: the spanned tree of a config → [`Config`], or every problem
+//! found, each at the node it is about. Cross-field rules (exactly one
+//! transport, distinct prefixes and token hashes, every server covered by a
+//! policy, grants for an open listen address) run after the fields, on what
+//! the fields declared, so one mistake is not reported twice.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toolgate_policy::document::{push_index, push_key, Member, Node, Pos, Value};
+use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
+
+use crate::config::{
+    Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
+};
+use crate::values::{self, quote};
+use crate::{read, ConfigFormat};
+
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_SEPARATOR: &str = "__";
+pub(crate) const DEFAULT_SESSION_KEY_ENV: &str = "TOOLGATE_SESSION_KEY";
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RESTART_INITIAL: Duration = Duration::from_millis(200);
+const DEFAULT_RESTART_MAX: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+const TOP_FIELDS: &[&str] = &[
+    "listen",
+    "policy",
+    "separator",
+    "servers",
+    "grants",
+    "sessions",
+    "http",
+];
+const SERVER_FIELDS: &[&str] = &[
+    "command",
+    "args",
+    "env",
+    "cwd",
+    "url",
+    "transport",
+    "headers",
+    "prefix",
+    "per_session",
+    "policy",
+    "request_timeout",
+    "restart",
+];
+const RESTART_FIELDS: &[&str] = &["initial", "max"];
+const GRANT_FIELDS: &[&str] = &["token_sha256", "policy", "servers"];
+const SESSION_FIELDS: &[&str] = &["key_env", "idle_timeout"];
+const HTTP_FIELDS: &[&str] = &[
+    "allowed_origins",
+    "allowed_hosts",
+    "max_message_bytes",
+    "request_timeout",
+    "shutdown_grace",
+];
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+type Files<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// Reads and validates a config; `files` reads the policy files it names.
+pub(crate) fn parse(
+    source: &str,
+    format: ConfigFormat,
+    file: &str,
+    base_dir: &Path,
+    env: Env<'_>,
+    files: Files<'_>,
+) -> Result<Config, Diagnostics> {
+    let read = read::read(source, format);
+    let mut v = Validator {
+        file,
+        base_dir,
+        env,
+        files,
+        found: Vec::new(),
+        policies: HashMap::new(),
+    };
+    for problem in read.errors {
+        v.problem(problem.pos, &problem.path, problem.message);
+    }
+    let config = read.root.as_ref().and_then(|root| v.config(root));
+    match config {
+        Some(config) if v.found.is_empty() => Ok(config),
+        _ => {
+            // Stable: a policy file's own diagnostics stay in their order,
+            // right after the config line that names the file.
+            v.found.sort_by_key(|(pos, _)| *pos);
+            Err(Diagnostics(v.found.into_iter().map(|(_, d)| d).collect()))
+        }
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    base_dir: &'a Path,
+    env: Env<'a>,
+    files: Files<'a>,
+    /// Every problem, with the config position it sorts by.
+    found: Vec<(Pos, Diagnostic)>,
+    /// Policy files already read (each is read and reported once).
+    policies: HashMap<PathBuf, Option<LoadedPolicy>>,
+}
+
+/// What a server declared, for the cross-field rules.
+struct ServerSeen {
+    name: String,
+    key_pos: Pos,
+    /// The effective prefix and where it comes from.
+    prefix: Option<(String, Pos)>,
+    has_policy: bool,
+}
+
+/// What a grant declared, for the cross-field rules.
+struct GrantSeen {
+    has_policy: bool,
+    /// `None`: every server.
+    servers: Option<Vec<String>>,
+}
+
+fn field<'n>(members: &'n [Member], name: &str) -> Option<&'n Node> {
+    members.iter().find(|m| m.key == name).map(|m| &m.value)
+}
+
+fn member<'n>(members: &'n [Member], name: &str) -> Option<&'n Member> {
+    members.iter().find(|m| m.key == name)
+}
+
+/// "a, b, c or d"
+fn list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.found.push((
+            pos,
+            Diagnostic {
+                file: self.file.to_string(),
+                line: pos.line,
+                column: pos.column,
+                path: path.to_string(),
+                message: message.into(),
+            },
+        ));
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+        let found = node.value.kind();
+        self.problem(
+            node.pos,
+            path,
+            format!("expected {expected}, found {found}"),
+        );
+    }
+
+    /// Checks that `node` is an object with only `allowed` keys.
+    fn object<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<&'n [Member]> {
+        let members = self.members(node, path)?;
+        for member in members {
+            if !allowed.contains(&member.key.as_str()) {
+                self.problem(
+                    member.key_pos,
+                    path,
+                    format!(
+                        "unknown field {} (expected {})",
+                        quote(&member.key),
+                        list(allowed)
+                    ),
+                );
+            }
+        }
+        Some(members)
+    }
+
+    fn members<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Member]> {
+        match &node.value {
+            Value::Object(members) => Some(members),
+            _ => {
+                self.wrong_type(node, path, "an object");
+                None
+            }
+        }
+    }
+
+    fn string<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
+        match &node.value {
+            Value::String(s) => Some(s),
+            _ => {
+                self.wrong_type(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    fn non_empty_string<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
+        let s = self.string(node, path)?;
+        if s.is_empty() {
+            self.problem(node.pos, path, "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.wrong_type(node, path, "a boolean");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<(String, Pos, String)>> {
+        let Value::Array(items) = &node.value else {
+            self.wrong_type(node, path, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (index, item) in items.iter().enumerate() {
+            let item_path = push_index(path, index);
+            match self.string(item, &item_path) {
+                Some(s) => out.push((s.to_string(), item.pos, item_path)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn duration(&mut self, node: &Node, path: &str, zero_ok: bool) -> Option<Duration> {
+        let parsed = match &node.value {
+            Value::String(s) => values::duration_text(s),
+            Value::Number(n) => values::duration_seconds(n.as_f64().unwrap_or(f64::NAN)),
+            _ => {
+                self.wrong_type(
+                    node,
+                    path,
+                    &format!("a duration ({})", values::DURATION_EXPECTED),
+                );
+                return None;
+            }
+        };
+        match parsed {
+            Ok(d) if d.is_zero() && !zero_ok => {
+                self.problem(node.pos, path, "must be longer than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.problem(node.pos, path, message);
+                None
+            }
+        }
+    }
+
+    /// A `${VAR}`-interpolated string.
+    fn interpolated(&mut self, node: &Node, path: &str) -> Option<String> {
+        let text = self.string(node, path)?;
+        match values::interpolate(text, self.env) {
+            Ok(value) => Some(value),
+            Err(messages) => {
+                for message in messages {
+                    self.problem(node.pos, path, message);
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads and validates a policy file named at `node`; every policy file
+    /// is read once, its own diagnostics (with its own file name) placed
+    /// right after the first line that names it.
+    fn policy(&mut self, node: &Node, path: &str) -> Option<LoadedPolicy> {
+        let relative = self.non_empty_string(node, path)?;
+        let resolved = self.base_dir.join(relative);
+        if let Some(loaded) = self.policies.get(&resolved) {
+            return loaded.clone();
+        }
+        let loaded = self.read_policy(node, path, &resolved);
+        self.policies.insert(resolved, loaded.clone());
+        loaded
+    }
+
+    fn read_policy(&mut self, node: &Node, path: &str, resolved: &Path) -> Option<LoadedPolicy> {
+        let shown = resolved.display().to_string();
+        let Some(format) = Format::from_path(resolved) else {
+            self.problem(
+                node.pos,
+                path,
+                format!(
+                    "policy file {} has an unknown format (use .json, .yaml or .yml)",
+                    quote(&shown)
+                ),
+            );
+            return None;
+        };
+        let text = match (self.files)(resolved) {
+            Ok(text) => text,
+            Err(e) => {
+                self.problem(
+                    node.pos,
+                    path,
+                    format!("cannot read policy file {}: {e}", quote(&shown)),
+                );
+                return None;
+            }
+        };
+        match parse_policy(&text, format, &shown) {
+            Ok(policy) => Some(LoadedPolicy {
+                path: resolved.to_path_buf(),
+                policy: Arc::new(policy),
+            }),
+            Err(diagnostics) => {
+                self.problem(
+                    node.pos,
+                    path,
+                    format!("policy file {} is not valid:", quote(&shown)),
+                );
+                self.found
+                    .extend(diagnostics.0.into_iter().map(|d| (node.pos, d)));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, root: &Node) -> Option<Config> {
+        let members = self.object(root, "", TOP_FIELDS)?;
+
+        let listen_node = field(members, "listen");
+        let listen = match listen_node {
+            None => Some(DEFAULT_LISTEN.parse().expect("the default listen address")),
+            Some(node) => self.listen(node),
+        };
+
+        let policy_node = field(members, "policy");
+        let policy = policy_node.and_then(|node| self.policy(node, "policy"));
+
+        let separator = match field(members, "separator") {
+            None => Some(DEFAULT_SEPARATOR.to_string()),
+            Some(node) => {
+                self.string(node, "separator")
+                    .and_then(|s| match values::check_separator(s) {
+                        Ok(()) => Some(s.to_string()),
+                        Err(message) => {
+                            self.problem(node.pos, "separator", message);
+                            None
+                        }
+                    })
+            }
+        };
+
+        let mut seen_servers = Vec::new();
+        let servers = match field(members, "servers") {
+            None => {
+                // At the document (a YAML mapping's own position is the end of its first key).
+                self.problem(Pos::START, "", "missing field \"servers\"");
+                None
+            }
+            Some(node) => self.servers(node, &mut seen_servers),
+        };
+        let server_names: Vec<&str> = seen_servers.iter().map(|s| s.name.as_str()).collect();
+
+        let mut seen_grants = Vec::new();
+        let grants = match field(members, "grants") {
+            None => Some(Vec::new()),
+            Some(node) => self.grants(node, &server_names, &mut seen_grants),
+        };
+
+        let (session_key, session_idle_timeout) = match field(members, "sessions") {
+            None => self.sessions(None, root.pos),
+            Some(node) => self.sessions(Some(node), node.pos),
+        };
+
+        let http = match field(members, "http") {
+            None => Some(HttpConfig {
+                allowed_origins: Vec::new(),
+                allowed_hosts: Vec::new(),
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+                request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            }),
+            Some(node) => self.http(node),
+        };
+
+        // Every server must be covered by some policy (fail closed).
+        let has_top_policy = policy_node.is_some();
+        for server in &seen_servers {
+            if has_top_policy || server.has_policy {
+                continue;
+            }
+            let mut reaching = seen_grants.iter().filter(|g| {
+                g.servers
+                    .as_ref()
+                    .map_or(true, |names| names.contains(&server.name))
+            });
+            let grants_cover = !seen_grants.is_empty() && reaching.all(|g| g.has_policy);
+            if !grants_cover {
+                self.problem(
+                    server.key_pos,
+                    &push_key("servers", &server.name),
+                    format!(
+                        "server {} has no policy: set a top-level \"policy\", a \"policy\" for this server, \
+                         or a \"policy\" on every grant that reaches it (a gateway without a policy would \
+                         allow every call; fail closed)",
+                        quote(&server.name)
+                    ),
+                );
+            }
+        }
+
+        // An open listen address needs grants.
+        if let (Some(addr), Some(node)) = (listen, listen_node) {
+            if !addr.ip().is_loopback() && seen_grants.is_empty() {
+                self.problem(
+                    node.pos,
+                    "listen",
+                    format!(
+                        "a non-loopback listen address needs grants ({addr} is reachable from other \
+                         machines; add \"grants\" so every client must present a token, or listen on 127.0.0.1)"
+                    ),
+                );
+            }
+        }
+
+        Some(Config {
+            listen: listen?,
+            policy,
+            separator: separator?,
+            servers: servers?,
+            grants: grants?,
+            session_key: session_key?,
+            session_idle_timeout: session_idle_timeout?,
+            http: http?,
+        })
+    }
+
+    fn listen(&mut self, node: &Node) -> Option<SocketAddr> {
+        let text = self.string(node, "listen")?;
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    node.pos,
+                    "listen",
+                    format!(
+                        "invalid listen address {} (expected an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\")",
+                        quote(text)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn servers(&mut self, node: &Node, seen: &mut Vec<ServerSeen>) -> Option<Vec<ServerConfig>> {
+        let members = self.members(node, "servers")?;
+        if members.is_empty() {
+            self.problem(node.pos, "servers", "at least one server is required");
+            return None;
+        }
+        let mut servers = Vec::new();
+        let mut ok = true;
+        // Effective prefix → the server that first used it.
+        let mut prefixes: HashMap<String, String> = HashMap::new();
+        for m in members {
+            let path = push_key("servers", &m.key);
+            if let Err(message) = values::check_name(&m.key) {
+                self.problem(
+                    m.key_pos,
+                    "servers",
+                    format!("invalid server name: {message}"),
+                );
+                ok = false;
+            }
+            let (server, server_seen) = self.server(m, &path);
+            if let Some((prefix, pos)) = &server_seen.prefix {
+                if let Some(first) = prefixes.get(prefix) {
+                    self.problem(
+                        *pos,
+                        &path,
+                        format!(
+                            "server {} has the same prefix {} as server {} (their tools' gateway names would collide)",
+                            quote(&m.key),
+                            quote(prefix),
+                            quote(first)
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    prefixes.insert(prefix.clone(), m.key.clone());
+                }
+            }
+            seen.push(server_seen);
+            match server {
+                Some(server) => servers.push(server),
+                None => ok = false,
+            }
+        }
+        ok.then_some(servers)
+    }
+
+    fn server(&mut self, m: &Member, path: &str) -> (Option<ServerConfig>, ServerSeen) {
+        let mut seen = ServerSeen {
+            name: m.key.clone(),
+            key_pos: m.key_pos,
+            prefix: Some((m.key.clone(), m.key_pos)),
+            has_policy: false,
+        };
+        let Some(members) = self.object(&m.value, path, SERVER_FIELDS) else {
+            seen.prefix = None;
+            return (None, seen);
+        };
+        let before = self.found.len();
+        let at = |name: &str| push_key(path, name);
+
+        let prefix = match field(members, "prefix") {
+            None => Some(Some(m.key.clone())),
+            Some(node) => match &node.value {
+                Value::Bool(true) => Some(Some(m.key.clone())),
+                Value::Bool(false) => Some(None),
+                Value::String(s) => match values::check_name(s) {
+                    Ok(()) => Some(Some(s.clone())),
+                    Err(message) => {
+                        self.problem(
+                            node.pos,
+                            &at("prefix"),
+                            format!("invalid prefix: {message}"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.wrong_type(node, &at("prefix"), "a boolean or a string");
+                    None
+                }
+            },
+        };
+        let prefix_pos = field(members, "prefix").map_or(m.key_pos, |n| n.pos);
+        seen.prefix = prefix.clone().flatten().map(|p| (p, prefix_pos));
+
+        let per_session = match field(members, "per_session") {
+            None => Some(false),
+            Some(node) => self.bool(node, &at("per_session")),
+        };
+        let policy = match field(members, "policy") {
+            None => None,
+            Some(node) => {
+                seen.has_policy = true;
+                self.policy(node, &at("policy"))
+            }
+        };
+        let request_timeout = match field(members, "request_timeout") {
+            None => Some(DEFAULT_REQUEST_TIMEOUT),
+            Some(node) => self.duration(node, &at("request_timeout"), false),
+        };
+        let (restart_initial, restart_max) = match field(members, "restart") {
+            None => (Some(DEFAULT_RESTART_INITIAL), Some(DEFAULT_RESTART_MAX)),
+            Some(node) => self.restart(node, &at("restart")),
+        };
+        let transport = self.transport(m.key_pos, members, path);
+
+        let complete = self.found.len() == before;
+        let server = match (
+            complete,
+            transport,
+            prefix,
+            per_session,
+            request_timeout,
+            restart_initial,
+            restart_max,
+        ) {
+            (
+                true,
+                Some(transport),
+                Some(prefix),
+                Some(per_session),
+                Some(request_timeout),
+                Some(restart_initial),
+                Some(restart_max),
+            ) => Some(ServerConfig {
+                name: m.key.clone(),
+                transport,
+                prefix,
+                per_session,
+                policy,
+                request_timeout,
+                restart_initial,
+                restart_max,
+            }),
+            _ => None,
+        };
+        (server, seen)
+    }
+
+    fn restart(&mut self, node: &Node, path: &str) -> (Option<Duration>, Option<Duration>) {
+        let Some(members) = self.object(node, path, RESTART_FIELDS) else {
+            return (None, None);
+        };
+        let initial = match field(members, "initial") {
+            None => Some(DEFAULT_RESTART_INITIAL),
+            Some(n) => self.duration(n, &push_key(path, "initial"), false),
+        };
+        let max = match field(members, "max") {
+            None => Some(DEFAULT_RESTART_MAX),
+            Some(n) => self.duration(n, &push_key(path, "max"), false),
+        };
+        if let (Some(i), Some(m)) = (initial, max) {
+            if i > m {
+                self.problem(
+                    node.pos,
+                    path,
+                    format!("initial ({i:?}) must not be longer than max ({m:?})"),
+                );
+                return (None, None);
+            }
+        }
+        (initial, max)
+    }
+
+    /// `key_pos`: where the server's name is, for "found neither".
+    fn transport(
+        &mut self,
+        key_pos: Pos,
+        members: &[Member],
+        path: &str,
+    ) -> Option<ServerTransport> {
+        let command = member(members, "command");
+        let url = member(members, "url");
+        let at = |name: &str| push_key(path, name);
+        match (command, url) {
+            (Some(_), Some(url)) => {
+                self.problem(
+                    url.key_pos,
+                    path,
+                    "a server has exactly one of \"command\" (stdio) or \"url\" (HTTP), found both",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    key_pos,
+                    path,
+                    "a server needs \"command\" (stdio) or \"url\" (HTTP), found neither",
+                );
+                None
+            }
+            (Some(command), None) => {
+                for name in ["transport", "headers"] {
+                    if let Some(m) = member(members, name) {
+                        self.problem(
+                            m.key_pos,
+                            path,
+                            format!(
+                                "{} is only allowed with \"url\" (this server has \"command\")",
+                                quote(name)
+                            ),
+                        );
+                    }
+                }
+                let cmd = self.non_empty_string(&command.value, &at("command"));
+                let args = match field(members, "args") {
+                    None => Some(Vec::new()),
+                    Some(n) => self
+                        .strings(n, &at("args"))
+                        .map(|items| items.into_iter().map(|(s, _, _)| s).collect()),
+                };
+                let env = match field(members, "env") {
+                    None => Some(Vec::new()),
+                    Some(n) => self.secret_map(n, &at("env"), MapKind::Env),
+                };
+                let cwd = match field(members, "cwd") {
+                    None => Some(None),
+                    Some(n) => self
+                        .non_empty_string(n, &at("cwd"))
+                        .map(|s| Some(self.base_dir.join(s))),
+                };
+                Some(ServerTransport::Stdio {
+                    command: cmd?.to_string(),
+                    args: args?,
+                    env: env?,
+                    cwd: cwd?,
+                })
+            }
+            (None, Some(url)) => {
+                for name in ["env", "args", "cwd"] {
+                    if let Some(m) = member(members, name) {
+                        self.problem(
+                            m.key_pos,
+                            path,
+                            format!(
+                                "{} is only allowed with \"command\" (this server has \"url\")",
+                                quote(name)
+                            ),
+                        );
+                    }
+                }
+                let url_text =
+                    self.string(&url.value, &at("url"))
+                        .and_then(|s| match values::check_url(s) {
+                            Ok(()) => Some(s.to_string()),
+                            Err(message) => {
+                                self.problem(url.value.pos, &at("url"), message);
+                                None
+                            }
+                        });
+                let sse = match field(members, "transport") {
+                    None => Some(false),
+                    Some(n) => match self.string(n, &at("transport")) {
+                        Some("streamable_http") => Some(false),
+                        Some("sse") => Some(true),
+                        Some(other) => {
+                            self.problem(
+                                n.pos,
+                                &at("transport"),
+                                format!(
+                                    "unknown transport {} (expected streamable_http or sse)",
+                                    quote(other)
+                                ),
+                            );
+                            None
+                        }
+                        None => None,
+                    },
+                };
+                let headers = match field(members, "headers") {
+                    None => Some(Vec::new()),
+                    Some(n) => self.secret_map(n, &at("headers"), MapKind::Headers),
+                };
+                let (url, headers) = (url_text?, headers?);
+                Some(if sse? {
+                    ServerTransport::Sse { url, headers }
+                } else {
+                    ServerTransport::Http { url, headers }
+                })
+            }
+        }
+    }
+
+    /// `env` or `headers`: an object of strings, values `${VAR}`-interpolated.
+    fn secret_map(
+        &mut self,
+        node: &Node,
+        path: &str,
+        kind: MapKind,
+    ) -> Option<Vec<(String, Secret)>> {
+        let members = self.members(node, path)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for m in members {
+            let item_path = push_key(path, &m.key);
+            let name_problem = match kind {
+                MapKind::Env if m.key.is_empty() || m.key.contains(['=', '\0']) => Some(format!(
+                    "invalid environment variable name {} (it must be non-empty, without \"=\")",
+                    quote(&m.key)
+                )),
+                MapKind::Headers if !values::is_header_name(&m.key) => {
+                    Some(format!("invalid header name {}", quote(&m.key)))
+                }
+                _ => None,
+            };
+            if let Some(message) = name_problem {
+                self.problem(m.key_pos, path, message);
+                ok = false;
+            }
+            match self.interpolated(&m.value, &item_path) {
+                Some(value) => {
+                    let bad = match kind {
+                        MapKind::Env => value.contains('\0'),
+                        MapKind::Headers => value.contains(['\r', '\n', '\0']),
+                    };
+                    if bad {
+                        // Never echo the value: it may hold a secret.
+                        self.problem(
+                            m.value.pos,
+                            &item_path,
+                            "the value (after ${VAR} substitution) contains a line break or NUL",
+                        );
+                        ok = false;
+                    } else {
+                        out.push((m.key.clone(), Secret::new(value)));
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn grants(
+        &mut self,
+        node: &Node,
+        server_names: &[&str],
+        seen: &mut Vec<GrantSeen>,
+    ) -> Option<Vec<GrantConfig>> {
+        let members = self.members(node, "grants")?;
+        let mut grants = Vec::new();
+        let mut ok = true;
+        // Token hash → the grant that first used it.
+        let mut hashes: HashMap<[u8; 32], String> = HashMap::new();
+        for m in members {
+            let path = push_key("grants", &m.key);
+            let before = self.found.len();
+            if let Err(message) = values::check_name(&m.key) {
+                self.problem(
+                    m.key_pos,
+                    "grants",
+                    format!("invalid grant name: {message}"),
+                );
+            }
+            let Some(fields) = self.object(&m.value, &path, GRANT_FIELDS) else {
+                seen.push(GrantSeen {
+                    has_policy: true,
+                    servers: None,
+                });
+                ok = false;
+                continue;
+            };
+            let at = |name: &str| push_key(&path, name);
+            let token = match field(fields, "token_sha256") {
+                None => {
+                    self.problem(m.key_pos, &path, "missing field \"token_sha256\"");
+                    None
+                }
+                Some(n) => self.token_hash(n, &at("token_sha256")),
+            };
+            if let (Some(hash), Some(n)) = (token, field(fields, "token_sha256")) {
+                if let Some(first) = hashes.get(&hash) {
+                    self.problem(
+                        n.pos,
+                        &at("token_sha256"),
+                        format!(
+                            "grant {} has the same token_sha256 as grant {} (each grant needs its own token)",
+                            quote(&m.key),
+                            quote(first)
+                        ),
+                    );
+                } else {
+                    hashes.insert(hash, m.key.clone());
+                }
+            }
+            let policy_node = field(fields, "policy");
+            let policy = policy_node.and_then(|n| self.policy(n, &at("policy")));
+            let servers = match field(fields, "servers") {
+                None => Some(None),
+                Some(n) => self
+                    .grant_servers(n, &at("servers"), server_names)
+                    .map(Some),
+            };
+            seen.push(GrantSeen {
+                has_policy: policy_node.is_some(),
+                servers: servers.clone().flatten(),
+            });
+            if self.found.len() > before {
+                ok = false;
+                continue;
+            }
+            match (token, servers) {
+                (Some(token_sha256), Some(servers)) => grants.push(GrantConfig {
+                    name: m.key.clone(),
+                    token_sha256,
+                    policy,
+                    servers,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(grants)
+    }
+
+    fn token_hash(&mut self, node: &Node, path: &str) -> Option<[u8; 32]> {
+        let text = self.string(node, path)?;
+        let mut hash = [0u8; 32];
+        if text.len() == 64 && hex::decode_to_slice(text, &mut hash).is_ok() {
+            return Some(hash);
+        }
+        self.problem(
+            node.pos,
+            path,
+            format!(
+                "token_sha256 must be 64 hex characters (the SHA-256 of the token, see `toolgate grant new`), found {} characters",
+                text.chars().count()
+            ),
+        );
+        None
+    }
+
+    fn grant_servers(
+        &mut self,
+        node: &Node,
+        path: &str,
+        server_names: &[&str],
+    ) -> Option<Vec<String>> {
+        let items = self.strings(node, path)?;
+        if items.is_empty() {
+            self.problem(
+                node.pos,
+                path,
+                "servers must name at least one server (leave it out to allow every server)",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut names = Vec::new();
+        let mut listed = HashSet::new();
+        for (name, pos, item_path) in items {
+            if !server_names.contains(&name.as_str()) {
+                self.problem(
+                    pos,
+                    &item_path,
+                    format!(
+                        "unknown server {} (configured: {})",
+                        quote(&name),
+                        server_names.join(", ")
+                    ),
+                );
+                ok = false;
+            } else if !listed.insert(name.clone()) {
+                self.problem(
+                    pos,
+                    &item_path,
+                    format!("server {} is listed twice", quote(&name)),
+                );
+                ok = false;
+            }
+            names.push(name);
+        }
+        ok.then_some(names)
+    }
+
+    fn sessions(
+        &mut self,
+        node: Option<&Node>,
+        pos: Pos,
+    ) -> (Option<Option<[u8; 32]>>, Option<Duration>) {
+        let members = match node {
+            None => Some(&[][..]),
+            Some(node) => self.object(node, "sessions", SESSION_FIELDS),
+        };
+        let Some(members) = members else {
+            return (None, None);
+        };
+        let (var, var_pos) = match field(members, "key_env") {
+            None => (Some(DEFAULT_SESSION_KEY_ENV), pos),
+            Some(n) => {
+                let var = self.string(n, "sessions.key_env").and_then(|s| {
+                    if values::is_env_name(s) {
+                        Some(s)
+                    } else {
+                        self.problem(
+                            n.pos,
+                            "sessions.key_env",
+                            format!(
+                                "invalid environment variable name {} (expected letters, digits and _, not starting with a digit)",
+                                quote(s)
+                            ),
+                        );
+                        None
+                    }
+                });
+                (var, n.pos)
+            }
+        };
+        let key = var.and_then(|var| match (self.env)(var) {
+            None => Some(None),
+            Some(value) => {
+                let mut key = [0u8; 32];
+                let value = value.trim();
+                if value.len() == 64 && hex::decode_to_slice(value, &mut key).is_ok() {
+                    Some(Some(key))
+                } else {
+                    // Never echo the value.
+                    self.problem(
+                        var_pos,
+                        "sessions.key_env",
+                        format!(
+                            "environment variable {var} must hold the session key as 64 hex characters (32 bytes), found {} characters",
+                            value.chars().count()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let idle = match field(members, "idle_timeout") {
+            None => Some(DEFAULT_IDLE_TIMEOUT),
+            Some(n) => self.duration(n, "sessions.idle_timeout", false),
+        };
+        (key, idle)
+    }
+
+    fn http(&mut self, node: &Node) -> Option<HttpConfig> {
+        let members = self.object(node, "http", HTTP_FIELDS)?;
+        let origins = match field(members, "allowed_origins") {
+            None => Some(Vec::new()),
+            Some(n) => self.normalized_list(n, "http.allowed_origins", values::origin),
+        };
+        let hosts = match field(members, "allowed_hosts") {
+            None => Some(Vec::new()),
+            Some(n) => self.normalized_list(n, "http.allowed_hosts", values::host),
+        };
+        let max_message_bytes = match field(members, "max_message_bytes") {
+            None => Some(DEFAULT_MAX_MESSAGE_BYTES),
+            Some(n) => self.byte_size(n, "http.max_message_bytes"),
+        };
+        let request_timeout = match field(members, "request_timeout") {
+            None => Some(DEFAULT_HTTP_REQUEST_TIMEOUT),
+            Some(n) => self.duration(n, "http.request_timeout", false),
+        };
+        let shutdown_grace = match field(members, "shutdown_grace") {
+            None => Some(DEFAULT_SHUTDOWN_GRACE),
+            Some(n) => self.duration(n, "http.shutdown_grace", true),
+        };
+        Some(HttpConfig {
+            allowed_origins: origins?,
+            allowed_hosts: hosts?,
+            max_message_bytes: max_message_bytes?,
+            request_timeout: request_timeout?,
+            shutdown_grace: shutdown_grace?,
+        })
+    }
+
+    fn normalized_list(
+        &mut self,
+        node: &Node,
+        path: &str,
+        normalize: fn(&str) -> Result<String, String>,
+    ) -> Option<Vec<String>> {
+        let items = self.strings(node, path)?;
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (text, pos, item_path) in items {
+            match normalize(&text) {
+                Ok(value) => out.push(value),
+                Err(message) => {
+                    self.problem(pos, &item_path, message);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn byte_size(&mut self, node: &Node, path: &str) -> Option<usize> {
+        let parsed = match &node.value {
+            Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| format!("expected a whole number of bytes, found {n}")),
+            Value::String(s) => values::byte_size_text(s),
+            _ => {
+                self.wrong_type(node, path, &format!("a size ({})", values::SIZE_EXPECTED));
+                return None;
+            }
+        };
+        match parsed {
+            Ok(n) if (1..=values::MAX_MESSAGE_BYTES).contains(&n) => usize::try_from(n).ok(),
+            Ok(n) => {
+                self.problem(
+                    node.pos,
+                    path,
+                    format!("must be from 1 byte to 1 GiB, found {n} bytes"),
+                );
+                None
+            }
+            Err(message) => {
+                self.problem(node.pos, path, message);
+                None
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum MapKind {
+    Env,
+    Headers,
+}

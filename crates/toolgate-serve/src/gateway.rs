@@ -1,0 +1,962 @@
+//! The gateway's state and what it does with each MCP message: one
+//! `Gateway` per process, shared by every connection.
+//!
+//! The gateway is an MCP server to its clients and an MCP client to each
+//! upstream server (`toolgate-upstream`). Requests that name a tool, prompt
+//! or resource are routed to the server that owns it; `tools/call` is
+//! decided first, against every policy that applies (the grant's or the
+//! gateway's, over gateway names, and the server's own, over its names).
+
+use crate::catalog::{Catalog, Naming, ServerLists};
+use crate::session::{random_id, Session, SessionKey};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use toolgate_gateway::answer::{refusal, unknown_tool, Era};
+use toolgate_gateway::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
+use toolgate_gateway::Clock;
+use toolgate_jsonrpc::{
+    args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+};
+use toolgate_policy::{decide_layers, Call, CounterStore, Decision, Layer, Policy};
+use toolgate_upstream::{
+    BoxFuture, CallError, Downstream, RpcError, Upstream, UpstreamEvent, UpstreamSpec,
+};
+
+/// The protocol versions of the handshake era the gateway speaks to clients.
+pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// The stateless protocol version.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_INFO: &str = "io.modelcontextprotocol/clientInfo";
+/// JSON-RPC codes of the 2026-07-28 HTTP transport.
+pub const HEADER_MISMATCH: i64 = -32020;
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+/// One upstream server as the gateway is told about it.
+pub struct ServerOptions {
+    pub name: String,
+    /// `None`: the server's own names are the gateway names.
+    pub prefix: Option<String>,
+    /// The server's own policy, over its own tool names.
+    pub policy: Option<Arc<Policy>>,
+    pub spec: UpstreamSpec,
+}
+
+/// One agent credential.
+#[derive(Clone)]
+pub struct GrantOptions {
+    pub name: String,
+    pub token_sha256: [u8; 32],
+    /// Used instead of the gateway policy when set.
+    pub policy: Option<Arc<Policy>>,
+    /// The servers this grant may reach (`None`: all).
+    pub servers: Option<Vec<String>>,
+}
+
+/// Everything `Gateway::start` needs; the outside world comes in here.
+pub struct GatewayOptions {
+    pub servers: Vec<ServerOptions>,
+    pub separator: String,
+    pub policy: Option<Arc<Policy>>,
+    pub grants: Vec<GrantOptions>,
+    pub session_key: SessionKey,
+    pub session_ttl: Duration,
+    pub store: Arc<dyn CounterStore>,
+    pub clock: Arc<dyn Clock>,
+    pub audit: AuditSink,
+    pub audit_args: bool,
+    /// How long start-up waits for every server before serving without it.
+    pub startup_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Conflict(String),
+}
+
+struct Server {
+    name: String,
+    policy: Option<Arc<Policy>>,
+    /// `server name` + U+001E: keeps this server's counters apart.
+    key_prefix: String,
+    upstream: Upstream,
+}
+
+/// Who is calling: a grant, resolved from the bearer token.
+#[derive(Clone)]
+pub struct Caller {
+    pub grant: Arc<GrantOptions>,
+}
+
+pub struct Gateway {
+    servers: Vec<Server>,
+    naming: Vec<Naming>,
+    separator: String,
+    lists: Mutex<Vec<Option<ServerLists>>>,
+    catalog: RwLock<Arc<Catalog>>,
+    policy: Option<Arc<Policy>>,
+    grants: RwLock<Arc<Vec<Arc<GrantOptions>>>>,
+    pub(crate) key: SessionKey,
+    session_ttl: Duration,
+    store: Arc<dyn CounterStore>,
+    clock: Arc<dyn Clock>,
+    pub(crate) audit: AuditSink,
+    audit_args: bool,
+    next_id: AtomicU64,
+    /// Open GET streams, by session id.
+    streams: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Value>>>>,
+    /// Server-to-client requests waiting for the client's answer, by (session, id).
+    waiting: Mutex<HashMap<(String, String), oneshot::Sender<Result<Value, RpcError>>>>,
+    /// Client requests in flight, by (session, id), so that
+    /// `notifications/cancelled` can stop them.
+    in_flight: Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
+    /// Resource subscriptions: uri → sessions.
+    subscriptions: Mutex<HashMap<String, Vec<String>>>,
+    anonymous: Arc<GrantOptions>,
+}
+
+/// What to send back for one message.
+pub enum Reply {
+    /// A JSON-RPC answer.
+    Json(Value),
+    /// A notification or response was accepted (HTTP 202).
+    Accepted,
+    /// Messages (server requests, progress) and then the answer, as SSE.
+    Stream(mpsc::UnboundedReceiver<Value>),
+}
+
+/// The era a request is in, and what the answer needs for it.
+#[derive(Clone)]
+pub struct Context {
+    pub caller: Caller,
+    pub session: Session,
+    pub era: Era,
+}
+
+impl Gateway {
+    /// Starts every upstream and waits (up to `startup_timeout`) for them to
+    /// be ready; a name conflict among the servers that came up is an error.
+    pub async fn start(opts: GatewayOptions) -> Result<Arc<Gateway>, StartError> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut servers = Vec::new();
+        let mut naming = Vec::new();
+        for s in opts.servers {
+            naming.push(Naming {
+                server: s.name.clone(),
+                prefix: s.prefix.clone(),
+            });
+            servers.push(Server {
+                key_prefix: format!("{}\u{1e}", s.name),
+                name: s.name,
+                policy: s.policy,
+                upstream: Upstream::start(s.spec, events_tx.clone()),
+            });
+        }
+        let count = servers.len();
+        let gateway = Arc::new(Gateway {
+            servers,
+            naming,
+            separator: opts.separator,
+            lists: Mutex::new(vec![None; count]),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            policy: opts.policy,
+            grants: RwLock::new(Arc::new(opts.grants.into_iter().map(Arc::new).collect())),
+            key: opts.session_key,
+            session_ttl: opts.session_ttl,
+            store: opts.store,
+            clock: opts.clock,
+            audit: opts.audit,
+            audit_args: opts.audit_args,
+            next_id: AtomicU64::new(1),
+            streams: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashMap::new()),
+            anonymous: Arc::new(GrantOptions {
+                name: "anonymous".into(),
+                token_sha256: [0; 32],
+                policy: None,
+                servers: None,
+            }),
+        });
+        let deadline = Instant::now() + opts.startup_timeout;
+        for (index, server) in gateway.servers.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if server.upstream.wait_ready(left).await {
+                gateway.refresh(index).await;
+            } else {
+                gateway.audit.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "server {:?} is not ready; serving without it until it is",
+                        server.name
+                    ),
+                );
+            }
+        }
+        let conflicts = gateway.catalog().conflicts.clone();
+        if !conflicts.is_empty() {
+            return Err(StartError::Conflict(conflicts.join("\n")));
+        }
+        let g = gateway.clone();
+        tokio::spawn(async move { g.watch(events_rx).await });
+        Ok(gateway)
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    pub fn has_grants(&self) -> bool {
+        !self.grants.read().expect("grants lock").is_empty()
+    }
+
+    /// Replaces the grants (rotation, revocation); sessions of a grant that is
+    /// gone stop working at their next request.
+    pub fn set_grants(&self, grants: Vec<GrantOptions>) {
+        *self.grants.write().expect("grants lock") = Arc::new(grants.into_iter().map(Arc::new).collect());
+    }
+
+    /// The caller a bearer token stands for. With no grants configured every
+    /// caller is the anonymous grant. Every grant's hash is compared, in
+    /// constant time, whatever matches.
+    pub fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
+        let grants = self.grants.read().expect("grants lock").clone();
+        if grants.is_empty() {
+            return Some(Caller {
+                grant: self.anonymous.clone(),
+            });
+        }
+        let token = token?;
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        let mut found = None;
+        for grant in grants.iter() {
+            let equal: bool = subtle::ConstantTimeEq::ct_eq(&grant.token_sha256[..], &hash[..]).into();
+            if equal && found.is_none() {
+                found = Some(grant.clone());
+            }
+        }
+        found.map(|grant| Caller { grant })
+    }
+
+    /// Follows upstream events: refreshes lists and tells clients.
+    async fn watch(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<UpstreamEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                UpstreamEvent::Ready { server, .. } => {
+                    self.audit.log(LogLevel::Info, &format!("server {server:?} is ready"));
+                    if let Some(i) = self.index_of(&server) {
+                        self.refresh(i).await;
+                        self.broadcast_list_changed();
+                    }
+                }
+                UpstreamEvent::Down { server, reason } => {
+                    self.audit
+                        .log(LogLevel::Warn, &format!("server {server:?} is down: {reason}"));
+                    if let Some(i) = self.index_of(&server) {
+                        self.lists.lock().expect("lists lock")[i] = None;
+                        self.rebuild();
+                        self.broadcast_list_changed();
+                    }
+                }
+                UpstreamEvent::Notification {
+                    server,
+                    method,
+                    params,
+                } => match method.as_str() {
+                    "notifications/tools/list_changed"
+                    | "notifications/prompts/list_changed"
+                    | "notifications/resources/list_changed" => {
+                        if let Some(i) = self.index_of(&server) {
+                            self.refresh(i).await;
+                        }
+                        self.broadcast(json!({"jsonrpc": "2.0", "method": method}));
+                    }
+                    "notifications/resources/updated" => {
+                        let uri = params
+                            .as_ref()
+                            .and_then(|p| p.get("uri"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
+                        let sessions = self
+                            .subscriptions
+                            .lock()
+                            .expect("subscriptions lock")
+                            .get(&uri)
+                            .cloned()
+                            .unwrap_or_default();
+                        let message = json!({"jsonrpc": "2.0", "method": method, "params": params});
+                        for session in sessions {
+                            self.send_to_session(&session, &message);
+                        }
+                    }
+                    _ => {
+                        let mut message = json!({"jsonrpc": "2.0", "method": method});
+                        if let Some(params) = params {
+                            message["params"] = params;
+                        }
+                        self.broadcast(message);
+                    }
+                },
+            }
+        }
+    }
+
+    fn index_of(&self, server: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s.name == server)
+    }
+
+    /// Fetches one server's lists again and rebuilds the catalogue.
+    async fn refresh(&self, index: usize) {
+        let upstream = &self.servers[index].upstream;
+        let Some(info) = upstream.info() else { return };
+        let caps = &info.capabilities;
+        let mut lists = ServerLists::default();
+        if caps.get("tools").is_some() {
+            lists.tools = self.list_all(upstream, "tools/list", "tools").await;
+        }
+        if caps.get("prompts").is_some() {
+            lists.prompts = self.list_all(upstream, "prompts/list", "prompts").await;
+        }
+        if caps.get("resources").is_some() {
+            lists.resources = self.list_all(upstream, "resources/list", "resources").await;
+            lists.templates = self
+                .list_all(upstream, "resources/templates/list", "resourceTemplates")
+                .await;
+        }
+        self.lists.lock().expect("lists lock")[index] = Some(lists);
+        self.rebuild();
+    }
+
+    async fn list_all(&self, upstream: &Upstream, method: &str, field: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..1000 {
+            let params = cursor.take().map(|c| json!({ "cursor": c }));
+            match upstream.request(method, params, None).await {
+                Ok(mut result) => {
+                    if let Some(Value::Array(items)) = result.get_mut(field).map(Value::take) {
+                        out.extend(items);
+                    }
+                    match result.get("nextCursor") {
+                        Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                        _ => break,
+                    }
+                }
+                Err(e) => {
+                    self.audit.log(LogLevel::Warn, &format!("{method}: {e}"));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn rebuild(&self) {
+        let lists = self.lists.lock().expect("lists lock").clone();
+        let catalog = Catalog::build(&self.naming, &lists, &self.separator);
+        for conflict in &catalog.conflicts {
+            self.audit.log(LogLevel::Warn, conflict);
+        }
+        *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
+    }
+
+    fn broadcast_list_changed(&self) {
+        self.broadcast(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+    }
+
+    fn broadcast(&self, message: Value) {
+        let mut streams = self.streams.lock().expect("streams lock");
+        for senders in streams.values_mut() {
+            senders.retain(|s| s.send(message.clone()).is_ok());
+        }
+        streams.retain(|_, s| !s.is_empty());
+    }
+
+    fn send_to_session(&self, session: &str, message: &Value) {
+        if let Some(senders) = self.streams.lock().expect("streams lock").get_mut(session) {
+            senders.retain(|s| s.send(message.clone()).is_ok());
+        }
+    }
+
+    /// Registers a GET stream for a session.
+    pub fn open_stream(&self, session: &str) -> mpsc::UnboundedReceiver<Value> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.streams
+            .lock()
+            .expect("streams lock")
+            .entry(session.to_string())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Ends a session's streams and subscriptions (DELETE).
+    pub fn end_session(&self, session: &str) {
+        self.streams.lock().expect("streams lock").remove(session);
+        for sessions in self.subscriptions.lock().expect("subscriptions lock").values_mut() {
+            sessions.retain(|s| s != session);
+        }
+    }
+
+    /// A new session for an `initialize` request; returns the answer and the token.
+    pub fn initialize(&self, caller: &Caller, id: &Value, params: &Value) -> (Value, String) {
+        let asked = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let version = if HANDSHAKE_VERSIONS.contains(&asked) {
+            asked
+        } else {
+            HANDSHAKE_VERSIONS[0]
+        };
+        let session = Session {
+            id: random_id(),
+            grant: caller.grant.name.clone(),
+            version: version.to_string(),
+            caps: params.get("capabilities").cloned().unwrap_or(json!({})),
+            created: self.clock.now_ms() / 1000,
+        };
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": self.capabilities(caller),
+            "serverInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
+        });
+        if let Some(instructions) = self.instructions(caller) {
+            result["instructions"] = Value::String(instructions);
+        }
+        (result_response(id, result), self.key.seal(&session))
+    }
+
+    /// The session a token stands for, if it is valid, unexpired and the
+    /// caller's own.
+    pub fn session(&self, caller: &Caller, token: &str) -> Option<Session> {
+        let session = self.key.open(token)?;
+        let age = (self.clock.now_ms() / 1000).saturating_sub(session.created);
+        (session.grant == caller.grant.name && age <= self.session_ttl.as_secs()).then_some(session)
+    }
+
+    /// The pseudo-session of a stateless (2026-07-28) request.
+    pub fn stateless_session(&self, caller: &Caller, meta: &Value) -> Session {
+        Session {
+            id: format!("stateless:{}", caller.grant.name),
+            grant: caller.grant.name.clone(),
+            version: STATELESS_VERSION.into(),
+            caps: meta.get(META_CAPS).cloned().unwrap_or(json!({})),
+            created: self.clock.now_ms() / 1000,
+        }
+    }
+
+    fn reachable(&self, caller: &Caller) -> impl Iterator<Item = (usize, &Server)> + '_ {
+        let allowed = caller.grant.servers.clone();
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| allowed.as_ref().is_none_or(|a| a.contains(&s.name)))
+    }
+
+    fn may_reach(&self, caller: &Caller, server: usize) -> bool {
+        caller
+            .grant
+            .servers
+            .as_ref()
+            .is_none_or(|a| a.contains(&self.servers[server].name))
+    }
+
+    fn capabilities(&self, caller: &Caller) -> Value {
+        let mut caps = json!({"tools": {"listChanged": true}, "logging": {}});
+        for (_, server) in self.reachable(caller) {
+            let Some(info) = server.upstream.info() else { continue };
+            let up = &info.capabilities;
+            if up.get("prompts").is_some() {
+                caps["prompts"] = json!({"listChanged": true});
+            }
+            if up.get("resources").is_some() {
+                caps["resources"] = json!({"listChanged": true, "subscribe": true});
+            }
+            if up.get("completions").is_some() {
+                caps["completions"] = json!({});
+            }
+        }
+        caps
+    }
+
+    fn instructions(&self, caller: &Caller) -> Option<String> {
+        let parts: Vec<String> = self
+            .reachable(caller)
+            .filter_map(|(_, s)| s.upstream.info()?.instructions.clone())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+
+    /// The policy over gateway names for a caller.
+    fn gateway_policy<'a>(&'a self, caller: &'a Caller) -> Option<&'a Policy> {
+        caller.grant.policy.as_deref().or(self.policy.as_deref())
+    }
+
+    fn is_listed(&self, caller: &Caller, server: usize, gateway: &str, original: &str) -> bool {
+        self.may_reach(caller, server)
+            && self.gateway_policy(caller).is_none_or(|p| p.is_listed(gateway))
+            && self.servers[server]
+                .policy
+                .as_deref()
+                .is_none_or(|p| p.is_listed(original))
+    }
+
+    /// Answers one request. `id` is the client's id.
+    pub async fn request(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        method: &str,
+        params: Value,
+    ) -> Reply {
+        let answer = |result: Result<Value, RpcError>| Reply::Json(self.answer(ctx, id, result));
+        match method {
+            "ping" => answer(Ok(json!({}))),
+            "server/discover" => answer(Ok(self.discover(&ctx.caller))),
+            "tools/list" => {
+                let catalog = self.catalog();
+                let tools: Vec<Value> = catalog
+                    .tools
+                    .iter()
+                    .filter(|e| self.is_listed(&ctx.caller, e.server, e.value["name"].as_str().unwrap_or_default(), &e.original))
+                    .map(|e| e.value.clone())
+                    .collect();
+                answer(Ok(json!({ "tools": tools })))
+            }
+            "prompts/list" => {
+                let catalog = self.catalog();
+                let prompts: Vec<Value> = catalog
+                    .prompts
+                    .iter()
+                    .filter(|e| self.may_reach(&ctx.caller, e.server))
+                    .map(|e| e.value.clone())
+                    .collect();
+                answer(Ok(json!({ "prompts": prompts })))
+            }
+            "resources/list" => {
+                let catalog = self.catalog();
+                let resources: Vec<Value> = catalog
+                    .resources
+                    .iter()
+                    .filter(|(s, _)| self.may_reach(&ctx.caller, *s))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                answer(Ok(json!({ "resources": resources })))
+            }
+            "resources/templates/list" => {
+                let catalog = self.catalog();
+                let templates: Vec<Value> = catalog
+                    .templates
+                    .iter()
+                    .filter(|(s, _)| self.may_reach(&ctx.caller, *s))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                answer(Ok(json!({ "resourceTemplates": templates })))
+            }
+            "logging/setLevel" => {
+                for (_, server) in self.reachable(&ctx.caller) {
+                    if server.upstream.info().is_some_and(|i| i.capabilities.get("logging").is_some()) {
+                        let _ = server.upstream.request(method, Some(params.clone()), None).await;
+                    }
+                }
+                answer(Ok(json!({})))
+            }
+            "tools/call" => self.call_tool(ctx, id, params).await,
+            "prompts/get" => {
+                let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+                let catalog = self.catalog();
+                match catalog.prompt(name).filter(|e| self.may_reach(&ctx.caller, e.server)) {
+                    Some(entry) => {
+                        let mut params = params.clone();
+                        params["name"] = Value::String(entry.original.clone());
+                        self.forward(ctx, id, entry.server, method, params, None).await
+                    }
+                    None => answer(Err(rpc(INVALID_PARAMS, &format!("Unknown prompt: {name}")))),
+                }
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = params.get("uri").and_then(Value::as_str).unwrap_or_default().to_string();
+                let catalog = self.catalog();
+                match catalog.resource_server(&uri).filter(|s| self.may_reach(&ctx.caller, *s)) {
+                    Some(server) => {
+                        if method == "resources/subscribe" {
+                            self.subscriptions.lock().expect("subscriptions lock").entry(uri).or_default().push(ctx.session.id.clone());
+                        } else if method == "resources/unsubscribe" {
+                            if let Some(s) = self.subscriptions.lock().expect("subscriptions lock").get_mut(&uri) {
+                                s.retain(|s| *s != ctx.session.id);
+                            }
+                        }
+                        self.forward(ctx, id, server, method, params, None).await
+                    }
+                    None => answer(Err(rpc(-32002, &format!("Resource not found: {uri}")))),
+                }
+            }
+            "completion/complete" => {
+                let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+                let catalog = self.catalog();
+                let target = match reference.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => catalog
+                        .prompt(reference.get("name").and_then(Value::as_str).unwrap_or_default())
+                        .map(|e| (e.server, Some(e.original.clone()))),
+                    Some("ref/resource") => catalog
+                        .resource_server(reference.get("uri").and_then(Value::as_str).unwrap_or_default())
+                        .map(|s| (s, None)),
+                    _ => None,
+                };
+                match target.filter(|(s, _)| self.may_reach(&ctx.caller, *s)) {
+                    Some((server, original)) => {
+                        let mut params = params.clone();
+                        if let Some(original) = original {
+                            params["ref"]["name"] = Value::String(original);
+                        }
+                        self.forward(ctx, id, server, method, params, None).await
+                    }
+                    None => answer(Err(rpc(INVALID_PARAMS, "Invalid params: unknown completion reference"))),
+                }
+            }
+            _ => answer(Err(rpc(METHOD_NOT_FOUND, &format!("Method not found: {method}")))),
+        }
+    }
+
+    fn discover(&self, caller: &Caller) -> Value {
+        let mut result = json!({
+            "supportedVersions": [STATELESS_VERSION, "2025-11-25", "2025-06-18"],
+            "capabilities": self.capabilities(caller),
+            "serverInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
+        });
+        if let Some(instructions) = self.instructions(caller) {
+            result["instructions"] = Value::String(instructions);
+        }
+        result
+    }
+
+    /// A JSON-RPC answer in the request's era.
+    fn answer(&self, ctx: &Context, id: &Value, result: Result<Value, RpcError>) -> Value {
+        match result {
+            Ok(mut result) => {
+                if ctx.era == Era::Stateless {
+                    if let Value::Object(map) = &mut result {
+                        map.entry("resultType").or_insert(json!("complete"));
+                    }
+                }
+                result_response(id, result)
+            }
+            Err(e) => error_response(id, e.code, &e.message, e.data),
+        }
+    }
+
+    async fn call_tool(self: &Arc<Self>, ctx: &Context, id: &Value, params: Value) -> Reply {
+        let received = Instant::now();
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            return Reply::Json(error_response(id, INVALID_PARAMS, "Invalid params: tools/call needs a name", None));
+        };
+        let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        if !(arguments.is_object() || arguments.is_null()) {
+            return Reply::Json(error_response(id, INVALID_PARAMS, "Invalid params: params.arguments must be an object", None));
+        }
+        let catalog = self.catalog();
+        let Some(entry) = catalog.tool(name).filter(|e| self.may_reach(&ctx.caller, e.server)) else {
+            self.audit_refusal(ctx, name, &Decision::Unknown { rule: toolgate_policy::RuleRef::clone(&unknown_rule()) }, &arguments, received);
+            return Reply::Json(unknown_tool(id, name));
+        };
+        let server = &self.servers[entry.server];
+        let now = self.clock.now_ms();
+        let mut layers = Vec::with_capacity(2);
+        let gateway_call = Call { tool: name, arguments: &arguments, grant: &ctx.caller.grant.name, session: &ctx.session.id };
+        if let Some(policy) = self.gateway_policy(&ctx.caller) {
+            layers.push(Layer { policy, call: gateway_call, key_prefix: "" });
+        }
+        if let Some(policy) = server.policy.as_deref() {
+            layers.push(Layer {
+                policy,
+                call: Call { tool: &entry.original, ..gateway_call },
+                key_prefix: &server.key_prefix,
+            });
+        }
+        let decision = if layers.is_empty() {
+            // Configuration guarantees a policy for every server; fail closed anyway.
+            Decision::Unknown { rule: unknown_rule() }
+        } else {
+            decide_layers(&layers, self.store.as_ref(), now)
+        };
+        let Decision::Allow { grant: taken, .. } = &decision else {
+            self.audit_refusal(ctx, name, &decision, &arguments, received);
+            let answer = refusal(id, name, &decision, ctx.era).expect("not an allow");
+            return Reply::Json(answer);
+        };
+        let taken = taken.clone();
+        let record = self.record(ctx, name, &decision, &arguments, received);
+        let mut upstream_params = params.clone();
+        upstream_params["name"] = Value::String(entry.original.clone());
+        let gateway = self.clone();
+        let on_done = move |result: &Result<Value, CallError>| {
+            let failed = matches!(result, Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_)));
+            if failed {
+                // The call did not happen: its quota goes back.
+                gateway.store.release(&taken);
+            }
+            if let Some(mut record) = record {
+                record.outcome = match result {
+                    Ok(_) => Outcome::Ok,
+                    Err(CallError::Rpc(_)) => Outcome::Error,
+                    Err(_) => Outcome::NoResponse,
+                };
+                record.latency_ms = Some(received.elapsed().as_secs_f64() * 1e3);
+                gateway.audit.record(record);
+            }
+        };
+        self.forward(ctx, id, entry.server, "tools/call", upstream_params, Some(Box::new(on_done))).await
+    }
+
+    fn record(&self, ctx: &Context, tool: &str, decision: &Decision, arguments: &Value, received: Instant) -> Option<Record> {
+        self.audit.enabled().then(|| {
+            let (kind, rule, reason) = decision_facts(decision);
+            Record {
+                time: self.clock.now_ms(),
+                grant: ctx.caller.grant.name.clone(),
+                session: ctx.session.id.clone(),
+                tool: tool.to_string(),
+                decision: kind,
+                rule,
+                reason,
+                counters: match decision {
+                    Decision::Allow { grant, .. } => grant.taken.clone(),
+                    _ => Vec::new(),
+                },
+                decision_us: received.elapsed().as_secs_f64() * 1e6,
+                latency_ms: None,
+                outcome: Outcome::Refused,
+                args_sha256: args_sha256(arguments),
+                args: self.audit_args.then(|| arguments.clone()),
+            }
+        })
+    }
+
+    fn audit_refusal(&self, ctx: &Context, tool: &str, decision: &Decision, arguments: &Value, received: Instant) {
+        if let Some(record) = self.record(ctx, tool, decision, arguments, received) {
+            self.audit.record(record);
+        }
+    }
+
+    /// Sends a request to a server on the client's behalf. Whatever the server
+    /// sends about it before the answer (its own requests, progress) turns the
+    /// reply into a stream.
+    async fn forward(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        server: usize,
+        method: &str,
+        mut params: Value,
+        on_done: Option<Box<dyn FnOnce(&Result<Value, CallError>) + Send>>,
+    ) -> Reply {
+        strip_envelope(&mut params);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+        let link = Arc::new(ClientLink {
+            gateway: Arc::downgrade(self),
+            session: ctx.session.id.clone(),
+            can_request: ctx.era == Era::Handshake,
+            tx: tx.clone(),
+        });
+        let upstream = self.servers[server].upstream.clone();
+        let method_owned = method.to_string();
+        let mut task = tokio::spawn(async move {
+            let result = upstream.request(&method_owned, Some(params), Some(link)).await;
+            if let Some(on_done) = on_done {
+                on_done(&result);
+            }
+            result
+        });
+        let key = (ctx.session.id.clone(), id.to_string());
+        self.in_flight.lock().expect("in-flight lock").insert(key.clone(), task.abort_handle());
+        let guard = AbortOnDrop { handle: task.abort_handle(), gateway: self.clone(), key };
+        let server_name = self.servers[server].name.clone();
+        tokio::select! {
+            biased;
+            result = &mut task => {
+                drop(guard);
+                Reply::Json(self.answer(ctx, id, flatten(result, &server_name)))
+            }
+            Some(first) = rx.recv() => {
+                let (out_tx, out_rx) = mpsc::unbounded_channel();
+                let _ = out_tx.send(first);
+                let gateway = self.clone();
+                let ctx = ctx.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let mut task = task;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            Some(message) = rx.recv() => {
+                                if out_tx.send(message).is_err() { return; }
+                            }
+                            result = &mut task => {
+                                while let Ok(message) = rx.try_recv() {
+                                    let _ = out_tx.send(message);
+                                }
+                                let _ = out_tx.send(gateway.answer(&ctx, &id, flatten(result, &server_name)));
+                                return;
+                            }
+                            _ = out_tx.closed() => return,
+                        }
+                    }
+                });
+                Reply::Stream(out_rx)
+            }
+        }
+    }
+
+    /// A client's answer to a server-to-client request.
+    pub fn client_response(&self, session: &str, message: &Value) {
+        let id = message.get("id").map(Value::to_string).unwrap_or_default();
+        let waiter = self.waiting.lock().expect("waiting lock").remove(&(session.to_string(), id));
+        if let Some(waiter) = waiter {
+            let answer = match (message.get("result"), message.get("error")) {
+                (Some(result), _) => Ok(result.clone()),
+                (None, Some(error)) => Err(RpcError {
+                    code: error.get("code").and_then(Value::as_i64).unwrap_or(INTERNAL_ERROR),
+                    message: error.get("message").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    data: error.get("data").cloned(),
+                }),
+                _ => Err(rpc(INTERNAL_ERROR, "malformed response from the client")),
+            };
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// `notifications/cancelled` from a client: stop the request.
+    pub fn cancel(&self, session: &str, params: &Value) {
+        let id = params.get("requestId").map(Value::to_string).unwrap_or_default();
+        if let Some(handle) = self.in_flight.lock().expect("in-flight lock").remove(&(session.to_string(), id)) {
+            handle.abort();
+        }
+    }
+
+    /// Stops every upstream.
+    pub async fn shutdown(&self, grace: Duration) {
+        for server in &self.servers {
+            server.upstream.shutdown(grace).await;
+        }
+        self.audit.flush();
+    }
+}
+
+fn unknown_rule() -> toolgate_policy::RuleRef {
+    // The rule named for calls to tools no server offers.
+    toolgate_policy::RuleRef::from_static("unknown")
+}
+
+fn rpc(code: i64, message: &str) -> RpcError {
+    RpcError { code, message: message.to_string(), data: None }
+}
+
+fn flatten(joined: Result<Result<Value, CallError>, tokio::task::JoinError>, server: &str) -> Result<Value, RpcError> {
+    match joined {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(CallError::Rpc(e))) => Err(e),
+        Ok(Err(e)) => Err(RpcError {
+            code: INTERNAL_ERROR,
+            message: format!("server {server:?}: {e}"),
+            data: Some(json!({"toolgate": {"reason": "upstream_unavailable", "server": server}})),
+        }),
+        Err(_) => Err(rpc(INTERNAL_ERROR, "request cancelled")),
+    }
+}
+
+/// Removes the 2026-07-28 envelope keys from `_meta` (the gateway speaks to
+/// servers in its own session), keeping everything else (`progressToken`).
+fn strip_envelope(params: &mut Value) {
+    if let Some(Value::Object(meta)) = params.get_mut("_meta") {
+        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+        if meta.is_empty() {
+            if let Value::Object(p) = params {
+                p.remove("_meta");
+            }
+        }
+    }
+}
+
+struct AbortOnDrop {
+    handle: tokio::task::AbortHandle,
+    gateway: Arc<Gateway>,
+    key: (String, String),
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.handle.abort();
+        self.gateway.in_flight.lock().expect("in-flight lock").remove(&self.key);
+    }
+}
+
+/// The client side of one forwarded request.
+struct ClientLink {
+    gateway: std::sync::Weak<Gateway>,
+    session: String,
+    can_request: bool,
+    tx: mpsc::UnboundedSender<Value>,
+}
+
+impl Downstream for ClientLink {
+    fn request(&self, method: String, params: Option<Value>) -> BoxFuture<Result<Value, RpcError>> {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Box::pin(async { Err(rpc(INTERNAL_ERROR, "gateway shutting down")) });
+        };
+        if !self.can_request {
+            return Box::pin(async move {
+                Err(rpc(METHOD_NOT_FOUND, &format!("the client speaks {STATELESS_VERSION}, which toolgate cannot yet carry {method} to")))
+            });
+        }
+        let id = format!("toolgate-{}", gateway.next_id.fetch_add(1, Ordering::Relaxed));
+        let (done, wait) = oneshot::channel();
+        let key = (self.session.clone(), Value::String(id.clone()).to_string());
+        gateway.waiting.lock().expect("waiting lock").insert(key.clone(), done);
+        let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        if let Some(params) = params {
+            message["params"] = params;
+        }
+        let sent = self.tx.send(message).is_ok();
+        Box::pin(async move {
+            if !sent {
+                gateway.waiting.lock().expect("waiting lock").remove(&key);
+                return Err(rpc(INTERNAL_ERROR, "the client is gone"));
+            }
+            match tokio::time::timeout(Duration::from_secs(300), wait).await {
+                Ok(Ok(answer)) => answer,
+                _ => {
+                    gateway.waiting.lock().expect("waiting lock").remove(&key);
+                    Err(rpc(INTERNAL_ERROR, "the client did not answer"))
+                }
+            }
+        })
+    }
+
+    fn notify(&self, method: String, params: Option<Value>) {
+        let mut message = json!({"jsonrpc": "2.0", "method": method});
+        if let Some(params) = params {
+            message["params"] = params;
+        }
+        let _ = self.tx.send(message);
+    }
+
+    fn session(&self) -> &str {
+        &self.session
+    }
+}
+
+/// The JSON object of a `_meta`, if any.
+pub fn meta_of(params: &Value) -> Option<&Map<String, Value>> {
+    params.get("_meta")?.as_object()
+}

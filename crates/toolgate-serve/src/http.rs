@@ -1,0 +1,460 @@
+//! The Streamable HTTP front: one endpoint, `/mcp`, for both protocol
+//! generations. Checks come first and in this order: the Host and Origin
+//! headers (DNS-rebinding protection), the bearer token, the size of the
+//! body, strict JSON (a repeated key is refused), the routing headers of a
+//! 2026-07-28 request against its body, and the session.
+
+use crate::gateway::{
+    Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
+    STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
+};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use toolgate_gateway::answer::Era;
+use toolgate_gateway::audit::LogLevel;
+use toolgate_jsonrpc::{check_strict, error_response, StrictError, INVALID_REQUEST, PARSE_ERROR};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The HTTP settings of the front.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub max_message_bytes: usize,
+    pub shutdown_grace: Duration,
+    /// The address the listener is bound to.
+    pub listen: SocketAddr,
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish
+/// (up to `shutdown_grace`).
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    opts: HttpOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let opts = Arc::new(opts);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let opts = opts.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let gateway = gateway.clone();
+            let opts = opts.clone();
+            async move { Ok::<_, Infallible>(handle(&gateway, &opts, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await;
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("valid response")
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    full(status, "application/json", serde_json::to_vec(value).expect("serialisable"))
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    full(status, "text/plain; charset=utf-8", format!("{message}\n"))
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str, data: Option<Value>) -> Response<Body> {
+    json_response(status, &error_response(id, code, message, data))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(gateway: &Arc<Gateway>, opts: &HttpOptions, req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/mcp" => {}
+        "/healthz" => return text(StatusCode::OK, "ok"),
+        _ => return text(StatusCode::NOT_FOUND, "not found: the MCP endpoint is /mcp"),
+    }
+    if let Err(response) = check_host_and_origin(opts, req.headers()) {
+        return response;
+    }
+    let token = header(req.headers(), "authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let Some(caller) = gateway.authenticate(token) else {
+        let challenge = if token.is_some() {
+            r#"Bearer realm="toolgate", error="invalid_token""#
+        } else {
+            r#"Bearer realm="toolgate""#
+        };
+        let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized: a valid bearer token is required");
+        response.headers_mut().insert("www-authenticate", HeaderValue::from_static(challenge));
+        return response;
+    };
+    match *req.method() {
+        Method::POST => post(gateway, opts, caller, req).await,
+        Method::GET => get(gateway, &caller, req.headers()),
+        Method::DELETE => delete(gateway, &caller, req.headers()),
+        _ => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            response.headers_mut().insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+            response
+        }
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host })
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
+fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    let enforce_host = opts.listen.ip().is_loopback() || !opts.allowed_hosts.is_empty();
+    if enforce_host {
+        let host = header(headers, "host").unwrap_or_default();
+        let allowed = is_loopback_host(host)
+            || host == opts.listen.to_string()
+            || opts.allowed_hosts.iter().any(|h| h == host || host.rsplit_once(':').is_some_and(|(n, _)| n == h));
+        if !allowed {
+            return Err(text(StatusCode::FORBIDDEN, &format!("forbidden: host {host:?} is not allowed (http.allowed_hosts)")));
+        }
+    }
+    if let Some(origin) = header(headers, "origin") {
+        let host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+        let allowed = opts.allowed_origins.iter().any(|o| o == origin)
+            || (origin.starts_with("http://") || origin.starts_with("https://")) && is_loopback_host(host);
+        if !allowed {
+            return Err(text(StatusCode::FORBIDDEN, &format!("forbidden: origin {origin:?} is not allowed (http.allowed_origins)")));
+        }
+    }
+    Ok(())
+}
+
+async fn post(gateway: &Arc<Gateway>, opts: &HttpOptions, caller: Caller, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let limit = opts.max_message_bytes;
+    let too_large = || {
+        rpc_error(StatusCode::PAYLOAD_TOO_LARGE, &Value::Null, INVALID_REQUEST,
+            &format!("Invalid Request: message exceeds the gateway's limit of {limit} bytes"), None)
+    };
+    if header(&parts.headers, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request: could not read the body"),
+    };
+    match check_strict(&bytes) {
+        Ok(()) => {}
+        Err(StrictError::DuplicateKey(key)) => {
+            gateway.audit.log(LogLevel::Warn, &format!("refused a message that repeats the key {key:?}"));
+            let id = toolgate_jsonrpc::peek_id(&bytes).map_or(Value::Null, |id| id.to_value());
+            return rpc_error(StatusCode::BAD_REQUEST, &id, INVALID_REQUEST, &format!("Invalid Request: duplicate key {key:?}"), None);
+        }
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, PARSE_ERROR, &format!("Parse error: {e}"), None),
+    }
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, PARSE_ERROR, &format!("Parse error: {e}"), None),
+    };
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, INVALID_REQUEST, "Invalid Request: empty batch", None);
+            }
+            // Every message is decided on its own; streams are not used in a batch.
+            let mut answers = Vec::new();
+            for item in items {
+                match message(gateway, &caller, &parts.headers, item).await {
+                    Answer::Reply(Reply::Json(v), _) => answers.push(v),
+                    Answer::Reply(Reply::Stream(mut rx), _) => {
+                        let mut last = None;
+                        while let Some(m) = rx.recv().await {
+                            last = Some(m);
+                        }
+                        answers.extend(last);
+                    }
+                    Answer::Reply(Reply::Accepted, _) => {}
+                    Answer::Http(response) => return response,
+                }
+            }
+            if answers.is_empty() {
+                return full(StatusCode::ACCEPTED, "text/plain", "");
+            }
+            json_response(StatusCode::OK, &Value::Array(answers))
+        }
+        single => match message(gateway, &caller, &parts.headers, single).await {
+            Answer::Http(response) => response,
+            Answer::Reply(reply, session) => {
+                let mut response = match reply {
+                    Reply::Json(v) => json_response(StatusCode::OK, &v),
+                    Reply::Accepted => full(StatusCode::ACCEPTED, "text/plain", ""),
+                    Reply::Stream(rx) => sse(rx),
+                };
+                if let Some(token) = session {
+                    response.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&token).expect("ascii token"));
+                }
+                response
+            }
+        },
+    }
+}
+
+enum Answer {
+    /// The reply, and a new session token to hand out.
+    Reply(Reply, Option<String>),
+    /// Refused at the HTTP layer.
+    Http(Response<Body>),
+}
+
+/// Decodes an `Mcp-Name` header (`=?base64?...?=` for values that do not fit a header).
+fn decode_header_value(value: &str) -> Option<String> {
+    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+        Some(payload) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(payload).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(value.to_string()),
+    }
+}
+
+fn name_param(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// The routing headers must agree with the body: the gateway decides on the
+/// body, and a proxy or server in front that routes on headers must not see
+/// a different call.
+fn check_routing_headers(headers: &HeaderMap, id: &Value, method: &str, params: &Value) -> Result<(), Response<Body>> {
+    let mismatch = |what: &str| {
+        Err(rpc_error(StatusCode::BAD_REQUEST, id, HEADER_MISMATCH, &format!("Header mismatch: {what}"), None))
+    };
+    let count = |name: &str| headers.get_all(name).iter().count();
+    for name in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
+        if count(name) > 1 {
+            return mismatch(&format!("{name} is repeated"));
+        }
+    }
+    if let Some(m) = header(headers, "mcp-method") {
+        if m != method {
+            return mismatch("Mcp-Method does not match the body's method");
+        }
+    }
+    if let Some(key) = name_param(method) {
+        let body = params.get(key).and_then(Value::as_str);
+        match (header(headers, "mcp-name"), body) {
+            (Some(h), Some(b)) if decode_header_value(h).as_deref() != Some(b) => {
+                return mismatch(&format!("Mcp-Name does not match the body's {key}"));
+            }
+            (Some(_), None) => return mismatch(&format!("Mcp-Name is set but the body has no {key}")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn message(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap, message: Value) -> Answer {
+    let invalid = |id: &Value, why: &str| {
+        Answer::Http(rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, &format!("Invalid Request: {why}"), None))
+    };
+    let Value::Object(mut object) = message else {
+        return invalid(&Value::Null, "not a JSON-RPC 2.0 message");
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        let id = object.get("id").cloned().unwrap_or(Value::Null);
+        return invalid(&id, "not a JSON-RPC 2.0 message");
+    }
+    let id = object.remove("id");
+    if let Some(id) = &id {
+        if !(id.is_string() || id.is_i64() || id.is_u64()) {
+            return invalid(&Value::Null, "the id must be a string or an integer");
+        }
+    }
+    let method = match object.remove("method") {
+        Some(Value::String(m)) => Some(m),
+        Some(_) => return invalid(id.as_ref().unwrap_or(&Value::Null), "method must be a string"),
+        None => None,
+    };
+    let params = object.remove("params").unwrap_or(Value::Null);
+    if !(params.is_object() || params.is_null()) {
+        return invalid(id.as_ref().unwrap_or(&Value::Null), "params must be an object");
+    }
+    let rid = id.clone().unwrap_or(Value::Null);
+
+    // The era: a 2026-07-28 request names its version in `_meta`.
+    let meta_version = params.get("_meta").and_then(|m| m.get(META_VERSION)).cloned();
+    if let Some(method) = &method {
+        if let Err(response) = check_routing_headers(headers, &rid, method, &params) {
+            return Answer::Http(response);
+        }
+    }
+    if let Some(version) = meta_version {
+        let header_version = header(headers, "mcp-protocol-version");
+        if header_version.is_none() || header_version != version.as_str() {
+            return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, HEADER_MISMATCH,
+                "Header mismatch: MCP-Protocol-Version does not match the request's protocol version", None));
+        }
+        if version.as_str() != Some(STATELESS_VERSION) {
+            return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+                Some(json!({"supported": [STATELESS_VERSION], "requested": version}))));
+        }
+        let (Some(method), Some(id)) = (method, id) else {
+            return Answer::Reply(Reply::Accepted, None);
+        };
+        let session = gateway.stateless_session(caller, &params["_meta"]);
+        let ctx = Context { caller: caller.clone(), session, era: Era::Stateless };
+        return Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None);
+    }
+
+    if method.as_deref() == Some("initialize") {
+        let Some(id) = id else { return invalid(&Value::Null, "initialize must be a request") };
+        let (answer, token) = gateway.initialize(caller, &id, &params);
+        return Answer::Reply(Reply::Json(answer), Some(token));
+    }
+    if method.as_deref() == Some("server/discover") {
+        let Some(id) = id else { return invalid(&Value::Null, "server/discover must be a request") };
+        let session = gateway.stateless_session(caller, &Value::Null);
+        let ctx = Context { caller: caller.clone(), session, era: Era::Stateless };
+        return Answer::Reply(gateway.request(&ctx, &id, "server/discover", params).await, None);
+    }
+    if let Some(v) = header(headers, "mcp-protocol-version") {
+        if !HANDSHAKE_VERSIONS.contains(&v) {
+            return Answer::Http(text(StatusCode::BAD_REQUEST, &format!("bad request: unsupported MCP-Protocol-Version {v:?}")));
+        }
+    }
+    let Some(token) = header(headers, "mcp-session-id") else {
+        return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required (send initialize first)", None));
+    };
+    let Some(session) = gateway.session(caller, token) else {
+        return Answer::Http(rpc_error(StatusCode::NOT_FOUND, &rid, -32001, "Session not found", None));
+    };
+    match (method, id) {
+        (Some(method), Some(id)) => {
+            let ctx = Context { caller: caller.clone(), session, era: Era::Handshake };
+            Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None)
+        }
+        (Some(method), None) => {
+            if method == "notifications/cancelled" {
+                gateway.cancel(&session.id, &params);
+            }
+            Answer::Reply(Reply::Accepted, None)
+        }
+        (None, Some(id)) => {
+            let mut response = serde_json::Map::new();
+            response.insert("id".into(), id);
+            response.extend(object);
+            gateway.client_response(&session.id, &Value::Object(response));
+            Answer::Reply(Reply::Accepted, None)
+        }
+        (None, None) => invalid(&Value::Null, "neither a request, a notification nor a response"),
+    }
+}
+
+fn sse(mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|m| {
+            m.map(|message| {
+                let mut event = b"event: message\ndata: ".to_vec();
+                serde_json::to_writer(&mut event, &message).expect("serialisable");
+                event.extend_from_slice(b"\n\n");
+                Ok::<_, Infallible>(Frame::data(Bytes::from(event)))
+            })
+        })
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(StreamBody::new(stream).boxed())
+        .expect("valid response")
+}
+
+fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
+    if !header(headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
+        return text(StatusCode::NOT_ACCEPTABLE, "not acceptable: GET /mcp is an event stream (Accept: text/event-stream)");
+    }
+    let Some(token) = header(headers, "mcp-session-id") else {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: GET needs a session");
+        response.headers_mut().insert("allow", HeaderValue::from_static("POST, DELETE"));
+        return response;
+    };
+    let Some(session) = gateway.session(caller, token) else {
+        return text(StatusCode::NOT_FOUND, "session not found");
+    };
+    sse(gateway.open_stream(&session.id))
+}
+
+fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
+    let Some(session) = header(headers, "mcp-session-id").and_then(|t| gateway.session(caller, t)) else {
+        return text(StatusCode::NOT_FOUND, "session not found");
+    };
+    gateway.end_session(&session.id);
+    full(StatusCode::OK, "text/plain", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "localhost:8080", "127.0.0.1:9", "[::1]:80", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.2", ""] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn header_values_decode() {
+        assert_eq!(decode_header_value("echo").as_deref(), Some("echo"));
+        assert_eq!(decode_header_value("=?base64?w6ljaG8=?=").as_deref(), Some("écho"));
+        assert_eq!(decode_header_value("=?base64?***?="), None);
+    }
+}

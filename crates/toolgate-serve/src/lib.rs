@@ -1,0 +1,26 @@
+//! `toolgate serve`: the gateway as a service. Many agents connect over
+//! Streamable HTTP, each with its own credential (a grant), to one endpoint
+//! that fronts several MCP servers; the policy follows each agent.
+//!
+//! A tour:
+//! - [`http`]: the HTTP front (`/mcp`): Host/Origin checks, bearer tokens,
+//!   size limit, strict JSON, the routing headers of 2026-07-28, sessions;
+//!   answers as JSON or as an SSE stream; graceful shutdown.
+//! - [`gateway`]: what happens to each MCP message; the policy decision for
+//!   `tools/call` against every policy that applies; routing to servers;
+//!   server-to-client requests and notifications back to the right client.
+//! - [`catalog`]: the merged, namespaced list of tools, prompts and resources.
+//! - [`session`]: sealed session tokens, so that sessions need no
+//!   stickiness and survive a restart.
+//!
+//! Upstream connections are `toolgate-upstream`'s; policy decisions are
+//! `toolgate-policy`'s.
+
+pub mod catalog;
+pub mod gateway;
+pub mod http;
+pub mod session;
+
+pub use gateway::{Gateway, GatewayOptions, GrantOptions, ServerOptions, StartError};
+pub use http::{serve, HttpOptions};
+pub use session::SessionKey;

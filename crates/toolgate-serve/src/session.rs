@@ -1,0 +1,131 @@
+//! Sealed session tokens: the `Mcp-Session-Id` the gateway hands out *is* the
+//! session. It carries what the gateway needs to continue a session (the
+//! grant, the protocol version, the client's capabilities), encrypted and
+//! authenticated with the deployment's session key (ChaCha20-Poly1305), so
+//! any gateway process holding the same key can continue a session that
+//! began on another, or before a restart. Nothing per session is kept in
+//! memory unless a stream is open.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a session token holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Random id: the scope of `session` counters and the key of streams.
+    pub id: String,
+    /// The grant that opened it; every request must come with that grant's token.
+    pub grant: String,
+    /// The negotiated protocol version.
+    pub version: String,
+    /// The client's declared capabilities.
+    #[serde(default)]
+    pub caps: Value,
+    /// Seconds since the Unix epoch when the session began.
+    pub created: u64,
+}
+
+impl Session {
+    pub fn can_sample(&self) -> bool {
+        self.caps.get("sampling").is_some()
+    }
+}
+
+pub struct SessionKey {
+    cipher: ChaCha20Poly1305,
+}
+
+impl SessionKey {
+    pub fn new(key: [u8; 32]) -> SessionKey {
+        SessionKey {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        }
+    }
+
+    pub fn random() -> SessionKey {
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).expect("system randomness");
+        SessionKey::new(key)
+    }
+
+    /// The token for a session: base64url(nonce ‖ sealed JSON).
+    pub fn seal(&self, session: &Session) -> String {
+        let mut nonce = [0u8; 12];
+        getrandom::getrandom(&mut nonce).expect("system randomness");
+        let plain = serde_json::to_vec(session).expect("serialisable");
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+            .expect("encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(12 + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The session a token stands for; `None` for anything forged, altered,
+    /// sealed with another key, or not a token at all.
+    pub fn open(&self, token: &str) -> Option<Session> {
+        if token.len() > 8192 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        if bytes.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::getrandom(&mut bytes).expect("system randomness");
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            id: random_id(),
+            grant: "alice".into(),
+            version: "2025-11-25".into(),
+            caps: serde_json::json!({"sampling": {}}),
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn a_token_opens_with_the_same_key_only() {
+        let key = SessionKey::new([7; 32]);
+        let token = key.seal(&session());
+        assert_eq!(key.open(&token).unwrap().grant, "alice");
+        assert!(SessionKey::new([8; 32]).open(&token).is_none());
+    }
+
+    #[test]
+    fn an_altered_token_does_not_open() {
+        let key = SessionKey::new([7; 32]);
+        let token = key.seal(&session());
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(key.open(&URL_SAFE_NO_PAD.encode(bytes)).is_none());
+        assert!(key.open("not a token").is_none());
+        assert!(key.open("").is_none());
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii() {
+        let token = SessionKey::random().seal(&session());
+        assert!(token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    }
+}

@@ -1,0 +1,447 @@
+//! The transport-independent half of a connection: the table of requests in
+//! flight, id and progress-token rewriting, cancellation, the initialize
+//! handshake, and routing of what the server sends (answers, server-to-client
+//! requests, notifications).
+
+use crate::{CallError, Downstream, RpcError, ServerInfo, UpstreamEvent, UpstreamSpec};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The JSON-RPC code and message for a server-to-client request that cannot be
+/// tied to one client session.
+pub(crate) const AMBIGUOUS_CODE: i64 = -32603;
+pub(crate) const AMBIGUOUS_MESSAGE: &str =
+    "cannot tell which client session this request belongs to; run this server per_session";
+
+/// How messages reach the server on the current connection.
+#[derive(Clone)]
+pub(crate) enum Link {
+    /// Lines for the stdio writer task.
+    Stdio(mpsc::UnboundedSender<String>),
+    Http(Arc<crate::http::HttpLink>),
+    Legacy(Arc<crate::legacy::LegacyLink>),
+}
+
+struct Pending {
+    tx: oneshot::Sender<Result<Value, CallError>>,
+    downstream: Option<Arc<dyn Downstream>>,
+    /// (token sent upstream, the caller's original token)
+    progress: Option<(String, Value)>,
+}
+
+#[derive(Default)]
+struct Table {
+    pending: HashMap<u64, Pending>,
+    /// upstream progress token -> request id
+    progress: HashMap<String, u64>,
+    /// server-to-client requests being answered, by their id as JSON text
+    serving: HashMap<String, tokio::task::AbortHandle>,
+}
+
+pub(crate) struct Conn {
+    pub(crate) spec: UpstreamSpec,
+    events: mpsc::UnboundedSender<UpstreamEvent>,
+    pub(crate) info: watch::Sender<Option<Arc<ServerInfo>>>,
+    table: Mutex<Table>,
+    next_id: AtomicU64,
+    link: Mutex<Option<Link>>,
+    /// `Some(grace)` once shutdown was asked for.
+    pub(crate) shutdown: watch::Sender<Option<Duration>>,
+}
+
+impl Conn {
+    pub(crate) fn new(spec: UpstreamSpec, events: mpsc::UnboundedSender<UpstreamEvent>) -> Conn {
+        Conn {
+            spec,
+            events,
+            info: watch::channel(None).0,
+            table: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            link: Mutex::new(None),
+            shutdown: watch::channel(None).0,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.borrow().is_some()
+    }
+
+    pub(crate) fn set_link(&self, link: Option<Link>) {
+        *self.link.lock().unwrap() = link;
+    }
+
+    fn link(&self) -> Option<Link> {
+        self.link.lock().unwrap().clone()
+    }
+
+    pub(crate) fn event(&self, event: UpstreamEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The connection is gone: forget the link, fail every request in flight
+    /// at once, abort the server-to-client requests being served, report Down.
+    pub(crate) fn go_down(&self, reason: &str) {
+        self.set_link(None);
+        let was_ready = self.info.send_replace(None).is_some();
+        self.fail_all(reason);
+        self.event(UpstreamEvent::Down {
+            server: self.spec.name.clone(),
+            reason: reason.to_owned(),
+        });
+        let _ = was_ready;
+    }
+
+    pub(crate) fn fail_all(&self, reason: &str) {
+        let table = std::mem::take(&mut *self.table.lock().unwrap());
+        for (_, p) in table.pending {
+            let _ = p.tx.send(Err(CallError::Unavailable(reason.to_owned())));
+        }
+        for (_, h) in table.serving {
+            h.abort();
+        }
+    }
+
+    /// Sends one message on the current link; `origin` is the id of the
+    /// request it is part of (HTTP routes the answer stream by it).
+    pub(crate) fn send(self: &Arc<Self>, msg: Value, origin: Option<u64>) -> bool {
+        match self.link() {
+            Some(link) => {
+                match link {
+                    Link::Stdio(tx) => {
+                        let _ = tx.send(msg.to_string());
+                    }
+                    Link::Http(h) => crate::http::spawn_post(self.clone(), h, msg, origin),
+                    Link::Legacy(l) => crate::legacy::spawn_post(self.clone(), l, msg, origin),
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn notify(self: &Arc<Self>, method: &str, params: Option<Value>) {
+        let mut msg = json!({"jsonrpc": "2.0", "method": method});
+        if let Some(p) = params {
+            msg["params"] = p;
+        }
+        self.send(msg, None);
+    }
+
+    /// Sends a request and waits for its answer. `need_ready`: refuse unless
+    /// the handshake is done (false for `initialize` itself).
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+        need_ready: bool,
+    ) -> Result<Value, CallError> {
+        if need_ready && self.info.borrow().is_none() {
+            return Err(CallError::Unavailable(format!(
+                "server {} is not connected",
+                self.spec.name
+            )));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut params = params;
+        let mut progress = None;
+        if let Some(Value::Object(p)) = params.as_mut() {
+            if let Some(Value::Object(meta)) = p.get_mut("_meta") {
+                if let Some(orig) = meta.get("progressToken").cloned() {
+                    let token = format!("toolgate-{id}");
+                    meta.insert("progressToken".into(), Value::String(token.clone()));
+                    progress = Some((token, orig));
+                }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut t = self.table.lock().unwrap();
+            if let Some((token, _)) = &progress {
+                t.progress.insert(token.clone(), id);
+            }
+            t.pending.insert(
+                id,
+                Pending {
+                    tx,
+                    downstream,
+                    progress,
+                },
+            );
+        }
+        let mut guard = CancelGuard {
+            conn: self.clone(),
+            id,
+            reason: "the client cancelled the request",
+            armed: method != "initialize",
+        };
+        let mut msg = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        if let Some(p) = params {
+            msg["params"] = p;
+        }
+        if !self.send(msg, Some(id)) {
+            guard.armed = false;
+            self.take(id);
+            return Err(CallError::Unavailable(format!(
+                "server {} is not connected",
+                self.spec.name
+            )));
+        }
+        let timeout = self.spec.request_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => {
+                guard.armed = false;
+                result
+            }
+            Ok(Err(_)) => {
+                guard.armed = false;
+                Err(CallError::Unavailable("the connection closed".into()))
+            }
+            Err(_) => {
+                guard.reason = "the request timed out";
+                Err(CallError::Timeout(timeout))
+            }
+        }
+    }
+
+    fn take(&self, id: u64) -> Option<Pending> {
+        let mut t = self.table.lock().unwrap();
+        let p = t.pending.remove(&id)?;
+        if let Some((token, _)) = &p.progress {
+            t.progress.remove(token);
+        }
+        Some(p)
+    }
+
+    /// Resolves request `id` (if still in flight) with `result`.
+    pub(crate) fn complete(&self, id: u64, result: Result<Value, CallError>) {
+        if let Some(p) = self.take(id) {
+            let _ = p.tx.send(result);
+        }
+    }
+
+    pub(crate) fn is_pending(&self, id: u64) -> bool {
+        self.table.lock().unwrap().pending.contains_key(&id)
+    }
+
+    /// The initialize handshake; on success the connection is Ready.
+    pub(crate) async fn handshake(self: &Arc<Self>) -> Result<Arc<ServerInfo>, CallError> {
+        let params = json!({
+            "protocolVersion": crate::PROTOCOL_VERSION,
+            "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+            "clientInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
+        });
+        let result = self.request("initialize", Some(params), None, false).await?;
+        let info = Arc::new(ServerInfo {
+            protocol_version: result
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
+            server_info: result.get("serverInfo").cloned().unwrap_or(json!({})),
+            instructions: result
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        });
+        if let Some(Link::Http(h)) = self.link() {
+            h.set_protocol(&info.protocol_version);
+        }
+        self.notify("notifications/initialized", None);
+        self.info.send_replace(Some(info.clone()));
+        self.event(UpstreamEvent::Ready {
+            server: self.spec.name.clone(),
+            info: info.clone(),
+        });
+        Ok(info)
+    }
+
+    /// Routes one message from the server. `origin` is the request whose
+    /// answer stream carried it, when the transport knows.
+    pub(crate) fn dispatch(self: &Arc<Self>, msg: Value, origin: Option<u64>) {
+        let Value::Object(mut m) = msg else {
+            return;
+        };
+        let method = m.get("method").and_then(Value::as_str).map(str::to_owned);
+        let params = m.remove("params");
+        match (method, m.remove("id")) {
+            (Some(method), Some(id)) => self.serve(id, method, params, origin),
+            (Some(method), None) => self.notification(method, params, origin),
+            (None, Some(id)) => {
+                let Some(id) = id.as_u64() else { return };
+                let result = if let Some(err) = m.remove("error") {
+                    Err(CallError::Rpc(rpc_error(err)))
+                } else {
+                    Ok(m.remove("result").unwrap_or(Value::Null))
+                };
+                self.complete(id, result);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn downstream_of(&self, id: u64) -> Option<Option<Arc<dyn Downstream>>> {
+        let t = self.table.lock().unwrap();
+        t.pending.get(&id).map(|p| p.downstream.clone())
+    }
+
+    /// The Downstream that all requests in flight share, if they share one
+    /// client session.
+    fn shared_downstream(&self) -> Option<Arc<dyn Downstream>> {
+        let t = self.table.lock().unwrap();
+        let mut found: Option<Arc<dyn Downstream>> = None;
+        for ds in t.pending.values().filter_map(|p| p.downstream.as_ref()) {
+            match &found {
+                None => found = Some(ds.clone()),
+                Some(f) if f.session() == ds.session() => {}
+                Some(_) => return None,
+            }
+        }
+        found
+    }
+
+    fn serve(self: &Arc<Self>, id: Value, method: String, params: Option<Value>, origin: Option<u64>) {
+        if method == "ping" {
+            self.respond(id, Ok(json!({})));
+            return;
+        }
+        let ds = match origin.and_then(|o| self.downstream_of(o)) {
+            Some(ds) => ds,
+            None => self.shared_downstream(),
+        };
+        let Some(ds) = ds else {
+            self.respond(
+                id,
+                Err(RpcError {
+                    code: AMBIGUOUS_CODE,
+                    message: AMBIGUOUS_MESSAGE.into(),
+                    data: None,
+                }),
+            );
+            return;
+        };
+        let key = id.to_string();
+        let conn = self.clone();
+        let key2 = key.clone();
+        let mut t = self.table.lock().unwrap();
+        let task = tokio::spawn(async move {
+            let result = ds.request(method, params).await;
+            conn.table.lock().unwrap().serving.remove(&key2);
+            conn.respond(id, result);
+        });
+        t.serving.insert(key, task.abort_handle());
+    }
+
+    fn respond(self: &Arc<Self>, id: Value, result: Result<Value, RpcError>) {
+        let msg = match result {
+            Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+            Err(e) => {
+                let mut err = json!({"code": e.code, "message": e.message});
+                if let Some(d) = e.data {
+                    err["data"] = d;
+                }
+                json!({"jsonrpc": "2.0", "id": id, "error": err})
+            }
+        };
+        self.send(msg, None);
+    }
+
+    fn notification(self: &Arc<Self>, method: String, params: Option<Value>, origin: Option<u64>) {
+        match method.as_str() {
+            "notifications/progress" => {
+                let mut params = params;
+                let Some(Value::Object(p)) = params.as_mut() else {
+                    return;
+                };
+                let Some(token) = p.get("progressToken").and_then(Value::as_str) else {
+                    return;
+                };
+                let target = {
+                    let t = self.table.lock().unwrap();
+                    t.progress.get(token).and_then(|id| t.pending.get(id)).and_then(|pe| {
+                        Some((pe.downstream.clone()?, pe.progress.as_ref()?.1.clone()))
+                    })
+                };
+                if let Some((ds, orig)) = target {
+                    p.insert("progressToken".into(), orig);
+                    ds.notify(method, params);
+                }
+            }
+            "notifications/cancelled" => {
+                let key = params
+                    .as_ref()
+                    .and_then(|p| p.get("requestId"))
+                    .map(Value::to_string);
+                if let Some(key) = key {
+                    if let Some(h) = self.table.lock().unwrap().serving.remove(&key) {
+                        h.abort();
+                    }
+                }
+            }
+            _ => {
+                let ds = origin.and_then(|o| self.downstream_of(o)).flatten();
+                match ds {
+                    Some(ds) if method == "notifications/message" => ds.notify(method, params),
+                    _ => self.event(UpstreamEvent::Notification {
+                        server: self.spec.name.clone(),
+                        method,
+                        params,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn rpc_error(err: Value) -> RpcError {
+    let mut m = match err {
+        Value::Object(m) => m,
+        other => {
+            let mut m = Map::new();
+            m.insert("message".into(), other);
+            m
+        }
+    };
+    RpcError {
+        code: m.get("code").and_then(Value::as_i64).unwrap_or(-32603),
+        message: match m.remove("message") {
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        },
+        data: m.remove("data"),
+    }
+}
+
+/// Sends `notifications/cancelled` when a request's future is dropped (or
+/// times out) before the answer came.
+struct CancelGuard {
+    conn: Arc<Conn>,
+    id: u64,
+    reason: &'static str,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.armed || self.conn.take(self.id).is_none() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.conn.notify(
+            "notifications/cancelled",
+            Some(json!({"requestId": self.id, "reason": self.reason})),
+        );
+    }
+}

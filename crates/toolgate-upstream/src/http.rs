@@ -1,0 +1,328 @@
+//! The Streamable HTTP transport (MCP 2025-11-25): every message is a POST;
+//! answers come back as JSON or as an SSE stream that belongs to that POST;
+//! a GET SSE stream carries what belongs to no request. Header values are
+//! never logged: they may hold secrets.
+
+use crate::conn::{Conn, Link};
+use crate::sse::SseParser;
+use crate::CallError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// How often a broken answer stream is resumed before the request fails.
+const MAX_RESUMES: u32 = 3;
+const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+
+pub(crate) fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Parses an upstream URL; only `http` is supported.
+pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid upstream URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => Ok(uri),
+        Some("https") => Err(format!(
+            "https upstream URLs are not supported yet ({url:?}); use http or a local TLS proxy"
+        )),
+        _ => Err(format!("upstream URL {url:?} must start with http://")),
+    }
+}
+
+pub(crate) struct HttpLink {
+    client: HttpClient,
+    uri: Uri,
+    headers: Vec<(String, String)>,
+    session: Mutex<Option<String>>,
+    protocol: Mutex<Option<String>>,
+    reinit: tokio::sync::Mutex<()>,
+    get_stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl HttpLink {
+    pub(crate) fn set_protocol(&self, version: &str) {
+        *self.protocol.lock().unwrap() = Some(version.to_owned());
+    }
+
+    fn session(&self) -> Option<String> {
+        self.session.lock().unwrap().clone()
+    }
+
+    fn request(&self, method: Method, body: Bytes, last_event_id: Option<&str>) -> Request<Full<Bytes>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(self.uri.clone())
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json");
+        for (k, v) in &self.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some(p) = self.protocol.lock().unwrap().as_deref() {
+            b = b.header("mcp-protocol-version", p);
+        }
+        if let Some(s) = self.session() {
+            b = b.header("mcp-session-id", s);
+        }
+        if let Some(id) = last_event_id {
+            b = b.header("last-event-id", id);
+        }
+        b.body(Full::new(body)).unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+    }
+}
+
+/// Runs the connection: handshake (retried with backoff), then the GET
+/// stream, until shutdown; then DELETE the session.
+pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String, String)>) {
+    let uri = match parse_url(&url) {
+        Ok(u) => u,
+        Err(reason) => {
+            conn.go_down(&reason);
+            return;
+        }
+    };
+    // Header names and values are checked once here so a bad one is reported
+    // (by name only) instead of failing every request.
+    for (k, v) in &headers {
+        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || hyper::header::HeaderValue::from_str(v).is_err()
+        {
+            conn.go_down(&format!("invalid value for header {k:?}"));
+            return;
+        }
+    }
+    let link = Arc::new(HttpLink {
+        client: client(),
+        uri,
+        headers,
+        session: Mutex::new(None),
+        protocol: Mutex::new(None),
+        reinit: tokio::sync::Mutex::new(()),
+        get_stream: Mutex::new(None),
+    });
+    let mut shutdown = conn.shutdown.subscribe();
+    let mut delay = conn.spec.backoff.initial;
+    loop {
+        conn.set_link(Some(Link::Http(link.clone())));
+        let r = tokio::select! {
+            r = conn.handshake() => r,
+            _ = shutdown.changed() => break,
+        };
+        match r {
+            Ok(_) => {
+                start_get_stream(&conn, &link);
+                let _ = shutdown.changed().await;
+                break;
+            }
+            Err(e) => {
+                conn.go_down(&format!("initialize failed: {e}"));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => break,
+                }
+                delay = (delay * 2).min(conn.spec.backoff.max);
+            }
+        }
+    }
+    if let Some(h) = link.get_stream.lock().unwrap().take() {
+        h.abort();
+    }
+    conn.go_down("the gateway is shutting down");
+    if link.session().is_some() {
+        let grace = (*conn.shutdown.borrow()).unwrap_or_default().max(Duration::from_millis(100));
+        let req = link.request(Method::DELETE, Bytes::new(), None);
+        let _ = tokio::time::timeout(grace, link.client.request(req)).await;
+    }
+}
+
+fn start_get_stream(conn: &Arc<Conn>, link: &Arc<HttpLink>) {
+    let task = tokio::spawn(get_stream(conn.clone(), link.clone()));
+    if let Some(old) = link.get_stream.lock().unwrap().replace(task) {
+        old.abort();
+    }
+}
+
+/// The GET stream for messages that belong to no request; resumed with
+/// Last-Event-ID when it breaks.
+async fn get_stream(conn: Arc<Conn>, link: Arc<HttpLink>) {
+    let session = link.session();
+    let mut last_id: Option<String> = None;
+    let mut failures = 0u32;
+    loop {
+        let req = link.request(Method::GET, Bytes::new(), last_id.as_deref());
+        let mut retry = DEFAULT_RETRY;
+        match link.client.request(req).await {
+            Ok(resp) if resp.status() == StatusCode::OK && is_sse(&resp) => {
+                failures = 0;
+                let mut parser = SseParser::default();
+                parser.last_id = last_id.clone();
+                read_sse(&conn, resp, &mut parser, None).await;
+                last_id = parser.last_id.clone();
+                if let Some(ms) = parser.retry_ms {
+                    retry = Duration::from_millis(ms);
+                }
+            }
+            // 405: the server offers no GET stream; other answers: give up.
+            Ok(_) => return,
+            Err(_) => failures += 1,
+        }
+        if failures > 5 || conn.is_shutting_down() || link.session() != session {
+            return;
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+fn is_sse(resp: &Response<Incoming>) -> bool {
+    content_type(resp).starts_with("text/event-stream")
+}
+
+fn content_type(resp: &Response<Incoming>) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Reads an SSE body to its end, dispatching every message.
+async fn read_sse(conn: &Arc<Conn>, resp: Response<Incoming>, parser: &mut SseParser, origin: Option<u64>) {
+    let mut body = resp.into_body();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else { continue };
+        for ev in parser.push(&data) {
+            if ev.event.is_empty() || ev.event == "message" {
+                if let Ok(msg) = serde_json::from_str::<Value>(&ev.data) {
+                    conn.dispatch(msg, origin);
+                }
+            }
+        }
+        if let Some(id) = origin {
+            if !conn.is_pending(id) {
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u64>) {
+    tokio::spawn(post(conn, link, msg, origin));
+}
+
+fn fail(conn: &Conn, origin: Option<u64>, reason: String) {
+    if let Some(id) = origin {
+        conn.complete(id, Err(CallError::Unavailable(reason)));
+    }
+}
+
+async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u64>) {
+    let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
+    if is_init {
+        *link.session.lock().unwrap() = None;
+        *link.protocol.lock().unwrap() = None;
+    }
+    let body = Bytes::from(msg.to_string());
+    let mut retried = false;
+    let resp = loop {
+        let session = link.session();
+        let req = link.request(Method::POST, body.clone(), None);
+        let resp = match link.client.request(req).await {
+            Ok(r) => r,
+            Err(e) => return fail(&conn, origin, format!("POST to server {} failed: {e}", conn.name())),
+        };
+        if resp.status() == StatusCode::NOT_FOUND && session.is_some() && !is_init && !retried {
+            // The session expired: initialize a new one once, then retry.
+            retried = true;
+            if let Err(e) = reinitialize(&conn, &link, session).await {
+                return fail(&conn, origin, format!("session expired and re-initialize failed: {e}"));
+            }
+            continue;
+        }
+        break resp;
+    };
+    if is_init {
+        if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+            *link.session.lock().unwrap() = Some(s.to_owned());
+        }
+    }
+    let status = resp.status();
+    if status == StatusCode::ACCEPTED {
+        return fail(&conn, origin, "server answered a request with 202 Accepted".into());
+    }
+    if status.is_success() && is_sse(&resp) {
+        let mut parser = SseParser::default();
+        read_sse(&conn, resp, &mut parser, origin).await;
+        let Some(id) = origin else { return };
+        resume(&conn, &link, id, parser).await;
+        return;
+    }
+    let json = content_type(&resp).starts_with("application/json");
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return fail(&conn, origin, format!("reading the answer failed: {e}")),
+    };
+    if json {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Array(msgs)) => msgs.into_iter().for_each(|m| conn.dispatch(m, origin)),
+            Ok(m) => conn.dispatch(m, origin),
+            Err(_) => {}
+        }
+    }
+    if let Some(id) = origin {
+        if conn.is_pending(id) {
+            fail(&conn, Some(id), format!("server answered HTTP {status} without a JSON-RPC answer"));
+        }
+    }
+}
+
+/// The answer stream of request `id` ended before the answer: resume it with
+/// GET + Last-Event-ID when its events had ids, else fail the request.
+async fn resume(conn: &Arc<Conn>, link: &Arc<HttpLink>, id: u64, mut parser: SseParser) {
+    let mut attempts = 0;
+    while conn.is_pending(id) {
+        let Some(last) = parser.last_id.clone() else { break };
+        if attempts >= MAX_RESUMES {
+            break;
+        }
+        attempts += 1;
+        tokio::time::sleep(parser.retry_ms.map_or(DEFAULT_RETRY, Duration::from_millis)).await;
+        let req = link.request(Method::GET, Bytes::new(), Some(&last));
+        match link.client.request(req).await {
+            Ok(resp) if resp.status().is_success() && is_sse(&resp) => {
+                attempts = 0;
+                let before = parser.last_id.clone();
+                read_sse(conn, resp, &mut parser, Some(id)).await;
+                if parser.last_id == before {
+                    attempts = MAX_RESUMES.saturating_sub(1).max(attempts);
+                }
+            }
+            _ => {}
+        }
+    }
+    if conn.is_pending(id) {
+        fail(conn, Some(id), "the answer stream ended before the answer came".into());
+    }
+}
+
+/// Starts a new session after the old one expired (404). Only the first
+/// caller for a given expired session does the work.
+async fn reinitialize(conn: &Arc<Conn>, link: &Arc<HttpLink>, expired: Option<String>) -> Result<(), CallError> {
+    let _guard = link.reinit.lock().await;
+    if link.session() != expired {
+        return Ok(());
+    }
+    conn.handshake().await?;
+    start_get_stream(conn, link);
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! toolgate's side of the conversation with upstream MCP servers: the
+//! gateway acts as an MCP *client* to each server it fronts.
+//!
+//! CONTRACT (fixed by the serve front, `toolgate-serve`; implementation may add
+//! private modules but must keep these public items and meanings):
+//!
+//! - [`Upstream::start`] returns at once; the connection is made in the
+//!   background (initialize handshake as a 2025-11-25 client declaring the
+//!   `sampling`, `elicitation` and `roots` capabilities), and a stdio server
+//!   that dies is restarted with exponential backoff ([`Backoff`]).
+//! - [`Upstream::request`] sends one request and resolves with its `result`
+//!   (or a [`CallError`]). Ids on the upstream wire are the upstream
+//!   connection's own; callers never see them. Traffic the server sends that
+//!   belongs to this request (server-to-client requests such as
+//!   `sampling/createMessage`, `elicitation/create`, `roots/list`; and
+//!   `notifications/progress` and `notifications/message`) goes to the
+//!   request's [`Downstream`]. `_meta.progressToken` is rewritten on the way
+//!   up to a token unique on the connection and restored on the way down.
+//!   Dropping the future before it resolves sends `notifications/cancelled`.
+//! - Everything unrelated to a request (`notifications/tools/list_changed`,
+//!   `.../resources/list_changed`, `.../prompts/list_changed`,
+//!   `notifications/resources/updated`, log messages not tied to a request)
+//!   is sent as [`UpstreamEvent::Notification`]; state changes as
+//!   [`UpstreamEvent::Ready`] / [`UpstreamEvent::Down`].
+//! - When the connection dies, every request in flight resolves at once with
+//!   [`CallError::Unavailable`].
+//!
+//! Layout: `conn` holds what every transport shares (the table of requests in
+//! flight, routing, cancellation, the handshake); `stdio`, `http` (Streamable
+//! HTTP) and `legacy` (HTTP+SSE) each run one kind of connection; `sse` parses
+//! event streams.
+
+mod conn;
+mod http;
+mod legacy;
+mod sse;
+mod stdio;
+
+use serde_json::Value;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The protocol version toolgate asks for in `initialize`.
+pub const PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// A boxed future, for the object-safe [`Downstream`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// How to reach one upstream server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    /// The server's name in the gateway config (used in logs and events).
+    pub name: String,
+    pub transport: Transport,
+    /// Restart policy for stdio servers (and reconnect policy for HTTP ones).
+    pub backoff: Backoff,
+    /// How long one request may take before it fails with [`CallError::Timeout`].
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout;
+    /// its stderr goes to the gateway's stderr. The child gets the gateway's
+    /// environment plus `env`; it never outlives the gateway.
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<PathBuf>,
+    },
+    /// A Streamable HTTP endpoint (`http://host:port/mcp`). `headers` are
+    /// sent with every request (values may be secrets: never log them).
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+    /// A legacy HTTP+SSE (2024-11-05) server: GET `url` for the event stream.
+    Sse {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the server said about itself in its initialize result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerInfo {
+    pub protocol_version: String,
+    /// `capabilities` object as sent.
+    pub capabilities: Value,
+    /// `serverInfo` object as sent.
+    pub server_info: Value,
+    pub instructions: Option<String>,
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The server answered with a JSON-RPC error.
+    #[error("upstream error {}: {}", .0.code, .0.message)]
+    Rpc(RpcError),
+    /// Not connected, or the connection died before the answer came.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The client side of one request: where the server's traffic about that
+/// request goes. Implemented by the serve front (one per client request).
+pub trait Downstream: Send + Sync + 'static {
+    /// A server-to-client request; resolves with the client's `result` or error.
+    fn request(&self, method: String, params: Option<Value>) -> BoxFuture<Result<Value, RpcError>>;
+    /// A server-to-client notification tied to the request (progress, log message).
+    fn notify(&self, method: String, params: Option<Value>);
+    /// Which client session this request belongs to: server-to-client requests
+    /// that arrive on a shared stdio connection with no request attached go to
+    /// the session all requests in flight share (an error if they differ).
+    fn session(&self) -> &str;
+}
+
+/// Things the connection reports that belong to no one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamEvent {
+    Ready { server: String, info: Arc<ServerInfo> },
+    Down { server: String, reason: String },
+    Notification { server: String, method: String, params: Option<Value> },
+}
+
+/// A handle to one upstream connection; cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    conn: Arc<conn::Conn>,
+    supervisor: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Upstream {
+    /// Starts connecting in the background; returns at once. Must be called
+    /// inside a tokio runtime.
+    pub fn start(
+        spec: UpstreamSpec,
+        events: tokio::sync::mpsc::UnboundedSender<UpstreamEvent>,
+    ) -> Upstream {
+        let transport = spec.transport.clone();
+        let conn = Arc::new(conn::Conn::new(spec, events));
+        let c = conn.clone();
+        let task = match transport {
+            Transport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => tokio::spawn(stdio::supervise(
+                c,
+                stdio::StdioCommand {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                },
+            )),
+            Transport::Http { url, headers } => tokio::spawn(http::supervise(c, url, headers)),
+            Transport::Sse { url, headers } => tokio::spawn(legacy::supervise(c, url, headers)),
+        };
+        Upstream {
+            conn,
+            supervisor: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// The server's name in the gateway config.
+    pub fn name(&self) -> &str {
+        self.conn.name()
+    }
+
+    /// The server's initialize result while connected, `None` otherwise.
+    pub fn info(&self) -> Option<Arc<ServerInfo>> {
+        self.conn.info.borrow().clone()
+    }
+
+    /// Waits until the server is ready (or `timeout` passes); true when ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.conn.info.subscribe();
+        let ready = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|i| i.is_some())).await,
+            Ok(Ok(_))
+        );
+        ready
+    }
+
+    /// Sends a request; see the crate docs. `downstream` is `None` for the
+    /// gateway's own requests (e.g. refreshing tools/list).
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> Result<Value, CallError> {
+        self.conn.request(method, params, downstream, true).await
+    }
+
+    /// Sends a notification (e.g. `notifications/roots/list_changed`).
+    pub async fn notify(&self, method: &str, params: Option<Value>) {
+        self.conn.notify(method, params);
+    }
+
+    /// Stops the connection (closes stdin / sends HTTP DELETE), waits up to
+    /// `grace` for a child to exit, then kills it.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.conn.shutdown.send_replace(Some(grace));
+        let task = self.supervisor.lock().unwrap().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}

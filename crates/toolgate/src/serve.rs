@@ -1,0 +1,334 @@
+//! `toolgate serve`: wires the HTTP gateway (toolgate-serve) to its
+//! upstreams, policies and grants, from the command line or a config file.
+
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use toolgate_gateway::audit::{AuditSink, LogLevel};
+use toolgate_gateway::SystemClock;
+use toolgate_policy::MemoryStore;
+use toolgate_serve::{
+    serve, Gateway, GatewayOptions, GrantOptions, HttpOptions, ServerOptions, SessionKey,
+};
+use toolgate_upstream::{Backoff, Transport, UpstreamSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The gateway config file (YAML or TOML): servers, grants, policies, listen address.
+    #[arg(long, conflicts_with_all = ["policy", "upstream", "command"])]
+    config: Option<PathBuf>,
+    /// The policy file, for one server given by --upstream or after `--`.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// A Streamable HTTP MCP server to front (instead of a command after `--`).
+    #[arg(long, conflicts_with = "command")]
+    upstream: Option<String>,
+    /// Address to listen on (default 127.0.0.1:8080, or the config's `listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Append one JSON line per tool-call decision to this file.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Record the raw arguments of each call in the audit file.
+    #[arg(long)]
+    audit_args: bool,
+    /// error, warn, info (a line per decision) or debug.
+    #[arg(long, default_value = "warn")]
+    log_level: LogLevel,
+    /// Environment variable holding the 32-byte session key (64 hex digits);
+    /// gateways sharing it can continue each other's sessions.
+    #[arg(long, default_value = "TOOLGATE_SESSION_KEY")]
+    session_key_env: String,
+    /// The MCP server command and its arguments (one stdio server).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn session_key(var: &str) -> Result<Option<[u8; 32]>> {
+    match std::env::var(var) {
+        Ok(hex_key) => {
+            let bytes = hex::decode(hex_key.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .with_context(|| format!("{var} must hold 64 hex digits (32 bytes)"))?;
+            Ok(Some(bytes.try_into().expect("32 bytes")))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+struct Plan {
+    gateway: GatewayOptionsParts,
+    http: HttpOptions,
+}
+
+struct GatewayOptionsParts {
+    servers: Vec<ServerOptions>,
+    separator: String,
+    policy: Option<Arc<toolgate_policy::Policy>>,
+    grants: Vec<GrantOptions>,
+    session_key: Option<[u8; 32]>,
+    session_ttl: Duration,
+}
+
+fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
+    let Some(policy_path) = &args.policy else {
+        bail!("give --config FILE, or --policy FILE with --upstream URL or -- COMMAND [ARGS...]");
+    };
+    let policy = match crate::cli::load_policy(policy_path) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            eprintln!("{e}");
+            bail!("refusing to start with an invalid policy");
+        }
+    };
+    let transport = match (&args.upstream, args.command.is_empty()) {
+        (Some(url), true) => Transport::Http {
+            url: url.clone(),
+            headers: Vec::new(),
+        },
+        (None, false) => Transport::Stdio {
+            command: args.command[0].clone(),
+            args: args.command[1..].to_vec(),
+            env: Vec::new(),
+            cwd: None,
+        },
+        _ => bail!("give the server: --upstream URL or -- COMMAND [ARGS...]"),
+    };
+    let listen = args.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("address"));
+    if !listen.ip().is_loopback() {
+        bail!("a non-loopback listen address needs grants: use --config with a `grants` section");
+    }
+    Ok(Plan {
+        gateway: GatewayOptionsParts {
+            servers: vec![ServerOptions {
+                name: "server".into(),
+                prefix: None,
+                policy: None,
+                spec: UpstreamSpec {
+                    name: "server".into(),
+                    transport,
+                    backoff: Backoff::default(),
+                    request_timeout: Duration::from_secs(60),
+                },
+            }],
+            separator: "__".into(),
+            policy: Some(policy),
+            grants: Vec::new(),
+            session_key: session_key(&args.session_key_env)?,
+            session_ttl: Duration::from_secs(24 * 3600),
+        },
+        http: HttpOptions {
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_message_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            listen,
+        },
+    })
+}
+
+fn plan_from_config(path: &std::path::Path, listen: Option<SocketAddr>) -> Result<Plan> {
+    let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            bail!("refusing to start with an invalid config");
+        }
+    };
+    let servers = config
+        .servers
+        .iter()
+        .map(|s| {
+            use toolgate_config::ServerTransport as T;
+            let secrets = |h: &Vec<(String, toolgate_config::Secret)>| {
+                h.iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                    .collect::<Vec<_>>()
+            };
+            let transport = match &s.transport {
+                T::Stdio {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                } => Transport::Stdio {
+                    command: command.clone(),
+                    args: args.clone(),
+                    env: secrets(env),
+                    cwd: cwd.clone(),
+                },
+                T::Http { url, headers } => Transport::Http {
+                    url: url.clone(),
+                    headers: secrets(headers),
+                },
+                T::Sse { url, headers } => Transport::Sse {
+                    url: url.clone(),
+                    headers: secrets(headers),
+                },
+            };
+            ServerOptions {
+                name: s.name.clone(),
+                prefix: s.prefix.clone(),
+                policy: s.policy.as_ref().map(|p| p.policy.clone()),
+                spec: UpstreamSpec {
+                    name: s.name.clone(),
+                    transport,
+                    backoff: Backoff {
+                        initial: s.restart_initial,
+                        max: s.restart_max,
+                    },
+                    request_timeout: s.request_timeout,
+                },
+            }
+        })
+        .collect();
+    let listen = listen.unwrap_or(config.listen);
+    if !listen.ip().is_loopback() && config.grants.is_empty() {
+        bail!("a non-loopback listen address needs grants (add a `grants` section)");
+    }
+    Ok(Plan {
+        gateway: GatewayOptionsParts {
+            servers,
+            separator: config.separator.clone(),
+            policy: config.policy.as_ref().map(|p| p.policy.clone()),
+            grants: grants_of(&config),
+            session_key: config.session_key,
+            session_ttl: config.session_idle_timeout,
+        },
+        http: HttpOptions {
+            allowed_origins: config.http.allowed_origins.clone(),
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            max_message_bytes: config.http.max_message_bytes,
+            shutdown_grace: config.http.shutdown_grace,
+            listen,
+        },
+    })
+}
+
+fn grants_of(config: &toolgate_config::Config) -> Vec<GrantOptions> {
+    config
+        .grants
+        .iter()
+        .map(|g| GrantOptions {
+            name: g.name.clone(),
+            token_sha256: g.token_sha256,
+            policy: g.policy.as_ref().map(|p| p.policy.clone()),
+            servers: g.servers.clone(),
+        })
+        .collect()
+}
+
+pub fn run(args: ServeArgs) -> Result<u8> {
+    let plan = match &args.config {
+        Some(path) => plan_from_config(path, args.listen),
+        None => plan_from_args(&args),
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("toolgate: {e:#}");
+            return Ok(1);
+        }
+    };
+    let audit = AuditSink::open(args.audit.as_deref(), args.log_level)
+        .with_context(|| format!("cannot open the audit file {:?}", args.audit))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_until_signal(plan, audit, args))
+}
+
+async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Result<u8> {
+    let Plan { gateway: g, http } = plan;
+    let key = match g.session_key {
+        Some(key) => SessionKey::new(key),
+        None => {
+            audit.log(
+                LogLevel::Warn,
+                &format!(
+                    "no session key ({} unset): sessions will not survive a restart or move between gateways",
+                    args.session_key_env
+                ),
+            );
+            SessionKey::random()
+        }
+    };
+    if g.grants.is_empty() {
+        audit.log(
+            LogLevel::Warn,
+            "no grants configured: listening on loopback only; every client is the anonymous grant",
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", http.listen))?;
+    let local = listener.local_addr()?;
+    let gateway = Gateway::start(GatewayOptions {
+        servers: g.servers,
+        separator: g.separator,
+        policy: g.policy,
+        grants: g.grants,
+        session_key: key,
+        session_ttl: g.session_ttl,
+        store: Arc::new(MemoryStore::new()),
+        clock: Arc::new(SystemClock),
+        audit: audit.clone(),
+        audit_args: args.audit_args,
+        startup_timeout: Duration::from_secs(30),
+    })
+    .await;
+    let gateway = match gateway {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("toolgate: {e}");
+            return Ok(1);
+        }
+    };
+    if let Some(path) = args.config.clone() {
+        tokio::spawn(watch_grants(gateway.clone(), path));
+    }
+    eprintln!("toolgate serve: listening on {local} (MCP endpoint http://{local}/mcp)");
+    let grace = http.shutdown_grace;
+    let http = HttpOptions { listen: local, ..http };
+    serve(gateway.clone(), listener, http, shutdown_signal()).await;
+    gateway.shutdown(grace.min(Duration::from_secs(5))).await;
+    audit.flush();
+    Ok(0)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Adding, rotating and revoking grants take effect without a restart: the
+/// config file is read again when it changes, and its grants replace the
+/// old ones if it is valid.
+async fn watch_grants(gateway: Arc<Gateway>, path: PathBuf) {
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match toolgate_config::load_config(&path, &|name| std::env::var(name).ok()) {
+            Ok(config) => {
+                gateway.set_grants(grants_of(&config));
+                eprintln!("toolgate: reloaded grants from {}", path.display());
+            }
+            Err(d) => eprintln!("{d}\ntoolgate: kept the old grants: the edited config is invalid"),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+"""`toolgate serve`: the Streamable HTTP gateway, through the built binary,
+between the Python SDK client (both protocol generations) and real servers
+(the probe server and @modelcontextprotocol/server-everything over stdio).
+
+Each test asserts on what the client saw, what the server received, and
+what the gateway audited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from conftest import LEGACY, MODERN, MODES, pid_alive, wait_for
+from mcp import MCPError
+from servekit import (
+    ServeGateway,
+    answer_of,
+    everything_server,
+    initialize,
+    post,
+    probe_server,
+)
+
+ALICE_TOKEN = "tg_alice_token_for_tests"
+BOB_TOKEN = "tg_bob_token_for_tests"
+
+
+def sha(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+GATEWAY_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "probe__echo": {},
+        "probe__delete_all": {"action": "deny", "reason": "never delete everything"},
+        "probe__send_text": {"limits": [{"counter": "texts", "window": "minute", "max": 2, "scope": "grant"}]},
+        "probe__transfer": {"action": "hide"},
+    },
+}
+
+
+@pytest.fixture
+def serve(toolgate_bin, tmp_path):
+    """serve(config, policies={name: policy}, env=None) -> a started ServeGateway; stopped after the test."""
+    started: list[ServeGateway] = []
+    counter = iter(range(100))
+
+    def make(config, policies=None, env=None, start=True, extra_args=None) -> ServeGateway:
+        gw = ServeGateway(toolgate_bin, tmp_path / f"serve{next(counter)}", config, policies or {}, env, extra_args)
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in started:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.stop()
+
+
+def one_probe(serve, **extra):
+    return serve({"policy": "policy.json", "servers": {"probe": probe_server(**extra)}}, {"policy.json": GATEWAY_POLICY})
+
+
+def text_of(result) -> str:
+    return result.content[0].text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_tools_are_namespaced_filtered_and_decided(serve, mode):
+    gw = one_probe(serve)
+    async with gw.client(mode) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert names == ["probe__echo", "probe__delete_all", "probe__send_text"]
+        assert text_of(await client.call_tool("probe__echo", {"text": "hi"})) == "hi"
+        denied = await client.call_tool("probe__delete_all", {"confirm": True})
+        assert denied.is_error and "never delete everything" in text_of(denied)
+        assert denied.structured_content["toolgate"]["decision"] == "deny"
+        for hidden in ["probe__transfer", "probe__get_balance", "echo", "PROBE__ECHO"]:
+            with pytest.raises(MCPError) as e:
+                await client.call_tool(hidden, {"to": "x", "amount": 1})
+            assert e.value.error.code == -32602 and e.value.error.message == f"Unknown tool: {hidden}"
+    # The server received only the allowed call, under its own name.
+    assert gw.received() == [{"tool": "echo", "arguments": {"text": "hi"}}]
+    decisions = [(r["tool"], r["decision"]) for r in gw.wait_audit(6)]
+    assert ("probe__echo", "allow") in decisions and ("probe__delete_all", "deny") in decisions
+
+
+@pytest.mark.anyio
+async def test_two_grants_see_different_tools_and_draw_on_different_counters(serve):
+    bob_policy = {"version": "1", "default": "deny", "tools": {
+        "probe__send_text": {"limits": [{"counter": "texts", "window": "minute", "max": 2, "scope": "grant"}]}}}
+    gw = serve(
+        {
+            "policy": "policy.json",
+            "servers": {"probe": probe_server()},
+            "grants": {
+                "alice": {"token_sha256": sha(ALICE_TOKEN)},
+                "bob": {"token_sha256": sha(BOB_TOKEN), "policy": "bob.json"},
+            },
+        },
+        {"policy.json": GATEWAY_POLICY, "bob.json": bob_policy},
+    )
+    async with gw.client(LEGACY, token=ALICE_TOKEN) as alice, gw.client(MODERN, token=BOB_TOKEN) as bob:
+        assert [t.name for t in (await alice.list_tools()).tools] == ["probe__echo", "probe__delete_all", "probe__send_text"]
+        assert [t.name for t in (await bob.list_tools()).tools] == ["probe__send_text"]
+        for client in (alice, bob):
+            for i in range(2):
+                ok = await client.call_tool("probe__send_text", {"to": "+1", "body": str(i)})
+                assert not ok.is_error, ok
+            limited = await client.call_tool("probe__send_text", {"to": "+1", "body": "3"})
+            assert limited.is_error and limited.structured_content["toolgate"]["decision"] == "rate_limited"
+        with pytest.raises(MCPError):
+            await bob.call_tool("probe__echo", {"text": "bob may not"})
+    assert gw.received_tools() == ["send_text"] * 4
+    grants = [r["grant"] for r in gw.wait_audit(7) if r["decision"] == "allow"]
+    assert sorted(grants) == ["alice", "alice", "bob", "bob"]
+
+
+def test_missing_or_wrong_token_is_401_with_a_challenge(serve):
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()},
+                "grants": {"alice": {"token_sha256": sha(ALICE_TOKEN)}}}, {"policy.json": GATEWAY_POLICY})
+    for token in [None, "wrong", ALICE_TOKEN + "x"]:
+        with gw.http(token) as http:
+            r = post(http, gw.url, {"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert r.status_code == 401, r.text
+            assert r.headers["www-authenticate"].startswith("Bearer")
+    with gw.http(ALICE_TOKEN) as http:
+        session = initialize(http, gw.url)
+        assert answer_of(post(http, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session))["result"] == {}
+
+
+def test_foreign_origin_and_host_are_refused(serve):
+    gw = one_probe(serve)
+    with gw.http() as http:
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 1, "method": "ping"}, origin="https://evil.example")
+        assert r.status_code == 403
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 1, "method": "ping"}, host="evil.example")
+        assert r.status_code == 403
+        session = initialize(http, gw.url)
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session, origin="http://localhost:3000")
+        assert r.status_code == 200, r.text
+
+
+def test_bad_input_gets_clear_errors_and_nothing_reaches_the_server(serve):
+    gw = one_probe(serve)
+    with gw.http() as http:
+        session = initialize(http, gw.url)
+        dup = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"probe__echo","name":"probe__delete_all","arguments":{}}}'
+        r = post(http, gw.url, dup, session)
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32600 and r.json()["id"] == 7
+        r = post(http, gw.url, b'{"jsonrpc":"2.0","id":', session)
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32700
+        r = post(http, gw.url, b'{"jsonrpc":"2.0","id":1,"method":"ping","x":"\xff"}', session)
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32700
+        r = post(http, gw.url, b" " * (17 * 1024 * 1024), session)
+        assert r.status_code == 413
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 3, "method": "ping"}, "forged-session")
+        assert r.status_code == 404
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 4, "method": "ping"})
+        assert r.status_code == 400
+        # A batch: every call in it is decided.
+        batch = [
+            {"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "probe__delete_all", "arguments": {"confirm": True}}},
+            {"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": "probe__echo", "arguments": {"text": "batched"}}},
+        ]
+        answers = {a["id"]: a for a in post(http, gw.url, batch, session).json()}
+        assert answers[10]["result"]["isError"] is True
+        assert answers[11]["result"]["content"][0]["text"] == "batched"
+        # Still serving.
+        assert answer_of(post(http, gw.url, {"jsonrpc": "2.0", "id": 5, "method": "ping"}, session))["result"] == {}
+    assert gw.received_tools() == ["echo"]
+
+
+def modern_call(name: str, arguments: dict, id: int = 1) -> dict:
+    return {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": name, "arguments": arguments, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"}}}}
+
+
+def test_2026_headers_that_disagree_with_the_body_are_refused(serve):
+    gw = one_probe(serve)
+    with gw.http() as http:
+        good = dict(mcp_protocol_version=MODERN, mcp_method="tools/call", mcp_name="probe__echo")
+        r = post(http, gw.url, modern_call("probe__echo", {"text": "ok"}), **good)
+        assert r.status_code == 200 and answer_of(r)["result"]["resultType"] == "complete"
+        for headers in [
+            dict(good, mcp_name="probe__echo"),  # body names another tool below
+        ]:
+            r = post(http, gw.url, modern_call("probe__delete_all", {"confirm": True}), **headers)
+            assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+        r = post(http, gw.url, modern_call("probe__echo", {"text": "x"}), **dict(good, mcp_method="tools/list"))
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+        r = post(http, gw.url, modern_call("probe__echo", {"text": "x"}), **dict(good, mcp_protocol_version="2025-11-25"))
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+    assert gw.received() == [{"tool": "echo", "arguments": {"text": "ok"}}]
+
+
+def test_a_session_continues_on_another_gateway_process(serve):
+    gw = one_probe(serve)
+    with gw.http() as http:
+        session = initialize(http, gw.url)
+        assert answer_of(post(http, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, session))["result"]["tools"]
+        gw.stop()
+        gw.start()  # a new process, a new port, the same session key
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                "params": {"name": "probe__echo", "arguments": {"text": "after restart"}}}, session)
+        assert answer_of(r)["result"]["content"][0]["text"] == "after restart", r.text
+
+
+@pytest.mark.anyio
+async def test_upstream_killed_mid_call_fails_fast_and_comes_back(serve):
+    import anyio
+
+    policy = dict(GATEWAY_POLICY, tools=dict(GATEWAY_POLICY["tools"], probe__slow={}))
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": policy})
+    pid = gw.probe_pid()
+
+    def kill_once_the_call_is_in():
+        wait_for(lambda: "slow" in gw.received_tools(), what="the slow call to reach the server")
+        os.kill(pid, signal.SIGKILL)
+
+    async with gw.client(LEGACY) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, kill_once_the_call_is_in)
+            started = time.monotonic()
+            with pytest.raises(MCPError) as e:
+                await client.call_tool("probe__slow", {"seconds": 30})
+            assert time.monotonic() - started < 5, "the call in flight must fail at once"
+            assert "unavailable" in e.value.error.message
+        wait_for(lambda: not pid_alive(pid), what="the killed server to be gone")
+        # The server is restarted and the gateway serves again.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert text_of(await client.call_tool("probe__echo", {"text": "back"})) == "back"
+                break
+            except MCPError:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(0.2)
+    assert gw.probe_pid() != pid
+
+
+def test_a_name_collision_is_a_start_up_error(serve):
+    gw = serve({"policy": "policy.json", "servers": {"a": probe_server(prefix=False), "b": probe_server(prefix=False)}},
+               {"policy.json": {"version": "1", "default": "allow"}}, start=False)
+    with pytest.raises(AssertionError) as e:
+        gw.start()
+    assert "offered by both server" in str(e.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_server_everything_behind_serve(serve, mode):
+    gw = serve({"servers": {"everything": everything_server(policy="everything.json")}},
+               {"everything.json": {"version": "1", "default": "deny", "tools": {"echo": {}, "get-sum": {}}}})
+    async with gw.client(mode) as client:
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+        assert names == ["everything__echo", "everything__get-sum"]
+        assert "Echo: hello" in text_of(await client.call_tool("everything__echo", {"message": "hello"}))
+        assert "3" in text_of(await client.call_tool("everything__get-sum", {"a": 1, "b": 2}))
+        prompts = (await client.list_prompts()).prompts
+        assert prompts and all(p.name.startswith("everything__") for p in prompts)
+        resources = (await client.list_resources()).resources
+        assert resources
+        read = await client.read_resource(resources[0].uri)
+        assert read.contents
+
+
+@pytest.mark.anyio
+async def test_grants_are_reloaded_without_a_restart(serve):
+    config = {"policy": "policy.json", "servers": {"probe": probe_server()},
+              "grants": {"alice": {"token_sha256": sha(ALICE_TOKEN)}}}
+    gw = serve(config, {"policy.json": GATEWAY_POLICY})
+    with gw.http(BOB_TOKEN) as http:
+        assert post(http, gw.url, {"jsonrpc": "2.0", "id": 1, "method": "ping"}).status_code == 401
+        config["grants"]["bob"] = {"token_sha256": sha(BOB_TOKEN)}
+        gw.write_config(config)
+        wait_for(lambda: initialize_status(http, gw.url) == 200, 5, "bob's grant to take effect")
+        del config["grants"]["alice"]
+    with gw.http(ALICE_TOKEN) as http:
+        gw.write_config(config)
+        wait_for(lambda: initialize_status(http, gw.url) == 401, 5, "alice's grant to be revoked")
+
+
+def initialize_status(http, url) -> int:
+    return post(http, url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).status_code
