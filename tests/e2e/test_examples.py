@@ -3,15 +3,25 @@ examples/ (*.json, *.yaml, *.yml) and every ```json / ```yaml fenced block in
 README.md and docs/*.md. Each is checked twice: by `toolgate validate`, and
 against the JSON Schema printed by `toolgate schema`.
 
-Convention for writers: a fenced block that is not a policy (a JSON-RPC
-message, an audit line) is fenced with another info string, e.g. ```jsonc,
-```jsonl or ```text.
+Gateway configs are examples too: every file in examples/ and every fenced
+block (```yaml, ```toml, ```json) in docs/config.md whose top level has
+`servers` (and no `version`), or which is TOML, must pass `toolgate validate`
+as a config. Each is validated in a directory holding the policy files of
+examples/ (the policies configs name, such as gateway.policy.yaml), with the
+environment variables the examples reference set.
+
+Convention for writers: a fenced block that is neither a policy nor a config
+(a JSON-RPC message, an audit line) is fenced with another info string, e.g.
+```jsonc, ```jsonl or ```text.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +29,48 @@ import yaml
 from conftest import REPO, run_toolgate
 
 FENCE = re.compile(r"^```(json|yaml|yml)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+CONFIG_FENCE = re.compile(r"^```(json|yaml|yml|toml)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+# Variables the example configs reference as ${VAR}; the session key variable
+# is cleared so a developer's own value cannot change the outcome.
+CONFIG_ENV = {"MY_TOKEN": "example-token", "REMOTE_TOKEN": "example-remote-token"}
+CONFIG_ENV_CLEARED = ("TOOLGATE_SESSION_KEY", "MY_GATEWAY_SESSION_KEY")
+
+
+def is_config(text: str, fmt: str) -> bool:
+    """The same rule as toolgate_config::is_config_document (plus TOML)."""
+    if fmt == "toml":
+        return True
+    try:
+        document = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(document, dict) and "servers" in document and "version" not in document
+
+
+def collect_configs(tmp_path: Path) -> list[tuple[str, Path]]:
+    """(where it comes from, file to validate) for every example config, each
+    written into a directory that also holds the example policies."""
+    workdir = tmp_path / "configs"
+    workdir.mkdir()
+    found: list[tuple[str, Path]] = []
+    for path in sorted((REPO / "examples").glob("*")):
+        fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}.get(path.suffix)
+        if fmt is None:
+            continue
+        if is_config(path.read_text(encoding="utf-8"), fmt):
+            found.append((str(path.relative_to(REPO)), path))
+        else:
+            shutil.copy(path, workdir / path.name)
+    doc = REPO / "docs" / "config.md"
+    text = doc.read_text(encoding="utf-8")
+    for match in CONFIG_FENCE.finditer(text):
+        fmt = {"yml": "yaml"}.get(match.group(1), match.group(1))
+        line = text.count("\n", 0, match.start()) + 1
+        out = workdir / f"config-{line}.{fmt}"
+        out.write_text(match.group(2), encoding="utf-8")
+        found.append((f"{doc.relative_to(REPO)}:{line}", out))
+    return found
 
 
 def collect_examples(tmp_path: Path) -> list[tuple[str, Path, str]]:
@@ -26,6 +78,8 @@ def collect_examples(tmp_path: Path) -> list[tuple[str, Path, str]]:
     found: list[tuple[str, Path, str]] = []
     for path in sorted((REPO / "examples").glob("*")):
         if path.suffix in (".json", ".yaml", ".yml"):
+            if is_config(path.read_text(encoding="utf-8"), "json" if path.suffix == ".json" else "yaml"):
+                continue  # a gateway config: see test_every_example_config_is_valid
             found.append((str(path.relative_to(REPO)), path, "json" if path.suffix == ".json" else "yaml"))
     docs = sorted((REPO / "docs").glob("*.md"))
     if (REPO / "README.md").exists():
@@ -35,6 +89,8 @@ def collect_examples(tmp_path: Path) -> list[tuple[str, Path, str]]:
         for match in FENCE.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             fmt = "json" if match.group(1) == "json" else "yaml"
+            if is_config(match.group(2), fmt):
+                continue  # a gateway config: see test_every_example_config_is_valid
             where = f"{doc.relative_to(REPO)}:{line}"
             out = tmp_path / f"{doc.stem}-{line}.{fmt}"
             out.write_text(match.group(2), encoding="utf-8")
@@ -63,4 +119,28 @@ def test_every_example_policy_is_valid(toolgate_bin, tmp_path):
             continue
         for error in validator.iter_errors(document):
             failures.append(f"{where}: schema: {'/'.join(map(str, error.absolute_path))}: {error.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_example_config_is_valid(toolgate_bin, tmp_path):
+    configs = collect_configs(tmp_path)
+    where_all = [where for where, _ in configs]
+    assert "examples/gateway.yaml" in where_all, where_all
+    assert any(w.startswith("docs/config.md:") for w in where_all), where_all
+
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_CLEARED}
+    env.update(CONFIG_ENV)
+    failures = []
+    for where, path in configs:
+        checked = subprocess.run(
+            [str(toolgate_bin), "validate", path.name],
+            cwd=path.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        if checked.returncode != 0 or ": valid config (" not in checked.stdout:
+            failures.append(f"{where}: toolgate validate failed:\n{checked.stdout}{checked.stderr}")
     assert not failures, "\n".join(failures)

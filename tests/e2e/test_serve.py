@@ -78,7 +78,7 @@ async def test_tools_are_namespaced_filtered_and_decided(serve, mode):
     gw = one_probe(serve)
     async with gw.client(mode) as client:
         names = [t.name for t in (await client.list_tools()).tools]
-        assert names == ["probe__echo", "probe__delete_all", "probe__send_text"]
+        assert names == ["probe__echo", "probe__send_text", "probe__delete_all"]
         assert text_of(await client.call_tool("probe__echo", {"text": "hi"})) == "hi"
         denied = await client.call_tool("probe__delete_all", {"confirm": True})
         assert denied.is_error and "never delete everything" in text_of(denied)
@@ -109,7 +109,7 @@ async def test_two_grants_see_different_tools_and_draw_on_different_counters(ser
         {"policy.json": GATEWAY_POLICY, "bob.json": bob_policy},
     )
     async with gw.client(LEGACY, token=ALICE_TOKEN) as alice, gw.client(MODERN, token=BOB_TOKEN) as bob:
-        assert [t.name for t in (await alice.list_tools()).tools] == ["probe__echo", "probe__delete_all", "probe__send_text"]
+        assert [t.name for t in (await alice.list_tools()).tools] == ["probe__echo", "probe__send_text", "probe__delete_all"]
         assert [t.name for t in (await bob.list_tools()).tools] == ["probe__send_text"]
         for client in (alice, bob):
             for i in range(2):

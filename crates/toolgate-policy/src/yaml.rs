@@ -55,9 +55,7 @@ pub(crate) fn read_as(source: &str, what: &'static str) -> Read {
                 errors: vec![Problem {
                     pos: builder.second_document.unwrap_or(Pos::START),
                     path: String::new(),
-                    message: format!(
-                        "a {what} file holds one YAML document, found more than one"
-                    ),
+                    message: format!("a {what} file holds one YAML document, found more than one"),
                 }],
             }
         }

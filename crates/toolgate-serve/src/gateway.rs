@@ -519,7 +519,8 @@ impl Gateway {
         method: &str,
         params: Value,
     ) -> Reply {
-        let answer = |result: Result<Value, RpcError>| Reply::Json(self.answer(ctx, id, result));
+        let answer =
+            |result: Result<Value, RpcError>| Reply::Json(self.answer(ctx, id, method, result));
         match method {
             "ping" => answer(Ok(json!({}))),
             "server/discover" => answer(Ok(self.discover(&ctx.caller))),
@@ -640,13 +641,18 @@ impl Gateway {
         result
     }
 
-    /// A JSON-RPC answer in the request's era.
-    fn answer(&self, ctx: &Context, id: &Value, result: Result<Value, RpcError>) -> Value {
+    /// A JSON-RPC answer in the request's era: 2026-07-28 results carry
+    /// `resultType`, and cacheable ones their caching directives.
+    fn answer(&self, ctx: &Context, id: &Value, method: &str, result: Result<Value, RpcError>) -> Value {
         match result {
             Ok(mut result) => {
                 if ctx.era == Era::Stateless {
                     if let Value::Object(map) = &mut result {
                         map.entry("resultType").or_insert(json!("complete"));
+                        if is_cacheable(method) {
+                            map.entry("ttlMs").or_insert(json!(0));
+                            map.entry("cacheScope").or_insert(json!("private"));
+                        }
                     }
                 }
                 result_response(id, result)
@@ -781,11 +787,12 @@ impl Gateway {
         self.in_flight.lock().expect("in-flight lock").insert(key.clone(), task.abort_handle());
         let guard = AbortOnDrop { handle: task.abort_handle(), gateway: self.clone(), key };
         let server_name = self.servers[server].name.clone();
+        let method_name = method.to_string();
         tokio::select! {
             biased;
             result = &mut task => {
                 drop(guard);
-                Reply::Json(self.answer(ctx, id, flatten(result, &server_name)))
+                Reply::Json(self.answer(ctx, id, &method_name, flatten(result, &server_name)))
             }
             Some(first) = rx.recv() => {
                 let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -806,7 +813,7 @@ impl Gateway {
                                 while let Ok(message) = rx.try_recv() {
                                     let _ = out_tx.send(message);
                                 }
-                                let _ = out_tx.send(gateway.answer(&ctx, &id, flatten(result, &server_name)));
+                                let _ = out_tx.send(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name)));
                                 return;
                             }
                             _ = out_tx.closed() => return,
@@ -851,6 +858,19 @@ impl Gateway {
         }
         self.audit.flush();
     }
+}
+
+/// Results of these methods are cacheable in 2026-07-28 (`ttlMs`, `cacheScope`).
+fn is_cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "server/discover"
+    )
 }
 
 fn unknown_rule() -> toolgate_policy::RuleRef {

@@ -17,6 +17,9 @@ pub(crate) const AMBIGUOUS_CODE: i64 = -32603;
 pub(crate) const AMBIGUOUS_MESSAGE: &str =
     "cannot tell which client session this request belongs to; run this server per_session";
 
+/// The least time `initialize` is given, whatever `request_timeout` says.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How messages reach the server on the current connection.
 #[derive(Clone)]
 pub(crate) enum Link {
@@ -90,13 +93,12 @@ impl Conn {
     /// at once, abort the server-to-client requests being served, report Down.
     pub(crate) fn go_down(&self, reason: &str) {
         self.set_link(None);
-        let was_ready = self.info.send_replace(None).is_some();
+        self.info.send_replace(None);
         self.fail_all(reason);
         self.event(UpstreamEvent::Down {
             server: self.spec.name.clone(),
             reason: reason.to_owned(),
         });
-        let _ = was_ready;
     }
 
     pub(crate) fn fail_all(&self, reason: &str) {
@@ -195,7 +197,13 @@ impl Conn {
                 self.spec.name
             )));
         }
-        let timeout = self.spec.request_timeout;
+        // A server that is just starting (an interpreter, `npx`) may take a
+        // while to answer `initialize`; later requests get `request_timeout`.
+        let timeout = if method == "initialize" {
+            self.spec.request_timeout.max(INIT_TIMEOUT)
+        } else {
+            self.spec.request_timeout
+        };
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => {
                 guard.armed = false;
@@ -239,7 +247,9 @@ impl Conn {
             "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
             "clientInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
         });
-        let result = self.request("initialize", Some(params), None, false).await?;
+        let result = self
+            .request("initialize", Some(params), None, false)
+            .await?;
         let info = Arc::new(ServerInfo {
             protocol_version: result
                 .get("protocolVersion")
@@ -253,10 +263,15 @@ impl Conn {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         });
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         if let Some(Link::Http(h)) = self.link() {
             h.set_protocol(&info.protocol_version);
+            // Over HTTP each message is its own POST: wait for this one, so no
+            // request overtakes it (servers finish setting up on it).
+            Box::pin(crate::http::post(self.clone(), h, initialized, None)).await;
+        } else {
+            self.send(initialized, None);
         }
-        self.notify("notifications/initialized", None);
         self.info.send_replace(Some(info.clone()));
         self.event(UpstreamEvent::Ready {
             server: self.spec.name.clone(),
@@ -309,7 +324,13 @@ impl Conn {
         found
     }
 
-    fn serve(self: &Arc<Self>, id: Value, method: String, params: Option<Value>, origin: Option<u64>) {
+    fn serve(
+        self: &Arc<Self>,
+        id: Value,
+        method: String,
+        params: Option<Value>,
+        origin: Option<u64>,
+    ) {
         if method == "ping" {
             self.respond(id, Ok(json!({})));
             return;
@@ -367,9 +388,12 @@ impl Conn {
                 };
                 let target = {
                     let t = self.table.lock().unwrap();
-                    t.progress.get(token).and_then(|id| t.pending.get(id)).and_then(|pe| {
-                        Some((pe.downstream.clone()?, pe.progress.as_ref()?.1.clone()))
-                    })
+                    t.progress
+                        .get(token)
+                        .and_then(|id| t.pending.get(id))
+                        .and_then(|pe| {
+                            Some((pe.downstream.clone()?, pe.progress.as_ref()?.1.clone()))
+                        })
                 };
                 if let Some((ds, orig)) = target {
                     p.insert("progressToken".into(), orig);

@@ -49,6 +49,8 @@ pub(crate) struct HttpLink {
     protocol: Mutex<Option<String>>,
     reinit: tokio::sync::Mutex<()>,
     get_stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Signalled when the server cannot be reached any more.
+    lost: tokio::sync::Notify,
 }
 
 impl HttpLink {
@@ -60,7 +62,12 @@ impl HttpLink {
         self.session.lock().unwrap().clone()
     }
 
-    fn request(&self, method: Method, body: Bytes, last_event_id: Option<&str>) -> Request<Full<Bytes>> {
+    fn request(
+        &self,
+        method: Method,
+        body: Bytes,
+        last_event_id: Option<&str>,
+    ) -> Request<Full<Bytes>> {
         let mut b = Request::builder()
             .method(method)
             .uri(self.uri.clone())
@@ -78,7 +85,8 @@ impl HttpLink {
         if let Some(id) = last_event_id {
             b = b.header("last-event-id", id);
         }
-        b.body(Full::new(body)).unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+        b.body(Full::new(body))
+            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
     }
 }
 
@@ -110,6 +118,7 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
         protocol: Mutex::new(None),
         reinit: tokio::sync::Mutex::new(()),
         get_stream: Mutex::new(None),
+        lost: tokio::sync::Notify::new(),
     });
     let mut shutdown = conn.shutdown.subscribe();
     let mut delay = conn.spec.backoff.initial;
@@ -121,9 +130,22 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
         };
         match r {
             Ok(_) => {
+                delay = conn.spec.backoff.initial;
                 start_get_stream(&conn, &link);
-                let _ = shutdown.changed().await;
-                break;
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = link.lost.notified() => {}
+                }
+                // The server went away: fail what is in flight, then connect
+                // again (a new session) with backoff.
+                if let Some(h) = link.get_stream.lock().unwrap().take() {
+                    h.abort();
+                }
+                conn.go_down("the server cannot be reached");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => break,
+                }
             }
             Err(e) => {
                 conn.go_down(&format!("initialize failed: {e}"));
@@ -140,7 +162,9 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
     }
     conn.go_down("the gateway is shutting down");
     if link.session().is_some() {
-        let grace = (*conn.shutdown.borrow()).unwrap_or_default().max(Duration::from_millis(100));
+        let grace = (*conn.shutdown.borrow())
+            .unwrap_or_default()
+            .max(Duration::from_millis(100));
         let req = link.request(Method::DELETE, Bytes::new(), None);
         let _ = tokio::time::timeout(grace, link.client.request(req)).await;
     }
@@ -175,6 +199,10 @@ async fn get_stream(conn: Arc<Conn>, link: Arc<HttpLink>) {
             }
             // 405: the server offers no GET stream; other answers: give up.
             Ok(_) => return,
+            Err(e) if e.is_connect() => {
+                link.lost.notify_one();
+                return;
+            }
             Err(_) => failures += 1,
         }
         if failures > 5 || conn.is_shutting_down() || link.session() != session {
@@ -197,10 +225,17 @@ fn content_type(resp: &Response<Incoming>) -> String {
 }
 
 /// Reads an SSE body to its end, dispatching every message.
-async fn read_sse(conn: &Arc<Conn>, resp: Response<Incoming>, parser: &mut SseParser, origin: Option<u64>) {
+async fn read_sse(
+    conn: &Arc<Conn>,
+    resp: Response<Incoming>,
+    parser: &mut SseParser,
+    origin: Option<u64>,
+) {
     let mut body = resp.into_body();
     while let Some(Ok(frame)) = body.frame().await {
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         for ev in parser.push(&data) {
             if ev.event.is_empty() || ev.event == "message" {
                 if let Ok(msg) = serde_json::from_str::<Value>(&ev.data) {
@@ -226,7 +261,7 @@ fn fail(conn: &Conn, origin: Option<u64>, reason: String) {
     }
 }
 
-async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u64>) {
+pub(crate) async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u64>) {
     let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
     if is_init {
         *link.session.lock().unwrap() = None;
@@ -239,26 +274,47 @@ async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u
         let req = link.request(Method::POST, body.clone(), None);
         let resp = match link.client.request(req).await {
             Ok(r) => r,
-            Err(e) => return fail(&conn, origin, format!("POST to server {} failed: {e}", conn.name())),
+            Err(e) => {
+                if e.is_connect() && !is_init {
+                    link.lost.notify_one();
+                }
+                return fail(
+                    &conn,
+                    origin,
+                    format!("POST to server {} failed: {e}", conn.name()),
+                );
+            }
         };
         if resp.status() == StatusCode::NOT_FOUND && session.is_some() && !is_init && !retried {
             // The session expired: initialize a new one once, then retry.
             retried = true;
             if let Err(e) = reinitialize(&conn, &link, session).await {
-                return fail(&conn, origin, format!("session expired and re-initialize failed: {e}"));
+                return fail(
+                    &conn,
+                    origin,
+                    format!("session expired and re-initialize failed: {e}"),
+                );
             }
             continue;
         }
         break resp;
     };
     if is_init {
-        if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        if let Some(s) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
             *link.session.lock().unwrap() = Some(s.to_owned());
         }
     }
     let status = resp.status();
     if status == StatusCode::ACCEPTED {
-        return fail(&conn, origin, "server answered a request with 202 Accepted".into());
+        return fail(
+            &conn,
+            origin,
+            "server answered a request with 202 Accepted".into(),
+        );
     }
     if status.is_success() && is_sse(&resp) {
         let mut parser = SseParser::default();
@@ -281,7 +337,11 @@ async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u
     }
     if let Some(id) = origin {
         if conn.is_pending(id) {
-            fail(&conn, Some(id), format!("server answered HTTP {status} without a JSON-RPC answer"));
+            fail(
+                &conn,
+                Some(id),
+                format!("server answered HTTP {status} without a JSON-RPC answer"),
+            );
         }
     }
 }
@@ -291,7 +351,9 @@ async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u
 async fn resume(conn: &Arc<Conn>, link: &Arc<HttpLink>, id: u64, mut parser: SseParser) {
     let mut attempts = 0;
     while conn.is_pending(id) {
-        let Some(last) = parser.last_id.clone() else { break };
+        let Some(last) = parser.last_id.clone() else {
+            break;
+        };
         if attempts >= MAX_RESUMES {
             break;
         }
@@ -311,13 +373,21 @@ async fn resume(conn: &Arc<Conn>, link: &Arc<HttpLink>, id: u64, mut parser: Sse
         }
     }
     if conn.is_pending(id) {
-        fail(conn, Some(id), "the answer stream ended before the answer came".into());
+        fail(
+            conn,
+            Some(id),
+            "the answer stream ended before the answer came".into(),
+        );
     }
 }
 
 /// Starts a new session after the old one expired (404). Only the first
 /// caller for a given expired session does the work.
-async fn reinitialize(conn: &Arc<Conn>, link: &Arc<HttpLink>, expired: Option<String>) -> Result<(), CallError> {
+async fn reinitialize(
+    conn: &Arc<Conn>,
+    link: &Arc<HttpLink>,
+    expired: Option<String>,
+) -> Result<(), CallError> {
     let _guard = link.reinit.lock().await;
     if link.session() != expired {
         return Ok(());

@@ -101,7 +101,12 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
 }
 
 /// One life of the SSE stream; returns why it ended.
-async fn connect_once(conn: &Arc<Conn>, client: &HttpClient, uri: &Uri, headers: &[(String, String)]) -> String {
+async fn connect_once(
+    conn: &Arc<Conn>,
+    client: &HttpClient,
+    uri: &Uri,
+    headers: &[(String, String)],
+) -> String {
     let mut b = Request::builder()
         .method(Method::GET)
         .uri(uri.clone())
@@ -126,7 +131,9 @@ async fn connect_once(conn: &Arc<Conn>, client: &HttpClient, uri: &Uri, headers:
         let Some(Ok(frame)) = body.frame().await else {
             break "the SSE stream ended".to_owned();
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         for ev in parser.push(&data) {
             if ev.event == "endpoint" && handshake.is_none() {
                 let Some(post_uri) = resolve(uri, ev.data.trim()) else {
@@ -164,10 +171,15 @@ mod tests {
     fn endpoint_resolution() {
         let base: Uri = "http://127.0.0.1:3001/sse".parse().unwrap();
         assert_eq!(
-            resolve(&base, "/message?sessionId=abc").unwrap().to_string(),
+            resolve(&base, "/message?sessionId=abc")
+                .unwrap()
+                .to_string(),
             "http://127.0.0.1:3001/message?sessionId=abc"
         );
         let base: Uri = "http://h:1/a/sse".parse().unwrap();
-        assert_eq!(resolve(&base, "messages?x=1").unwrap().to_string(), "http://h:1/a/messages?x=1");
+        assert_eq!(
+            resolve(&base, "messages?x=1").unwrap().to_string(),
+            "http://h:1/a/messages?x=1"
+        );
     }
 }

@@ -147,9 +147,19 @@ pub trait Downstream: Send + Sync + 'static {
 /// Things the connection reports that belong to no one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamEvent {
-    Ready { server: String, info: Arc<ServerInfo> },
-    Down { server: String, reason: String },
-    Notification { server: String, method: String, params: Option<Value> },
+    Ready {
+        server: String,
+        info: Arc<ServerInfo>,
+    },
+    Down {
+        server: String,
+        reason: String,
+    },
+    Notification {
+        server: String,
+        method: String,
+        params: Option<Value>,
+    },
 }
 
 /// A handle to one upstream connection; cheap to clone.

@@ -37,7 +37,10 @@ fn tmp(name: &str) -> std::path::PathBuf {
 async fn wait_for_file_line(path: &std::path::Path, needle: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -50,7 +53,10 @@ async fn probe_initialize_list_call_and_rpc_error() {
     let (up, mut events) = start(spec("probe", probe(vec![]))).await;
     let info = up.info().unwrap();
     assert_eq!(info.server_info["name"], "toolgate-probe");
-    assert!(matches!(events.recv().await, Some(UpstreamEvent::Ready { .. })));
+    assert!(matches!(
+        events.recv().await,
+        Some(UpstreamEvent::Ready { .. })
+    ));
 
     let page = up.request("tools/list", None, None).await.unwrap();
     assert_eq!(page["tools"].as_array().unwrap().len(), 25);
@@ -59,7 +65,14 @@ async fn probe_initialize_list_call_and_rpc_error() {
     let r = call(&up, "echo", json!({"text": "hello"}), None).await;
     assert_eq!(text(&r), "hello");
 
-    match up.request("tools/call", Some(json!({"name": "fail_rpc", "arguments": {}})), None).await {
+    match up
+        .request(
+            "tools/call",
+            Some(json!({"name": "fail_rpc", "arguments": {}})),
+            None,
+        )
+        .await
+    {
         Err(CallError::Rpc(e)) => {
             assert_eq!(e.code, -32050);
             assert_eq!(e.message, "probe server: fail_rpc always fails");
@@ -77,28 +90,44 @@ async fn probe_initialize_list_call_and_rpc_error() {
 #[tokio::test]
 async fn probe_killed_mid_call_fails_at_once_then_restarts() {
     let pidfile = tmp("pid");
-    let env = vec![("PROBE_PIDFILE".to_string(), pidfile.to_string_lossy().into_owned())];
+    let env = vec![(
+        "PROBE_PIDFILE".to_string(),
+        pidfile.to_string_lossy().into_owned(),
+    )];
     let (up, mut events) = start(spec("probe", probe(env))).await;
     let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
 
     let slow = tokio::spawn({
         let up = up.clone();
         async move {
-            up.request("tools/call", Some(json!({"name": "slow", "arguments": {"seconds": 30}})), None)
-                .await
+            up.request(
+                "tools/call",
+                Some(json!({"name": "slow", "arguments": {"seconds": 30}})),
+                None,
+            )
+            .await
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed = Instant::now();
-    std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(3), slow).await.expect("in-flight request must fail at once");
+    std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(3), slow)
+        .await
+        .expect("in-flight request must fail at once");
     let failed_after = killed.elapsed();
     assert!(matches!(r.unwrap(), Err(CallError::Unavailable(_))));
     eprintln!("in-flight request failed {failed_after:?} after the kill");
 
     let mut saw_down = false;
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             UpstreamEvent::Down { .. } => saw_down = true,
             UpstreamEvent::Ready { .. } if saw_down => break,
             _ => {}
@@ -126,14 +155,23 @@ async fn probe_concurrent_requests_from_many_tasks() {
 async fn probe_dropped_request_sends_cancelled_upstream() {
     let log = tmp("stdin-cancel");
     let (up, _events) = start(spec("probe", probe_with_stdin_log(&log))).await;
-    let fut = up.request("tools/call", Some(json!({"name": "slow", "arguments": {"seconds": 30}})), None);
-    assert!(tokio::time::timeout(Duration::from_millis(300), fut).await.is_err());
+    let fut = up.request(
+        "tools/call",
+        Some(json!({"name": "slow", "arguments": {"seconds": 30}})),
+        None,
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(300), fut)
+        .await
+        .is_err());
     assert!(
         wait_for_file_line(&log, "notifications/cancelled").await,
         "the server never received notifications/cancelled"
     );
     // the connection still works
-    assert_eq!(text(&call(&up, "echo", json!({"text": "ok"}), None).await), "ok");
+    assert_eq!(
+        text(&call(&up, "echo", json!({"text": "ok"}), None).await),
+        "ok"
+    );
     up.shutdown(Duration::from_secs(2)).await;
     let _ = std::fs::remove_file(&log);
 }
@@ -145,7 +183,11 @@ async fn probe_request_timeout_fails_and_sends_cancelled() {
     s.request_timeout = Duration::from_millis(400);
     let (up, _events) = start(s).await;
     let r = up
-        .request("tools/call", Some(json!({"name": "slow", "arguments": {"seconds": 10}})), None)
+        .request(
+            "tools/call",
+            Some(json!({"name": "slow", "arguments": {"seconds": 10}})),
+            None,
+        )
         .await;
     assert_eq!(r, Err(CallError::Timeout(Duration::from_millis(400))));
     assert!(wait_for_file_line(&log, "the request timed out").await);
@@ -173,7 +215,13 @@ async fn everything_stdio_sampling_is_refused_when_sessions_in_flight_differ() {
         let up = up.clone();
         let a = a.clone();
         async move {
-            call(&up, "trigger-long-running-operation", json!({"duration": 1.5, "steps": 1}), Some(a)).await
+            call(
+                &up,
+                "trigger-long-running-operation",
+                json!({"duration": 1.5, "steps": 1}),
+                Some(a),
+            )
+            .await
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -190,7 +238,10 @@ async fn everything_stdio_sampling_is_refused_when_sessions_in_flight_differ() {
         Ok(v) => v["isError"] == true && v.to_string().contains("per_session"),
         _ => false,
     };
-    assert!(refused, "expected the sampling request to be refused, got {r:?}");
+    assert!(
+        refused,
+        "expected the sampling request to be refused, got {r:?}"
+    );
     assert!(a.methods().is_empty() && b.methods().is_empty());
     long.await.unwrap();
     up.shutdown(Duration::from_secs(2)).await;

@@ -22,11 +22,16 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check policy files; print a summary of each, or every problem found.
+    /// Check policy or gateway config files; print a summary of each, or every problem found.
     Validate {
-        /// Policy files (.json, .yaml or .yml).
+        /// Policy files (.json, .yaml or .yml), or gateway configs (a top-level `servers`, or .toml).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Make a grant's token (`grant new NAME`) or hash a token read on stdin (`grant hash`).
+    Grant {
+        #[command(subcommand)]
+        command: crate::grant::GrantCommand,
     },
     /// Decide one call against a policy, with no server, and print the decision.
     Check {
@@ -103,6 +108,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         Command::Run(run) => run_gateway(run),
         Command::Serve(serve) => crate::serve::run(serve),
         Command::Demo { server } => crate::demo::run(server),
+        Command::Grant { command } => crate::grant::run(command),
     }
 }
 
@@ -122,6 +128,10 @@ pub fn load_policy(path: &Path) -> Result<Policy> {
 fn validate(files: &[PathBuf]) -> Result<u8> {
     let mut failed = false;
     for file in files {
+        if crate::config::is_config_file(file) {
+            failed |= !crate::config::validate(file);
+            continue;
+        }
         match load_policy(file) {
             Ok(policy) => println!("{}", policy.summary(&file.display().to_string())),
             Err(e) => {

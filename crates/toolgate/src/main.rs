@@ -2,7 +2,9 @@
 //! Nothing here decides anything; see ARCHITECTURE.md for the map.
 
 mod cli;
+mod config;
 mod demo;
+mod grant;
 mod serve;
 
 use clap::Parser;

@@ -260,7 +260,7 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
     if g.grants.is_empty() {
         audit.log(
             LogLevel::Warn,
-            "no grants configured: listening on loopback only; every client is the anonymous grant",
+            "no grants configured: serving loopback only; every client is the anonymous grant",
         );
     }
     let listener = tokio::net::TcpListener::bind(http.listen)

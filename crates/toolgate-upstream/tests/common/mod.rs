@@ -33,7 +33,10 @@ pub fn probe_server() -> String {
 }
 
 pub fn everything() -> String {
-    need(root().join("tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+    need(
+        root()
+            .join("tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+    )
 }
 
 pub fn node() -> String {
@@ -70,19 +73,34 @@ pub fn stdio(command: String, args: Vec<String>, env: Vec<(String, String)>) -> 
 pub async fn start(spec: UpstreamSpec) -> (Upstream, mpsc::UnboundedReceiver<UpstreamEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let up = Upstream::start(spec, tx);
-    assert!(up.wait_ready(Duration::from_secs(20)).await, "server never became ready");
+    assert!(
+        up.wait_ready(Duration::from_secs(20)).await,
+        "server never became ready"
+    );
     (up, rx)
 }
 
-pub async fn call(up: &Upstream, tool: &str, args: Value, ds: Option<Arc<dyn Downstream>>) -> Value {
-    up.request("tools/call", Some(json!({"name": tool, "arguments": args})), ds)
-        .await
-        .unwrap_or_else(|e| panic!("tools/call {tool} failed: {e}"))
+pub async fn call(
+    up: &Upstream,
+    tool: &str,
+    args: Value,
+    ds: Option<Arc<dyn Downstream>>,
+) -> Value {
+    up.request(
+        "tools/call",
+        Some(json!({"name": tool, "arguments": args})),
+        ds,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("tools/call {tool} failed: {e}"))
 }
 
 /// The text of a tools/call result's first content item.
 pub fn text(result: &Value) -> String {
-    result["content"][0]["text"].as_str().unwrap_or_default().to_owned()
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A client session that records what the server asked and answers with
@@ -103,7 +121,12 @@ impl Recorder {
     }
 
     pub fn methods(&self) -> Vec<String> {
-        self.requests.lock().unwrap().iter().map(|(m, _)| m.clone()).collect()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 }
 
@@ -154,7 +177,11 @@ pub async fn everything_suite(up: &Upstream) {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    for t in ["echo", "trigger-sampling-request", "trigger-elicitation-request"] {
+    for t in [
+        "echo",
+        "trigger-sampling-request",
+        "trigger-elicitation-request",
+    ] {
         assert!(names.contains(&t), "{t} missing from {names:?}");
     }
 
@@ -168,13 +195,25 @@ pub async fn everything_suite(up: &Upstream) {
 
     // sampling: the server's request reaches the Downstream, the answer gets back
     let rec = Recorder::new("s1");
-    let r = call(up, "trigger-sampling-request", json!({"prompt": "hello", "maxTokens": 5}), Some(rec.clone())).await;
+    let r = call(
+        up,
+        "trigger-sampling-request",
+        json!({"prompt": "hello", "maxTokens": 5}),
+        Some(rec.clone()),
+    )
+    .await;
     assert!(text(&r).contains(CANNED), "{r}");
     assert_eq!(rec.methods(), vec!["sampling/createMessage"]);
 
     // elicitation
     let rec = Recorder::new("s1");
-    let r = call(up, "trigger-elicitation-request", json!({}), Some(rec.clone())).await;
+    let r = call(
+        up,
+        "trigger-elicitation-request",
+        json!({}),
+        Some(rec.clone()),
+    )
+    .await;
     assert_eq!(rec.methods(), vec!["elicitation/create"], "{r}");
 
     // progress: the token is rewritten on the way up and restored on the way down
@@ -193,7 +232,10 @@ pub async fn everything_suite(up: &Upstream) {
         .unwrap();
     assert!(r["content"].is_array(), "{r}");
     let notes = rec.notes.lock().unwrap().clone();
-    let progress: Vec<_> = notes.iter().filter(|(m, _)| m == "notifications/progress").collect();
+    let progress: Vec<_> = notes
+        .iter()
+        .filter(|(m, _)| m == "notifications/progress")
+        .collect();
     assert_eq!(progress.len(), 2, "{notes:?}");
     for (_, p) in progress {
         assert_eq!(p.as_ref().unwrap()["progressToken"], "my-token");

@@ -237,7 +237,11 @@ async fn probe(gate: &Server, mode: Mode) -> Result<()> {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    match v.len() % 2 {
+        1 => v[mid],
+        _ => (v[mid - 1] + v[mid]) / 2.0,
+    }
 }
 
 struct Summary {
