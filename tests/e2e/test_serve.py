@@ -296,3 +296,77 @@ async def test_grants_are_reloaded_without_a_restart(serve):
 def initialize_status(http, url) -> int:
     return post(http, url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).status_code
+
+
+@pytest.mark.anyio
+async def test_sampling_and_elicitation_reach_the_client_that_made_the_call(serve):
+    import mcp_types as types
+
+    gw = serve({"servers": {"everything": everything_server(policy="everything.json")}},
+               {"everything.json": {"version": "1", "default": "deny", "tools": {
+                   "trigger-sampling-request": {}, "trigger-elicitation-request": {}, "echo": {}}}})
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def sampler(who: str):
+        async def callback(context, params):
+            seen[who].append(params.messages[0].content.text)
+            return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=f"answer from {who}"),
+                                             model="test-model", stop_reason="endTurn")
+        return callback
+
+    def elicitor(who: str):
+        async def callback(context, params):
+            seen[who].append(f"elicit: {params.message}")
+            return types.ElicitResult(action="decline")
+        return callback
+
+    async with gw.client(LEGACY, sampling_callback=sampler("a"), elicitation_callback=elicitor("a")) as a, \
+            gw.client(LEGACY, sampling_callback=sampler("b"), elicitation_callback=elicitor("b")) as b:
+        names = {t.name for t in (await a.list_tools()).tools}
+        assert "everything__trigger-sampling-request" in names, names
+        result = await a.call_tool("everything__trigger-sampling-request", {"prompt": "hello from a", "maxTokens": 5})
+        assert not result.is_error, result
+        assert "answer from a" in json.dumps(result.model_dump(mode="json"))
+        assert len(seen["a"]) == 1 and "hello from a" in seen["a"][0]
+        result = await b.call_tool("everything__trigger-elicitation-request", {})
+        assert not result.is_error, result
+        assert any(s.startswith("elicit:") for s in seen["b"])
+        assert not any(s.startswith("elicit:") for s in seen["a"])
+        assert len(seen["b"]) == 1
+
+
+@pytest.mark.anyio
+async def test_a_failing_server_leaves_the_list_and_comes_back(serve):
+    config = {"policy": "policy.json", "servers": {"probe": probe_server(), "everything": everything_server()}}
+    policy = {"version": "1", "default": "deny", "tools": {"probe__echo": {}, "everything__echo": {}}}
+    gw = serve(config, {"policy.json": policy})
+    pid = gw.probe_pid()
+    changed = []
+
+    async def on_message(message):
+        if isinstance(message, types_notification()) and "list_changed" in str(message):
+            changed.append(message)
+
+    async with gw.client(LEGACY, message_handler=on_message) as client:
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["everything__echo", "probe__echo"]
+        os.kill(pid, signal.SIGKILL)
+        import anyio
+
+        with anyio.fail_after(10):
+            while sorted(t.name for t in (await client.list_tools()).tools) != ["everything__echo"]:
+                await anyio.sleep(0.05)
+        # The other server is unaffected.
+        assert "Echo: still" in text_of(await client.call_tool("everything__echo", {"message": "still"}))
+        with anyio.fail_after(15):
+            while sorted(t.name for t in (await client.list_tools()).tools) != ["everything__echo", "probe__echo"]:
+                await anyio.sleep(0.1)
+        assert text_of(await client.call_tool("probe__echo", {"text": "back"})) == "back"
+        with anyio.fail_after(5):
+            while not changed:
+                await anyio.sleep(0.05)
+
+
+def types_notification():
+    import mcp_types as types
+
+    return types.ServerNotification if hasattr(types, "ServerNotification") else object
