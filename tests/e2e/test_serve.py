@@ -370,3 +370,31 @@ def types_notification():
     import mcp_types as types
 
     return types.ServerNotification if hasattr(types, "ServerNotification") else object
+
+
+def test_per_session_servers_run_once_per_client_session(serve, tmp_path):
+    piddir = tmp_path / "pids"
+    piddir.mkdir()
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server(per_session=True)}},
+               {"policy.json": GATEWAY_POLICY}, env={"PROBE_PIDDIR": str(piddir)})
+    wait_for(lambda: len(list(piddir.iterdir())) == 1, what="the shared instance (it answers the lists)")
+    shared = {p.name for p in piddir.iterdir()}
+    sessions = []
+    with gw.http() as http:
+        for i in range(2):
+            session = initialize(http, gw.url)
+            sessions.append(session)
+            r = post(http, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                    "params": {"name": "probe__echo", "arguments": {"text": f"s{i}"}}}, session)
+            assert answer_of(r)["result"]["content"][0]["text"] == f"s{i}"
+            # A second call in the same session reuses its instance.
+            r = post(http, gw.url, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                    "params": {"name": "probe__echo", "arguments": {"text": "again"}}}, session)
+            assert answer_of(r)["result"]["content"][0]["text"] == "again"
+        own = {p.name for p in piddir.iterdir()} - shared
+        assert len(own) == 2, own
+        # Ending a session stops its instance.
+        r = http.delete(gw.url, headers={"mcp-session-id": sessions[0]})
+        assert r.status_code == 200
+        wait_for(lambda: sum(pid_alive(int(p)) for p in own) == 1, what="the ended session's instance to exit")
+    assert gw.received_tools() == ["echo"] * 4

@@ -5,7 +5,9 @@ what the client sees, and what this server actually received. Every
 `tools/call` that reaches the server is appended, before it is answered, as
 one JSON line `{"tool": NAME, "arguments": {...}}` to the file named by the
 environment variable PROBE_LOG (nothing is written when it is unset).
-If PROBE_PIDFILE is set, the server writes its process id there at start.
+If PROBE_PIDFILE is set, the server writes its process id there at start;
+if PROBE_PIDDIR is set, it also creates an empty file named by its process id
+in that directory (to count the instances a gateway started).
 
 It serves both protocol eras over stdio (the SDK's `serve_dual_era_loop`
 decides per connection): the 2025-11-25 initialize handshake and the
@@ -155,6 +157,9 @@ async def main() -> None:
     if pidfile:
         with open(pidfile, "w", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
+    piddir = os.environ.get("PROBE_PIDDIR")
+    if piddir:
+        open(os.path.join(piddir, str(os.getpid())), "w").close()
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 

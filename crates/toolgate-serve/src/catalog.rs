@@ -123,7 +123,10 @@ impl Catalog {
             }
             for resource in &lists.resources {
                 if let Some(uri) = resource.get("uri").and_then(Value::as_str) {
-                    catalog.resource_index.entry(uri.to_string()).or_insert(server);
+                    catalog
+                        .resource_index
+                        .entry(uri.to_string())
+                        .or_insert(server);
                 }
                 catalog.resources.push((server, resource.clone()));
             }
@@ -153,7 +156,8 @@ impl Catalog {
             .filter_map(|(server, t)| {
                 let template = t.get("uriTemplate")?.as_str()?;
                 let literal = template.split('{').next().unwrap_or(template);
-                (!literal.is_empty() && uri.starts_with(literal)).then_some((literal.len(), *server))
+                (!literal.is_empty() && uri.starts_with(literal))
+                    .then_some((literal.len(), *server))
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, server)| server)
@@ -177,7 +181,10 @@ mod tests {
 
     fn tools(names: &[&str]) -> Option<ServerLists> {
         Some(ServerLists {
-            tools: names.iter().map(|n| json!({"name": n, "inputSchema": {"type": "object"}})).collect(),
+            tools: names
+                .iter()
+                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                .collect(),
             ..Default::default()
         })
     }
@@ -230,7 +237,11 @@ mod tests {
             templates: vec![json!({"uriTemplate": "test://dynamic/{id}"})],
             ..Default::default()
         };
-        let c = Catalog::build(&naming(&[("a", None), ("b", None)]), &[None, Some(lists)], "__");
+        let c = Catalog::build(
+            &naming(&[("a", None), ("b", None)]),
+            &[None, Some(lists)],
+            "__",
+        );
         assert_eq!(c.resource_server("test://static/1"), Some(1));
         assert_eq!(c.resource_server("test://dynamic/7"), Some(1));
         assert_eq!(c.resource_server("other://x"), None);

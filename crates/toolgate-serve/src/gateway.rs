@@ -19,8 +19,7 @@ use toolgate_gateway::answer::{refusal, unknown_tool, Era};
 use toolgate_gateway::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
 use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
-    args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS,
-    METHOD_NOT_FOUND,
+    args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
 };
 use toolgate_policy::{decide_layers, Call, CounterStore, Decision, Layer, Policy};
 use toolgate_upstream::{
@@ -38,6 +37,14 @@ pub const META_INFO: &str = "io.modelcontextprotocol/clientInfo";
 pub const HEADER_MISMATCH: i64 = -32020;
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
+/// How long a per-session instance may sit unused before it is stopped.
+const INSTANCE_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// Where a client's answer to a server-to-client request goes.
+type ClientAnswer = oneshot::Sender<Result<Value, RpcError>>;
+/// Runs when a forwarded request has its answer (audit, quota).
+type OnDone = Box<dyn FnOnce(&Result<Value, CallError>) + Send>;
+
 /// One upstream server as the gateway is told about it.
 pub struct ServerOptions {
     pub name: String,
@@ -46,6 +53,9 @@ pub struct ServerOptions {
     /// The server's own policy, over its own tool names.
     pub policy: Option<Arc<Policy>>,
     pub spec: UpstreamSpec,
+    /// Run one instance of the server per client session (servers that keep
+    /// per-client state); the shared instance only answers the lists.
+    pub per_session: bool,
 }
 
 /// One agent credential.
@@ -87,6 +97,14 @@ struct Server {
     /// `server name` + U+001E: keeps this server's counters apart.
     key_prefix: String,
     upstream: Upstream,
+    /// `Some` for per-session servers: how to start another instance.
+    per_session: Option<UpstreamSpec>,
+}
+
+/// A per-session instance of a server.
+struct Instance {
+    upstream: Upstream,
+    last_used: Instant,
 }
 
 /// Who is calling: a grant, resolved from the bearer token.
@@ -113,13 +131,15 @@ pub struct Gateway {
     /// Open GET streams, by session id.
     streams: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Value>>>>,
     /// Server-to-client requests waiting for the client's answer, by (session, id).
-    waiting: Mutex<HashMap<(String, String), oneshot::Sender<Result<Value, RpcError>>>>,
+    waiting: Mutex<HashMap<(String, String), ClientAnswer>>,
     /// Client requests in flight, by (session, id), so that
     /// `notifications/cancelled` can stop them.
     in_flight: Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
     /// Resource subscriptions: uri → sessions.
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
     anonymous: Arc<GrantOptions>,
+    /// Per-session instances, by (server index, session id).
+    instances: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
 }
 
 /// What to send back for one message.
@@ -156,6 +176,7 @@ impl Gateway {
                 key_prefix: format!("{}\u{1e}", s.name),
                 name: s.name,
                 policy: s.policy,
+                per_session: s.per_session.then(|| s.spec.clone()),
                 upstream: Upstream::start(s.spec, events_tx.clone()),
             });
         }
@@ -179,6 +200,7 @@ impl Gateway {
             waiting: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            instances: tokio::sync::Mutex::new(HashMap::new()),
             anonymous: Arc::new(GrantOptions {
                 name: "anonymous".into(),
                 token_sha256: [0; 32],
@@ -207,6 +229,16 @@ impl Gateway {
         }
         let g = gateway.clone();
         tokio::spawn(async move { g.watch(events_rx).await });
+        if gateway.servers.iter().any(|s| s.per_session.is_some()) {
+            let g = Arc::downgrade(&gateway);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    let Some(g) = g.upgrade() else { return };
+                    g.reap_instances(INSTANCE_IDLE).await;
+                }
+            });
+        }
         Ok(gateway)
     }
 
@@ -221,7 +253,8 @@ impl Gateway {
     /// Replaces the grants (rotation, revocation); sessions of a grant that is
     /// gone stop working at their next request.
     pub fn set_grants(&self, grants: Vec<GrantOptions>) {
-        *self.grants.write().expect("grants lock") = Arc::new(grants.into_iter().map(Arc::new).collect());
+        *self.grants.write().expect("grants lock") =
+            Arc::new(grants.into_iter().map(Arc::new).collect());
     }
 
     /// The caller a bearer token stands for. With no grants configured every
@@ -238,7 +271,8 @@ impl Gateway {
         let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
         let mut found = None;
         for grant in grants.iter() {
-            let equal: bool = subtle::ConstantTimeEq::ct_eq(&grant.token_sha256[..], &hash[..]).into();
+            let equal: bool =
+                subtle::ConstantTimeEq::ct_eq(&grant.token_sha256[..], &hash[..]).into();
             if equal && found.is_none() {
                 found = Some(grant.clone());
             }
@@ -251,15 +285,18 @@ impl Gateway {
         while let Some(event) = events.recv().await {
             match event {
                 UpstreamEvent::Ready { server, .. } => {
-                    self.audit.log(LogLevel::Info, &format!("server {server:?} is ready"));
+                    self.audit
+                        .log(LogLevel::Info, &format!("server {server:?} is ready"));
                     if let Some(i) = self.index_of(&server) {
                         self.refresh(i).await;
                         self.broadcast_list_changed();
                     }
                 }
                 UpstreamEvent::Down { server, reason } => {
-                    self.audit
-                        .log(LogLevel::Warn, &format!("server {server:?} is down: {reason}"));
+                    self.audit.log(
+                        LogLevel::Warn,
+                        &format!("server {server:?} is down: {reason}"),
+                    );
                     if let Some(i) = self.index_of(&server) {
                         self.lists.lock().expect("lists lock")[i] = None;
                         self.rebuild();
@@ -399,10 +436,108 @@ impl Gateway {
         rx
     }
 
-    /// Ends a session's streams and subscriptions (DELETE).
-    pub fn end_session(&self, session: &str) {
+    /// The upstream that serves a session's requests to a server: the shared
+    /// connection, or the session's own instance of a per-session server
+    /// (started on first use).
+    async fn upstream_for(
+        self: &Arc<Self>,
+        server: usize,
+        session: &str,
+    ) -> Result<Upstream, RpcError> {
+        let Some(spec) = &self.servers[server].per_session else {
+            return Ok(self.servers[server].upstream.clone());
+        };
+        let key = (server, session.to_string());
+        let mut instances = self.instances.lock().await;
+        if let Some(instance) = instances.get_mut(&key) {
+            instance.last_used = Instant::now();
+            return Ok(instance.upstream.clone());
+        }
+        // Its own events: list changes of one instance concern its session only.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let upstream = Upstream::start(spec.clone(), tx);
+        let weak = Arc::downgrade(self);
+        let owner = session.to_string();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                if let UpstreamEvent::Notification { method, params, .. } = event {
+                    let mut message = json!({"jsonrpc": "2.0", "method": method});
+                    if let Some(params) = params {
+                        message["params"] = params;
+                    }
+                    gateway.send_to_session(&owner, &message);
+                }
+            }
+        });
+        instances.insert(
+            key,
+            Instance {
+                upstream: upstream.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        drop(instances);
+        if !upstream.wait_ready(Duration::from_secs(30)).await {
+            return Err(rpc(
+                INTERNAL_ERROR,
+                &format!(
+                    "server {:?}: the session's instance did not start",
+                    self.servers[server].name
+                ),
+            ));
+        }
+        Ok(upstream)
+    }
+
+    /// Stops per-session instances unused for `idle`.
+    async fn reap_instances(&self, idle: Duration) {
+        let stale: Vec<Instance> = {
+            let mut instances = self.instances.lock().await;
+            let keys: Vec<_> = instances
+                .iter()
+                .filter(|(_, i)| i.last_used.elapsed() > idle)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| instances.remove(&k))
+                .collect()
+        };
+        for instance in stale {
+            instance.upstream.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Ends a session: its streams, subscriptions and per-session instances (DELETE).
+    pub async fn close_session(&self, session: &str) {
+        self.end_session(session);
+        let mine: Vec<Instance> = {
+            let mut instances = self.instances.lock().await;
+            let keys: Vec<_> = instances
+                .keys()
+                .filter(|(_, s)| s == session)
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| instances.remove(&k))
+                .collect()
+        };
+        for instance in mine {
+            instance.upstream.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Ends a session's streams and subscriptions.
+    fn end_session(&self, session: &str) {
         self.streams.lock().expect("streams lock").remove(session);
-        for sessions in self.subscriptions.lock().expect("subscriptions lock").values_mut() {
+        for sessions in self
+            .subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .values_mut()
+        {
             sessions.retain(|s| s != session);
         }
     }
@@ -474,7 +609,9 @@ impl Gateway {
     fn capabilities(&self, caller: &Caller) -> Value {
         let mut caps = json!({"tools": {"listChanged": true}, "logging": {}});
         for (_, server) in self.reachable(caller) {
-            let Some(info) = server.upstream.info() else { continue };
+            let Some(info) = server.upstream.info() else {
+                continue;
+            };
             let up = &info.capabilities;
             if up.get("prompts").is_some() {
                 caps["prompts"] = json!({"listChanged": true});
@@ -504,7 +641,9 @@ impl Gateway {
 
     fn is_listed(&self, caller: &Caller, server: usize, gateway: &str, original: &str) -> bool {
         self.may_reach(caller, server)
-            && self.gateway_policy(caller).is_none_or(|p| p.is_listed(gateway))
+            && self
+                .gateway_policy(caller)
+                .is_none_or(|p| p.is_listed(gateway))
             && self.servers[server]
                 .policy
                 .as_deref()
@@ -529,7 +668,14 @@ impl Gateway {
                 let tools: Vec<Value> = catalog
                     .tools
                     .iter()
-                    .filter(|e| self.is_listed(&ctx.caller, e.server, e.value["name"].as_str().unwrap_or_default(), &e.original))
+                    .filter(|e| {
+                        self.is_listed(
+                            &ctx.caller,
+                            e.server,
+                            e.value["name"].as_str().unwrap_or_default(),
+                            &e.original,
+                        )
+                    })
                     .map(|e| e.value.clone())
                     .collect();
                 answer(Ok(json!({ "tools": tools })))
@@ -566,34 +712,65 @@ impl Gateway {
             }
             "logging/setLevel" => {
                 for (_, server) in self.reachable(&ctx.caller) {
-                    if server.upstream.info().is_some_and(|i| i.capabilities.get("logging").is_some()) {
-                        let _ = server.upstream.request(method, Some(params.clone()), None).await;
+                    if server
+                        .upstream
+                        .info()
+                        .is_some_and(|i| i.capabilities.get("logging").is_some())
+                    {
+                        let _ = server
+                            .upstream
+                            .request(method, Some(params.clone()), None)
+                            .await;
                     }
                 }
                 answer(Ok(json!({})))
             }
             "tools/call" => self.call_tool(ctx, id, params).await,
             "prompts/get" => {
-                let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = params
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let catalog = self.catalog();
-                match catalog.prompt(name).filter(|e| self.may_reach(&ctx.caller, e.server)) {
+                match catalog
+                    .prompt(name)
+                    .filter(|e| self.may_reach(&ctx.caller, e.server))
+                {
                     Some(entry) => {
                         let mut params = params.clone();
                         params["name"] = Value::String(entry.original.clone());
-                        self.forward(ctx, id, entry.server, method, params, None).await
+                        self.forward(ctx, id, entry.server, method, params, None)
+                            .await
                     }
                     None => answer(Err(rpc(INVALID_PARAMS, &format!("Unknown prompt: {name}")))),
                 }
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let uri = params.get("uri").and_then(Value::as_str).unwrap_or_default().to_string();
+                let uri = params
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let catalog = self.catalog();
-                match catalog.resource_server(&uri).filter(|s| self.may_reach(&ctx.caller, *s)) {
+                match catalog
+                    .resource_server(&uri)
+                    .filter(|s| self.may_reach(&ctx.caller, *s))
+                {
                     Some(server) => {
                         if method == "resources/subscribe" {
-                            self.subscriptions.lock().expect("subscriptions lock").entry(uri).or_default().push(ctx.session.id.clone());
+                            self.subscriptions
+                                .lock()
+                                .expect("subscriptions lock")
+                                .entry(uri)
+                                .or_default()
+                                .push(ctx.session.id.clone());
                         } else if method == "resources/unsubscribe" {
-                            if let Some(s) = self.subscriptions.lock().expect("subscriptions lock").get_mut(&uri) {
+                            if let Some(s) = self
+                                .subscriptions
+                                .lock()
+                                .expect("subscriptions lock")
+                                .get_mut(&uri)
+                            {
                                 s.retain(|s| *s != ctx.session.id);
                             }
                         }
@@ -607,10 +784,20 @@ impl Gateway {
                 let catalog = self.catalog();
                 let target = match reference.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => catalog
-                        .prompt(reference.get("name").and_then(Value::as_str).unwrap_or_default())
+                        .prompt(
+                            reference
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        )
                         .map(|e| (e.server, Some(e.original.clone()))),
                     Some("ref/resource") => catalog
-                        .resource_server(reference.get("uri").and_then(Value::as_str).unwrap_or_default())
+                        .resource_server(
+                            reference
+                                .get("uri")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        )
                         .map(|s| (s, None)),
                     _ => None,
                 };
@@ -622,10 +809,16 @@ impl Gateway {
                         }
                         self.forward(ctx, id, server, method, params, None).await
                     }
-                    None => answer(Err(rpc(INVALID_PARAMS, "Invalid params: unknown completion reference"))),
+                    None => answer(Err(rpc(
+                        INVALID_PARAMS,
+                        "Invalid params: unknown completion reference",
+                    ))),
                 }
             }
-            _ => answer(Err(rpc(METHOD_NOT_FOUND, &format!("Method not found: {method}")))),
+            _ => answer(Err(rpc(
+                METHOD_NOT_FOUND,
+                &format!("Method not found: {method}"),
+            ))),
         }
     }
 
@@ -643,7 +836,13 @@ impl Gateway {
 
     /// A JSON-RPC answer in the request's era: 2026-07-28 results carry
     /// `resultType`, and cacheable ones their caching directives.
-    fn answer(&self, ctx: &Context, id: &Value, method: &str, result: Result<Value, RpcError>) -> Value {
+    fn answer(
+        &self,
+        ctx: &Context,
+        id: &Value,
+        method: &str,
+        result: Result<Value, RpcError>,
+    ) -> Value {
         match result {
             Ok(mut result) => {
                 if ctx.era == Era::Stateless {
@@ -664,34 +863,69 @@ impl Gateway {
     async fn call_tool(self: &Arc<Self>, ctx: &Context, id: &Value, params: Value) -> Reply {
         let received = Instant::now();
         let Some(name) = params.get("name").and_then(Value::as_str) else {
-            return Reply::Json(error_response(id, INVALID_PARAMS, "Invalid params: tools/call needs a name", None));
+            return Reply::Json(error_response(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: tools/call needs a name",
+                None,
+            ));
         };
         let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
         if !(arguments.is_object() || arguments.is_null()) {
-            return Reply::Json(error_response(id, INVALID_PARAMS, "Invalid params: params.arguments must be an object", None));
+            return Reply::Json(error_response(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: params.arguments must be an object",
+                None,
+            ));
         }
         let catalog = self.catalog();
-        let Some(entry) = catalog.tool(name).filter(|e| self.may_reach(&ctx.caller, e.server)) else {
-            self.audit_refusal(ctx, name, &Decision::Unknown { rule: toolgate_policy::RuleRef::clone(&unknown_rule()) }, &arguments, received);
+        let Some(entry) = catalog
+            .tool(name)
+            .filter(|e| self.may_reach(&ctx.caller, e.server))
+        else {
+            self.audit_refusal(
+                ctx,
+                name,
+                &Decision::Unknown {
+                    rule: toolgate_policy::RuleRef::clone(&unknown_rule()),
+                },
+                &arguments,
+                received,
+            );
             return Reply::Json(unknown_tool(id, name));
         };
         let server = &self.servers[entry.server];
         let now = self.clock.now_ms();
         let mut layers = Vec::with_capacity(2);
-        let gateway_call = Call { tool: name, arguments: &arguments, grant: &ctx.caller.grant.name, session: &ctx.session.id };
+        let gateway_call = Call {
+            tool: name,
+            arguments: &arguments,
+            grant: &ctx.caller.grant.name,
+            session: &ctx.session.id,
+        };
         if let Some(policy) = self.gateway_policy(&ctx.caller) {
-            layers.push(Layer { policy, call: gateway_call, key_prefix: "" });
+            layers.push(Layer {
+                policy,
+                call: gateway_call,
+                key_prefix: "",
+            });
         }
         if let Some(policy) = server.policy.as_deref() {
             layers.push(Layer {
                 policy,
-                call: Call { tool: &entry.original, ..gateway_call },
+                call: Call {
+                    tool: &entry.original,
+                    ..gateway_call
+                },
                 key_prefix: &server.key_prefix,
             });
         }
         let decision = if layers.is_empty() {
             // Configuration guarantees a policy for every server; fail closed anyway.
-            Decision::Unknown { rule: unknown_rule() }
+            Decision::Unknown {
+                rule: unknown_rule(),
+            }
         } else {
             decide_layers(&layers, self.store.as_ref(), now)
         };
@@ -706,7 +940,10 @@ impl Gateway {
         upstream_params["name"] = Value::String(entry.original.clone());
         let gateway = self.clone();
         let on_done = move |result: &Result<Value, CallError>| {
-            let failed = matches!(result, Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_)));
+            let failed = matches!(
+                result,
+                Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_))
+            );
             if failed {
                 // The call did not happen: its quota goes back.
                 gateway.store.release(&taken);
@@ -721,10 +958,25 @@ impl Gateway {
                 gateway.audit.record(record);
             }
         };
-        self.forward(ctx, id, entry.server, "tools/call", upstream_params, Some(Box::new(on_done))).await
+        self.forward(
+            ctx,
+            id,
+            entry.server,
+            "tools/call",
+            upstream_params,
+            Some(Box::new(on_done)),
+        )
+        .await
     }
 
-    fn record(&self, ctx: &Context, tool: &str, decision: &Decision, arguments: &Value, received: Instant) -> Option<Record> {
+    fn record(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        decision: &Decision,
+        arguments: &Value,
+        received: Instant,
+    ) -> Option<Record> {
         self.audit.enabled().then(|| {
             let (kind, rule, reason) = decision_facts(decision);
             Record {
@@ -748,7 +1000,14 @@ impl Gateway {
         })
     }
 
-    fn audit_refusal(&self, ctx: &Context, tool: &str, decision: &Decision, arguments: &Value, received: Instant) {
+    fn audit_refusal(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        decision: &Decision,
+        arguments: &Value,
+        received: Instant,
+    ) {
         if let Some(record) = self.record(ctx, tool, decision, arguments, received) {
             self.audit.record(record);
         }
@@ -764,7 +1023,7 @@ impl Gateway {
         server: usize,
         method: &str,
         mut params: Value,
-        on_done: Option<Box<dyn FnOnce(&Result<Value, CallError>) + Send>>,
+        on_done: Option<OnDone>,
     ) -> Reply {
         strip_envelope(&mut params);
         let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
@@ -774,18 +1033,35 @@ impl Gateway {
             can_request: ctx.era == Era::Handshake,
             tx: tx.clone(),
         });
-        let upstream = self.servers[server].upstream.clone();
+        let upstream = match self.upstream_for(server, &ctx.session.id).await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                if let Some(on_done) = on_done {
+                    on_done(&Err(CallError::Unavailable(e.message.clone())));
+                }
+                return Reply::Json(self.answer(ctx, id, method, Err(e)));
+            }
+        };
         let method_owned = method.to_string();
         let mut task = tokio::spawn(async move {
-            let result = upstream.request(&method_owned, Some(params), Some(link)).await;
+            let result = upstream
+                .request(&method_owned, Some(params), Some(link))
+                .await;
             if let Some(on_done) = on_done {
                 on_done(&result);
             }
             result
         });
         let key = (ctx.session.id.clone(), id.to_string());
-        self.in_flight.lock().expect("in-flight lock").insert(key.clone(), task.abort_handle());
-        let guard = AbortOnDrop { handle: task.abort_handle(), gateway: self.clone(), key };
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.clone(), task.abort_handle());
+        let guard = AbortOnDrop {
+            handle: task.abort_handle(),
+            gateway: self.clone(),
+            key,
+        };
         let server_name = self.servers[server].name.clone();
         let method_name = method.to_string();
         tokio::select! {
@@ -828,13 +1104,24 @@ impl Gateway {
     /// A client's answer to a server-to-client request.
     pub fn client_response(&self, session: &str, message: &Value) {
         let id = message.get("id").map(Value::to_string).unwrap_or_default();
-        let waiter = self.waiting.lock().expect("waiting lock").remove(&(session.to_string(), id));
+        let waiter = self
+            .waiting
+            .lock()
+            .expect("waiting lock")
+            .remove(&(session.to_string(), id));
         if let Some(waiter) = waiter {
             let answer = match (message.get("result"), message.get("error")) {
                 (Some(result), _) => Ok(result.clone()),
                 (None, Some(error)) => Err(RpcError {
-                    code: error.get("code").and_then(Value::as_i64).unwrap_or(INTERNAL_ERROR),
-                    message: error.get("message").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    code: error
+                        .get("code")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(INTERNAL_ERROR),
+                    message: error
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                     data: error.get("data").cloned(),
                 }),
                 _ => Err(rpc(INTERNAL_ERROR, "malformed response from the client")),
@@ -845,14 +1132,32 @@ impl Gateway {
 
     /// `notifications/cancelled` from a client: stop the request.
     pub fn cancel(&self, session: &str, params: &Value) {
-        let id = params.get("requestId").map(Value::to_string).unwrap_or_default();
-        if let Some(handle) = self.in_flight.lock().expect("in-flight lock").remove(&(session.to_string(), id)) {
+        let id = params
+            .get("requestId")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        if let Some(handle) = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(&(session.to_string(), id))
+        {
             handle.abort();
         }
     }
 
     /// Stops every upstream.
     pub async fn shutdown(&self, grace: Duration) {
+        let instances: Vec<Instance> = self
+            .instances
+            .lock()
+            .await
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
+        for instance in instances {
+            instance.upstream.shutdown(grace).await;
+        }
         for server in &self.servers {
             server.upstream.shutdown(grace).await;
         }
@@ -879,10 +1184,17 @@ fn unknown_rule() -> toolgate_policy::RuleRef {
 }
 
 fn rpc(code: i64, message: &str) -> RpcError {
-    RpcError { code, message: message.to_string(), data: None }
+    RpcError {
+        code,
+        message: message.to_string(),
+        data: None,
+    }
 }
 
-fn flatten(joined: Result<Result<Value, CallError>, tokio::task::JoinError>, server: &str) -> Result<Value, RpcError> {
+fn flatten(
+    joined: Result<Result<Value, CallError>, tokio::task::JoinError>,
+    server: &str,
+) -> Result<Value, RpcError> {
     match joined {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(CallError::Rpc(e))) => Err(e),
@@ -917,7 +1229,11 @@ struct AbortOnDrop {
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.handle.abort();
-        self.gateway.in_flight.lock().expect("in-flight lock").remove(&self.key);
+        self.gateway
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(&self.key);
     }
 }
 
@@ -939,10 +1255,17 @@ impl Downstream for ClientLink {
                 Err(rpc(METHOD_NOT_FOUND, &format!("the client speaks {STATELESS_VERSION}, which toolgate cannot yet carry {method} to")))
             });
         }
-        let id = format!("toolgate-{}", gateway.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "toolgate-{}",
+            gateway.next_id.fetch_add(1, Ordering::Relaxed)
+        );
         let (done, wait) = oneshot::channel();
         let key = (self.session.clone(), Value::String(id.clone()).to_string());
-        gateway.waiting.lock().expect("waiting lock").insert(key.clone(), done);
+        gateway
+            .waiting
+            .lock()
+            .expect("waiting lock")
+            .insert(key.clone(), done);
         let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
         if let Some(params) = params {
             message["params"] = params;

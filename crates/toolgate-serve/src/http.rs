@@ -4,6 +4,10 @@
 //! body, strict JSON (a repeated key is refused), the routing headers of a
 //! 2026-07-28 request against its body, and the session.
 
+// A refusal at the HTTP layer is returned as the response itself; it is
+// built once per refused request, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use crate::gateway::{
     Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
     STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
@@ -88,14 +92,24 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    full(status, "application/json", serde_json::to_vec(value).expect("serialisable"))
+    full(
+        status,
+        "application/json",
+        serde_json::to_vec(value).expect("serialisable"),
+    )
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", format!("{message}\n"))
 }
 
-fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str, data: Option<Value>) -> Response<Body> {
+fn rpc_error(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response<Body> {
     json_response(status, &error_response(id, code, message, data))
 }
 
@@ -103,7 +117,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(gateway: &Arc<Gateway>, opts: &HttpOptions, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    gateway: &Arc<Gateway>,
+    opts: &HttpOptions,
+    req: Request<Incoming>,
+) -> Response<Body> {
     match req.uri().path() {
         "/mcp" => {}
         "/healthz" => return text(StatusCode::OK, "ok"),
@@ -122,17 +140,24 @@ async fn handle(gateway: &Arc<Gateway>, opts: &HttpOptions, req: Request<Incomin
         } else {
             r#"Bearer realm="toolgate""#
         };
-        let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized: a valid bearer token is required");
-        response.headers_mut().insert("www-authenticate", HeaderValue::from_static(challenge));
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: a valid bearer token is required",
+        );
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static(challenge));
         return response;
     };
     match *req.method() {
         Method::POST => post(gateway, opts, caller, req).await,
         Method::GET => get(gateway, &caller, req.headers()),
-        Method::DELETE => delete(gateway, &caller, req.headers()),
+        Method::DELETE => delete(gateway, &caller, req.headers()).await,
         _ => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            response.headers_mut().insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+            response
+                .headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
             response
         }
     }
@@ -142,7 +167,13 @@ fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
-        host.rsplit_once(':').map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host })
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
     };
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
@@ -153,54 +184,118 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
         let host = header(headers, "host").unwrap_or_default();
         let allowed = is_loopback_host(host)
             || host == opts.listen.to_string()
-            || opts.allowed_hosts.iter().any(|h| h == host || host.rsplit_once(':').is_some_and(|(n, _)| n == h));
+            || opts
+                .allowed_hosts
+                .iter()
+                .any(|h| h == host || host.rsplit_once(':').is_some_and(|(n, _)| n == h));
         if !allowed {
-            return Err(text(StatusCode::FORBIDDEN, &format!("forbidden: host {host:?} is not allowed (http.allowed_hosts)")));
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                &format!("forbidden: host {host:?} is not allowed (http.allowed_hosts)"),
+            ));
         }
     }
     if let Some(origin) = header(headers, "origin") {
         let host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
         let allowed = opts.allowed_origins.iter().any(|o| o == origin)
-            || (origin.starts_with("http://") || origin.starts_with("https://")) && is_loopback_host(host);
+            || (origin.starts_with("http://") || origin.starts_with("https://"))
+                && is_loopback_host(host);
         if !allowed {
-            return Err(text(StatusCode::FORBIDDEN, &format!("forbidden: origin {origin:?} is not allowed (http.allowed_origins)")));
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                &format!("forbidden: origin {origin:?} is not allowed (http.allowed_origins)"),
+            ));
         }
     }
     Ok(())
 }
 
-async fn post(gateway: &Arc<Gateway>, opts: &HttpOptions, caller: Caller, req: Request<Incoming>) -> Response<Body> {
+async fn post(
+    gateway: &Arc<Gateway>,
+    opts: &HttpOptions,
+    caller: Caller,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let limit = opts.max_message_bytes;
     let too_large = || {
-        rpc_error(StatusCode::PAYLOAD_TOO_LARGE, &Value::Null, INVALID_REQUEST,
-            &format!("Invalid Request: message exceeds the gateway's limit of {limit} bytes"), None)
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Value::Null,
+            INVALID_REQUEST,
+            &format!("Invalid Request: message exceeds the gateway's limit of {limit} bytes"),
+            None,
+        )
     };
-    if header(&parts.headers, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
+    if header(&parts.headers, "content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
         return too_large();
     }
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request: could not read the body"),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large()
+        }
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad request: could not read the body",
+            )
+        }
     };
     match check_strict(&bytes) {
         Ok(()) => {}
         Err(StrictError::DuplicateKey(key)) => {
-            gateway.audit.log(LogLevel::Warn, &format!("refused a message that repeats the key {key:?}"));
+            gateway.audit.log(
+                LogLevel::Warn,
+                &format!("refused a message that repeats the key {key:?}"),
+            );
             let id = toolgate_jsonrpc::peek_id(&bytes).map_or(Value::Null, |id| id.to_value());
-            return rpc_error(StatusCode::BAD_REQUEST, &id, INVALID_REQUEST, &format!("Invalid Request: duplicate key {key:?}"), None);
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &id,
+                INVALID_REQUEST,
+                &format!("Invalid Request: duplicate key {key:?}"),
+                None,
+            );
         }
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, PARSE_ERROR, &format!("Parse error: {e}"), None),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                PARSE_ERROR,
+                &format!("Parse error: {e}"),
+                None,
+            )
+        }
     }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, PARSE_ERROR, &format!("Parse error: {e}"), None),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                PARSE_ERROR,
+                &format!("Parse error: {e}"),
+                None,
+            )
+        }
     };
     match value {
         Value::Array(items) => {
             if items.is_empty() {
-                return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, INVALID_REQUEST, "Invalid Request: empty batch", None);
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    INVALID_REQUEST,
+                    "Invalid Request: empty batch",
+                    None,
+                );
             }
             // Every message is decided on its own; streams are not used in a batch.
             let mut answers = Vec::new();
@@ -232,7 +327,10 @@ async fn post(gateway: &Arc<Gateway>, opts: &HttpOptions, caller: Caller, req: R
                     Reply::Stream(rx) => sse(rx),
                 };
                 if let Some(token) = session {
-                    response.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&token).expect("ascii token"));
+                    response.headers_mut().insert(
+                        "mcp-session-id",
+                        HeaderValue::from_str(&token).expect("ascii token"),
+                    );
                 }
                 response
             }
@@ -249,9 +347,14 @@ enum Answer {
 
 /// Decodes an `Mcp-Name` header (`=?base64?...?=` for values that do not fit a header).
 fn decode_header_value(value: &str) -> Option<String> {
-    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
         Some(payload) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(payload).ok()?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(payload)
+                .ok()?;
             String::from_utf8(bytes).ok()
         }
         None => Some(value.to_string()),
@@ -269,9 +372,20 @@ fn name_param(method: &str) -> Option<&'static str> {
 /// The routing headers must agree with the body: the gateway decides on the
 /// body, and a proxy or server in front that routes on headers must not see
 /// a different call.
-fn check_routing_headers(headers: &HeaderMap, id: &Value, method: &str, params: &Value) -> Result<(), Response<Body>> {
+fn check_routing_headers(
+    headers: &HeaderMap,
+    id: &Value,
+    method: &str,
+    params: &Value,
+) -> Result<(), Response<Body>> {
     let mismatch = |what: &str| {
-        Err(rpc_error(StatusCode::BAD_REQUEST, id, HEADER_MISMATCH, &format!("Header mismatch: {what}"), None))
+        Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            HEADER_MISMATCH,
+            &format!("Header mismatch: {what}"),
+            None,
+        ))
     };
     let count = |name: &str| headers.get_all(name).iter().count();
     for name in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
@@ -290,16 +404,29 @@ fn check_routing_headers(headers: &HeaderMap, id: &Value, method: &str, params: 
             (Some(h), Some(b)) if decode_header_value(h).as_deref() != Some(b) => {
                 return mismatch(&format!("Mcp-Name does not match the body's {key}"));
             }
-            (Some(_), None) => return mismatch(&format!("Mcp-Name is set but the body has no {key}")),
+            (Some(_), None) => {
+                return mismatch(&format!("Mcp-Name is set but the body has no {key}"))
+            }
             _ => {}
         }
     }
     Ok(())
 }
 
-async fn message(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap, message: Value) -> Answer {
+async fn message(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    message: Value,
+) -> Answer {
     let invalid = |id: &Value, why: &str| {
-        Answer::Http(rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, &format!("Invalid Request: {why}"), None))
+        Answer::Http(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            INVALID_REQUEST,
+            &format!("Invalid Request: {why}"),
+            None,
+        ))
     };
     let Value::Object(mut object) = message else {
         return invalid(&Value::Null, "not a JSON-RPC 2.0 message");
@@ -316,17 +443,28 @@ async fn message(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap, m
     }
     let method = match object.remove("method") {
         Some(Value::String(m)) => Some(m),
-        Some(_) => return invalid(id.as_ref().unwrap_or(&Value::Null), "method must be a string"),
+        Some(_) => {
+            return invalid(
+                id.as_ref().unwrap_or(&Value::Null),
+                "method must be a string",
+            )
+        }
         None => None,
     };
     let params = object.remove("params").unwrap_or(Value::Null);
     if !(params.is_object() || params.is_null()) {
-        return invalid(id.as_ref().unwrap_or(&Value::Null), "params must be an object");
+        return invalid(
+            id.as_ref().unwrap_or(&Value::Null),
+            "params must be an object",
+        );
     }
     let rid = id.clone().unwrap_or(Value::Null);
 
     // The era: a 2026-07-28 request names its version in `_meta`.
-    let meta_version = params.get("_meta").and_then(|m| m.get(META_VERSION)).cloned();
+    let meta_version = params
+        .get("_meta")
+        .and_then(|m| m.get(META_VERSION))
+        .cloned();
     if let Some(method) = &method {
         if let Err(response) = check_routing_headers(headers, &rid, method, &params) {
             return Answer::Http(response);
@@ -339,43 +477,81 @@ async fn message(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap, m
                 "Header mismatch: MCP-Protocol-Version does not match the request's protocol version", None));
         }
         if version.as_str() != Some(STATELESS_VERSION) {
-            return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
-                Some(json!({"supported": [STATELESS_VERSION], "requested": version}))));
+            return Answer::Http(rpc_error(
+                StatusCode::BAD_REQUEST,
+                &rid,
+                UNSUPPORTED_PROTOCOL_VERSION,
+                "Unsupported protocol version",
+                Some(json!({"supported": [STATELESS_VERSION], "requested": version})),
+            ));
         }
         let (Some(method), Some(id)) = (method, id) else {
             return Answer::Reply(Reply::Accepted, None);
         };
         let session = gateway.stateless_session(caller, &params["_meta"]);
-        let ctx = Context { caller: caller.clone(), session, era: Era::Stateless };
+        let ctx = Context {
+            caller: caller.clone(),
+            session,
+            era: Era::Stateless,
+        };
         return Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None);
     }
 
     if method.as_deref() == Some("initialize") {
-        let Some(id) = id else { return invalid(&Value::Null, "initialize must be a request") };
+        let Some(id) = id else {
+            return invalid(&Value::Null, "initialize must be a request");
+        };
         let (answer, token) = gateway.initialize(caller, &id, &params);
         return Answer::Reply(Reply::Json(answer), Some(token));
     }
     if method.as_deref() == Some("server/discover") {
-        let Some(id) = id else { return invalid(&Value::Null, "server/discover must be a request") };
+        let Some(id) = id else {
+            return invalid(&Value::Null, "server/discover must be a request");
+        };
         let session = gateway.stateless_session(caller, &Value::Null);
-        let ctx = Context { caller: caller.clone(), session, era: Era::Stateless };
-        return Answer::Reply(gateway.request(&ctx, &id, "server/discover", params).await, None);
+        let ctx = Context {
+            caller: caller.clone(),
+            session,
+            era: Era::Stateless,
+        };
+        return Answer::Reply(
+            gateway.request(&ctx, &id, "server/discover", params).await,
+            None,
+        );
     }
     if let Some(v) = header(headers, "mcp-protocol-version") {
         if !HANDSHAKE_VERSIONS.contains(&v) {
-            return Answer::Http(text(StatusCode::BAD_REQUEST, &format!("bad request: unsupported MCP-Protocol-Version {v:?}")));
+            return Answer::Http(text(
+                StatusCode::BAD_REQUEST,
+                &format!("bad request: unsupported MCP-Protocol-Version {v:?}"),
+            ));
         }
     }
     let Some(token) = header(headers, "mcp-session-id") else {
-        return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, INVALID_REQUEST,
-            "Bad Request: Mcp-Session-Id header is required (send initialize first)", None));
+        return Answer::Http(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &rid,
+            INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required (send initialize first)",
+            None,
+        ));
     };
     let Some(session) = gateway.session(caller, token) else {
-        return Answer::Http(rpc_error(StatusCode::NOT_FOUND, &rid, -32001, "Session not found", None));
+        return Answer::Http(rpc_error(
+            StatusCode::NOT_FOUND,
+            &rid,
+            -32001,
+            "Session not found",
+            None,
+        ));
     };
     match (method, id) {
         (Some(method), Some(id)) => {
-            let ctx = Context { caller: caller.clone(), session, era: Era::Handshake };
+            let ctx = Context {
+                caller: caller.clone(),
+                session,
+                era: Era::Handshake,
+            };
             Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None)
         }
         (Some(method), None) => {
@@ -391,7 +567,10 @@ async fn message(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap, m
             gateway.client_response(&session.id, &Value::Object(response));
             Answer::Reply(Reply::Accepted, None)
         }
-        (None, None) => invalid(&Value::Null, "neither a request, a notification nor a response"),
+        (None, None) => invalid(
+            &Value::Null,
+            "neither a request, a notification nor a response",
+        ),
     }
 }
 
@@ -416,11 +595,19 @@ fn sse(mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
 
 fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
     if !header(headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
-        return text(StatusCode::NOT_ACCEPTABLE, "not acceptable: GET /mcp is an event stream (Accept: text/event-stream)");
+        return text(
+            StatusCode::NOT_ACCEPTABLE,
+            "not acceptable: GET /mcp is an event stream (Accept: text/event-stream)",
+        );
     }
     let Some(token) = header(headers, "mcp-session-id") else {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: GET needs a session");
-        response.headers_mut().insert("allow", HeaderValue::from_static("POST, DELETE"));
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: GET needs a session",
+        );
+        response
+            .headers_mut()
+            .insert("allow", HeaderValue::from_static("POST, DELETE"));
         return response;
     };
     let Some(session) = gateway.session(caller, token) else {
@@ -429,11 +616,12 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
     sse(gateway.open_stream(&session.id))
 }
 
-fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
-    let Some(session) = header(headers, "mcp-session-id").and_then(|t| gateway.session(caller, t)) else {
+async fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
+    let Some(session) = header(headers, "mcp-session-id").and_then(|t| gateway.session(caller, t))
+    else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };
-    gateway.end_session(&session.id);
+    gateway.close_session(&session.id).await;
     full(StatusCode::OK, "text/plain", "")
 }
 
@@ -443,10 +631,22 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for host in ["localhost", "localhost:8080", "127.0.0.1:9", "[::1]:80", "[::1]"] {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:9",
+            "[::1]:80",
+            "[::1]",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.2", ""] {
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.2",
+            "",
+        ] {
             assert!(!is_loopback_host(host), "{host}");
         }
     }
@@ -454,7 +654,10 @@ mod tests {
     #[test]
     fn header_values_decode() {
         assert_eq!(decode_header_value("echo").as_deref(), Some("echo"));
-        assert_eq!(decode_header_value("=?base64?w6ljaG8=?=").as_deref(), Some("écho"));
+        assert_eq!(
+            decode_header_value("=?base64?w6ljaG8=?=").as_deref(),
+            Some("écho")
+        );
         assert_eq!(decode_header_value("=?base64?***?="), None);
     }
 }

@@ -97,7 +97,9 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
         },
         _ => bail!("give the server: --upstream URL or -- COMMAND [ARGS...]"),
     };
-    let listen = args.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("address"));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("address"));
     if !listen.ip().is_loopback() {
         bail!("a non-loopback listen address needs grants: use --config with a `grants` section");
     }
@@ -113,6 +115,7 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
                     backoff: Backoff::default(),
                     request_timeout: Duration::from_secs(60),
                 },
+                per_session: false,
             }],
             separator: "__".into(),
             policy: Some(policy),
@@ -182,6 +185,7 @@ fn plan_from_config(path: &std::path::Path, listen: Option<SocketAddr>) -> Resul
                     },
                     request_timeout: s.request_timeout,
                 },
+                per_session: s.per_session,
             }
         })
         .collect();
@@ -293,7 +297,10 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
     }
     eprintln!("toolgate serve: listening on {local} (MCP endpoint http://{local}/mcp)");
     let grace = http.shutdown_grace;
-    let http = HttpOptions { listen: local, ..http };
+    let http = HttpOptions {
+        listen: local,
+        ..http
+    };
     serve(gateway.clone(), listener, http, shutdown_signal()).await;
     gateway.shutdown(grace.min(Duration::from_secs(5))).await;
     audit.flush();
