@@ -37,6 +37,9 @@ pub const META_INFO: &str = "io.modelcontextprotocol/clientInfo";
 pub const HEADER_MISMATCH: i64 = -32020;
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
+/// How many opened session tokens are remembered (about 300 bytes each).
+const OPENED_CAPACITY: usize = 16 * 1024;
+
 /// How long a per-session instance may sit unused before it is stopped.
 const INSTANCE_IDLE: Duration = Duration::from_secs(15 * 60);
 
@@ -134,10 +137,12 @@ pub struct Gateway {
     waiting: Mutex<HashMap<(String, String), ClientAnswer>>,
     /// Client requests in flight, by (session, id), so that
     /// `notifications/cancelled` can stop them.
-    in_flight: Mutex<HashMap<(String, String), tokio::task::AbortHandle>>,
+    in_flight: Mutex<HashMap<(String, String), futures_util::future::AbortHandle>>,
     /// Resource subscriptions: uri → sessions.
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
     anonymous: Arc<GrantOptions>,
+    /// Session tokens already opened (see `open_token`).
+    opened: Mutex<HashMap<String, Session>>,
     /// Per-session instances, by (server index, session id).
     instances: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
 }
@@ -201,6 +206,7 @@ impl Gateway {
             in_flight: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             instances: tokio::sync::Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
             anonymous: Arc::new(GrantOptions {
                 name: "anonymous".into(),
                 token_sha256: [0; 32],
@@ -574,9 +580,25 @@ impl Gateway {
     /// The session a token stands for, if it is valid, unexpired and the
     /// caller's own.
     pub fn session(&self, caller: &Caller, token: &str) -> Option<Session> {
-        let session = self.key.open(token)?;
+        let session = self.open_token(token)?;
         let age = (self.clock.now_ms() / 1000).saturating_sub(session.created);
         (session.grant == caller.grant.name && age <= self.session_ttl.as_secs()).then_some(session)
+    }
+
+    /// Opens a session token, through a bounded cache of tokens already
+    /// opened: a token never changes meaning, and decrypting it on every
+    /// request costs more than the rest of the request's bookkeeping.
+    fn open_token(&self, token: &str) -> Option<Session> {
+        if let Some(session) = self.opened.lock().expect("opened lock").get(token) {
+            return Some(session.clone());
+        }
+        let session = self.key.open(token)?;
+        let mut opened = self.opened.lock().expect("opened lock");
+        if opened.len() >= OPENED_CAPACITY {
+            opened.clear();
+        }
+        opened.insert(token.to_string(), session.clone());
+        Some(session)
     }
 
     /// The pseudo-session of a stateless (2026-07-28) request.
@@ -1043,22 +1065,29 @@ impl Gateway {
             }
         };
         let method_owned = method.to_string();
-        let mut task = tokio::spawn(async move {
-            let result = upstream
-                .request(&method_owned, Some(params), Some(link))
-                .await;
-            if let Some(on_done) = on_done {
-                on_done(&result);
-            }
-            result
-        });
+        // The call runs inside this request's future (no task of its own) until
+        // the server sends something about it; then it moves to a task that
+        // streams to the client.
+        let (abort, registration) = futures_util::future::AbortHandle::new_pair();
+        let mut task = Box::pin(futures_util::future::Abortable::new(
+            async move {
+                let result = upstream
+                    .request(&method_owned, Some(params), Some(link))
+                    .await;
+                if let Some(on_done) = on_done {
+                    on_done(&result);
+                }
+                result
+            },
+            registration,
+        ));
         let key = (ctx.session.id.clone(), id.to_string());
         self.in_flight
             .lock()
             .expect("in-flight lock")
-            .insert(key.clone(), task.abort_handle());
+            .insert(key.clone(), abort.clone());
         let guard = AbortOnDrop {
-            handle: task.abort_handle(),
+            handle: abort,
             gateway: self.clone(),
             key,
         };
@@ -1192,7 +1221,7 @@ fn rpc(code: i64, message: &str) -> RpcError {
 }
 
 fn flatten(
-    joined: Result<Result<Value, CallError>, tokio::task::JoinError>,
+    joined: Result<Result<Value, CallError>, futures_util::future::Aborted>,
     server: &str,
 ) -> Result<Value, RpcError> {
     match joined {
@@ -1221,7 +1250,7 @@ fn strip_envelope(params: &mut Value) {
 }
 
 struct AbortOnDrop {
-    handle: tokio::task::AbortHandle,
+    handle: futures_util::future::AbortHandle,
     gateway: Arc<Gateway>,
     key: (String, String),
 }

@@ -189,7 +189,17 @@ impl Conn {
         if let Some(p) = params {
             msg["params"] = p;
         }
-        if !self.send(msg, Some(id)) {
+        // Over HTTP the POST runs inside this future rather than in a task of
+        // its own: one fewer hop between threads per call.
+        let mut post = None;
+        let sent = match self.link() {
+            Some(Link::Http(h)) => {
+                post = Some(Box::pin(crate::http::post(self.clone(), h, msg, Some(id))));
+                true
+            }
+            _ => self.send(msg, Some(id)),
+        };
+        if !sent {
             guard.armed = false;
             self.take(id);
             return Err(CallError::Unavailable(format!(
@@ -204,7 +214,20 @@ impl Conn {
         } else {
             self.spec.request_timeout
         };
-        match tokio::time::timeout(timeout, rx).await {
+        let mut rx = rx;
+        let answer = async {
+            match post {
+                Some(mut post) => {
+                    tokio::select! {
+                        biased;
+                        answer = &mut rx => answer,
+                        () = &mut post => rx.await,
+                    }
+                }
+                None => rx.await,
+            }
+        };
+        match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => {
                 guard.armed = false;
                 result

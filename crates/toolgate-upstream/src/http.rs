@@ -24,7 +24,10 @@ const MAX_RESUMES: u32 = 3;
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
 
 pub(crate) fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    let mut connector = HttpConnector::new();
+    // Small JSON-RPC messages must not wait for Nagle's algorithm.
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// Parses an upstream URL; only `http` is supported.

@@ -8,6 +8,11 @@ mod grant;
 mod serve;
 
 use clap::Parser;
+
+// The gateway allocates small, short-lived buffers for every message; mimalloc
+// serves those several times faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// gateways sharing it can continue each other's sessions.
     #[arg(long, default_value = "TOOLGATE_SESSION_KEY")]
     session_key_env: String,
+    /// Threads serving requests (1: everything on one thread, the lowest
+    /// latency; more for more cores).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// The MCP server command and its arguments (one stdio server).
     #[arg(last = true)]
     command: Vec<String>,
@@ -239,10 +243,19 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     };
     let audit = AuditSink::open(args.audit.as_deref(), args.log_level)
         .with_context(|| format!("cannot open the audit file {:?}", args.audit))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // One thread by default: every request is then served start to end on
+    // one thread, with no wake-ups across threads (the largest part of the
+    // added latency on small machines). More workers use more cores.
+    let runtime = match args.workers {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(serve_until_signal(plan, audit, args))
 }
 
