@@ -398,3 +398,96 @@ def test_per_session_servers_run_once_per_client_session(serve, tmp_path):
         assert r.status_code == 200
         wait_for(lambda: sum(pid_alive(int(p)) for p in own) == 1, what="the ended session's instance to exit")
     assert gw.received_tools() == ["echo"] * 4
+
+
+def test_the_typescript_sdk_client_works_through_serve(serve):
+    import subprocess
+
+    from conftest import REPO
+
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()},
+                "grants": {"alice": {"token_sha256": sha(ALICE_TOKEN)}}}, {"policy.json": GATEWAY_POLICY})
+    script = REPO / "tests" / "node" / "ts_client.mjs"
+    calls = [{"tool": "probe__echo", "arguments": {"text": "from ts"}},
+             {"tool": "probe__delete_all", "arguments": {"confirm": True}},
+             {"tool": "probe__transfer", "arguments": {"to": "x", "amount": 1}}]
+    out = subprocess.run(["node", str(script), gw.url, json.dumps(calls), ALICE_TOKEN],
+                         capture_output=True, text=True, timeout=60, cwd=script.parent)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[0]["tools"] == ["probe__echo", "probe__send_text", "probe__delete_all"]
+    assert lines[1]["result"]["content"][0]["text"] == "from ts"
+    assert lines[2]["result"]["isError"] is True
+    assert "never delete everything" in lines[2]["result"]["content"][0]["text"]
+    assert lines[3]["error"]["code"] == -32602 and "Unknown tool: probe__transfer" in lines[3]["error"]["message"]
+    assert gw.received() == [{"tool": "echo", "arguments": {"text": "from ts"}}]
+
+
+def test_graceful_shutdown_lets_calls_in_flight_finish(serve):
+    import threading
+
+    policy = dict(GATEWAY_POLICY, tools=dict(GATEWAY_POLICY["tools"], probe__slow={}))
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": policy})
+    with gw.http() as http:
+        session = initialize(http, gw.url)
+        answers = []
+
+        def slow_call():
+            r = post(http, gw.url, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                    "params": {"name": "probe__slow", "arguments": {"seconds": 1}}}, session)
+            answers.append((r.status_code, answer_of(r)))
+
+        t = threading.Thread(target=slow_call)
+        t.start()
+        wait_for(lambda: "slow" in gw.received_tools(), what="the slow call to reach the server")
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGTERM)
+        t.join(timeout=15)
+        assert answers and answers[0][0] == 200, answers
+        assert "result" in answers[0][1], answers
+        assert gw.proc.wait(timeout=15) == 0
+    # New connections are refused once it has stopped.
+    with gw.http() as http:
+        import httpx2
+
+        with pytest.raises(httpx2.ConnectError):
+            http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+
+
+@pytest.fixture
+def everything_http(tmp_path):
+    """@modelcontextprotocol/server-everything over Streamable HTTP on a free port."""
+    import subprocess
+
+    from conftest import EVERYTHING_SERVER
+    from servekit import free_port
+
+    port = free_port()
+    log = open(tmp_path / "everything-http.log", "wb")
+    proc = subprocess.Popen(["node", str(EVERYTHING_SERVER), "streamableHttp"], env={**os.environ, "PORT": str(port)},
+                            stdout=log, stderr=subprocess.STDOUT)
+    import socket
+
+    def listening():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, 30, "server-everything to listen over HTTP")
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_http_upstream_and_a_stdio_upstream_behind_one_endpoint(serve, everything_http, mode):
+    policy = {"version": "1", "default": "deny", "tools": {
+        "remote__echo": {}, "remote__get-sum": {"action": "deny", "reason": "no sums today"}, "probe__echo": {}}}
+    gw = serve({"policy": "policy.json", "servers": {
+        "remote": {"url": everything_http}, "probe": probe_server()}}, {"policy.json": policy})
+    async with gw.client(mode) as client:
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["probe__echo", "remote__echo", "remote__get-sum"]
+        assert "Echo: over http" in text_of(await client.call_tool("remote__echo", {"message": "over http"}))
+        denied = await client.call_tool("remote__get-sum", {"a": 1, "b": 2})
+        assert denied.is_error and "no sums today" in text_of(denied)
+        assert text_of(await client.call_tool("probe__echo", {"text": "over stdio"})) == "over stdio"
