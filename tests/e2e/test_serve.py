@@ -491,3 +491,43 @@ async def test_an_http_upstream_and_a_stdio_upstream_behind_one_endpoint(serve, 
         denied = await client.call_tool("remote__get-sum", {"a": 1, "b": 2})
         assert denied.is_error and "no sums today" in text_of(denied)
         assert text_of(await client.call_tool("probe__echo", {"text": "over stdio"})) == "over stdio"
+
+
+def test_client_credentials_never_reach_the_upstream(serve, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import PROBE_SERVER, read_jsonl
+    from servekit import free_port
+
+    port = free_port()
+    headers_log = tmp_path / "headers.jsonl"
+    probe = subprocess.Popen([sys.executable, str(PROBE_SERVER), "--http", str(port)],
+                             env={**os.environ, "PROBE_HEADERS": str(headers_log)})
+    try:
+        def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 30, "the probe server to listen over HTTP")
+        gw = serve({"policy": "policy.json",
+                    "servers": {"probe": {"url": f"http://127.0.0.1:{port}/mcp", "headers": {"X-Upstream-Key": "${UPSTREAM_KEY}"}}},
+                    "grants": {"alice": {"token_sha256": sha(ALICE_TOKEN)}}},
+                   {"policy.json": GATEWAY_POLICY}, env={"UPSTREAM_KEY": "configured-secret"})
+        with gw.http(ALICE_TOKEN) as http:
+            session = initialize(http, gw.url)
+            r = post(http, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                    "params": {"name": "probe__echo", "arguments": {"text": "hi"}}},
+                     session, cookie="sid=client-cookie")
+            assert answer_of(r)["result"]["content"][0]["text"] == "hi"
+        seen = read_jsonl(headers_log)
+        assert seen, "the upstream saw no requests"
+        for request in seen:
+            assert "authorization" not in request["headers"], request
+            assert "cookie" not in request["headers"], request
+            assert request["headers"].get("x-upstream-key") == "configured-secret", request
+        assert "configured-secret" not in gw.stderr()
+    finally:
+        probe.terminate()
+        probe.wait(timeout=10)

@@ -164,8 +164,30 @@ async def main() -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
+def serve_http(port: int) -> None:
+    """The same server over Streamable HTTP on 127.0.0.1:PORT/mcp. The headers of
+    every request are appended to PROBE_HEADERS (JSON lines), so a test can check
+    what a gateway in front sent."""
+    import uvicorn
+
+    app = server.streamable_http_app()
+    headers_log = os.environ.get("PROBE_HEADERS")
+
+    async def record_headers(scope, receive, send):
+        if scope["type"] == "http" and headers_log:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            with open(headers_log, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"method": scope["method"], "headers": headers}) + "\n")
+        await app(scope, receive, send)
+
+    uvicorn.run(record_headers, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+
+
 if __name__ == "__main__":
     try:
-        anyio.run(main)
+        if len(sys.argv) == 3 and sys.argv[1] == "--http":
+            serve_http(int(sys.argv[2]))
+        else:
+            anyio.run(main)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -23,7 +23,7 @@ pub struct Config {
     /// The session-sealing key, when its variable is set (else the binary
     /// uses a random per-process key).
     pub session_key: Option<[u8; 32]>,
-    pub session_idle_timeout: Duration,
+    pub session_max_age: Duration,
     pub http: HttpConfig,
 }
 
@@ -36,7 +36,7 @@ impl fmt::Debug for Config {
             .field("servers", &self.servers)
             .field("grants", &self.grants)
             .field("session_key", &self.session_key.map(|_| Redacted))
-            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("session_max_age", &self.session_max_age)
             .field("http", &self.http)
             .finish()
     }

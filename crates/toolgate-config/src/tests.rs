@@ -102,7 +102,7 @@ fn minimal_config_gets_the_defaults() {
     );
     assert!(config.grants.is_empty());
     assert_eq!(config.session_key, None);
-    assert_eq!(config.session_idle_timeout, Duration::from_secs(86_400));
+    assert_eq!(config.session_max_age, Duration::from_secs(86_400));
     assert_eq!(config.http.max_message_bytes, 16 << 20);
     assert_eq!(config.http.request_timeout, Duration::from_secs(120));
     assert_eq!(config.http.shutdown_grace, Duration::from_secs(10));
@@ -145,7 +145,7 @@ servers:
     transport: sse
     headers: { Authorization: "Bearer ${MY_TOKEN}" }
   plain:
-    url: https://example.com/mcp
+    url: http://example.com/mcp
     prefix: false
     request_timeout: 2.5
 grants:
@@ -157,7 +157,7 @@ grants:
     token_sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 sessions:
   key_env: GOOD_KEY
-  idle_timeout: 1h
+  max_age: 1h
 http:
   allowed_origins: ["https://App.example.com", "http://localhost:3000"]
   allowed_hosts: ["gateway.internal:8080"]
@@ -213,7 +213,7 @@ fn full_config_loads_every_field() {
     );
     assert!(config.grants[1].policy.is_none() && config.grants[1].servers.is_none());
     assert_eq!(config.session_key, Some(core::array::from_fn(|i| i as u8)));
-    assert_eq!(config.session_idle_timeout, Duration::from_secs(3600));
+    assert_eq!(config.session_max_age, Duration::from_secs(3600));
     assert_eq!(
         config.http.allowed_origins,
         ["https://app.example.com", "http://localhost:3000"]
@@ -266,7 +266,7 @@ max_message_bytes = 1024
     assert_eq!(config.servers[0].restart_max, Duration::from_secs(60));
     assert_eq!(config.grants[0].name, "alice");
     assert_eq!(config.http.max_message_bytes, 1024);
-    let json = r#"{"policy": "policy.yaml", "servers": {"a": {"url": "https://x/mcp", "headers": {"X-Key": "${MY_TOKEN}"}}}}"#;
+    let json = r#"{"policy": "policy.yaml", "servers": {"a": {"url": "http://x/mcp", "headers": {"X-Key": "${MY_TOKEN}"}}}}"#;
     let config = ok_as(ConfigFormat::Json, json);
     assert!(
         matches!(&config.servers[0].transport, ServerTransport::Http { headers, .. } if headers[0].1.expose() == "s3cret")
@@ -284,7 +284,7 @@ fn unknown_fields_everywhere() {
             "6:5: servers.a: unknown field \"comand\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
             "7:29: servers.a.restart: unknown field \"maximum\" (expected initial or max)",
             "11:5: grants.g: unknown field \"token\" (expected token_sha256, policy or servers)",
-            "12:13: sessions: unknown field \"key\" (expected key_env or idle_timeout)",
+            "12:13: sessions: unknown field \"key\" (expected key_env or max_age)",
             "13:9: http: unknown field \"origins\" (expected allowed_origins, allowed_hosts, max_message_bytes, request_timeout or shutdown_grace)",
         ],
     );
@@ -373,7 +373,7 @@ fn toml_positions() {
         &[
             "2:10: listen: invalid listen address \"nowhere\" (expected an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\")",
             "6:1: servers.a: a server has exactly one of \"command\" (stdio) or \"url\" (HTTP), found both",
-            "9:7: servers.b.url: url must start with http:// or https://, found \"ftp://h\"",
+            "9:7: servers.b.url: url must start with http://, found \"ftp://h\"",
             "10:13: servers.b.transport: unknown transport \"websocket\" (expected streamable_http or sse)",
             "11:13: servers.b.headers: invalid header name \"Bad Name\"",
             "15:1: servers.c: unknown field \"extra\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
@@ -426,9 +426,9 @@ fn urls() {
     check(
         "policy: policy.yaml\nservers:\n  a:\n    url: ws://h/mcp\n  b:\n    url: \"http://\"\n  c:\n    url: \"\"\n",
         &[
-            "4:10: servers.a.url: url must start with http:// or https://, found \"ws://h/mcp\"",
+            "4:10: servers.a.url: url must start with http://, found \"ws://h/mcp\"",
             "6:10: servers.b.url: url \"http://\" has no host",
-            "8:10: servers.c.url: url must start with http:// or https://, found \"\"",
+            "8:10: servers.c.url: url must start with http://, found \"\"",
         ],
     );
 }
@@ -485,13 +485,13 @@ fn separators() {
 #[test]
 fn durations() {
     check(
-        "policy: policy.yaml\nservers:\n  a:\n    command: x\n    request_timeout: 30\n    restart: { initial: 1m, max: 1s }\n  b:\n    command: x\n    request_timeout: 0s\n  c:\n    command: x\n    request_timeout: 10 minutes\n  d:\n    command: x\n    request_timeout: -1\nsessions:\n  idle_timeout: 400d\n",
+        "policy: policy.yaml\nservers:\n  a:\n    command: x\n    request_timeout: 30\n    restart: { initial: 1m, max: 1s }\n  b:\n    command: x\n    request_timeout: 0s\n  c:\n    command: x\n    request_timeout: 10 minutes\n  d:\n    command: x\n    request_timeout: -1\nsessions:\n  max_age: 400d\n",
         &[
             "6:14: servers.a.restart: initial (60s) must not be longer than max (1s)",
             "9:22: servers.b.request_timeout: must be longer than zero",
             "12:22: servers.c.request_timeout: invalid duration \"10 minutes\" (expected a number with a unit ms, s, m, h or d, such as \"30s\", or a number of seconds)",
             "15:22: servers.d.request_timeout: a duration cannot be negative, found -1",
-            "17:17: sessions.idle_timeout: duration \"400d\" is longer than a year",
+            "17:12: sessions.max_age: duration \"400d\" is longer than a year",
         ],
     );
 }

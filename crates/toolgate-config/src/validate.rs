@@ -55,7 +55,7 @@ const SERVER_FIELDS: &[&str] = &[
 ];
 const RESTART_FIELDS: &[&str] = &["initial", "max"];
 const GRANT_FIELDS: &[&str] = &["token_sha256", "policy", "servers"];
-const SESSION_FIELDS: &[&str] = &["key_env", "idle_timeout"];
+const SESSION_FIELDS: &[&str] = &["key_env", "max_age"];
 const HTTP_FIELDS: &[&str] = &[
     "allowed_origins",
     "allowed_hosts",
@@ -381,7 +381,7 @@ impl Validator<'_> {
             Some(node) => self.grants(node, &server_names, &mut seen_grants),
         };
 
-        let (session_key, session_idle_timeout) = match field(members, "sessions") {
+        let (session_key, session_max_age) = match field(members, "sessions") {
             None => self.sessions(None, root.pos),
             Some(node) => self.sessions(Some(node), node.pos),
         };
@@ -444,7 +444,7 @@ impl Validator<'_> {
             servers: servers?,
             grants: grants?,
             session_key: session_key?,
-            session_idle_timeout: session_idle_timeout?,
+            session_max_age: session_max_age?,
             http: http?,
         })
     }
@@ -996,9 +996,9 @@ impl Validator<'_> {
                 }
             }
         });
-        let idle = match field(members, "idle_timeout") {
+        let idle = match field(members, "max_age") {
             None => Some(DEFAULT_IDLE_TIMEOUT),
-            Some(n) => self.duration(n, "sessions.idle_timeout", false),
+            Some(n) => self.duration(n, "sessions.max_age", false),
         };
         (key, idle)
     }

@@ -38,6 +38,9 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub max_message_bytes: usize,
+    /// How long one POST may take before the client gets 504 (the upstream
+    /// request is then cancelled).
+    pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     /// The address the listener is bound to.
     pub listen: SocketAddr,
@@ -150,7 +153,22 @@ async fn handle(
         return response;
     };
     match *req.method() {
-        Method::POST => post(gateway, opts, caller, req).await,
+        Method::POST => {
+            match tokio::time::timeout(opts.request_timeout, post(gateway, opts, caller, req)).await
+            {
+                Ok(response) => response,
+                Err(_) => rpc_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &Value::Null,
+                    toolgate_jsonrpc::INTERNAL_ERROR,
+                    &format!(
+                        "request timed out after {:?} (http.request_timeout)",
+                        opts.request_timeout
+                    ),
+                    None,
+                ),
+            }
+        }
         Method::GET => get(gateway, &caller, req.headers()),
         Method::DELETE => delete(gateway, &caller, req.headers()).await,
         _ => {

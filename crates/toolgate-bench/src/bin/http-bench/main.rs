@@ -1,23 +1,25 @@
 //! End-to-end benchmark of `toolgate serve`: the same Streamable HTTP echo
-//! server (`http-echo`) direct and behind the gateway, measured in one run,
-//! in alternating rounds, so that the ratio holds on a noisy machine.
+//! server (`http-echo`) direct, behind the gateway, and behind a plain TCP
+//! relay (`tcp-relay`, the floor for any extra hop), measured in one run, in
+//! rotating order, so that the ratios hold on a noisy machine.
 //!
 //! Build first: `cargo build --release -p toolgate -p toolgate-bench`.
 //!
 //! - Load: `http-bench [--concurrency 1,8,32] [--rounds 3] [--duration 3]
-//!   [--mode handshake|2026] [--target both|direct|toolgate]`. For each
+//!   [--mode handshake|2026] [--target direct,toolgate,relay]`. For each
 //!   concurrency C and each round, each target gets C clients, each on its
 //!   own keep-alive HTTP/1.1 connection with its own session, sending
 //!   tools/call echo back to back: first unmeasured for `--warmup` seconds,
-//!   then measured for `--duration` seconds (or `--calls N` each). Rounds
-//!   alternate which target goes first. Prints a Markdown table of the
+//!   then measured for `--duration` seconds (or `--calls N` each). Each
+//!   round rotates which target goes first. Prints a Markdown table of the
 //!   medians of the rounds.
 //! - Memory: `http-bench --sessions [N]` (N = 10000) opens N sessions on
 //!   toolgate and prints its RSS before and after.
 //!
 //! `toolgate serve` gets `--policy P --listen 127.0.0.1:0 --upstream URL`,
-//! with a policy that allows `echo` and denies everything else; the bench
-//! checks it really refuses another tool before measuring.
+//! then every `--toolgate-arg`, with a policy that allows `echo` and denies
+//! everything else; the bench checks it really refuses another tool before
+//! measuring.
 
 mod client;
 mod load;
@@ -58,15 +60,28 @@ struct Args {
     /// The protocol era: handshake (2025-11-25 sessions) or 2026 (stateless 2026-07-28).
     #[arg(long, value_enum, default_value_t = Mode::Handshake)]
     mode: Mode,
-    /// Which targets to measure.
-    #[arg(long, value_enum, default_value_t = Targets::Both)]
-    target: Targets,
+    /// Which targets to measure, comma-separated or repeated (only `direct`
+    /// and `relay` need no toolgate).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct,toolgate,relay"
+    )]
+    target: Vec<Target>,
+    /// An argument passed on to `toolgate serve`, after the bench's own
+    /// (repeatable): `--toolgate-arg=--workers --toolgate-arg=2`.
+    #[arg(long = "toolgate-arg", value_name = "ARG", allow_hyphen_values = true)]
+    toolgate_args: Vec<String>,
     /// The toolgate binary (default: `toolgate` beside this one).
     #[arg(long)]
     toolgate: Option<PathBuf>,
     /// The echo server binary (default: `http-echo` beside this one).
     #[arg(long)]
     echo: Option<PathBuf>,
+    /// The relay binary (default: `tcp-relay` beside this one).
+    #[arg(long)]
+    relay: Option<PathBuf>,
     /// Memory mode: open this many sessions and report the RSS they cost.
     #[arg(long, num_args = 0..=1, default_missing_value = "10000")]
     sessions: Option<usize>,
@@ -79,12 +94,14 @@ struct Args {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Targets {
-    Both,
-    /// Only the echo server (toolgate not needed).
+enum Target {
+    /// The echo server itself.
     #[value(alias = "direct-only")]
     Direct,
+    /// `toolgate serve` in front of it.
     Toolgate,
+    /// `tcp-relay` in front of it: an extra hop that does nothing.
+    Relay,
 }
 
 fn main() {
@@ -106,33 +123,49 @@ fn run(args: Args) -> Result<bool> {
     if args.rounds == 0 {
         bail!("--rounds must be 1 or more");
     }
+    let want = |t: Target| args.target.contains(&t);
+    // Memory mode measures toolgate, or the echo server without toolgate.
+    let memory = match args.sessions {
+        None => None,
+        Some(_) if want(Target::Toolgate) => Some(Target::Toolgate),
+        Some(_) if want(Target::Direct) => Some(Target::Direct),
+        Some(_) => bail!("--sessions measures toolgate or direct, not the relay"),
+    };
+    let (start_gate, start_relay) = match memory {
+        Some(target) => (target == Target::Toolgate, false),
+        None => (want(Target::Toolgate), want(Target::Relay)),
+    };
     let echo_exe = args.echo.clone().unwrap_or_else(|| sibling("http-echo"));
     let toolgate_exe = args.toolgate.clone().unwrap_or_else(|| sibling("toolgate"));
+    let relay_exe = args.relay.clone().unwrap_or_else(|| sibling("tcp-relay"));
     let runtime = tokio::runtime::Runtime::new()?;
 
-    // One echo server: measured directly, and toolgate's upstream.
+    // One echo server: measured directly, and the upstream of toolgate and the relay.
     let mut echo = Server::start_echo(&echo_exe)?;
     let dir = std::env::temp_dir().join(format!("toolgate-http-bench-{}", std::process::id()));
     let _dir = RemoveOnDrop(dir.clone());
     let mut gate = None;
-    if args.target != Targets::Direct {
+    if start_gate {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let policy = dir.join("policy.json");
         std::fs::write(&policy, POLICY)?;
-        let server = Server::start_toolgate(&toolgate_exe, &policy, &echo.endpoint.url())?;
+        let server = Server::start_toolgate(
+            &toolgate_exe,
+            &policy,
+            &echo.endpoint.url(),
+            &args.toolgate_args,
+        )?;
         runtime.block_on(probe(&server, args.mode))?;
         gate = Some(server);
     }
-    let mut targets = Vec::new();
-    if args.target != Targets::Toolgate {
-        targets.push(&mut echo);
+    let mut relay = None;
+    if start_relay {
+        relay = Some(Server::start_relay(&relay_exe, &echo.endpoint)?);
     }
-    targets.extend(gate.as_mut());
 
     if let Some(count) = args.sessions {
-        // Memory mode measures toolgate, or the echo server with --target direct.
-        let server = targets.last().expect("a target");
+        let server = gate.as_ref().unwrap_or(&echo);
         let spec = sessions::Sessions {
             count,
             pool: args.pool.max(1),
@@ -140,6 +173,14 @@ fn run(args: Args) -> Result<bool> {
         };
         return runtime.block_on(sessions::run(server, spec));
     }
+
+    // In the table's order, whatever the order on the command line.
+    let mut targets = Vec::new();
+    if want(Target::Direct) {
+        targets.push(&mut echo);
+    }
+    targets.extend(gate.as_mut());
+    targets.extend(relay.as_mut());
 
     let (warmup, measure) = match args.calls {
         Some(calls) => (Stop::Calls(calls / 10), Stop::Calls(calls.max(1))),
@@ -159,12 +200,9 @@ fn run(args: Args) -> Result<bool> {
         };
         let mut per_target: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..args.rounds {
-            // Alternate which target goes first, so neither always gets the warmer machine.
-            let mut order: Vec<usize> = (0..targets.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
+            // Rotate which target goes first, so none always gets the warmer machine.
+            let n = targets.len();
+            for i in (0..n).map(|k| (k + round) % n) {
                 let server = &mut targets[i];
                 let result = runtime
                     .block_on(load::round(server.endpoint.clone(), load))
@@ -203,8 +241,13 @@ fn run(args: Args) -> Result<bool> {
         Mode::Handshake => "handshake (2025-11-25 sessions)",
         Mode::Stateless => "stateless (2026-07-28)",
     };
+    let extra = if gate.is_some() && !args.toolgate_args.is_empty() {
+        format!("; toolgate serve … {}", args.toolgate_args.join(" "))
+    } else {
+        String::new()
+    };
     println!(
-        "http-bench: {mode}, {} rounds, {measured}, medians of rounds; one keep-alive connection per client",
+        "http-bench: {mode}, {} rounds, {measured}, medians of rounds; one keep-alive connection per client{extra}",
         args.rounds
     );
     print_table(&args.concurrency, &names, &rows);
@@ -266,27 +309,47 @@ fn print_table(concurrency: &[usize], names: &[&str], rows: &[Vec<Vec<Round>>]) 
             .map(|i| summarize(&row[i]))
     };
     let dash = || "–".to_string();
-    println!("| clients | direct calls/s | toolgate calls/s | % of direct | p50 direct | p50 toolgate | added p50 | p99 direct | p99 toolgate | added p99 |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| clients | direct calls/s | toolgate calls/s | % of direct | relay calls/s | relay % of direct \
+         | p50 direct | p50 toolgate | added p50 | relay added p50 \
+         | p99 direct | p99 toolgate | added p99 | relay added p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (c, row) in concurrency.iter().zip(rows) {
-        let (d, g) = (find(row, "direct"), find(row, "toolgate"));
+        let (d, g, r) = (
+            find(row, "direct"),
+            find(row, "toolgate"),
+            find(row, "relay"),
+        );
         let rate = |s: &Option<Summary>| s.as_ref().map_or_else(dash, |s| format!("{:.0}", s.rate));
-        let us = |v: Option<f64>| v.map_or_else(dash, |v| format!("{v:.1} µs"));
-        let both = |f: fn(&Summary) -> f64| match (&d, &g) {
-            (Some(d), Some(g)) => Some((f(d), f(g))),
-            _ => None,
+        let us = |s: &Option<Summary>, f: fn(&Summary) -> f64| {
+            s.as_ref().map_or_else(dash, |s| format!("{:.1} µs", f(s)))
         };
+        // What `other` gives beside direct: a share of its rate, or added time.
+        let share = |other: &Option<Summary>| match (&d, other) {
+            (Some(d), Some(o)) => format!("{:.0}%", o.rate / d.rate * 100.0),
+            _ => dash(),
+        };
+        let added = |other: &Option<Summary>, f: fn(&Summary) -> f64| match (&d, other) {
+            (Some(d), Some(o)) => format!("{:+.1} µs", f(o) - f(d)),
+            _ => dash(),
+        };
+        let (p50, p99): (fn(&Summary) -> f64, fn(&Summary) -> f64) = (|s| s.p50, |s| s.p99);
         println!(
-            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             rate(&d),
             rate(&g),
-            both(|s| s.rate).map_or_else(dash, |(d, g)| format!("{:.0}%", g / d * 100.0)),
-            us(d.as_ref().map(|s| s.p50)),
-            us(g.as_ref().map(|s| s.p50)),
-            both(|s| s.p50).map_or_else(dash, |(d, g)| format!("{:+.1} µs", g - d)),
-            us(d.as_ref().map(|s| s.p99)),
-            us(g.as_ref().map(|s| s.p99)),
-            both(|s| s.p99).map_or_else(dash, |(d, g)| format!("{:+.1} µs", g - d)),
+            share(&g),
+            rate(&r),
+            share(&r),
+            us(&d, p50),
+            us(&g, p50),
+            added(&g, p50),
+            added(&r, p50),
+            us(&d, p99),
+            us(&g, p99),
+            added(&g, p99),
+            added(&r, p99),
         );
     }
 }

@@ -1,6 +1,7 @@
-//! The processes under test: `http-echo`, and `toolgate serve` in front of
-//! it. Each is started on port 0 and found by the `listening on ADDR` line
-//! it prints (on stdout or stderr); both are killed when dropped.
+//! The processes under test: `http-echo`, and `toolgate serve` and
+//! `tcp-relay` in front of it. Each is started on port 0 and found by the
+//! `listening on ADDR` line it prints (on stdout or stderr); all are killed
+//! when dropped.
 
 use crate::client::Endpoint;
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,17 +29,32 @@ impl Server {
         Server::start("direct", exe, cmd)
     }
 
-    /// `toolgate serve --policy P --listen 127.0.0.1:0 --upstream URL`.
-    pub fn start_toolgate(exe: &Path, policy: &Path, upstream: &str) -> Result<Server> {
+    /// `toolgate serve --policy P --listen 127.0.0.1:0 --upstream URL EXTRA...`.
+    pub fn start_toolgate(
+        exe: &Path,
+        policy: &Path,
+        upstream: &str,
+        extra: &[String],
+    ) -> Result<Server> {
         check_has_serve(exe)?;
         let mut cmd = Command::new(exe);
-        cmd.arg("serve").arg("--policy").arg(policy).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-        ]);
+        cmd.arg("serve")
+            .arg("--policy")
+            .arg(policy)
+            .args(["--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(extra);
         Server::start("toolgate", exe, cmd)
+    }
+
+    /// `tcp-relay --listen 127.0.0.1:0 --to ADDR`: the same MCP endpoint as
+    /// `upstream` (same path), one byte-copying hop away.
+    pub fn start_relay(exe: &Path, upstream: &Endpoint) -> Result<Server> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["--listen", "127.0.0.1:0", "--to"])
+            .arg(upstream.addr.to_string());
+        let mut server = Server::start("relay", exe, cmd)?;
+        server.endpoint = Arc::new(Endpoint::new(server.endpoint.addr, &upstream.path));
+        Ok(server)
     }
 
     fn start(name: &'static str, exe: &Path, mut cmd: Command) -> Result<Server> {
