@@ -274,3 +274,46 @@ def test_schema_rejects_what_validate_rejects(policy_schema, bad, toolgate_bin, 
         jsonschema.validate(bad, policy_schema, cls=jsonschema.Draft202012Validator)
     (tmp_path / "bad.json").write_text(json.dumps(bad, indent=2))
     assert run_toolgate(toolgate_bin, "validate", "bad.json", cwd=tmp_path).returncode == 1
+
+
+def test_grant_new_prints_a_token_whose_hash_is_the_config_line(toolgate_bin):
+    import hashlib
+
+    out = run_toolgate(toolgate_bin, "grant", "new", "alice")
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.splitlines()[0].strip()
+    assert token.startswith("tg_") and len(token) > 40
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert f'token_sha256: "{digest}"' in out.stdout
+    assert "alice:" in out.stdout
+    again = run_toolgate(toolgate_bin, "grant", "new", "alice")
+    assert again.stdout.splitlines()[0] != token, "every token is fresh"
+    hashed = subprocess.run([str(toolgate_bin), "grant", "hash"], input=token + "\n", capture_output=True, text=True, timeout=30)
+    assert hashed.returncode == 0 and digest in hashed.stdout
+
+
+def test_serve_refuses_a_non_loopback_address_without_grants(toolgate_bin, write_policy, tmp_path):
+    policy = write_policy({"version": "1", "default": "allow"})
+    pidfile = tmp_path / "probe.pid"
+    out = subprocess.run(
+        [str(toolgate_bin), "serve", "--policy", str(policy), "--listen", "0.0.0.0:0", "--", sys.executable, str(PROBE_SERVER)],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env={**__import__("os").environ, "PROBE_PIDFILE": str(pidfile)},
+    )
+    assert out.returncode == 1
+    assert "non-loopback listen address needs grants" in out.stderr
+    assert not pidfile.exists(), "the server must not be started"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"listen: 0.0.0.0:0\npolicy: {policy}\nservers:\n  probe:\n    command: {sys.executable}\n    args: [{PROBE_SERVER}]\n")
+    out = run_toolgate(toolgate_bin, "serve", "--config", str(config))
+    assert out.returncode == 1
+    assert "non-loopback listen address needs grants" in out.stderr
+
+
+def test_serve_refuses_an_invalid_config_with_its_diagnostics(toolgate_bin, tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("servers:\n  probe:\n    command: x\n    url: http://127.0.0.1:1/mcp\n    colour: blue\n")
+    out = run_toolgate(toolgate_bin, "serve", "--config", str(config))
+    assert out.returncode == 1
+    assert re.search(r"gateway.yaml:\d+:\d+: servers\.probe", out.stderr), out.stderr
+    assert "colour" in out.stderr
+    assert "refusing to start with an invalid config" in out.stderr
