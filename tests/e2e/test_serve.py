@@ -531,3 +531,41 @@ def test_client_credentials_never_reach_the_upstream(serve, tmp_path):
     finally:
         probe.terminate()
         probe.wait(timeout=10)
+
+
+def sse_events(lines):
+    """(id, message) for each SSE event in an iterator of lines."""
+    event_id, data = None, []
+    for line in lines:
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            yield event_id, json.loads("\n".join(data))
+            event_id, data = None, []
+
+
+def test_a_broken_stream_is_resumed_with_last_event_id(serve):
+    gw = serve({"servers": {"everything": everything_server(policy="everything.json")}},
+               {"everything.json": {"version": "1", "default": "deny", "tools": {"trigger-long-running-operation": {}}}})
+    with gw.http() as http:
+        session = initialize(http, gw.url)
+        request = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "everything__trigger-long-running-operation", "arguments": {"duration": 2, "steps": 4},
+            "_meta": {"progressToken": "tok-1"}}}
+        headers = {"content-type": "application/json", "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        with http.stream("POST", gw.url, content=json.dumps(request), headers=headers) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            first_id, first = next(sse_events(r.iter_lines()))
+        # The connection is gone after the first event; the call goes on.
+        assert first["method"] == "notifications/progress" and first["params"]["progressToken"] == "tok-1"
+        assert first_id
+        resumed = http.get(gw.url, headers={"accept": "text/event-stream", "mcp-session-id": session,
+                                            "last-event-id": first_id}, timeout=20)
+        events = list(sse_events(resumed.text.splitlines()))
+    messages = [m for _, m in events]
+    assert messages[-1]["id"] == 5 and "result" in messages[-1], messages
+    progress = [first["params"]["progress"]] + [m["params"]["progress"] for m in messages[:-1]]
+    assert progress == sorted(set(progress)), "no event is lost or repeated"
+    assert len(progress) == 4, progress

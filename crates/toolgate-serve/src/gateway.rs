@@ -8,6 +8,7 @@
 //! gateway's, over gateway names, and the server's own, over its names).
 
 use crate::catalog::{Catalog, Naming, ServerLists};
+use crate::replay::{EventLog, KEEP};
 use crate::session::{random_id, Session, SessionKey};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -141,6 +142,8 @@ pub struct Gateway {
     /// Resource subscriptions: uri → sessions.
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
     anonymous: Arc<GrantOptions>,
+    /// Streamed answers that can be resumed, by stream id.
+    logs: Mutex<HashMap<String, Arc<EventLog>>>,
     /// Session tokens already opened (see `open_token`).
     opened: Mutex<HashMap<String, Session>>,
     /// Per-session instances, by (server index, session id).
@@ -153,8 +156,9 @@ pub enum Reply {
     Json(Value),
     /// A notification or response was accepted (HTTP 202).
     Accepted,
-    /// Messages (server requests, progress) and then the answer, as SSE.
-    Stream(mpsc::UnboundedReceiver<Value>),
+    /// Messages (server requests, progress) and then the answer, as SSE,
+    /// from a log that a broken connection can resume.
+    Stream(Arc<EventLog>),
 }
 
 /// The era a request is in, and what the answer needs for it.
@@ -207,6 +211,7 @@ impl Gateway {
             subscriptions: Mutex::new(HashMap::new()),
             instances: tokio::sync::Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
             anonymous: Arc::new(GrantOptions {
                 name: "anonymous".into(),
                 token_sha256: [0; 32],
@@ -514,6 +519,13 @@ impl Gateway {
         for instance in stale {
             instance.upstream.shutdown(Duration::from_secs(2)).await;
         }
+    }
+
+    /// The streamed answer a `Last-Event-ID` names, if this process has it and
+    /// it belongs to the session.
+    pub fn resumable(&self, session: &str, stream: &str) -> Option<Arc<EventLog>> {
+        let log = self.logs.lock().expect("logs lock").get(stream).cloned()?;
+        (log.session == session).then_some(log)
     }
 
     /// Ends a session: its streams, subscriptions and per-session instances (DELETE).
@@ -1051,6 +1063,7 @@ impl Gateway {
         let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
         let link = Arc::new(ClientLink {
             gateway: Arc::downgrade(self),
+            caps: ctx.session.caps.clone(),
             session: ctx.session.id.clone(),
             can_request: ctx.era == Era::Handshake,
             tx: tx.clone(),
@@ -1100,32 +1113,36 @@ impl Gateway {
                 Reply::Json(self.answer(ctx, id, &method_name, flatten(result, &server_name)))
             }
             Some(first) = rx.recv() => {
-                let (out_tx, out_rx) = mpsc::unbounded_channel();
-                let _ = out_tx.send(first);
+                let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
+                log.push(first);
+                self.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());
                 let gateway = self.clone();
                 let ctx = ctx.clone();
                 let id = id.clone();
+                let writer = log.clone();
+                // The call goes on if the client's connection breaks: it can
+                // resume the stream (a broken connection is not a cancellation).
                 tokio::spawn(async move {
                     let _guard = guard;
                     let mut task = task;
                     loop {
                         tokio::select! {
                             biased;
-                            Some(message) = rx.recv() => {
-                                if out_tx.send(message).is_err() { return; }
-                            }
+                            Some(message) = rx.recv() => writer.push(message),
                             result = &mut task => {
                                 while let Ok(message) = rx.try_recv() {
-                                    let _ = out_tx.send(message);
+                                    writer.push(message);
                                 }
-                                let _ = out_tx.send(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name)));
-                                return;
+                                writer.push(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name)));
+                                writer.finish();
+                                break;
                             }
-                            _ = out_tx.closed() => return,
                         }
                     }
+                    tokio::time::sleep(KEEP).await;
+                    gateway.logs.lock().expect("logs lock").remove(&writer.id);
                 });
-                Reply::Stream(out_rx)
+                Reply::Stream(log)
             }
         }
     }
@@ -1269,6 +1286,9 @@ impl Drop for AbortOnDrop {
 /// The client side of one forwarded request.
 struct ClientLink {
     gateway: std::sync::Weak<Gateway>,
+    /// The client's declared capabilities: a server request the client did
+    /// not declare it can answer is refused here.
+    caps: Value,
     session: String,
     can_request: bool,
     tx: mpsc::UnboundedSender<Value>,
@@ -1279,6 +1299,20 @@ impl Downstream for ClientLink {
         let Some(gateway) = self.gateway.upgrade() else {
             return Box::pin(async { Err(rpc(INTERNAL_ERROR, "gateway shutting down")) });
         };
+        let needs = match method.as_str() {
+            "sampling/createMessage" => Some("sampling"),
+            "elicitation/create" => Some("elicitation"),
+            "roots/list" => Some("roots"),
+            _ => None,
+        };
+        if let Some(capability) = needs.filter(|c| self.caps.get(*c).is_none()) {
+            return Box::pin(async move {
+                Err(rpc(
+                    METHOD_NOT_FOUND,
+                    &format!("the client does not support {capability} ({method})"),
+                ))
+            });
+        }
         if !self.can_request {
             return Box::pin(async move {
                 Err(rpc(METHOD_NOT_FOUND, &format!("the client speaks {STATELESS_VERSION}, which toolgate cannot yet carry {method} to")))

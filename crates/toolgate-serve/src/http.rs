@@ -12,6 +12,7 @@ use crate::gateway::{
     Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
     STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
+use crate::replay::EventLog;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
@@ -320,10 +321,12 @@ async fn post(
             for item in items {
                 match message(gateway, &caller, &parts.headers, item).await {
                     Answer::Reply(Reply::Json(v), _) => answers.push(v),
-                    Answer::Reply(Reply::Stream(mut rx), _) => {
+                    Answer::Reply(Reply::Stream(log), _) => {
                         let mut last = None;
-                        while let Some(m) = rx.recv().await {
+                        let mut index = 0;
+                        while let Some(m) = log.get(index).await {
                             last = Some(m);
+                            index += 1;
                         }
                         answers.extend(last);
                     }
@@ -342,7 +345,7 @@ async fn post(
                 let mut response = match reply {
                     Reply::Json(v) => json_response(StatusCode::OK, &v),
                     Reply::Accepted => full(StatusCode::ACCEPTED, "text/plain", ""),
-                    Reply::Stream(rx) => sse(rx),
+                    Reply::Stream(log) => sse_log(log, 0),
                 };
                 if let Some(token) = session {
                     response.headers_mut().insert(
@@ -592,23 +595,48 @@ async fn message(
     }
 }
 
-fn sse(mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
-    let stream = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|m| {
-            m.map(|message| {
-                let mut event = b"event: message\ndata: ".to_vec();
-                serde_json::to_writer(&mut event, &message).expect("serialisable");
-                event.extend_from_slice(b"\n\n");
-                Ok::<_, Infallible>(Frame::data(Bytes::from(event)))
-            })
-        })
-    });
+fn event_frame(id: Option<&str>, message: &Value) -> Frame<Bytes> {
+    let mut event = Vec::with_capacity(128);
+    if let Some(id) = id {
+        event.extend_from_slice(b"id: ");
+        event.extend_from_slice(id.as_bytes());
+        event.push(b'\n');
+    }
+    event.extend_from_slice(b"event: message\ndata: ");
+    serde_json::to_writer(&mut event, message).expect("serialisable");
+    event.extend_from_slice(b"\n\n");
+    Frame::data(Bytes::from(event))
+}
+
+fn sse_response(body: Body) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(StreamBody::new(stream).boxed())
+        .body(body)
         .expect("valid response")
+}
+
+/// An SSE stream of messages with no ids (the GET stream).
+fn sse(mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|m| m.map(|message| Ok::<_, Infallible>(event_frame(None, &message))))
+    });
+    sse_response(StreamBody::new(stream).boxed())
+}
+
+/// A streamed answer from its `from`th event on, each event with its id.
+fn sse_log(log: Arc<EventLog>, from: usize) -> Response<Body> {
+    let stream = futures_util::stream::unfold((log, from), |(log, index)| async move {
+        let message = log.get(index).await?;
+        let id = format!("{}/{index}", log.id);
+        Some((
+            Ok::<_, Infallible>(event_frame(Some(&id), &message)),
+            (log, index + 1),
+        ))
+    });
+    sse_response(StreamBody::new(stream).boxed())
 }
 
 fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
@@ -631,6 +659,14 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
     let Some(session) = gateway.session(caller, token) else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };
+    // Resuming a streamed answer whose connection broke.
+    if let Some(last) = header(headers, "last-event-id") {
+        if let Some((stream, index)) = EventLog::parse_event_id(last) {
+            if let Some(log) = gateway.resumable(&session.id, stream) {
+                return sse_log(log, index + 1);
+            }
+        }
+    }
     sse(gateway.open_stream(&session.id))
 }
 

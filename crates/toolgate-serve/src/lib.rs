@@ -10,6 +10,7 @@
 //!   `tools/call` against every policy that applies; routing to servers;
 //!   server-to-client requests and notifications back to the right client.
 //! - [`catalog`]: the merged, namespaced list of tools, prompts and resources.
+//! - [`replay`]: streamed answers kept for resumption (`Last-Event-ID`).
 //! - [`session`]: sealed session tokens, so that sessions need no
 //!   stickiness and survive a restart.
 //!
@@ -19,6 +20,7 @@
 pub mod catalog;
 pub mod gateway;
 pub mod http;
+pub mod replay;
 pub mod session;
 
 pub use gateway::{Gateway, GatewayOptions, GrantOptions, ServerOptions, StartError};

@@ -334,7 +334,6 @@ fn print_table(concurrency: &[usize], names: &[&str], rows: &[Vec<Vec<Round>>]) 
             (Some(d), Some(o)) => format!("{:+.1} µs", f(o) - f(d)),
             _ => dash(),
         };
-        let (p50, p99): (fn(&Summary) -> f64, fn(&Summary) -> f64) = (|s| s.p50, |s| s.p99);
         println!(
             "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             rate(&d),
@@ -342,14 +341,14 @@ fn print_table(concurrency: &[usize], names: &[&str], rows: &[Vec<Vec<Round>>]) 
             share(&g),
             rate(&r),
             share(&r),
-            us(&d, p50),
-            us(&g, p50),
-            added(&g, p50),
-            added(&r, p50),
-            us(&d, p99),
-            us(&g, p99),
-            added(&g, p99),
-            added(&r, p99),
+            us(&d, |s| s.p50),
+            us(&g, |s| s.p50),
+            added(&g, |s| s.p50),
+            added(&r, |s| s.p50),
+            us(&d, |s| s.p99),
+            us(&g, |s| s.p99),
+            added(&g, |s| s.p99),
+            added(&r, |s| s.p99),
         );
     }
 }
