@@ -39,7 +39,7 @@ const POLICY: &str = r#"{"version":"1","default":"deny","tools":{"echo":{}}}"#;
 #[derive(Debug, Parser)]
 #[command(
     name = "http-bench",
-    about = "toolgate serve versus direct, over Streamable HTTP"
+    about = "toolgate serve versus direct versus a TCP relay, over Streamable HTTP"
 )]
 struct Args {
     /// Client counts to measure, in order.
