@@ -40,6 +40,10 @@ pub fn refusal(id: &Value, tool: &str, decision: &Decision, era: Era) -> Option<
             format!("toolgate held back this call to \"{tool}\": {reason} (rule {rule})"),
             facts("approval_required", rule.as_str(), reason),
         ),
+        Decision::Unavailable { rule, reason } => (
+            format!("toolgate refused this call to \"{tool}\": {reason} (rule {rule})"),
+            facts("state_unavailable", rule.as_str(), reason),
+        ),
         Decision::RateLimited {
             rule,
             counter,

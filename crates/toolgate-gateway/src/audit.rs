@@ -139,6 +139,9 @@ pub fn decision_facts(decision: &Decision) -> (&'static str, String, Option<Stri
         Decision::RateLimited { rule, reason, .. } => {
             ("rate_limited", rule.to_string(), Some(reason.clone()))
         }
+        Decision::Unavailable { rule, reason } => {
+            ("state_unavailable", rule.to_string(), Some(reason.clone()))
+        }
     }
 }
 

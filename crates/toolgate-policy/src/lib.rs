@@ -28,6 +28,7 @@ mod json;
 mod load;
 mod policy;
 mod store;
+pub mod suite;
 mod tree;
 mod window;
 mod yaml;
@@ -55,9 +56,10 @@ pub mod document {
 }
 
 pub use policy::{
-    decide_layers, Call, Decision, DefaultAction, Draw, Evaluation, Layer, Policy, RuleRef,
+    decide_layers, plan_layers, Call, Decision, DefaultAction, Draw, Evaluation, Layer, Plan,
+    Policy, RuleRef,
 };
-pub use store::{CounterStore, Exhausted, Grant, MemoryStore, Taken};
+pub use store::{BoxFuture, CounterStore, Exhausted, FailMode, Grant, MemoryStore, Refusal, Taken};
 
 /// Milliseconds since the Unix epoch, passed in by the caller (a clock).
 pub type Millis = u64;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::condition::{canonical_json, ArgPath, Condition};
 use crate::glob::Pattern;
-use crate::store::{CounterStore, Exhausted, Grant};
+use crate::store::{CounterStore, Exhausted, Grant, Refusal};
 use crate::{Millis, WindowMs};
 
 /// What happens to a tool that no rule names.
@@ -150,10 +150,17 @@ pub enum Decision {
         retry_after_ms: u64,
         reason: String,
     },
+    /// The call needs counters and the counter store cannot be reached
+    /// (fail closed).
+    Unavailable {
+        rule: RuleRef,
+        reason: String,
+    },
 }
 
 impl Decision {
-    /// "allow" | "deny" | "unknown" | "approval_required" | "rate_limited"
+    /// "allow" | "deny" | "unknown" | "approval_required" | "rate_limited" |
+    /// "state_unavailable"
     pub fn kind(&self) -> &'static str {
         match self {
             Decision::Allow { .. } => "allow",
@@ -161,6 +168,7 @@ impl Decision {
             Decision::Unknown { .. } => "unknown",
             Decision::ApprovalRequired { .. } => "approval_required",
             Decision::RateLimited { .. } => "rate_limited",
+            Decision::Unavailable { .. } => "state_unavailable",
         }
     }
 
@@ -171,7 +179,8 @@ impl Decision {
             | Decision::Deny { rule, .. }
             | Decision::Unknown { rule }
             | Decision::ApprovalRequired { rule, .. }
-            | Decision::RateLimited { rule, .. } => rule,
+            | Decision::RateLimited { rule, .. }
+            | Decision::Unavailable { rule, .. } => rule,
         }
     }
 }
@@ -472,21 +481,21 @@ impl Policy {
                         grant: Grant::default(),
                     };
                 }
-                match store.acquire(&draws, now) {
-                    Ok(grant) => Decision::Allow { rule, grant },
-                    Err(exhausted) => {
-                        let prefix = matched
-                            .filter(|m| m.rule_ref == exhausted.rule)
-                            .and_then(|m| m.reason.as_deref());
-                        let reason = rate_limit_reason(prefix, &exhausted, &draws);
-                        Decision::RateLimited {
-                            rule: exhausted.rule,
-                            counter: exhausted.counter,
-                            retry_after_ms: exhausted.retry_after_ms,
-                            reason,
-                        }
-                    }
-                }
+                let reason = matched.and_then(|m| m.reason.clone());
+                let plan = Plan {
+                    rule,
+                    reasons: draws
+                        .iter()
+                        .map(|d| {
+                            reason
+                                .clone()
+                                .filter(|_| matched.is_some_and(|m| m.rule_ref == d.rule))
+                        })
+                        .collect(),
+                    draws,
+                };
+                let result = store.acquire(&plan.draws, now);
+                plan.conclude(result)
             }
         }
     }
@@ -600,19 +609,63 @@ pub struct Layer<'a> {
     pub key_prefix: &'a str,
 }
 
-/// Decides a call against every layer: a tool hidden (or unknown) in any
-/// layer is unknown, then the first denial or approval requirement wins;
-/// otherwise the draws of all layers are taken in one atomic step.
-pub fn decide_layers(layers: &[Layer<'_>], store: &dyn CounterStore, now: Millis) -> Decision {
+/// What is left to decide once every policy let a call through: the draws
+/// to take from the counter store, in one atomic step.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The rule that admitted the call (the first layer's).
+    pub rule: RuleRef,
+    pub draws: Vec<Draw>,
+    /// For each draw, the reason text of the rule it belongs to (prefixed
+    /// to a rate-limit message).
+    reasons: Vec<Option<String>>,
+}
+
+impl Plan {
+    /// The decision, given what the store said.
+    pub fn conclude(self, result: Result<Grant, Refusal>) -> Decision {
+        match result {
+            Ok(grant) => Decision::Allow {
+                rule: self.rule,
+                grant,
+            },
+            Err(Refusal::Exhausted(exhausted)) => {
+                let prefix = self
+                    .draws
+                    .iter()
+                    .zip(&self.reasons)
+                    .find(|(d, _)| d.rule == exhausted.rule && d.counter == exhausted.counter)
+                    .and_then(|(_, reason)| reason.as_deref());
+                let reason = rate_limit_reason(prefix, &exhausted, &self.draws);
+                Decision::RateLimited {
+                    rule: exhausted.rule,
+                    counter: exhausted.counter,
+                    retry_after_ms: exhausted.retry_after_ms,
+                    reason,
+                }
+            }
+            Err(Refusal::Unavailable(why)) => Decision::Unavailable {
+                rule: self.rule,
+                reason: format!("the counter state is unavailable ({why}); calls with limits are refused until it is back"),
+            },
+        }
+    }
+}
+
+/// The pure part of [`decide_layers`]: a tool hidden (or unknown) in any layer
+/// is unknown, then the first denial or approval requirement wins; otherwise
+/// the draws of every layer, to be taken together (`Err` is the decision).
+pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
     let mut evaluations = Vec::with_capacity(layers.len());
     for layer in layers {
         let (evaluation, matched) = layer.policy.evaluate_rule(&layer.call);
         if let Evaluation::Unknown { rule } = evaluation {
-            return Decision::Unknown { rule };
+            return Err(Decision::Unknown { rule });
         }
         evaluations.push((evaluation, matched, layer.key_prefix));
     }
-    let mut all_draws = Vec::new();
+    let mut draws = Vec::new();
+    let mut reasons = Vec::new();
     let mut first_rule = None;
     let mut refusal = None;
     for (evaluation, matched, prefix) in evaluations {
@@ -628,46 +681,41 @@ pub fn decide_layers(layers: &[Layer<'_>], store: &dyn CounterStore, now: Millis
                     refusal = Some(Decision::ApprovalRequired { rule, reason });
                 }
             }
-            Evaluation::Proceed { rule, draws } => {
+            Evaluation::Proceed { rule, draws: own } => {
                 first_rule.get_or_insert(rule);
-                for mut draw in draws {
+                for mut draw in own {
                     if !prefix.is_empty() {
                         draw.key.insert_str(0, prefix);
                     }
-                    let reason = matched
-                        .filter(|m| m.rule_ref == draw.rule)
-                        .and_then(|m| m.reason.clone());
-                    all_draws.push((draw, reason));
+                    reasons.push(
+                        matched
+                            .filter(|m| m.rule_ref == draw.rule)
+                            .and_then(|m| m.reason.clone()),
+                    );
+                    draws.push(draw);
                 }
             }
         }
     }
     if let Some(refusal) = refusal {
-        return refusal;
+        return Err(refusal);
     }
-    let rule = first_rule.unwrap_or_else(RuleRef::default_rule);
-    if all_draws.is_empty() {
-        return Decision::Allow {
-            rule,
-            grant: Grant::default(),
-        };
-    }
-    let (draws, reasons): (Vec<Draw>, Vec<Option<String>>) = all_draws.into_iter().unzip();
-    match store.acquire(&draws, now) {
-        Ok(grant) => Decision::Allow { rule, grant },
-        Err(exhausted) => {
-            let prefix = draws
-                .iter()
-                .zip(&reasons)
-                .find(|(d, _)| d.rule == exhausted.rule && d.counter == exhausted.counter)
-                .and_then(|(_, reason)| reason.as_deref());
-            let reason = rate_limit_reason(prefix, &exhausted, &draws);
-            Decision::RateLimited {
-                rule: exhausted.rule,
-                counter: exhausted.counter,
-                retry_after_ms: exhausted.retry_after_ms,
-                reason,
-            }
+    Ok(Plan {
+        rule: first_rule.unwrap_or_else(RuleRef::default_rule),
+        draws,
+        reasons,
+    })
+}
+
+/// Decides a call against every layer ([`plan_layers`]), then takes the
+/// draws of all layers in one atomic step.
+pub fn decide_layers(layers: &[Layer<'_>], store: &dyn CounterStore, now: Millis) -> Decision {
+    match plan_layers(layers) {
+        Err(decision) => decision,
+        Ok(plan) if plan.draws.is_empty() => plan.conclude(Ok(Grant::default())),
+        Ok(plan) => {
+            let result = store.acquire(&plan.draws, now);
+            plan.conclude(result)
         }
     }
 }

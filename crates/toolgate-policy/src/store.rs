@@ -10,14 +10,60 @@ use crate::window::{Room, Window};
 use crate::{Millis, WindowMs};
 
 /// The counter state interface. Each `acquire` checks and updates in one
-/// atomic step (all-or-nothing over all draws).
+/// atomic step (all-or-nothing over all draws), never a read followed by a
+/// separate write.
+///
+/// Implementations: [`MemoryStore`] here; the embedded and Redis stores live
+/// in crates of their own. `acquire` may block (a local database, a network
+/// round trip); async callers use [`CounterStore::acquire_async`], which
+/// stores that wait on the network override.
 pub trait CounterStore: Send + Sync {
     /// Takes every draw at `now`, or none of them when one does not fit.
-    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Exhausted>;
+    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Refusal>;
     /// Gives back what a grant took (the gateway calls this when the
     /// upstream answers with a JSON-RPC error). Quota whose log entry has
-    /// already expired is not given back twice.
+    /// already expired is not given back twice. Best effort: a store that
+    /// cannot be reached keeps the quota taken (fail closed).
     fn release(&self, grant: &Grant);
+    /// [`CounterStore::acquire`] for callers on an async runtime.
+    fn acquire_async<'a>(
+        &'a self,
+        draws: Vec<Draw>,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Grant, Refusal>> {
+        let result = self.acquire(&draws, now);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// What a store does when its backend cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Refuse calls that need counters ([`Refusal::Unavailable`]).
+    #[default]
+    Closed,
+    /// Admit them without counting.
+    Open,
+}
+
+/// A boxed future (the policy crate depends on no async runtime).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Why `acquire` did not take the draws.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// A limit has no room.
+    Exhausted(Exhausted),
+    /// The store could not be reached or failed; the text says why (for the
+    /// agent and the log). Stores in fail-open mode never return this: they
+    /// admit the call without counting it instead.
+    Unavailable(String),
+}
+
+impl From<Exhausted> for Refusal {
+    fn from(e: Exhausted) -> Refusal {
+        Refusal::Exhausted(e)
+    }
 }
 
 /// What a call took from counters; pass it to [`CounterStore::release`] to
@@ -161,7 +207,17 @@ fn taken(draw: &Draw, now: Millis, used: f64) -> Taken {
 }
 
 impl CounterStore for MemoryStore {
-    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Exhausted> {
+    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Refusal> {
+        self.acquire_exact(draws, now).map_err(Refusal::Exhausted)
+    }
+
+    fn release(&self, grant: &Grant) {
+        self.release_exact(grant)
+    }
+}
+
+impl MemoryStore {
+    fn acquire_exact(&self, draws: &[Draw], now: Millis) -> Result<Grant, Exhausted> {
         let mut guard = self.lock();
         let state = &mut *guard;
         state.sweep(now);
@@ -219,7 +275,7 @@ impl CounterStore for MemoryStore {
         Ok(Grant { taken })
     }
 
-    fn release(&self, grant: &Grant) {
+    fn release_exact(&self, grant: &Grant) {
         if grant.taken.is_empty() {
             return;
         }
