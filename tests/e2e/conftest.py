@@ -144,7 +144,8 @@ class Gateway:
         ]
 
     def env(self) -> dict[str, str]:
-        return {"PROBE_LOG": str(self.probe_log), "PROBE_PIDFILE": str(self.pidfile)}
+        # Each gateway keeps its state (counters, audit trail) in its own directory.
+        return {"PROBE_LOG": str(self.probe_log), "PROBE_PIDFILE": str(self.pidfile), "TOOLGATE_DATA_DIR": str(self.dir / "data")}
 
     @asynccontextmanager
     async def client(self, mode: str, **kwargs: Any):
@@ -419,3 +420,23 @@ SEED_POLICIES: dict[str, str] = {
     "send_text_message": _seed_policy("send_text_message", ""),  # 002 Mcp Ap2
     "send_text": _seed_policy("send_text", "  "),  # 004 Mcp Ap2
 }
+
+
+@pytest.fixture
+def serve_factory(toolgate_bin, tmp_path):
+    """serve_factory(config, policies={name: policy}, env=None, start=True) -> a ServeGateway (tests/e2e/servekit.py),
+    started in its own directory and stopped after the test."""
+    from servekit import ServeGateway
+
+    started: list[Any] = []
+    counter = iter(range(100))
+
+    def make(config, policies=None, env=None, start=True, extra_args=None):
+        gw = ServeGateway(toolgate_bin, tmp_path / f"serve{next(counter)}", config, policies or {}, env, extra_args)
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in started:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.stop()

@@ -57,7 +57,7 @@ class ServeGateway:
             (self.dir / name).write_text(json.dumps(policy), encoding="utf-8")
         self.write_config(config)
         self.env = {"PROBE_LOG": str(self.probe_log), "PROBE_PIDFILE": str(self.pidfile),
-                    "TOOLGATE_SESSION_KEY": SESSION_KEY, **(env or {})}
+                    "TOOLGATE_SESSION_KEY": SESSION_KEY, "TOOLGATE_DATA_DIR": str(self.dir / "data"), **(env or {})}
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.addr = ""

@@ -13,6 +13,7 @@
 //! - [`child`]: spawning the server so that it never outlives the gateway,
 //!   and forwarding signals to it.
 //! - [`clock`]: time comes in through a trait, so tests can hold it still.
+//! - [`reload`]: the policy in force, swapped when its file changes.
 //!
 //! The policy itself (rules, conditions, counters) lives in `toolgate-policy`,
 //! which does no IO; this crate only feeds it calls and acts on its decisions.
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod child;
 pub mod clock;
 pub mod frame;
+pub mod reload;
 pub mod stdio;
 
 pub use clock::{Clock, SystemClock};

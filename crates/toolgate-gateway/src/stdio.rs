@@ -16,6 +16,7 @@ use crate::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
 use crate::child;
 use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
+use crate::reload::{watch_policy_file, LivePolicy};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -33,6 +34,8 @@ use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
 /// Everything `run_stdio` needs; the outside world comes in here.
 pub struct StdioOptions {
     pub policy: Arc<Policy>,
+    /// Watch this file and put every valid edit in force (hot reload).
+    pub policy_file: Option<std::path::PathBuf>,
     pub store: Arc<dyn CounterStore>,
     pub clock: Arc<dyn Clock>,
     /// The one local agent's grant name (`--grant`, default "local").
@@ -76,7 +79,7 @@ struct CallInFlight {
 }
 
 struct Shared {
-    policy: Arc<Policy>,
+    policy: Arc<LivePolicy>,
     store: Arc<dyn CounterStore>,
     clock: Arc<dyn Clock>,
     grant: String,
@@ -124,7 +127,7 @@ pub fn run_stdio(
     let server_in = server.stdin.take().expect("piped stdin");
     let server_out = server.stdout.take().expect("piped stdout");
     let shared = Arc::new(Shared {
-        policy: opts.policy,
+        policy: Arc::new(LivePolicy::new(opts.policy)),
         store: opts.store,
         clock: opts.clock,
         grant: opts.grant,
@@ -135,6 +138,16 @@ pub fn run_stdio(
         to_client: Mutex::new(BufWriter::with_capacity(64 * 1024, Box::new(client_out))),
     });
 
+    if let Some(path) = opts.policy_file {
+        // The tools a client may see can change with the policy: say so.
+        let weak = Arc::downgrade(&shared);
+        watch_policy_file(path, shared.policy.clone(), shared.audit.clone(), move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.send(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+            }
+        })
+        .map_err(StdioError::Thread)?;
+    }
     let (events, event) = mpsc::channel();
     let limit = opts.max_message_bytes;
     let (s, e) = (shared.clone(), events.clone());
@@ -451,7 +464,10 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         grant: &shared.grant,
         session: &shared.session,
     };
-    let decision = shared.policy.decide(&call, shared.store.as_ref(), now);
+    let decision = shared
+        .policy
+        .get()
+        .decide(&call, shared.store.as_ref(), now);
     let decision_us = received.elapsed().as_secs_f64() * 1e6;
     // Building the record (and hashing the arguments) is skipped when nothing
     // would receive it.
@@ -556,7 +572,7 @@ fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
         }
         Pending::List => match serde_json::from_slice::<Value>(&bytes) {
             Ok(mut value) => {
-                filter_tools_list(&shared.policy, &mut value);
+                filter_tools_list(&shared.policy.get(), &mut value);
                 serde_json::to_vec(&value).expect("serialisable")
             }
             Err(_) => bytes,
@@ -580,7 +596,7 @@ fn batch_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
         };
         match pending {
             Pending::Call(flight) => settle_call(shared, *flight, item.get("error").is_some()),
-            Pending::List => filter_tools_list(&shared.policy, item),
+            Pending::List => filter_tools_list(&shared.policy.get(), item),
         }
     }
     serde_json::to_vec(&Value::Array(items)).expect("serialisable")

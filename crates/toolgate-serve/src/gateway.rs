@@ -22,7 +22,7 @@ use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
 };
-use toolgate_policy::{decide_layers, Call, CounterStore, Decision, Layer, Policy};
+use toolgate_policy::{plan_layers, Call, CounterStore, Decision, Layer, Policy};
 use toolgate_upstream::{
     BoxFuture, CallError, Downstream, RpcError, Upstream, UpstreamEvent, UpstreamSpec,
 };
@@ -97,7 +97,8 @@ pub enum StartError {
 
 struct Server {
     name: String,
-    policy: Option<Arc<Policy>>,
+    /// The server's own policy (swapped on reload).
+    policy: RwLock<Option<Arc<Policy>>>,
     /// `server name` + U+001E: keeps this server's counters apart.
     key_prefix: String,
     upstream: Upstream,
@@ -123,7 +124,8 @@ pub struct Gateway {
     separator: String,
     lists: Mutex<Vec<Option<ServerLists>>>,
     catalog: RwLock<Arc<Catalog>>,
-    policy: Option<Arc<Policy>>,
+    /// The gateway's policy over gateway names (swapped on reload).
+    policy: RwLock<Option<Arc<Policy>>>,
     grants: RwLock<Arc<Vec<Arc<GrantOptions>>>>,
     pub(crate) key: SessionKey,
     session_ttl: Duration,
@@ -184,7 +186,7 @@ impl Gateway {
             servers.push(Server {
                 key_prefix: format!("{}\u{1e}", s.name),
                 name: s.name,
-                policy: s.policy,
+                policy: RwLock::new(s.policy),
                 per_session: s.per_session.then(|| s.spec.clone()),
                 upstream: Upstream::start(s.spec, events_tx.clone()),
             });
@@ -196,7 +198,7 @@ impl Gateway {
             separator: opts.separator,
             lists: Mutex::new(vec![None; count]),
             catalog: RwLock::new(Arc::new(Catalog::default())),
-            policy: opts.policy,
+            policy: RwLock::new(opts.policy),
             grants: RwLock::new(Arc::new(opts.grants.into_iter().map(Arc::new).collect())),
             key: opts.session_key,
             session_ttl: opts.session_ttl,
@@ -669,8 +671,16 @@ impl Gateway {
     }
 
     /// The policy over gateway names for a caller.
-    fn gateway_policy<'a>(&'a self, caller: &'a Caller) -> Option<&'a Policy> {
-        caller.grant.policy.as_deref().or(self.policy.as_deref())
+    fn gateway_policy(&self, caller: &Caller) -> Option<Arc<Policy>> {
+        caller
+            .grant
+            .policy
+            .clone()
+            .or_else(|| self.policy.read().expect("policy lock").clone())
+    }
+
+    fn server_policy(&self, server: usize) -> Option<Arc<Policy>> {
+        self.servers[server].policy.read().expect("policy lock").clone()
     }
 
     fn is_listed(&self, caller: &Caller, server: usize, gateway: &str, original: &str) -> bool {
@@ -678,10 +688,22 @@ impl Gateway {
             && self
                 .gateway_policy(caller)
                 .is_none_or(|p| p.is_listed(gateway))
-            && self.servers[server]
-                .policy
-                .as_deref()
+            && self
+                .server_policy(server)
                 .is_none_or(|p| p.is_listed(original))
+    }
+
+    /// Puts new policies in force (hot reload): the gateway's, and each named
+    /// server's own. Counters are untouched; clients are told the tool list
+    /// may have changed.
+    pub fn set_policies(&self, gateway: Option<Arc<Policy>>, servers: &[(String, Option<Arc<Policy>>)]) {
+        *self.policy.write().expect("policy lock") = gateway;
+        for (name, policy) in servers {
+            if let Some(server) = self.servers.iter().find(|s| &s.name == name) {
+                *server.policy.write().expect("policy lock") = policy.clone();
+            }
+        }
+        self.broadcast_list_changed();
     }
 
     /// Answers one request. `id` is the client's id.
@@ -931,6 +953,8 @@ impl Gateway {
         };
         let server = &self.servers[entry.server];
         let now = self.clock.now_ms();
+        let gateway_policy = self.gateway_policy(&ctx.caller);
+        let server_policy = self.server_policy(entry.server);
         let mut layers = Vec::with_capacity(2);
         let gateway_call = Call {
             tool: name,
@@ -938,14 +962,14 @@ impl Gateway {
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
-        if let Some(policy) = self.gateway_policy(&ctx.caller) {
+        if let Some(policy) = gateway_policy.as_deref() {
             layers.push(Layer {
                 policy,
                 call: gateway_call,
                 key_prefix: "",
             });
         }
-        if let Some(policy) = server.policy.as_deref() {
+        if let Some(policy) = server_policy.as_deref() {
             layers.push(Layer {
                 policy,
                 call: Call {
@@ -961,7 +985,15 @@ impl Gateway {
                 rule: unknown_rule(),
             }
         } else {
-            decide_layers(&layers, self.store.as_ref(), now)
+            match plan_layers(&layers) {
+                Err(decision) => decision,
+                Ok(plan) if plan.draws.is_empty() => plan.conclude(Ok(Default::default())),
+                Ok(plan) => {
+                    let draws = plan.draws.clone();
+                    let result = self.store.acquire_async(draws, now).await;
+                    plan.conclude(result)
+                }
+            }
         };
         let Decision::Allow { grant: taken, .. } = &decision else {
             self.audit_refusal(ctx, name, &decision, &arguments, received);

@@ -192,6 +192,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         .with_context(|| format!("cannot open the audit file {:?}", run.audit))?;
     let opts = StdioOptions {
         policy: Arc::new(policy),
+        policy_file: Some(run.policy.clone()),
         store: Arc::new(MemoryStore::new()),
         clock: Arc::new(SystemClock),
         grant: run.grant,

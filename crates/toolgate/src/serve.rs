@@ -308,7 +308,9 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         }
     };
     if let Some(path) = args.config.clone() {
-        tokio::spawn(watch_grants(gateway.clone(), path));
+        tokio::spawn(watch_config(gateway.clone(), path, audit.clone()));
+    } else if let Some(path) = args.policy.clone() {
+        tokio::spawn(watch_policy(gateway.clone(), path, audit.clone()));
     }
     eprintln!("toolgate serve: listening on {local} (MCP endpoint http://{local}/mcp)");
     let grace = http.shutdown_grace;
@@ -332,25 +334,94 @@ async fn shutdown_signal() {
     }
 }
 
-/// Adding, rotating and revoking grants take effect without a restart: the
-/// config file is read again when it changes, and its grants replace the
-/// old ones if it is valid.
-async fn watch_grants(gateway: Arc<Gateway>, path: PathBuf) {
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last = modified(&path);
+/// The files a config's meaning depends on: itself and the policies it names.
+fn config_files(path: &std::path::Path, config: &toolgate_config::Config) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    let policies = config
+        .policy
+        .iter()
+        .chain(config.servers.iter().filter_map(|s| s.policy.as_ref()))
+        .chain(config.grants.iter().filter_map(|g| g.policy.as_ref()));
+    for policy in policies {
+        if !files.contains(&policy.path) {
+            files.push(policy.path.clone());
+        }
+    }
+    files
+}
+
+/// Hot reload: when the config file or a policy file it names changes, the
+/// grants (added, rotated, revoked) and every policy are replaced, within a
+/// second and without dropping sessions. An invalid edit is logged with its
+/// messages and the old config stays in force. Changes to `servers`,
+/// `listen`, `http` or `sessions` need a restart (and are reported).
+async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
+    let load = |p: &PathBuf| toolgate_config::load_config(p, &|name| std::env::var(name).ok());
+    let Ok(mut current) = load(&path) else { return };
+    let mut files = config_files(&path, &current);
+    let stamps = |files: &[PathBuf]| files.iter().map(|f| toolgate_gateway::reload::stamp(f)).collect::<Vec<_>>();
+    let mut last = stamps(&files);
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = modified(&path);
+        tokio::time::sleep(toolgate_gateway::reload::POLL).await;
+        let now = stamps(&files);
         if now == last {
             continue;
         }
         last = now;
-        match toolgate_config::load_config(&path, &|name| std::env::var(name).ok()) {
+        match load(&path) {
             Ok(config) => {
                 gateway.set_grants(grants_of(&config));
-                eprintln!("toolgate: reloaded grants from {}", path.display());
+                let servers: Vec<_> = config
+                    .servers
+                    .iter()
+                    .map(|s| (s.name.clone(), s.policy.as_ref().map(|p| p.policy.clone())))
+                    .collect();
+                gateway.set_policies(config.policy.as_ref().map(|p| p.policy.clone()), &servers);
+                let restart: Vec<&str> = [
+                    ("servers", format!("{:?}", config.servers.iter().map(|s| (&s.name, &s.transport, &s.prefix, s.per_session)).collect::<Vec<_>>())
+                        != format!("{:?}", current.servers.iter().map(|s| (&s.name, &s.transport, &s.prefix, s.per_session)).collect::<Vec<_>>())),
+                    ("listen", config.listen != current.listen),
+                    ("separator", config.separator != current.separator),
+                ]
+                .into_iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(what, _)| what)
+                .collect();
+                audit.log(LogLevel::Warn, &format!("reloaded grants and policies from {}", path.display()));
+                if !restart.is_empty() {
+                    audit.log(LogLevel::Warn, &format!("changes to {} take effect at the next restart", restart.join(", ")));
+                }
+                files = config_files(&path, &config);
+                last = stamps(&files);
+                current = config;
             }
-            Err(d) => eprintln!("{d}\ntoolgate: kept the old grants: the edited config is invalid"),
+            Err(d) => audit.log(
+                LogLevel::Error,
+                &format!("{d}\nthe edited config {} is invalid; the previous config stays in force", path.display()),
+            ),
+        }
+    }
+}
+
+/// Hot reload of the one policy of `serve --policy FILE`.
+async fn watch_policy(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
+    let mut last = toolgate_gateway::reload::stamp(&path);
+    loop {
+        tokio::time::sleep(toolgate_gateway::reload::POLL).await;
+        let now = toolgate_gateway::reload::stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match toolgate_gateway::reload::load_policy_file(&path) {
+            Ok(policy) => {
+                gateway.set_policies(Some(Arc::new(policy)), &[]);
+                audit.log(LogLevel::Warn, &format!("reloaded the policy from {}", path.display()));
+            }
+            Err(problems) => audit.log(
+                LogLevel::Error,
+                &format!("{problems}\nthe edited policy {} is invalid; the previous policy stays in force", path.display()),
+            ),
         }
     }
 }
