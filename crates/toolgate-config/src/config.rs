@@ -25,6 +25,40 @@ pub struct Config {
     pub session_key: Option<[u8; 32]>,
     pub session_max_age: Duration,
     pub http: HttpConfig,
+    /// Where counters live.
+    pub state: StateConfig,
+}
+
+/// Where counters (and the audit trail) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub store: StateStore,
+    /// For the embedded store (`None`: the default data directory).
+    pub data_dir: Option<PathBuf>,
+    /// For Redis: every key starts with it (one per deployment).
+    pub prefix: String,
+    pub fail: toolgate_policy::FailMode,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            store: StateStore::Embedded,
+            data_dir: None,
+            prefix: "toolgate".into(),
+            fail: toolgate_policy::FailMode::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    /// A database in the data directory (the default).
+    Embedded,
+    /// In memory: forgotten when the gateway stops.
+    Memory,
+    /// `redis://HOST:PORT/DB`, shared by replicas.
+    Redis(String),
 }
 
 impl fmt::Debug for Config {
@@ -38,6 +72,7 @@ impl fmt::Debug for Config {
             .field("session_key", &self.session_key.map(|_| Redacted))
             .field("session_max_age", &self.session_max_age)
             .field("http", &self.http)
+            .field("state", &self.state)
             .finish()
     }
 }

@@ -31,6 +31,7 @@ mod values;
 use std::path::Path;
 
 pub use config::{
+    StateConfig, StateStore,
     Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
 };
 pub use token::{hash_token, new_token};

@@ -280,7 +280,7 @@ fn unknown_fields_everywhere() {
     check(
         "policy: policy.yaml\nlisen: x\nservers:\n  a:\n    command: x\n    comand: y\n    restart: { initial: 1s, maximum: 2s }\ngrants:\n  g:\n    token_sha256: \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n    token: x\nsessions: { key: x }\nhttp: { origins: [] }\n",
         &[
-            "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions or http)",
+            "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions, http or state)",
             "6:5: servers.a: unknown field \"comand\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
             "7:29: servers.a.restart: unknown field \"maximum\" (expected initial or max)",
             "11:5: grants.g: unknown field \"token\" (expected token_sha256, policy or servers)",
@@ -677,4 +677,28 @@ fn load_config_reads_relative_to_the_file() {
         dir.join("nope.yaml").display()
     )));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+
+#[test]
+fn state_section() {
+    use crate::StateStore;
+    use toolgate_policy::FailMode;
+    let config = ok("policy: policy.yaml\nservers:\n  a:\n    command: x\n");
+    assert_eq!(config.state.store, StateStore::Embedded);
+    assert_eq!(config.state.fail, FailMode::Closed);
+    let config = ok("policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: redis://127.0.0.1:6379/0\n  prefix: prod-eu\n  fail: open\n");
+    assert_eq!(config.state.store, StateStore::Redis("redis://127.0.0.1:6379/0".into()));
+    assert_eq!(config.state.prefix, "prod-eu");
+    assert_eq!(config.state.fail, FailMode::Open);
+    let config = ok("policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: memory\n");
+    assert_eq!(config.state.store, StateStore::Memory);
+    check(
+        "policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: postgres://x\n  fail: maybe\n  prefix: \"a b\"\n",
+        &[
+            "6:10: state.store: unknown store \"postgres://x\" (expected embedded, memory or redis://HOST:PORT/DB)",
+            "7:9: state.fail: unknown fail mode \"maybe\" (expected closed or open)",
+            "8:11: state.prefix: prefix \"a b\" must be letters, digits, _ - . or :",
+        ],
+    );
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use toolgate_policy::document::{push_index, push_key, Member, Node, Pos, Value};
 use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
 
-use crate::config::{
+use crate::config::{StateConfig, StateStore, 
     Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
 };
 use crate::values::{self, quote};
@@ -38,6 +38,7 @@ const TOP_FIELDS: &[&str] = &[
     "grants",
     "sessions",
     "http",
+    "state",
 ];
 const SERVER_FIELDS: &[&str] = &[
     "command",
@@ -56,6 +57,7 @@ const SERVER_FIELDS: &[&str] = &[
 const RESTART_FIELDS: &[&str] = &["initial", "max"];
 const GRANT_FIELDS: &[&str] = &["token_sha256", "policy", "servers"];
 const SESSION_FIELDS: &[&str] = &["key_env", "max_age"];
+const STATE_FIELDS: &[&str] = &["store", "data_dir", "prefix", "fail"];
 const HTTP_FIELDS: &[&str] = &[
     "allowed_origins",
     "allowed_hosts",
@@ -397,6 +399,11 @@ impl Validator<'_> {
             Some(node) => self.http(node),
         };
 
+        let state = match field(members, "state") {
+            None => Some(StateConfig::default()),
+            Some(node) => self.state(node),
+        };
+
         // Every server must be covered by some policy (fail closed).
         let has_top_policy = policy_node.is_some();
         for server in &seen_servers {
@@ -446,6 +453,88 @@ impl Validator<'_> {
             session_key: session_key?,
             session_max_age: session_max_age?,
             http: http?,
+            state: state?,
+        })
+    }
+
+    fn state(&mut self, node: &Node) -> Option<StateConfig> {
+        let members = self.object(node, "state", STATE_FIELDS)?;
+        let mut ok = true;
+        let store = match field(members, "store") {
+            None => Some(StateStore::Embedded),
+            Some(n) => {
+                let text = self.string(n, "state.store")?;
+                match text {
+                    "embedded" => Some(StateStore::Embedded),
+                    "memory" => Some(StateStore::Memory),
+                    url if url.starts_with("redis://") && url.len() > "redis://".len() => {
+                        Some(StateStore::Redis(url.to_string()))
+                    }
+                    other => {
+                        self.problem(
+                            n.pos,
+                            "state.store",
+                            format!(
+                                "unknown store {} (expected embedded, memory or redis://HOST:PORT/DB)",
+                                quote(other)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let data_dir = match field(members, "data_dir") {
+            None => None,
+            Some(n) => match self.string(n, "state.data_dir") {
+                Some(dir) => Some(self.base_dir.join(dir)),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let prefix = match field(members, "prefix") {
+            None => "toolgate".to_string(),
+            Some(n) => match self.string(n, "state.prefix") {
+                Some(p) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) => p.to_string(),
+                Some(p) => {
+                    self.problem(
+                        n.pos,
+                        "state.prefix",
+                        format!("prefix {} must be letters, digits, _ - . or :", quote(p)),
+                    );
+                    ok = false;
+                    String::new()
+                }
+                None => {
+                    ok = false;
+                    String::new()
+                }
+            },
+        };
+        let fail = match field(members, "fail") {
+            None => Some(toolgate_policy::FailMode::Closed),
+            Some(n) => match self.string(n, "state.fail")? {
+                "closed" => Some(toolgate_policy::FailMode::Closed),
+                "open" => Some(toolgate_policy::FailMode::Open),
+                other => {
+                    self.problem(
+                        n.pos,
+                        "state.fail",
+                        format!("unknown fail mode {} (expected closed or open)", quote(other)),
+                    );
+                    None
+                }
+            },
+        };
+        let store = store?;
+        let fail = fail?;
+        ok.then_some(StateConfig {
+            store,
+            data_dir,
+            prefix,
+            fail,
         })
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Records go through a channel to a writer task, so the decision path never
 //! waits on the disk. The file is flushed whenever the channel runs dry, and
-//! on shutdown.
+//! on shutdown. The same thread also hands the records to an
+//! [`AuditDestination`] when there is one (the binary passes the SQLite audit
+//! store): each burst of records that arrived together in one call.
 
 use crate::clock::rfc3339;
 use serde_json::{json, Map, Value};
@@ -65,6 +67,9 @@ pub struct Record {
     pub time: Millis,
     pub grant: String,
     pub session: String,
+    /// The upstream server's name in the gateway (`None` with one server, in
+    /// `toolgate run`).
+    pub server: Option<String>,
     pub tool: String,
     pub decision: &'static str,
     pub rule: String,
@@ -84,6 +89,9 @@ impl Record {
         m.insert("time".into(), json!(rfc3339(self.time)));
         m.insert("grant".into(), json!(self.grant));
         m.insert("session".into(), json!(self.session));
+        if let Some(server) = &self.server {
+            m.insert("server".into(), json!(server));
+        }
         m.insert("tool".into(), json!(self.tool));
         m.insert("decision".into(), json!(self.decision));
         m.insert("rule".into(), json!(self.rule));
@@ -145,7 +153,16 @@ pub fn decision_facts(decision: &Decision) -> (&'static str, String, Option<Stri
     }
 }
 
-/// Where records go: an optional file, and stderr at `info`.
+/// A place records go besides the file, written on the writer thread: the
+/// binary's SQLite audit store, or a test's list.
+pub trait AuditDestination: Send {
+    /// Stores records (each as [`Record::to_json`] gives it), in order. On an
+    /// error the gateway goes on; the message goes to stderr.
+    fn append(&mut self, records: &[Value]) -> Result<(), String>;
+}
+
+/// Where records go: an optional file, an optional [`AuditDestination`], and
+/// stderr at `info`.
 #[derive(Clone)]
 pub struct AuditSink {
     tx: Option<mpsc::Sender<Entry>>,
@@ -161,48 +178,35 @@ enum Entry {
 impl AuditSink {
     /// Opens (appending) the audit file, if one is given.
     pub fn open(path: Option<&Path>, log_level: LogLevel) -> std::io::Result<AuditSink> {
-        let Some(path) = path else {
+        AuditSink::open_with_store(path, log_level, None)
+    }
+
+    /// Opens (appending) the audit file, if one is given, and writes records
+    /// to `store` too, if one is given.
+    pub fn open_with_store(
+        path: Option<&Path>,
+        log_level: LogLevel,
+        store: Option<Box<dyn AuditDestination>>,
+    ) -> std::io::Result<AuditSink> {
+        let file = match path {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => None,
+        };
+        if file.is_none() && store.is_none() {
             return Ok(AuditSink {
                 tx: None,
                 log_level,
             });
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        }
         let (tx, rx) = mpsc::channel::<Entry>();
         std::thread::Builder::new()
             .name("toolgate-audit".into())
-            .spawn(move || {
-                let mut out = BufWriter::new(file);
-                let mut acks = Vec::new();
-                while let Ok(first) = rx.recv() {
-                    let mut next = Some(first);
-                    while let Some(entry) = next {
-                        match entry {
-                            Entry::Record(rec) => {
-                                let mut line = rec.to_json().to_string();
-                                line.push('\n');
-                                // A full disk must not stop the gateway; the
-                                // records are lost and stderr says so below.
-                                if out.write_all(line.as_bytes()).is_err() {
-                                    let _ = writeln!(
-                                        std::io::stderr(),
-                                        "toolgate: cannot write the audit file"
-                                    );
-                                }
-                            }
-                            Entry::Flush(ack) => acks.push(ack),
-                        }
-                        next = rx.try_recv().ok();
-                    }
-                    let _ = out.flush();
-                    for ack in acks.drain(..) {
-                        let _ = ack.send(());
-                    }
-                }
-            })?;
+            .spawn(move || write_records(rx, file, store))?;
         Ok(AuditSink {
             tx: Some(tx),
             log_level,
@@ -237,5 +241,203 @@ impl AuditSink {
     /// Whether records go anywhere; when not, callers may skip building them.
     pub fn enabled(&self) -> bool {
         self.tx.is_some() || self.log_level >= LogLevel::Info
+    }
+}
+
+/// The most records handed to the [`AuditDestination`] in one call.
+const MAX_BURST: usize = 512;
+
+fn append_burst(store: &mut Option<Box<dyn AuditDestination>>, burst: &mut Vec<Value>) {
+    let Some(store) = store else { return };
+    if burst.is_empty() {
+        return;
+    }
+    if let Err(e) = store.append(burst) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "toolgate: cannot write {} record(s) to the audit store: {e}",
+            burst.len()
+        );
+    }
+    burst.clear();
+}
+
+/// The writer thread: takes what has arrived, writes it, flushes, answers the
+/// flushes waiting, and waits for more.
+fn write_records(
+    rx: mpsc::Receiver<Entry>,
+    file: Option<std::fs::File>,
+    mut store: Option<Box<dyn AuditDestination>>,
+) {
+    let mut out = file.map(BufWriter::new);
+    let mut acks = Vec::new();
+    let mut burst: Vec<Value> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(entry) = next {
+            match entry {
+                Entry::Record(rec) => {
+                    let value = rec.to_json();
+                    if let Some(out) = &mut out {
+                        let mut line = value.to_string();
+                        line.push('\n');
+                        // A full disk must not stop the gateway; the
+                        // records are lost and stderr says so.
+                        if out.write_all(line.as_bytes()).is_err() {
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "toolgate: cannot write the audit file"
+                            );
+                        }
+                    }
+                    if store.is_some() {
+                        burst.push(value);
+                        if burst.len() >= MAX_BURST {
+                            append_burst(&mut store, &mut burst);
+                        }
+                    }
+                }
+                Entry::Flush(ack) => acks.push(ack),
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Some(out) = &mut out {
+            let _ = out.flush();
+        }
+        append_burst(&mut store, &mut burst);
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn record(tool: &str, server: Option<&str>) -> Record {
+        Record {
+            time: 1_795_302_000_123,
+            grant: "local".into(),
+            session: "s1".into(),
+            server: server.map(str::to_string),
+            tool: tool.into(),
+            decision: "allow",
+            rule: format!("tools.{tool}"),
+            reason: None,
+            counters: Vec::new(),
+            decision_us: 1.5,
+            latency_ms: None,
+            outcome: Outcome::Ok,
+            args_sha256: "00".into(),
+            args: None,
+        }
+    }
+
+    /// A destination that keeps what it is given, and fails when told to.
+    #[derive(Clone, Default)]
+    struct Kept {
+        records: Arc<Mutex<Vec<Value>>>,
+        calls: Arc<Mutex<usize>>,
+        fail: bool,
+    }
+
+    impl AuditDestination for Kept {
+        fn append(&mut self, records: &[Value]) -> Result<(), String> {
+            *self.calls.lock().unwrap() += 1;
+            if self.fail {
+                return Err("disk full".into());
+            }
+            self.records.lock().unwrap().extend_from_slice(records);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_server_is_in_the_json_only_when_known() {
+        let with = record("t", Some("fs")).to_json();
+        assert_eq!(with["server"], "fs");
+        let keys: Vec<&str> = with
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(&keys[..5], ["time", "grant", "session", "server", "tool"]);
+        assert!(record("t", None).to_json().get("server").is_none());
+    }
+
+    #[test]
+    fn records_reach_the_store_and_the_file_alike() {
+        let dir = std::env::temp_dir().join(format!(
+            "toolgate-audit-sink-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("audit.jsonl");
+        let kept = Kept::default();
+        let sink =
+            AuditSink::open_with_store(Some(&file), LogLevel::Warn, Some(Box::new(kept.clone())))
+                .unwrap();
+        assert!(sink.enabled());
+        for tool in ["a", "b", "c"] {
+            sink.record(record(tool, Some("srv")));
+        }
+        sink.flush();
+        let stored = kept.records.lock().unwrap().clone();
+        let lines: Vec<Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(stored.len(), 3);
+        assert_eq!(stored, lines);
+        assert_eq!(stored[2]["tool"], "c");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_alone_enables_the_writer() {
+        let kept = Kept::default();
+        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept.clone())))
+            .unwrap();
+        assert!(sink.enabled());
+        sink.record(record("a", None));
+        sink.flush();
+        assert_eq!(kept.records.lock().unwrap().len(), 1);
+        assert!(!AuditSink::open(None, LogLevel::Error).unwrap().enabled());
+    }
+
+    #[test]
+    fn a_failing_store_does_not_stop_the_sink() {
+        let kept = Kept {
+            fail: true,
+            ..Kept::default()
+        };
+        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept.clone())))
+            .unwrap();
+        sink.record(record("a", None));
+        sink.flush();
+        sink.record(record("b", None));
+        sink.flush();
+        assert_eq!(*kept.calls.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_long_burst_goes_to_the_store_in_pieces() {
+        let kept = Kept::default();
+        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept.clone())))
+            .unwrap();
+        let n = MAX_BURST * 2 + 3;
+        for i in 0..n {
+            sink.record(record(&format!("t{i}"), None));
+        }
+        sink.flush();
+        let stored = kept.records.lock().unwrap();
+        assert_eq!(stored.len(), n);
+        assert_eq!(stored[n - 1]["tool"], format!("t{}", n - 1));
+        assert!(*kept.calls.lock().unwrap() >= 3);
     }
 }

@@ -24,7 +24,10 @@ impl LivePolicy {
     }
 
     pub fn get(&self) -> Arc<Policy> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set(&self, policy: Arc<Policy>) {

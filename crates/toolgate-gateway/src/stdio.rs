@@ -141,11 +141,18 @@ pub fn run_stdio(
     if let Some(path) = opts.policy_file {
         // The tools a client may see can change with the policy: say so.
         let weak = Arc::downgrade(&shared);
-        watch_policy_file(path, shared.policy.clone(), shared.audit.clone(), move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.send(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-            }
-        })
+        watch_policy_file(
+            path,
+            shared.policy.clone(),
+            shared.audit.clone(),
+            move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.send(
+                        &json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+                    );
+                }
+            },
+        )
         .map_err(StdioError::Thread)?;
     }
     let (events, event) = mpsc::channel();
@@ -477,6 +484,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
             time: now,
             grant: shared.grant.clone(),
             session: shared.session.clone(),
+            server: None,
             tool: tool.to_owned(),
             decision: kind,
             rule,

@@ -948,6 +948,7 @@ impl Gateway {
                 },
                 &arguments,
                 received,
+                None,
             );
             return Reply::Json(unknown_tool(id, name));
         };
@@ -996,12 +997,26 @@ impl Gateway {
             }
         };
         let Decision::Allow { grant: taken, .. } = &decision else {
-            self.audit_refusal(ctx, name, &decision, &arguments, received);
+            self.audit_refusal(
+                ctx,
+                name,
+                &decision,
+                &arguments,
+                received,
+                Some(&server.name),
+            );
             let answer = refusal(id, name, &decision, ctx.era).expect("not an allow");
             return Reply::Json(answer);
         };
         let taken = taken.clone();
-        let record = self.record(ctx, name, &decision, &arguments, received);
+        let record = self.record(
+            ctx,
+            name,
+            &decision,
+            &arguments,
+            received,
+            Some(&server.name),
+        );
         let mut upstream_params = params.clone();
         upstream_params["name"] = Value::String(entry.original.clone());
         let gateway = self.clone();
@@ -1042,6 +1057,7 @@ impl Gateway {
         decision: &Decision,
         arguments: &Value,
         received: Instant,
+        server: Option<&str>,
     ) -> Option<Record> {
         self.audit.enabled().then(|| {
             let (kind, rule, reason) = decision_facts(decision);
@@ -1049,6 +1065,7 @@ impl Gateway {
                 time: self.clock.now_ms(),
                 grant: ctx.caller.grant.name.clone(),
                 session: ctx.session.id.clone(),
+                server: server.map(str::to_string),
                 tool: tool.to_string(),
                 decision: kind,
                 rule,
@@ -1073,8 +1090,9 @@ impl Gateway {
         decision: &Decision,
         arguments: &Value,
         received: Instant,
+        server: Option<&str>,
     ) {
-        if let Some(record) = self.record(ctx, tool, decision, arguments, received) {
+        if let Some(record) = self.record(ctx, tool, decision, arguments, received, server) {
             self.audit.record(record);
         }
     }

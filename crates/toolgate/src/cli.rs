@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use toolgate_gateway::audit::{AuditSink, LogLevel};
+use toolgate_gateway::audit::LogLevel;
 use toolgate_gateway::{run_stdio, StdioOptions, SystemClock};
 use toolgate_policy::{parse_policy, Call, Format, MemoryStore, Policy};
 
@@ -58,6 +58,9 @@ enum Command {
     /// Serve MCP over HTTP for many agents and servers: `toolgate serve --config FILE`,
     /// or `toolgate serve --policy P (--upstream URL | -- COMMAND ARGS...)`.
     Serve(crate::serve::ServeArgs),
+    /// List the audit trail kept in the data directory (`audit`), check its hash chain
+    /// (`audit verify`), delete old records (`audit prune`) or import an audit file (`audit import`).
+    Audit(crate::audit_cmd::AuditArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -86,6 +89,8 @@ struct RunArgs {
     /// The largest message accepted from the client.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_message_bytes: usize,
+    #[command(flatten)]
+    state: crate::state::StateArgs,
     /// The MCP server command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -108,6 +113,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         Command::Run(run) => run_gateway(run),
         Command::Serve(serve) => crate::serve::run(serve),
         Command::Demo { server } => crate::demo::run(server),
+        Command::Audit(audit) => crate::audit_cmd::run(audit),
         Command::Grant { command } => crate::grant::run(command),
     }
 }
@@ -188,12 +194,16 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             return Ok(1);
         }
     };
-    let audit = AuditSink::open(run.audit.as_deref(), run.log_level)
-        .with_context(|| format!("cannot open the audit file {:?}", run.audit))?;
+    let state = run.state.resolve(None)?;
+    let audit = crate::audit_cmd::open_sink(
+        run.audit.as_deref(),
+        run.log_level,
+        crate::state::audit_dir(&state).as_deref(),
+    )?;
     let opts = StdioOptions {
         policy: Arc::new(policy),
         policy_file: Some(run.policy.clone()),
-        store: Arc::new(MemoryStore::new()),
+        store: crate::state::open_store(&state)?,
         clock: Arc::new(SystemClock),
         grant: run.grant,
         audit,

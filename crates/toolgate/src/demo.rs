@@ -83,6 +83,9 @@ pub fn run(server: Vec<String>) -> Result<u8> {
         .arg(&policy_path)
         .arg("--audit")
         .arg(&audit_path)
+        // The demo starts from fresh counters every time.
+        .arg("--state")
+        .arg("memory")
         .arg("--")
         .args(&server)
         .stdin(Stdio::piped())

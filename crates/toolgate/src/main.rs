@@ -1,11 +1,13 @@
 //! The `toolgate` command: parses arguments and wires the crates together.
 //! Nothing here decides anything; see ARCHITECTURE.md for the map.
 
+mod audit_cmd;
 mod cli;
 mod config;
 mod demo;
 mod grant;
 mod serve;
+mod state;
 
 use clap::Parser;
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use toolgate_gateway::audit::{AuditSink, LogLevel};
 use toolgate_gateway::SystemClock;
-use toolgate_policy::MemoryStore;
 use toolgate_serve::{
     serve, Gateway, GatewayOptions, GrantOptions, HttpOptions, ServerOptions, SessionKey,
 };
@@ -45,6 +44,8 @@ pub struct ServeArgs {
     /// latency; more for more cores).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    state: crate::state::StateArgs,
     /// The MCP server command and its arguments (one stdio server).
     #[arg(last = true)]
     command: Vec<String>,
@@ -66,6 +67,7 @@ fn session_key(var: &str) -> Result<Option<[u8; 32]>> {
 struct Plan {
     gateway: GatewayOptionsParts,
     http: HttpOptions,
+    state: toolgate_config::StateConfig,
 }
 
 struct GatewayOptionsParts {
@@ -135,10 +137,15 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
             shutdown_grace: Duration::from_secs(10),
             listen,
         },
+        state: args.state.resolve(None)?,
     })
 }
 
-fn plan_from_config(path: &std::path::Path, listen: Option<SocketAddr>) -> Result<Plan> {
+fn plan_from_config(
+    path: &std::path::Path,
+    listen: Option<SocketAddr>,
+    state_args: &crate::state::StateArgs,
+) -> Result<Plan> {
     let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(d) => {
@@ -215,6 +222,7 @@ fn plan_from_config(path: &std::path::Path, listen: Option<SocketAddr>) -> Resul
             shutdown_grace: config.http.shutdown_grace,
             listen,
         },
+        state: state_args.resolve(Some(&config.state))?,
     })
 }
 
@@ -233,7 +241,7 @@ fn grants_of(config: &toolgate_config::Config) -> Vec<GrantOptions> {
 
 pub fn run(args: ServeArgs) -> Result<u8> {
     let plan = match &args.config {
-        Some(path) => plan_from_config(path, args.listen),
+        Some(path) => plan_from_config(path, args.listen, &args.state),
         None => plan_from_args(&args),
     };
     let plan = match plan {
@@ -243,8 +251,11 @@ pub fn run(args: ServeArgs) -> Result<u8> {
             return Ok(1);
         }
     };
-    let audit = AuditSink::open(args.audit.as_deref(), args.log_level)
-        .with_context(|| format!("cannot open the audit file {:?}", args.audit))?;
+    let audit = crate::audit_cmd::open_sink(
+        args.audit.as_deref(),
+        args.log_level,
+        crate::state::audit_dir(&plan.state).as_deref(),
+    )?;
     // One thread by default: every request is then served start to end on
     // one thread, with no wake-ups across threads (the largest part of the
     // added latency on small machines). More workers use more cores.
@@ -262,7 +273,12 @@ pub fn run(args: ServeArgs) -> Result<u8> {
 }
 
 async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Result<u8> {
-    let Plan { gateway: g, http } = plan;
+    let Plan {
+        gateway: g,
+        http,
+        state,
+    } = plan;
+    let store = crate::state::open_store(&state)?;
     let key = match g.session_key {
         Some(key) => SessionKey::new(key),
         None => {
@@ -293,7 +309,7 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         grants: g.grants,
         session_key: key,
         session_ttl: g.session_ttl,
-        store: Arc::new(MemoryStore::new()),
+        store,
         clock: Arc::new(SystemClock),
         audit: audit.clone(),
         audit_args: args.audit_args,
@@ -382,6 +398,9 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
                         != format!("{:?}", current.servers.iter().map(|s| (&s.name, &s.transport, &s.prefix, s.per_session)).collect::<Vec<_>>())),
                     ("listen", config.listen != current.listen),
                     ("separator", config.separator != current.separator),
+                    ("sessions", config.session_key != current.session_key || config.session_max_age != current.session_max_age),
+                    ("http", format!("{:?}", config.http) != format!("{:?}", current.http)),
+                    ("state", config.state != current.state),
                 ]
                 .into_iter()
                 .filter(|(_, changed)| *changed)

@@ -1,0 +1,88 @@
+//! The database file: opening a connection, its settings, and the schema.
+//!
+//! One table, one row per counter key:
+//!
+//! ```sql
+//! counters(key TEXT PRIMARY KEY, window_ms INTEGER, empty_at INTEGER, log BLOB)
+//! ```
+//!
+//! `log` is the key's sliding log (`log`), `window_ms` the window length it
+//! was last used with, and `empty_at` when every entry of the log has
+//! expired, after which the row may be swept.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::StateError;
+
+/// The schema this crate writes, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY NOT NULL,
+    window_ms INTEGER NOT NULL,
+    empty_at INTEGER NOT NULL,
+    log BLOB NOT NULL
+)";
+
+/// WAL frames after which a committing connection checkpoints the log into
+/// the database file (the only time a commit waits for the disk, with
+/// `synchronous=NORMAL`). SQLite's default is 1000; a larger WAL means
+/// fewer checkpoints for the same hot pages.
+const WAL_AUTOCHECKPOINT: i64 = 1000;
+
+/// After a checkpoint the WAL file is truncated back to this size (bytes).
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// Opens (creating if needed) the database at `path` with the settings every
+/// connection uses, and creates or checks the schema.
+pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StateError> {
+    let sql = |source| StateError::Sql {
+        path: path.to_path_buf(),
+        source,
+    };
+    let db = Connection::open(path).map_err(sql)?;
+    // First, so that opening while another process holds a lock waits.
+    db.busy_timeout(busy_timeout).map_err(sql)?;
+    let mode: String = db
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::NoWal {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    db.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT};
+         PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};"
+    ))
+    .map_err(sql)?;
+
+    // Create or check the schema in one write transaction, so processes
+    // opening a new directory at the same time do it once.
+    db.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+    let checked = (|| {
+        let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version == 0 {
+            db.execute_batch(SCHEMA)?;
+            db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        }
+        db.execute_batch("COMMIT")?;
+        Ok(version)
+    })();
+    match checked {
+        Ok(0 | SCHEMA_VERSION) => Ok(db),
+        Ok(version) => Err(StateError::Schema {
+            path: path.to_path_buf(),
+            version,
+        }),
+        Err(source) => {
+            let _ = db.execute_batch("ROLLBACK");
+            Err(sql(source))
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! toolgate's embedded counter store: the rate-limit counters of every
+//! gateway process on one machine, in one SQLite file.
+//!
+//! [`SqliteStore`] implements [`toolgate_policy::CounterStore`] over
+//! `DIR/counters.db`. Every process that opens the same data directory
+//! shares the same budgets, and the counts survive a restart.
+//!
+//! A tour of the crate:
+//!
+//! - `store`: [`SqliteStore`], one connection behind a mutex; each acquire
+//!   and release is one transaction of prepared, cached statements.
+//! - `log`: the sliding log of one counter key and its stored form.
+//! - `db`: opening the file, the connection settings, and the schema (one
+//!   row per counter key).
+//! - `state-bench` (a binary): decision latency and throughput.
+//!
+//! # Invariants
+//!
+//! - **Atomic across processes.** An acquire checks and updates all of its
+//!   draws in one `BEGIN IMMEDIATE` transaction: the write lock is taken
+//!   before anything is read, so no connection, in this process or another,
+//!   can change a log between the check and the update. Either every draw is
+//!   taken or none is. Connections wait for each other up to the busy
+//!   timeout (5 s by default, [`Options::busy_timeout`]); nothing is ever
+//!   batched or cached across transactions.
+//! - **The window guarantee** of the in-memory store: never more than `max`
+//!   units admitted in any interval of `window` length. Each key's row holds
+//!   the same sliding log as [`toolgate_policy::MemoryStore`]: entries
+//!   `(start, end, units)`, where an admission within `window / 64` of the
+//!   newest entry's start merges into it (about 65 entries, 1.6 KB, at most
+//!   per key), and an entry counts until `end + window`. Expired entries
+//!   are dropped when the key is next admitted; rows whose logs have emptied
+//!   are swept every few thousand acquires ([`SqliteStore::sweep`]), so the
+//!   file follows the number of keys in use, not every key ever seen.
+//! - **Fail mode.** When the database cannot be read or written at acquire
+//!   time (I/O error, corruption, a lock held past the busy timeout), an
+//!   acquire returns [`toolgate_policy::Refusal::Unavailable`] in
+//!   [`toolgate_policy::FailMode::Closed`], and admits the call uncounted
+//!   (an empty [`toolgate_policy::Grant`]) in `FailMode::Open`. A release
+//!   that fails keeps the quota taken. [`SqliteStore::open`] itself fails
+//!   with a [`StateError`] naming the path.
+//!
+//! # Durability
+//!
+//! The database runs in WAL mode with `synchronous=NORMAL`. A commit appends
+//! its pages to `counters.db-wal` with `write()` and does not wait for the
+//! disk; every few thousand pages a checkpoint syncs the WAL and copies it
+//! into `counters.db`.
+//!
+//! - A process that exits, panics or is killed (`kill -9`) loses nothing:
+//!   every committed acquire is in the operating system's page cache, and
+//!   the next process to open the directory reads it from the WAL.
+//! - An operating-system crash or power loss can lose the transactions
+//!   committed since the last checkpoint (at most a few thousand acquires,
+//!   typically the last second or so under load). The file stays consistent
+//!   (SQLite rolls the WAL back to its last complete transaction); what is
+//!   lost is counted usage, so after such a crash callers may be admitted
+//!   again up to what the lost acquires took. It never refuses more.
+//!
+//! `synchronous=FULL` would close that gap at the cost of an `fsync` per
+//! decision (milliseconds on most disks), which the latency target rules out.
+
+#![forbid(unsafe_code)]
+
+mod db;
+mod log;
+mod store;
+
+use std::path::PathBuf;
+
+pub use store::{Options, SqliteStore, DB_FILE};
+
+/// Why the counter store could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("counter database {}: {source}", path.display())]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "counter database {}: write-ahead logging is not available (journal mode stays {mode:?}); \
+         is the directory on a network file system?",
+        path.display()
+    )]
+    NoWal { path: PathBuf, mode: String },
+    #[error(
+        "counter database {}: schema version {version} is not one this toolgate knows (1)",
+        path.display()
+    )]
+    Schema { path: PathBuf, version: i64 },
+    #[error(
+        "counter database {}: the log of key {key:?} is {bytes} bytes, not whole entries",
+        path.display()
+    )]
+    Malformed {
+        path: PathBuf,
+        key: String,
+        bytes: usize,
+    },
+}

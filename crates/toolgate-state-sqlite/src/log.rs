@@ -1,0 +1,309 @@
+//! The sliding log of one counter key, as it is stored in its row.
+//!
+//! The same log as the in-memory store's (`toolgate-policy`'s `window`):
+//! entries `(start, end, units)`, where an admission less than `window / 64`
+//! after the start of the newest entry merges into it, so a key holds at
+//! most about 65 live entries whatever the call rate. An entry expires when
+//! `end + window <= now`: exact for calls more than `window / 64` apart,
+//! conservative otherwise (merged units are kept up to `window / 64` longer
+//! than they need to be, never shorter).
+//!
+//! A log is stored as one BLOB: 24 bytes per entry (start and end as
+//! little-endian `u64` milliseconds, units as a little-endian `f64`).
+
+use toolgate_policy::Millis;
+
+/// Slack for float sums of fractional costs (units are checked as `f64`).
+const EPSILON: f64 = 1e-9;
+
+const ENTRY_BYTES: usize = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Entry {
+    start: Millis,
+    end: Millis,
+    units: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Log {
+    length: u64,
+    entries: Vec<Entry>,
+    total: f64,
+}
+
+/// The answer to "may `cost` more units be taken now?".
+pub(crate) enum Room {
+    Fits,
+    /// Does not fit; it will after this many milliseconds (or never, when
+    /// the cost is above `max`: then the window length is reported).
+    Full {
+        retry_after_ms: u64,
+    },
+}
+
+/// A stored log that is not a whole number of entries long.
+#[derive(Debug)]
+pub(crate) struct Malformed(pub(crate) usize);
+
+impl Log {
+    pub(crate) fn new(length: u64) -> Log {
+        Log {
+            length: length.max(1),
+            entries: Vec::new(),
+            total: 0.0,
+        }
+    }
+
+    /// The window length can change when a policy is reloaded; the log stays.
+    pub(crate) fn set_length(&mut self, length: u64) {
+        self.length = length.max(1);
+    }
+
+    pub(crate) fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Reads a stored log; `length` is the window length of the draw now.
+    pub(crate) fn decode(bytes: &[u8], length: u64) -> Result<Log, Malformed> {
+        if bytes.len() % ENTRY_BYTES != 0 {
+            return Err(Malformed(bytes.len()));
+        }
+        let mut log = Log::new(length);
+        log.entries.reserve(bytes.len() / ENTRY_BYTES);
+        for chunk in bytes.chunks_exact(ENTRY_BYTES) {
+            let word = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
+                b
+            };
+            let entry = Entry {
+                start: u64::from_le_bytes(word(0)),
+                end: u64::from_le_bytes(word(1)),
+                units: f64::from_le_bytes(word(2)),
+            };
+            log.total += entry.units;
+            log.entries.push(entry);
+        }
+        Ok(log)
+    }
+
+    /// The stored form (see the module comment).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(self.entries.len() * ENTRY_BYTES);
+        for entry in &self.entries {
+            out.extend_from_slice(&entry.start.to_le_bytes());
+            out.extend_from_slice(&entry.end.to_le_bytes());
+            out.extend_from_slice(&entry.units.to_le_bytes());
+        }
+    }
+
+    /// When every entry has expired (the row may then be swept).
+    pub(crate) fn empty_at(&self) -> Millis {
+        self.entries
+            .last()
+            .map_or(0, |last| last.end.saturating_add(self.length))
+    }
+
+    /// Drops entries that no longer count at `now`; whether any were dropped.
+    pub(crate) fn expire(&mut self, now: Millis) -> bool {
+        let expired = self
+            .entries
+            .iter()
+            .take_while(|e| e.end.saturating_add(self.length) <= now)
+            .count();
+        if expired > 0 {
+            self.entries.drain(..expired);
+            self.total = self.entries.iter().map(|e| e.units).sum();
+        }
+        if self.entries.is_empty() || self.total < 0.0 {
+            self.total = 0.0;
+        }
+        expired > 0
+    }
+
+    /// Units taken in the window ending at the last `expire`.
+    pub(crate) fn used(&self) -> f64 {
+        self.total
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `extra + cost` units fit under `max` (after `expire(now)`).
+    /// `extra` is what earlier draws of the same call put on this key.
+    pub(crate) fn room(&self, now: Millis, extra: f64, cost: f64, max: f64) -> Room {
+        if self.total + extra + cost <= max + EPSILON {
+            return Room::Fits;
+        }
+        if extra + cost > max + EPSILON {
+            return Room::Full {
+                retry_after_ms: self.length,
+            };
+        }
+        let mut remaining = self.total;
+        for entry in &self.entries {
+            remaining -= entry.units;
+            if remaining + extra + cost <= max + EPSILON {
+                let expires = entry.end.saturating_add(self.length);
+                return Room::Full {
+                    retry_after_ms: expires.saturating_sub(now).max(1),
+                };
+            }
+        }
+        Room::Full {
+            retry_after_ms: self.length,
+        }
+    }
+
+    /// Records `cost` units taken at `now`.
+    pub(crate) fn take(&mut self, now: Millis, cost: f64) {
+        if cost <= 0.0 {
+            return;
+        }
+        self.total += cost;
+        let merge_span = (self.length / 64).max(1);
+        if let Some(last) = self.entries.last_mut() {
+            // A clock that steps back (or another process's clock a little
+            // behind this one) merges into the newest entry: its units then
+            // expire with it, later than they would otherwise, never sooner.
+            if now < last.end || now - last.start < merge_span {
+                last.end = last.end.max(now);
+                last.units += cost;
+                return;
+            }
+        }
+        self.entries.push(Entry {
+            start: now,
+            end: now,
+            units: cost,
+        });
+    }
+
+    /// Gives back `cost` units taken at `at`, if the entry holding them is
+    /// still in the log; whether anything was given back.
+    pub(crate) fn give_back(&mut self, at: Millis, cost: f64) -> bool {
+        if cost <= 0.0 {
+            return false;
+        }
+        let Some(index) = self
+            .entries
+            .iter()
+            .position(|e| e.start <= at && at <= e.end)
+        else {
+            return false;
+        };
+        let entry = &mut self.entries[index];
+        let returned = cost.min(entry.units);
+        entry.units -= returned;
+        self.total = (self.total - returned).max(0.0);
+        if entry.units <= EPSILON {
+            self.total = (self.total - entry.units).max(0.0);
+            self.entries.remove(index);
+        }
+        if self.entries.is_empty() {
+            self.total = 0.0;
+        }
+        true
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: u64 = 60_000;
+
+    fn admit(log: &mut Log, now: Millis, cost: f64, max: f64) -> bool {
+        log.expire(now);
+        match log.room(now, 0.0, cost, max) {
+            Room::Fits => {
+                log.take(now, cost);
+                true
+            }
+            Room::Full { .. } => false,
+        }
+    }
+
+    fn round_trip(log: &Log) -> Log {
+        let mut bytes = Vec::new();
+        log.encode(&mut bytes);
+        Log::decode(&bytes, log.length).expect("a log it encoded")
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut log = Log::new(MINUTE);
+        assert_eq!(round_trip(&log), log);
+        log.take(1_700_000_000_000, 1.5);
+        log.take(1_700_000_010_000, 0.25);
+        assert_eq!(round_trip(&log), log);
+    }
+
+    #[test]
+    fn a_log_that_is_not_whole_entries_is_refused() {
+        assert!(Log::decode(&[0; 25], MINUTE).is_err());
+    }
+
+    #[test]
+    fn entries_stay_bounded_under_dense_calls() {
+        let mut log = Log::new(MINUTE);
+        for t in 0..(3 * MINUTE) {
+            admit(&mut log, t, 1.0, 1e12);
+            assert!(
+                log.entry_count() <= 66,
+                "{} entries at {t}",
+                log.entry_count()
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_points_at_the_oldest_entry_that_frees_room() {
+        let mut log = Log::new(MINUTE);
+        assert!(admit(&mut log, 0, 1.0, 2.0));
+        assert!(admit(&mut log, 10_000, 1.0, 2.0));
+        assert!(!admit(&mut log, 20_000, 1.0, 2.0));
+        match log.room(20_000, 0.0, 1.0, 2.0) {
+            Room::Full { retry_after_ms } => assert_eq!(retry_after_ms, 40_000),
+            Room::Fits => panic!("should be full"),
+        }
+        match log.room(20_000, 0.0, 5.0, 2.0) {
+            Room::Full { retry_after_ms } => assert_eq!(retry_after_ms, MINUTE),
+            Room::Fits => panic!("should be full"),
+        }
+        assert!(admit(&mut log, 60_000, 1.0, 2.0));
+    }
+
+    #[test]
+    fn give_back_only_touches_the_entry_that_holds_the_call() {
+        let mut log = Log::new(MINUTE);
+        log.take(0, 3.0);
+        log.take(30_000, 2.0);
+        assert!(log.give_back(30_000, 5.0));
+        assert_eq!(log.used(), 3.0);
+        assert!(!log.give_back(12_345, 1.0), "no entry holds it");
+        assert_eq!(log.used(), 3.0);
+        assert!(log.give_back(0, 1.0));
+        assert_eq!(log.used(), 2.0);
+    }
+
+    #[test]
+    fn the_log_is_empty_one_window_after_its_newest_entry() {
+        let mut log = Log::new(MINUTE);
+        log.take(1_000, 1.0);
+        log.take(5_000, 1.0);
+        assert_eq!(log.empty_at(), 5_000 + MINUTE);
+        assert!(log.expire(1_000 + MINUTE));
+        assert!(!log.is_empty());
+        assert!(log.expire(5_000 + MINUTE));
+        assert!(log.is_empty());
+    }
+}

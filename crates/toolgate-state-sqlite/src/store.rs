@@ -1,0 +1,409 @@
+//! [`SqliteStore`]: the [`CounterStore`] over one SQLite connection.
+//!
+//! Every acquire and release is one `BEGIN IMMEDIATE` transaction: it takes
+//! the database's write lock first, then reads the logs of the call's keys,
+//! decides, and writes them back, so no other connection (in this process
+//! or another) can change a log between the check and the update.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use toolgate_policy::{CounterStore, Draw, Exhausted, FailMode, Grant, Millis, Refusal, Taken};
+
+use crate::log::{Log, Malformed, Room};
+use crate::{db, StateError};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "counters.db";
+
+/// Acquires between two sweeps of rows whose logs have emptied.
+const SWEEP_EVERY: u32 = 8192;
+
+const SELECT_LOG: &str = "SELECT rowid, log FROM counters WHERE key = ?1";
+const SELECT_WINDOW_LOG: &str = "SELECT rowid, window_ms, log FROM counters WHERE key = ?1";
+const UPDATE_LOG: &str =
+    "UPDATE counters SET window_ms = ?2, empty_at = ?3, log = ?4 WHERE rowid = ?1";
+const INSERT_LOG: &str =
+    "INSERT INTO counters (key, window_ms, empty_at, log) VALUES (?1, ?2, ?3, ?4)";
+const DELETE_ROW: &str = "DELETE FROM counters WHERE rowid = ?1";
+const SWEEP: &str = "DELETE FROM counters WHERE empty_at <= ?1";
+
+/// How a store is opened; [`SqliteStore::open`] uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// What an acquire does when the database fails.
+    pub fail: FailMode,
+    /// How long a transaction waits for another connection's write lock
+    /// before the database counts as failed (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fail: FailMode::Closed,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counter store in `counters.db` of a data directory, shared by every
+/// process that opens the same directory. See the crate docs for what it
+/// guarantees.
+pub struct SqliteStore {
+    path: PathBuf,
+    fail: FailMode,
+    conn: Mutex<Conn>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("fail", &self.fail)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Conn {
+    db: Connection,
+    since_sweep: u32,
+    /// Reused buffer for encoding logs.
+    scratch: Vec<u8>,
+}
+
+/// Why a transaction failed.
+enum Failure {
+    Sql(rusqlite::Error),
+    Malformed { key: String, bytes: usize },
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::Sql(e)
+    }
+}
+
+impl Failure {
+    fn into_error(self, path: &Path) -> StateError {
+        let path = path.to_path_buf();
+        match self {
+            Failure::Sql(source) => StateError::Sql { path, source },
+            Failure::Malformed { key, bytes } => StateError::Malformed { path, key, bytes },
+        }
+    }
+}
+
+/// A key's log as read in this transaction.
+struct Loaded<'a> {
+    key: &'a str,
+    rowid: Option<i64>,
+    log: Log,
+}
+
+impl SqliteStore {
+    /// Opens the store in `dir`, creating the directory and `counters.db`
+    /// when they do not exist yet.
+    pub fn open(dir: &Path, fail: FailMode) -> Result<SqliteStore, StateError> {
+        SqliteStore::open_with(
+            dir,
+            Options {
+                fail,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// [`SqliteStore::open`] with every option.
+    pub fn open_with(dir: &Path, options: Options) -> Result<SqliteStore, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let db = db::open(&path, options.busy_timeout)?;
+        Ok(SqliteStore {
+            path,
+            fail: options.fail,
+            conn: Mutex::new(Conn {
+                db,
+                since_sweep: 0,
+                scratch: Vec::new(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Units currently counted for `key` at `now` (0 when unknown), with the
+    /// window length the key was last drawn with.
+    pub fn used(&self, key: &str, now: Millis) -> Result<f64, StateError> {
+        let mut conn = self.lock();
+        conn.used(key, now).map_err(|f| f.into_error(&self.path))
+    }
+
+    /// Deletes the rows of keys whose logs have emptied by `now`; how many.
+    /// Acquires do this by themselves every few thousand calls.
+    pub fn sweep(&self, now: Millis) -> Result<usize, StateError> {
+        let mut conn = self.lock();
+        conn.since_sweep = 0;
+        conn.transaction(|conn| Ok(conn.db.prepare_cached(SWEEP)?.execute([to_sql(now)])?))
+            .map_err(|f| f.into_error(&self.path))
+    }
+
+    /// Number of counter keys held (including ones not yet swept).
+    pub fn key_count(&self) -> Result<usize, StateError> {
+        let conn = self.lock();
+        conn.db
+            .query_row("SELECT count(*) FROM counters", [], |row| row.get(0))
+            .map_err(|source| StateError::Sql {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // A panic while the lock was held may have left a transaction open:
+        // `Conn::transaction` rolls it back before starting the next one.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unavailable(&self, failure: Failure) -> Result<Grant, Refusal> {
+        match self.fail {
+            FailMode::Closed => Err(Refusal::Unavailable(
+                failure.into_error(&self.path).to_string(),
+            )),
+            FailMode::Open => Ok(Grant::default()),
+        }
+    }
+}
+
+impl CounterStore for SqliteStore {
+    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Refusal> {
+        if draws.is_empty() {
+            return Ok(Grant::default());
+        }
+        let mut conn = self.lock();
+        conn.since_sweep += 1;
+        if conn.since_sweep >= SWEEP_EVERY {
+            conn.since_sweep = 0;
+            // A failure here shows again in the acquire below.
+            let _ = conn
+                .transaction(|conn| Ok(conn.db.prepare_cached(SWEEP)?.execute([to_sql(now)])?));
+        }
+        match conn.transaction(|conn| conn.acquire(draws, now)) {
+            Ok(Ok(grant)) => Ok(grant),
+            Ok(Err(exhausted)) => Err(Refusal::Exhausted(exhausted)),
+            Err(failure) => {
+                drop(conn);
+                self.unavailable(failure)
+            }
+        }
+    }
+
+    fn release(&self, grant: &Grant) {
+        if grant.taken.is_empty() {
+            return;
+        }
+        // Best effort: when the database fails the quota stays taken.
+        let _ = self.lock().transaction(|conn| conn.release(grant));
+    }
+}
+
+impl Conn {
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: committed when it
+    /// returns `Ok`, rolled back otherwise.
+    fn transaction<T>(
+        &mut self,
+        body: impl FnOnce(&mut Conn) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        if !self.db.is_autocommit() {
+            // Left open by a panic in an earlier call.
+            self.db.execute_batch("ROLLBACK")?;
+        }
+        self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let done = body(self).and_then(|value| {
+            self.db.prepare_cached("COMMIT")?.execute([])?;
+            Ok(value)
+        });
+        if done.is_err() && !self.db.is_autocommit() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+        done
+    }
+
+    fn load<'a>(&mut self, key: &'a str, window: u64) -> Result<Loaded<'a>, Failure> {
+        let found = self
+            .db
+            .prepare_cached(SELECT_LOG)?
+            .query_row([key], |row| {
+                let rowid: i64 = row.get(0)?;
+                let bytes = row.get_ref(1)?.as_blob()?;
+                Ok((rowid, Log::decode(bytes, window)))
+            })
+            .optional()?;
+        match found {
+            None => Ok(Loaded {
+                key,
+                rowid: None,
+                log: Log::new(window),
+            }),
+            Some((rowid, Ok(log))) => Ok(Loaded {
+                key,
+                rowid: Some(rowid),
+                log,
+            }),
+            Some((_, Err(Malformed(bytes)))) => Err(Failure::Malformed {
+                key: key.to_string(),
+                bytes,
+            }),
+        }
+    }
+
+    fn save(&mut self, loaded: &Loaded<'_>) -> Result<(), Failure> {
+        let log = &loaded.log;
+        match loaded.rowid {
+            Some(rowid) if log.is_empty() => {
+                self.db.prepare_cached(DELETE_ROW)?.execute([rowid])?;
+            }
+            None if log.is_empty() => {}
+            rowid => {
+                log.encode(&mut self.scratch);
+                let window = to_sql(log.length());
+                let empty_at = to_sql(log.empty_at());
+                match rowid {
+                    Some(rowid) => self.db.prepare_cached(UPDATE_LOG)?.execute(params![
+                        rowid,
+                        window,
+                        empty_at,
+                        &self.scratch[..]
+                    ])?,
+                    None => self.db.prepare_cached(INSERT_LOG)?.execute(params![
+                        loaded.key,
+                        window,
+                        empty_at,
+                        &self.scratch[..]
+                    ])?,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The all-or-nothing step, inside a transaction.
+    fn acquire(
+        &mut self,
+        draws: &[Draw],
+        now: Millis,
+    ) -> Result<Result<Grant, Exhausted>, Failure> {
+        let mut logs: Vec<Loaded<'_>> = Vec::with_capacity(draws.len());
+        for draw in draws {
+            if !logs.iter().any(|l| l.key == draw.key) {
+                logs.push(self.load(&draw.key, draw.window)?);
+            }
+        }
+
+        // Check every draw; none is taken unless all fit.
+        let mut refused: Option<Exhausted> = None;
+        for (i, draw) in draws.iter().enumerate() {
+            // Earlier draws of this call on the same key count too.
+            let extra: f64 = draws[..i]
+                .iter()
+                .filter(|d| d.key == draw.key)
+                .map(|d| d.cost)
+                .sum();
+            let log = &mut find(&mut logs, &draw.key).log;
+            log.set_length(draw.window);
+            log.expire(now);
+            if let Room::Full { retry_after_ms } = log.room(now, extra, draw.cost, draw.max) {
+                match &mut refused {
+                    None => refused = Some(exhausted(draw, retry_after_ms, log.used())),
+                    Some(first) => first.retry_after_ms = first.retry_after_ms.max(retry_after_ms),
+                }
+            }
+        }
+        if let Some(exhausted) = refused {
+            // Nothing is written: expired entries go with the next admission.
+            return Ok(Err(exhausted));
+        }
+
+        let mut taken = Vec::with_capacity(draws.len());
+        for draw in draws {
+            let log = &mut find(&mut logs, &draw.key).log;
+            log.take(now, draw.cost);
+            taken.push(Taken {
+                key: draw.key.clone(),
+                counter: draw.counter.clone(),
+                at: now,
+                cost: draw.cost,
+                used: log.used(),
+                max: draw.max,
+                window: draw.window,
+            });
+        }
+        for loaded in &logs {
+            self.save(loaded)?;
+        }
+        Ok(Ok(Grant { taken }))
+    }
+
+    /// Gives back what a grant took, inside a transaction.
+    fn release(&mut self, grant: &Grant) -> Result<(), Failure> {
+        for taken in &grant.taken {
+            let mut loaded = self.load(&taken.key, taken.window)?;
+            if loaded.rowid.is_some() && loaded.log.give_back(taken.at, taken.cost) {
+                self.save(&loaded)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn used(&mut self, key: &str, now: Millis) -> Result<f64, Failure> {
+        let found = self
+            .db
+            .prepare_cached(SELECT_WINDOW_LOG)?
+            .query_row([key], |row| {
+                let window: i64 = row.get(1)?;
+                let bytes = row.get_ref(2)?.as_blob()?;
+                Ok(Log::decode(bytes, u64::try_from(window).unwrap_or(1)))
+            })
+            .optional()?;
+        match found {
+            None => Ok(0.0),
+            Some(Ok(mut log)) => {
+                log.expire(now);
+                Ok(log.used())
+            }
+            Some(Err(Malformed(bytes))) => Err(Failure::Malformed {
+                key: key.to_string(),
+                bytes,
+            }),
+        }
+    }
+}
+
+fn find<'l, 'k>(logs: &'l mut [Loaded<'k>], key: &str) -> &'l mut Loaded<'k> {
+    logs.iter_mut()
+        .find(|l| l.key == key)
+        .expect("every draw's key was loaded")
+}
+
+fn exhausted(draw: &Draw, retry_after_ms: u64, used: f64) -> Exhausted {
+    Exhausted {
+        counter: draw.counter.clone(),
+        rule: draw.rule.clone(),
+        retry_after_ms,
+        used,
+        max: draw.max,
+    }
+}
+
+/// Milliseconds as an SQLite integer (clamped; real times are far below).
+fn to_sql(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}

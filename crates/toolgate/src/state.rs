@@ -1,0 +1,100 @@
+//! Where counters live: `--state embedded` (the default: a database in the
+//! data directory), `--state memory`, or `--state redis://HOST:PORT/DB`; the
+//! same choices as the config file's `state` section.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use toolgate_config::{StateConfig, StateStore};
+use toolgate_policy::{CounterStore, FailMode, MemoryStore};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FailArg {
+    /// Calls that need counters are refused while the store is unreachable.
+    Closed,
+    /// They are admitted without being counted.
+    Open,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// Where counters live: embedded (a database in --data-dir; the default),
+    /// memory (forgotten on exit) or redis://HOST:PORT/DB (shared by replicas).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// The data directory (default: $TOOLGATE_DATA_DIR, else
+    /// $XDG_DATA_HOME/toolgate, else ~/.local/share/toolgate).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// What calls that need counters get while the store is unreachable.
+    #[arg(long, value_enum)]
+    pub state_fail: Option<FailArg>,
+    /// The Redis key prefix (one per deployment).
+    #[arg(long)]
+    pub state_prefix: Option<String>,
+}
+
+impl StateArgs {
+    /// The state settings: the flags given, else the config's, else the defaults.
+    pub fn resolve(&self, config: Option<&StateConfig>) -> Result<StateConfig> {
+        let mut state = config.cloned().unwrap_or_default();
+        if let Some(store) = &self.state {
+            state.store = match store.as_str() {
+                "embedded" => StateStore::Embedded,
+                "memory" => StateStore::Memory,
+                url if url.starts_with("redis://") => StateStore::Redis(url.to_string()),
+                other => anyhow::bail!(
+                    "--state {other:?}: expected embedded, memory or redis://HOST:PORT/DB"
+                ),
+            };
+        }
+        if let Some(dir) = &self.data_dir {
+            state.data_dir = Some(dir.clone());
+        }
+        if let Some(fail) = self.state_fail {
+            state.fail = match fail {
+                FailArg::Closed => FailMode::Closed,
+                FailArg::Open => FailMode::Open,
+            };
+        }
+        if let Some(prefix) = &self.state_prefix {
+            state.prefix = prefix.clone();
+        }
+        Ok(state)
+    }
+}
+
+/// The data directory a state config points at.
+pub fn data_dir(state: &StateConfig) -> PathBuf {
+    state
+        .data_dir
+        .clone()
+        .unwrap_or_else(toolgate_audit_store::default_data_dir)
+}
+
+/// Opens the counter store.
+pub fn open_store(state: &StateConfig) -> Result<Arc<dyn CounterStore>> {
+    Ok(match &state.store {
+        StateStore::Memory => Arc::new(MemoryStore::new()),
+        StateStore::Embedded => {
+            let dir = data_dir(state);
+            Arc::new(
+                toolgate_state_sqlite::SqliteStore::open(&dir, state.fail)
+                    .with_context(|| format!("cannot open the embedded store in {}", dir.display()))?,
+            )
+        }
+        StateStore::Redis(url) => Arc::new(
+            toolgate_state_redis::RedisStore::connect(url, &state.prefix, state.fail)
+                .with_context(|| format!("cannot use the Redis store {url}"))?,
+        ),
+    })
+}
+
+/// The data directory, if the state keeps one (for the audit trail).
+pub fn audit_dir(state: &StateConfig) -> Option<PathBuf> {
+    match state.store {
+        StateStore::Embedded => Some(data_dir(state)),
+        _ => None,
+    }
+}
+
