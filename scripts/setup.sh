@@ -2,6 +2,7 @@
 # Installs what the test suite needs besides the Rust toolchain:
 #   .venv/             Python virtualenv with tests/requirements.txt (mcp SDK, pytest, jsonschema)
 #   tests/node/        npm ci of the pinned MCP servers (server-everything, TypeScript SDK)
+#   redis-server       Debian's redis-server package, for the Redis counter store's tests
 # Idempotent and fast when nothing changed: each step records the hash of its
 # inputs in a stamp file and is skipped while the stamp matches.
 set -euo pipefail
@@ -79,4 +80,31 @@ else
     echo "setup.sh: npm ci in tests/node"
     (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$node_hash" >"$node_stamp"
+fi
+
+# --- redis-server (toolgate-state-redis tests and bench) -------------------
+# The tests start their own redis-server on a free loopback port; only the
+# binary is needed (Debian's package also installs a system service, which
+# the tests do not use).
+if command -v redis-server >/dev/null 2>&1; then
+    echo "setup.sh: redis-server present ($(redis-server --version | cut -d' ' -f3))"
+else
+    echo "setup.sh: installing redis-server (apt-get)"
+    apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    if ((EUID != 0)); then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "setup.sh: redis-server is missing and installing it needs root; run: apt-get install -y redis-server" >&2
+            exit 1
+        fi
+        apt=(sudo "${apt[@]}")
+    fi
+    # A fresh machine may have no package lists yet: update once and retry.
+    if ! "${apt[@]}" install -y -qq redis-server >/dev/null; then
+        "${apt[@]}" update -qq
+        "${apt[@]}" install -y -qq redis-server >/dev/null
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "setup.sh: apt-get installed redis-server but it is not on PATH" >&2
+        exit 1
+    fi
 fi

@@ -207,7 +207,8 @@ def test_verify_an_intact_trail(toolgate_bin, five):
 
 TAMPERING = [
     ("edited record", "UPDATE records SET record = replace(record, '\"deny\"', '\"allow\"') WHERE seq = 2", 2),
-    ("edited hash", "UPDATE records SET hash = '00' || substr(hash, 3) WHERE seq = 3", 3),
+    # Always a different hash (a plain '00' prefix is no change 1 time in 256).
+    ("edited hash", "UPDATE records SET hash = CASE WHEN substr(hash, 1, 2) = '00' THEN 'ff' ELSE '00' END || substr(hash, 3) WHERE seq = 3", 3),
     ("deleted row", "DELETE FROM records WHERE seq = 3", 3),
     ("deleted last row", "DELETE FROM records WHERE seq = 5", 5),
     ("edited column", "UPDATE records SET grant = 'carol' WHERE seq = 4", 4),

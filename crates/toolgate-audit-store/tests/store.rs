@@ -286,7 +286,7 @@ fn verify_names_the_first_record_tampered_with() {
         ),
         (
             "edited prev_hash",
-            "UPDATE records SET prev_hash = 'ff' || substr(prev_hash, 3) WHERE seq = 4",
+            "UPDATE records SET prev_hash = CASE WHEN substr(prev_hash, 1, 2) = 'ff' THEN '00' ELSE 'ff' END || substr(prev_hash, 3) WHERE seq = 4",
             4,
             "prev_hash is not the hash of record 3",
         ),

@@ -41,7 +41,8 @@ local function sum_of(log)
   return total
 end
 
--- Drops the entries that no longer count at `now`; returns the units left.
+-- Drops the entries that no longer count at `now`; returns the units left
+-- and the newest entry ({member, end}, empty when the log is).
 local function expire(log, sum, window)
   local cutoff = fmt(now - window)
   local total = tonumber(redis.call('GET', sum) or '')
@@ -55,9 +56,12 @@ local function expire(log, sum, window)
       end
     end
   end
-  if redis.call('ZCARD', log) == 0 then
-    redis.call('DEL', sum)
-    return 0
+  local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  if #newest == 0 then
+    if total then
+      redis.call('DEL', sum)
+    end
+    return 0, newest
   end
   if not total then
     -- The sum expired a moment before its log: count the log again.
@@ -66,7 +70,7 @@ local function expire(log, sum, window)
     total = math.max(total, 0)
     redis.call('SET', sum, fmt(total), 'KEEPTTL')
   end
-  return math.max(total, 0)
+  return math.max(total, 0), newest
 end
 
 -- When `extra + cost` more units fit: after the oldest entries whose
@@ -97,7 +101,8 @@ for i = 1, draws do
   local cost = tonumber(ARGV[3 * i + 1])
   local state = logs[log]
   if not state then
-    state = { total = expire(log, sum, window), extra = 0 }
+    local total, newest = expire(log, sum, window)
+    state = { total = total, extra = 0, newest = newest }
     logs[log] = state
   end
   if state.total + state.extra + cost > max + EPSILON then
@@ -122,28 +127,29 @@ for i = 1, draws do
   local cost = tonumber(ARGV[3 * i + 1])
   local state = logs[log]
   if cost > 0 then
+    local newest = state.newest
     local newest_end = now
-    local merged = false
-    local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
-    if #last > 0 then
-      local start, units = parse(last[1])
-      local last_end = tonumber(last[2])
+    local member = nil
+    if #newest > 0 then
+      local start, units = parse(newest[1])
+      local last_end = tonumber(newest[2])
       if now < last_end or now - start < math.max(1, math.floor(window / 64)) then
         newest_end = math.max(last_end, now)
-        redis.call('ZREM', log, last[1])
-        redis.call('ZADD', log, fmt(newest_end), fmt(start) .. ':' .. fmt(units + cost))
-        merged = true
+        member = fmt(start) .. ':' .. fmt(units + cost)
+        redis.call('ZREM', log, newest[1])
       end
     end
-    if not merged then
-      redis.call('ZADD', log, fmt(now), fmt(now) .. ':' .. fmt(cost))
+    if not member then
+      member = ARGV[1] .. ':' .. fmt(cost)
     end
+    redis.call('ZADD', log, fmt(newest_end), member)
+    state.newest = { member, fmt(newest_end) }
     state.total = state.total + cost
     -- The key lives as long as its newest entry counts (a clock behind the
     -- newest entry's adds at most one more window).
-    local ttl = window + math.min(newest_end - now, window)
-    redis.call('PEXPIRE', log, fmt(ttl))
-    redis.call('SET', sum, fmt(state.total), 'PX', fmt(ttl))
+    local ttl = fmt(window + math.min(newest_end - now, window))
+    redis.call('PEXPIRE', log, ttl)
+    redis.call('SET', sum, fmt(state.total), 'PX', ttl)
   end
   reply[i + 1] = fmt(state.total)
 end

@@ -232,7 +232,12 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_refused_and_unreachable_servers_are_not() {
-        for url in ["", "http://host:6379", "redis://host:notaport/0", "not a url"] {
+        for url in [
+            "",
+            "http://host:6379",
+            "redis://host:notaport/0",
+            "not a url",
+        ] {
             match RedisStore::connect(url, "t", FailMode::Closed) {
                 Err(StateError::InvalidUrl { .. }) => {}
                 other => panic!("{url:?}: expected InvalidUrl, got {other:?}"),

@@ -73,7 +73,10 @@ struct Attempts {
 impl Link {
     /// Starts the connection thread and a first attempt to connect (a
     /// failure is only remembered: calls report it until the cooldown ends).
-    pub(crate) fn start(client: redis::Client, options: ConnectionOptions) -> std::io::Result<Link> {
+    pub(crate) fn start(
+        client: redis::Client,
+        options: ConnectionOptions,
+    ) -> std::io::Result<Link> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -221,7 +221,10 @@ mod tests {
     fn draw_keys_are_escaped_under_the_prefix() {
         let keys = Keys::new("toolgate");
         let cases = [
-            ("rate\u{1f}grant\u{1f}local", "toolgate:c:rate%1Fgrant%1Flocal"),
+            (
+                "rate\u{1f}grant\u{1f}local",
+                "toolgate:c:rate%1Fgrant%1Flocal",
+            ),
             ("a:b", "toolgate:c:a%3Ab"),
             ("x:sum", "toolgate:c:x%3Asum"),
             ("100%", "toolgate:c:100%25"),

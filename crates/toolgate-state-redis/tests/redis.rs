@@ -89,7 +89,7 @@ fn the_shared_suite_passes() {
 }
 
 /// Pseudo-random calls (several draws, repeated keys, fractional and zero
-/// costs, releases) give the same answers, used units and retry times as
+/// costs, releases, a clock that sometimes steps back) give the same answers, used units and retry times as
 /// the in-memory store.
 #[test]
 fn decisions_match_the_memory_store() {
@@ -113,7 +113,13 @@ fn decisions_match_the_memory_store() {
     let mut grants: Vec<(Grant, Grant)> = Vec::new();
     let (mut admits, mut refusals, mut releases) = (0, 0, 0);
     for step in 0..1_500 {
-        now += next(700);
+        // Now and then the clock steps back a little (another replica's
+        // clock, or a clock adjustment).
+        if next(25) == 0 {
+            now -= next(300);
+        } else {
+            now += next(700);
+        }
         if next(10) == 0 && !grants.is_empty() {
             let (r, m) = grants.swap_remove(next(grants.len() as u64) as usize);
             redis_store.release(&r);
@@ -155,7 +161,7 @@ fn keys_expire_with_their_window() {
     let store = store(&server, &prefix(), FailMode::Closed);
     let mut redis = redis(&server);
     let d = draw("e", 10.0, 1.0, 2_000);
-    assert!(admitted(&store.acquire(&[d.clone()], T0)));
+    assert!(admitted(&store.acquire(std::slice::from_ref(&d), T0)));
     let log = store.log_key(&d.key);
     for key in [log.clone(), format!("{log}:sum")] {
         let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut redis).unwrap();
@@ -163,7 +169,7 @@ fn keys_expire_with_their_window() {
     }
 
     let short = draw("short", 10.0, 1.0, 100);
-    assert!(admitted(&store.acquire(&[short.clone()], T0)));
+    assert!(admitted(&store.acquire(std::slice::from_ref(&short), T0)));
     let log = store.log_key(&short.key);
     std::thread::sleep(Duration::from_millis(300));
     let left: i64 = redis::cmd("EXISTS")
@@ -181,7 +187,10 @@ fn key_names_are_the_prefix_and_the_escaped_draw_key() {
     let mut redis = redis(&server);
     let d = draw("send:text", 10.0, 1.0, MINUTE);
     assert!(admitted(&store.acquire(&[d], T0)));
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("deploy:*").query(&mut redis).unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("deploy:*")
+        .query(&mut redis)
+        .unwrap();
     keys.sort();
     assert_eq!(
         keys,
@@ -311,7 +320,10 @@ fn a_server_that_is_not_up_yet_is_used_once_it_is() {
 #[test]
 fn waits_are_bounded_when_redis_does_not_answer() {
     let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let url = format!("redis://127.0.0.1:{}/0", silent.local_addr().unwrap().port());
+    let url = format!(
+        "redis://127.0.0.1:{}/0",
+        silent.local_addr().unwrap().port()
+    );
     let options = ConnectionOptions {
         connect_timeout: Duration::from_millis(200),
         response_timeout: Duration::from_millis(200),
@@ -368,7 +380,10 @@ fn release_gives_back_only_what_is_still_in_the_window() {
     let _recent = store.acquire(&d, T0 + 500).unwrap();
     let _ = store.acquire(&d, T0 + 1_000).unwrap(); // the first has expired
     store.release(&old); // its entry is gone: nothing to give back
-    assert!(!admitted(&store.acquire(&d, T0 + 1_001)), "still 2 in the window");
+    assert!(
+        !admitted(&store.acquire(&d, T0 + 1_001)),
+        "still 2 in the window"
+    );
 }
 
 async fn admitted_async(store: Arc<RedisStore>, calls: u64) -> usize {
@@ -414,7 +429,10 @@ async fn acquire_async_on_a_multi_thread_runtime() {
 #[tokio::test(flavor = "current_thread")]
 async fn acquire_async_does_not_block_the_runtime() {
     let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let url = format!("redis://127.0.0.1:{}/0", silent.local_addr().unwrap().port());
+    let url = format!(
+        "redis://127.0.0.1:{}/0",
+        silent.local_addr().unwrap().port()
+    );
     let store = RedisStore::connect(&url, &prefix(), FailMode::Closed).unwrap();
     let started = Instant::now();
     let tick = async {
@@ -423,10 +441,7 @@ async fn acquire_async_does_not_block_the_runtime() {
     };
     let d = vec![draw("blocked", 1.0, 1.0, MINUTE)];
     let (ticked, result) = tokio::join!(tick, store.acquire_async(d, T0));
-    assert!(
-        matches!(result, Err(Refusal::Unavailable(_))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Refusal::Unavailable(_))), "{result:?}");
     assert!(
         ticked < Duration::from_millis(150),
         "the timer fired after {ticked:?}"

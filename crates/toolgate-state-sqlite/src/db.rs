@@ -31,7 +31,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS counters (
 /// the database file (the only time a commit waits for the disk, with
 /// `synchronous=NORMAL`). SQLite's default is 1000; a larger WAL means
 /// fewer checkpoints for the same hot pages.
-const WAL_AUTOCHECKPOINT: i64 = 1000;
+const WAL_AUTOCHECKPOINT: i64 = 4000;
 
 /// After a checkpoint the WAL file is truncated back to this size (bytes).
 const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;

@@ -44,21 +44,32 @@
 //!
 //! The database runs in WAL mode with `synchronous=NORMAL`. A commit appends
 //! its pages to `counters.db-wal` with `write()` and does not wait for the
-//! disk; every few thousand pages a checkpoint syncs the WAL and copies it
-//! into `counters.db`.
+//! disk. When the WAL has grown by 4000 pages (about 4000 acquires: an
+//! acquire usually rewrites one page), the committing connection checkpoints: it
+//! `fsync`s the WAL, copies it into `counters.db` and `fsync`s that. This is
+//! the only disk wait, once per few thousand decisions (it is the `max` in
+//! the bench).
 //!
 //! - A process that exits, panics or is killed (`kill -9`) loses nothing:
 //!   every committed acquire is in the operating system's page cache, and
 //!   the next process to open the directory reads it from the WAL.
-//! - An operating-system crash or power loss can lose the transactions
-//!   committed since the last checkpoint (at most a few thousand acquires,
-//!   typically the last second or so under load). The file stays consistent
-//!   (SQLite rolls the WAL back to its last complete transaction); what is
-//!   lost is counted usage, so after such a crash callers may be admitted
-//!   again up to what the lost acquires took. It never refuses more.
+//! - An operating-system crash or power loss can lose the acquires committed
+//!   since the last checkpoint (at most about 4000; the kernel usually
+//!   writes them back within about 30 s, but nothing waits for that). The
+//!   file stays consistent: SQLite rolls the WAL back to its last complete,
+//!   synced transaction. What is lost is counted usage, so after such a
+//!   crash callers may be admitted again up to what the lost acquires took;
+//!   the store never refuses more than it should because of a crash.
 //!
 //! `synchronous=FULL` would close that gap at the cost of an `fsync` per
-//! decision (milliseconds on most disks), which the latency target rules out.
+//! decision (hundreds of microseconds to milliseconds), which the latency
+//! target rules out. `synchronous=OFF` would only skip the checkpoint's
+//! `fsync`s (commits do not sync in WAL mode either way) and would let a
+//! power loss corrupt the file.
+//!
+//! The data directory must be on a local file system: WAL's shared-memory
+//! index does not work over NFS (opening then fails with
+//! [`StateError::NoWal`] or locking errors).
 
 #![forbid(unsafe_code)]
 

@@ -152,8 +152,7 @@ impl SqliteStore {
     pub fn sweep(&self, now: Millis) -> Result<usize, StateError> {
         let mut conn = self.lock();
         conn.since_sweep = 0;
-        conn.transaction(|conn| Ok(conn.db.prepare_cached(SWEEP)?.execute([to_sql(now)])?))
-            .map_err(|f| f.into_error(&self.path))
+        conn.sweep(now).map_err(|f| f.into_error(&self.path))
     }
 
     /// Number of counter keys held (including ones not yet swept).
@@ -193,8 +192,7 @@ impl CounterStore for SqliteStore {
         if conn.since_sweep >= SWEEP_EVERY {
             conn.since_sweep = 0;
             // A failure here shows again in the acquire below.
-            let _ = conn
-                .transaction(|conn| Ok(conn.db.prepare_cached(SWEEP)?.execute([to_sql(now)])?));
+            let _ = conn.sweep(now);
         }
         match conn.transaction(|conn| conn.acquire(draws, now)) {
             Ok(Ok(grant)) => Ok(grant),
@@ -235,6 +233,10 @@ impl Conn {
             let _ = self.db.execute_batch("ROLLBACK");
         }
         done
+    }
+
+    fn sweep(&mut self, now: Millis) -> Result<usize, Failure> {
+        self.transaction(|conn| Ok(conn.db.prepare_cached(SWEEP)?.execute([to_sql(now)])?))
     }
 
     fn load<'a>(&mut self, key: &'a str, window: u64) -> Result<Loaded<'a>, Failure> {

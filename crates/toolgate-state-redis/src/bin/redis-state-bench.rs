@@ -232,9 +232,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         modes: vec![Mode::Async, Mode::Threads],
     };
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--callers" => {
                 parsed.callers = value
