@@ -13,10 +13,12 @@
 //!   member, beside its running sum `{prefix}:c:{draw key}:sum`. Admissions
 //!   closer than `window / 64` merge into one entry, exactly as in
 //!   toolgate-policy's in-memory log, so a key holds at most about 65
-//!   entries and the two stores decide alike, call for call. A limit never
-//!   admits more than `max` units in any interval of `window` length.
-//!   Both keys get `PEXPIRE` = the window on every write, so a key vanishes
-//!   once its window has passed.
+//!   entries and the two stores decide alike, call for call (merged units
+//!   count up to `window / 64` longer than they need to, never shorter). A
+//!   limit never admits more than `max` units in any interval of `window`
+//!   length. Both keys get `PEXPIRE` = the window on every write (plus the
+//!   time the caller's clock is behind the newest entry, at most one more
+//!   window), so a key vanishes once its window has passed.
 //! - `script` builds the scripts' arguments from draws and reads their
 //!   replies into [`Grant`]s and [`Exhausted`](toolgate_policy::Exhausted)
 //!   refusals (no IO).
@@ -47,6 +49,10 @@
 //! fail at once for a short cooldown, then the next call tries again, so the
 //! store recovers by itself when Redis is back. A Redis restarted without
 //! persistence starts every budget afresh.
+//!
+//! **Server.** Redis 6.0 or newer (`SET ... KEEPTTL`), one server or a
+//! primary; Redis Cluster is not supported (a call's keys are not given a
+//! common hash slot).
 //!
 //! Invariants: every decision is one script run, atomic on the server (no
 //! read followed by a separate write); a refused call takes nothing; a

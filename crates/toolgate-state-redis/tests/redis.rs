@@ -348,7 +348,7 @@ fn waits_are_bounded_when_redis_does_not_answer() {
             Err(Refusal::Unavailable(_))
         ));
         assert!(
-            started.elapsed() < Duration::from_millis(50),
+            started.elapsed() < Duration::from_millis(100),
             "call {i} in the cooldown took {:?}",
             started.elapsed()
         );

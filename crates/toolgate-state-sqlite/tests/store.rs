@@ -287,6 +287,20 @@ fn rows_of_emptied_logs_are_swept() {
 }
 
 #[test]
+fn acquires_sweep_emptied_rows_by_themselves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path(), FailMode::Closed).expect("open");
+    for k in 0..10 {
+        admit_count(&store, &draw(&format!("old{k}"), 1.0), 1, T0);
+    }
+    // 8192 acquires later (the sweep interval), at a time when the old
+    // keys' logs have emptied, only the live key is left.
+    let live = draw("live", 1e9);
+    assert_eq!(admit_count(&store, &live, 8192, T0 + MINUTE), 8192);
+    assert_eq!(store.key_count().expect("count"), 1);
+}
+
+#[test]
 fn a_released_key_whose_log_empties_loses_its_row() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path(), FailMode::Closed).expect("open");
