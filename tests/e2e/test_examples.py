@@ -144,3 +144,35 @@ def test_every_example_config_is_valid(toolgate_bin, tmp_path):
         if checked.returncode != 0 or ": valid config (" not in checked.stdout:
             failures.append(f"{where}: toolgate validate failed:\n{checked.stdout}{checked.stderr}")
     assert not failures, "\n".join(failures)
+
+
+SH_FENCE = re.compile(r"^```(sh|bash|text)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+def test_every_toolgate_command_line_in_the_docs_uses_real_flags(toolgate_bin):
+    """Each `toolgate SUB ...` line in a ```sh/```text block of README.md and
+    docs/*.md names a real subcommand, and every --flag it uses is one that
+    subcommand's --help lists."""
+    checked = 0
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for _, block in SH_FENCE.findall(doc.read_text(encoding="utf-8")):
+            for line in block.splitlines():
+                command = line.split("#", 1)[0].strip()
+                if not command.startswith("toolgate "):
+                    continue
+                words = command.split()
+                sub = [w for w in words[1:3] if not w.startswith("-")]
+                # `toolgate audit verify`, `toolgate grant new NAME`: the deepest subcommand that has help.
+                path = []
+                for word in sub:
+                    probe = run_toolgate(toolgate_bin, *path, word, "--help")
+                    if probe.returncode != 0:
+                        break
+                    path.append(word)
+                assert path, f"{doc.name}: `{command}` names no toolgate subcommand"
+                help_text = run_toolgate(toolgate_bin, *path, "--help").stdout
+                before_args = words[: words.index("--")] if "--" in words else words
+                for flag in [w.split("=")[0] for w in before_args if w.startswith("--")]:
+                    assert flag in help_text, f"{doc.name}: `{command}` uses {flag}, which `toolgate {' '.join(path)} --help` does not list"
+                checked += 1
+    assert checked >= 5, f"only {checked} command lines found"
