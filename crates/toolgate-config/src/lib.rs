@@ -31,8 +31,8 @@ mod values;
 use std::path::Path;
 
 pub use config::{
-    StateConfig, StateStore,
     Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
+    StateConfig, StateStore,
 };
 pub use token::{hash_token, new_token};
 pub use toolgate_policy::{Diagnostic, Diagnostics};

@@ -679,7 +679,6 @@ fn load_config_reads_relative_to_the_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-
 #[test]
 fn state_section() {
     use crate::StateStore;
@@ -688,10 +687,14 @@ fn state_section() {
     assert_eq!(config.state.store, StateStore::Embedded);
     assert_eq!(config.state.fail, FailMode::Closed);
     let config = ok("policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: redis://127.0.0.1:6379/0\n  prefix: prod-eu\n  fail: open\n");
-    assert_eq!(config.state.store, StateStore::Redis("redis://127.0.0.1:6379/0".into()));
+    assert_eq!(
+        config.state.store,
+        StateStore::Redis("redis://127.0.0.1:6379/0".into())
+    );
     assert_eq!(config.state.prefix, "prod-eu");
     assert_eq!(config.state.fail, FailMode::Open);
-    let config = ok("policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: memory\n");
+    let config =
+        ok("policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: memory\n");
     assert_eq!(config.state.store, StateStore::Memory);
     check(
         "policy: policy.yaml\nservers:\n  a:\n    command: x\nstate:\n  store: postgres://x\n  fail: maybe\n  prefix: \"a b\"\n",

@@ -13,8 +13,9 @@ use std::time::Duration;
 use toolgate_policy::document::{push_index, push_key, Member, Node, Pos, Value};
 use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
 
-use crate::config::{StateConfig, StateStore, 
+use crate::config::{
     Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
+    StateConfig, StateStore,
 };
 use crate::values::{self, quote};
 use crate::{read, ConfigFormat};
@@ -497,7 +498,13 @@ impl Validator<'_> {
         let prefix = match field(members, "prefix") {
             None => "toolgate".to_string(),
             Some(n) => match self.string(n, "state.prefix") {
-                Some(p) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) => p.to_string(),
+                Some(p)
+                    if !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) =>
+                {
+                    p.to_string()
+                }
                 Some(p) => {
                     self.problem(
                         n.pos,
@@ -522,7 +529,10 @@ impl Validator<'_> {
                     self.problem(
                         n.pos,
                         "state.fail",
-                        format!("unknown fail mode {} (expected closed or open)", quote(other)),
+                        format!(
+                            "unknown fail mode {} (expected closed or open)",
+                            quote(other)
+                        ),
                     );
                     None
                 }

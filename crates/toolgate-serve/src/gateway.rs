@@ -680,7 +680,11 @@ impl Gateway {
     }
 
     fn server_policy(&self, server: usize) -> Option<Arc<Policy>> {
-        self.servers[server].policy.read().expect("policy lock").clone()
+        self.servers[server]
+            .policy
+            .read()
+            .expect("policy lock")
+            .clone()
     }
 
     fn is_listed(&self, caller: &Caller, server: usize, gateway: &str, original: &str) -> bool {
@@ -696,7 +700,11 @@ impl Gateway {
     /// Puts new policies in force (hot reload): the gateway's, and each named
     /// server's own. Counters are untouched; clients are told the tool list
     /// may have changed.
-    pub fn set_policies(&self, gateway: Option<Arc<Policy>>, servers: &[(String, Option<Arc<Policy>>)]) {
+    pub fn set_policies(
+        &self,
+        gateway: Option<Arc<Policy>>,
+        servers: &[(String, Option<Arc<Policy>>)],
+    ) {
         *self.policy.write().expect("policy lock") = gateway;
         for (name, policy) in servers {
             if let Some(server) = self.servers.iter().find(|s| &s.name == name) {

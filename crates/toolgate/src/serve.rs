@@ -375,7 +375,12 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
     let load = |p: &PathBuf| toolgate_config::load_config(p, &|name| std::env::var(name).ok());
     let Ok(mut current) = load(&path) else { return };
     let mut files = config_files(&path, &current);
-    let stamps = |files: &[PathBuf]| files.iter().map(|f| toolgate_gateway::reload::stamp(f)).collect::<Vec<_>>();
+    let stamps = |files: &[PathBuf]| {
+        files
+            .iter()
+            .map(|f| toolgate_gateway::reload::stamp(f))
+            .collect::<Vec<_>>()
+    };
     let mut last = stamps(&files);
     loop {
         tokio::time::sleep(toolgate_gateway::reload::POLL).await;
@@ -394,21 +399,53 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
                     .collect();
                 gateway.set_policies(config.policy.as_ref().map(|p| p.policy.clone()), &servers);
                 let restart: Vec<&str> = [
-                    ("servers", format!("{:?}", config.servers.iter().map(|s| (&s.name, &s.transport, &s.prefix, s.per_session)).collect::<Vec<_>>())
-                        != format!("{:?}", current.servers.iter().map(|s| (&s.name, &s.transport, &s.prefix, s.per_session)).collect::<Vec<_>>())),
+                    (
+                        "servers",
+                        format!(
+                            "{:?}",
+                            config
+                                .servers
+                                .iter()
+                                .map(|s| (&s.name, &s.transport, &s.prefix, s.per_session))
+                                .collect::<Vec<_>>()
+                        ) != format!(
+                            "{:?}",
+                            current
+                                .servers
+                                .iter()
+                                .map(|s| (&s.name, &s.transport, &s.prefix, s.per_session))
+                                .collect::<Vec<_>>()
+                        ),
+                    ),
                     ("listen", config.listen != current.listen),
                     ("separator", config.separator != current.separator),
-                    ("sessions", config.session_key != current.session_key || config.session_max_age != current.session_max_age),
-                    ("http", format!("{:?}", config.http) != format!("{:?}", current.http)),
+                    (
+                        "sessions",
+                        config.session_key != current.session_key
+                            || config.session_max_age != current.session_max_age,
+                    ),
+                    (
+                        "http",
+                        format!("{:?}", config.http) != format!("{:?}", current.http),
+                    ),
                     ("state", config.state != current.state),
                 ]
                 .into_iter()
                 .filter(|(_, changed)| *changed)
                 .map(|(what, _)| what)
                 .collect();
-                audit.log(LogLevel::Warn, &format!("reloaded grants and policies from {}", path.display()));
+                audit.log(
+                    LogLevel::Warn,
+                    &format!("reloaded grants and policies from {}", path.display()),
+                );
                 if !restart.is_empty() {
-                    audit.log(LogLevel::Warn, &format!("changes to {} take effect at the next restart", restart.join(", ")));
+                    audit.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "changes to {} take effect at the next restart",
+                            restart.join(", ")
+                        ),
+                    );
                 }
                 files = config_files(&path, &config);
                 last = stamps(&files);
@@ -416,7 +453,10 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
             }
             Err(d) => audit.log(
                 LogLevel::Error,
-                &format!("{d}\nthe edited config {} is invalid; the previous config stays in force", path.display()),
+                &format!(
+                    "{d}\nthe edited config {} is invalid; the previous config stays in force",
+                    path.display()
+                ),
             ),
         }
     }

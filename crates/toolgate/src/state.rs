@@ -79,8 +79,9 @@ pub fn open_store(state: &StateConfig) -> Result<Arc<dyn CounterStore>> {
         StateStore::Embedded => {
             let dir = data_dir(state);
             Arc::new(
-                toolgate_state_sqlite::SqliteStore::open(&dir, state.fail)
-                    .with_context(|| format!("cannot open the embedded store in {}", dir.display()))?,
+                toolgate_state_sqlite::SqliteStore::open(&dir, state.fail).with_context(|| {
+                    format!("cannot open the embedded store in {}", dir.display())
+                })?,
             )
         }
         StateStore::Redis(url) => Arc::new(
@@ -97,4 +98,3 @@ pub fn audit_dir(state: &StateConfig) -> Option<PathBuf> {
         _ => None,
     }
 }
-
