@@ -12,7 +12,8 @@
 //! - `log`: the sliding log of one counter key and its stored form.
 //! - `db`: opening the file, the connection settings, and the schema (one
 //!   row per counter key).
-//! - `state-bench` (a binary): decision latency and throughput.
+//! - `state-bench-sqlite` (a binary, `src/bin/state-bench.rs`): decision
+//!   latency and throughput of this store alone.
 //!
 //! # Invariants
 //!

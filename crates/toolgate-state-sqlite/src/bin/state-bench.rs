@@ -1,4 +1,6 @@
-//! Decision latency and throughput of the embedded counter store.
+//! Decision latency and throughput of the embedded counter store alone
+//! (the binary is `state-bench-sqlite`: `toolgate-bench`'s `state-bench`
+//! compares every store).
 //!
 //! One draw per decision on keys spread over `--keys` counters (picked
 //! pseudo-randomly), one thread, a transaction per decision. The clock is
@@ -9,7 +11,7 @@
 //! other processes on a shared machine, not the store's own disk waits).
 //!
 //! ```text
-//! cargo run --release -p toolgate-state-sqlite --bin state-bench -- [--decisions N]
+//! cargo run --release -p toolgate-state-sqlite --bin state-bench-sqlite -- [--decisions N]
 //!     [--warmup N] [--keys N] [--max UNITS] [--window-ms MS] [--ms-per-decision MS]
 //!     [--dir DIR]
 //! ```
@@ -67,14 +69,17 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("state-bench: {message}");
+            eprintln!("state-bench-sqlite: {message}");
             return ExitCode::from(2);
         }
     };
     let (dir, remove) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (
-            std::env::temp_dir().join(format!("toolgate-state-bench-{}", std::process::id())),
+            std::env::temp_dir().join(format!(
+                "toolgate-state-bench-sqlite-{}",
+                std::process::id()
+            )),
             true,
         ),
     };
@@ -85,7 +90,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("state-bench: {message}");
+            eprintln!("state-bench-sqlite: {message}");
             ExitCode::FAILURE
         }
     }
@@ -128,7 +133,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Result<(), String> {
             Ok(_) => *admitted += 1,
             Err(toolgate_policy::Refusal::Exhausted(_)) => {}
             Err(toolgate_policy::Refusal::Unavailable(why)) => {
-                eprintln!("state-bench: store unavailable: {why}");
+                eprintln!("state-bench-sqlite: store unavailable: {why}");
                 std::process::exit(1);
             }
         }
@@ -153,7 +158,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "state-bench: {} decisions after {} warm-up, {} keys, max {} per {} ms, clock +{} ms/decision",
+        "state-bench-sqlite: {} decisions after {} warm-up, {} keys, max {} per {} ms, clock +{} ms/decision",
         args.decisions, args.warmup, args.keys, args.max, args.window_ms, args.ms_per_decision
     );
     println!("| p50 µs | p99 µs | p99.9 µs | max µs | decisions/s (wall) | decisions/s (on CPU) | admitted |");
