@@ -1,0 +1,289 @@
+//! Approval requests: a tool call that a policy rule holds for a person's
+//! decision (`"action": "require_approval"`).
+//!
+//! CONTRACT (shared by the gateways, the stores, the CLI and the admin API):
+//! - A request is identified by `id` (`apr_` + 16 hex digits) and keyed by
+//!   `key` = SHA-256 of (grant, server, tool, canonical arguments): the same
+//!   call by the same grant maps to the same key ([`call_key`]).
+//! - [`ApprovalStore::request`] returns the live request for a key (pending,
+//!   or approved and not yet used, and not expired), or creates a pending one.
+//! - [`ApprovalStore::decide`] approves or denies a *pending, unexpired*
+//!   request exactly once; anything else is an [`ApprovalError`].
+//! - [`ApprovalStore::consume`] atomically turns the approved, unused,
+//!   unexpired request of a key into `Used` and returns it: an approved call
+//!   runs exactly once.
+//! - Every operation is one atomic step in the store (no read-then-write).
+//! - Times are milliseconds since the Unix epoch, passed in (`now`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub mod suite;
+
+/// How a decision was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The agent's own user, asked through MCP elicitation.
+    Client,
+    /// `toolgate approvals approve|deny`.
+    Cli,
+    /// The admin HTTP API.
+    Api,
+    /// A signed webhook callback.
+    Webhook,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Client => "client",
+            Via::Cli => "cli",
+            Via::Api => "api",
+            Via::Webhook => "webhook",
+        }
+    }
+}
+
+/// Who decided, how, when, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decided {
+    /// A person or credential name ("admin", the OS user, "client").
+    pub by: String,
+    pub via: Via,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved(Decided),
+    Denied(Decided),
+    /// Approved, and the call has run (`used_at_ms`).
+    Used {
+        decided: Decided,
+        used_at_ms: u64,
+    },
+}
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved(_) => "approved",
+            Status::Denied(_) => "denied",
+            Status::Used { .. } => "used",
+        }
+    }
+}
+
+/// What a gateway asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRequest {
+    pub grant: String,
+    /// The upstream server's name (`None` in `toolgate run`).
+    pub server: Option<String>,
+    pub tool: String,
+    /// The call's arguments (canonical JSON is computed from them).
+    pub arguments: Value,
+    /// Why approval is needed (the rule's reason).
+    pub reason: String,
+    /// The rule that requires it.
+    pub rule: String,
+    /// How long the request can be decided, and an approval used.
+    pub expires_in_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub key: String,
+    pub grant: String,
+    pub server: Option<String>,
+    pub tool: String,
+    pub arguments: Value,
+    pub reason: String,
+    pub rule: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+impl ApprovalRequest {
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.expires_ms
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval request {0:?}")]
+    Unknown(String),
+    #[error("approval request {0} has expired")]
+    Expired(String),
+    #[error("approval request {id} was already {status}")]
+    AlreadyDecided { id: String, status: &'static str },
+    /// The store could not be reached or failed.
+    #[error("approval store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The approval state interface; every operation is atomic in the store.
+pub trait ApprovalStore: Send + Sync {
+    /// The live request for `new`'s key, or a new pending one.
+    fn request(&self, new: &NewRequest, now: u64) -> Result<ApprovalRequest, ApprovalError>;
+    fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, ApprovalError>;
+    /// Requests, newest first; `pending_only`: pending and unexpired only.
+    fn list(&self, pending_only: bool, now: u64) -> Result<Vec<ApprovalRequest>, ApprovalError>;
+    /// Approves (`approve`) or denies a pending, unexpired request.
+    fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        decided: Decided,
+        now: u64,
+    ) -> Result<ApprovalRequest, ApprovalError>;
+    /// Marks the approved, unused, unexpired request of `key` used and returns it.
+    fn consume(&self, key: &str, now: u64) -> Result<Option<ApprovalRequest>, ApprovalError>;
+}
+
+/// The key of a call: SHA-256 (hex) of grant, server, tool and canonical arguments.
+pub fn call_key(grant: &str, server: Option<&str>, tool: &str, arguments: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [grant, server.unwrap_or(""), tool] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(toolgate_jsonrpc::canonical_json(arguments).as_bytes());
+    hex::encode(h.finalize())
+}
+
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).expect("system randomness");
+    format!("apr_{}", hex::encode(bytes))
+}
+
+/// Builds the pending request for `new` (used by every store).
+pub fn pending(new: &NewRequest, now: u64) -> ApprovalRequest {
+    ApprovalRequest {
+        id: new_id(),
+        key: call_key(&new.grant, new.server.as_deref(), &new.tool, &new.arguments),
+        grant: new.grant.clone(),
+        server: new.server.clone(),
+        tool: new.tool.clone(),
+        arguments: new.arguments.clone(),
+        reason: new.reason.clone(),
+        rule: new.rule.clone(),
+        created_ms: now,
+        expires_ms: now.saturating_add(new.expires_in_ms),
+        status: Status::Pending,
+    }
+}
+
+/// Whether a request is the live one for its key: pending, or approved and
+/// unused, and not expired.
+pub fn is_live(r: &ApprovalRequest, now: u64) -> bool {
+    !r.is_expired(now) && matches!(r.status, Status::Pending | Status::Approved(_))
+}
+
+/// The rules of `decide`, shared by every store: the new status or the error.
+pub fn apply_decision(
+    r: &ApprovalRequest,
+    approve: bool,
+    decided: Decided,
+    now: u64,
+) -> Result<Status, ApprovalError> {
+    match &r.status {
+        Status::Pending if r.is_expired(now) => Err(ApprovalError::Expired(r.id.clone())),
+        Status::Pending if approve => Ok(Status::Approved(decided)),
+        Status::Pending => Ok(Status::Denied(decided)),
+        other => Err(ApprovalError::AlreadyDecided {
+            id: r.id.clone(),
+            status: other.name(),
+        }),
+    }
+}
+
+/// Approval requests in memory (`--state memory`, and tests).
+#[derive(Default)]
+pub struct MemoryApprovals {
+    requests: Mutex<HashMap<String, ApprovalRequest>>,
+}
+
+impl MemoryApprovals {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ApprovalStore for MemoryApprovals {
+    fn request(&self, new: &NewRequest, now: u64) -> Result<ApprovalRequest, ApprovalError> {
+        let mut requests = self.requests.lock().expect("approvals lock");
+        let key = call_key(&new.grant, new.server.as_deref(), &new.tool, &new.arguments);
+        if let Some(live) = requests.values().find(|r| r.key == key && is_live(r, now)) {
+            return Ok(live.clone());
+        }
+        let r = pending(new, now);
+        requests.insert(r.id.clone(), r.clone());
+        Ok(r)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, ApprovalError> {
+        Ok(self
+            .requests
+            .lock()
+            .expect("approvals lock")
+            .get(id)
+            .cloned())
+    }
+
+    fn list(&self, pending_only: bool, now: u64) -> Result<Vec<ApprovalRequest>, ApprovalError> {
+        let requests = self.requests.lock().expect("approvals lock");
+        let mut out: Vec<_> = requests
+            .values()
+            .filter(|r| !pending_only || (r.status == Status::Pending && !r.is_expired(now)))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        decided: Decided,
+        now: u64,
+    ) -> Result<ApprovalRequest, ApprovalError> {
+        let mut requests = self.requests.lock().expect("approvals lock");
+        let r = requests
+            .get_mut(id)
+            .ok_or_else(|| ApprovalError::Unknown(id.to_string()))?;
+        r.status = apply_decision(r, approve, decided, now)?;
+        Ok(r.clone())
+    }
+
+    fn consume(&self, key: &str, now: u64) -> Result<Option<ApprovalRequest>, ApprovalError> {
+        let mut requests = self.requests.lock().expect("approvals lock");
+        let found = requests.values_mut().find(|r| {
+            r.key == key && !r.is_expired(now) && matches!(r.status, Status::Approved(_))
+        });
+        Ok(found.map(|r| {
+            if let Status::Approved(decided) = &r.status {
+                r.status = Status::Used {
+                    decided: decided.clone(),
+                    used_at_ms: now,
+                };
+            }
+            r.clone()
+        }))
+    }
+}
