@@ -287,3 +287,18 @@ impl ApprovalStore for MemoryApprovals {
         }))
     }
 }
+
+/// Told about every new approval request and every decision (the webhook,
+/// the audit trail). Must not block: queue and return.
+pub trait ApprovalEvents: Send + Sync {
+    fn requested(&self, request: &ApprovalRequest);
+    fn decided(&self, request: &ApprovalRequest);
+}
+
+/// Nobody listening.
+pub struct NoEvents;
+
+impl ApprovalEvents for NoEvents {
+    fn requested(&self, _: &ApprovalRequest) {}
+    fn decided(&self, _: &ApprovalRequest) {}
+}

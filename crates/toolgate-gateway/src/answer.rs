@@ -36,7 +36,7 @@ pub fn refusal(id: &Value, tool: &str, decision: &Decision, era: Era) -> Option<
             format!("toolgate denied this call to \"{tool}\": {reason} (rule {rule})"),
             facts("deny", rule.as_str(), reason),
         ),
-        Decision::ApprovalRequired { rule, reason } => (
+        Decision::ApprovalRequired { rule, reason, .. } => (
             format!("toolgate held back this call to \"{tool}\": {reason} (rule {rule})"),
             facts("approval_required", rule.as_str(), reason),
         ),

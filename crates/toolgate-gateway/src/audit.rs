@@ -141,7 +141,7 @@ pub fn decision_facts(decision: &Decision) -> (&'static str, String, Option<Stri
         Decision::Allow { rule, .. } => ("allow", rule.to_string(), None),
         Decision::Deny { rule, reason } => ("deny", rule.to_string(), Some(reason.clone())),
         Decision::Unknown { rule } => ("unknown", rule.to_string(), None),
-        Decision::ApprovalRequired { rule, reason } => {
+        Decision::ApprovalRequired { rule, reason, .. } => {
             ("approval_required", rule.to_string(), Some(reason.clone()))
         }
         Decision::RateLimited { rule, reason, .. } => {

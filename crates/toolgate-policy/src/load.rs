@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use crate::condition::{ArgPath, Condition, Op, OP_NAMES};
 use crate::glob::{is_pattern, Pattern};
 use crate::policy::{
-    number, window_name, Action, Cost, DefaultAction, Limit, Policy, Rule, RuleRef, Scope,
+    number, window_name, Action, Approval, Cost, DefaultAction, Limit, Policy, Rule, RuleRef, Scope,
 };
 use crate::tree::{push_index, push_key, quote, Member, Node, Pos, Problem, Value};
 use crate::WindowMs;
@@ -28,7 +28,17 @@ const TOP_FIELDS: &[&str] = &[
     "tools",
     "all_tools",
 ];
-const RULE_FIELDS: &[&str] = &["action", "reason", "description", "limits", "conditions"];
+const RULE_FIELDS: &[&str] = &[
+    "action",
+    "reason",
+    "description",
+    "limits",
+    "conditions",
+    "approval",
+];
+const APPROVAL_FIELDS: &[&str] = &["via", "hold", "expires"];
+/// The longest a call may be held waiting for a decision.
+const MAX_HOLD_MS: u64 = 300_000;
 const LIMIT_FIELDS: &[&str] = &["counter", "window", "max", "scope", "cost"];
 const CONDITION_FIELDS: &[&str] = &["path", "op", "value", "reason"];
 const ALL_TOOLS_FIELDS: &[&str] = &["limits"];
@@ -319,6 +329,22 @@ impl Validator {
                 None => ok = false,
             }
         }
+        let mut approval = Approval::default();
+        if let Some(value) = field(members, "approval") {
+            let approval_path = push_key(path, "approval");
+            if action != Action::RequireApproval {
+                self.problem(
+                    value.pos,
+                    &approval_path,
+                    "approval settings need \"action\": \"require_approval\"",
+                );
+                ok = false;
+            }
+            match self.approval(value, &approval_path) {
+                Some(found) => approval = found,
+                None => ok = false,
+            }
+        }
         if !ok {
             return None;
         }
@@ -328,7 +354,93 @@ impl Validator {
             reason,
             limits,
             conditions,
+            approval,
         })
+    }
+
+    fn approval(&mut self, node: &Node, path: &str) -> Option<Approval> {
+        let members = self.object(node, path, APPROVAL_FIELDS)?;
+        let mut approval = Approval::default();
+        let mut ok = true;
+        if let Some(value) = field(members, "via") {
+            let via_path = push_key(path, "via");
+            match &value.value {
+                Value::Array(items) if !items.is_empty() => {
+                    approval.via_client = false;
+                    approval.via_admin = false;
+                    for (index, item) in items.iter().enumerate() {
+                        match self.string(item, &push_index(&via_path, index)) {
+                            Some("client") => approval.via_client = true,
+                            Some("admin") => approval.via_admin = true,
+                            Some(other) => {
+                                self.problem(
+                                    item.pos,
+                                    &push_index(&via_path, index),
+                                    format!("unknown approval channel {} (expected client or admin)", quote(other)),
+                                );
+                                ok = false;
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {
+                    self.wrong_type(value, &via_path, "a non-empty array of \"client\" and \"admin\"");
+                    ok = false;
+                }
+            }
+        }
+        for (name, slot) in [("hold", &mut approval.hold_ms), ("expires", &mut approval.expires_ms)] {
+            if let Some(value) = field(members, name) {
+                match self.duration_ms(value, &push_key(path, name)) {
+                    Some(ms) => *slot = ms,
+                    None => ok = false,
+                }
+            }
+        }
+        if ok && approval.hold_ms > MAX_HOLD_MS {
+            let node = field(members, "hold").unwrap_or(node);
+            self.problem(node.pos, &push_key(path, "hold"), "hold must be at most 300 seconds (a client waits that long for its answer)");
+            ok = false;
+        }
+        if ok && approval.expires_ms < approval.hold_ms {
+            let node = field(members, "expires").unwrap_or(node);
+            self.problem(node.pos, &push_key(path, "expires"), "expires must not be shorter than hold");
+            ok = false;
+        }
+        ok.then_some(approval)
+    }
+
+    /// "30s", "10m", "2h", "1d" or a whole number of seconds; 0 is allowed (no hold).
+    fn duration_ms(&mut self, node: &Node, path: &str) -> Option<u64> {
+        const EXPECTED: &str = "a duration such as \"30s\", \"10m\", \"1h\" or a number of seconds";
+        let ms = match &node.value {
+            Value::Number(n) => n.as_f64().filter(|s| s.fract() == 0.0 && *s >= 0.0).map(|s| s as u64 * 1000),
+            Value::String(text) => {
+                let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+                let factor = match unit {
+                    "s" => Some(1_000),
+                    "m" => Some(60_000),
+                    "h" => Some(3_600_000),
+                    "d" => Some(86_400_000),
+                    _ => None,
+                };
+                digits.parse::<u64>().ok().zip(factor).map(|(n, f)| n.saturating_mul(f))
+            }
+            _ => None,
+        };
+        match ms {
+            Some(ms) if ms <= MAX_WINDOW_SECONDS * 1000 => Some(ms),
+            _ => {
+                let found = match &node.value {
+                    Value::String(text) => quote(text),
+                    Value::Number(n) => n.to_string(),
+                    other => other.kind().to_string(),
+                };
+                self.problem(node.pos, path, format!("expected {EXPECTED}, found {found}"));
+                None
+            }
+        }
     }
 
     fn limits(&mut self, node: &Node, path: &str) -> Option<Vec<Limit>> {

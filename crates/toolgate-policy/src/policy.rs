@@ -103,9 +103,13 @@ pub enum Evaluation {
     Unknown {
         rule: RuleRef,
     },
+    /// The call may go ahead once a person approves it; then it draws on
+    /// `draws` (quota is taken only when the call runs).
     ApprovalRequired {
         rule: RuleRef,
         reason: String,
+        approval: Approval,
+        draws: Vec<Draw>,
     },
 }
 
@@ -140,9 +144,13 @@ pub enum Decision {
     Unknown {
         rule: RuleRef,
     },
+    /// Held for a person's decision; once approved, conclude `plan` with the
+    /// store's answer to `plan.draws`.
     ApprovalRequired {
         rule: RuleRef,
         reason: String,
+        approval: Approval,
+        plan: Plan,
     },
     RateLimited {
         rule: RuleRef,
@@ -251,6 +259,33 @@ pub(crate) struct Rule {
     pub reason: Option<String>,
     pub limits: Vec<Limit>,
     pub conditions: Vec<Condition>,
+    /// For `require_approval`: who may decide, how long a call is held, how
+    /// long a request lives.
+    pub approval: Approval,
+}
+
+/// How a `require_approval` rule is decided (the rule's `approval` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval {
+    /// Ask the agent's own user through MCP elicitation, when the client can.
+    pub via_client: bool,
+    /// Wait for an approver (CLI, admin API, webhook).
+    pub via_admin: bool,
+    /// How long the call is held waiting for an out-of-band decision.
+    pub hold_ms: u64,
+    /// How long a request can be decided, and an approval used by a retry.
+    pub expires_ms: u64,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Approval {
+            via_client: true,
+            via_admin: true,
+            hold_ms: 30_000,
+            expires_ms: 600_000,
+        }
+    }
 }
 
 /// A validated policy. Build one with [`crate::parse_policy`].
@@ -376,14 +411,22 @@ impl Policy {
                         reason,
                     }
                 } else if rule.action == Action::RequireApproval {
-                    Evaluation::ApprovalRequired {
-                        rule: rule_ref,
-                        reason: rule.reason.clone().unwrap_or_else(|| {
-                            format!(
-                                "calls to {} require approval, and approvals are not available in this gateway yet",
-                                crate::tree::quote(call.tool)
-                            )
-                        }),
+                    let mut draws = Vec::with_capacity(rule.limits.len() + self.all_tools.len());
+                    let drawn = self
+                        .push_draws(&rule.limits, &rule_ref, call, &mut draws)
+                        .and_then(|()| {
+                            self.push_draws(&self.all_tools, &self.all_tools_ref, call, &mut draws)
+                        });
+                    match drawn {
+                        Ok(()) => Evaluation::ApprovalRequired {
+                            rule: rule_ref,
+                            reason: rule.reason.clone().unwrap_or_else(|| {
+                                format!("calls to {} require approval", crate::tree::quote(call.tool))
+                            }),
+                            approval: rule.approval,
+                            draws,
+                        },
+                        Err(reason) => Evaluation::Deny { rule: rule_ref, reason },
                     }
                 } else {
                     let mut draws = Vec::with_capacity(rule.limits.len() + self.all_tools.len());
@@ -471,8 +514,23 @@ impl Policy {
         match evaluation {
             Evaluation::Deny { rule, reason } => Decision::Deny { rule, reason },
             Evaluation::Unknown { rule } => Decision::Unknown { rule },
-            Evaluation::ApprovalRequired { rule, reason } => {
-                Decision::ApprovalRequired { rule, reason }
+            Evaluation::ApprovalRequired {
+                rule,
+                reason,
+                approval,
+                draws,
+            } => {
+                let reasons = vec![None; draws.len()];
+                Decision::ApprovalRequired {
+                    plan: Plan {
+                        rule: rule.clone(),
+                        draws,
+                        reasons,
+                    },
+                    rule,
+                    reason,
+                    approval,
+                }
             }
             Evaluation::Proceed { rule, draws } => {
                 if draws.is_empty() {
@@ -611,7 +669,7 @@ pub struct Layer<'a> {
 
 /// What is left to decide once every policy let a call through: the draws
 /// to take from the counter store, in one atomic step.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// The rule that admitted the call (the first layer's).
     pub rule: RuleRef,
@@ -668,6 +726,7 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
     let mut reasons = Vec::new();
     let mut first_rule = None;
     let mut refusal = None;
+    let mut held = None;
     for (evaluation, matched, prefix) in evaluations {
         match evaluation {
             Evaluation::Unknown { .. } => unreachable!("returned above"),
@@ -676,9 +735,22 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
                     refusal = Some(Decision::Deny { rule, reason });
                 }
             }
-            Evaluation::ApprovalRequired { rule, reason } => {
-                if refusal.is_none() {
-                    refusal = Some(Decision::ApprovalRequired { rule, reason });
+            Evaluation::ApprovalRequired {
+                rule,
+                reason,
+                approval,
+                draws: own,
+            } => {
+                if held.is_none() {
+                    held = Some((rule.clone(), reason, approval));
+                }
+                first_rule.get_or_insert(rule);
+                for mut draw in own {
+                    if !prefix.is_empty() {
+                        draw.key.insert_str(0, prefix);
+                    }
+                    reasons.push(None);
+                    draws.push(draw);
                 }
             }
             Evaluation::Proceed { rule, draws: own } => {
@@ -700,11 +772,21 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    Ok(Plan {
+    let plan = Plan {
         rule: first_rule.unwrap_or_else(RuleRef::default_rule),
         draws,
         reasons,
-    })
+    };
+    match held {
+        // Every layer lets the call through once a person approves it.
+        Some((rule, reason, approval)) => Err(Decision::ApprovalRequired {
+            rule,
+            reason,
+            approval,
+            plan,
+        }),
+        None => Ok(plan),
+    }
 }
 
 /// Decides a call against every layer ([`plan_layers`]), then takes the

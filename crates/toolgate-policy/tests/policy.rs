@@ -231,7 +231,7 @@ fn every_problem_is_reported_at_once() {
 policy.json:2:14: version: expected the string "1", found a number
 policy.json:3:14: default: unknown default "maybe" (expected allow or deny)
 policy.json:4:3: unknown field "tool" (expected $schema, version, default, description, tools or all_tools)
-policy.json:7:7: tools.send_text: unknown field "limit" (expected action, reason, description, limits or conditions)
+policy.json:7:7: tools.send_text: unknown field "limit" (expected action, reason, description, limits, conditions or approval)
 policy.json:8:17: tools.send_text.action: unknown action "block" (expected allow, deny, hide or require_approval)
 policy.json:9:17: tools.send_text.reason: expected a string, found a number
 policy.json:12:30: tools["delete_*"].limits[0].counter: counter name must not be empty
@@ -417,7 +417,7 @@ fn yaml_diagnostics_point_at_values() {
     );
     check_yaml_errors(
         "version: \"1\"\ndefault: deny\ntools:\n  a:\n    limit: []\n",
-        r#"policy.yaml:5:5: tools.a: unknown field "limit" (expected action, reason, description, limits or conditions)"#,
+        r#"policy.yaml:5:5: tools.a: unknown field "limit" (expected action, reason, description, limits, conditions or approval)"#,
     );
     check_yaml_errors(
         "version: \"1\"\ndefault: deny\nbase: &b {}\n",
@@ -574,7 +574,7 @@ fn default_allow_and_listing() {
     );
     assert_eq!(
         reason(&agent.call("pay", json!({}), T0)),
-        "calls to \"pay\" require approval, and approvals are not available in this gateway yet"
+        "calls to \"pay\" require approval"
     );
     assert_eq!(
         evaluate(&policy, "nothing", json!(null)),

