@@ -9,6 +9,7 @@
 
 use crate::catalog::{Catalog, Naming, ServerLists};
 use crate::replay::{EventLog, KEEP};
+use toolgate_approvals::{call_key, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status, Via};
 use crate::session::{random_id, Session, SessionKey};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -48,6 +49,15 @@ const INSTANCE_IDLE: Duration = Duration::from_secs(15 * 60);
 type ClientAnswer = oneshot::Sender<Result<Value, RpcError>>;
 /// Runs when a forwarded request has its answer (audit, quota).
 type OnDone = Box<dyn FnOnce(&Result<Value, CallError>) + Send>;
+/// Runs before a request is forwarded, with the client's side of it.
+type Gate = Box<dyn FnOnce(Arc<ClientLink>) -> BoxFuture<GateOutcome> + Send>;
+
+enum GateOutcome {
+    /// Forward the request; run this when it is answered.
+    Proceed(Option<OnDone>),
+    /// Answer with this result instead.
+    Answer(Value),
+}
 
 /// One upstream server as the gateway is told about it.
 pub struct ServerOptions {
@@ -87,6 +97,10 @@ pub struct GatewayOptions {
     pub audit_args: bool,
     /// How long start-up waits for every server before serving without it.
     pub startup_timeout: Duration,
+    /// Approval requests (require_approval rules).
+    pub approvals: Arc<dyn ApprovalStore>,
+    /// Told about new approval requests and decisions (webhook, audit).
+    pub approval_events: Arc<dyn ApprovalEvents>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +162,8 @@ pub struct Gateway {
     logs: Mutex<HashMap<String, Arc<EventLog>>>,
     /// Session tokens already opened (see `open_token`).
     opened: Mutex<HashMap<String, Session>>,
+    approvals: Arc<dyn ApprovalStore>,
+    approval_events: Arc<dyn ApprovalEvents>,
     /// Per-session instances, by (server index, session id).
     instances: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
 }
@@ -212,6 +228,8 @@ impl Gateway {
             in_flight: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             instances: tokio::sync::Mutex::new(HashMap::new()),
+            approvals: opts.approvals,
+            approval_events: opts.approval_events,
             opened: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             anonymous: Arc::new(GrantOptions {
@@ -1004,6 +1022,11 @@ impl Gateway {
                 }
             }
         };
+        if let Decision::ApprovalRequired { .. } = &decision {
+            return self
+                .held_call(ctx, id, entry.server, &entry.original, name, params.clone(), arguments, decision, received)
+                .await;
+        }
         let Decision::Allow { grant: taken, .. } = &decision else {
             self.audit_refusal(
                 ctx,
@@ -1114,8 +1137,26 @@ impl Gateway {
         id: &Value,
         server: usize,
         method: &str,
+        params: Value,
+        on_done: Option<OnDone>,
+    ) -> Reply {
+        self.forward_gated(ctx, id, server, method, params, on_done, None)
+            .await
+    }
+
+    /// [`Gateway::forward`], with a gate run first (on the same stream, so it
+    /// can ask the client): it lets the request through, with what to do when
+    /// it is answered, or answers in the server's place.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_gated(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        server: usize,
+        method: &str,
         mut params: Value,
         on_done: Option<OnDone>,
+        gate: Option<Gate>,
     ) -> Reply {
         strip_envelope(&mut params);
         let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
@@ -1142,6 +1183,13 @@ impl Gateway {
         let (abort, registration) = futures_util::future::AbortHandle::new_pair();
         let mut task = Box::pin(futures_util::future::Abortable::new(
             async move {
+                let on_done = match gate {
+                    None => on_done,
+                    Some(gate) => match gate(link.clone()).await {
+                        GateOutcome::Proceed(on_done) => on_done,
+                        GateOutcome::Answer(result) => return Ok(result),
+                    },
+                };
                 let result = upstream
                     .request(&method_owned, Some(params), Some(link))
                     .await;
@@ -1342,7 +1390,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The client side of one forwarded request.
-struct ClientLink {
+pub(crate) struct ClientLink {
     gateway: std::sync::Weak<Gateway>,
     /// The client's declared capabilities: a server request the client did
     /// not declare it can answer is refused here.
@@ -1423,4 +1471,317 @@ impl Downstream for ClientLink {
 /// The JSON object of a `_meta`, if any.
 pub fn meta_of(params: &Value) -> Option<&Map<String, Value>> {
     params.get("_meta")?.as_object()
+}
+
+/// What a held call needs to go ahead once approved.
+struct Held {
+    key: String,
+    new: NewRequest,
+    approval: toolgate_policy::Approval,
+    plan: toolgate_policy::Plan,
+    ask_client: bool,
+    tool: String,
+    arguments: Value,
+    ctx: Context,
+    received: Instant,
+}
+
+/// A refusal-like tool result (`isError`) with the facts for programs.
+fn held_result(text: String, facts: Value) -> Value {
+    json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "structuredContent": {"toolgate": facts},
+    })
+}
+
+fn rfc3339(ms: u64) -> String {
+    toolgate_gateway::clock::rfc3339(ms)
+}
+
+/// Shortens long strings in arguments for a person to read.
+fn readable_arguments(arguments: &Value) -> String {
+    fn shorten(v: &Value) -> Value {
+        match v {
+            Value::String(s) if s.chars().count() > 200 => {
+                Value::String(format!("{}… ({} characters)", s.chars().take(200).collect::<String>(), s.chars().count()))
+            }
+            Value::Array(items) => Value::Array(items.iter().map(shorten).collect()),
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shorten(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string_pretty(&shorten(arguments)).unwrap_or_default()
+}
+
+impl Gateway {
+    /// A call a `require_approval` rule holds: run at once if an approval for
+    /// the identical call is waiting; else ask the client's user (elicitation)
+    /// or wait for an approver for the hold time, then run it, refuse it, or
+    /// answer that approval is pending.
+    #[allow(clippy::too_many_arguments)]
+    async fn held_call(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        server: usize,
+        original: &str,
+        name: &str,
+        params: Value,
+        arguments: Value,
+        decision: Decision,
+        received: Instant,
+    ) -> Reply {
+        let Decision::ApprovalRequired { rule, reason, approval, plan } = decision else {
+            unreachable!("only held calls come here")
+        };
+        let server_name = self.servers[server].name.clone();
+        let key = call_key(&ctx.caller.grant.name, Some(&server_name), name, &arguments);
+        let new = NewRequest {
+            grant: ctx.caller.grant.name.clone(),
+            server: Some(server_name),
+            tool: name.to_string(),
+            arguments: arguments.clone(),
+            reason: reason.clone(),
+            rule: rule.to_string(),
+            expires_in_ms: approval.expires_ms,
+        };
+        let ask_client = approval.via_client
+            && ctx.era == Era::Handshake
+            && ctx.session.caps.get("elicitation").is_some();
+        if !ask_client && !approval.via_admin {
+            let text = format!("toolgate held back this call to \"{name}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
+            let facts = json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": name});
+            self.audit_approval(ctx, name, &arguments, "approval_required", rule.as_str(), Some(text.clone()), received);
+            return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
+        }
+        let held = Held {
+            key,
+            new,
+            approval,
+            plan,
+            ask_client,
+            tool: name.to_string(),
+            arguments,
+            ctx: ctx.clone(),
+            received,
+        };
+        let gateway = self.clone();
+        let gate: Gate = Box::new(move |link| Box::pin(async move { gateway.decide_held(link, held).await }));
+        let mut upstream_params = params;
+        upstream_params["name"] = Value::String(original.to_string());
+        self.forward_gated(ctx, id, server, "tools/call", upstream_params, None, Some(gate))
+            .await
+    }
+
+    async fn decide_held(self: Arc<Self>, link: Arc<ClientLink>, held: Held) -> GateOutcome {
+        let Held { key, new, approval, plan, ask_client, tool, arguments, ctx, received } = held;
+        let now = self.clock.now_ms();
+        let unavailable = |e: toolgate_approvals::ApprovalError| {
+            let text = format!("toolgate held back this call to \"{tool}\": {e}; it did not run");
+            GateOutcome::Answer(held_result(text, json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool})))
+        };
+        // An approval given earlier for this very call (a retry).
+        let mut approved = match self.approvals.consume(&key, now) {
+            Ok(found) => found,
+            Err(e) => return unavailable(e),
+        };
+        if approved.is_none() {
+            let request = match self.approvals.request(&new, now) {
+                Ok(r) => r,
+                Err(e) => return unavailable(e),
+            };
+            if request.created_ms == now && request.status == Status::Pending {
+                self.approval_events.requested(&request);
+                self.audit_approval(&ctx, &tool, &arguments, "approval_requested", &new.rule, Some(format!("approval request {} (expires {})", request.id, rfc3339(request.expires_ms))), received);
+            }
+            let decided = if ask_client {
+                self.ask_client(&link, &request, &new).await
+            } else {
+                None
+            };
+            let request = match decided {
+                Some(approve) => {
+                    let by = Decided { by: format!("the user of grant {}", new.grant), via: Via::Client, at_ms: self.clock.now_ms(), reason: None };
+                    match self.approvals.decide(&request.id, approve, by, self.clock.now_ms()) {
+                        Ok(r) => {
+                            self.approval_events.decided(&r);
+                            r
+                        }
+                        // Decided meanwhile by an approver: use that decision.
+                        Err(_) => match self.approvals.get(&request.id) {
+                            Ok(Some(r)) => r,
+                            Ok(None) => request,
+                            Err(e) => return unavailable(e),
+                        },
+                    }
+                }
+                None if approval.via_admin => match self.hold(&request, approval.hold_ms).await {
+                    Ok(r) => r,
+                    Err(e) => return unavailable(e),
+                },
+                None => request,
+            };
+            match &request.status {
+                Status::Approved(_) => match self.approvals.consume(&key, self.clock.now_ms()) {
+                    Ok(found) => approved = found,
+                    Err(e) => return unavailable(e),
+                },
+                Status::Denied(d) => {
+                    let why = d.reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+                    let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}{why}); it did not run", request.id, d.by, d.via.as_str());
+                    self.audit_approval(&ctx, &tool, &arguments, "approval_denied", &new.rule, Some(text.clone()), received);
+                    return GateOutcome::Answer(held_result(text, json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool})));
+                }
+                _ => {}
+            }
+            if approved.is_none() {
+                let text = format!(
+                    "toolgate: the call to \"{tool}\" needs approval ({}) and is waiting for it: approval request {} expires at {}. Once it is approved, send the identical call again and it will run once.",
+                    new.reason, request.id, rfc3339(request.expires_ms)
+                );
+                self.audit_approval(&ctx, &tool, &arguments, "approval_pending", &new.rule, Some(text.clone()), received);
+                return GateOutcome::Answer(held_result(text, json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": rfc3339(request.expires_ms), "reason": new.reason, "rule": new.rule, "tool": tool})));
+            }
+        }
+        let approved = approved.expect("checked above");
+        // Approved: the call runs now, and only now takes its quota.
+        let draws = plan.draws.clone();
+        let result = if draws.is_empty() {
+            Ok(Default::default())
+        } else {
+            self.store.acquire_async(draws, self.clock.now_ms()).await
+        };
+        let decision = plan.conclude(result);
+        let Decision::Allow { grant: taken, .. } = &decision else {
+            self.audit_refusal(&ctx, &tool, &decision, &arguments, received, new.server.as_deref());
+            let answer = refusal(&Value::Null, &tool, &decision, ctx.era).expect("not an allow");
+            return GateOutcome::Answer(answer["result"].clone());
+        };
+        let taken = taken.clone();
+        let mut record = self.record(&ctx, &tool, &decision, &arguments, received, new.server.as_deref());
+        if let Some(record) = &mut record {
+            record.reason = Some(match &approved.status {
+                Status::Used { decided, .. } => format!("approved by {} via {} (approval request {})", decided.by, decided.via.as_str(), approved.id),
+                _ => format!("approval request {}", approved.id),
+            });
+        }
+        let gateway = self.clone();
+        GateOutcome::Proceed(Some(Box::new(move |result: &Result<Value, CallError>| {
+            if matches!(result, Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_))) {
+                gateway.store.release(&taken);
+            }
+            if let Some(mut record) = record {
+                record.outcome = match result {
+                    Ok(_) => Outcome::Ok,
+                    Err(CallError::Rpc(_)) => Outcome::Error,
+                    Err(_) => Outcome::NoResponse,
+                };
+                record.latency_ms = Some(received.elapsed().as_secs_f64() * 1e3);
+                gateway.audit.record(record);
+            }
+        })))
+    }
+
+    /// Asks the client's user through elicitation; `Some(true)` accept,
+    /// `Some(false)` decline or cancel, `None` when the client could not be asked.
+    async fn ask_client(&self, link: &Arc<ClientLink>, request: &ApprovalRequest, new: &NewRequest) -> Option<bool> {
+        let message = format!(
+            "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
+            new.tool,
+            new.server.as_deref().unwrap_or("-"),
+            new.reason,
+            readable_arguments(&new.arguments),
+            request.id,
+            rfc3339(request.expires_ms),
+        );
+        let params = json!({
+            "mode": "form",
+            "message": message,
+            "requestedSchema": {"type": "object", "properties": {}},
+        });
+        match link.request("elicitation/create".into(), Some(params)).await {
+            Ok(result) => Some(result.get("action").and_then(Value::as_str) == Some("accept")),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits up to `hold_ms` for an approver's decision.
+    async fn hold(&self, request: &ApprovalRequest, hold_ms: u64) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
+        let deadline = Instant::now() + Duration::from_millis(hold_ms);
+        let mut current = request.clone();
+        while current.status == Status::Pending && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(r) = self.approvals.get(&request.id)? {
+                current = r;
+            }
+        }
+        Ok(current)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit_approval(&self, ctx: &Context, tool: &str, arguments: &Value, kind: &'static str, rule: &str, reason: Option<String>, received: Instant) {
+        if !self.audit.enabled() {
+            return;
+        }
+        self.audit.record(Record {
+            time: self.clock.now_ms(),
+            grant: ctx.caller.grant.name.clone(),
+            session: ctx.session.id.clone(),
+            server: None,
+            tool: tool.to_string(),
+            decision: kind,
+            rule: rule.to_string(),
+            reason,
+            counters: Vec::new(),
+            decision_us: received.elapsed().as_secs_f64() * 1e6,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            args_sha256: args_sha256(arguments),
+            args: self.audit_args.then(|| arguments.clone()),
+        });
+    }
+}
+
+/// Puts approval decisions made outside the gateway (admin API, webhook) in
+/// the audit trail: who decided, how, when.
+pub struct AuditApprovals(pub AuditSink);
+
+impl ApprovalEvents for AuditApprovals {
+    fn requested(&self, _: &ApprovalRequest) {}
+
+    fn decided(&self, request: &ApprovalRequest) {
+        if !self.0.enabled() {
+            return;
+        }
+        let (kind, decided) = match &request.status {
+            Status::Approved(d) => ("approved", d),
+            Status::Denied(d) => ("approval_denied", d),
+            _ => return,
+        };
+        let reason = format!(
+            "approval request {} {} by {} via {}{}",
+            request.id,
+            if kind == "approved" { "approved" } else { "denied" },
+            decided.by,
+            decided.via.as_str(),
+            decided.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        self.0.record(Record {
+            time: decided.at_ms,
+            grant: request.grant.clone(),
+            session: String::new(),
+            server: request.server.clone(),
+            tool: request.tool.clone(),
+            decision: kind,
+            rule: request.rule.clone(),
+            reason: Some(reason),
+            counters: Vec::new(),
+            decision_us: 0.0,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            args_sha256: args_sha256(&request.arguments),
+            args: None,
+        });
+    }
 }

@@ -1,6 +1,6 @@
-//! The database file: opening a connection, its settings, and the schema.
+//! The database files: opening a connection, its settings, and the schemas.
 //!
-//! One table, one row per counter key:
+//! `counters.db` has one table, one row per counter key:
 //!
 //! ```sql
 //! counters(key TEXT PRIMARY KEY, window_ms INTEGER, empty_at INTEGER, log BLOB)
@@ -9,6 +9,9 @@
 //! `log` is the key's sliding log (`log`), `window_ms` the window length it
 //! was last used with, and `empty_at` when every entry of the log has
 //! expired, after which the row may be swept.
+//!
+//! `approvals.db` (see `approvals`) has one table, one row per approval
+//! request. Each file keeps its own schema version in `PRAGMA user_version`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,15 +20,23 @@ use rusqlite::Connection;
 
 use crate::StateError;
 
-/// The schema this crate writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema of one database file, its version kept in `PRAGMA user_version`.
+pub(crate) struct Schema {
+    pub(crate) version: i64,
+    /// Creates the tables (run once, in the transaction that sets the version).
+    pub(crate) sql: &'static str,
+}
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS counters (
+/// The schema of `counters.db`.
+pub(crate) const COUNTERS: Schema = Schema {
+    version: 1,
+    sql: "CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY NOT NULL,
     window_ms INTEGER NOT NULL,
     empty_at INTEGER NOT NULL,
     log BLOB NOT NULL
-)";
+)",
+};
 
 /// WAL frames after which a committing connection checkpoints the log into
 /// the database file (the only time a commit waits for the disk, with
@@ -41,7 +52,11 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Opens (creating if needed) the database at `path` with the settings every
 /// connection uses, and creates or checks the schema.
-pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StateError> {
+pub(crate) fn open(
+    path: &Path,
+    busy_timeout: Duration,
+    schema: &Schema,
+) -> Result<Connection, StateError> {
     let sql = |source| StateError::Sql {
         path: path.to_path_buf(),
         source,
@@ -71,17 +86,18 @@ pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     let checked = (|| {
         let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version == 0 {
-            db.execute_batch(SCHEMA)?;
-            db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            db.execute_batch(schema.sql)?;
+            db.execute_batch(&format!("PRAGMA user_version = {}", schema.version))?;
         }
         db.execute_batch("COMMIT")?;
         Ok(version)
     })();
     match checked {
-        Ok(0 | SCHEMA_VERSION) => Ok(db),
+        Ok(version) if version == 0 || version == schema.version => Ok(db),
         Ok(version) => Err(StateError::Schema {
             path: path.to_path_buf(),
             version,
+            known: schema.version,
         }),
         Err(source) => {
             let _ = db.execute_batch("ROLLBACK");

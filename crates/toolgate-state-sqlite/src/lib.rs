@@ -82,7 +82,7 @@ use std::path::PathBuf;
 
 pub use store::{Options, SqliteStore, DB_FILE};
 
-/// Why the counter store could not be opened or read.
+/// Why the counter store or the approval store could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot create the state directory {}: {source}", path.display())]
@@ -90,24 +90,28 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("counter database {}: {source}", path.display())]
+    #[error("state database {}: {source}", path.display())]
     Sql {
         path: PathBuf,
         source: rusqlite::Error,
     },
     #[error(
-        "counter database {}: write-ahead logging is not available (journal mode stays {mode:?}); \
+        "state database {}: write-ahead logging is not available (journal mode stays {mode:?}); \
          is the directory on a network file system?",
         path.display()
     )]
     NoWal { path: PathBuf, mode: String },
     #[error(
-        "counter database {}: schema version {version} is not one this toolgate knows (1)",
+        "state database {}: schema version {version} is not one this toolgate knows ({known})",
         path.display()
     )]
-    Schema { path: PathBuf, version: i64 },
+    Schema {
+        path: PathBuf,
+        version: i64,
+        known: i64,
+    },
     #[error(
-        "counter database {}: the log of key {key:?} is {bytes} bytes, not whole entries",
+        "state database {}: the log of key {key:?} is {bytes} bytes, not whole entries",
         path.display()
     )]
     Malformed {

@@ -123,7 +123,7 @@ impl SqliteStore {
             source,
         })?;
         let path = dir.join(DB_FILE);
-        let db = db::open(&path, options.busy_timeout)?;
+        let db = db::open(&path, options.busy_timeout, &db::COUNTERS)?;
         Ok(SqliteStore {
             path,
             fail: options.fail,

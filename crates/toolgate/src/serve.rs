@@ -279,6 +279,9 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         state,
     } = plan;
     let store = crate::state::open_store(&state)?;
+    let approvals = crate::state::open_approvals(&state)?;
+    let approval_events: Arc<dyn toolgate_approvals::ApprovalEvents> =
+        Arc::new(toolgate_serve::AuditApprovals(audit.clone()));
     let key = match g.session_key {
         Some(key) => SessionKey::new(key),
         None => {
@@ -314,6 +317,8 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         audit: audit.clone(),
         audit_args: args.audit_args,
         startup_timeout: Duration::from_secs(30),
+        approvals,
+        approval_events,
     })
     .await;
     let gateway = match gateway {

@@ -1,0 +1,73 @@
+"""require_approval: a person decides. In the agent's own client (MCP
+elicitation), or out of band (CLI, admin API, webhook) while the call is
+held; an undecided call gets a pending result, and once approved the
+identical call runs exactly once. The server never sees a call that was not
+approved.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import LEGACY
+from servekit import probe_server
+
+APPROVE_TRANSFERS = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "probe__echo": {},
+        "probe__transfer": {
+            "action": "require_approval",
+            "reason": "money leaves the account",
+            "approval": {"via": ["client", "admin"], "hold": "1s", "expires": "10m"},
+            "limits": [{"counter": "transfers", "window": "minute", "max": 5, "scope": "grant"}],
+        },
+    },
+}
+
+
+def text_of(result) -> str:
+    return result.content[0].text
+
+
+def elicitor(answers: list[str], seen: list[str]):
+    import mcp_types as types
+
+    async def callback(context, params):
+        seen.append(params.message)
+        return types.ElicitResult(action=answers.pop(0))
+
+    return callback
+
+
+@pytest.mark.anyio
+async def test_the_clients_user_approves_or_declines(serve_factory):
+    gw = serve_factory({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": APPROVE_TRANSFERS})
+    seen: list[str] = []
+    async with gw.client(LEGACY, elicitation_callback=elicitor(["accept", "decline"], seen)) as client:
+        ok = await client.call_tool("probe__transfer", {"to": "bob", "amount": 100})
+        assert not ok.is_error, ok
+        assert "probe__transfer" in seen[0] and "money leaves the account" in seen[0] and '"amount": 100' in seen[0]
+        declined = await client.call_tool("probe__transfer", {"to": "mallory", "amount": 9999})
+        assert declined.is_error
+        assert declined.structured_content["toolgate"]["decision"] == "approval_denied"
+        assert "not approved" in text_of(declined)
+    assert gw.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 100}}]
+    kinds = [r["decision"] for r in gw.wait_audit(4)]
+    assert "approval_requested" in kinds and "allow" in kinds and "approval_denied" in kinds
+
+
+@pytest.mark.anyio
+async def test_without_an_approver_the_call_is_pending_and_never_runs(serve_factory):
+    gw = serve_factory({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": APPROVE_TRANSFERS})
+    async with gw.client(LEGACY) as client:  # no elicitation callback: admin only
+        pending = await client.call_tool("probe__transfer", {"to": "bob", "amount": 100})
+        assert pending.is_error
+        facts = pending.structured_content["toolgate"]
+        assert facts["decision"] == "approval_pending" and facts["approval_id"].startswith("apr_")
+        assert facts["approval_id"] in text_of(pending) and "expires" in text_of(pending)
+        again = await client.call_tool("probe__transfer", {"to": "bob", "amount": 100})
+        assert again.structured_content["toolgate"]["approval_id"] == facts["approval_id"], "the identical call is the same request"
+        other = await client.call_tool("probe__transfer", {"to": "bob", "amount": 101})
+        assert other.structured_content["toolgate"]["approval_id"] != facts["approval_id"]
+    assert gw.received() == []
