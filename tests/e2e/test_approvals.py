@@ -71,3 +71,40 @@ async def test_without_an_approver_the_call_is_pending_and_never_runs(serve_fact
         other = await client.call_tool("probe__transfer", {"to": "bob", "amount": 101})
         assert other.structured_content["toolgate"]["approval_id"] != facts["approval_id"]
     assert gw.received() == []
+
+
+STDIO_APPROVALS = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "echo": {},
+        "transfer": {
+            "action": "require_approval",
+            "reason": "money leaves the account",
+            "approval": {"via": ["client", "admin"], "hold": "1s", "expires": "10m"},
+        },
+    },
+}
+
+
+@pytest.mark.anyio
+async def test_run_asks_the_clients_user_and_keeps_serving_meanwhile(gateway):
+    gw = gateway(STDIO_APPROVALS)
+    seen: list[str] = []
+    async with gw.client(LEGACY, elicitation_callback=elicitor(["accept", "cancel"], seen)) as client:
+        ok = await client.call_tool("transfer", {"to": "bob", "amount": 5})
+        assert not ok.is_error, ok
+        assert "transfer" in seen[0] and "money leaves the account" in seen[0]
+        cancelled = await client.call_tool("transfer", {"to": "eve", "amount": 6})
+        assert cancelled.structured_content["toolgate"]["decision"] == "approval_denied"
+        assert text_of(await client.call_tool("echo", {"text": "still here"})) == "still here"
+    assert gw.received_tools() == ["transfer", "echo"]
+
+
+@pytest.mark.anyio
+async def test_run_without_elicitation_answers_pending(gateway):
+    gw = gateway(STDIO_APPROVALS)
+    async with gw.client(LEGACY) as client:
+        pending = await client.call_tool("transfer", {"to": "bob", "amount": 5})
+        assert pending.structured_content["toolgate"]["decision"] == "approval_pending"
+    assert gw.received_tools() == []

@@ -17,6 +17,7 @@ use crate::child;
 use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
 use crate::reload::{watch_policy_file, LivePolicy};
+use toolgate_approvals::{call_key, ApprovalEvents, ApprovalStore, Decided, NewRequest, Status, Via};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -49,6 +50,10 @@ pub struct StdioOptions {
     pub command: Vec<String>,
     /// Forward SIGINT, SIGTERM and SIGHUP to the server.
     pub forward_signals: bool,
+    /// Approval requests (require_approval rules).
+    pub approvals: Arc<dyn ApprovalStore>,
+    /// Told about new approval requests and decisions (webhook, audit).
+    pub approval_events: Arc<dyn ApprovalEvents>,
 }
 
 /// Why the gateway could not run.
@@ -89,6 +94,17 @@ struct Shared {
     pending: Mutex<HashMap<Id, Pending>>,
     /// The client's end; both directions write to it.
     to_client: Mutex<BufWriter<Box<dyn Write + Send>>>,
+    /// The server's end: the client thread, and held calls once approved,
+    /// write to it; `None` once the client has gone (closing it asks the
+    /// server to exit).
+    to_server: Mutex<Option<BufWriter<std::process::ChildStdin>>>,
+    approvals: Arc<dyn ApprovalStore>,
+    approval_events: Arc<dyn ApprovalEvents>,
+    /// The client's capabilities, from its initialize request.
+    client_caps: Mutex<Option<Value>>,
+    /// Requests of the gateway's own to the client (elicitation), by id.
+    asking: Mutex<HashMap<String, mpsc::Sender<Value>>>,
+    next_ask: std::sync::atomic::AtomicU64,
 }
 
 /// What to do with one message from the client.
@@ -99,6 +115,8 @@ enum Route {
     Answer(Value),
     /// Drop it (a notification the policy refuses).
     Drop,
+    /// A require_approval rule holds it: decided on a thread of its own.
+    Hold(Box<HeldCall>),
 }
 
 /// What the IO threads tell the main thread.
@@ -136,6 +154,12 @@ pub fn run_stdio(
         audit_args: opts.audit_args,
         pending: Mutex::new(HashMap::new()),
         to_client: Mutex::new(BufWriter::with_capacity(64 * 1024, Box::new(client_out))),
+        to_server: Mutex::new(Some(BufWriter::with_capacity(64 * 1024, server_in))),
+        approvals: opts.approvals,
+        approval_events: opts.approval_events,
+        client_caps: Mutex::new(None),
+        asking: Mutex::new(HashMap::new()),
+        next_ask: std::sync::atomic::AtomicU64::new(1),
     });
 
     if let Some(path) = opts.policy_file {
@@ -159,7 +183,7 @@ pub fn run_stdio(
     let limit = opts.max_message_bytes;
     let (s, e) = (shared.clone(), events.clone());
     spawn_thread("toolgate-client", move || {
-        client_to_server(&s, client_in, server_in, limit);
+        client_to_server(&s, client_in, limit);
         let _ = e.send(Event::ClientClosed);
     })?;
     let (s, e) = (shared.clone(), events);
@@ -263,14 +287,8 @@ impl Shared {
     }
 }
 
-fn client_to_server(
-    shared: &Shared,
-    client_in: impl Read,
-    server_in: std::process::ChildStdin,
-    limit: usize,
-) {
+fn client_to_server(shared: &Arc<Shared>, client_in: impl Read, limit: usize) {
     let mut reader = FrameReader::new(client_in, limit);
-    let mut server = BufWriter::with_capacity(64 * 1024, server_in);
     let mut forward = Vec::new();
     while let Ok(Some(frame)) = reader.read_frame() {
         match frame {
@@ -286,27 +304,33 @@ fn client_to_server(
             }
             Frame::Line(bytes) => route_line(shared, bytes, &mut forward),
         };
+        let mut guard = shared.to_server.lock().expect("server lock");
+        let Some(server) = guard.as_mut() else { break };
+        let mut failed = false;
         for bytes in forward.drain(..) {
             if server
                 .write_all(&bytes)
                 .and_then(|()| server.write_all(b"\n"))
                 .is_err()
             {
+                failed = true;
                 break;
             }
         }
         // Batch the flush while more input is already buffered (pipelining).
-        if !reader.has_buffered() && server.flush().is_err() {
+        if failed || (!reader.has_buffered() && server.flush().is_err()) {
             break;
         }
     }
     // Closing the server's stdin asks it to exit (MCP stdio shutdown).
-    let _ = server.flush();
+    if let Some(mut server) = shared.to_server.lock().expect("server lock").take() {
+        let _ = server.flush();
+    }
 }
 
 /// Decides what happens to one line from the client; pushes the messages to
 /// forward to the server onto `forward`.
-fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
+fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
     let received = Instant::now();
     match read_message(&bytes) {
         Err(StrictError::Syntax(e)) => {
@@ -331,11 +355,24 @@ fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
                 None,
             ));
         }
-        Ok(Framed::Single(message)) => match route_message(shared, message, received) {
-            Route::Pass => forward.push(bytes),
-            Route::Answer(answer) => shared.send(&answer),
-            Route::Drop => {}
-        },
+        Ok(Framed::Single(message)) => {
+            if let Incoming::Other = message {
+                // An answer to one of the gateway's own requests goes no further.
+                if let Some(id) = peek_id(&bytes) {
+                    let waiter = shared.asking.lock().expect("asking lock").remove(id.as_json());
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                        return;
+                    }
+                }
+            }
+            match route_message(shared, message, received) {
+                Route::Pass => forward.push(bytes),
+                Route::Answer(answer) => shared.send(&answer),
+                Route::Drop => {}
+                Route::Hold(held) => hold_call(shared, *held, bytes),
+            }
+        }
         Ok(Framed::Batch(items)) => {
             if items.is_empty() {
                 shared.send(&error_response(
@@ -358,6 +395,7 @@ fn route_line(shared: &Shared, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
                     Route::Pass => forward.push(item.get().as_bytes().to_vec()),
                     Route::Answer(a) => shared.send(&a),
                     Route::Drop => {}
+                    Route::Hold(held) => hold_call(shared, *held, item.get().as_bytes().to_vec()),
                 }
             }
         }
@@ -377,6 +415,13 @@ fn route_message(shared: &Shared, message: Incoming<'_>, received: Instant) -> R
     match message {
         Incoming::Request { id, method, params } => match &*method {
             "tools/call" => police_call(shared, id, params, received),
+            "initialize" => {
+                let caps = params
+                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .and_then(|p| p.get("capabilities").cloned());
+                *shared.client_caps.lock().expect("caps lock") = caps;
+                Route::Pass
+            }
             "tools/list" => {
                 let mut pending = shared.pending.lock().expect("pending lock");
                 if pending.contains_key(&id) {
@@ -497,6 +542,20 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
             args: shared.audit_args.then(|| arguments.clone()),
         }
     });
+    if let Decision::ApprovalRequired { .. } = decision {
+        let era = Era::of_meta(
+            meta.and_then(|m| serde_json::from_str(m.get()).ok())
+                .as_ref(),
+        );
+        return Route::Hold(Box::new(HeldCall {
+            id: key,
+            tool: tool.to_owned(),
+            arguments: arguments.clone(),
+            decision,
+            era,
+            received,
+        }));
+    }
     match decision {
         Decision::Allow { grant, .. } => {
             let record = record.map(|mut r| {
@@ -666,6 +725,300 @@ fn fail_in_flight(shared: &Shared) {
                 record.latency_ms = Some(flight.started.elapsed().as_secs_f64() * 1e3);
                 shared.audit.record(record);
             }
+        }
+    }
+}
+
+/// A call a require_approval rule holds, with what it needs to go ahead.
+struct HeldCall {
+    id: Id,
+    tool: String,
+    arguments: Value,
+    decision: Decision,
+    era: Era,
+    received: Instant,
+}
+
+/// What becomes of a held call.
+enum HeldOutcome {
+    /// Approved and admitted: forward it.
+    Run(CallInFlight),
+    /// Answer the client in the server's place.
+    Answer(Value),
+}
+
+/// Decides a held call on a thread of its own, so the client's other
+/// messages (including its answer to an elicitation) keep flowing.
+fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
+    let audit = shared.audit.clone();
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("toolgate-approval".into())
+        .spawn(move || match decide_held(&shared, &held) {
+            HeldOutcome::Answer(answer) => shared.send(&answer),
+            HeldOutcome::Run(flight) => {
+                shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .insert(held.id.clone(), Pending::Call(Box::new(flight)));
+                let mut guard = shared.to_server.lock().expect("server lock");
+                let written = guard.as_mut().is_some_and(|server| {
+                    server
+                        .write_all(&bytes)
+                        .and_then(|()| server.write_all(b"\n"))
+                        .and_then(|()| server.flush())
+                        .is_ok()
+                });
+                drop(guard);
+                if !written {
+                    shared.pending.lock().expect("pending lock").remove(&held.id);
+                    shared.send(&error_response(
+                        &held.id.to_value(),
+                        INTERNAL_ERROR,
+                        "the server is gone; the approved call did not run",
+                        None,
+                    ));
+                }
+            }
+        });
+    if spawned.is_err() {
+        audit.log(LogLevel::Error, "cannot start a thread for a held call; it is refused");
+    }
+}
+
+fn held_answer(held: &HeldCall, text: String, facts: Value) -> HeldOutcome {
+    let mut result = json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "structuredContent": {"toolgate": facts},
+    });
+    if held.era == Era::Stateless {
+        result["resultType"] = json!("complete");
+    }
+    HeldOutcome::Answer(toolgate_jsonrpc::result_response(&held.id.to_value(), result))
+}
+
+fn audit_approval(shared: &Shared, held: &HeldCall, kind: &'static str, rule: &str, reason: String) {
+    if !shared.audit.enabled() {
+        return;
+    }
+    shared.audit.record(Record {
+        time: shared.clock.now_ms(),
+        grant: shared.grant.clone(),
+        session: shared.session.clone(),
+        server: None,
+        tool: held.tool.clone(),
+        decision: kind,
+        rule: rule.to_string(),
+        reason: Some(reason),
+        counters: Vec::new(),
+        decision_us: held.received.elapsed().as_secs_f64() * 1e6,
+        latency_ms: None,
+        outcome: Outcome::Refused,
+        args_sha256: args_sha256(&held.arguments),
+        args: shared.audit_args.then(|| held.arguments.clone()),
+    });
+}
+
+fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
+    let Decision::ApprovalRequired { rule, reason, approval, plan } = &held.decision else {
+        unreachable!("only held calls come here")
+    };
+    let tool = held.tool.as_str();
+    let unavailable = |e: toolgate_approvals::ApprovalError| {
+        held_answer(
+            held,
+            format!("toolgate held back this call to \"{tool}\": {e}; it did not run"),
+            json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool}),
+        )
+    };
+    let key = call_key(&shared.grant, None, tool, &held.arguments);
+    let new = NewRequest {
+        grant: shared.grant.clone(),
+        server: None,
+        tool: tool.to_string(),
+        arguments: held.arguments.clone(),
+        reason: reason.clone(),
+        rule: rule.to_string(),
+        expires_in_ms: approval.expires_ms,
+    };
+    let now = shared.clock.now_ms();
+    let mut approved = match shared.approvals.consume(&key, now) {
+        Ok(found) => found,
+        Err(e) => return unavailable(e),
+    };
+    if approved.is_none() {
+        let ask_client = approval.via_client
+            && held.era == Era::Handshake
+            && shared
+                .client_caps
+                .lock()
+                .expect("caps lock")
+                .as_ref()
+                .is_some_and(|caps| caps.get("elicitation").is_some());
+        if !ask_client && !approval.via_admin {
+            let text = format!("toolgate held back this call to \"{tool}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
+            audit_approval(shared, held, "approval_required", rule.as_str(), text.clone());
+            return held_answer(held, text, json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": tool}));
+        }
+        let request = match shared.approvals.request(&new, now) {
+            Ok(r) => r,
+            Err(e) => return unavailable(e),
+        };
+        if request.created_ms == now && request.status == Status::Pending {
+            shared.approval_events.requested(&request);
+            audit_approval(shared, held, "approval_requested", rule.as_str(), format!("approval request {} (expires {})", request.id, crate::clock::rfc3339(request.expires_ms)));
+        }
+        let decided = if ask_client { ask_client_user(shared, &request, &new) } else { None };
+        let request = match decided {
+            Some(approve) => {
+                let by = Decided {
+                    by: format!("the user of grant {}", shared.grant),
+                    via: Via::Client,
+                    at_ms: shared.clock.now_ms(),
+                    reason: None,
+                };
+                match shared.approvals.decide(&request.id, approve, by, shared.clock.now_ms()) {
+                    Ok(r) => {
+                        shared.approval_events.decided(&r);
+                        r
+                    }
+                    Err(_) => match shared.approvals.get(&request.id) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => request,
+                        Err(e) => return unavailable(e),
+                    },
+                }
+            }
+            None if approval.via_admin => {
+                let deadline = Instant::now() + Duration::from_millis(approval.hold_ms);
+                let mut current = request;
+                while current.status == Status::Pending && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                    match shared.approvals.get(&current.id) {
+                        Ok(Some(r)) => current = r,
+                        Ok(None) => break,
+                        Err(e) => return unavailable(e),
+                    }
+                }
+                current
+            }
+            None => request,
+        };
+        match &request.status {
+            Status::Approved(_) => match shared.approvals.consume(&key, shared.clock.now_ms()) {
+                Ok(found) => approved = found,
+                Err(e) => return unavailable(e),
+            },
+            Status::Denied(d) => {
+                let why = d.reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+                let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}{why}); it did not run", request.id, d.by, d.via.as_str());
+                audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
+                return held_answer(held, text, json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool}));
+            }
+            _ => {}
+        }
+        if approved.is_none() {
+            let expires = crate::clock::rfc3339(request.expires_ms);
+            let text = format!(
+                "toolgate: the call to \"{tool}\" needs approval ({reason}) and is waiting for it: approval request {} expires at {expires}. Once it is approved, send the identical call again and it will run once.",
+                request.id
+            );
+            audit_approval(shared, held, "approval_pending", rule.as_str(), text.clone());
+            return held_answer(held, text, json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": expires, "reason": reason, "rule": rule.as_str(), "tool": tool}));
+        }
+    }
+    let approved = approved.expect("checked above");
+    // Approved: the call takes its quota only now that it runs.
+    let result = if plan.draws.is_empty() {
+        Ok(Grant::default())
+    } else {
+        shared.store.acquire(&plan.draws, shared.clock.now_ms())
+    };
+    let decision = plan.clone().conclude(result);
+    let Decision::Allow { grant, .. } = decision.clone() else {
+        if let Some(record) = held_record(shared, held, &decision) {
+            shared.audit.record(record);
+        }
+        let answer = refusal(&held.id.to_value(), tool, &decision, held.era).expect("not an allow");
+        return HeldOutcome::Answer(answer);
+    };
+    let record = held_record(shared, held, &decision).map(|mut r| {
+        r.counters = grant.taken.clone();
+        if let Status::Used { decided, .. } = &approved.status {
+            r.reason = Some(format!(
+                "approved by {} via {} (approval request {})",
+                decided.by,
+                decided.via.as_str(),
+                approved.id
+            ));
+        }
+        r
+    });
+    HeldOutcome::Run(CallInFlight {
+        grant,
+        started: held.received,
+        record,
+    })
+}
+
+fn held_record(shared: &Shared, held: &HeldCall, decision: &Decision) -> Option<Record> {
+    shared.audit.enabled().then(|| {
+        let (kind, rule, reason) = decision_facts(decision);
+        Record {
+            time: shared.clock.now_ms(),
+            grant: shared.grant.clone(),
+            session: shared.session.clone(),
+            server: None,
+            tool: held.tool.clone(),
+            decision: kind,
+            rule,
+            reason,
+            counters: Vec::new(),
+            decision_us: held.received.elapsed().as_secs_f64() * 1e6,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            args_sha256: args_sha256(&held.arguments),
+            args: shared.audit_args.then(|| held.arguments.clone()),
+        }
+    })
+}
+
+/// Asks the client's user through elicitation: `Some(true)` accept,
+/// `Some(false)` decline or cancel, `None` when the client did not answer.
+fn ask_client_user(
+    shared: &Shared,
+    request: &toolgate_approvals::ApprovalRequest,
+    new: &NewRequest,
+) -> Option<bool> {
+    let n = shared.next_ask.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = Value::String(format!("toolgate-approval-{n}"));
+    let (tx, rx) = mpsc::channel();
+    shared.asking.lock().expect("asking lock").insert(id.to_string(), tx);
+    let arguments = serde_json::to_string_pretty(&new.arguments).unwrap_or_default();
+    let message = format!(
+        "Approve this tool call?\n\nTool: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
+        new.tool,
+        new.reason,
+        arguments,
+        request.id,
+        crate::clock::rfc3339(request.expires_ms),
+    );
+    shared.send(&json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "elicitation/create",
+        "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}},
+    }));
+    let wait = Duration::from_millis(request.expires_ms.saturating_sub(shared.clock.now_ms()).min(600_000));
+    match rx.recv_timeout(wait) {
+        Ok(answer) => answer
+            .get("result")
+            .map(|r| r.get("action").and_then(Value::as_str) == Some("accept")),
+        Err(_) => {
+            shared.asking.lock().expect("asking lock").remove(&id.to_string());
+            None
         }
     }
 }

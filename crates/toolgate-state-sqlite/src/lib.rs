@@ -10,8 +10,13 @@
 //! - `store`: [`SqliteStore`], one connection behind a mutex; each acquire
 //!   and release is one transaction of prepared, cached statements.
 //! - `log`: the sliding log of one counter key and its stored form.
-//! - `db`: opening the file, the connection settings, and the schema (one
-//!   row per counter key).
+//! - `db`: opening a file, the connection settings, and the schemas.
+//! - `approvals`: [`SqliteApprovals`], the
+//!   [`toolgate_approvals::ApprovalStore`] of requests held for a person's
+//!   decision, in `DIR/approvals.db` beside the counters: one row per
+//!   request, every operation one `BEGIN IMMEDIATE` transaction, so
+//!   gateways and `toolgate approvals` in other processes see each other's
+//!   requests and decisions, and an approval is consumed exactly once.
 //! - `state-bench-sqlite` (a binary, `src/bin/state-bench.rs`): decision
 //!   latency and throughput of this store alone.
 //!
@@ -74,12 +79,14 @@
 
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod db;
 mod log;
 mod store;
 
 use std::path::PathBuf;
 
+pub use approvals::{SqliteApprovals, APPROVALS_DB_FILE, RETENTION_MS};
 pub use store::{Options, SqliteStore, DB_FILE};
 
 /// Why the counter store or the approval store could not be opened or read.

@@ -206,11 +206,13 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         store: crate::state::open_store(&state)?,
         clock: Arc::new(SystemClock),
         grant: run.grant,
-        audit,
+        audit: audit.clone(),
         audit_args: run.audit_args,
         max_message_bytes: run.max_message_bytes,
         command: run.command,
         forward_signals: true,
+        approvals: crate::state::open_approvals(&state)?,
+        approval_events: Arc::new(toolgate_serve::AuditApprovals(audit.clone())),
     };
     let stdin = std::io::stdin()
         .as_fd()
