@@ -151,12 +151,20 @@ async def test_hidden_tool_is_absent_and_unknown(gateway, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_require_approval_fails_closed(gateway, mode):
+async def test_require_approval_fails_closed_when_no_one_can_approve(gateway, mode):
+    # Only the client's user may approve, and this client cannot be asked (no
+    # elicitation callback): the call is refused, never forwarded.
     gw = gateway(
         {
             "version": "1",
             "default": "deny",
-            "tools": {"transfer": {"action": "require_approval", "reason": "money leaves the account"}},
+            "tools": {
+                "transfer": {
+                    "action": "require_approval",
+                    "reason": "money leaves the account",
+                    "approval": {"via": ["client"]},
+                }
+            },
         }
     )
     async with gw.client(mode) as client:

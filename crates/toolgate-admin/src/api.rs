@@ -94,7 +94,9 @@ pub async fn serve_admin(
 #[derive(Debug)]
 enum Refusal {
     /// No admin token, or the wrong one.
-    Unauthorized { token_sent: bool },
+    Unauthorized {
+        token_sent: bool,
+    },
     /// A webhook callback with a bad, stale or replayed signature.
     BadSignature(BadSignature),
     BadRequest(String),
@@ -161,9 +163,11 @@ impl Refusal {
             Refusal::Store(e @ ApprovalError::AlreadyDecided { .. }) => {
                 (StatusCode::CONFLICT, "already_decided", e.to_string())
             }
-            Refusal::Store(e @ ApprovalError::Unavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-            }
+            Refusal::Store(e @ ApprovalError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
         };
         let mut response = json_response(
             status,
@@ -210,9 +214,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
-    route(admin, req)
-        .await
-        .unwrap_or_else(Refusal::response)
+    route(admin, req).await.unwrap_or_else(Refusal::response)
 }
 
 async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
@@ -305,7 +307,10 @@ fn show(admin: &Admin, id: &str) -> Result<Response<Body>, Refusal> {
         .store
         .get(id)?
         .ok_or_else(|| ApprovalError::Unknown(id.to_string()))?;
-    Ok(json_response(StatusCode::OK, &request_json(&request, now_ms())))
+    Ok(json_response(
+        StatusCode::OK,
+        &request_json(&request, now_ms()),
+    ))
 }
 
 /// The body of `POST /approvals/{id}/approve|deny` (may be empty).

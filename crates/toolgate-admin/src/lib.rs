@@ -124,11 +124,11 @@ impl fmt::Debug for Webhook {
 fn redact_path(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
     if authority.len() == rest.len() {
-        format!("{scheme}://{authority}")
+        format!("{scheme}://{host}")
     } else {
-        format!("{scheme}://{authority}/***")
+        format!("{scheme}://{host}/***")
     }
 }
 
@@ -163,11 +163,20 @@ mod tests {
             "http://hooks.example"
         );
         let hook = Webhook::new("http://h/s3cret", "k3y", "http://127.0.0.1:8081/");
-        let shown = format!("{:?}", AdminOptions {
-            webhook: Some(hook),
-            ..AdminOptions::new([7; 32])
-        });
-        assert!(!shown.contains("s3cret") && !shown.contains("k3y"), "{shown}");
-        assert!(shown.contains("admin_url: \"http://127.0.0.1:8081\""), "{shown}");
+        let shown = format!(
+            "{:?}",
+            AdminOptions {
+                webhook: Some(hook),
+                ..AdminOptions::new([7; 32])
+            }
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("admin_url: \"http://127.0.0.1:8081\""),
+            "{shown}"
+        );
     }
 }

@@ -118,7 +118,11 @@ mod tests {
     fn known_answer() {
         // Computed with Python's hmac module: the signed text is "<timestamp>.<body>".
         assert_eq!(
-            sign(b"whsec", 1_700_000_000, br#"{"event":"approval.requested"}"#),
+            sign(
+                b"whsec",
+                1_700_000_000,
+                br#"{"event":"approval.requested"}"#
+            ),
             "sha256=b68624dac93a061e3a6e91654f20a063a6f9a1c95ed6fbd16f695c48321d416e"
         );
     }
@@ -129,7 +133,13 @@ mod tests {
         let good = sign(b"secret", NOW, body);
         let ts = NOW.to_string();
         #[allow(clippy::type_complexity)]
-        let cases: &[(Option<&str>, Option<&str>, &[u8], u64, Result<(), BadSignature>)] = &[
+        let cases: &[(
+            Option<&str>,
+            Option<&str>,
+            &[u8],
+            u64,
+            Result<(), BadSignature>,
+        )] = &[
             (Some(&ts), Some(&good), body, NOW, Ok(())),
             (Some(&ts), Some(&good), body, NOW + MAX_SKEW_SECS, Ok(())),
             (
@@ -191,7 +201,11 @@ mod tests {
         ];
         for (i, (t, s, b, now, expected)) in cases.iter().enumerate() {
             let seen = SeenSignatures::default();
-            assert_eq!(&seen.verify(b"secret", *t, *s, b, *now), expected, "case {i}");
+            assert_eq!(
+                &seen.verify(b"secret", *t, *s, b, *now),
+                expected,
+                "case {i}"
+            );
         }
         let wrong_key = sign(b"other", NOW, body);
         assert_eq!(

@@ -171,7 +171,10 @@ impl Sender {
             .method(Method::POST)
             .uri(uri.clone())
             .header("content-type", "application/json")
-            .header("user-agent", concat!("toolgate/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "user-agent",
+                concat!("toolgate/", env!("CARGO_PKG_VERSION")),
+            )
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(
                 SIGNATURE_HEADER,

@@ -17,7 +17,6 @@ use crate::child;
 use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
 use crate::reload::{watch_policy_file, LivePolicy};
-use toolgate_approvals::{call_key, ApprovalEvents, ApprovalStore, Decided, NewRequest, Status, Via};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -26,6 +25,9 @@ use std::io::{BufWriter, Read, Write};
 use std::process::Child;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+use toolgate_approvals::{
+    call_key, ApprovalEvents, ApprovalStore, Decided, NewRequest, Status, Via,
+};
 use toolgate_jsonrpc::{
     args_sha256, error_response, incoming, peek, peek_id, read_message, Id, Incoming,
     Read as Framed, StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
@@ -359,7 +361,11 @@ fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) 
             if let Incoming::Other = message {
                 // An answer to one of the gateway's own requests goes no further.
                 if let Some(id) = peek_id(&bytes) {
-                    let waiter = shared.asking.lock().expect("asking lock").remove(id.as_json());
+                    let waiter = shared
+                        .asking
+                        .lock()
+                        .expect("asking lock")
+                        .remove(id.as_json());
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
                         return;
@@ -772,7 +778,11 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
                 });
                 drop(guard);
                 if !written {
-                    shared.pending.lock().expect("pending lock").remove(&held.id);
+                    shared
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .remove(&held.id);
                     shared.send(&error_response(
                         &held.id.to_value(),
                         INTERNAL_ERROR,
@@ -783,7 +793,10 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
             }
         });
     if spawned.is_err() {
-        audit.log(LogLevel::Error, "cannot start a thread for a held call; it is refused");
+        audit.log(
+            LogLevel::Error,
+            "cannot start a thread for a held call; it is refused",
+        );
     }
 }
 
@@ -796,10 +809,19 @@ fn held_answer(held: &HeldCall, text: String, facts: Value) -> HeldOutcome {
     if held.era == Era::Stateless {
         result["resultType"] = json!("complete");
     }
-    HeldOutcome::Answer(toolgate_jsonrpc::result_response(&held.id.to_value(), result))
+    HeldOutcome::Answer(toolgate_jsonrpc::result_response(
+        &held.id.to_value(),
+        result,
+    ))
 }
 
-fn audit_approval(shared: &Shared, held: &HeldCall, kind: &'static str, rule: &str, reason: String) {
+fn audit_approval(
+    shared: &Shared,
+    held: &HeldCall,
+    kind: &'static str,
+    rule: &str,
+    reason: String,
+) {
     if !shared.audit.enabled() {
         return;
     }
@@ -822,7 +844,13 @@ fn audit_approval(shared: &Shared, held: &HeldCall, kind: &'static str, rule: &s
 }
 
 fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
-    let Decision::ApprovalRequired { rule, reason, approval, plan } = &held.decision else {
+    let Decision::ApprovalRequired {
+        rule,
+        reason,
+        approval,
+        plan,
+    } = &held.decision
+    else {
         unreachable!("only held calls come here")
     };
     let tool = held.tool.as_str();
@@ -859,8 +887,18 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 .is_some_and(|caps| caps.get("elicitation").is_some());
         if !ask_client && !approval.via_admin {
             let text = format!("toolgate held back this call to \"{tool}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
-            audit_approval(shared, held, "approval_required", rule.as_str(), text.clone());
-            return held_answer(held, text, json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": tool}));
+            audit_approval(
+                shared,
+                held,
+                "approval_required",
+                rule.as_str(),
+                text.clone(),
+            );
+            return held_answer(
+                held,
+                text,
+                json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": tool}),
+            );
         }
         let request = match shared.approvals.request(&new, now) {
             Ok(r) => r,
@@ -868,9 +906,23 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         };
         if request.created_ms == now && request.status == Status::Pending {
             shared.approval_events.requested(&request);
-            audit_approval(shared, held, "approval_requested", rule.as_str(), format!("approval request {} (expires {})", request.id, crate::clock::rfc3339(request.expires_ms)));
+            audit_approval(
+                shared,
+                held,
+                "approval_requested",
+                rule.as_str(),
+                format!(
+                    "approval request {} (expires {})",
+                    request.id,
+                    crate::clock::rfc3339(request.expires_ms)
+                ),
+            );
         }
-        let decided = if ask_client { ask_client_user(shared, &request, &new) } else { None };
+        let decided = if ask_client {
+            ask_client_user(shared, &request, &new)
+        } else {
+            None
+        };
         let request = match decided {
             Some(approve) => {
                 let by = Decided {
@@ -879,7 +931,10 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                     at_ms: shared.clock.now_ms(),
                     reason: None,
                 };
-                match shared.approvals.decide(&request.id, approve, by, shared.clock.now_ms()) {
+                match shared
+                    .approvals
+                    .decide(&request.id, approve, by, shared.clock.now_ms())
+                {
                     Ok(r) => {
                         shared.approval_events.decided(&r);
                         r
@@ -912,10 +967,18 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 Err(e) => return unavailable(e),
             },
             Status::Denied(d) => {
-                let why = d.reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+                let why = d
+                    .reason
+                    .clone()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
                 let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}{why}); it did not run", request.id, d.by, d.via.as_str());
                 audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
-                return held_answer(held, text, json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool}));
+                return held_answer(
+                    held,
+                    text,
+                    json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool}),
+                );
             }
             _ => {}
         }
@@ -925,8 +988,18 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 "toolgate: the call to \"{tool}\" needs approval ({reason}) and is waiting for it: approval request {} expires at {expires}. Once it is approved, send the identical call again and it will run once.",
                 request.id
             );
-            audit_approval(shared, held, "approval_pending", rule.as_str(), text.clone());
-            return held_answer(held, text, json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": expires, "reason": reason, "rule": rule.as_str(), "tool": tool}));
+            audit_approval(
+                shared,
+                held,
+                "approval_pending",
+                rule.as_str(),
+                text.clone(),
+            );
+            return held_answer(
+                held,
+                text,
+                json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": expires, "reason": reason, "rule": rule.as_str(), "tool": tool}),
+            );
         }
     }
     let approved = approved.expect("checked above");
@@ -992,10 +1065,16 @@ fn ask_client_user(
     request: &toolgate_approvals::ApprovalRequest,
     new: &NewRequest,
 ) -> Option<bool> {
-    let n = shared.next_ask.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = shared
+        .next_ask
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = Value::String(format!("toolgate-approval-{n}"));
     let (tx, rx) = mpsc::channel();
-    shared.asking.lock().expect("asking lock").insert(id.to_string(), tx);
+    shared
+        .asking
+        .lock()
+        .expect("asking lock")
+        .insert(id.to_string(), tx);
     let arguments = serde_json::to_string_pretty(&new.arguments).unwrap_or_default();
     let message = format!(
         "Approve this tool call?\n\nTool: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
@@ -1011,13 +1090,22 @@ fn ask_client_user(
         "method": "elicitation/create",
         "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}},
     }));
-    let wait = Duration::from_millis(request.expires_ms.saturating_sub(shared.clock.now_ms()).min(600_000));
+    let wait = Duration::from_millis(
+        request
+            .expires_ms
+            .saturating_sub(shared.clock.now_ms())
+            .min(600_000),
+    );
     match rx.recv_timeout(wait) {
         Ok(answer) => answer
             .get("result")
             .map(|r| r.get("action").and_then(Value::as_str) == Some("accept")),
         Err(_) => {
-            shared.asking.lock().expect("asking lock").remove(&id.to_string());
+            shared
+                .asking
+                .lock()
+                .expect("asking lock")
+                .remove(&id.to_string());
             None
         }
     }

@@ -376,7 +376,10 @@ impl Validator {
                                 self.problem(
                                     item.pos,
                                     &push_index(&via_path, index),
-                                    format!("unknown approval channel {} (expected client or admin)", quote(other)),
+                                    format!(
+                                        "unknown approval channel {} (expected client or admin)",
+                                        quote(other)
+                                    ),
                                 );
                                 ok = false;
                             }
@@ -385,12 +388,19 @@ impl Validator {
                     }
                 }
                 _ => {
-                    self.wrong_type(value, &via_path, "a non-empty array of \"client\" and \"admin\"");
+                    self.wrong_type(
+                        value,
+                        &via_path,
+                        "a non-empty array of \"client\" and \"admin\"",
+                    );
                     ok = false;
                 }
             }
         }
-        for (name, slot) in [("hold", &mut approval.hold_ms), ("expires", &mut approval.expires_ms)] {
+        for (name, slot) in [
+            ("hold", &mut approval.hold_ms),
+            ("expires", &mut approval.expires_ms),
+        ] {
             if let Some(value) = field(members, name) {
                 match self.duration_ms(value, &push_key(path, name)) {
                     Some(ms) => *slot = ms,
@@ -400,12 +410,20 @@ impl Validator {
         }
         if ok && approval.hold_ms > MAX_HOLD_MS {
             let node = field(members, "hold").unwrap_or(node);
-            self.problem(node.pos, &push_key(path, "hold"), "hold must be at most 300 seconds (a client waits that long for its answer)");
+            self.problem(
+                node.pos,
+                &push_key(path, "hold"),
+                "hold must be at most 300 seconds (a client waits that long for its answer)",
+            );
             ok = false;
         }
         if ok && approval.expires_ms < approval.hold_ms {
             let node = field(members, "expires").unwrap_or(node);
-            self.problem(node.pos, &push_key(path, "expires"), "expires must not be shorter than hold");
+            self.problem(
+                node.pos,
+                &push_key(path, "expires"),
+                "expires must not be shorter than hold",
+            );
             ok = false;
         }
         ok.then_some(approval)
@@ -415,9 +433,15 @@ impl Validator {
     fn duration_ms(&mut self, node: &Node, path: &str) -> Option<u64> {
         const EXPECTED: &str = "a duration such as \"30s\", \"10m\", \"1h\" or a number of seconds";
         let ms = match &node.value {
-            Value::Number(n) => n.as_f64().filter(|s| s.fract() == 0.0 && *s >= 0.0).map(|s| s as u64 * 1000),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|s| s.fract() == 0.0 && *s >= 0.0)
+                .map(|s| s as u64 * 1000),
             Value::String(text) => {
-                let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+                let (digits, unit) = text.split_at(
+                    text.find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(text.len()),
+                );
                 let factor = match unit {
                     "s" => Some(1_000),
                     "m" => Some(60_000),
@@ -425,7 +449,11 @@ impl Validator {
                     "d" => Some(86_400_000),
                     _ => None,
                 };
-                digits.parse::<u64>().ok().zip(factor).map(|(n, f)| n.saturating_mul(f))
+                digits
+                    .parse::<u64>()
+                    .ok()
+                    .zip(factor)
+                    .map(|(n, f)| n.saturating_mul(f))
             }
             _ => None,
         };
@@ -437,7 +465,11 @@ impl Validator {
                     Value::Number(n) => n.to_string(),
                     other => other.kind().to_string(),
                 };
-                self.problem(node.pos, path, format!("expected {EXPECTED}, found {found}"));
+                self.problem(
+                    node.pos,
+                    path,
+                    format!("expected {EXPECTED}, found {found}"),
+                );
                 None
             }
         }

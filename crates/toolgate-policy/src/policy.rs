@@ -421,12 +421,18 @@ impl Policy {
                         Ok(()) => Evaluation::ApprovalRequired {
                             rule: rule_ref,
                             reason: rule.reason.clone().unwrap_or_else(|| {
-                                format!("calls to {} require approval", crate::tree::quote(call.tool))
+                                format!(
+                                    "calls to {} require approval",
+                                    crate::tree::quote(call.tool)
+                                )
                             }),
                             approval: rule.approval,
                             draws,
                         },
-                        Err(reason) => Evaluation::Deny { rule: rule_ref, reason },
+                        Err(reason) => Evaluation::Deny {
+                            rule: rule_ref,
+                            reason,
+                        },
                     }
                 } else {
                     let mut draws = Vec::with_capacity(rule.limits.len() + self.all_tools.len());

@@ -1122,3 +1122,55 @@ fn diagnostics_display_one_per_line_and_without_an_empty_path() {
         "dir/p.json:1:1: missing field \"default\""
     );
 }
+
+#[test]
+fn approval_settings_are_validated() {
+    check_errors(
+        &with_rule(
+            "pay",
+            json!({"action": "allow", "approval": {"hold": "30s"}}),
+        ),
+        r#"policy.json:1:77: tools.pay.approval: approval settings need "action": "require_approval""#,
+    );
+    let policy = load(&with_rule(
+        "pay",
+        json!({"action": "require_approval", "approval": {"via": ["admin"], "hold": 5, "expires": "1h"}}),
+    ));
+    let args = json!({});
+    let call = Call {
+        tool: "pay",
+        arguments: &args,
+        grant: "g",
+        session: "s",
+    };
+    match policy.evaluate(&call) {
+        Evaluation::ApprovalRequired { approval, .. } => {
+            assert!(!approval.via_client && approval.via_admin);
+            assert_eq!((approval.hold_ms, approval.expires_ms), (5_000, 3_600_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (approval, message) in [
+        (json!({"via": []}), "expected a non-empty array"),
+        (
+            json!({"via": ["email"]}),
+            "unknown approval channel \"email\"",
+        ),
+        (json!({"hold": "10x"}), "expected a duration"),
+        (json!({"hold": "301s"}), "hold must be at most 300 seconds"),
+        (
+            json!({"hold": "60s", "expires": "30s"}),
+            "expires must not be shorter than hold",
+        ),
+        (json!({"colour": "red"}), "unknown field \"colour\""),
+    ] {
+        let text = with_rule(
+            "pay",
+            json!({"action": "require_approval", "approval": approval}),
+        );
+        let err = parse_policy(&text, Format::Json, "policy.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{approval}: {err}");
+    }
+}

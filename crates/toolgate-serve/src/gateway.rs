@@ -9,7 +9,6 @@
 
 use crate::catalog::{Catalog, Naming, ServerLists};
 use crate::replay::{EventLog, KEEP};
-use toolgate_approvals::{call_key, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status, Via};
 use crate::session::{random_id, Session, SessionKey};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -17,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use toolgate_approvals::{
+    call_key, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status, Via,
+};
 use toolgate_gateway::answer::{refusal, unknown_tool, Era};
 use toolgate_gateway::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
 use toolgate_gateway::Clock;
@@ -1024,7 +1026,17 @@ impl Gateway {
         };
         if let Decision::ApprovalRequired { .. } = &decision {
             return self
-                .held_call(ctx, id, entry.server, &entry.original, name, params.clone(), arguments, decision, received)
+                .held_call(
+                    ctx,
+                    id,
+                    entry.server,
+                    &entry.original,
+                    name,
+                    params.clone(),
+                    arguments,
+                    decision,
+                    received,
+                )
                 .await;
         }
         let Decision::Allow { grant: taken, .. } = &decision else {
@@ -1503,11 +1515,15 @@ fn rfc3339(ms: u64) -> String {
 fn readable_arguments(arguments: &Value) -> String {
     fn shorten(v: &Value) -> Value {
         match v {
-            Value::String(s) if s.chars().count() > 200 => {
-                Value::String(format!("{}… ({} characters)", s.chars().take(200).collect::<String>(), s.chars().count()))
-            }
+            Value::String(s) if s.chars().count() > 200 => Value::String(format!(
+                "{}… ({} characters)",
+                s.chars().take(200).collect::<String>(),
+                s.chars().count()
+            )),
             Value::Array(items) => Value::Array(items.iter().map(shorten).collect()),
-            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shorten(v))).collect()),
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), shorten(v))).collect())
+            }
             other => other.clone(),
         }
     }
@@ -1532,7 +1548,13 @@ impl Gateway {
         decision: Decision,
         received: Instant,
     ) -> Reply {
-        let Decision::ApprovalRequired { rule, reason, approval, plan } = decision else {
+        let Decision::ApprovalRequired {
+            rule,
+            reason,
+            approval,
+            plan,
+        } = decision
+        else {
             unreachable!("only held calls come here")
         };
         let server_name = self.servers[server].name.clone();
@@ -1552,7 +1574,15 @@ impl Gateway {
         if !ask_client && !approval.via_admin {
             let text = format!("toolgate held back this call to \"{name}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
             let facts = json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": name});
-            self.audit_approval(ctx, name, &arguments, "approval_required", rule.as_str(), Some(text.clone()), received);
+            self.audit_approval(
+                ctx,
+                name,
+                &arguments,
+                "approval_required",
+                rule.as_str(),
+                Some(text.clone()),
+                received,
+            );
             return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
         }
         let held = Held {
@@ -1567,19 +1597,41 @@ impl Gateway {
             received,
         };
         let gateway = self.clone();
-        let gate: Gate = Box::new(move |link| Box::pin(async move { gateway.decide_held(link, held).await }));
+        let gate: Gate =
+            Box::new(move |link| Box::pin(async move { gateway.decide_held(link, held).await }));
         let mut upstream_params = params;
         upstream_params["name"] = Value::String(original.to_string());
-        self.forward_gated(ctx, id, server, "tools/call", upstream_params, None, Some(gate))
-            .await
+        self.forward_gated(
+            ctx,
+            id,
+            server,
+            "tools/call",
+            upstream_params,
+            None,
+            Some(gate),
+        )
+        .await
     }
 
     async fn decide_held(self: Arc<Self>, link: Arc<ClientLink>, held: Held) -> GateOutcome {
-        let Held { key, new, approval, plan, ask_client, tool, arguments, ctx, received } = held;
+        let Held {
+            key,
+            new,
+            approval,
+            plan,
+            ask_client,
+            tool,
+            arguments,
+            ctx,
+            received,
+        } = held;
         let now = self.clock.now_ms();
         let unavailable = |e: toolgate_approvals::ApprovalError| {
             let text = format!("toolgate held back this call to \"{tool}\": {e}; it did not run");
-            GateOutcome::Answer(held_result(text, json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool})))
+            GateOutcome::Answer(held_result(
+                text,
+                json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool}),
+            ))
         };
         // An approval given earlier for this very call (a retry).
         let mut approved = match self.approvals.consume(&key, now) {
@@ -1593,7 +1645,19 @@ impl Gateway {
             };
             if request.created_ms == now && request.status == Status::Pending {
                 self.approval_events.requested(&request);
-                self.audit_approval(&ctx, &tool, &arguments, "approval_requested", &new.rule, Some(format!("approval request {} (expires {})", request.id, rfc3339(request.expires_ms))), received);
+                self.audit_approval(
+                    &ctx,
+                    &tool,
+                    &arguments,
+                    "approval_requested",
+                    &new.rule,
+                    Some(format!(
+                        "approval request {} (expires {})",
+                        request.id,
+                        rfc3339(request.expires_ms)
+                    )),
+                    received,
+                );
             }
             let decided = if ask_client {
                 self.ask_client(&link, &request, &new).await
@@ -1602,8 +1666,16 @@ impl Gateway {
             };
             let request = match decided {
                 Some(approve) => {
-                    let by = Decided { by: format!("the user of grant {}", new.grant), via: Via::Client, at_ms: self.clock.now_ms(), reason: None };
-                    match self.approvals.decide(&request.id, approve, by, self.clock.now_ms()) {
+                    let by = Decided {
+                        by: format!("the user of grant {}", new.grant),
+                        via: Via::Client,
+                        at_ms: self.clock.now_ms(),
+                        reason: None,
+                    };
+                    match self
+                        .approvals
+                        .decide(&request.id, approve, by, self.clock.now_ms())
+                    {
                         Ok(r) => {
                             self.approval_events.decided(&r);
                             r
@@ -1628,10 +1700,25 @@ impl Gateway {
                     Err(e) => return unavailable(e),
                 },
                 Status::Denied(d) => {
-                    let why = d.reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+                    let why = d
+                        .reason
+                        .clone()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
                     let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}{why}); it did not run", request.id, d.by, d.via.as_str());
-                    self.audit_approval(&ctx, &tool, &arguments, "approval_denied", &new.rule, Some(text.clone()), received);
-                    return GateOutcome::Answer(held_result(text, json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool})));
+                    self.audit_approval(
+                        &ctx,
+                        &tool,
+                        &arguments,
+                        "approval_denied",
+                        &new.rule,
+                        Some(text.clone()),
+                        received,
+                    );
+                    return GateOutcome::Answer(held_result(
+                        text,
+                        json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool}),
+                    ));
                 }
                 _ => {}
             }
@@ -1640,8 +1727,19 @@ impl Gateway {
                     "toolgate: the call to \"{tool}\" needs approval ({}) and is waiting for it: approval request {} expires at {}. Once it is approved, send the identical call again and it will run once.",
                     new.reason, request.id, rfc3339(request.expires_ms)
                 );
-                self.audit_approval(&ctx, &tool, &arguments, "approval_pending", &new.rule, Some(text.clone()), received);
-                return GateOutcome::Answer(held_result(text, json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": rfc3339(request.expires_ms), "reason": new.reason, "rule": new.rule, "tool": tool})));
+                self.audit_approval(
+                    &ctx,
+                    &tool,
+                    &arguments,
+                    "approval_pending",
+                    &new.rule,
+                    Some(text.clone()),
+                    received,
+                );
+                return GateOutcome::Answer(held_result(
+                    text,
+                    json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": rfc3339(request.expires_ms), "reason": new.reason, "rule": new.rule, "tool": tool}),
+                ));
             }
         }
         let approved = approved.expect("checked above");
@@ -1654,21 +1752,43 @@ impl Gateway {
         };
         let decision = plan.conclude(result);
         let Decision::Allow { grant: taken, .. } = &decision else {
-            self.audit_refusal(&ctx, &tool, &decision, &arguments, received, new.server.as_deref());
+            self.audit_refusal(
+                &ctx,
+                &tool,
+                &decision,
+                &arguments,
+                received,
+                new.server.as_deref(),
+            );
             let answer = refusal(&Value::Null, &tool, &decision, ctx.era).expect("not an allow");
             return GateOutcome::Answer(answer["result"].clone());
         };
         let taken = taken.clone();
-        let mut record = self.record(&ctx, &tool, &decision, &arguments, received, new.server.as_deref());
+        let mut record = self.record(
+            &ctx,
+            &tool,
+            &decision,
+            &arguments,
+            received,
+            new.server.as_deref(),
+        );
         if let Some(record) = &mut record {
             record.reason = Some(match &approved.status {
-                Status::Used { decided, .. } => format!("approved by {} via {} (approval request {})", decided.by, decided.via.as_str(), approved.id),
+                Status::Used { decided, .. } => format!(
+                    "approved by {} via {} (approval request {})",
+                    decided.by,
+                    decided.via.as_str(),
+                    approved.id
+                ),
                 _ => format!("approval request {}", approved.id),
             });
         }
         let gateway = self.clone();
         GateOutcome::Proceed(Some(Box::new(move |result: &Result<Value, CallError>| {
-            if matches!(result, Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_))) {
+            if matches!(
+                result,
+                Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_))
+            ) {
                 gateway.store.release(&taken);
             }
             if let Some(mut record) = record {
@@ -1685,7 +1805,12 @@ impl Gateway {
 
     /// Asks the client's user through elicitation; `Some(true)` accept,
     /// `Some(false)` decline or cancel, `None` when the client could not be asked.
-    async fn ask_client(&self, link: &Arc<ClientLink>, request: &ApprovalRequest, new: &NewRequest) -> Option<bool> {
+    async fn ask_client(
+        &self,
+        link: &Arc<ClientLink>,
+        request: &ApprovalRequest,
+        new: &NewRequest,
+    ) -> Option<bool> {
         let message = format!(
             "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
             new.tool,
@@ -1700,14 +1825,21 @@ impl Gateway {
             "message": message,
             "requestedSchema": {"type": "object", "properties": {}},
         });
-        match link.request("elicitation/create".into(), Some(params)).await {
+        match link
+            .request("elicitation/create".into(), Some(params))
+            .await
+        {
             Ok(result) => Some(result.get("action").and_then(Value::as_str) == Some("accept")),
             Err(_) => None,
         }
     }
 
     /// Waits up to `hold_ms` for an approver's decision.
-    async fn hold(&self, request: &ApprovalRequest, hold_ms: u64) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
+    async fn hold(
+        &self,
+        request: &ApprovalRequest,
+        hold_ms: u64,
+    ) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
         let deadline = Instant::now() + Duration::from_millis(hold_ms);
         let mut current = request.clone();
         while current.status == Status::Pending && Instant::now() < deadline {
@@ -1720,7 +1852,16 @@ impl Gateway {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn audit_approval(&self, ctx: &Context, tool: &str, arguments: &Value, kind: &'static str, rule: &str, reason: Option<String>, received: Instant) {
+    fn audit_approval(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        arguments: &Value,
+        kind: &'static str,
+        rule: &str,
+        reason: Option<String>,
+        received: Instant,
+    ) {
         if !self.audit.enabled() {
             return;
         }
@@ -1762,10 +1903,18 @@ impl ApprovalEvents for AuditApprovals {
         let reason = format!(
             "approval request {} {} by {} via {}{}",
             request.id,
-            if kind == "approved" { "approved" } else { "denied" },
+            if kind == "approved" {
+                "approved"
+            } else {
+                "denied"
+            },
             decided.by,
             decided.via.as_str(),
-            decided.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            decided
+                .reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
         self.0.record(Record {
             time: decided.at_ms,

@@ -23,6 +23,8 @@ pub mod http;
 pub mod replay;
 pub mod session;
 
-pub use gateway::{AuditApprovals, Gateway, GatewayOptions, GrantOptions, ServerOptions, StartError};
+pub use gateway::{
+    AuditApprovals, Gateway, GatewayOptions, GrantOptions, ServerOptions, StartError,
+};
 pub use http::{serve, HttpOptions};
 pub use session::SessionKey;

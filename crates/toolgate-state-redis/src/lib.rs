@@ -126,7 +126,7 @@ impl RedisStore {
         })?;
         let address = client.get_connection_info().addr.to_string();
         Ok(RedisStore {
-            link: Link::start(client, options)?,
+            link: Link::start(client, options, &script::ALL)?,
             keys: Keys::new(prefix),
             fail,
             address,

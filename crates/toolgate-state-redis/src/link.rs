@@ -14,7 +14,7 @@ use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Value};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::script::{Invocation, Lua, ALL};
+use crate::script::{Invocation, Lua};
 
 /// How long the store waits for Redis, and how often it tries again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub(crate) struct Link {
 struct Shared {
     client: redis::Client,
     options: ConnectionOptions,
+    /// Loaded on every new connection.
+    scripts: &'static [&'static Lua],
     /// The connection in use and its generation (`None` when broken).
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// Held while connecting: one attempt at a time.
@@ -73,9 +75,11 @@ struct Attempts {
 impl Link {
     /// Starts the connection thread and a first attempt to connect (a
     /// failure is only remembered: calls report it until the cooldown ends).
+    /// `scripts` are loaded on every new connection.
     pub(crate) fn start(
         client: redis::Client,
         options: ConnectionOptions,
+        scripts: &'static [&'static Lua],
     ) -> std::io::Result<Link> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -94,6 +98,7 @@ impl Link {
         let shared = Arc::new(Shared {
             client,
             options,
+            scripts,
             current: Mutex::new(None),
             attempts: tokio::sync::Mutex::new(Attempts {
                 generation: 0,
@@ -204,7 +209,7 @@ impl Shared {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        for lua in ALL {
+        for lua in self.scripts {
             load(&mut connection, lua).await?;
         }
         Ok(connection)

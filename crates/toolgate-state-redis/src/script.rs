@@ -16,7 +16,7 @@ pub(crate) struct Lua {
 }
 
 impl Lua {
-    const fn new(name: &'static str, source: &'static str) -> Lua {
+    pub(crate) const fn new(name: &'static str, source: &'static str) -> Lua {
         Lua {
             name,
             source,
@@ -34,7 +34,7 @@ impl Lua {
 pub(crate) static ACQUIRE: Lua = Lua::new("acquire.lua", include_str!("acquire.lua"));
 pub(crate) static RELEASE: Lua = Lua::new("release.lua", include_str!("release.lua"));
 
-/// Both scripts, loaded on every new connection.
+/// Both scripts, loaded on every new connection of a [`crate::RedisStore`].
 pub(crate) static ALL: [&Lua; 2] = [&ACQUIRE, &RELEASE];
 
 /// One script run: the script and its EVALSHA command.
