@@ -28,6 +28,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use toolgate_approvals::{ApprovalError, ApprovalEvents, ApprovalStore, Decided, Via};
+use toolgate_jsonrpc::{check_strict, StrictError};
 
 type Body = Full<Bytes>;
 
@@ -342,8 +343,21 @@ enum Decision {
     Deny,
 }
 
+/// A JSON object with no repeated key, into `T`.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(format!("invalid body: {e}")))
+    let bad = |why: String| Refusal::BadRequest(format!("invalid body: {why}"));
+    match check_strict(body) {
+        Ok(()) => {}
+        Err(StrictError::DuplicateKey(key)) => {
+            return Err(bad(format!("the key {key:?} is repeated")))
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("expected a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
 fn decide_by_admin(

@@ -8,11 +8,13 @@
 //!   one enum turned into JSON errors by one `match`.
 //! - `signature`: HMAC-SHA256 signatures of webhook bodies ([`sign`]), their
 //!   verification, and the replay guard of the callback.
-//! - `webhook`: [`WebhookNotifier`], an [`ApprovalEvents`](toolgate_approvals::ApprovalEvents) that POSTs every
+//! - `webhook`: [`WebhookNotifier`], an `ApprovalEvents` that POSTs every
 //!   new request (and every decision) to a URL from a background task, with
 //!   retries, and forwards every event to the next one.
+//! - here: the options ([`AdminOptions`], [`Webhook`]) and the wire form of
+//!   a request, which the API and the webhook share.
 //!
-//! Invariants: a decision goes through [`ApprovalStore::decide`](toolgate_approvals::ApprovalStore::decide) only (the
+//! Invariants: a decision goes through `ApprovalStore::decide` only (the
 //! store's atomic step decides who wins a race); the admin token is held
 //! only as its SHA-256 and compared in constant time; the webhook secret and
 //! URL never show in `Debug` or in a log line; nothing here blocks the
@@ -28,8 +30,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use toolgate_approvals::ApprovalRequest;
+use serde_json::{json, Value};
+use toolgate_approvals::{ApprovalRequest, Decided, Status};
 
 pub use api::serve_admin;
 pub use signature::{sign, MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -139,11 +141,42 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The wire form of a request: its fields, and whether it has expired.
+/// The wire form of a request, built here field by field: the admin API
+/// and the webhook own it. (`ApprovalRequest`'s own serialisation flattens
+/// the decision into the request, so a decision's `reason` would collide
+/// with the request's `reason`.)
 pub(crate) fn request_json(request: &ApprovalRequest, now_ms: u64) -> Value {
-    let mut value = serde_json::to_value(request).expect("an approval request is serialisable");
-    if let Value::Object(object) = &mut value {
-        object.insert("expired".into(), Value::Bool(request.is_expired(now_ms)));
+    let decision = |d: &Decided| {
+        let mut decision = json!({"by": d.by, "via": d.via.as_str(), "at_ms": d.at_ms});
+        if let Some(reason) = &d.reason {
+            decision["reason"] = json!(reason);
+        }
+        decision
+    };
+    let mut value = json!({
+        "id": request.id,
+        "status": request.status.name(),
+        "expired": request.is_expired(now_ms),
+        "grant": request.grant,
+        "server": request.server,
+        "tool": request.tool,
+        "arguments": request.arguments,
+        "reason": request.reason,
+        "rule": request.rule,
+        "key": request.key,
+        "created_ms": request.created_ms,
+        "expires_ms": request.expires_ms,
+    });
+    match &request.status {
+        Status::Pending => {}
+        Status::Approved(d) | Status::Denied(d) => value["decision"] = decision(d),
+        Status::Used {
+            decided,
+            used_at_ms,
+        } => {
+            value["decision"] = decision(decided);
+            value["used_at_ms"] = json!(used_at_ms);
+        }
     }
     value
 }

@@ -415,7 +415,7 @@ async fn list_shows_pending_requests_and_all_with_all_true() {
     };
     let (status, body) = admin.get("/approvals").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ids(&body), [first.id.clone()]);
+    assert_eq!(ids(&body), [first.id.as_str()]);
     let shown = &body["approvals"][0];
     assert_eq!(shown["status"], "pending");
     assert_eq!(shown["tool"], "read_file");
@@ -429,7 +429,7 @@ async fn list_shows_pending_requests_and_all_with_all_true() {
     for query in ["?all=false", "?all=0"] {
         assert_eq!(
             ids(&admin.get(&format!("/approvals{query}")).await.1),
-            [first.id.clone()]
+            [first.id.as_str()]
         );
     }
     for query in ["?all=true", "?all=1", "?all"] {
@@ -490,17 +490,19 @@ async fn approve_and_deny_decide_once_via_the_api() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "approved");
-    assert_eq!(body["by"], "alice");
-    assert_eq!(body["via"], "api");
-    assert_eq!(body["reason"], "ticket OPS-12");
+    assert_eq!(body["decision"]["by"], "alice");
+    assert_eq!(body["decision"]["via"], "api");
+    assert_eq!(body["decision"]["reason"], "ticket OPS-12");
+    // The request's own reason is kept beside the decision's.
+    assert_eq!(body["reason"], "reading system files needs a person");
 
     // No body: decided by "admin", with no reason.
     let (status, body) = admin.post(&format!("/approvals/{}/deny", b.id), "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "denied");
-    assert_eq!(body["by"], "admin");
-    assert_eq!(body["via"], "api");
-    assert!(body.get("reason").is_none(), "{body}");
+    assert_eq!(body["decision"]["by"], "admin");
+    assert_eq!(body["decision"]["via"], "api");
+    assert!(body["decision"].get("reason").is_none(), "{body}");
 
     // The store holds the decisions, and the events were told.
     let stored = admin.store.get(&a.id).unwrap().unwrap();
@@ -671,7 +673,7 @@ async fn webhook_posts_a_signed_request_and_forwards_events() {
     let request = store.request(&new_request("read_file"), now_ms()).unwrap();
 
     notifier.requested(&request);
-    assert_eq!(*inner.requested.lock().unwrap(), [request.id.clone()]);
+    assert_eq!(*inner.requested.lock().unwrap(), [request.id.as_str()]);
     let got = receiver.next().await;
     let body = verified(&got);
     assert_eq!(body["event"], "approval.requested");
@@ -708,7 +710,8 @@ async fn webhook_posts_a_signed_request_and_forwards_events() {
     let body = verified(&receiver.next().await);
     assert_eq!(body["event"], "approval.decided");
     assert_eq!(body["request"]["status"], "approved");
-    assert_eq!(body["request"]["by"], "bob");
+    assert_eq!(body["request"]["decision"]["by"], "bob");
+    assert_eq!(body["request"]["decision"]["via"], "cli");
     receiver.quiet(Duration::from_millis(200)).await;
 }
 
@@ -845,9 +848,9 @@ async fn callback_with_a_good_signature_decides_via_webhook() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "approved");
-    assert_eq!(body["via"], "webhook");
-    assert_eq!(body["by"], "carol@chat");
-    assert_eq!(body["reason"], "looks fine");
+    assert_eq!(body["decision"]["via"], "webhook");
+    assert_eq!(body["decision"]["by"], "carol@chat");
+    assert_eq!(body["decision"]["reason"], "looks fine");
 
     // `by` defaults to "webhook"; no admin token is needed (nor used).
     let (status, _, body) = admin
@@ -855,7 +858,7 @@ async fn callback_with_a_good_signature_decides_via_webhook() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        (body["status"].as_str(), body["by"].as_str()),
+        (body["status"].as_str(), body["decision"]["by"].as_str()),
         (Some("denied"), Some("webhook"))
     );
     assert_eq!(admin.events.decided.lock().unwrap().len(), 2);

@@ -27,6 +27,45 @@ pub struct Config {
     pub http: HttpConfig,
     /// Where counters live.
     pub state: StateConfig,
+    /// The admin API (out-of-band approvers); `None`: no admin listener.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API: its own listener, always behind a token.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// Default 127.0.0.1:8081; never the gateway's own address.
+    pub listen: SocketAddr,
+    /// SHA-256 of the admin bearer token (no grant has the same).
+    pub token_sha256: [u8; 32],
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token_sha256", &hex::encode(self.token_sha256))
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
+/// Where new approval requests are announced, and the secret that signs
+/// them and the callbacks.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// An http:// URL.
+    pub url: String,
+    /// Read from the variable `secret_env` names (set and non-empty).
+    pub secret: Secret,
+    /// 1 to 20 (default 5).
+    pub max_attempts: u32,
+    /// Longer than zero (default 1 s).
+    pub initial_backoff: Duration,
+    /// The admin API's base URL as the receiver reaches it, no trailing
+    /// slash (`None`: `http://<admin listen>`).
+    pub admin_url: Option<String>,
 }
 
 /// Where counters (and the audit trail) live.
@@ -73,6 +112,7 @@ impl fmt::Debug for Config {
             .field("session_max_age", &self.session_max_age)
             .field("http", &self.http)
             .field("state", &self.state)
+            .field("admin", &self.admin)
             .finish()
     }
 }

@@ -31,8 +31,8 @@ mod values;
 use std::path::Path;
 
 pub use config::{
-    Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
-    StateConfig, StateStore,
+    AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig,
+    ServerTransport, StateConfig, StateStore, WebhookConfig,
 };
 pub use token::{hash_token, new_token};
 pub use toolgate_policy::{Diagnostic, Diagnostics};

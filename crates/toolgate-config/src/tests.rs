@@ -22,6 +22,7 @@ fn env(name: &str) -> Option<String> {
         "NEWLINE" => Some("a\nb".to_string()),
         "GOOD_KEY" => Some(KEY.to_string()),
         "SHORT_KEY" => Some("abcd".to_string()),
+        "HOOK_SECRET" => Some("whsec".to_string()),
         _ => None,
     }
 }
@@ -280,7 +281,7 @@ fn unknown_fields_everywhere() {
     check(
         "policy: policy.yaml\nlisen: x\nservers:\n  a:\n    command: x\n    comand: y\n    restart: { initial: 1s, maximum: 2s }\ngrants:\n  g:\n    token_sha256: \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n    token: x\nsessions: { key: x }\nhttp: { origins: [] }\n",
         &[
-            "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions, http or state)",
+            "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions, http, state or admin)",
             "6:5: servers.a: unknown field \"comand\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
             "7:29: servers.a.restart: unknown field \"maximum\" (expected initial or max)",
             "11:5: grants.g: unknown field \"token\" (expected token_sha256, policy or servers)",
@@ -704,4 +705,142 @@ fn state_section() {
             "8:11: state.prefix: prefix \"a b\" must be letters, digits, _ - . or :",
         ],
     );
+}
+
+// --- admin -------------------------------------------------------------------
+
+const ADMIN_BASE: &str = "policy: policy.yaml\nservers:\n  a:\n    command: x\n";
+
+#[test]
+fn admin_section_is_optional_and_has_defaults() {
+    assert!(ok(ADMIN_BASE).admin.is_none());
+    let config = ok(&format!("{ADMIN_BASE}admin:\n  token_sha256: {HASH_A}\n"));
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.listen, "127.0.0.1:8081".parse().unwrap());
+    assert_eq!(hex::encode(admin.token_sha256), HASH_A);
+    assert!(admin.webhook.is_none());
+}
+
+#[test]
+fn admin_webhook_loads_every_field() {
+    let config = ok(&format!(
+        "{ADMIN_BASE}admin:\n  listen: \"0.0.0.0:9090\"\n  token_sha256: {HASH_A}\n  webhook:\n    url: http://chat.internal/hooks/toolgate\n    secret_env: HOOK_SECRET\n    max_attempts: 3\n    initial_backoff: 250ms\n    admin_url: http://gateway.internal:9090/\n"
+    ));
+    let admin = config.admin.as_ref().unwrap();
+    assert_eq!(admin.listen, "0.0.0.0:9090".parse().unwrap());
+    let webhook = admin.webhook.as_ref().unwrap();
+    assert_eq!(webhook.url, "http://chat.internal/hooks/toolgate");
+    assert_eq!(webhook.secret.expose(), "whsec");
+    assert_eq!(webhook.max_attempts, 3);
+    assert_eq!(webhook.initial_backoff, Duration::from_millis(250));
+    assert_eq!(
+        webhook.admin_url.as_deref(),
+        Some("http://gateway.internal:9090")
+    );
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("whsec"), "{shown}");
+
+    // Defaults: the secret from TOOLGATE_WEBHOOK_SECRET, 5 attempts from 1 s,
+    // no admin URL (the binary makes it from the admin listener).
+    let config = run(
+        ConfigFormat::Yaml,
+        &format!("{ADMIN_BASE}admin:\n  token_sha256: {HASH_A}\n  webhook:\n    url: http://h/x\n"),
+    );
+    assert_eq!(
+        config.unwrap_err(),
+        ["7:3: admin.webhook.secret_env: environment variable TOOLGATE_WEBHOOK_SECRET is not set (it holds the webhook secret that signs webhooks and callbacks)"]
+    );
+    let env = |name: &str| (name == "TOOLGATE_WEBHOOK_SECRET").then(|| "s".to_string());
+    let config = parse(
+        &format!("{ADMIN_BASE}admin:\n  token_sha256: {HASH_A}\n  webhook:\n    url: http://h/x\n"),
+        ConfigFormat::Yaml,
+        "gateway.yaml",
+        Path::new(""),
+        &env,
+        &files,
+    )
+    .unwrap();
+    let webhook = config.admin.unwrap().webhook.unwrap();
+    assert_eq!(webhook.secret.expose(), "s");
+    assert_eq!(webhook.max_attempts, 5);
+    assert_eq!(webhook.initial_backoff, Duration::from_secs(1));
+    assert_eq!(webhook.admin_url, None);
+}
+
+#[test]
+fn admin_section_problems() {
+    check(
+        &format!("{ADMIN_BASE}admin:\n  listen: localhost:8081\n  token_sha256: abc\n  tls: true\n"),
+        &[
+            "6:11: admin.listen: invalid listen address \"localhost:8081\" (expected an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\")",
+            "7:17: admin.token_sha256: token_sha256 must be 64 hex characters (the SHA-256 of the token, see `toolgate grant new`), found 3 characters",
+            "8:3: admin: unknown field \"tls\" (expected listen, token_sha256 or webhook)",
+        ],
+    );
+    // The token is always required, on a loopback address too.
+    check(
+        &format!("{ADMIN_BASE}admin:\n  listen: 127.0.0.1:8081\n"),
+        &["5:1: admin: missing field \"token_sha256\" (the SHA-256 of the admin token; the admin API always needs a token)"],
+    );
+    check(
+        &format!("{ADMIN_BASE}admin: 8081\n"),
+        &["5:8: admin: expected an object, found a number"],
+    );
+    check(
+        &format!(
+            "{ADMIN_BASE}admin:\n  token_sha256: {HASH_A}\n  webhook:\n    url: https://chat.example/hook\n    secret_env: \"1BAD\"\n    max_attempts: 0\n    initial_backoff: 0s\n    admin_url: ftp://x\n    retries: 3\n"
+        ),
+        &[
+            "8:10: admin.webhook.url: url \"https://chat.example/hook\": https upstreams are not supported yet (use http:// on a trusted network)",
+            "9:17: admin.webhook.secret_env: invalid environment variable name \"1BAD\" (expected letters, digits and _, not starting with a digit)",
+            "10:19: admin.webhook.max_attempts: must be a whole number from 1 to 20, found 0",
+            "11:22: admin.webhook.initial_backoff: must be longer than zero",
+            "12:16: admin.webhook.admin_url: url must start with http://, found \"ftp://x\"",
+            "13:5: admin.webhook: unknown field \"retries\" (expected url, secret_env, max_attempts, initial_backoff or admin_url)",
+        ],
+    );
+    check(
+        &format!("{ADMIN_BASE}admin:\n  token_sha256: {HASH_A}\n  webhook:\n    secret_env: EMPTY\n    max_attempts: \"5\"\n"),
+        &[
+            "7:3: admin.webhook: missing field \"url\"",
+            "8:17: admin.webhook.secret_env: environment variable EMPTY is empty (it holds the webhook secret that signs webhooks and callbacks)",
+            "9:19: admin.webhook.max_attempts: expected a whole number, found a string",
+        ],
+    );
+}
+
+#[test]
+fn admin_needs_its_own_port_and_its_own_token() {
+    check(
+        &format!("{ADMIN_BASE}listen: 127.0.0.1:8080\nadmin:\n  listen: 127.0.0.1:8080\n  token_sha256: {HASH_A}\n"),
+        &["7:11: admin.listen: admin.listen 127.0.0.1:8080 is the gateway's own listen address (the admin API needs a port of its own)"],
+    );
+    check(
+        &format!("{ADMIN_BASE}admin:\n  listen: \"0.0.0.0:8080\"\n  token_sha256: {HASH_A}\n"),
+        &["6:11: admin.listen: admin.listen 0.0.0.0:8080 is the gateway's own listen address (the admin API needs a port of its own)"],
+    );
+    check(
+        &format!("{ADMIN_BASE}grants:\n  alice:\n    token_sha256: {HASH_B}\nadmin:\n  token_sha256: {HASH_B}\n"),
+        &["9:17: admin.token_sha256: admin.token_sha256 is the token of grant \"alice\" (an agent's token must not open the admin API)"],
+    );
+}
+
+#[test]
+fn admin_section_in_toml_and_json() {
+    let config = ok_as(
+        ConfigFormat::Toml,
+        &format!("policy = \"policy.yaml\"\n[servers.a]\ncommand = \"x\"\n[admin]\nlisten = \"[::1]:8081\"\ntoken_sha256 = \"{HASH_A}\"\n[admin.webhook]\nurl = \"http://h/x\"\nsecret_env = \"HOOK_SECRET\"\n"),
+    );
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.listen, "[::1]:8081".parse().unwrap());
+    assert_eq!(admin.webhook.unwrap().secret.expose(), "whsec");
+    check_toml(
+        &format!("policy = \"policy.yaml\"\n[servers.a]\ncommand = \"x\"\n[admin]\ntoken_sha256 = \"{HASH_A}\"\nlisten = 8081\n"),
+        &["6:10: admin.listen: expected a string, found a number"],
+    );
+    let config = ok_as(
+        ConfigFormat::Json,
+        &format!("{{\"policy\": \"policy.yaml\", \"servers\": {{\"a\": {{\"command\": \"x\"}}}}, \"admin\": {{\"token_sha256\": \"{HASH_A}\"}}}}"),
+    );
+    assert!(config.admin.is_some());
 }

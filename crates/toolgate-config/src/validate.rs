@@ -14,8 +14,8 @@ use toolgate_policy::document::{push_index, push_key, Member, Node, Pos, Value};
 use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
 
 use crate::config::{
-    Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig, ServerTransport,
-    StateConfig, StateStore,
+    AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig,
+    ServerTransport, StateConfig, StateStore, WebhookConfig,
 };
 use crate::values::{self, quote};
 use crate::{read, ConfigFormat};
@@ -23,6 +23,11 @@ use crate::{read, ConfigFormat};
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_SEPARATOR: &str = "__";
 pub(crate) const DEFAULT_SESSION_KEY_ENV: &str = "TOOLGATE_SESSION_KEY";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub(crate) const DEFAULT_WEBHOOK_SECRET_ENV: &str = "TOOLGATE_WEBHOOK_SECRET";
+const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 5;
+const MAX_WEBHOOK_ATTEMPTS: u64 = 20;
+const DEFAULT_WEBHOOK_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_RESTART_INITIAL: Duration = Duration::from_millis(200);
 const DEFAULT_RESTART_MAX: Duration = Duration::from_secs(30);
@@ -40,6 +45,7 @@ const TOP_FIELDS: &[&str] = &[
     "sessions",
     "http",
     "state",
+    "admin",
 ];
 const SERVER_FIELDS: &[&str] = &[
     "command",
@@ -59,6 +65,14 @@ const RESTART_FIELDS: &[&str] = &["initial", "max"];
 const GRANT_FIELDS: &[&str] = &["token_sha256", "policy", "servers"];
 const SESSION_FIELDS: &[&str] = &["key_env", "max_age"];
 const STATE_FIELDS: &[&str] = &["store", "data_dir", "prefix", "fail"];
+const ADMIN_FIELDS: &[&str] = &["listen", "token_sha256", "webhook"];
+const WEBHOOK_FIELDS: &[&str] = &[
+    "url",
+    "secret_env",
+    "max_attempts",
+    "initial_backoff",
+    "admin_url",
+];
 const HTTP_FIELDS: &[&str] = &[
     "allowed_origins",
     "allowed_hosts",
@@ -347,7 +361,7 @@ impl Validator<'_> {
         let listen_node = field(members, "listen");
         let listen = match listen_node {
             None => Some(DEFAULT_LISTEN.parse().expect("the default listen address")),
-            Some(node) => self.listen(node),
+            Some(node) => self.listen(node, "listen"),
         };
 
         let policy_node = field(members, "policy");
@@ -405,6 +419,13 @@ impl Validator<'_> {
             Some(node) => self.state(node),
         };
 
+        let admin = match member(members, "admin") {
+            None => Some(None),
+            Some(m) => self
+                .admin(m, listen, grants.as_deref().unwrap_or_default())
+                .map(Some),
+        };
+
         // Every server must be covered by some policy (fail closed).
         let has_top_policy = policy_node.is_some();
         for server in &seen_servers {
@@ -455,6 +476,7 @@ impl Validator<'_> {
             session_max_age: session_max_age?,
             http: http?,
             state: state?,
+            admin: admin?,
         })
     }
 
@@ -548,14 +570,170 @@ impl Validator<'_> {
         })
     }
 
-    fn listen(&mut self, node: &Node) -> Option<SocketAddr> {
-        let text = self.string(node, "listen")?;
+    /// The `admin` section: the admin API's listener and token, and its webhook.
+    fn admin(
+        &mut self,
+        m: &Member,
+        gateway_listen: Option<SocketAddr>,
+        grants: &[GrantConfig],
+    ) -> Option<AdminConfig> {
+        let members = self.object(&m.value, "admin", ADMIN_FIELDS)?;
+        let before = self.found.len();
+        let listen = match field(members, "listen") {
+            None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+            Some(n) => self.listen(n, "admin.listen"),
+        };
+        if let (Some(admin), Some(gateway), Some(n)) =
+            (listen, gateway_listen, field(members, "listen"))
+        {
+            let same_ip = admin.ip() == gateway.ip()
+                || admin.ip().is_unspecified()
+                || gateway.ip().is_unspecified();
+            if same_ip && admin.port() == gateway.port() && admin.port() != 0 {
+                self.problem(
+                    n.pos,
+                    "admin.listen",
+                    format!("admin.listen {admin} is the gateway's own listen address (the admin API needs a port of its own)"),
+                );
+            }
+        }
+        let token = match field(members, "token_sha256") {
+            None => {
+                // Always required, loopback or not: the admin API decides what agents may run.
+                self.problem(
+                    m.key_pos,
+                    "admin",
+                    "missing field \"token_sha256\" (the SHA-256 of the admin token; the admin API always needs a token)",
+                );
+                None
+            }
+            Some(n) => self.token_hash(n, "admin.token_sha256"),
+        };
+        if let (Some(hash), Some(n)) = (token, field(members, "token_sha256")) {
+            if let Some(grant) = grants.iter().find(|g| g.token_sha256 == hash) {
+                self.problem(
+                    n.pos,
+                    "admin.token_sha256",
+                    format!(
+                        "admin.token_sha256 is the token of grant {} (an agent's token must not open the admin API)",
+                        quote(&grant.name)
+                    ),
+                );
+            }
+        }
+        let webhook = match member(members, "webhook") {
+            None => Some(None),
+            Some(w) => self.webhook(w).map(Some),
+        };
+        if self.found.len() > before {
+            return None;
+        }
+        Some(AdminConfig {
+            listen: listen?,
+            token_sha256: token?,
+            webhook: webhook?,
+        })
+    }
+
+    fn webhook(&mut self, m: &Member) -> Option<WebhookConfig> {
+        let path = "admin.webhook";
+        let members = self.object(&m.value, path, WEBHOOK_FIELDS)?;
+        let at = |name: &str| push_key(path, name);
+        let url_checked = |v: &mut Self, n: &Node, path: &str| {
+            v.string(n, path).and_then(|s| match values::check_url(s) {
+                Ok(()) => Some(s.to_string()),
+                Err(message) => {
+                    v.problem(n.pos, path, message);
+                    None
+                }
+            })
+        };
+        let url = match field(members, "url") {
+            None => {
+                self.problem(m.key_pos, path, "missing field \"url\"");
+                None
+            }
+            Some(n) => url_checked(self, n, &at("url")),
+        };
+        let (var, var_pos) = match field(members, "secret_env") {
+            None => (Some(DEFAULT_WEBHOOK_SECRET_ENV), m.key_pos),
+            Some(n) => {
+                let var = self.string(n, &at("secret_env")).and_then(|s| {
+                    if values::is_env_name(s) {
+                        Some(s)
+                    } else {
+                        self.problem(
+                            n.pos,
+                            &at("secret_env"),
+                            format!(
+                                "invalid environment variable name {} (expected letters, digits and _, not starting with a digit)",
+                                quote(s)
+                            ),
+                        );
+                        None
+                    }
+                });
+                (var, n.pos)
+            }
+        };
+        let secret = var.and_then(|var| match (self.env)(var) {
+            Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            found => {
+                let state = if found.is_some() { "is empty" } else { "is not set" };
+                self.problem(
+                    var_pos,
+                    &at("secret_env"),
+                    format!("environment variable {var} {state} (it holds the webhook secret that signs webhooks and callbacks)"),
+                );
+                None
+            }
+        });
+        let max_attempts = match field(members, "max_attempts") {
+            None => Some(DEFAULT_WEBHOOK_MAX_ATTEMPTS),
+            Some(n) => match &n.value {
+                Value::Number(num) => match num.as_u64() {
+                    Some(k) if (1..=MAX_WEBHOOK_ATTEMPTS).contains(&k) => u32::try_from(k).ok(),
+                    _ => {
+                        self.problem(
+                            n.pos,
+                            &at("max_attempts"),
+                            format!("must be a whole number from 1 to {MAX_WEBHOOK_ATTEMPTS}, found {num}"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.wrong_type(n, &at("max_attempts"), "a whole number");
+                    None
+                }
+            },
+        };
+        let initial_backoff = match field(members, "initial_backoff") {
+            None => Some(DEFAULT_WEBHOOK_INITIAL_BACKOFF),
+            Some(n) => self.duration(n, &at("initial_backoff"), false),
+        };
+        let admin_url = match field(members, "admin_url") {
+            None => Some(None),
+            Some(n) => url_checked(self, n, &at("admin_url"))
+                .map(|u| Some(u.trim_end_matches('/').to_string())),
+        };
+        Some(WebhookConfig {
+            url: url?,
+            secret: secret?,
+            max_attempts: max_attempts?,
+            initial_backoff: initial_backoff?,
+            admin_url: admin_url?,
+        })
+    }
+
+    fn listen(&mut self, node: &Node, path: &str) -> Option<SocketAddr> {
+        let text = self.string(node, path)?;
         match text.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
                 self.problem(
                     node.pos,
-                    "listen",
+                    path,
                     format!(
                         "invalid listen address {} (expected an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\")",
                         quote(text)

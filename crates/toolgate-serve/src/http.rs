@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use toolgate_gateway::answer::Era;
 use toolgate_gateway::audit::LogLevel;
-use toolgate_jsonrpc::{check_strict, error_response, StrictError, INVALID_REQUEST, PARSE_ERROR};
+use toolgate_jsonrpc::{error_response, StrictError, INVALID_REQUEST, PARSE_ERROR};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -267,8 +267,10 @@ async fn post(
             )
         }
     };
-    match check_strict(&bytes) {
-        Ok(()) => {}
+    // One pass: parse and refuse duplicate keys at any depth.
+    let value = match toolgate_jsonrpc::parse_strict(&bytes) {
+        Ok(toolgate_jsonrpc::Parsed::Single(value)) => value,
+        Ok(toolgate_jsonrpc::Parsed::Batch(items)) => Value::Array(items),
         Err(StrictError::DuplicateKey(key)) => {
             gateway.audit.log(
                 LogLevel::Warn,
@@ -283,18 +285,6 @@ async fn post(
                 None,
             );
         }
-        Err(e) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                PARSE_ERROR,
-                &format!("Parse error: {e}"),
-                None,
-            )
-        }
-    }
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
         Err(e) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,

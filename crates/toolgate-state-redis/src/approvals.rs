@@ -40,9 +40,15 @@ use crate::{redact, StateError};
 /// How long a request stays stored after it expired: one day.
 pub const GRACE_MS: u64 = 24 * 60 * 60 * 1000;
 
-static REQUEST: Lua = Lua::new("approvals/request.lua", include_str!("approvals/request.lua"));
+static REQUEST: Lua = Lua::new(
+    "approvals/request.lua",
+    include_str!("approvals/request.lua"),
+);
 static DECIDE: Lua = Lua::new("approvals/decide.lua", include_str!("approvals/decide.lua"));
-static CONSUME: Lua = Lua::new("approvals/consume.lua", include_str!("approvals/consume.lua"));
+static CONSUME: Lua = Lua::new(
+    "approvals/consume.lua",
+    include_str!("approvals/consume.lua"),
+);
 static LIST: Lua = Lua::new("approvals/list.lua", include_str!("approvals/list.lua"));
 static GET: Lua = Lua::new("approvals/get.lua", include_str!("approvals/get.lua"));
 
@@ -115,7 +121,12 @@ impl RedisApprovals {
         format!("{}{key}", self.live)
     }
 
-    fn run(&self, lua: &'static Lua, keys: &[&str], args: &[String]) -> Result<Value, ApprovalError> {
+    fn run(
+        &self,
+        lua: &'static Lua,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<Value, ApprovalError> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(lua.sha()).arg(keys.len());
         for key in keys {
@@ -188,7 +199,11 @@ impl ApprovalStore for RedisApprovals {
     }
 
     fn list(&self, pending_only: bool, now: u64) -> Result<Vec<ApprovalRequest>, ApprovalError> {
-        let reply = self.run(&LIST, &[&self.index], &[now.to_string(), self.records.clone()])?;
+        let reply = self.run(
+            &LIST,
+            &[&self.index],
+            &[now.to_string(), self.records.clone()],
+        )?;
         let Value::Array(items) = &reply else {
             return Err(self.odd(&LIST, &reply));
         };
@@ -312,9 +327,7 @@ fn from_record(bytes: &[u8]) -> Result<ApprovalRequest, String> {
         "denied" => Status::Denied(decided()?),
         "used" => Status::Used {
             decided: decided()?,
-            used_at_ms: record
-                .used_at_ms
-                .ok_or("state used without used_at_ms")?,
+            used_at_ms: record.used_at_ms.ok_or("state used without used_at_ms")?,
         },
         other => return Err(format!("unknown state {other:?}")),
     };

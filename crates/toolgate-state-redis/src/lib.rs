@@ -28,6 +28,13 @@
 //!   works from any thread and [`CounterStore::acquire_async`] from any
 //!   runtime without blocking it. Scripts are loaded once per connection
 //!   and again on `NOSCRIPT`.
+//! - `approvals`: [`RedisApprovals`], the
+//!   [`toolgate_approvals::ApprovalStore`] of calls held for a person's
+//!   decision: each request JSON under `{prefix}:apr:{id}`, the live request
+//!   of a call key under `{prefix}:aprkey:{key}`, both expiring a day after
+//!   the request does; `request`, `decide`, `consume` and `list` are Lua
+//!   scripts (`src/approvals/*.lua`), so replicas decide and consume each
+//!   request exactly once. It has its own connection (and thread).
 //! - [`server`] starts a throwaway `redis-server` for tests and the bench
 //!   (`src/bin/redis-state-bench.rs`).
 //!
@@ -60,17 +67,19 @@
 
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod link;
 mod script;
 pub mod server;
 
+pub use approvals::{RedisApprovals, GRACE_MS};
 use toolgate_policy::{BoxFuture, CounterStore, Draw, FailMode, Grant, Millis, Refusal};
 
 pub use link::ConnectionOptions;
 use link::{Link, LinkError};
 use script::Keys;
 
-/// Why a [`RedisStore`] could not be made.
+/// Why a [`RedisStore`] or [`RedisApprovals`] could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The URL is not a Redis URL this store can use.

@@ -61,6 +61,9 @@ enum Command {
     /// List the audit trail kept in the data directory (`audit`), check its hash chain
     /// (`audit verify`), delete old records (`audit prune`) or import an audit file (`audit import`).
     Audit(crate::audit_cmd::AuditArgs),
+    /// List, show, approve or deny the tool calls held by `require_approval` rules
+    /// (`approvals list`, `approvals show ID`, `approvals approve ID`, `approvals deny ID`).
+    Approvals(crate::approvals_cmd::ApprovalsArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -114,6 +117,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         Command::Serve(serve) => crate::serve::run(serve),
         Command::Demo { server } => crate::demo::run(server),
         Command::Audit(audit) => crate::audit_cmd::run(audit),
+        Command::Approvals(approvals) => crate::approvals_cmd::run(approvals),
         Command::Grant { command } => crate::grant::run(command),
     }
 }

@@ -1,6 +1,8 @@
 //! The `toolgate` command: parses arguments and wires the crates together.
 //! Nothing here decides anything; see ARCHITECTURE.md for the map.
 
+mod admin_args;
+mod approvals_cmd;
 mod audit_cmd;
 mod cli;
 mod config;

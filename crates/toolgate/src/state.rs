@@ -99,9 +99,22 @@ pub fn audit_dir(state: &StateConfig) -> Option<PathBuf> {
     }
 }
 
-/// Opens the approval store that goes with the counter store.
+/// Opens the approval store that goes with the counter store: in memory,
+/// `approvals.db` in the data directory, or Redis under the state prefix.
 pub fn open_approvals(state: &StateConfig) -> Result<Arc<dyn toolgate_approvals::ApprovalStore>> {
-    // Embedded and Redis approval stores: see toolgate-state-sqlite and toolgate-state-redis.
-    let _ = state;
-    Ok(Arc::new(toolgate_approvals::MemoryApprovals::new()))
+    Ok(match &state.store {
+        StateStore::Memory => Arc::new(toolgate_approvals::MemoryApprovals::new()),
+        StateStore::Embedded => {
+            let dir = data_dir(state);
+            Arc::new(
+                toolgate_state_sqlite::SqliteApprovals::open(&dir).with_context(|| {
+                    format!("cannot open the approval store in {}", dir.display())
+                })?,
+            )
+        }
+        StateStore::Redis(url) => Arc::new(
+            toolgate_state_redis::RedisApprovals::connect(url, &state.prefix)
+                .with_context(|| format!("cannot use the Redis approval store {url}"))?,
+        ),
+    })
 }
