@@ -59,7 +59,7 @@ pub struct Decided {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
+#[serde(tag = "state", rename_all = "lowercase")]
 pub enum Status {
     Pending,
     Approved(Decided),
@@ -111,7 +111,8 @@ pub struct ApprovalRequest {
     pub rule: String,
     pub created_ms: u64,
     pub expires_ms: u64,
-    #[serde(flatten)]
+    /// Nested, not flattened: a decision's `reason` must not collide with the
+    /// request's own.
     pub status: Status,
 }
 
@@ -301,4 +302,35 @@ pub struct NoEvents;
 impl ApprovalEvents for NoEvents {
     fn requested(&self, _: &ApprovalRequest) {}
     fn decided(&self, _: &ApprovalRequest) {}
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn a_decided_request_round_trips_through_json() {
+        let mut r = pending(
+            &NewRequest {
+                grant: "g".into(),
+                server: None,
+                tool: "t".into(),
+                arguments: serde_json::json!({"a": 1}),
+                reason: "the rule's reason".into(),
+                rule: "tools[\"t\"]".into(),
+                expires_in_ms: 10,
+            },
+            1,
+        );
+        r.status = Status::Denied(Decided {
+            by: "carol".into(),
+            via: Via::Api,
+            at_ms: 2,
+            reason: Some("the decision's reason".into()),
+        });
+        let text = serde_json::to_string(&r).unwrap();
+        let back: ApprovalRequest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.reason, "the rule's reason");
+    }
 }

@@ -748,7 +748,7 @@ struct HeldCall {
 /// What becomes of a held call.
 enum HeldOutcome {
     /// Approved and admitted: forward it.
-    Run(CallInFlight),
+    Run(Box<CallInFlight>),
     /// Answer the client in the server's place.
     Answer(Value),
 }
@@ -767,7 +767,7 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
                     .pending
                     .lock()
                     .expect("pending lock")
-                    .insert(held.id.clone(), Pending::Call(Box::new(flight)));
+                    .insert(held.id.clone(), Pending::Call(flight));
                 let mut guard = shared.to_server.lock().expect("server lock");
                 let written = guard.as_mut().is_some_and(|server| {
                     server
@@ -1029,11 +1029,11 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         }
         r
     });
-    HeldOutcome::Run(CallInFlight {
+    HeldOutcome::Run(Box::new(CallInFlight {
         grant,
         started: held.received,
         record,
-    })
+    }))
 }
 
 fn held_record(shared: &Shared, held: &HeldCall, decision: &Decision) -> Option<Record> {

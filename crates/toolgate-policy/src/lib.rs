@@ -57,7 +57,7 @@ pub mod document {
 
 pub use policy::{
     decide_layers, plan_layers, Approval, Call, Decision, DefaultAction, Draw, Evaluation, Layer,
-    Plan, Policy, RuleRef,
+    Plan, Planned, Policy, RuleRef,
 };
 pub use store::{BoxFuture, CounterStore, Exhausted, FailMode, Grant, MemoryStore, Refusal, Taken};
 

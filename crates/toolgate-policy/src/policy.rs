@@ -716,15 +716,24 @@ impl Plan {
     }
 }
 
+/// What the pure part of deciding leaves: draws to take, or the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planned {
+    /// Take these draws (all or none), then [`Plan::conclude`].
+    Draw(Plan),
+    /// Decided without the counter store (unknown, denied, held for approval).
+    Decided(Decision),
+}
+
 /// The pure part of [`decide_layers`]: a tool hidden (or unknown) in any layer
 /// is unknown, then the first denial or approval requirement wins; otherwise
-/// the draws of every layer, to be taken together (`Err` is the decision).
-pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
+/// the draws of every layer, to be taken together.
+pub fn plan_layers(layers: &[Layer<'_>]) -> Planned {
     let mut evaluations = Vec::with_capacity(layers.len());
     for layer in layers {
         let (evaluation, matched) = layer.policy.evaluate_rule(&layer.call);
         if let Evaluation::Unknown { rule } = evaluation {
-            return Err(Decision::Unknown { rule });
+            return Planned::Decided(Decision::Unknown { rule });
         }
         evaluations.push((evaluation, matched, layer.key_prefix));
     }
@@ -776,7 +785,7 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
         }
     }
     if let Some(refusal) = refusal {
-        return Err(refusal);
+        return Planned::Decided(refusal);
     }
     let plan = Plan {
         rule: first_rule.unwrap_or_else(RuleRef::default_rule),
@@ -785,13 +794,13 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
     };
     match held {
         // Every layer lets the call through once a person approves it.
-        Some((rule, reason, approval)) => Err(Decision::ApprovalRequired {
+        Some((rule, reason, approval)) => Planned::Decided(Decision::ApprovalRequired {
             rule,
             reason,
             approval,
             plan,
         }),
-        None => Ok(plan),
+        None => Planned::Draw(plan),
     }
 }
 
@@ -799,9 +808,9 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Result<Plan, Decision> {
 /// draws of all layers in one atomic step.
 pub fn decide_layers(layers: &[Layer<'_>], store: &dyn CounterStore, now: Millis) -> Decision {
     match plan_layers(layers) {
-        Err(decision) => decision,
-        Ok(plan) if plan.draws.is_empty() => plan.conclude(Ok(Grant::default())),
-        Ok(plan) => {
+        Planned::Decided(decision) => decision,
+        Planned::Draw(plan) if plan.draws.is_empty() => plan.conclude(Ok(Grant::default())),
+        Planned::Draw(plan) => {
             let result = store.acquire(&plan.draws, now);
             plan.conclude(result)
         }

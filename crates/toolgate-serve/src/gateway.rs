@@ -25,7 +25,7 @@ use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
 };
-use toolgate_policy::{plan_layers, Call, CounterStore, Decision, Layer, Policy};
+use toolgate_policy::{plan_layers, Call, CounterStore, Decision, Layer, Planned, Policy};
 use toolgate_upstream::{
     BoxFuture, CallError, Downstream, RpcError, Upstream, UpstreamEvent, UpstreamSpec,
 };
@@ -1015,9 +1015,11 @@ impl Gateway {
             }
         } else {
             match plan_layers(&layers) {
-                Err(decision) => decision,
-                Ok(plan) if plan.draws.is_empty() => plan.conclude(Ok(Default::default())),
-                Ok(plan) => {
+                Planned::Decided(decision) => decision,
+                Planned::Draw(plan) if plan.draws.is_empty() => {
+                    plan.conclude(Ok(Default::default()))
+                }
+                Planned::Draw(plan) => {
                     let draws = plan.draws.clone();
                     let result = self.store.acquire_async(draws, now).await;
                     plan.conclude(result)

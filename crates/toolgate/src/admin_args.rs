@@ -5,7 +5,6 @@
 
 // `cli.rs` and `serve.rs` start `serve_admin` with what `admin_options`
 // returns; until both are wired, parts of this module are used by tests only.
-#![allow(dead_code)]
 
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
@@ -142,6 +141,46 @@ fn check_webhook_url(url: &str) -> Result<()> {
     if host.is_empty() || host.starts_with(':') || url.chars().any(char::is_whitespace) {
         bail!("--webhook-url must be an http:// URL with a host, found {url:?}");
     }
+    Ok(())
+}
+
+/// The approval events of a gateway: the audit trail, and the webhook when
+/// one is configured. Call inside a tokio runtime (the webhook sends from a task).
+pub fn approval_events(
+    admin: Option<&AdminOptions>,
+    audit: &toolgate_gateway::audit::AuditSink,
+) -> std::sync::Arc<dyn toolgate_approvals::ApprovalEvents> {
+    let recorder: std::sync::Arc<dyn toolgate_approvals::ApprovalEvents> =
+        std::sync::Arc::new(toolgate_serve::AuditApprovals(audit.clone()));
+    match admin.and_then(|a| a.webhook.clone()) {
+        Some(webhook) => {
+            let log = audit.clone();
+            std::sync::Arc::new(toolgate_admin::WebhookNotifier::with_log(
+                webhook,
+                recorder,
+                move |line| log.log(toolgate_gateway::audit::LogLevel::Warn, &line),
+            ))
+        }
+        None => recorder,
+    }
+}
+
+/// Binds the admin listener and serves the admin API on the current runtime
+/// until `shutdown`; says where on stderr.
+pub async fn start_admin(
+    opts: AdminOptions,
+    store: std::sync::Arc<dyn toolgate_approvals::ApprovalStore>,
+    events: std::sync::Arc<dyn toolgate_approvals::ApprovalEvents>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for the admin API: {e}", opts.listen))?;
+    let local = listener.local_addr()?;
+    eprintln!("toolgate: admin API listening on {local}");
+    tokio::spawn(toolgate_admin::serve_admin(
+        store, events, opts, listener, shutdown,
+    ));
     Ok(())
 }
 

@@ -94,6 +94,8 @@ struct RunArgs {
     max_message_bytes: usize,
     #[command(flatten)]
     state: crate::state::StateArgs,
+    #[command(flatten)]
+    admin: crate::admin_args::AdminArgs,
     /// The MCP server command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -204,6 +206,27 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         run.log_level,
         crate::state::audit_dir(&state).as_deref(),
     )?;
+    // The admin API and the webhook run on a small runtime of their own
+    // beside the stdio gateway's threads.
+    let approvals = crate::state::open_approvals(&state)?;
+    let admin = crate::admin_args::admin_options(&run.admin, None)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the admin runtime")?;
+    let approval_events = {
+        let _entered = runtime.enter();
+        crate::admin_args::approval_events(admin.as_ref(), &audit)
+    };
+    if let Some(admin) = admin {
+        runtime.block_on(crate::admin_args::start_admin(
+            admin,
+            approvals.clone(),
+            approval_events.clone(),
+            std::future::pending(),
+        ))?;
+    }
     let opts = StdioOptions {
         policy: Arc::new(policy),
         policy_file: Some(run.policy.clone()),
@@ -215,8 +238,8 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         max_message_bytes: run.max_message_bytes,
         command: run.command,
         forward_signals: true,
-        approvals: crate::state::open_approvals(&state)?,
-        approval_events: Arc::new(toolgate_serve::AuditApprovals(audit.clone())),
+        approvals: approvals.clone(),
+        approval_events,
     };
     let stdin = std::io::stdin()
         .as_fd()

@@ -46,6 +46,8 @@ pub struct ServeArgs {
     workers: usize,
     #[command(flatten)]
     state: crate::state::StateArgs,
+    #[command(flatten)]
+    admin: crate::admin_args::AdminArgs,
     /// The MCP server command and its arguments (one stdio server).
     #[arg(last = true)]
     command: Vec<String>,
@@ -68,6 +70,7 @@ struct Plan {
     gateway: GatewayOptionsParts,
     http: HttpOptions,
     state: toolgate_config::StateConfig,
+    admin: Option<toolgate_admin::AdminOptions>,
 }
 
 struct GatewayOptionsParts {
@@ -138,6 +141,7 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
             listen,
         },
         state: args.state.resolve(None)?,
+        admin: crate::admin_args::admin_options(&args.admin, None)?,
     })
 }
 
@@ -145,6 +149,7 @@ fn plan_from_config(
     path: &std::path::Path,
     listen: Option<SocketAddr>,
     state_args: &crate::state::StateArgs,
+    admin_args: &crate::admin_args::AdminArgs,
 ) -> Result<Plan> {
     let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
         Ok(c) => c,
@@ -223,6 +228,7 @@ fn plan_from_config(
             listen,
         },
         state: state_args.resolve(Some(&config.state))?,
+        admin: crate::admin_args::admin_options(admin_args, config.admin.as_ref())?,
     })
 }
 
@@ -241,7 +247,7 @@ fn grants_of(config: &toolgate_config::Config) -> Vec<GrantOptions> {
 
 pub fn run(args: ServeArgs) -> Result<u8> {
     let plan = match &args.config {
-        Some(path) => plan_from_config(path, args.listen, &args.state),
+        Some(path) => plan_from_config(path, args.listen, &args.state, &args.admin),
         None => plan_from_args(&args),
     };
     let plan = match plan {
@@ -277,11 +283,20 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         gateway: g,
         http,
         state,
+        admin,
     } = plan;
     let store = crate::state::open_store(&state)?;
     let approvals = crate::state::open_approvals(&state)?;
-    let approval_events: Arc<dyn toolgate_approvals::ApprovalEvents> =
-        Arc::new(toolgate_serve::AuditApprovals(audit.clone()));
+    let approval_events = crate::admin_args::approval_events(admin.as_ref(), &audit);
+    if let Some(admin) = admin {
+        crate::admin_args::start_admin(
+            admin,
+            approvals.clone(),
+            approval_events.clone(),
+            shutdown_signal(),
+        )
+        .await?;
+    }
     let key = match g.session_key {
         Some(key) => SessionKey::new(key),
         None => {
