@@ -108,3 +108,92 @@ async def test_run_without_elicitation_answers_pending(gateway):
         pending = await client.call_tool("transfer", {"to": "bob", "amount": 5})
         assert pending.structured_content["toolgate"]["decision"] == "approval_pending"
     assert gw.received_tools() == []
+
+
+def test_quota_is_taken_only_when_the_approved_call_runs_and_cli_decisions_are_audited(gateway, toolgate_bin):
+    import json
+    import subprocess
+
+    from test_approvals_cli import approve_via_cli
+
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "tools": {
+            "transfer": {
+                "action": "require_approval",
+                "reason": "money leaves the account",
+                "approval": {"via": ["admin"], "hold": 0, "expires": "10m"},
+                "limits": [{"counter": "transfers", "window": "minute", "max": 1, "scope": "grant"}],
+            }
+        },
+    }
+    from conftest import RawGateway
+
+    gw = gateway(policy)
+    raw = RawGateway(gw, LEGACY)
+    try:
+        raw.handshake()
+        # Three different pending calls take no quota.
+        ids = []
+        for amount in (1, 2, 3):
+            answer = raw.call("transfer", {"to": "bob", "amount": amount})
+            facts = answer["result"]["structuredContent"]["toolgate"]
+            assert facts["decision"] == "approval_pending", answer
+            ids.append(facts["approval_id"])
+        data = ("--data-dir", str(gw.dir / "data"))
+        approve_via_cli(toolgate_bin, ids[0], *data, by="carol")
+        approve_via_cli(toolgate_bin, ids[1], *data, by="carol")
+        first = raw.call("transfer", {"to": "bob", "amount": 1})
+        assert first["result"].get("isError") is not True, first
+        # The second approved call finds the limit (1 a minute) used by the first.
+        second = raw.call("transfer", {"to": "bob", "amount": 2})
+        assert second["result"]["structuredContent"]["toolgate"]["decision"] == "rate_limited", second
+        # The approval of the first ran once: the identical call is pending again.
+        again = raw.call("transfer", {"to": "bob", "amount": 1})
+        assert again["result"]["structuredContent"]["toolgate"]["decision"] == "approval_pending"
+    finally:
+        raw.cleanup()
+    assert gw.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 1}}]
+    trail = subprocess.run([str(toolgate_bin), "audit", "--json", "--data-dir", str(gw.dir / "data"), "--decision", "approved"],
+                           capture_output=True, text=True, timeout=30)
+    assert trail.returncode == 0, trail.stderr
+    approved = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert len(approved) == 2 and all("by carol via cli" in r["reason"] for r in approved), approved
+
+
+@pytest.mark.anyio
+async def test_a_call_held_on_one_replica_is_approved_through_another(serve_factory, toolgate_bin, tmp_path):
+    from servekit import initialize, post, answer_of
+    from test_approvals_cli import approve_via_cli
+    from test_state import Redis
+
+    redis = Redis(tmp_path / "redis").start()
+    try:
+        policy = {"version": "1", "default": "deny", "tools": {"probe__transfer": {
+            "action": "require_approval", "reason": "money leaves the account",
+            "approval": {"via": ["admin"], "hold": 0, "expires": "10m"}}}}
+        config = {"policy": "policy.json", "servers": {"probe": probe_server()},
+                  "state": {"store": redis.url, "prefix": "replicas"}}
+        a = serve_factory(config, {"policy.json": policy})
+        b = serve_factory(config, {"policy.json": policy})
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "probe__transfer", "arguments": {"to": "bob", "amount": 7}}}
+
+        def send(gw) -> dict:
+            with gw.http() as http:
+                return answer_of(post(http, gw.url, call, initialize(http, gw.url)))["result"]
+
+        pending = send(a)
+        approval_id = pending["structuredContent"]["toolgate"]["approval_id"]
+        # Approved by the CLI against the shared Redis (the approver is on neither replica).
+        approve_via_cli(toolgate_bin, approval_id, "--state", redis.url, "--state-prefix", "replicas",
+                        "--data-dir", str(tmp_path / "cli-data"))
+        ran = send(b)
+        assert ran.get("isError") is not True, ran
+        again = send(a)
+        assert again["structuredContent"]["toolgate"]["decision"] == "approval_pending", "an approval runs one call"
+        assert again["structuredContent"]["toolgate"]["approval_id"] != approval_id
+        assert a.received() + b.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 7}}]
+    finally:
+        redis.stop()

@@ -144,6 +144,17 @@ fn decide(args: DecideArgs, approve: bool, now: u64) -> Result<u8> {
         Ok(r) => r,
         Err(e) => return Err(explain(store.as_ref(), e, now)),
     };
+    // The decision goes into the audit trail of the data directory, with who
+    // made it and how.
+    if let Some(dir) = crate::state::audit_dir(&args.state.resolve(None)?) {
+        let sink =
+            crate::audit_cmd::open_sink(None, toolgate_gateway::audit::LogLevel::Warn, Some(&dir))?;
+        toolgate_approvals::ApprovalEvents::decided(
+            &toolgate_serve::AuditApprovals(sink.clone()),
+            &r,
+        );
+        sink.flush();
+    }
     let verb = if approve { "approved" } else { "denied" };
     let server = r
         .server

@@ -14,13 +14,17 @@ use toolgate_gateway::audit::{AuditDestination, AuditSink, LogLevel};
 use toolgate_gateway::{Clock, SystemClock};
 
 /// The decisions a record can hold (`--decision` takes one).
-const DECISIONS: [&str; 6] = [
+const DECISIONS: [&str; 10] = [
     "allow",
     "deny",
     "unknown",
     "approval_required",
     "rate_limited",
     "state_unavailable",
+    "approval_requested",
+    "approval_pending",
+    "approved",
+    "approval_denied",
 ];
 
 #[derive(Debug, Args)]

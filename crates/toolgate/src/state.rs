@@ -91,11 +91,13 @@ pub fn open_store(state: &StateConfig) -> Result<Arc<dyn CounterStore>> {
     })
 }
 
-/// The data directory, if the state keeps one (for the audit trail).
+/// Where the audit trail is kept: the data directory, also when counters are
+/// in Redis (each machine keeps the trail of its own decisions); none with
+/// `--state memory`.
 pub fn audit_dir(state: &StateConfig) -> Option<PathBuf> {
     match state.store {
-        StateStore::Embedded => Some(data_dir(state)),
-        _ => None,
+        StateStore::Embedded | StateStore::Redis(_) => Some(data_dir(state)),
+        StateStore::Memory => None,
     }
 }
 
