@@ -197,3 +197,33 @@ async def test_a_call_held_on_one_replica_is_approved_through_another(serve_fact
         assert a.received() + b.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 7}}]
     finally:
         redis.stop()
+
+
+@pytest.mark.anyio
+async def test_a_2026_client_approves_through_the_input_required_round_trip(serve_factory):
+    from conftest import MODERN
+
+    gw = serve_factory({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": APPROVE_TRANSFERS})
+    seen: list[str] = []
+    async with gw.client(MODERN, elicitation_callback=elicitor(["accept", "decline"], seen)) as client:
+        ok = await client.call_tool("probe__transfer", {"to": "bob", "amount": 100})
+        assert not ok.is_error, ok
+        assert "money leaves the account" in seen[0]
+        declined = await client.call_tool("probe__transfer", {"to": "eve", "amount": 1})
+        assert declined.is_error and declined.structured_content["toolgate"]["decision"] == "approval_denied"
+    assert gw.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 100}}]
+
+
+@pytest.mark.anyio
+async def test_run_with_a_2026_client_uses_the_input_required_round_trip(gateway):
+    from conftest import MODERN
+
+    gw = gateway(STDIO_APPROVALS)
+    seen: list[str] = []
+    async with gw.client(MODERN, elicitation_callback=elicitor(["accept", "decline"], seen)) as client:
+        ok = await client.call_tool("transfer", {"to": "bob", "amount": 5})
+        assert not ok.is_error, ok
+        declined = await client.call_tool("transfer", {"to": "eve", "amount": 6})
+        assert declined.structured_content["toolgate"]["decision"] == "approval_denied"
+    assert gw.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 5}}]
+    assert len(seen) == 2

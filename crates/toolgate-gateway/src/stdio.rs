@@ -470,6 +470,11 @@ struct CallParams<'a> {
     arguments: Value,
     #[serde(default, rename = "_meta", borrow)]
     meta: Option<&'a RawValue>,
+    /// 2026-07-28 retry of an input-required round trip.
+    #[serde(default, rename = "requestState")]
+    request_state: Option<String>,
+    #[serde(default, rename = "inputResponses")]
+    input_responses: Option<Value>,
 }
 
 fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: Instant) -> Route {
@@ -478,6 +483,8 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         name,
         arguments,
         meta,
+        request_state,
+        input_responses,
     } = match parsed {
         Some(Ok(p)) => p,
         Some(Err(e)) => {
@@ -549,10 +556,23 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         }
     });
     if let Decision::ApprovalRequired { .. } = decision {
-        let era = Era::of_meta(
-            meta.and_then(|m| serde_json::from_str(m.get()).ok())
-                .as_ref(),
-        );
+        let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
+        let era = Era::of_meta(meta.as_ref());
+        let elicitation_2026 = meta
+            .as_ref()
+            .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+            .is_some_and(|caps| caps.get("elicitation").is_some());
+        let answer = request_state
+            .as_deref()
+            .and_then(|s| s.strip_prefix(APPROVAL_STATE))
+            .map(str::to_string)
+            .zip(
+                input_responses
+                    .as_ref()
+                    .and_then(|r| r.pointer(&format!("/{APPROVAL_INPUT}/action")))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            );
         return Route::Hold(Box::new(HeldCall {
             id: key,
             tool: tool.to_owned(),
@@ -560,6 +580,8 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
             decision,
             era,
             received,
+            elicitation_2026,
+            answer,
         }));
     }
     match decision {
@@ -743,12 +765,22 @@ struct HeldCall {
     decision: Decision,
     era: Era,
     received: Instant,
+    /// A 2026-07-28 client that can be asked with an input-required result.
+    elicitation_2026: bool,
+    /// The retry of that round trip: (approval request id, the user's action).
+    answer: Option<(String, String)>,
 }
+
+/// The key of toolgate's own entry in `inputRequests` / `inputResponses`.
+const APPROVAL_INPUT: &str = "toolgate_approval";
+/// `requestState` of an approval round trip: this prefix and the request id.
+const APPROVAL_STATE: &str = "toolgate-approval:";
 
 /// What becomes of a held call.
 enum HeldOutcome {
-    /// Approved and admitted: forward it.
-    Run(Box<CallInFlight>),
+    /// Approved and admitted: forward it (`true`: strip toolgate's own
+    /// round-trip fields first).
+    Run(Box<CallInFlight>, bool),
     /// Answer the client in the server's place.
     Answer(Value),
 }
@@ -762,7 +794,12 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
         .name("toolgate-approval".into())
         .spawn(move || match decide_held(&shared, &held) {
             HeldOutcome::Answer(answer) => shared.send(&answer),
-            HeldOutcome::Run(flight) => {
+            HeldOutcome::Run(flight, strip) => {
+                let bytes = if strip {
+                    strip_round_trip(&bytes)
+                } else {
+                    bytes
+                };
                 shared
                     .pending
                     .lock()
@@ -872,6 +909,72 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         expires_in_ms: approval.expires_ms,
     };
     let now = shared.clock.now_ms();
+    if approval.via_client && held.era == Era::Stateless && held.elicitation_2026 {
+        if let Some((request_id, action)) = &held.answer {
+            // The retry: the answer decides the request of this very call only.
+            match shared.approvals.get(request_id) {
+                Ok(Some(r)) if r.key == key => {
+                    let by = Decided {
+                        by: format!("the user of grant {}", shared.grant),
+                        via: Via::Client,
+                        at_ms: now,
+                        reason: None,
+                    };
+                    let decided = match shared.approvals.decide(&r.id, action == "accept", by, now) {
+                        Ok(d) => {
+                            shared.approval_events.decided(&d);
+                            d
+                        }
+                        Err(_) => shared.approvals.get(&r.id).ok().flatten().unwrap_or(r),
+                    };
+                    if let Status::Denied(d) = &decided.status {
+                        let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}); it did not run", decided.id, d.by, d.via.as_str());
+                        audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
+                        return held_answer(held, text, json!({"decision": "approval_denied", "approval_id": decided.id, "by": d.by, "via": d.via.as_str(), "tool": tool}));
+                    }
+                }
+                Ok(_) => {
+                    return held_answer(
+                        held,
+                        format!("toolgate: the approval answer does not belong to this call to \"{tool}\"; it did not run"),
+                        json!({"decision": "approval_required", "tool": tool}),
+                    )
+                }
+                Err(e) => return unavailable(e),
+            }
+        } else {
+            // The first round: ask with an input-required result.
+            let request = match shared.approvals.request(&new, now) {
+                Ok(r) => r,
+                Err(e) => return unavailable(e),
+            };
+            if request.created_ms == now && request.status == Status::Pending {
+                shared.approval_events.requested(&request);
+                audit_approval(
+                    shared,
+                    held,
+                    "approval_requested",
+                    rule.as_str(),
+                    format!(
+                        "approval request {} (expires {})",
+                        request.id,
+                        crate::clock::rfc3339(request.expires_ms)
+                    ),
+                );
+            }
+            let message = approval_message(&new, &request);
+            let mut result = json!({
+                "resultType": "input_required",
+                "inputRequests": {},
+                "requestState": format!("{APPROVAL_STATE}{}", request.id),
+            });
+            result["inputRequests"][APPROVAL_INPUT] = json!({"method": "elicitation/create", "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}}});
+            return HeldOutcome::Answer(toolgate_jsonrpc::result_response(
+                &held.id.to_value(),
+                result,
+            ));
+        }
+    }
     let mut approved = match shared.approvals.consume(&key, now) {
         Ok(found) => found,
         Err(e) => return unavailable(e),
@@ -1029,11 +1132,16 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         }
         r
     });
-    HeldOutcome::Run(Box::new(CallInFlight {
-        grant,
-        started: held.received,
-        record,
-    }))
+    // A round-trip retry goes upstream without toolgate's own fields.
+    let strip = held.answer.is_some();
+    HeldOutcome::Run(
+        Box::new(CallInFlight {
+            grant,
+            started: held.received,
+            record,
+        }),
+        strip,
+    )
 }
 
 fn held_record(shared: &Shared, held: &HeldCall, decision: &Decision) -> Option<Record> {
@@ -1075,15 +1183,7 @@ fn ask_client_user(
         .lock()
         .expect("asking lock")
         .insert(id.to_string(), tx);
-    let arguments = serde_json::to_string_pretty(&new.arguments).unwrap_or_default();
-    let message = format!(
-        "Approve this tool call?\n\nTool: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
-        new.tool,
-        new.reason,
-        arguments,
-        request.id,
-        crate::clock::rfc3339(request.expires_ms),
-    );
+    let message = approval_message(new, request);
     shared.send(&json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -1109,4 +1209,35 @@ fn ask_client_user(
             None
         }
     }
+}
+
+/// What the client's user is asked.
+fn approval_message(new: &NewRequest, request: &toolgate_approvals::ApprovalRequest) -> String {
+    let arguments = serde_json::to_string_pretty(&new.arguments).unwrap_or_default();
+    format!(
+        "Approve this tool call?\n\nTool: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
+        new.tool,
+        new.reason,
+        arguments,
+        request.id,
+        crate::clock::rfc3339(request.expires_ms),
+    )
+}
+
+/// The call of a round-trip retry, without toolgate's `requestState` and its
+/// entry in `inputResponses`: the server sees the call as the client first made it.
+fn strip_round_trip(bytes: &[u8]) -> Vec<u8> {
+    let Ok(mut message) = serde_json::from_slice::<Value>(bytes) else {
+        return bytes.to_vec();
+    };
+    if let Some(Value::Object(params)) = message.get_mut("params") {
+        params.remove("requestState");
+        if let Some(Value::Object(responses)) = params.get_mut("inputResponses") {
+            responses.remove(APPROVAL_INPUT);
+            if responses.is_empty() {
+                params.remove("inputResponses");
+            }
+        }
+    }
+    serde_json::to_vec(&message).unwrap_or_else(|_| bytes.to_vec())
 }

@@ -1573,6 +1573,16 @@ impl Gateway {
         let ask_client = approval.via_client
             && ctx.era == Era::Handshake
             && ctx.session.caps.get("elicitation").is_some();
+        // 2026-07-28: no server-to-client requests; the question goes back as
+        // an input-required result, and the answer comes with the retry.
+        if approval.via_client
+            && ctx.era == Era::Stateless
+            && ctx.session.caps.get("elicitation").is_some()
+        {
+            return self
+                .input_required_round(ctx, id, server, original, params, new, received)
+                .await;
+        }
         if !ask_client && !approval.via_admin {
             let text = format!("toolgate held back this call to \"{name}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
             let facts = json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": name});
@@ -1934,5 +1944,224 @@ impl ApprovalEvents for AuditApprovals {
             args_sha256: args_sha256(&request.arguments),
             args: None,
         });
+    }
+}
+
+/// The key of toolgate's own entry in `inputRequests` / `inputResponses`.
+const APPROVAL_INPUT: &str = "toolgate_approval";
+/// `requestState` of an approval round trip: this prefix and the request id.
+const APPROVAL_STATE: &str = "toolgate-approval:";
+
+impl Gateway {
+    /// The 2026-07-28 way to ask the client's user: the first call gets an
+    /// input-required result carrying the elicitation; the retry carries the
+    /// answer (and the approval request's id in `requestState`). The answer
+    /// decides only the request of this very call.
+    #[allow(clippy::too_many_arguments)]
+    async fn input_required_round(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        server: usize,
+        original: &str,
+        mut params: Value,
+        new: NewRequest,
+        received: Instant,
+    ) -> Reply {
+        let now = self.clock.now_ms();
+        let key = call_key(&new.grant, new.server.as_deref(), &new.tool, &new.arguments);
+        let state = params
+            .get("requestState")
+            .and_then(Value::as_str)
+            .and_then(|s| s.strip_prefix(APPROVAL_STATE))
+            .map(str::to_string);
+        let action = params
+            .pointer(&format!("/inputResponses/{APPROVAL_INPUT}/action"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let answer_result =
+            |result: Value| Reply::Json(self.answer(ctx, id, "tools/call", Ok(result)));
+        if let (Some(request_id), Some(action)) = (state, action) {
+            let request = match self.approvals.get(&request_id) {
+                Ok(Some(r)) if r.key == key => r,
+                Ok(_) => {
+                    return answer_result(held_result(
+                        format!("toolgate: the approval answer does not belong to this call to \"{}\"; it did not run", new.tool),
+                        json!({"decision": "approval_required", "tool": new.tool}),
+                    ))
+                }
+                Err(e) => {
+                    return answer_result(held_result(
+                        format!("toolgate held back this call to \"{}\": {e}; it did not run", new.tool),
+                        json!({"decision": "state_unavailable", "tool": new.tool}),
+                    ))
+                }
+            };
+            let by = Decided {
+                by: format!("the user of grant {}", new.grant),
+                via: Via::Client,
+                at_ms: now,
+                reason: None,
+            };
+            let decided = match self
+                .approvals
+                .decide(&request.id, action == "accept", by, now)
+            {
+                Ok(decided) => {
+                    self.approval_events.decided(&decided);
+                    decided
+                }
+                // Decided before (by an approver): that decision stands.
+                Err(_) => self
+                    .approvals
+                    .get(&request.id)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(request),
+            };
+            if let Status::Denied(d) = &decided.status {
+                let text = format!(
+                    "toolgate: the call to \"{}\" was not approved (approval request {} denied by {} via {}); it did not run",
+                    new.tool, decided.id, d.by, d.via.as_str()
+                );
+                self.audit_approval(
+                    ctx,
+                    &new.tool,
+                    &new.arguments,
+                    "approval_denied",
+                    &new.rule,
+                    Some(text.clone()),
+                    received,
+                );
+                return answer_result(held_result(
+                    text,
+                    json!({"decision": "approval_denied", "approval_id": decided.id, "by": d.by, "via": d.via.as_str(), "tool": new.tool}),
+                ));
+            }
+            // Run (or refuse) as for any decided request; our fields do not go upstream.
+            if let Value::Object(p) = &mut params {
+                p.remove("requestState");
+                if let Some(Value::Object(responses)) = p.get_mut("inputResponses") {
+                    responses.remove(APPROVAL_INPUT);
+                    if responses.is_empty() {
+                        p.remove("inputResponses");
+                    }
+                }
+            }
+            let held = Held {
+                key,
+                new: new.clone(),
+                approval: toolgate_policy::Approval {
+                    via_client: false,
+                    via_admin: false,
+                    hold_ms: 0,
+                    expires_ms: 0,
+                },
+                plan: match self.plan_of(ctx, server, &new) {
+                    Some(plan) => plan,
+                    None => {
+                        return answer_result(held_result(
+                            format!(
+                                "toolgate: the call to \"{}\" is no longer held for approval",
+                                new.tool
+                            ),
+                            json!({"decision": "approval_required", "tool": new.tool}),
+                        ))
+                    }
+                },
+                ask_client: false,
+                tool: new.tool.clone(),
+                arguments: new.arguments.clone(),
+                ctx: ctx.clone(),
+                received,
+            };
+            let gateway = self.clone();
+            let gate: Gate = Box::new(move |link| {
+                Box::pin(async move { gateway.decide_held(link, held).await })
+            });
+            params["name"] = Value::String(original.to_string());
+            return self
+                .forward_gated(ctx, id, server, "tools/call", params, None, Some(gate))
+                .await;
+        }
+        // First round: make (or find) the request and ask.
+        let request = match self.approvals.request(&new, now) {
+            Ok(r) => r,
+            Err(e) => {
+                return answer_result(held_result(
+                    format!(
+                        "toolgate held back this call to \"{}\": {e}; it did not run",
+                        new.tool
+                    ),
+                    json!({"decision": "state_unavailable", "tool": new.tool}),
+                ))
+            }
+        };
+        if request.created_ms == now && request.status == Status::Pending {
+            self.approval_events.requested(&request);
+        }
+        let message = format!(
+            "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
+            new.tool,
+            new.server.as_deref().unwrap_or("-"),
+            new.reason,
+            readable_arguments(&new.arguments),
+            request.id,
+            rfc3339(request.expires_ms),
+        );
+        let mut input_requests = serde_json::Map::new();
+        input_requests.insert(
+            APPROVAL_INPUT.into(),
+            json!({"method": "elicitation/create", "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}}}),
+        );
+        Reply::Json(result_response(
+            id,
+            json!({
+                "resultType": "input_required",
+                "inputRequests": input_requests,
+                "requestState": format!("{APPROVAL_STATE}{}", request.id),
+            }),
+        ))
+    }
+
+    /// The draws of a held call, planned again (for the retry of a round trip).
+    fn plan_of(
+        &self,
+        ctx: &Context,
+        server: usize,
+        new: &NewRequest,
+    ) -> Option<toolgate_policy::Plan> {
+        let catalog = self.catalog();
+        let entry = catalog.tool(&new.tool)?;
+        let gateway_policy = self.gateway_policy(&ctx.caller);
+        let server_policy = self.server_policy(server);
+        let call = Call {
+            tool: &new.tool,
+            arguments: &new.arguments,
+            grant: &ctx.caller.grant.name,
+            session: &ctx.session.id,
+        };
+        let mut layers = Vec::with_capacity(2);
+        if let Some(policy) = gateway_policy.as_deref() {
+            layers.push(Layer {
+                policy,
+                call,
+                key_prefix: "",
+            });
+        }
+        if let Some(policy) = server_policy.as_deref() {
+            layers.push(Layer {
+                policy,
+                call: Call {
+                    tool: &entry.original,
+                    ..call
+                },
+                key_prefix: &self.servers[server].key_prefix,
+            });
+        }
+        match plan_layers(&layers) {
+            Planned::Decided(Decision::ApprovalRequired { plan, .. }) => Some(plan),
+            _ => None,
+        }
     }
 }
