@@ -8,7 +8,7 @@ approved.
 from __future__ import annotations
 
 import pytest
-from conftest import LEGACY
+from conftest import LEGACY, wait_for
 from servekit import probe_server
 
 APPROVE_TRANSFERS = {
@@ -227,3 +227,53 @@ async def test_run_with_a_2026_client_uses_the_input_required_round_trip(gateway
         assert declined.structured_content["toolgate"]["decision"] == "approval_denied"
     assert gw.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 5}}]
     assert len(seen) == 2
+
+
+def test_a_call_held_on_one_replica_is_released_by_a_decision_made_through_another(serve_factory, tmp_path):
+    import hashlib
+    import threading
+
+    import httpx2
+    from servekit import answer_of, free_port, initialize, post
+    from test_state import Redis
+
+    token = "admin-token-for-replicas-0123"
+    redis = Redis(tmp_path / "redis").start()
+    try:
+        policy = {"version": "1", "default": "deny", "tools": {"probe__transfer": {
+            "action": "require_approval", "reason": "money leaves the account",
+            "approval": {"via": ["admin"], "hold": "20s", "expires": "10m"}}}}
+        state = {"store": redis.url, "prefix": "held"}
+        a = serve_factory({"policy": "policy.json", "servers": {"probe": probe_server()}, "state": state}, {"policy.json": policy})
+        admin_port = free_port()
+        b = serve_factory({"policy": "policy.json", "servers": {"probe": probe_server()}, "state": state,
+                           "admin": {"listen": f"127.0.0.1:{admin_port}", "token_sha256": hashlib.sha256(token.encode()).hexdigest()}},
+                          {"policy.json": policy})
+        results: list[dict] = []
+
+        def held_call() -> None:
+            with a.http() as http:
+                call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                        "params": {"name": "probe__transfer", "arguments": {"to": "bob", "amount": 3}}}
+                results.append(answer_of(post(http, a.url, call, initialize(http, a.url)))["result"])
+
+        t = threading.Thread(target=held_call)
+        t.start()
+        with httpx2.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10) as admin:
+            listed: list = []
+
+            def requested() -> bool:
+                listed[:] = admin.get(f"http://127.0.0.1:{admin_port}/approvals").json()["approvals"]
+                return bool(listed)
+
+            wait_for(requested, 10, "the held call's request to be visible through the other replica")
+            approved = admin.post(f"http://127.0.0.1:{admin_port}/approvals/{listed[0]['id']}/approve", json={"by": "dana"})
+            assert approved.status_code == 200, approved.text
+        t.join(timeout=20)
+        assert results and results[0].get("isError") is not True, results
+        assert a.received() == [{"tool": "transfer", "arguments": {"to": "bob", "amount": 3}}]
+        assert b.received() == []
+        reasons = [r.get("reason", "") for r in a.wait_audit(2) if r["decision"] == "allow"]
+        assert reasons and "approved by dana via api" in reasons[0], a.audit()
+    finally:
+        redis.stop()
