@@ -155,3 +155,26 @@ def test_redis_down_fails_open_when_asked(raw_gateway, redis):
     raw = raw_gateway(LIMIT_3, "--state", redis.url, "--state-fail", "open", mode=LEGACY)
     redis.stop()
     assert [send(raw, i) for i in range(5)] == ["allow"] * 5, "fail open admits uncounted"
+
+
+def test_audit_retention_prunes_old_records_and_the_trail_still_verifies(raw_gateway, toolgate_bin, tmp_path):
+    data = tmp_path / "retained"
+    first = raw_gateway(LIMIT_3, "--data-dir", str(data), mode=LEGACY)
+    assert send(first, 0) == "allow"
+    assert decision(first.call("echo", {"text": "x"})) == "allow"
+    first.close_stdin()
+    first.wait(timeout=10)
+
+    def records() -> list:
+        out = subprocess.run([str(toolgate_bin), "audit", "--json", "--data-dir", str(data)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return [line for line in out.stdout.splitlines() if line.strip()]
+
+    assert len(records()) == 2
+    time.sleep(1.2)
+    second = raw_gateway(LIMIT_3, "--data-dir", str(data), "--audit-retention", "1s", mode=LEGACY)
+    wait_for(lambda: len(records()) == 0, 5, "the old records to be pruned")
+    assert decision(second.call("echo", {"text": "y"})) == "allow"
+    wait_for(lambda: len(records()) == 1, 5, "the new record")
+    verify = subprocess.run([str(toolgate_bin), "audit", "verify", "--data-dir", str(data)], capture_output=True, text=True, timeout=30)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

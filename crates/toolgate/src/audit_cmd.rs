@@ -139,6 +139,38 @@ pub fn open_sink(
     })
 }
 
+/// Retention: every hour (and at once), records older than `keep` (such as
+/// "30d") are pruned from the audit store in `dir`; the chain still verifies.
+pub fn keep_audit_for(dir: &Path, keep: &str, audit: AuditSink) -> Result<()> {
+    let now = SystemClock.now_ms();
+    // Checked now, so that a bad value is an error at start.
+    parse_time(keep, now).context("--audit-retention")?;
+    let mut store = AuditStore::open(dir)
+        .with_context(|| format!("cannot open the audit store in {}", dir.display()))?;
+    let keep = keep.to_string();
+    std::thread::Builder::new()
+        .name("toolgate-retention".into())
+        .spawn(move || loop {
+            let now = SystemClock.now_ms();
+            if let Ok(before) = parse_time(&keep, now) {
+                match store.prune(before) {
+                    Ok(report) if report.removed > 0 => audit.log(
+                        LogLevel::Info,
+                        &format!(
+                            "audit retention: pruned {} records older than {keep}",
+                            report.removed
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        })
+        .context("cannot start the retention thread")?;
+    Ok(())
+}
+
 /// The audit store as the sink's destination.
 struct StoreDestination(AuditStore);
 

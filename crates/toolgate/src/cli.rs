@@ -96,6 +96,10 @@ struct RunArgs {
     state: crate::state::StateArgs,
     #[command(flatten)]
     admin: crate::admin_args::AdminArgs,
+    /// Prune audit-trail records older than this (such as 30d), at start and
+    /// every hour; by default records are kept.
+    #[arg(long, value_name = "DURATION")]
+    audit_retention: Option<String>,
     /// The MCP server command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -206,6 +210,9 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         run.log_level,
         crate::state::audit_dir(&state).as_deref(),
     )?;
+    if let (Some(keep), Some(dir)) = (&run.audit_retention, crate::state::audit_dir(&state)) {
+        crate::audit_cmd::keep_audit_for(&dir, keep, audit.clone())?;
+    }
     // The admin API and the webhook run on a small runtime of their own
     // beside the stdio gateway's threads.
     let approvals = crate::state::open_approvals(&state)?;

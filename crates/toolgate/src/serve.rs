@@ -48,6 +48,10 @@ pub struct ServeArgs {
     state: crate::state::StateArgs,
     #[command(flatten)]
     admin: crate::admin_args::AdminArgs,
+    /// Prune audit-trail records older than this (such as 30d), at start and
+    /// every hour; by default records are kept.
+    #[arg(long, value_name = "DURATION")]
+    audit_retention: Option<String>,
     /// The MCP server command and its arguments (one stdio server).
     #[arg(last = true)]
     command: Vec<String>,
@@ -265,6 +269,9 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     // One thread by default: every request is then served start to end on
     // one thread, with no wake-ups across threads (the largest part of the
     // added latency on small machines). More workers use more cores.
+    if let (Some(keep), Some(dir)) = (&args.audit_retention, crate::state::audit_dir(&plan.state)) {
+        crate::audit_cmd::keep_audit_for(&dir, keep, audit.clone())?;
+    }
     let runtime = match args.workers {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
