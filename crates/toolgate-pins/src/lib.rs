@@ -1,0 +1,421 @@
+//! Pinned tool definitions: a defence against a server that changes what a
+//! tool does after it was reviewed (a "rug pull").
+//!
+//! The first time the gateway sees a tool, it records a fingerprint of its
+//! definition (name, title, description, input and output schemas,
+//! annotations): the pin. When the server later lists a different
+//! definition, [`PinStore::observe`] says so; the gateway then holds the
+//! tool back (policy `pins.on_change: block`, the default) or only warns,
+//! until an operator accepts the change (`toolgate pins accept`).
+//!
+//! Stores: [`MemoryPins`], [`SqlitePins`] (`pins.db` in the data directory,
+//! shared by the gateway processes of a machine) and [`RedisPins`] (shared by
+//! replicas). Every operation is one atomic step.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The parts of a definition that are pinned.
+pub fn pinned_part(tool: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["name", "title", "description", "inputSchema", "outputSchema", "annotations"] {
+        if let Some(v) = tool.get(key) {
+            out.insert(key.to_string(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// SHA-256 (hex) of the canonical JSON of the pinned part.
+pub fn fingerprint(tool: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(toolgate_jsonrpc::canonical_json(&pinned_part(tool)).as_bytes()))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub server: String,
+    pub tool: String,
+    /// The accepted definition.
+    pub pinned: Value,
+    pub pinned_fingerprint: String,
+    /// The definition last seen, when it differs from the pinned one.
+    pub changed: Option<Value>,
+    pub changed_fingerprint: Option<String>,
+    pub first_seen_ms: u64,
+    pub changed_at_ms: Option<u64>,
+}
+
+impl Pin {
+    pub fn is_changed(&self) -> bool {
+        self.changed_fingerprint.is_some()
+    }
+}
+
+/// What one observation of a listed definition found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// First seen: pinned now.
+    New,
+    /// The pinned definition.
+    Same,
+    /// Different from the pin (`first`: this change was not seen before).
+    Changed { first: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PinError {
+    #[error("no pin for tool {tool:?} of server {server:?}")]
+    Unknown { server: String, tool: String },
+    #[error("tool {tool:?} of server {server:?} has no change to accept")]
+    NothingToAccept { server: String, tool: String },
+    #[error("pin store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub trait PinStore: Send + Sync {
+    /// Records a listed definition: pins it if new, notes a change if it differs.
+    fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError>;
+    fn list(&self) -> Result<Vec<Pin>, PinError>;
+    fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError>;
+    /// Makes the changed definition the pinned one.
+    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError>;
+}
+
+/// The one rule every store applies: the pin after observing `tool` at `now`.
+fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, Observed) {
+    let name = tool.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let fp = fingerprint(tool);
+    match existing {
+        None => (
+            Pin {
+                server: server.to_string(),
+                tool: name,
+                pinned: pinned_part(tool),
+                pinned_fingerprint: fp,
+                changed: None,
+                changed_fingerprint: None,
+                first_seen_ms: now,
+                changed_at_ms: None,
+            },
+            Observed::New,
+        ),
+        Some(pin) if pin.pinned_fingerprint == fp => {
+            // Back to the pinned definition: nothing is held back any more.
+            let pin = Pin { changed: None, changed_fingerprint: None, changed_at_ms: None, ..pin };
+            (pin, Observed::Same)
+        }
+        Some(pin) => {
+            let first = pin.changed_fingerprint.as_deref() != Some(fp.as_str());
+            let changed_at = if first { now } else { pin.changed_at_ms.unwrap_or(now) };
+            (
+                Pin {
+                    changed: Some(pinned_part(tool)),
+                    changed_fingerprint: Some(fp),
+                    changed_at_ms: Some(changed_at),
+                    ..pin
+                },
+                Observed::Changed { first },
+            )
+        }
+    }
+}
+
+fn accepted(pin: Pin) -> Result<Pin, PinError> {
+    match (pin.changed.clone(), pin.changed_fingerprint.clone()) {
+        (Some(def), Some(fp)) => Ok(Pin {
+            pinned: def,
+            pinned_fingerprint: fp,
+            changed: None,
+            changed_fingerprint: None,
+            changed_at_ms: None,
+            ..pin
+        }),
+        _ => Err(PinError::NothingToAccept { server: pin.server, tool: pin.tool }),
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryPins {
+    pins: Mutex<HashMap<(String, String), Pin>>,
+}
+
+impl MemoryPins {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl PinStore for MemoryPins {
+    fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut pins = self.pins.lock().expect("pins lock");
+        let key = (server.to_string(), name);
+        let (pin, observed) = apply(pins.get(&key).cloned(), server, tool, now);
+        pins.insert(key, pin);
+        Ok(observed)
+    }
+
+    fn list(&self) -> Result<Vec<Pin>, PinError> {
+        let mut out: Vec<Pin> = self.pins.lock().expect("pins lock").values().cloned().collect();
+        out.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        Ok(out)
+    }
+
+    fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
+        Ok(self.pins.lock().expect("pins lock").get(&(server.to_string(), tool.to_string())).cloned())
+    }
+
+    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
+        let mut pins = self.pins.lock().expect("pins lock");
+        let key = (server.to_string(), tool.to_string());
+        let pin = pins.get(&key).cloned().ok_or_else(|| PinError::Unknown { server: server.into(), tool: tool.into() })?;
+        let pin = accepted(pin)?;
+        pins.insert(key, pin.clone());
+        Ok(pin)
+    }
+}
+
+/// Pins in `pins.db` in the data directory (WAL; one transaction per operation).
+pub struct SqlitePins {
+    conn: Mutex<rusqlite::Connection>,
+    path: PathBuf,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> PinError {
+    PinError::Unavailable(e.to_string())
+}
+
+impl SqlitePins {
+    pub fn open(dir: &Path) -> Result<SqlitePins, PinError> {
+        std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("pins.db");
+        let conn = rusqlite::Connection::open(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS pins (server TEXT NOT NULL, tool TEXT NOT NULL, pin TEXT NOT NULL, PRIMARY KEY (server, tool))",
+        )
+        .map_err(unavailable)?;
+        Ok(SqlitePins { conn: Mutex::new(conn), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(tx: &rusqlite::Transaction<'_>, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
+        use rusqlite::OptionalExtension;
+        let text: Option<String> = tx
+            .query_row("SELECT pin FROM pins WHERE server = ?1 AND tool = ?2", [server, tool], |r| r.get(0))
+            .optional()
+            .map_err(unavailable)?;
+        text.map(|t| serde_json::from_str(&t).map_err(unavailable)).transpose()
+    }
+
+    fn write(tx: &rusqlite::Transaction<'_>, pin: &Pin) -> Result<(), PinError> {
+        let text = serde_json::to_string(pin).map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO pins (server, tool, pin) VALUES (?1, ?2, ?3) ON CONFLICT (server, tool) DO UPDATE SET pin = excluded.pin",
+            [pin.server.as_str(), pin.tool.as_str(), text.as_str()],
+        )
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl PinStore for SqlitePins {
+    fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mut conn = self.conn.lock().expect("pins lock");
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+        let existing = Self::read(&tx, server, name)?;
+        let unchanged = existing.as_ref().is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
+        let (pin, observed) = apply(existing, server, tool, now);
+        if !unchanged {
+            Self::write(&tx, &pin)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(observed)
+    }
+
+    fn list(&self) -> Result<Vec<Pin>, PinError> {
+        let conn = self.conn.lock().expect("pins lock");
+        let mut stmt = conn.prepare("SELECT pin FROM pins ORDER BY server, tool").map_err(unavailable)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(unavailable)?;
+        rows.map(|t| t.map_err(unavailable).and_then(|t| serde_json::from_str(&t).map_err(unavailable)))
+            .collect()
+    }
+
+    fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
+        let mut conn = self.conn.lock().expect("pins lock");
+        let tx = conn.transaction().map_err(unavailable)?;
+        Self::read(&tx, server, tool)
+    }
+
+    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
+        let mut conn = self.conn.lock().expect("pins lock");
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+        let pin = Self::read(&tx, server, tool)?.ok_or_else(|| PinError::Unknown { server: server.into(), tool: tool.into() })?;
+        let pin = accepted(pin)?;
+        Self::write(&tx, &pin)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(pin)
+    }
+}
+
+/// Pins in Redis under `PREFIX:pin:SERVER` (a hash from tool name to pin),
+/// shared by replicas; each operation is a WATCH/MULTI transaction.
+pub struct RedisPins {
+    client: redis::Client,
+    prefix: String,
+}
+
+impl RedisPins {
+    pub fn connect(url: &str, prefix: &str) -> Result<RedisPins, PinError> {
+        Ok(RedisPins { client: redis::Client::open(url).map_err(unavailable)?, prefix: prefix.to_string() })
+    }
+
+    fn key(&self, server: &str) -> String {
+        format!("{}:pin:{server}", self.prefix)
+    }
+
+    fn conn(&self) -> Result<redis::Connection, PinError> {
+        self.client
+            .get_connection_with_timeout(std::time::Duration::from_millis(500))
+            .map_err(unavailable)
+    }
+
+    /// Read-modify-write of one pin, retried while another writer interferes.
+    fn update(
+        &self,
+        server: &str,
+        tool: &str,
+        f: impl Fn(Option<Pin>) -> Result<(Option<Pin>, Value), PinError>,
+    ) -> Result<Value, PinError> {
+        let mut conn = self.conn()?;
+        let key = self.key(server);
+        for _ in 0..20 {
+            redis::cmd("WATCH").arg(&key).query::<()>(&mut conn).map_err(unavailable)?;
+            let text: Option<String> = redis::cmd("HGET").arg(&key).arg(tool).query(&mut conn).map_err(unavailable)?;
+            let existing = text.map(|t| serde_json::from_str(&t).map_err(unavailable)).transpose()?;
+            let (write, out) = match f(existing) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = redis::cmd("UNWATCH").query::<()>(&mut conn);
+                    return Err(e);
+                }
+            };
+            let Some(pin) = write else {
+                redis::cmd("UNWATCH").query::<()>(&mut conn).map_err(unavailable)?;
+                return Ok(out);
+            };
+            let text = serde_json::to_string(&pin).map_err(unavailable)?;
+            let done: Option<Vec<i64>> = redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg(tool)
+                .arg(text)
+                .query(&mut conn)
+                .map_err(unavailable)?;
+            if done.is_some() {
+                return Ok(out);
+            }
+        }
+        Err(unavailable("too many concurrent updates of one pin"))
+    }
+}
+
+impl PinStore for RedisPins {
+    fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+        let out = self.update(server, name, |existing| {
+            let unchanged = existing.as_ref().is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
+            let (pin, observed) = apply(existing, server, tool, now);
+            let code = match observed {
+                Observed::New => json!("new"),
+                Observed::Same => json!("same"),
+                Observed::Changed { first } => json!({"changed": first}),
+            };
+            Ok(((!unchanged).then_some(pin), code))
+        })?;
+        Ok(match out {
+            Value::String(s) if s == "new" => Observed::New,
+            Value::String(_) => Observed::Same,
+            other => Observed::Changed { first: other["changed"].as_bool().unwrap_or(true) },
+        })
+    }
+
+    fn list(&self) -> Result<Vec<Pin>, PinError> {
+        let mut conn = self.conn()?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:pin:*", self.prefix)).query(&mut conn).map_err(unavailable)?;
+        let mut out = Vec::new();
+        for key in keys {
+            let values: Vec<String> = redis::cmd("HVALS").arg(&key).query(&mut conn).map_err(unavailable)?;
+            for v in values {
+                out.push(serde_json::from_str::<Pin>(&v).map_err(unavailable)?);
+            }
+        }
+        out.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        Ok(out)
+    }
+
+    fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
+        let mut conn = self.conn()?;
+        let text: Option<String> = redis::cmd("HGET").arg(self.key(server)).arg(tool).query(&mut conn).map_err(unavailable)?;
+        text.map(|t| serde_json::from_str(&t).map_err(unavailable)).transpose()
+    }
+
+    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
+        let out = self.update(server, tool, |existing| {
+            let pin = existing.ok_or_else(|| PinError::Unknown { server: server.into(), tool: tool.into() })?;
+            let pin = accepted(pin)?;
+            let value = serde_json::to_value(&pin).map_err(unavailable)?;
+            Ok((Some(pin), value))
+        })?;
+        serde_json::from_value(out).map_err(unavailable)
+    }
+}
+
+/// One suite for every pin store.
+pub mod suite {
+    use super::*;
+    use std::sync::Arc;
+
+    fn tool(description: &str) -> Value {
+        json!({"name": "send", "description": description, "inputSchema": {"type": "object"}})
+    }
+
+    pub fn run_all(make: &dyn Fn() -> Arc<dyn PinStore>) {
+        let store = make();
+        assert_eq!(store.observe("srv", &tool("Sends a message"), 1).unwrap(), Observed::New);
+        assert_eq!(store.observe("srv", &tool("Sends a message"), 2).unwrap(), Observed::Same);
+        // Key order and unpinned fields do not matter.
+        let reordered = json!({"inputSchema": {"type": "object"}, "description": "Sends a message", "name": "send", "_meta": {"x": 1}});
+        assert_eq!(store.observe("srv", &reordered, 3).unwrap(), Observed::Same);
+        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 4).unwrap(), Observed::Changed { first: true });
+        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 5).unwrap(), Observed::Changed { first: false });
+        let pin = store.get("srv", "send").unwrap().unwrap();
+        assert!(pin.is_changed());
+        assert_eq!(pin.pinned["description"], "Sends a message");
+        assert_eq!(pin.changed.as_ref().unwrap()["description"], "Sends a message and your files");
+        assert_eq!(pin.changed_at_ms, Some(4));
+        // Another server's tool of the same name is its own pin.
+        assert_eq!(store.observe("other", &tool("Something else"), 6).unwrap(), Observed::New);
+        assert_eq!(store.list().unwrap().len(), 2);
+        let accepted = store.accept("srv", "send").unwrap();
+        assert_eq!(accepted.pinned["description"], "Sends a message and your files");
+        assert!(!accepted.is_changed());
+        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 7).unwrap(), Observed::Same);
+        assert!(matches!(store.accept("srv", "send"), Err(PinError::NothingToAccept { .. })));
+        assert!(matches!(store.accept("srv", "nope"), Err(PinError::Unknown { .. })));
+        // A server that goes back to the pinned definition is no longer held back.
+        store.observe("srv", &tool("Changed again"), 8).unwrap();
+        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 9).unwrap(), Observed::Same);
+        assert!(!store.get("srv", "send").unwrap().unwrap().is_changed());
+    }
+}

@@ -1,0 +1,607 @@
+//! `toolgate scan`: connect to MCP servers as a client, list every tool,
+//! classify each (toolgate-scan decides; this file only gathers and prints),
+//! and optionally write the recommended policy.
+//!
+//! Data (the table or the JSON array) goes to stdout; progress, errors and
+//! the "wrote FILE" line go to stderr.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use toolgate_policy::Format;
+use toolgate_scan::{classify, recommend_policy, Category, Classification};
+use toolgate_upstream::{Backoff, Transport, Upstream, UpstreamEvent, UpstreamSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// A gateway config: scan every server in it, in parallel (tools named by
+    /// their gateway names in --write-policy).
+    #[arg(long, conflicts_with_all = ["upstream", "command"])]
+    config: Option<PathBuf>,
+    /// A Streamable HTTP MCP server to scan (instead of a command after `--`).
+    #[arg(long, conflicts_with = "command")]
+    upstream: Option<String>,
+    /// table (for people) or json (one array of {server, tool, category, risk, evidence}).
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+    /// Write the recommended policy to this file (.json, .yaml or .yml).
+    #[arg(long, value_name = "FILE")]
+    write_policy: Option<PathBuf>,
+    /// In the recommended policy, hide Destructive tools instead of requiring approval.
+    #[arg(long)]
+    strict: bool,
+    /// How long to wait for each server to start, and for each tools/list page.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+    /// The MCP server command and its arguments (one stdio server).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// One server to scan.
+struct Target {
+    name: String,
+    /// The gateway-name prefix (with --config); `None`: the server's own names.
+    prefix: Option<String>,
+    spec: UpstreamSpec,
+}
+
+/// One classified tool.
+struct Row {
+    server: String,
+    /// The tool's name as the server lists it.
+    tool: String,
+    /// The name a policy gives it (the gateway name with --config).
+    policy_name: String,
+    definition: Value,
+    class: Classification,
+}
+
+pub fn run(args: ScanArgs) -> Result<u8> {
+    let policy_format = match &args.write_policy {
+        Some(path) => Some(Format::from_path(path).with_context(|| {
+            format!(
+                "--write-policy {}: unknown policy format (use .json, .yaml or .yml)",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let (targets, separator) = match targets(&args, timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("toolgate scan: {e:#}");
+            return Ok(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = runtime.block_on(scan_all(&targets, timeout));
+    drop(runtime);
+
+    let mut failed = false;
+    let mut rows = Vec::new();
+    for (target, result) in targets.iter().zip(results) {
+        match result {
+            Ok(tools) => {
+                for definition in tools {
+                    let Some(tool) = definition.get("name").and_then(Value::as_str) else {
+                        eprintln!(
+                            "toolgate scan: server {:?} listed a tool without a name; skipped",
+                            target.name
+                        );
+                        continue;
+                    };
+                    let tool = tool.to_string();
+                    let policy_name = match (&separator, &target.prefix) {
+                        (Some(sep), Some(prefix)) => format!("{prefix}{sep}{tool}"),
+                        _ => tool.clone(),
+                    };
+                    rows.push(Row {
+                        server: target.name.clone(),
+                        class: classify(&definition),
+                        tool,
+                        policy_name,
+                        definition,
+                    });
+                }
+            }
+            Err(reason) => {
+                failed = true;
+                eprintln!("toolgate scan: server {:?} failed: {reason}", target.name);
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        a.server
+            .cmp(&b.server)
+            .then(b.class.risk.cmp(&a.class.risk))
+            .then(a.tool.cmp(&b.tool))
+    });
+
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        OutputFormat::Json => {
+            let array: Vec<Value> = rows.iter().map(json_row).collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&array)?)?;
+        }
+        OutputFormat::Table => {
+            let width = std::io::stdout().is_terminal().then(terminal_width);
+            write!(out, "{}", table(&rows, width))?;
+            writeln!(out, "{}", summary(&rows))?;
+        }
+    }
+    out.flush()?;
+
+    if let (Some(path), Some(format)) = (&args.write_policy, policy_format) {
+        match write_policy(path, format, &rows, args.strict) {
+            Ok(n) => eprintln!(
+                "wrote {}: {n} {}",
+                path.display(),
+                if n == 1 { "rule" } else { "rules" }
+            ),
+            Err(e) => {
+                eprintln!("toolgate scan: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+/// The servers to scan, and the separator of gateway names (with --config).
+fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<String>)> {
+    let spec = |name: &str, transport: Transport| UpstreamSpec {
+        name: name.to_string(),
+        transport,
+        // A server that dies is reported, not waited for: the first Down fails it.
+        backoff: Backoff::default(),
+        request_timeout: timeout,
+    };
+    if let Some(path) = &args.config {
+        let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
+            Ok(c) => c,
+            Err(d) => bail!("{d}\ncannot scan the servers of an invalid config"),
+        };
+        let targets = config
+            .servers
+            .iter()
+            .map(|s| Target {
+                name: s.name.clone(),
+                prefix: s.prefix.clone(),
+                spec: spec(&s.name, transport_of(&s.transport)),
+            })
+            .collect();
+        return Ok((targets, Some(config.separator.clone())));
+    }
+    let transport = match (&args.upstream, args.command.split_first()) {
+        (Some(url), None) => Transport::Http {
+            url: url.clone(),
+            headers: Vec::new(),
+        },
+        (None, Some((command, rest))) => Transport::Stdio {
+            command: command.clone(),
+            args: rest.to_vec(),
+            env: Vec::new(),
+            cwd: None,
+        },
+        _ => bail!("give the server: -- COMMAND [ARGS...], --upstream URL or --config FILE"),
+    };
+    Ok((
+        vec![Target {
+            name: "server".into(),
+            prefix: None,
+            spec: spec("server", transport),
+        }],
+        None,
+    ))
+}
+
+fn transport_of(transport: &toolgate_config::ServerTransport) -> Transport {
+    use toolgate_config::ServerTransport as T;
+    let secrets = |h: &Vec<(String, toolgate_config::Secret)>| {
+        h.iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect::<Vec<_>>()
+    };
+    match transport {
+        T::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => Transport::Stdio {
+            command: command.clone(),
+            args: args.clone(),
+            env: secrets(env),
+            cwd: cwd.clone(),
+        },
+        T::Http { url, headers } => Transport::Http {
+            url: url.clone(),
+            headers: secrets(headers),
+        },
+        T::Sse { url, headers } => Transport::Sse {
+            url: url.clone(),
+            headers: secrets(headers),
+        },
+    }
+}
+
+/// What the progress line shows: servers still being scanned, tools found.
+#[derive(Default)]
+struct Progress {
+    tools: AtomicUsize,
+    pending: Mutex<Vec<String>>,
+}
+
+impl Progress {
+    fn line(&self) -> String {
+        let pending = self.pending.lock().unwrap().join(", ");
+        let n = self.tools.load(Ordering::Relaxed);
+        format!(
+            "scanning {pending}\u{2026} {n} {}",
+            if n == 1 { "tool" } else { "tools" }
+        )
+    }
+}
+
+/// Scans every target at once; one result per target, in order.
+async fn scan_all(targets: &[Target], timeout: Duration) -> Vec<Result<Vec<Value>, String>> {
+    let progress = Arc::new(Progress::default());
+    *progress.pending.lock().unwrap() = targets.iter().map(|t| t.name.clone()).collect();
+    let ticker = std::io::stderr().is_terminal().then(|| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                eprint!("\r\x1b[K{}", progress.line());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let handles: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            let spec = t.spec.clone();
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let name = spec.name.clone();
+                let result = scan_one(spec, timeout, &progress).await;
+                progress.pending.lock().unwrap().retain(|n| *n != name);
+                result
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(
+            handle
+                .await
+                .unwrap_or_else(|e| Err(format!("the scan stopped: {e}"))),
+        );
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprint!("\r\x1b[K");
+    }
+    results
+}
+
+/// Connects to one server, lists its tools (every page) and disconnects.
+async fn scan_one(
+    spec: UpstreamSpec,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<Vec<Value>, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = Upstream::start(spec, tx);
+    // The first Down before the tools are listed fails the server at once
+    // (instead of waiting out the restarts).
+    let down = async {
+        loop {
+            match rx.recv().await {
+                Some(UpstreamEvent::Down { reason, .. }) => return reason,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let result = tokio::select! {
+        biased;
+        listed = async {
+            if !upstream.wait_ready(timeout).await {
+                return Err(format!("not ready within {}s", timeout.as_secs()));
+            }
+            list_tools(&upstream, progress).await
+        } => listed,
+        reason = down => Err(reason),
+    };
+    upstream.shutdown(Duration::from_secs(2)).await;
+    result
+}
+
+async fn list_tools(upstream: &Upstream, progress: &Progress) -> Result<Vec<Value>, String> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut cursors = HashSet::new();
+    loop {
+        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+        let result = upstream
+            .request("tools/list", params, None)
+            .await
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+        let page = result
+            .get("tools")
+            .and_then(Value::as_array)
+            .ok_or("tools/list answered without a `tools` array")?;
+        progress.tools.fetch_add(page.len(), Ordering::Relaxed);
+        tools.extend(page.iter().cloned());
+        match result.get("nextCursor").and_then(Value::as_str) {
+            Some(next) if !next.is_empty() => {
+                if !cursors.insert(next.to_string()) {
+                    return Err(format!("tools/list returned the cursor {next:?} twice"));
+                }
+                cursor = Some(next.to_string());
+            }
+            _ => return Ok(tools),
+        }
+    }
+}
+
+/// A serde name (`"Read"`, `"critical"`, `"annotation"`).
+fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn json_row(row: &Row) -> Value {
+    json!({
+        "server": row.server,
+        "tool": row.tool,
+        "category": serde_name(&row.class.category),
+        "risk": serde_name(&row.class.risk),
+        "evidence": row
+            .class
+            .evidence
+            .iter()
+            .map(|e| json!({ "source": serde_name(&e.source), "detail": e.detail }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|&c: &usize| c >= 40)
+        .unwrap_or(100)
+}
+
+/// The table; with a `width` (a terminal), evidence is wrapped to fit it.
+fn table(rows: &[Row], width: Option<usize>) -> String {
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            let evidence = r
+                .class
+                .evidence
+                .iter()
+                .map(|e| e.detail.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            [
+                r.server.clone(),
+                r.tool.clone(),
+                serde_name(&r.class.category),
+                serde_name(&r.class.risk),
+                if evidence.is_empty() {
+                    "-".into()
+                } else {
+                    evidence
+                },
+            ]
+        })
+        .collect();
+    let header = ["SERVER", "TOOL", "CATEGORY", "RISK", "EVIDENCE"].map(String::from);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&cells) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let indent: usize = widths.iter().map(|w| w + 2).sum();
+    let room = width.map(|w| w.saturating_sub(indent).max(20));
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        let mut line = String::new();
+        for (w, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<w$}  ", w = w));
+        }
+        let lines = match room {
+            Some(room) => wrap(&row[4], room),
+            None => vec![row[4].clone()],
+        };
+        for (i, text) in lines.iter().enumerate() {
+            if i == 0 {
+                out.push_str(&line);
+            } else {
+                out.push_str(&" ".repeat(indent));
+            }
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Splits `text` into lines of at most `room` characters, at spaces where
+/// possible.
+fn wrap(text: &str, room: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        let len = |s: &str| s.chars().count();
+        if !current.is_empty() && len(&current) + 1 + len(&word) > room {
+            lines.push(std::mem::take(&mut current));
+        }
+        while len(&word) > room {
+            let head: String = word.chars().take(room).collect();
+            word = word.chars().skip(room).collect();
+            if !current.is_empty() {
+                lines.push(std::mem::take(&mut current));
+            }
+            lines.push(head);
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(&word);
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
+const CATEGORIES: [Category; 6] = [
+    Category::Read,
+    Category::Write,
+    Category::Execute,
+    Category::Destructive,
+    Category::Financial,
+    Category::Other,
+];
+
+/// `13 tools: 5 Read, 3 Write, 5 Other`.
+fn summary(rows: &[Row]) -> String {
+    let counts: Vec<String> = CATEGORIES
+        .iter()
+        .filter_map(|c| {
+            let n = rows.iter().filter(|r| r.class.category == *c).count();
+            (n > 0).then(|| format!("{n} {}", serde_name(c)))
+        })
+        .collect();
+    let total = format!(
+        "{} {}",
+        rows.len(),
+        if rows.len() == 1 { "tool" } else { "tools" }
+    );
+    if counts.is_empty() {
+        total
+    } else {
+        format!("{total}: {}", counts.join(", "))
+    }
+}
+
+/// Writes the recommended policy, checks it with the policy parser and
+/// returns its number of tool rules.
+fn write_policy(path: &Path, format: Format, rows: &[Row], strict: bool) -> Result<usize> {
+    let mut seen = HashSet::new();
+    let mut tools = Vec::new();
+    for row in rows {
+        if seen.insert(row.policy_name.clone()) {
+            tools.push((
+                row.policy_name.clone(),
+                row.definition.clone(),
+                row.class.clone(),
+            ));
+        } else {
+            eprintln!(
+                "toolgate scan: two tools are named {:?}; the policy covers the first (server {:?})",
+                row.policy_name, row.server
+            );
+        }
+    }
+    let policy = recommend_policy(&tools, strict);
+    let text = match format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&policy)?),
+        Format::Yaml => to_yaml(&policy)?,
+    };
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::cli::load_policy(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nthe policy written to {} is not valid (a bug: please report it)",
+            path.display()
+        )
+    })?;
+    Ok(policy
+        .get("tools")
+        .and_then(Value::as_object)
+        .map_or(0, |t| t.len()))
+}
+
+fn to_yaml(value: &Value) -> Result<String> {
+    use yaml_rust2::Yaml;
+    fn convert(value: &Value) -> Yaml {
+        match value {
+            Value::Null => Yaml::Null,
+            Value::Bool(b) => Yaml::Boolean(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            Value::String(s) => Yaml::String(s.clone()),
+            Value::Array(a) => Yaml::Array(a.iter().map(convert).collect()),
+            Value::Object(o) => {
+                let mut hash = yaml_rust2::yaml::Hash::new();
+                for (k, v) in o {
+                    hash.insert(Yaml::String(k.clone()), convert(v));
+                }
+                Yaml::Hash(hash)
+            }
+        }
+    }
+    let mut text = String::new();
+    yaml_rust2::YamlEmitter::new(&mut text)
+        .dump(&convert(value))
+        .map_err(|e| anyhow::anyhow!("cannot write YAML: {e:?}"))?;
+    text.push('\n');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_fits_the_room() {
+        let lines = wrap("verb \"delete\"; destructiveHint: true; field \"path\"", 16);
+        assert!(lines.iter().all(|l| l.chars().count() <= 16), "{lines:?}");
+        assert_eq!(
+            lines.join(" "),
+            "verb \"delete\"; destructiveHint: true; field \"path\""
+        );
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 10), [""]);
+    }
+
+    #[test]
+    fn yaml_round_trips_through_the_policy_parser() {
+        let policy = json!({
+            "version": "1",
+            "default": "deny",
+            "tools": {
+                "read_file": {"action": "allow", "description": "Read: \"quoted\", colon: yes"},
+                "a__write": {"limits": [{"counter": "a__write_rate", "window": "minute", "max": 30, "scope": "grant"}]}
+            }
+        });
+        let text = to_yaml(&policy).unwrap();
+        toolgate_policy::parse_policy(&text, Format::Yaml, "t.yaml").unwrap();
+    }
+}
