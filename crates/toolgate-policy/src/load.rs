@@ -27,7 +27,9 @@ const TOP_FIELDS: &[&str] = &[
     "description",
     "tools",
     "all_tools",
+    "pins",
 ];
+const PINS_FIELDS: &[&str] = &["on_change"];
 const RULE_FIELDS: &[&str] = &[
     "action",
     "reason",
@@ -179,6 +181,7 @@ impl Validator {
         let mut description = None;
         let mut rules = Vec::new();
         let mut all_tools = Vec::new();
+        let mut pins_block = true;
         for member in members {
             let path = push_key("", &member.key);
             match member.key.as_str() {
@@ -201,6 +204,28 @@ impl Validator {
                         let rule_ref = RuleRef::tool(&entry.key);
                         match self.rule(&entry.value, &rule_path, rule_ref) {
                             Some(rule) => rules.push((entry.key.clone(), rule)),
+                            None => ok = false,
+                        }
+                    }
+                }
+                "pins" => {
+                    let Some(fields) = self.object(&member.value, &path, PINS_FIELDS) else {
+                        ok = false;
+                        continue;
+                    };
+                    if let Some(value) = field(fields, "on_change") {
+                        let on_change_path = push_key(&path, "on_change");
+                        match self.string(value, &on_change_path) {
+                            Some("block") => pins_block = true,
+                            Some("warn") => pins_block = false,
+                            Some(other) => {
+                                self.problem(
+                                    value.pos,
+                                    &on_change_path,
+                                    format!("unknown on_change {} (expected block or warn)", quote(other)),
+                                );
+                                ok = false;
+                            }
                             None => ok = false,
                         }
                     }
@@ -237,6 +262,7 @@ impl Validator {
             description,
             default_ref: RuleRef::default_rule(),
             all_tools_ref: RuleRef::all_tools(),
+            pins_block,
         };
         policy.exact.reserve(rules.len());
         for (index, (key, rule)) in rules.into_iter().enumerate() {

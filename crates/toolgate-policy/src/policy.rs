@@ -304,9 +304,18 @@ pub struct Policy {
     /// Built once, so a call does not allocate them.
     pub(crate) default_ref: RuleRef,
     pub(crate) all_tools_ref: RuleRef,
+    /// `pins.on_change`: hold back a tool whose definition changed (`block`,
+    /// the default), or only warn.
+    pub(crate) pins_block: bool,
 }
 
 impl Policy {
+    /// Whether a tool whose definition changed since it was pinned is held
+    /// back (`pins.on_change: block`, the default) rather than only reported.
+    pub fn blocks_changed_tools(&self) -> bool {
+        self.pins_block
+    }
+
     /// e.g. `policy.json: valid policy (version 1, default deny, 3 tool rules, 2 counters)`
     pub fn summary(&self, file: &str) -> String {
         let plural =

@@ -230,7 +230,7 @@ fn every_problem_is_reported_at_once() {
         r#"
 policy.json:2:14: version: expected the string "1", found a number
 policy.json:3:14: default: unknown default "maybe" (expected allow or deny)
-policy.json:4:3: unknown field "tool" (expected $schema, version, default, description, tools or all_tools)
+policy.json:4:3: unknown field "tool" (expected $schema, version, default, description, tools, all_tools or pins)
 policy.json:7:7: tools.send_text: unknown field "limit" (expected action, reason, description, limits, conditions or approval)
 policy.json:8:17: tools.send_text.action: unknown action "block" (expected allow, deny, hide or require_approval)
 policy.json:9:17: tools.send_text.reason: expected a string, found a number
@@ -465,7 +465,8 @@ fn json_schema_is_valid_json_that_names_every_field() {
             "default",
             "description",
             "tools",
-            "all_tools"
+            "all_tools",
+            "pins"
         ]
     );
     let rule = &schema["$defs"]["rule"]["properties"];
@@ -1173,4 +1174,14 @@ fn approval_settings_are_validated() {
             .to_string();
         assert!(err.contains(message), "{approval}: {err}");
     }
+}
+
+#[test]
+fn pins_on_change() {
+    assert!(load(r#"{"version": "1", "default": "deny"}"#).blocks_changed_tools());
+    assert!(!load(r#"{"version": "1", "default": "deny", "pins": {"on_change": "warn"}}"#).blocks_changed_tools());
+    check_errors(
+        r#"{"version": "1", "default": "deny", "pins": {"on_change": "ignore"}}"#,
+        r#"policy.json:1:59: pins.on_change: unknown on_change "ignore" (expected block or warn)"#,
+    );
 }

@@ -64,6 +64,9 @@ enum Command {
     /// List, show, approve or deny the tool calls held by `require_approval` rules
     /// (`approvals list`, `approvals show ID`, `approvals approve ID`, `approvals deny ID`).
     Approvals(crate::approvals_cmd::ApprovalsArgs),
+    /// List every tool of MCP servers with its category, risk and evidence; optionally write a
+    /// recommended policy: `toolgate scan -- COMMAND ARGS...`, `--upstream URL` or `--config FILE`.
+    Scan(crate::scan::ScanArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -121,6 +124,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         }
         Command::Run(run) => run_gateway(run),
         Command::Serve(serve) => crate::serve::run(serve),
+        Command::Scan(scan) => crate::scan::run(scan),
         Command::Demo { server } => crate::demo::run(server),
         Command::Audit(audit) => crate::audit_cmd::run(audit),
         Command::Approvals(approvals) => crate::approvals_cmd::run(approvals),

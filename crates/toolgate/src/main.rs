@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod demo;
 mod grant;
+mod scan;
 mod serve;
 mod state;
 

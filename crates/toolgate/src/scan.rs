@@ -329,7 +329,7 @@ async fn scan_one(
         } => listed,
         reason = down => Err(reason),
     };
-    upstream.shutdown(Duration::from_secs(2)).await;
+    upstream.shutdown(Duration::from_secs(1)).await;
     result
 }
 
