@@ -6,6 +6,8 @@ what the client sees, and what this server actually received. Every
 one JSON line `{"tool": NAME, "arguments": {...}}` to the file named by the
 environment variable PROBE_LOG (nothing is written when it is unset).
 If PROBE_PIDFILE is set, the server writes its process id there at start;
+PROBE_ECHO_DESCRIPTION replaces the description of `echo` (a server whose
+tool definition changes between runs, for pinning tests);
 if PROBE_PIDDIR is set, it also creates an empty file named by its process id
 in that directory (to count the instances a gateway started).
 
@@ -56,7 +58,7 @@ def _schema(properties: dict[str, Any], required: list[str] | None = None) -> di
 _STR = {"type": "string"}
 
 TOOLS: list[types.Tool] = [
-    types.Tool(name="echo", description="Echo the text back", input_schema=_schema({"text": _STR}, ["text"])),
+    types.Tool(name="echo", description=os.environ.get("PROBE_ECHO_DESCRIPTION", "Echo the text back"), input_schema=_schema({"text": _STR}, ["text"])),
     types.Tool(
         name="send_text",
         description="Send a text message",

@@ -32,6 +32,7 @@ use toolgate_jsonrpc::{
     args_sha256, error_response, incoming, peek, peek_id, read_message, Id, Incoming,
     Read as Framed, StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
 };
+use toolgate_pins::{Observed, PinStore};
 use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
 
 /// Everything `run_stdio` needs; the outside world comes in here.
@@ -56,6 +57,10 @@ pub struct StdioOptions {
     pub approvals: Arc<dyn ApprovalStore>,
     /// Told about new approval requests and decisions (webhook, audit).
     pub approval_events: Arc<dyn ApprovalEvents>,
+    /// Pinned tool definitions.
+    pub pins: Arc<dyn PinStore>,
+    /// The server's name in pins and the audit trail.
+    pub server_name: String,
 }
 
 /// Why the gateway could not run.
@@ -107,6 +112,10 @@ struct Shared {
     /// Requests of the gateway's own to the client (elicitation), by id.
     asking: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     next_ask: std::sync::atomic::AtomicU64,
+    pins: Arc<dyn PinStore>,
+    server_name: String,
+    /// Tools held back because their definition changed since it was pinned.
+    held_back: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What to do with one message from the client.
@@ -162,6 +171,9 @@ pub fn run_stdio(
         client_caps: Mutex::new(None),
         asking: Mutex::new(HashMap::new()),
         next_ask: std::sync::atomic::AtomicU64::new(1),
+        pins: opts.pins,
+        server_name: opts.server_name,
+        held_back: Mutex::new(std::collections::HashSet::new()),
     });
 
     if let Some(path) = opts.policy_file {
@@ -505,6 +517,25 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         }
     };
     let tool: &str = &name;
+    if is_held_back(shared, tool) {
+        let text = format!(
+            "toolgate held back this call to \"{tool}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
+            server = shared.server_name
+        );
+        let era = Era::of_meta(
+            meta.and_then(|m| serde_json::from_str(m.get()).ok())
+                .as_ref(),
+        );
+        let mut result = json!({
+            "content": [{"type": "text", "text": text}],
+            "isError": true,
+            "structuredContent": {"toolgate": {"decision": "pin_changed", "tool": tool, "reason": "the tool's definition changed since it was pinned"}},
+        });
+        if era == Era::Stateless {
+            result["resultType"] = json!("complete");
+        }
+        return Route::Answer(toolgate_jsonrpc::result_response(&key.to_value(), result));
+    }
     if !(arguments.is_object() || arguments.is_null()) {
         return Route::Answer(error_response(
             &key.to_value(),
@@ -667,7 +698,7 @@ fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
         }
         Pending::List => match serde_json::from_slice::<Value>(&bytes) {
             Ok(mut value) => {
-                filter_tools_list(&shared.policy.get(), &mut value);
+                filter_tools_list(shared, &mut value);
                 serde_json::to_vec(&value).expect("serialisable")
             }
             Err(_) => bytes,
@@ -691,7 +722,7 @@ fn batch_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
         };
         match pending {
             Pending::Call(flight) => settle_call(shared, *flight, item.get("error").is_some()),
-            Pending::List => filter_tools_list(&shared.policy.get(), item),
+            Pending::List => filter_tools_list(shared, item),
         }
     }
     serde_json::to_vec(&Value::Array(items)).expect("serialisable")
@@ -719,17 +750,115 @@ fn settle_call(shared: &Shared, flight: CallInFlight, is_error: bool) {
 }
 
 /// Removes the tools the policy hides (or refuses by default) from a tools/list answer.
-fn filter_tools_list(policy: &Policy, message: &mut Value) {
+fn filter_tools_list(shared: &Shared, message: &mut Value) {
+    let policy = shared.policy.get();
+    let now = shared.clock.now_ms();
     if let Some(tools) = message
         .pointer_mut("/result/tools")
         .and_then(Value::as_array_mut)
     {
         tools.retain(|t| {
-            t.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| policy.is_listed(n))
+            let Some(name) = t.get("name").and_then(Value::as_str) else {
+                return false;
+            };
+            policy.is_listed(name) && pin_allows(shared, &policy, t, name, now)
         });
     }
+}
+
+/// Records a listed definition against its pin; false when the tool is to be
+/// held back (its definition changed and the policy blocks changed tools).
+fn pin_allows(shared: &Shared, policy: &Policy, tool: &Value, name: &str, now: u64) -> bool {
+    let observed = shared.pins.observe(&shared.server_name, tool, now);
+    let mut held_back = shared.held_back.lock().expect("held-back lock");
+    match observed {
+        Ok(Observed::New | Observed::Same) => {
+            held_back.remove(name);
+            true
+        }
+        Ok(Observed::Changed { first }) => {
+            let block = policy.blocks_changed_tools();
+            if first {
+                let what = if block {
+                    "held back until the change is accepted"
+                } else {
+                    "allowed (pins.on_change: warn)"
+                };
+                shared.audit.log(
+                    LogLevel::Warn,
+                    &format!("tool {name:?} of server {:?} changed its definition since it was pinned: {what} (toolgate pins diff)", shared.server_name),
+                );
+                pin_audit(
+                    shared,
+                    name,
+                    if block {
+                        "pin_changed"
+                    } else {
+                        "pin_changed_warn"
+                    },
+                );
+            }
+            if block {
+                held_back.insert(name.to_string());
+            }
+            !block
+        }
+        Err(e) => {
+            // Fail closed: a definition that cannot be checked is held back.
+            shared.audit.log(
+                LogLevel::Error,
+                &format!("pins: {e}; tool {name:?} is held back"),
+            );
+            held_back.insert(name.to_string());
+            false
+        }
+    }
+}
+
+/// Whether a tool is held back for a changed definition; one that has been
+/// accepted since (`toolgate pins accept`) is released.
+fn is_held_back(shared: &Shared, tool: &str) -> bool {
+    if !shared
+        .held_back
+        .lock()
+        .expect("held-back lock")
+        .contains(tool)
+    {
+        return false;
+    }
+    match shared.pins.get(&shared.server_name, tool) {
+        Ok(Some(pin)) if !pin.is_changed() => {
+            shared
+                .held_back
+                .lock()
+                .expect("held-back lock")
+                .remove(tool);
+            false
+        }
+        _ => true,
+    }
+}
+
+fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
+    if !shared.audit.enabled() {
+        return;
+    }
+    shared.audit.record(Record {
+        time: shared.clock.now_ms(),
+        grant: shared.grant.clone(),
+        session: shared.session.clone(),
+        server: Some(shared.server_name.clone()),
+        tool: tool.to_string(),
+        decision: kind,
+        rule: "pins".into(),
+        reason: Some("the tool's definition differs from the pinned one".into()),
+        counters: Vec::new(),
+        decision_us: 0.0,
+        latency_ms: None,
+        outcome: Outcome::Refused,
+        args_sha256: String::new(),
+        args: None,
+    });
 }
 
 /// The server is gone: every call still waiting gets an error now.

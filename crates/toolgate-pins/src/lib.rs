@@ -21,7 +21,14 @@ use std::sync::Mutex;
 /// The parts of a definition that are pinned.
 pub fn pinned_part(tool: &Value) -> Value {
     let mut out = serde_json::Map::new();
-    for key in ["name", "title", "description", "inputSchema", "outputSchema", "annotations"] {
+    for key in [
+        "name",
+        "title",
+        "description",
+        "inputSchema",
+        "outputSchema",
+        "annotations",
+    ] {
         if let Some(v) = tool.get(key) {
             out.insert(key.to_string(), v.clone());
         }
@@ -32,7 +39,9 @@ pub fn pinned_part(tool: &Value) -> Value {
 /// SHA-256 (hex) of the canonical JSON of the pinned part.
 pub fn fingerprint(tool: &Value) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(toolgate_jsonrpc::canonical_json(&pinned_part(tool)).as_bytes()))
+    hex::encode(Sha256::digest(
+        toolgate_jsonrpc::canonical_json(&pinned_part(tool)).as_bytes(),
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,7 +96,11 @@ pub trait PinStore: Send + Sync {
 
 /// The one rule every store applies: the pin after observing `tool` at `now`.
 fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, Observed) {
-    let name = tool.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = tool
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let fp = fingerprint(tool);
     match existing {
         None => (
@@ -105,12 +118,21 @@ fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, O
         ),
         Some(pin) if pin.pinned_fingerprint == fp => {
             // Back to the pinned definition: nothing is held back any more.
-            let pin = Pin { changed: None, changed_fingerprint: None, changed_at_ms: None, ..pin };
+            let pin = Pin {
+                changed: None,
+                changed_fingerprint: None,
+                changed_at_ms: None,
+                ..pin
+            };
             (pin, Observed::Same)
         }
         Some(pin) => {
             let first = pin.changed_fingerprint.as_deref() != Some(fp.as_str());
-            let changed_at = if first { now } else { pin.changed_at_ms.unwrap_or(now) };
+            let changed_at = if first {
+                now
+            } else {
+                pin.changed_at_ms.unwrap_or(now)
+            };
             (
                 Pin {
                     changed: Some(pinned_part(tool)),
@@ -134,7 +156,10 @@ fn accepted(pin: Pin) -> Result<Pin, PinError> {
             changed_at_ms: None,
             ..pin
         }),
-        _ => Err(PinError::NothingToAccept { server: pin.server, tool: pin.tool }),
+        _ => Err(PinError::NothingToAccept {
+            server: pin.server,
+            tool: pin.tool,
+        }),
     }
 }
 
@@ -151,7 +176,11 @@ impl MemoryPins {
 
 impl PinStore for MemoryPins {
     fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
-        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = tool
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let mut pins = self.pins.lock().expect("pins lock");
         let key = (server.to_string(), name);
         let (pin, observed) = apply(pins.get(&key).cloned(), server, tool, now);
@@ -160,19 +189,33 @@ impl PinStore for MemoryPins {
     }
 
     fn list(&self) -> Result<Vec<Pin>, PinError> {
-        let mut out: Vec<Pin> = self.pins.lock().expect("pins lock").values().cloned().collect();
+        let mut out: Vec<Pin> = self
+            .pins
+            .lock()
+            .expect("pins lock")
+            .values()
+            .cloned()
+            .collect();
         out.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
         Ok(out)
     }
 
     fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
-        Ok(self.pins.lock().expect("pins lock").get(&(server.to_string(), tool.to_string())).cloned())
+        Ok(self
+            .pins
+            .lock()
+            .expect("pins lock")
+            .get(&(server.to_string(), tool.to_string()))
+            .cloned())
     }
 
     fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
         let mut pins = self.pins.lock().expect("pins lock");
         let key = (server.to_string(), tool.to_string());
-        let pin = pins.get(&key).cloned().ok_or_else(|| PinError::Unknown { server: server.into(), tool: tool.into() })?;
+        let pin = pins.get(&key).cloned().ok_or_else(|| PinError::Unknown {
+            server: server.into(),
+            tool: tool.into(),
+        })?;
         let pin = accepted(pin)?;
         pins.insert(key, pin.clone());
         Ok(pin)
@@ -191,29 +234,45 @@ fn unavailable(e: impl std::fmt::Display) -> PinError {
 
 impl SqlitePins {
     pub fn open(dir: &Path) -> Result<SqlitePins, PinError> {
-        std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("pins.db");
-        let conn = rusqlite::Connection::open(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        let conn = rusqlite::Connection::open(&path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS pins (server TEXT NOT NULL, tool TEXT NOT NULL, pin TEXT NOT NULL, PRIMARY KEY (server, tool))",
         )
         .map_err(unavailable)?;
-        Ok(SqlitePins { conn: Mutex::new(conn), path })
+        Ok(SqlitePins {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn read(tx: &rusqlite::Transaction<'_>, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
+    fn read(
+        tx: &rusqlite::Transaction<'_>,
+        server: &str,
+        tool: &str,
+    ) -> Result<Option<Pin>, PinError> {
         use rusqlite::OptionalExtension;
         let text: Option<String> = tx
-            .query_row("SELECT pin FROM pins WHERE server = ?1 AND tool = ?2", [server, tool], |r| r.get(0))
+            .query_row(
+                "SELECT pin FROM pins WHERE server = ?1 AND tool = ?2",
+                [server, tool],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(unavailable)?;
-        text.map(|t| serde_json::from_str(&t).map_err(unavailable)).transpose()
+        text.map(|t| serde_json::from_str(&t).map_err(unavailable))
+            .transpose()
     }
 
     fn write(tx: &rusqlite::Transaction<'_>, pin: &Pin) -> Result<(), PinError> {
@@ -231,9 +290,13 @@ impl PinStore for SqlitePins {
     fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
         let mut conn = self.conn.lock().expect("pins lock");
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
         let existing = Self::read(&tx, server, name)?;
-        let unchanged = existing.as_ref().is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
         let (pin, observed) = apply(existing, server, tool, now);
         if !unchanged {
             Self::write(&tx, &pin)?;
@@ -244,10 +307,17 @@ impl PinStore for SqlitePins {
 
     fn list(&self) -> Result<Vec<Pin>, PinError> {
         let conn = self.conn.lock().expect("pins lock");
-        let mut stmt = conn.prepare("SELECT pin FROM pins ORDER BY server, tool").map_err(unavailable)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(unavailable)?;
-        rows.map(|t| t.map_err(unavailable).and_then(|t| serde_json::from_str(&t).map_err(unavailable)))
-            .collect()
+        let mut stmt = conn
+            .prepare("SELECT pin FROM pins ORDER BY server, tool")
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(unavailable)?;
+        rows.map(|t| {
+            t.map_err(unavailable)
+                .and_then(|t| serde_json::from_str(&t).map_err(unavailable))
+        })
+        .collect()
     }
 
     fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
@@ -258,8 +328,13 @@ impl PinStore for SqlitePins {
 
     fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
         let mut conn = self.conn.lock().expect("pins lock");
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
-        let pin = Self::read(&tx, server, tool)?.ok_or_else(|| PinError::Unknown { server: server.into(), tool: tool.into() })?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let pin = Self::read(&tx, server, tool)?.ok_or_else(|| PinError::Unknown {
+            server: server.into(),
+            tool: tool.into(),
+        })?;
         let pin = accepted(pin)?;
         Self::write(&tx, &pin)?;
         tx.commit().map_err(unavailable)?;
@@ -276,7 +351,10 @@ pub struct RedisPins {
 
 impl RedisPins {
     pub fn connect(url: &str, prefix: &str) -> Result<RedisPins, PinError> {
-        Ok(RedisPins { client: redis::Client::open(url).map_err(unavailable)?, prefix: prefix.to_string() })
+        Ok(RedisPins {
+            client: redis::Client::open(url).map_err(unavailable)?,
+            prefix: prefix.to_string(),
+        })
     }
 
     fn key(&self, server: &str) -> String {
@@ -299,9 +377,18 @@ impl RedisPins {
         let mut conn = self.conn()?;
         let key = self.key(server);
         for _ in 0..20 {
-            redis::cmd("WATCH").arg(&key).query::<()>(&mut conn).map_err(unavailable)?;
-            let text: Option<String> = redis::cmd("HGET").arg(&key).arg(tool).query(&mut conn).map_err(unavailable)?;
-            let existing = text.map(|t| serde_json::from_str(&t).map_err(unavailable)).transpose()?;
+            redis::cmd("WATCH")
+                .arg(&key)
+                .query::<()>(&mut conn)
+                .map_err(unavailable)?;
+            let text: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg(tool)
+                .query(&mut conn)
+                .map_err(unavailable)?;
+            let existing = text
+                .map(|t| serde_json::from_str(&t).map_err(unavailable))
+                .transpose()?;
             let (write, out) = match f(existing) {
                 Ok(x) => x,
                 Err(e) => {
@@ -310,7 +397,9 @@ impl RedisPins {
                 }
             };
             let Some(pin) = write else {
-                redis::cmd("UNWATCH").query::<()>(&mut conn).map_err(unavailable)?;
+                redis::cmd("UNWATCH")
+                    .query::<()>(&mut conn)
+                    .map_err(unavailable)?;
                 return Ok(out);
             };
             let text = serde_json::to_string(&pin).map_err(unavailable)?;
@@ -334,7 +423,9 @@ impl PinStore for RedisPins {
     fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
         let out = self.update(server, name, |existing| {
-            let unchanged = existing.as_ref().is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
+            let unchanged = existing
+                .as_ref()
+                .is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
             let (pin, observed) = apply(existing, server, tool, now);
             let code = match observed {
                 Observed::New => json!("new"),
@@ -346,16 +437,24 @@ impl PinStore for RedisPins {
         Ok(match out {
             Value::String(s) if s == "new" => Observed::New,
             Value::String(_) => Observed::Same,
-            other => Observed::Changed { first: other["changed"].as_bool().unwrap_or(true) },
+            other => Observed::Changed {
+                first: other["changed"].as_bool().unwrap_or(true),
+            },
         })
     }
 
     fn list(&self) -> Result<Vec<Pin>, PinError> {
         let mut conn = self.conn()?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:pin:*", self.prefix)).query(&mut conn).map_err(unavailable)?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:pin:*", self.prefix))
+            .query(&mut conn)
+            .map_err(unavailable)?;
         let mut out = Vec::new();
         for key in keys {
-            let values: Vec<String> = redis::cmd("HVALS").arg(&key).query(&mut conn).map_err(unavailable)?;
+            let values: Vec<String> = redis::cmd("HVALS")
+                .arg(&key)
+                .query(&mut conn)
+                .map_err(unavailable)?;
             for v in values {
                 out.push(serde_json::from_str::<Pin>(&v).map_err(unavailable)?);
             }
@@ -366,13 +465,21 @@ impl PinStore for RedisPins {
 
     fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
         let mut conn = self.conn()?;
-        let text: Option<String> = redis::cmd("HGET").arg(self.key(server)).arg(tool).query(&mut conn).map_err(unavailable)?;
-        text.map(|t| serde_json::from_str(&t).map_err(unavailable)).transpose()
+        let text: Option<String> = redis::cmd("HGET")
+            .arg(self.key(server))
+            .arg(tool)
+            .query(&mut conn)
+            .map_err(unavailable)?;
+        text.map(|t| serde_json::from_str(&t).map_err(unavailable))
+            .transpose()
     }
 
     fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
         let out = self.update(server, tool, |existing| {
-            let pin = existing.ok_or_else(|| PinError::Unknown { server: server.into(), tool: tool.into() })?;
+            let pin = existing.ok_or_else(|| PinError::Unknown {
+                server: server.into(),
+                tool: tool.into(),
+            })?;
             let pin = accepted(pin)?;
             let value = serde_json::to_value(&pin).map_err(unavailable)?;
             Ok((Some(pin), value))
@@ -392,30 +499,71 @@ pub mod suite {
 
     pub fn run_all(make: &dyn Fn() -> Arc<dyn PinStore>) {
         let store = make();
-        assert_eq!(store.observe("srv", &tool("Sends a message"), 1).unwrap(), Observed::New);
-        assert_eq!(store.observe("srv", &tool("Sends a message"), 2).unwrap(), Observed::Same);
+        assert_eq!(
+            store.observe("srv", &tool("Sends a message"), 1).unwrap(),
+            Observed::New
+        );
+        assert_eq!(
+            store.observe("srv", &tool("Sends a message"), 2).unwrap(),
+            Observed::Same
+        );
         // Key order and unpinned fields do not matter.
         let reordered = json!({"inputSchema": {"type": "object"}, "description": "Sends a message", "name": "send", "_meta": {"x": 1}});
         assert_eq!(store.observe("srv", &reordered, 3).unwrap(), Observed::Same);
-        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 4).unwrap(), Observed::Changed { first: true });
-        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 5).unwrap(), Observed::Changed { first: false });
+        assert_eq!(
+            store
+                .observe("srv", &tool("Sends a message and your files"), 4)
+                .unwrap(),
+            Observed::Changed { first: true }
+        );
+        assert_eq!(
+            store
+                .observe("srv", &tool("Sends a message and your files"), 5)
+                .unwrap(),
+            Observed::Changed { first: false }
+        );
         let pin = store.get("srv", "send").unwrap().unwrap();
         assert!(pin.is_changed());
         assert_eq!(pin.pinned["description"], "Sends a message");
-        assert_eq!(pin.changed.as_ref().unwrap()["description"], "Sends a message and your files");
+        assert_eq!(
+            pin.changed.as_ref().unwrap()["description"],
+            "Sends a message and your files"
+        );
         assert_eq!(pin.changed_at_ms, Some(4));
         // Another server's tool of the same name is its own pin.
-        assert_eq!(store.observe("other", &tool("Something else"), 6).unwrap(), Observed::New);
+        assert_eq!(
+            store.observe("other", &tool("Something else"), 6).unwrap(),
+            Observed::New
+        );
         assert_eq!(store.list().unwrap().len(), 2);
         let accepted = store.accept("srv", "send").unwrap();
-        assert_eq!(accepted.pinned["description"], "Sends a message and your files");
+        assert_eq!(
+            accepted.pinned["description"],
+            "Sends a message and your files"
+        );
         assert!(!accepted.is_changed());
-        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 7).unwrap(), Observed::Same);
-        assert!(matches!(store.accept("srv", "send"), Err(PinError::NothingToAccept { .. })));
-        assert!(matches!(store.accept("srv", "nope"), Err(PinError::Unknown { .. })));
+        assert_eq!(
+            store
+                .observe("srv", &tool("Sends a message and your files"), 7)
+                .unwrap(),
+            Observed::Same
+        );
+        assert!(matches!(
+            store.accept("srv", "send"),
+            Err(PinError::NothingToAccept { .. })
+        ));
+        assert!(matches!(
+            store.accept("srv", "nope"),
+            Err(PinError::Unknown { .. })
+        ));
         // A server that goes back to the pinned definition is no longer held back.
         store.observe("srv", &tool("Changed again"), 8).unwrap();
-        assert_eq!(store.observe("srv", &tool("Sends a message and your files"), 9).unwrap(), Observed::Same);
+        assert_eq!(
+            store
+                .observe("srv", &tool("Sends a message and your files"), 9)
+                .unwrap(),
+            Observed::Same
+        );
         assert!(!store.get("srv", "send").unwrap().unwrap().is_changed());
     }
 }

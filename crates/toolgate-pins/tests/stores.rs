@@ -20,7 +20,12 @@ fn sqlite_pins_and_sharing_between_processes_of_one_dir() {
     // Two stores on one directory see the same pins.
     let a = SqlitePins::open(dir.path()).unwrap();
     let b = SqlitePins::open(dir.path()).unwrap();
-    a.observe("s", &serde_json::json!({"name": "t", "description": "one"}), 1).unwrap();
+    a.observe(
+        "s",
+        &serde_json::json!({"name": "t", "description": "one"}),
+        1,
+    )
+    .unwrap();
     assert!(b.get("s", "t").unwrap().is_some());
 }
 
@@ -34,7 +39,16 @@ fn redis_pins() {
         l.local_addr().unwrap().port()
     };
     let mut server = std::process::Command::new(exe)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -51,7 +65,10 @@ fn redis_pins() {
         Arc::new(RedisPins::connect(&url, &format!("test{n}")).unwrap())
     });
     let down = RedisPins::connect("redis://127.0.0.1:1/0", "x").unwrap();
-    assert!(down.list().is_err(), "an unreachable Redis is an error, not an empty list");
+    assert!(
+        down.list().is_err(),
+        "an unreachable Redis is an error, not an empty list"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }

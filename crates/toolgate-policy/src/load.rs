@@ -222,7 +222,10 @@ impl Validator {
                                 self.problem(
                                     value.pos,
                                     &on_change_path,
-                                    format!("unknown on_change {} (expected block or warn)", quote(other)),
+                                    format!(
+                                        "unknown on_change {} (expected block or warn)",
+                                        quote(other)
+                                    ),
                                 );
                                 ok = false;
                             }

@@ -1179,7 +1179,10 @@ fn approval_settings_are_validated() {
 #[test]
 fn pins_on_change() {
     assert!(load(r#"{"version": "1", "default": "deny"}"#).blocks_changed_tools());
-    assert!(!load(r#"{"version": "1", "default": "deny", "pins": {"on_change": "warn"}}"#).blocks_changed_tools());
+    assert!(
+        !load(r#"{"version": "1", "default": "deny", "pins": {"on_change": "warn"}}"#)
+            .blocks_changed_tools()
+    );
     check_errors(
         r#"{"version": "1", "default": "deny", "pins": {"on_change": "ignore"}}"#,
         r#"policy.json:1:59: pins.on_change: unknown on_change "ignore" (expected block or warn)"#,

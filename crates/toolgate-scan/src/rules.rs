@@ -271,11 +271,45 @@ pub(crate) const MONEY_NOUNS: &[&str] = &[
 
 /// Words in a name that mean many things at once: a bulk delete is
 /// critical, a bulk write high.
-pub(crate) const BULK_WORDS: &[&str] = &["all", "bulk", "batch", "mass", "every", "everything", "many", "multiple", "database", "table", "schema", "repository", "repo", "project", "bucket", "cluster", "namespace", "account", "workspace"];
+pub(crate) const BULK_WORDS: &[&str] = &[
+    "all",
+    "bulk",
+    "batch",
+    "mass",
+    "every",
+    "everything",
+    "many",
+    "multiple",
+    "database",
+    "table",
+    "schema",
+    "repository",
+    "repo",
+    "project",
+    "bucket",
+    "cluster",
+    "namespace",
+    "account",
+    "workspace",
+];
 
 /// Words in a name that mean secrets (a Read of them is medium risk).
 pub(crate) const SECRET_WORDS: &[&str] = &[
-    "env", "secret", "secrets", "token", "tokens", "password", "passwords", "credential", "credentials", "key", "keys", "apikey", "cookie", "cookies", "environment",
+    "env",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "password",
+    "passwords",
+    "credential",
+    "credentials",
+    "key",
+    "keys",
+    "apikey",
+    "cookie",
+    "cookies",
+    "environment",
 ];
 
 /// Phrases in a description: (lower-case phrase, category it points to,
@@ -336,17 +370,65 @@ pub(crate) const PHRASES: &[(&str, Category, bool)] = &[
 ];
 
 /// Input-schema fields that name a program to run.
-pub(crate) const CODE_FIELDS: &[&str] = &["command", "cmd", "script", "code", "shell", "javascript", "js", "bash", "commands", "python", "source_code"];
+pub(crate) const CODE_FIELDS: &[&str] = &[
+    "command",
+    "cmd",
+    "script",
+    "code",
+    "shell",
+    "javascript",
+    "js",
+    "bash",
+    "commands",
+    "python",
+    "source_code",
+];
 /// Input-schema fields that carry an amount of money.
-pub(crate) const AMOUNT_FIELDS: &[&str] = &["amount", "price", "unit_amount", "amount_cents", "total", "value_cents", "cost", "quantity_usd", "amount_usd"];
+pub(crate) const AMOUNT_FIELDS: &[&str] = &[
+    "amount",
+    "price",
+    "unit_amount",
+    "amount_cents",
+    "total",
+    "value_cents",
+    "cost",
+    "quantity_usd",
+    "amount_usd",
+];
 /// Input-schema fields naming a currency (a money signal on their own).
 pub(crate) const CURRENCY_FIELDS: &[&str] = &["currency", "currency_code"];
 /// Input-schema fields that reach the open world.
-pub(crate) const URL_FIELDS: &[&str] = &["url", "uri", "urls", "endpoint", "href", "link", "website"];
+pub(crate) const URL_FIELDS: &[&str] =
+    &["url", "uri", "urls", "endpoint", "href", "link", "website"];
 /// Input-schema fields naming files.
-pub(crate) const PATH_FIELDS: &[&str] = &["path", "paths", "file", "filepath", "file_path", "filename", "source", "destination", "directory", "dir"];
+pub(crate) const PATH_FIELDS: &[&str] = &[
+    "path",
+    "paths",
+    "file",
+    "filepath",
+    "file_path",
+    "filename",
+    "source",
+    "destination",
+    "directory",
+    "dir",
+];
 /// Input-schema fields naming a recipient.
-pub(crate) const RECIPIENT_FIELDS: &[&str] = &["recipient", "recipients", "to", "email", "phone", "phone_number", "channel", "channel_id", "chat_id", "cc", "bcc", "contact", "number"];
+pub(crate) const RECIPIENT_FIELDS: &[&str] = &[
+    "recipient",
+    "recipients",
+    "to",
+    "email",
+    "phone",
+    "phone_number",
+    "channel",
+    "channel_id",
+    "chat_id",
+    "cc",
+    "bcc",
+    "contact",
+    "number",
+];
 
 /// Looks a word up in [`VERBS`].
 pub(crate) fn verb(word: &str) -> Option<Category> {
@@ -368,7 +450,9 @@ pub(crate) fn description_verb(word: &str) -> Option<(String, Category)> {
             }
         }
     }
-    candidates.into_iter().find_map(|c| verb(&c).map(|cat| (c, cat)))
+    candidates
+        .into_iter()
+        .find_map(|c| verb(&c).map(|cat| (c, cat)))
 }
 
 /// Splits a tool name into lower-case words: snake_case, kebab-case,

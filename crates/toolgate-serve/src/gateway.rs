@@ -103,6 +103,8 @@ pub struct GatewayOptions {
     pub approvals: Arc<dyn ApprovalStore>,
     /// Told about new approval requests and decisions (webhook, audit).
     pub approval_events: Arc<dyn ApprovalEvents>,
+    /// Pinned tool definitions.
+    pub pins: Arc<dyn toolgate_pins::PinStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,10 @@ pub struct Gateway {
     opened: Mutex<HashMap<String, Session>>,
     approvals: Arc<dyn ApprovalStore>,
     approval_events: Arc<dyn ApprovalEvents>,
+    pins: Arc<dyn toolgate_pins::PinStore>,
+    /// Tools held back because their definition changed since it was pinned:
+    /// (server index, the server's own tool name).
+    held_back: RwLock<std::collections::HashSet<(usize, String)>>,
     /// Per-session instances, by (server index, session id).
     instances: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
 }
@@ -232,6 +238,8 @@ impl Gateway {
             instances: tokio::sync::Mutex::new(HashMap::new()),
             approvals: opts.approvals,
             approval_events: opts.approval_events,
+            pins: opts.pins,
+            held_back: RwLock::new(std::collections::HashSet::new()),
             opened: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             anonymous: Arc::new(GrantOptions {
@@ -402,8 +410,105 @@ impl Gateway {
                 .list_all(upstream, "resources/templates/list", "resourceTemplates")
                 .await;
         }
+        self.check_pins(index, &lists.tools);
         self.lists.lock().expect("lists lock")[index] = Some(lists);
         self.rebuild();
+    }
+
+    /// Records each listed definition against its pin, and holds back the
+    /// tools whose definition changed (unless every policy that applies says
+    /// `pins.on_change: warn`).
+    fn check_pins(&self, index: usize, tools: &[Value]) {
+        let server = &self.servers[index];
+        let policies: Vec<Arc<Policy>> = [
+            self.policy.read().expect("policy lock").clone(),
+            self.server_policy(index),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let block = policies.is_empty() || policies.iter().any(|p| p.blocks_changed_tools());
+        let now = self.clock.now_ms();
+        let mut held = self.held_back.write().expect("held-back lock");
+        held.retain(|(i, _)| *i != index);
+        for tool in tools {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.pins.observe(&server.name, tool, now) {
+                Ok(toolgate_pins::Observed::Changed { first }) => {
+                    if first {
+                        self.audit.log(
+                            LogLevel::Warn,
+                            &format!(
+                                "tool {name:?} of server {:?} changed its definition since it was pinned: {} (toolgate pins diff {}/{name})",
+                                server.name,
+                                if block { "held back until the change is accepted" } else { "allowed (pins.on_change: warn)" },
+                                server.name
+                            ),
+                        );
+                        if self.audit.enabled() {
+                            self.audit.record(Record {
+                                time: now,
+                                grant: String::new(),
+                                session: String::new(),
+                                server: Some(server.name.clone()),
+                                tool: name.to_string(),
+                                decision: if block {
+                                    "pin_changed"
+                                } else {
+                                    "pin_changed_warn"
+                                },
+                                rule: "pins".into(),
+                                reason: Some(
+                                    "the tool's definition differs from the pinned one".into(),
+                                ),
+                                counters: Vec::new(),
+                                decision_us: 0.0,
+                                latency_ms: None,
+                                outcome: Outcome::Refused,
+                                args_sha256: String::new(),
+                                args: None,
+                            });
+                        }
+                    }
+                    if block {
+                        held.insert((index, name.to_string()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Fail closed: a definition that cannot be checked is held back.
+                    self.audit.log(
+                        LogLevel::Error,
+                        &format!("pins: {e}; tool {name:?} is held back"),
+                    );
+                    held.insert((index, name.to_string()));
+                }
+            }
+        }
+    }
+
+    fn is_held_back(&self, server: usize, original: &str) -> bool {
+        let key = (server, original.to_string());
+        if !self
+            .held_back
+            .read()
+            .expect("held-back lock")
+            .contains(&key)
+        {
+            return false;
+        }
+        // Accepted since (`toolgate pins accept`, perhaps on another machine)?
+        let name = &self.servers[server].name;
+        match self.pins.get(name, original) {
+            Ok(Some(pin)) if !pin.is_changed() => {
+                self.held_back.write().expect("held-back lock").remove(&key);
+                self.broadcast_list_changed();
+                false
+            }
+            _ => true,
+        }
     }
 
     async fn list_all(&self, upstream: &Upstream, method: &str, field: &str) -> Vec<Value> {
@@ -708,7 +813,8 @@ impl Gateway {
     }
 
     fn is_listed(&self, caller: &Caller, server: usize, gateway: &str, original: &str) -> bool {
-        self.may_reach(caller, server)
+        !self.is_held_back(server, original)
+            && self.may_reach(caller, server)
             && self
                 .gateway_policy(caller)
                 .is_none_or(|p| p.is_listed(gateway))
@@ -981,6 +1087,15 @@ impl Gateway {
             return Reply::Json(unknown_tool(id, name));
         };
         let server = &self.servers[entry.server];
+        if self.is_held_back(entry.server, &entry.original) {
+            let text = format!(
+                "toolgate held back this call to \"{name}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
+                server = server.name,
+                tool = entry.original
+            );
+            let facts = json!({"decision": "pin_changed", "tool": name, "reason": "the tool's definition changed since it was pinned"});
+            return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
+        }
         let now = self.clock.now_ms();
         let gateway_policy = self.gateway_policy(&ctx.caller);
         let server_policy = self.server_policy(entry.server);

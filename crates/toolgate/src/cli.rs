@@ -58,6 +58,8 @@ enum Command {
     /// Serve MCP over HTTP for many agents and servers: `toolgate serve --config FILE`,
     /// or `toolgate serve --policy P (--upstream URL | -- COMMAND ARGS...)`.
     Serve(crate::serve::ServeArgs),
+    /// Pinned tool definitions: list them, diff a changed one, accept a change.
+    Pins(crate::pins_cmd::PinsArgs),
     /// List the audit trail kept in the data directory (`audit`), check its hash chain
     /// (`audit verify`), delete old records (`audit prune`) or import an audit file (`audit import`).
     Audit(crate::audit_cmd::AuditArgs),
@@ -103,6 +105,10 @@ struct RunArgs {
     /// every hour; by default records are kept.
     #[arg(long, value_name = "DURATION")]
     audit_retention: Option<String>,
+    /// The server's name in pinned tool definitions and the audit trail
+    /// (default: the server's command line).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
     /// The MCP server command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -124,6 +130,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         }
         Command::Run(run) => run_gateway(run),
         Command::Serve(serve) => crate::serve::run(serve),
+        Command::Pins(pins) => crate::pins_cmd::run(pins),
         Command::Scan(scan) => crate::scan::run(scan),
         Command::Demo { server } => crate::demo::run(server),
         Command::Audit(audit) => crate::audit_cmd::run(audit),
@@ -247,10 +254,12 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         audit: audit.clone(),
         audit_args: run.audit_args,
         max_message_bytes: run.max_message_bytes,
-        command: run.command,
+        command: run.command.clone(),
         forward_signals: true,
         approvals: approvals.clone(),
         approval_events,
+        pins: crate::state::open_pins(&state)?,
+        server_name: run.name.clone().unwrap_or_else(|| run.command.join(" ")),
     };
     let stdin = std::io::stdin()
         .as_fd()

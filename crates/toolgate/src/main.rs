@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod demo;
 mod grant;
+mod pins_cmd;
 mod scan;
 mod serve;
 mod state;

@@ -107,10 +107,8 @@ pub fn run(args: ScanArgs) -> Result<u8> {
                         continue;
                     };
                     let tool = tool.to_string();
-                    let policy_name = match (&separator, &target.prefix) {
-                        (Some(sep), Some(prefix)) => format!("{prefix}{sep}{tool}"),
-                        _ => tool.clone(),
-                    };
+                    let policy_name =
+                        gateway_name(separator.as_deref(), target.prefix.as_deref(), &tool);
                     rows.push(Row {
                         server: target.name.clone(),
                         class: classify(&definition),
@@ -161,6 +159,15 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         }
     }
     Ok(u8::from(failed))
+}
+
+/// The name a policy gives a tool: `prefix + separator + tool` with --config
+/// (as `toolgate serve` names it), else the server's own name.
+fn gateway_name(separator: Option<&str>, prefix: Option<&str>, tool: &str) -> String {
+    match (separator, prefix) {
+        (Some(separator), Some(prefix)) => format!("{prefix}{separator}{tool}"),
+        _ => tool.to_string(),
+    }
 }
 
 /// The servers to scan, and the separator of gateway names (with --config).
@@ -578,6 +585,13 @@ fn to_yaml(value: &Value) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_names() {
+        assert_eq!(gateway_name(Some("__"), Some("fs"), "read"), "fs__read");
+        assert_eq!(gateway_name(Some("."), None, "read"), "read");
+        assert_eq!(gateway_name(None, None, "read"), "read");
+    }
 
     #[test]
     fn wrap_fits_the_room() {

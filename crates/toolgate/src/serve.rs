@@ -341,6 +341,7 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         startup_timeout: Duration::from_secs(30),
         approvals,
         approval_events,
+        pins: crate::state::open_pins(&state)?,
     })
     .await;
     let gateway = match gateway {

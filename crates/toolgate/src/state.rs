@@ -120,3 +120,18 @@ pub fn open_approvals(state: &StateConfig) -> Result<Arc<dyn toolgate_approvals:
         ),
     })
 }
+
+/// Opens the pin store that goes with the state (pinned tool definitions).
+pub fn open_pins(state: &StateConfig) -> Result<Arc<dyn toolgate_pins::PinStore>> {
+    Ok(match &state.store {
+        StateStore::Memory => Arc::new(toolgate_pins::MemoryPins::new()),
+        StateStore::Embedded => {
+            let dir = data_dir(state);
+            Arc::new(toolgate_pins::SqlitePins::open(&dir).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        StateStore::Redis(url) => Arc::new(
+            toolgate_pins::RedisPins::connect(url, &state.prefix)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+    })
+}
