@@ -24,7 +24,6 @@ fn labelled_set_accuracy() {
         let got = classify(&tool);
         rows.push((tool, label, got));
     }
-    assert!(rows.len() >= 300, "the labelled set has {} tools", rows.len());
 
     println!("\n{:<12} {:>6} {:>6} {:>6} {:>9} {:>7}", "category", "label", "got", "right", "precision", "recall");
     for c in CATEGORIES {
@@ -54,5 +53,6 @@ fn labelled_set_accuracy() {
         .map(|r| r.0["name"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(dangerous_as_read.is_empty(), "Destructive/Financial tools classified Read: {dangerous_as_read:?}");
+    assert!(rows.len() >= 300, "the labelled set has {} tools", rows.len());
     assert!(accuracy >= 0.90, "accuracy {:.1}% is below 90%", 100.0 * accuracy);
 }
