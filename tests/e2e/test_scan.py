@@ -187,6 +187,28 @@ def test_json_lists_every_tool_of_server_everything_once(toolgate_bin):
     assert keys == sorted(keys)
 
 
+def test_upstream_url(toolgate_bin, tmp_path):
+    """--upstream: server-everything over Streamable HTTP lists the same tools as over stdio."""
+    from servekit import free_port
+
+    port = free_port()
+    log = open(tmp_path / "server.stderr", "wb")
+    server = subprocess.Popen(["node", str(EVERYTHING_SERVER), "streamableHttp"], env={**os.environ, "PORT": str(port)},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while b"listening" not in (tmp_path / "server.stderr").read_bytes():
+            assert time.monotonic() < deadline and server.poll() is None, "the HTTP server did not start"
+            time.sleep(0.05)
+        rows = scan_json(toolgate_bin, "--upstream", f"http://127.0.0.1:{port}/mcp")
+        assert {row["server"] for row in rows} == {"server"}
+        assert sorted(row["tool"] for row in rows) == sorted(listed_tools(everything_command()))
+    finally:
+        server.kill()
+        server.wait()
+        log.close()
+
+
 def test_filesystem_and_memory_every_tool_once(toolgate_bin, tmp_path):
     fs_expected = listed_tools(filesystem_command(tmp_path))
     rows = scan_json(toolgate_bin, "--", *filesystem_command(tmp_path))

@@ -127,9 +127,9 @@ pub(crate) fn classify(tool: &Value) -> Classification {
     let money_context = amount_field.is_some()
         || currency_field.is_some()
         || MONEY_WORDS.iter().any(|w| desc.contains(w))
-        || name_words
-            .iter()
-            .any(|w| rules::MONEY_NOUNS.contains(&w.as_str()));
+        || name_words.iter().any(|w| {
+            rules::MONEY_NOUNS.contains(&w.as_str()) && !AMBIGUOUS_MONEY_VERBS.contains(&w.as_str())
+        });
 
     // 1. The name's verbs.
     let mut category: Option<Category> = None;
@@ -146,6 +146,33 @@ pub(crate) fn classify(tool: &Value) -> Classification {
         }
     }
     if let Some(lead) = lead_index {
+        let lead_word = name_words[lead].as_str();
+        if matches!(lead_word, "start" | "stop") {
+            if let Some(n) = name_words
+                .iter()
+                .find(|w| rules::OBSERVATION_NOUNS.contains(&w.as_str()))
+            {
+                ev(
+                    Source::Name,
+                    format!("\"{lead_word}\" a {n}: an observation"),
+                    Some(Category::Read),
+                );
+                category = Some(Category::Read);
+            }
+        }
+        if rules::SESSION_VERBS.contains(&lead_word) && category != Some(Category::Read) {
+            if let Some(n) = name_words
+                .iter()
+                .find(|w| rules::SESSION_NOUNS.contains(&w.as_str()))
+            {
+                ev(
+                    Source::Name,
+                    format!("\"{lead_word}\" the agent's own {n}: changes only its session"),
+                    Some(Category::Other),
+                );
+                category = Some(Category::Other);
+            }
+        }
         // Verbs joined by and/or, and the destructive `force` in any place.
         for i in lead + 1..name_words.len() {
             let w = &name_words[i];
@@ -194,12 +221,26 @@ pub(crate) fn classify(tool: &Value) -> Classification {
                 Some(c),
             );
             category = Some(c);
-        } else if rank(c) > rank(category.unwrap_or(Category::Other)) && c != Category::Read {
+        } else if c == Category::Execute
+            && category == Some(Category::Read)
+            && read_only_query(&description.to_lowercase())
+        {
+            // "Run a read-only SQL query", "Execute a SELECT query": running is
+            // how it reads, and the description says it only reads.
             ev(
                 Source::Description,
-                format!("leading verb \"{v}\" (the name's verb leads)"),
+                format!("leading verb \"{v}\", but the description says the query only reads"),
+                Some(Category::Read),
+            );
+        } else if rank(c) > rank(category.unwrap_or(Category::Other))
+            && rank(c) >= rank(Category::Execute)
+        {
+            ev(
+                Source::Description,
+                format!("leading verb \"{v}\" means {}, riskier than the name's verb: the riskier reading wins", name_of(c)),
                 Some(c),
             );
+            category = Some(c);
         }
     }
 
@@ -292,12 +333,11 @@ pub(crate) fn classify(tool: &Value) -> Classification {
             Some(Category::Financial),
         );
     }
-    if amount_field.is_some() || currency_field.is_some() {
-        if matches!(category, None | Some(Category::Write | Category::Execute))
-            && money_context_strong(&desc, &name_words, &currency_field)
-        {
-            category = Some(Category::Financial);
-        }
+    if (amount_field.is_some() || currency_field.is_some())
+        && matches!(category, None | Some(Category::Write | Category::Execute))
+        && money_context_strong(&desc, &name_words, &currency_field)
+    {
+        category = Some(Category::Financial);
     }
     let code_field = has_field(&schema, rules::CODE_FIELDS);
     if let Some(f) = &code_field {
@@ -371,15 +411,17 @@ pub(crate) fn classify(tool: &Value) -> Classification {
             Some(Category::Destructive),
         );
         match category {
-            None | Some(Category::Other) => category = Some(Category::Destructive),
+            None => category = Some(Category::Destructive),
+            Some(Category::Other) if !from_name && desc_lead.is_none() => {
+                category = Some(Category::Destructive)
+            }
             Some(Category::Read) => {
                 ev(
                     Source::Annotation,
-                    "destructiveHint: true, but the wording means Read: the riskier reading wins"
-                        .into(),
-                    Some(Category::Destructive),
+                    "destructiveHint: true, but the wording means Read: the riskier reading wins (Write: not read-only)".into(),
+                    Some(Category::Write),
                 );
-                category = Some(Category::Destructive);
+                category = Some(Category::Write);
             }
             Some(Category::Write) => destructive_hinted = true,
             _ => {}
@@ -490,4 +532,19 @@ fn money_context_strong(desc: &str, name_words: &[String], currency: &Option<Str
         || name_words
             .iter()
             .any(|w| rules::MONEY_NOUNS.contains(&w.as_str()))
+}
+
+/// A description that says its query only reads ("read-only SQL query",
+/// "SELECT query").
+fn read_only_query(description: &str) -> bool {
+    [
+        "read-only",
+        "read only",
+        "readonly",
+        "select query",
+        "select queries",
+        "select statement",
+    ]
+    .iter()
+    .any(|p| description.contains(p))
 }

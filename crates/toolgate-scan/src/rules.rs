@@ -54,11 +54,20 @@ pub(crate) const VERBS: &[(&str, Category)] = &[
     ("verify", Category::Read),
     ("preview", Category::Read),
     ("watch", Category::Read),
-    ("monitor", Category::Read),
     ("echo", Category::Other),
     ("print", Category::Read),
+    ("take", Category::Read),
+    ("wait", Category::Read),
+    ("research", Category::Read),
+    // Other: changes only the agent's own session.
+    ("hover", Category::Other),
+    ("resize", Category::Other),
+    ("emulate", Category::Other),
+    ("scroll", Category::Other),
     ("return", Category::Read),
     ("calculate", Category::Other),
+    // Pure conversions compute an answer from their arguments alone.
+    ("convert", Category::Other),
     ("think", Category::Other),
     ("sequentialthinking", Category::Other),
     ("tree", Category::Read),
@@ -130,7 +139,6 @@ pub(crate) const VERBS: &[(&str, Category)] = &[
     ("drag", Category::Write),
     ("submit", Category::Write),
     ("mkdir", Category::Write),
-    ("branch", Category::Write),
     ("checkout", Category::Write),
     ("approve", Category::Write),
     ("review", Category::Write),
@@ -153,6 +161,7 @@ pub(crate) const VERBS: &[(&str, Category)] = &[
     ("unassign", Category::Write),
     ("unstar", Category::Write),
     ("stage", Category::Write),
+    ("handle", Category::Write),
     ("process", Category::Write),
     ("issue", Category::Write),
     ("capture", Category::Write),
@@ -267,6 +276,27 @@ pub(crate) const MONEY_NOUNS: &[&str] = &[
     "donation",
     "credit",
     "credits",
+    "dispute",
+    "disputes",
+];
+
+/// Objects that belong to the agent's own session (its browser page, tab,
+/// window): closing, selecting, stopping or resuming one is Other.
+pub(crate) const SESSION_NOUNS: &[&str] = &[
+    "page", "pages", "tab", "tabs", "browser", "window", "session", "interact", "viewport",
+];
+/// Verbs that, on a session object, change only the agent's session.
+pub(crate) const SESSION_VERBS: &[&str] = &["close", "select", "stop", "resume", "switch", "focus"];
+/// Objects that are observations: starting or stopping one is Read.
+pub(crate) const OBSERVATION_NOUNS: &[&str] = &[
+    "recording",
+    "trace",
+    "tracing",
+    "video",
+    "screencast",
+    "profiling",
+    "profile",
+    "capture",
 ];
 
 /// Words in a name that mean many things at once: a bulk delete is

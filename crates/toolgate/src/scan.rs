@@ -440,7 +440,7 @@ fn table(rows: &[Row], width: Option<usize>) -> String {
             line.push_str(&format!("{cell:<w$}  ", w = w));
         }
         let lines = match room {
-            Some(room) => wrap(&row[4], room),
+            Some(room) => wrap_items(&row[4], room),
             None => vec![row[4].clone()],
         };
         for (i, text) in lines.iter().enumerate() {
@@ -454,6 +454,39 @@ fn table(rows: &[Row], width: Option<usize>) -> String {
         }
     }
     out
+}
+
+/// Wraps `; `-joined evidence at the joins where it can, inside an item only
+/// when the item alone is wider than `room`.
+fn wrap_items(text: &str, room: usize) -> Vec<String> {
+    let items: Vec<&str> = text.split("; ").collect();
+    let mut lines: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for (i, item) in items.iter().enumerate() {
+        let piece = if i + 1 < items.len() {
+            format!("{item};")
+        } else {
+            item.to_string()
+        };
+        let len = |s: &str| s.chars().count();
+        if !current.is_empty() && len(&current) + 1 + len(&piece) > room {
+            lines.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() && len(&piece) > room {
+            let mut parts = wrap(&piece, room);
+            current = parts.pop().unwrap_or_default();
+            lines.extend(parts);
+            continue;
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(&piece);
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    lines
 }
 
 /// Splits `text` into lines of at most `room` characters, at spaces where
@@ -603,6 +636,19 @@ mod tests {
         );
         assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
         assert_eq!(wrap("", 10), [""]);
+        assert_eq!(
+            wrap_items(
+                "verb \"get\"; readOnlyHint: true; destructiveHint: false",
+                24
+            ),
+            [
+                "verb \"get\";",
+                "readOnlyHint: true;",
+                "destructiveHint: false"
+            ]
+        );
+        assert_eq!(wrap_items("a; b; c", 10), ["a; b; c"]);
+        assert_eq!(wrap_items("-", 10), ["-"]);
     }
 
     #[test]
