@@ -277,3 +277,27 @@ def test_a_call_held_on_one_replica_is_released_by_a_decision_made_through_anoth
         assert reasons and "approved by dana via api" in reasons[0], a.audit()
     finally:
         redis.stop()
+
+
+def test_a_held_calls_id_stays_reserved_and_array_params_are_refused(gateway):
+    from conftest import RawGateway
+
+    policy = {"version": "1", "default": "allow", "tools": {"transfer": {
+        "action": "require_approval", "approval": {"via": ["admin"], "hold": "2s", "expires": "10m"}}}}
+    gw = gateway(policy)
+    raw = RawGateway(gw, LEGACY)
+    try:
+        raw.handshake()
+        raw.send(raw.call_message("transfer", {"to": "bob", "amount": 1}, id=5))
+        raw.send({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+        answers = [raw.recv(timeout=10), raw.recv(timeout=10)]
+        in_use = [a for a in answers if "error" in a]
+        assert len(in_use) == 1 and "already in flight" in in_use[0]["error"]["message"], answers
+        held = [a for a in answers if "result" in a]
+        assert held[0]["result"]["structuredContent"]["toolgate"]["decision"] == "approval_pending"
+        raw.send({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": ["echo", {"text": "x"}]})
+        refused = raw.recv(timeout=10)
+        assert refused["id"] == 6 and refused["error"]["code"] == -32602, refused
+    finally:
+        raw.cleanup()
+    assert gw.received_tools() == []

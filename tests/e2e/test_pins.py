@@ -61,6 +61,15 @@ def test_a_changed_definition_is_held_back_until_accepted(gateway, toolgate_bin,
         diff = pins(toolgate_bin, "diff", "probe/echo", "--data-dir", str(data))
         assert diff.returncode == 1
         assert '-   "description": "Echo the text back"' in diff.stdout and f'+   "description": "{CHANGED}"' in diff.stdout
+        # A fresh process that calls before it lists is refused too: the store
+        # knows the change.
+        third = start(gateway, data, description=CHANGED)
+        try:
+            fresh = third.call("echo", {"text": "no list first"})["result"]
+            assert fresh["structuredContent"]["toolgate"]["decision"] == "pin_changed"
+            assert third.gw.received_tools() == []
+        finally:
+            third.cleanup()
         accept = pins(toolgate_bin, "accept", "probe/echo", "--data-dir", str(data))
         assert accept.returncode == 0, accept.stderr
 

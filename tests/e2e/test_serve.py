@@ -291,6 +291,13 @@ async def test_grants_are_reloaded_without_a_restart(serve):
     with gw.http(ALICE_TOKEN) as http:
         gw.write_config(config)
         wait_for(lambda: initialize_status(http, gw.url) == 401, 5, "alice's grant to be revoked")
+    # Revoking the last grant does not open the gateway to anonymous callers.
+    del config["grants"]["bob"]
+    gw.write_config(config)
+    with gw.http(BOB_TOKEN) as http:
+        wait_for(lambda: initialize_status(http, gw.url) == 401, 5, "bob's grant to be revoked")
+    with gw.http() as anonymous:
+        assert initialize_status(anonymous, gw.url) == 401, "a gateway that started with grants never turns anonymous"
 
 
 def initialize_status(http, url) -> int:

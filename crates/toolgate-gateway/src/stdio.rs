@@ -81,6 +81,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 enum Pending {
     List,
     Call(Box<CallInFlight>),
+    /// A call held for approval: its id stays reserved until it is answered.
+    Held,
 }
 
 struct CallInFlight {
@@ -116,6 +118,8 @@ struct Shared {
     server_name: String,
     /// Tools held back because their definition changed since it was pinned.
     held_back: Mutex<std::collections::HashSet<String>>,
+    /// Tools whose pin this process has checked (listed, or looked up).
+    pin_checked: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What to do with one message from the client.
@@ -174,6 +178,7 @@ pub fn run_stdio(
         pins: opts.pins,
         server_name: opts.server_name,
         held_back: Mutex::new(std::collections::HashSet::new()),
+        pin_checked: Mutex::new(std::collections::HashSet::new()),
     });
 
     if let Some(path) = opts.policy_file {
@@ -490,6 +495,16 @@ struct CallParams<'a> {
 }
 
 fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: Instant) -> Route {
+    // Params must be an object: an array would be read by position here and
+    // perhaps otherwise by the server.
+    if params.is_some_and(|p| !p.get().trim_start().starts_with('{')) {
+        return Route::Answer(error_response(
+            &key.to_value(),
+            INVALID_PARAMS,
+            "Invalid params: tools/call params must be an object",
+            None,
+        ));
+    }
     let parsed = params.map(|p| serde_json::from_str::<CallParams<'_>>(p.get()));
     let CallParams {
         name,
@@ -696,6 +711,15 @@ fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
             settle_call(shared, *flight, is_error);
             bytes
         }
+        // Never forwarded, so not the server's to answer: keep the reservation.
+        Pending::Held => {
+            shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .insert(id, Pending::Held);
+            bytes
+        }
         Pending::List => match serde_json::from_slice::<Value>(&bytes) {
             Ok(mut value) => {
                 filter_tools_list(shared, &mut value);
@@ -723,6 +747,13 @@ fn batch_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
         match pending {
             Pending::Call(flight) => settle_call(shared, *flight, item.get("error").is_some()),
             Pending::List => filter_tools_list(shared, item),
+            Pending::Held => {
+                shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .insert(id, Pending::Held);
+            }
         }
     }
     serde_json::to_vec(&Value::Array(items)).expect("serialisable")
@@ -770,6 +801,11 @@ fn filter_tools_list(shared: &Shared, message: &mut Value) {
 /// held back (its definition changed and the policy blocks changed tools).
 fn pin_allows(shared: &Shared, policy: &Policy, tool: &Value, name: &str, now: u64) -> bool {
     let observed = shared.pins.observe(&shared.server_name, tool, now);
+    shared
+        .pin_checked
+        .lock()
+        .expect("pin lock")
+        .insert(name.to_string());
     let mut held_back = shared.held_back.lock().expect("held-back lock");
     match observed {
         Ok(Observed::New | Observed::Same) => {
@@ -818,25 +854,35 @@ fn pin_allows(shared: &Shared, policy: &Policy, tool: &Value, name: &str, now: u
 /// Whether a tool is held back for a changed definition; one that has been
 /// accepted since (`toolgate pins accept`) is released.
 fn is_held_back(shared: &Shared, tool: &str) -> bool {
-    if !shared
+    let listed_here = shared.pin_checked.lock().expect("pin lock").contains(tool);
+    let held = shared
         .held_back
         .lock()
         .expect("held-back lock")
-        .contains(tool)
-    {
+        .contains(tool);
+    if listed_here && !held {
         return false;
     }
-    match shared.pins.get(&shared.server_name, tool) {
-        Ok(Some(pin)) if !pin.is_changed() => {
-            shared
-                .held_back
-                .lock()
-                .expect("held-back lock")
-                .remove(tool);
-            false
-        }
-        _ => true,
+    // Held back, or never listed by this process (a call before any
+    // tools/list): the store knows whether the definition changed.
+    let verdict = match shared.pins.get(&shared.server_name, tool) {
+        Ok(Some(pin)) if pin.is_changed() => shared.policy.get().blocks_changed_tools(),
+        Ok(_) => false,
+        // Fail closed: a definition that cannot be checked is held back.
+        Err(_) => true,
+    };
+    let mut held_back = shared.held_back.lock().expect("held-back lock");
+    if verdict {
+        held_back.insert(tool.to_string());
+    } else {
+        held_back.remove(tool);
+        shared
+            .pin_checked
+            .lock()
+            .expect("pin lock")
+            .insert(tool.to_string());
     }
+    verdict
 }
 
 fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
@@ -863,12 +909,19 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
 
 /// The server is gone: every call still waiting gets an error now.
 fn fail_in_flight(shared: &Shared) {
-    let drained: Vec<(Id, Pending)> = shared
-        .pending
-        .lock()
-        .expect("pending lock")
-        .drain()
-        .collect();
+    let drained: Vec<(Id, Pending)> = {
+        let mut pending = shared.pending.lock().expect("pending lock");
+        // Held calls are answered by their own thread (the server is gone by
+        // the time they are approved, and they say so then).
+        let ids: Vec<Id> = pending
+            .iter()
+            .filter(|(_, p)| !matches!(p, Pending::Held))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
+            .collect()
+    };
     for (id, pending) in drained {
         shared.send(&error_response(
             &id.to_value(),
@@ -917,12 +970,30 @@ enum HeldOutcome {
 /// Decides a held call on a thread of its own, so the client's other
 /// messages (including its answer to an elicitation) keep flowing.
 fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
+    // The id is reserved while the call is held: a second request with it gets
+    // "id in use", and cannot take the held call's place in the table.
+    {
+        let mut pending = shared.pending.lock().expect("pending lock");
+        if pending.contains_key(&held.id) {
+            drop(pending);
+            shared.send(&id_in_use(&held.id.to_value()));
+            return;
+        }
+        pending.insert(held.id.clone(), Pending::Held);
+    }
     let audit = shared.audit.clone();
     let shared = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("toolgate-approval".into())
         .spawn(move || match decide_held(&shared, &held) {
-            HeldOutcome::Answer(answer) => shared.send(&answer),
+            HeldOutcome::Answer(answer) => {
+                shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&held.id);
+                shared.send(&answer);
+            }
             HeldOutcome::Run(flight, strip) => {
                 let bytes = if strip {
                     strip_round_trip(&bytes)
@@ -1027,10 +1098,15 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool}),
         )
     };
-    let key = call_key(&shared.grant, None, tool, &held.arguments);
+    let key = call_key(
+        &shared.grant,
+        Some(&shared.server_name),
+        tool,
+        &held.arguments,
+    );
     let new = NewRequest {
         grant: shared.grant.clone(),
-        server: None,
+        server: Some(shared.server_name.clone()),
         tool: tool.to_string(),
         arguments: held.arguments.clone(),
         reason: reason.clone(),
@@ -1344,8 +1420,9 @@ fn ask_client_user(
 fn approval_message(new: &NewRequest, request: &toolgate_approvals::ApprovalRequest) -> String {
     let arguments = serde_json::to_string_pretty(&new.arguments).unwrap_or_default();
     format!(
-        "Approve this tool call?\n\nTool: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
+        "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
         new.tool,
+        new.server.as_deref().unwrap_or("-"),
         new.reason,
         arguments,
         request.id,

@@ -116,16 +116,11 @@ fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, O
             },
             Observed::New,
         ),
-        Some(pin) if pin.pinned_fingerprint == fp => {
-            // Back to the pinned definition: nothing is held back any more.
-            let pin = Pin {
-                changed: None,
-                changed_fingerprint: None,
-                changed_at_ms: None,
-                ..pin
-            };
-            (pin, Observed::Same)
-        }
+        Some(pin) if pin.pinned_fingerprint == fp && !pin.is_changed() => (pin, Observed::Same),
+        // The pinned definition listed again while a change is recorded (another
+        // connection, or a server switching back and forth): the change stays
+        // until someone accepts it.
+        Some(pin) if pin.pinned_fingerprint == fp => (pin, Observed::Changed { first: false }),
         Some(pin) => {
             let first = pin.changed_fingerprint.as_deref() != Some(fp.as_str());
             let changed_at = if first {
@@ -556,14 +551,15 @@ pub mod suite {
             store.accept("srv", "nope"),
             Err(PinError::Unknown { .. })
         ));
-        // A server that goes back to the pinned definition is no longer held back.
+        // Listing the pinned definition again does not clear a recorded
+        // change: only accepting does.
         store.observe("srv", &tool("Changed again"), 8).unwrap();
         assert_eq!(
             store
                 .observe("srv", &tool("Sends a message and your files"), 9)
                 .unwrap(),
-            Observed::Same
+            Observed::Changed { first: false }
         );
-        assert!(!store.get("srv", "send").unwrap().unwrap().is_changed());
+        assert!(store.get("srv", "send").unwrap().unwrap().is_changed());
     }
 }

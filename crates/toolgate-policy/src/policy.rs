@@ -750,7 +750,7 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Planned {
     let mut reasons = Vec::new();
     let mut first_rule = None;
     let mut refusal = None;
-    let mut held = None;
+    let mut held: Option<(RuleRef, String, Approval)> = None;
     for (evaluation, matched, prefix) in evaluations {
         match evaluation {
             Evaluation::Unknown { .. } => unreachable!("returned above"),
@@ -765,9 +765,21 @@ pub fn plan_layers(layers: &[Layer<'_>]) -> Planned {
                 approval,
                 draws: own,
             } => {
-                if held.is_none() {
-                    held = Some((rule.clone(), reason, approval));
-                }
+                // Every layer's settings must hold: an approver one layer does
+                // not allow is not allowed, and the shortest times win.
+                held = Some(match held {
+                    None => (rule.clone(), reason, approval),
+                    Some((first_rule, first_reason, a)) => (
+                        first_rule,
+                        first_reason,
+                        Approval {
+                            via_client: a.via_client && approval.via_client,
+                            via_admin: a.via_admin && approval.via_admin,
+                            hold_ms: a.hold_ms.min(approval.hold_ms),
+                            expires_ms: a.expires_ms.min(approval.expires_ms),
+                        },
+                    ),
+                });
                 first_rule.get_or_insert(rule);
                 for mut draw in own {
                     if !prefix.is_empty() {

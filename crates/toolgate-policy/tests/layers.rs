@@ -137,3 +137,37 @@ fn a_single_layer_decides_as_the_policy_alone() {
         assert_eq!(a, b);
     }
 }
+
+#[test]
+fn approval_settings_of_every_layer_must_hold() {
+    let grant = load(
+        json!({"version": "1", "default": "deny", "tools": {"srv__pay": {"action": "require_approval"}}}),
+    );
+    let server = load(json!({"version": "1", "default": "deny", "tools": {"pay": {
+        "action": "require_approval", "approval": {"via": ["admin"], "hold": "5s", "expires": "1h"}}}}));
+    let args = json!({});
+    let layers = [
+        Layer {
+            policy: &grant,
+            call: call("srv__pay", &args),
+            key_prefix: "",
+        },
+        Layer {
+            policy: &server,
+            call: call("pay", &args),
+            key_prefix: "srv\u{1e}",
+        },
+    ];
+    match toolgate_policy::plan_layers(&layers) {
+        toolgate_policy::Planned::Decided(Decision::ApprovalRequired { approval, .. }) => {
+            assert!(
+                !approval.via_client,
+                "the server's policy allows no client approval"
+            );
+            assert!(approval.via_admin);
+            // The shortest hold and expiry of the two (the grant's default expiry is 10 minutes).
+            assert_eq!((approval.hold_ms, approval.expires_ms), (5_000, 600_000));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -162,6 +162,8 @@ pub struct Gateway {
     /// Resource subscriptions: uri → sessions.
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
     anonymous: Arc<GrantOptions>,
+    /// Started with no grants: every caller is the anonymous grant.
+    anonymous_allowed: bool,
     /// Streamed answers that can be resumed, by stream id.
     logs: Mutex<HashMap<String, Arc<EventLog>>>,
     /// Session tokens already opened (see `open_token`).
@@ -223,6 +225,7 @@ impl Gateway {
             lists: Mutex::new(vec![None; count]),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             policy: RwLock::new(opts.policy),
+            anonymous_allowed: opts.grants.is_empty(),
             grants: RwLock::new(Arc::new(opts.grants.into_iter().map(Arc::new).collect())),
             key: opts.session_key,
             session_ttl: opts.session_ttl,
@@ -303,7 +306,9 @@ impl Gateway {
     /// constant time, whatever matches.
     pub fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
         let grants = self.grants.read().expect("grants lock").clone();
-        if grants.is_empty() {
+        // Anonymous callers only for a gateway that started without grants; one
+        // whose last grant was revoked by a reload refuses everyone.
+        if grants.is_empty() && self.anonymous_allowed {
             return Some(Caller {
                 grant: self.anonymous.clone(),
             });
@@ -420,13 +425,21 @@ impl Gateway {
     /// `pins.on_change: warn`).
     fn check_pins(&self, index: usize, tools: &[Value]) {
         let server = &self.servers[index];
-        let policies: Vec<Arc<Policy>> = [
+        let mut policies: Vec<Arc<Policy>> = [
             self.policy.read().expect("policy lock").clone(),
             self.server_policy(index),
         ]
         .into_iter()
         .flatten()
         .collect();
+        // Every grant's own policy counts too: one that blocks changed tools wins.
+        policies.extend(
+            self.grants
+                .read()
+                .expect("grants lock")
+                .iter()
+                .filter_map(|g| g.policy.clone()),
+        );
         let block = policies.is_empty() || policies.iter().any(|p| p.blocks_changed_tools());
         let now = self.clock.now_ms();
         let mut held = self.held_back.write().expect("held-back lock");
@@ -1181,10 +1194,9 @@ impl Gateway {
         upstream_params["name"] = Value::String(entry.original.clone());
         let gateway = self.clone();
         let on_done = move |result: &Result<Value, CallError>| {
-            let failed = matches!(
-                result,
-                Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_))
-            );
+            // Only a JSON-RPC error says the call did not happen; a lost
+            // connection may have lost only the answer (fail closed).
+            let failed = matches!(result, Err(CallError::Rpc(_)));
             if failed {
                 // The call did not happen: its quota goes back.
                 gateway.store.release(&taken);
@@ -1912,10 +1924,9 @@ impl Gateway {
         }
         let gateway = self.clone();
         GateOutcome::Proceed(Some(Box::new(move |result: &Result<Value, CallError>| {
-            if matches!(
-                result,
-                Err(CallError::Rpc(_)) | Err(CallError::Unavailable(_))
-            ) {
+            // Only a JSON-RPC error says the call did not happen; a lost
+            // connection may have lost only the answer (fail closed).
+            if matches!(result, Err(CallError::Rpc(_))) {
                 gateway.store.release(&taken);
             }
             if let Some(mut record) = record {
