@@ -2,7 +2,10 @@
 //! behind the gateway, measured in one run, alternating, so that the ratio
 //! holds on a noisy machine.
 //!
-//! Usage: stdio-bench [--rounds N] [--calls N] [--pipelined N]
+//! Usage: stdio-bench [--rounds N] [--calls N] [--pipelined N] [--toolgate-args ARGS...]
+//! (everything after `--toolgate-args` goes to `toolgate run`, e.g.
+//! `--toolgate-args --state memory`; by default the embedded store and audit
+//! trail are used, in a temporary directory)
 //! (build first: `cargo build --release -p toolgate -p toolgate-bench`).
 
 use serde_json::{json, Value};
@@ -165,14 +168,22 @@ fn main() {
 
     let relay = sibling("relay");
     let direct_cmd = vec![echo.clone()];
-    let gated_cmd = vec![
+    // `--state memory` (or any other `toolgate run` flags) after `--toolgate-args`;
+    // by default the embedded store, in a directory of the bench's own.
+    let mut gated_cmd = vec![
         toolgate,
         "run".into(),
         "--policy".into(),
         policy,
-        "--".into(),
-        echo.clone(),
+        "--data-dir".into(),
+        dir.join("data"),
     ];
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(at) = argv.iter().position(|a| a == "--toolgate-args") {
+        gated_cmd.extend(argv[at + 1..].iter().map(PathBuf::from));
+    }
+    gated_cmd.push("--".into());
+    gated_cmd.push(echo.clone());
     let relay_cmd = vec![relay, echo];
     let mut lat = [Vec::new(), Vec::new(), Vec::new()];
     let mut tput = [Vec::new(), Vec::new(), Vec::new()];

@@ -38,10 +38,15 @@ impl Server {
     ) -> Result<Server> {
         check_has_serve(exe)?;
         let mut cmd = Command::new(exe);
+        // State (counters, audit trail) in a directory of the bench's own,
+        // beside its policy file, never in the user's data directory.
+        let data = policy.with_file_name("toolgate-data");
         cmd.arg("serve")
             .arg("--policy")
             .arg(policy)
             .args(["--listen", "127.0.0.1:0", "--upstream", upstream])
+            .arg("--data-dir")
+            .arg(data)
             .args(extra);
         Server::start("toolgate", exe, cmd)
     }
