@@ -218,7 +218,8 @@ fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<St
     ))
 }
 
-fn transport_of(transport: &toolgate_config::ServerTransport) -> Transport {
+/// How to reach a configured server (shared with `toolgate serve`).
+pub(crate) fn transport_of(transport: &toolgate_config::ServerTransport) -> Transport {
     use toolgate_config::ServerTransport as T;
     let secrets = |h: &Vec<(String, toolgate_config::Secret)>| {
         h.iter()

@@ -166,33 +166,7 @@ fn plan_from_config(
         .servers
         .iter()
         .map(|s| {
-            use toolgate_config::ServerTransport as T;
-            let secrets = |h: &Vec<(String, toolgate_config::Secret)>| {
-                h.iter()
-                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                    .collect::<Vec<_>>()
-            };
-            let transport = match &s.transport {
-                T::Stdio {
-                    command,
-                    args,
-                    env,
-                    cwd,
-                } => Transport::Stdio {
-                    command: command.clone(),
-                    args: args.clone(),
-                    env: secrets(env),
-                    cwd: cwd.clone(),
-                },
-                T::Http { url, headers } => Transport::Http {
-                    url: url.clone(),
-                    headers: secrets(headers),
-                },
-                T::Sse { url, headers } => Transport::Sse {
-                    url: url.clone(),
-                    headers: secrets(headers),
-                },
-            };
+            let transport = crate::scan::transport_of(&s.transport);
             ServerOptions {
                 name: s.name.clone(),
                 prefix: s.prefix.clone(),
