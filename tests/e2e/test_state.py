@@ -140,6 +140,8 @@ def test_three_gateways_on_one_redis_admit_exactly_30(serve_factory, redis):
 def test_redis_down_fails_closed_and_recovers_without_a_restart(raw_gateway, tmp_path, redis):
     raw = raw_gateway(LIMIT_3, "--state", redis.url, mode=LEGACY)
     assert send(raw, 0) == "allow"
+    # echo's pin is checked (it needs the store once per process, like any tool).
+    assert decision(raw.call("echo", {"text": "before"})) == "allow"
     redis.stop()
     answer = raw.call("send_text", {"to": "+1", "body": "while down"})
     assert decision(answer) == "state_unavailable", answer
@@ -149,6 +151,11 @@ def test_redis_down_fails_closed_and_recovers_without_a_restart(raw_gateway, tmp
     redis.start()
     wait_for(lambda: send(raw, 1) == "allow", 10, "the gateway to use Redis again")
     assert raw.gw.received_tools().count("send_text") == 2
+    # A tool whose pin was never checked cannot be checked while the store is down.
+    redis.stop()
+    unchecked = raw.call("transfer", {"to": "x", "amount": 1})
+    assert decision(unchecked) in ("state_unavailable", "unknown"), unchecked
+    redis.start()
 
 
 def test_redis_down_fails_open_when_asked(raw_gateway, redis):

@@ -200,9 +200,9 @@ exec {relay} --to "${{up%%/*}}"
         "{err}"
     );
     assert!(recorded.starts_with("serve --policy "), "{recorded}");
-    // After the bench's own arguments, in order.
+    // After the bench's own arguments (the last is its own --data-dir), in order.
     assert!(
-        recorded.trim_end().ends_with("/mcp --workers 2"),
+        recorded.trim_end().ends_with("toolgate-data --workers 2"),
         "{recorded}"
     );
 }

@@ -61,6 +61,8 @@ pub struct StdioOptions {
     pub pins: Arc<dyn PinStore>,
     /// The server's name in pins and the audit trail.
     pub server_name: String,
+    /// While the pin store cannot be reached: refuse (closed) or allow (open).
+    pub pins_fail_open: bool,
 }
 
 /// Why the gateway could not run.
@@ -120,6 +122,7 @@ struct Shared {
     held_back: Mutex<std::collections::HashSet<String>>,
     /// Tools whose pin this process has checked (listed, or looked up).
     pin_checked: Mutex<std::collections::HashSet<String>>,
+    pins_fail_open: bool,
 }
 
 /// What to do with one message from the client.
@@ -179,6 +182,7 @@ pub fn run_stdio(
         server_name: opts.server_name,
         held_back: Mutex::new(std::collections::HashSet::new()),
         pin_checked: Mutex::new(std::collections::HashSet::new()),
+        pins_fail_open: opts.pins_fail_open,
     });
 
     if let Some(path) = opts.policy_file {
@@ -532,11 +536,23 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         }
     };
     let tool: &str = &name;
-    if is_held_back(shared, tool) {
-        let text = format!(
-            "toolgate held back this call to \"{tool}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
-            server = shared.server_name
-        );
+    let pin_refusal = match pin_check(shared, tool) {
+        PinCheck::Clear => None,
+        PinCheck::Changed => Some((
+            format!(
+                "toolgate held back this call to \"{tool}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
+                server = shared.server_name
+            ),
+            "pin_changed",
+            "the tool's definition changed since it was pinned".to_string(),
+        )),
+        PinCheck::Unavailable(why) => Some((
+            format!("toolgate refused this call to \"{tool}\": its pinned definition cannot be checked ({why}); calls are refused until the state store is back"),
+            "state_unavailable",
+            why,
+        )),
+    };
+    if let Some((text, decision, reason)) = pin_refusal {
         let era = Era::of_meta(
             meta.and_then(|m| serde_json::from_str(m.get()).ok())
                 .as_ref(),
@@ -544,7 +560,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         let mut result = json!({
             "content": [{"type": "text", "text": text}],
             "isError": true,
-            "structuredContent": {"toolgate": {"decision": "pin_changed", "tool": tool, "reason": "the tool's definition changed since it was pinned"}},
+            "structuredContent": {"toolgate": {"decision": decision, "tool": tool, "reason": reason}},
         });
         if era == Era::Stateless {
             result["resultType"] = json!("complete");
@@ -839,6 +855,7 @@ fn pin_allows(shared: &Shared, policy: &Policy, tool: &Value, name: &str, now: u
             }
             !block
         }
+        Err(_) if shared.pins_fail_open => true,
         Err(e) => {
             // Fail closed: a definition that cannot be checked is held back.
             shared.audit.log(
@@ -853,7 +870,16 @@ fn pin_allows(shared: &Shared, policy: &Policy, tool: &Value, name: &str, now: u
 
 /// Whether a tool is held back for a changed definition; one that has been
 /// accepted since (`toolgate pins accept`) is released.
-fn is_held_back(shared: &Shared, tool: &str) -> bool {
+/// What the pin of a tool says about a call to it.
+enum PinCheck {
+    Clear,
+    /// The definition changed and the policy blocks changed tools.
+    Changed,
+    /// The pin store cannot be reached (and the fail mode is closed).
+    Unavailable(String),
+}
+
+fn pin_check(shared: &Shared, tool: &str) -> PinCheck {
     let listed_here = shared.pin_checked.lock().expect("pin lock").contains(tool);
     let held = shared
         .held_back
@@ -861,26 +887,31 @@ fn is_held_back(shared: &Shared, tool: &str) -> bool {
         .expect("held-back lock")
         .contains(tool);
     if listed_here && !held {
-        return false;
+        return PinCheck::Clear;
     }
     // Held back, or never listed by this process (a call before any
     // tools/list): the store knows whether the definition changed.
     let verdict = match shared.pins.get(&shared.server_name, tool) {
-        Ok(Some(pin)) if pin.is_changed() => shared.policy.get().blocks_changed_tools(),
-        Ok(_) => false,
-        // Fail closed: a definition that cannot be checked is held back.
-        Err(_) => true,
+        Ok(Some(pin)) if pin.is_changed() && shared.policy.get().blocks_changed_tools() => {
+            PinCheck::Changed
+        }
+        Ok(_) => PinCheck::Clear,
+        Err(_) if shared.pins_fail_open => return PinCheck::Clear,
+        Err(e) => return PinCheck::Unavailable(e.to_string()),
     };
     let mut held_back = shared.held_back.lock().expect("held-back lock");
-    if verdict {
-        held_back.insert(tool.to_string());
-    } else {
-        held_back.remove(tool);
-        shared
-            .pin_checked
-            .lock()
-            .expect("pin lock")
-            .insert(tool.to_string());
+    match verdict {
+        PinCheck::Changed => {
+            held_back.insert(tool.to_string());
+        }
+        _ => {
+            held_back.remove(tool);
+            shared
+                .pin_checked
+                .lock()
+                .expect("pin lock")
+                .insert(tool.to_string());
+        }
     }
     verdict
 }

@@ -105,6 +105,8 @@ pub struct GatewayOptions {
     pub approval_events: Arc<dyn ApprovalEvents>,
     /// Pinned tool definitions.
     pub pins: Arc<dyn toolgate_pins::PinStore>,
+    /// While the pin store cannot be reached: hold tools back (false) or not.
+    pub pins_fail_open: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,7 @@ pub struct Gateway {
     approvals: Arc<dyn ApprovalStore>,
     approval_events: Arc<dyn ApprovalEvents>,
     pins: Arc<dyn toolgate_pins::PinStore>,
+    pins_fail_open: bool,
     /// Tools held back because their definition changed since it was pinned:
     /// (server index, the server's own tool name).
     held_back: RwLock<std::collections::HashSet<(usize, String)>>,
@@ -242,6 +245,7 @@ impl Gateway {
             approvals: opts.approvals,
             approval_events: opts.approval_events,
             pins: opts.pins,
+            pins_fail_open: opts.pins_fail_open,
             held_back: RwLock::new(std::collections::HashSet::new()),
             opened: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
@@ -490,6 +494,7 @@ impl Gateway {
                     }
                 }
                 Ok(_) => {}
+                Err(_) if self.pins_fail_open => {}
                 Err(e) => {
                     // Fail closed: a definition that cannot be checked is held back.
                     self.audit.log(

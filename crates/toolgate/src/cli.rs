@@ -260,6 +260,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         approval_events,
         pins: crate::state::open_pins(&state)?,
         server_name: run.name.clone().unwrap_or_else(|| run.command.join(" ")),
+        pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
     };
     let stdin = std::io::stdin()
         .as_fd()

@@ -316,6 +316,7 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
         approvals,
         approval_events,
         pins: crate::state::open_pins(&state)?,
+        pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
     })
     .await;
     let gateway = match gateway {
