@@ -70,7 +70,11 @@ def test_a_changed_definition_is_held_back_until_accepted(gateway, toolgate_bin,
             assert third.gw.received_tools() == []
         finally:
             third.cleanup()
-        accept = pins(toolgate_bin, "accept", "probe/echo", "--data-dir", str(data))
+        # The accept names the definition the operator reviewed.
+        wrong = pins(toolgate_bin, "accept", "probe/echo", "--fingerprint", "0123456789abcdef", "--data-dir", str(data))
+        assert wrong.returncode == 1 and "review it again" in wrong.stderr
+        reviewed = diff.stdout.split("--fingerprint ")[1].split()[0]
+        accept = pins(toolgate_bin, "accept", "probe/echo", "--fingerprint", reviewed, "--data-dir", str(data))
         assert accept.returncode == 0, accept.stderr
 
         assert "echo" in listed(second), "accepted: listed again"

@@ -576,3 +576,17 @@ def test_a_broken_stream_is_resumed_with_last_event_id(serve):
     progress = [first["params"]["progress"]] + [m["params"]["progress"] for m in messages[:-1]]
     assert progress == sorted(set(progress)), "no event is lost or repeated"
     assert len(progress) == 4, progress
+
+
+def test_a_request_over_http_request_timeout_gets_504(serve):
+    policy = dict(GATEWAY_POLICY, tools=dict(GATEWAY_POLICY["tools"], probe__slow={}))
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()}, "http": {"request_timeout": "1s"}},
+               {"policy.json": policy})
+    with gw.http() as http:
+        session = initialize(http, gw.url)
+        started = time.monotonic()
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                "params": {"name": "probe__slow", "arguments": {"seconds": 5}}}, session)
+        assert r.status_code == 504, r.text
+        assert "request_timeout" in r.json()["error"]["message"]
+        assert time.monotonic() - started < 4

@@ -81,6 +81,12 @@ pub enum PinError {
     Unknown { server: String, tool: String },
     #[error("tool {tool:?} of server {server:?} has no change to accept")]
     NothingToAccept { server: String, tool: String },
+    #[error("the changed definition of tool {tool:?} of server {server:?} is now {listed}, not the one given: review it again (toolgate pins diff)")]
+    NotReviewed {
+        server: String,
+        tool: String,
+        listed: String,
+    },
     #[error("pin store unavailable: {0}")]
     Unavailable(String),
 }
@@ -90,8 +96,10 @@ pub trait PinStore: Send + Sync {
     fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError>;
     fn list(&self) -> Result<Vec<Pin>, PinError>;
     fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError>;
-    /// Makes the changed definition the pinned one.
-    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError>;
+    /// Makes the changed definition the pinned one; with `expected`, only if
+    /// the changed definition is still the one with that fingerprint (the one
+    /// the operator reviewed).
+    fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError>;
 }
 
 /// The one rule every store applies: the pin after observing `tool` at `now`.
@@ -141,7 +149,16 @@ fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, O
     }
 }
 
-fn accepted(pin: Pin) -> Result<Pin, PinError> {
+fn accepted(pin: Pin, expected: Option<&str>) -> Result<Pin, PinError> {
+    if let (Some(expected), Some(fp)) = (expected, pin.changed_fingerprint.as_deref()) {
+        if !fp.starts_with(expected) || expected.len() < 8 {
+            return Err(PinError::NotReviewed {
+                server: pin.server.clone(),
+                tool: pin.tool.clone(),
+                listed: fp.to_string(),
+            });
+        }
+    }
     match (pin.changed.clone(), pin.changed_fingerprint.clone()) {
         (Some(def), Some(fp)) => Ok(Pin {
             pinned: def,
@@ -204,14 +221,14 @@ impl PinStore for MemoryPins {
             .cloned())
     }
 
-    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
+    fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError> {
         let mut pins = self.pins.lock().expect("pins lock");
         let key = (server.to_string(), tool.to_string());
         let pin = pins.get(&key).cloned().ok_or_else(|| PinError::Unknown {
             server: server.into(),
             tool: tool.into(),
         })?;
-        let pin = accepted(pin)?;
+        let pin = accepted(pin, expected)?;
         pins.insert(key, pin.clone());
         Ok(pin)
     }
@@ -321,7 +338,7 @@ impl PinStore for SqlitePins {
         Self::read(&tx, server, tool)
     }
 
-    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
+    fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError> {
         let mut conn = self.conn.lock().expect("pins lock");
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -330,7 +347,7 @@ impl PinStore for SqlitePins {
             server: server.into(),
             tool: tool.into(),
         })?;
-        let pin = accepted(pin)?;
+        let pin = accepted(pin, expected)?;
         Self::write(&tx, &pin)?;
         tx.commit().map_err(unavailable)?;
         Ok(pin)
@@ -469,13 +486,13 @@ impl PinStore for RedisPins {
             .transpose()
     }
 
-    fn accept(&self, server: &str, tool: &str) -> Result<Pin, PinError> {
+    fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError> {
         let out = self.update(server, tool, |existing| {
             let pin = existing.ok_or_else(|| PinError::Unknown {
                 server: server.into(),
                 tool: tool.into(),
             })?;
-            let pin = accepted(pin)?;
+            let pin = accepted(pin, expected)?;
             let value = serde_json::to_value(&pin).map_err(unavailable)?;
             Ok((Some(pin), value))
         })?;
@@ -531,7 +548,19 @@ pub mod suite {
             Observed::New
         );
         assert_eq!(store.list().unwrap().len(), 2);
-        let accepted = store.accept("srv", "send").unwrap();
+        // Accepting with the fingerprint of another definition than the one
+        // listed now is refused: the operator reviewed something else.
+        assert!(matches!(
+            store.accept("srv", "send", Some("0123456789abcdef")),
+            Err(PinError::NotReviewed { .. })
+        ));
+        let reviewed = store
+            .get("srv", "send")
+            .unwrap()
+            .unwrap()
+            .changed_fingerprint
+            .unwrap();
+        let accepted = store.accept("srv", "send", Some(&reviewed[..16])).unwrap();
         assert_eq!(
             accepted.pinned["description"],
             "Sends a message and your files"
@@ -544,11 +573,11 @@ pub mod suite {
             Observed::Same
         );
         assert!(matches!(
-            store.accept("srv", "send"),
+            store.accept("srv", "send", None),
             Err(PinError::NothingToAccept { .. })
         ));
         assert!(matches!(
-            store.accept("srv", "nope"),
+            store.accept("srv", "nope", None),
             Err(PinError::Unknown { .. })
         ));
         // Listing the pinned definition again does not clear a recorded

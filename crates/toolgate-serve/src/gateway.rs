@@ -47,6 +47,14 @@ const OPENED_CAPACITY: usize = 16 * 1024;
 /// How long a per-session instance may sit unused before it is stopped.
 const INSTANCE_IDLE: Duration = Duration::from_secs(15 * 60);
 
+/// A session's open GET streams, and the servers its grant may reach
+/// (`None`: all), so that a server's notifications reach no one else.
+#[derive(Default)]
+struct Streams {
+    servers: Option<Vec<String>>,
+    senders: Vec<mpsc::UnboundedSender<Value>>,
+}
+
 /// Where a client's answer to a server-to-client request goes.
 type ClientAnswer = oneshot::Sender<Result<Value, RpcError>>;
 /// Runs when a forwarded request has its answer (audit, quota).
@@ -155,7 +163,7 @@ pub struct Gateway {
     audit_args: bool,
     next_id: AtomicU64,
     /// Open GET streams, by session id.
-    streams: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Value>>>>,
+    streams: Mutex<HashMap<String, Streams>>,
     /// Server-to-client requests waiting for the client's answer, by (session, id).
     waiting: Mutex<HashMap<(String, String), ClientAnswer>>,
     /// Client requests in flight, by (session, id), so that
@@ -390,7 +398,9 @@ impl Gateway {
                         if let Some(params) = params {
                             message["params"] = params;
                         }
-                        self.broadcast(message);
+                        // Untied to a request (log messages, ...): only to the
+                        // sessions whose grant may reach this server.
+                        self.broadcast_from(Some(&server), message);
                     }
                 },
             }
@@ -567,28 +577,38 @@ impl Gateway {
     }
 
     fn broadcast(&self, message: Value) {
+        self.broadcast_from(None, message);
+    }
+
+    /// To every open stream; with `server`, only to sessions whose grant may
+    /// reach that server.
+    fn broadcast_from(&self, server: Option<&str>, message: Value) {
         let mut streams = self.streams.lock().expect("streams lock");
-        for senders in streams.values_mut() {
-            senders.retain(|s| s.send(message.clone()).is_ok());
+        for stream in streams.values_mut() {
+            let reaches = match (server, &stream.servers) {
+                (Some(server), Some(allowed)) => allowed.iter().any(|a| a == server),
+                _ => true,
+            };
+            if reaches {
+                stream.senders.retain(|s| s.send(message.clone()).is_ok());
+            }
         }
-        streams.retain(|_, s| !s.is_empty());
+        streams.retain(|_, s| !s.senders.is_empty());
     }
 
     fn send_to_session(&self, session: &str, message: &Value) {
-        if let Some(senders) = self.streams.lock().expect("streams lock").get_mut(session) {
-            senders.retain(|s| s.send(message.clone()).is_ok());
+        if let Some(stream) = self.streams.lock().expect("streams lock").get_mut(session) {
+            stream.senders.retain(|s| s.send(message.clone()).is_ok());
         }
     }
 
     /// Registers a GET stream for a session.
-    pub fn open_stream(&self, session: &str) -> mpsc::UnboundedReceiver<Value> {
+    pub fn open_stream(&self, caller: &Caller, session: &str) -> mpsc::UnboundedReceiver<Value> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.streams
-            .lock()
-            .expect("streams lock")
-            .entry(session.to_string())
-            .or_default()
-            .push(tx);
+        let mut streams = self.streams.lock().expect("streams lock");
+        let stream = streams.entry(session.to_string()).or_default();
+        stream.servers = caller.grant.servers.clone();
+        stream.senders.push(tx);
         rx
     }
 

@@ -657,7 +657,7 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
             }
         }
     }
-    sse(gateway.open_stream(&session.id))
+    sse(gateway.open_stream(caller, &session.id))
 }
 
 async fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {

@@ -35,6 +35,10 @@ enum PinsCommand {
     Accept {
         /// SERVER/TOOL, as `list` shows it.
         target: String,
+        /// The fingerprint `diff` showed (at least 8 hex digits): the accept is
+        /// refused if the server has changed the definition again since.
+        #[arg(long)]
+        fingerprint: Option<String>,
         #[command(flatten)]
         state: crate::state::StateArgs,
     },
@@ -96,12 +100,24 @@ pub fn run(args: PinsArgs) -> Result<u8> {
                 return Ok(0);
             };
             print!("{}", diff(&pin.pinned, changed));
+            if let Some(fp) = &pin.changed_fingerprint {
+                println!(
+                    "\nto accept exactly this definition: toolgate pins accept {target} --fingerprint {}",
+                    &fp[..16]
+                );
+            }
             Ok(1)
         }
-        PinsCommand::Accept { target, state } => {
+        PinsCommand::Accept {
+            target,
+            fingerprint,
+            state,
+        } => {
             let store = open(&state)?;
             let (server, tool) = split(&target)?;
-            let pin = store.accept(server, tool).map_err(|e| anyhow!("{e}"))?;
+            let pin = store
+                .accept(server, tool, fingerprint.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
             if let Some(dir) = crate::state::audit_dir(&state.resolve(None)?) {
                 let sink = crate::audit_cmd::open_sink(
                     None,
