@@ -86,3 +86,64 @@ fn facts(decision: &str, rule: &str, reason: &str) -> Map<String, Value> {
 pub fn unknown_tool(id: &Value, tool: &str) -> Value {
     error_response(id, INVALID_PARAMS, &format!("Unknown tool: {tool}"), None)
 }
+
+/// toolgate's own key in a 2026-07-28 `inputRequests` / `inputResponses`.
+pub const APPROVAL_INPUT: &str = "toolgate_approval";
+/// `requestState` of an approval round trip: this prefix and the request id.
+pub const APPROVAL_STATE: &str = "toolgate-approval:";
+
+/// The `elicitation/create` params that ask a person to approve a held call:
+/// the tool, the server, why, the arguments (long values shortened), and the
+/// request's id and expiry. Accept approves; decline or cancel refuses.
+pub fn approval_question(
+    new: &toolgate_approvals::NewRequest,
+    request: &toolgate_approvals::ApprovalRequest,
+) -> Value {
+    let message = format!(
+        "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
+        new.tool,
+        new.server.as_deref().unwrap_or("-"),
+        new.reason,
+        readable_arguments(&new.arguments),
+        request.id,
+        crate::clock::rfc3339(request.expires_ms),
+    );
+    json!({"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}})
+}
+
+/// The 2026-07-28 way to ask: an input-required result carrying the question;
+/// the client's retry brings the answer and `requestState` back.
+pub fn approval_input_required(
+    new: &toolgate_approvals::NewRequest,
+    request: &toolgate_approvals::ApprovalRequest,
+) -> Value {
+    let mut input_requests = Map::new();
+    input_requests.insert(
+        APPROVAL_INPUT.into(),
+        json!({"method": "elicitation/create", "params": approval_question(new, request)}),
+    );
+    json!({
+        "resultType": "input_required",
+        "inputRequests": input_requests,
+        "requestState": format!("{APPROVAL_STATE}{}", request.id),
+    })
+}
+
+/// Arguments for a person to read: pretty JSON with long strings shortened.
+fn readable_arguments(arguments: &Value) -> String {
+    fn shorten(v: &Value) -> Value {
+        match v {
+            Value::String(s) if s.chars().count() > 200 => Value::String(format!(
+                "{}… ({} characters)",
+                s.chars().take(200).collect::<String>(),
+                s.chars().count()
+            )),
+            Value::Array(items) => Value::Array(items.iter().map(shorten).collect()),
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), shorten(v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string_pretty(&shorten(arguments)).unwrap_or_default()
+}

@@ -11,7 +11,10 @@
 //! When the server exits, every call in flight is answered with an error at
 //! once and the gateway exits with the server's status.
 
-use crate::answer::{refusal, unknown_tool, Era};
+use crate::answer::{
+    approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
+    APPROVAL_STATE,
+};
 use crate::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
 use crate::child;
 use crate::clock::Clock;
@@ -595,28 +598,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         .policy
         .get()
         .decide(&call, shared.store.as_ref(), now);
-    let decision_us = received.elapsed().as_secs_f64() * 1e6;
-    // Building the record (and hashing the arguments) is skipped when nothing
-    // would receive it.
-    let record = shared.audit.enabled().then(|| {
-        let (kind, rule, reason) = decision_facts(&decision);
-        Record {
-            time: now,
-            grant: shared.grant.clone(),
-            session: shared.session.clone(),
-            server: None,
-            tool: tool.to_owned(),
-            decision: kind,
-            rule,
-            reason,
-            counters: Vec::new(),
-            decision_us,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            args_sha256: args_sha256(arguments),
-            args: shared.audit_args.then(|| arguments.clone()),
-        }
-    });
+    let record = decision_record(shared, tool, arguments, &decision, received);
     if let Decision::ApprovalRequired { .. } = decision {
         let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
         let era = Era::of_meta(meta.as_ref());
@@ -984,11 +966,6 @@ struct HeldCall {
     answer: Option<(String, String)>,
 }
 
-/// The key of toolgate's own entry in `inputRequests` / `inputResponses`.
-const APPROVAL_INPUT: &str = "toolgate_approval";
-/// `requestState` of an approval round trip: this prefix and the request id.
-const APPROVAL_STATE: &str = "toolgate-approval:";
-
 /// What becomes of a held call.
 enum HeldOutcome {
     /// Approved and admitted: forward it (`true`: strip toolgate's own
@@ -1090,25 +1067,85 @@ fn audit_approval(
     rule: &str,
     reason: String,
 ) {
-    if !shared.audit.enabled() {
-        return;
+    let record = call_record(
+        shared,
+        &held.tool,
+        &held.arguments,
+        kind,
+        rule.to_string(),
+        Some(reason),
+        held.received,
+    );
+    if let Some(record) = record {
+        shared.audit.record(record);
     }
-    shared.audit.record(Record {
+}
+
+/// The audit record of a decision about a call; `None` when nothing would
+/// receive it (then neither the record is built nor the arguments hashed).
+fn call_record(
+    shared: &Shared,
+    tool: &str,
+    arguments: &Value,
+    kind: &'static str,
+    rule: String,
+    reason: Option<String>,
+    received: Instant,
+) -> Option<Record> {
+    shared.audit.enabled().then(|| Record {
         time: shared.clock.now_ms(),
         grant: shared.grant.clone(),
         session: shared.session.clone(),
         server: None,
-        tool: held.tool.clone(),
+        tool: tool.to_owned(),
         decision: kind,
-        rule: rule.to_string(),
-        reason: Some(reason),
+        rule,
+        reason,
         counters: Vec::new(),
-        decision_us: held.received.elapsed().as_secs_f64() * 1e6,
+        decision_us: received.elapsed().as_secs_f64() * 1e6,
         latency_ms: None,
         outcome: Outcome::Refused,
-        args_sha256: args_sha256(&held.arguments),
-        args: shared.audit_args.then(|| held.arguments.clone()),
-    });
+        args_sha256: args_sha256(arguments),
+        args: shared.audit_args.then(|| arguments.clone()),
+    })
+}
+
+/// [`call_record`] with the facts of a policy decision.
+fn decision_record(
+    shared: &Shared,
+    tool: &str,
+    arguments: &Value,
+    decision: &Decision,
+    received: Instant,
+) -> Option<Record> {
+    let (kind, rule, reason) = decision_facts(decision);
+    call_record(shared, tool, arguments, kind, rule, reason, received)
+}
+
+/// The live approval request for a held call, or a new one: a new request is
+/// announced (webhook) and put in the audit trail.
+fn open_request(
+    shared: &Shared,
+    held: &HeldCall,
+    new: &NewRequest,
+    now: u64,
+) -> Result<toolgate_approvals::ApprovalRequest, toolgate_approvals::ApprovalError> {
+    let request = shared.approvals.request(new, now)?;
+    if request.created_ms == now && request.status == Status::Pending {
+        shared.approval_events.requested(&request);
+        audit_approval(
+            shared,
+            held,
+            "approval_requested",
+            &new.rule,
+            format!(
+                "approval request {} (expires {})",
+                request.id,
+                crate::clock::rfc3339(request.expires_ms)
+            ),
+        );
+    }
+    Ok(request)
 }
 
 fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
@@ -1180,31 +1217,11 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             }
         } else {
             // The first round: ask with an input-required result.
-            let request = match shared.approvals.request(&new, now) {
+            let request = match open_request(shared, held, &new, now) {
                 Ok(r) => r,
                 Err(e) => return unavailable(e),
             };
-            if request.created_ms == now && request.status == Status::Pending {
-                shared.approval_events.requested(&request);
-                audit_approval(
-                    shared,
-                    held,
-                    "approval_requested",
-                    rule.as_str(),
-                    format!(
-                        "approval request {} (expires {})",
-                        request.id,
-                        crate::clock::rfc3339(request.expires_ms)
-                    ),
-                );
-            }
-            let message = approval_message(&new, &request);
-            let mut result = json!({
-                "resultType": "input_required",
-                "inputRequests": {},
-                "requestState": format!("{APPROVAL_STATE}{}", request.id),
-            });
-            result["inputRequests"][APPROVAL_INPUT] = json!({"method": "elicitation/create", "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}}});
+            let result = approval_input_required(&new, &request);
             return HeldOutcome::Answer(toolgate_jsonrpc::result_response(
                 &held.id.to_value(),
                 result,
@@ -1239,24 +1256,10 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": tool}),
             );
         }
-        let request = match shared.approvals.request(&new, now) {
+        let request = match open_request(shared, held, &new, now) {
             Ok(r) => r,
             Err(e) => return unavailable(e),
         };
-        if request.created_ms == now && request.status == Status::Pending {
-            shared.approval_events.requested(&request);
-            audit_approval(
-                shared,
-                held,
-                "approval_requested",
-                rule.as_str(),
-                format!(
-                    "approval request {} (expires {})",
-                    request.id,
-                    crate::clock::rfc3339(request.expires_ms)
-                ),
-            );
-        }
         let decided = if ask_client {
             ask_client_user(shared, &request, &new)
         } else {
@@ -1350,13 +1353,26 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
     };
     let decision = plan.clone().conclude(result);
     let Decision::Allow { grant, .. } = decision.clone() else {
-        if let Some(record) = held_record(shared, held, &decision) {
+        if let Some(record) = decision_record(
+            shared,
+            &held.tool,
+            &held.arguments,
+            &decision,
+            held.received,
+        ) {
             shared.audit.record(record);
         }
         let answer = refusal(&held.id.to_value(), tool, &decision, held.era).expect("not an allow");
         return HeldOutcome::Answer(answer);
     };
-    let record = held_record(shared, held, &decision).map(|mut r| {
+    let record = decision_record(
+        shared,
+        &held.tool,
+        &held.arguments,
+        &decision,
+        held.received,
+    )
+    .map(|mut r| {
         r.counters = grant.taken.clone();
         if let Status::Used { decided, .. } = &approved.status {
             r.reason = Some(format!(
@@ -1380,28 +1396,6 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
     )
 }
 
-fn held_record(shared: &Shared, held: &HeldCall, decision: &Decision) -> Option<Record> {
-    shared.audit.enabled().then(|| {
-        let (kind, rule, reason) = decision_facts(decision);
-        Record {
-            time: shared.clock.now_ms(),
-            grant: shared.grant.clone(),
-            session: shared.session.clone(),
-            server: None,
-            tool: held.tool.clone(),
-            decision: kind,
-            rule,
-            reason,
-            counters: Vec::new(),
-            decision_us: held.received.elapsed().as_secs_f64() * 1e6,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            args_sha256: args_sha256(&held.arguments),
-            args: shared.audit_args.then(|| held.arguments.clone()),
-        }
-    })
-}
-
 /// Asks the client's user through elicitation: `Some(true)` accept,
 /// `Some(false)` decline or cancel, `None` when the client did not answer.
 fn ask_client_user(
@@ -1419,12 +1413,11 @@ fn ask_client_user(
         .lock()
         .expect("asking lock")
         .insert(id.to_string(), tx);
-    let message = approval_message(new, request);
     shared.send(&json!({
         "jsonrpc": "2.0",
         "id": id,
         "method": "elicitation/create",
-        "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}},
+        "params": approval_question(new, request),
     }));
     let wait = Duration::from_millis(
         request
@@ -1445,20 +1438,6 @@ fn ask_client_user(
             None
         }
     }
-}
-
-/// What the client's user is asked.
-fn approval_message(new: &NewRequest, request: &toolgate_approvals::ApprovalRequest) -> String {
-    let arguments = serde_json::to_string_pretty(&new.arguments).unwrap_or_default();
-    format!(
-        "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
-        new.tool,
-        new.server.as_deref().unwrap_or("-"),
-        new.reason,
-        arguments,
-        request.id,
-        crate::clock::rfc3339(request.expires_ms),
-    )
 }
 
 /// The call of a round-trip retry, without toolgate's `requestState` and its

@@ -19,7 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use toolgate_approvals::{
     call_key, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status, Via,
 };
-use toolgate_gateway::answer::{refusal, unknown_tool, Era};
+use toolgate_gateway::answer::{
+    approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
+    APPROVAL_STATE,
+};
 use toolgate_gateway::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
 use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
@@ -1256,27 +1259,45 @@ impl Gateway {
         received: Instant,
         server: Option<&str>,
     ) -> Option<Record> {
-        self.audit.enabled().then(|| {
-            let (kind, rule, reason) = decision_facts(decision);
-            Record {
-                time: self.clock.now_ms(),
-                grant: ctx.caller.grant.name.clone(),
-                session: ctx.session.id.clone(),
-                server: server.map(str::to_string),
-                tool: tool.to_string(),
-                decision: kind,
-                rule,
-                reason,
-                counters: match decision {
-                    Decision::Allow { grant, .. } => grant.taken.clone(),
-                    _ => Vec::new(),
-                },
-                decision_us: received.elapsed().as_secs_f64() * 1e6,
-                latency_ms: None,
-                outcome: Outcome::Refused,
-                args_sha256: args_sha256(arguments),
-                args: self.audit_args.then(|| arguments.clone()),
-            }
+        let record = self.call_record(ctx, tool, arguments, received, server)?;
+        let (kind, rule, reason) = decision_facts(decision);
+        Some(Record {
+            decision: kind,
+            rule,
+            reason,
+            counters: match decision {
+                Decision::Allow { grant, .. } => grant.taken.clone(),
+                _ => Vec::new(),
+            },
+            ..record
+        })
+    }
+
+    /// The audit record of a call, before the decision's facts are filled in;
+    /// `None` when nothing would receive it (then nothing is built or hashed).
+    fn call_record(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        arguments: &Value,
+        received: Instant,
+        server: Option<&str>,
+    ) -> Option<Record> {
+        self.audit.enabled().then(|| Record {
+            time: self.clock.now_ms(),
+            grant: ctx.caller.grant.name.clone(),
+            session: ctx.session.id.clone(),
+            server: server.map(str::to_string),
+            tool: tool.to_string(),
+            decision: "",
+            rule: String::new(),
+            reason: None,
+            counters: Vec::new(),
+            decision_us: received.elapsed().as_secs_f64() * 1e6,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            args_sha256: args_sha256(arguments),
+            args: self.audit_args.then(|| arguments.clone()),
         })
     }
 
@@ -1665,25 +1686,6 @@ fn rfc3339(ms: u64) -> String {
     toolgate_gateway::clock::rfc3339(ms)
 }
 
-/// Shortens long strings in arguments for a person to read.
-fn readable_arguments(arguments: &Value) -> String {
-    fn shorten(v: &Value) -> Value {
-        match v {
-            Value::String(s) if s.chars().count() > 200 => Value::String(format!(
-                "{}… ({} characters)",
-                s.chars().take(200).collect::<String>(),
-                s.chars().count()
-            )),
-            Value::Array(items) => Value::Array(items.iter().map(shorten).collect()),
-            Value::Object(map) => {
-                Value::Object(map.iter().map(|(k, v)| (k.clone(), shorten(v))).collect())
-            }
-            other => other.clone(),
-        }
-    }
-    serde_json::to_string_pretty(&shorten(arguments)).unwrap_or_default()
-}
-
 impl Gateway {
     /// A call a `require_approval` rule holds: run at once if an approval for
     /// the identical call is waiting; else ask the client's user (elicitation)
@@ -1803,26 +1805,10 @@ impl Gateway {
             Err(e) => return unavailable(e),
         };
         if approved.is_none() {
-            let request = match self.approvals.request(&new, now) {
+            let request = match self.open_request(&ctx, &new, now, received) {
                 Ok(r) => r,
                 Err(e) => return unavailable(e),
             };
-            if request.created_ms == now && request.status == Status::Pending {
-                self.approval_events.requested(&request);
-                self.audit_approval(
-                    &ctx,
-                    &tool,
-                    &arguments,
-                    "approval_requested",
-                    &new.rule,
-                    Some(format!(
-                        "approval request {} (expires {})",
-                        request.id,
-                        rfc3339(request.expires_ms)
-                    )),
-                    received,
-                );
-            }
             let decided = if ask_client {
                 self.ask_client(&link, &request, &new).await
             } else {
@@ -1974,20 +1960,7 @@ impl Gateway {
         request: &ApprovalRequest,
         new: &NewRequest,
     ) -> Option<bool> {
-        let message = format!(
-            "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
-            new.tool,
-            new.server.as_deref().unwrap_or("-"),
-            new.reason,
-            readable_arguments(&new.arguments),
-            request.id,
-            rfc3339(request.expires_ms),
-        );
-        let params = json!({
-            "mode": "form",
-            "message": message,
-            "requestedSchema": {"type": "object", "properties": {}},
-        });
+        let params = approval_question(new, request);
         match link
             .request("elicitation/create".into(), Some(params))
             .await
@@ -2014,6 +1987,35 @@ impl Gateway {
         Ok(current)
     }
 
+    /// The live approval request for a held call, or a new one: a new
+    /// request is announced (webhook) and put in the audit trail.
+    fn open_request(
+        &self,
+        ctx: &Context,
+        new: &NewRequest,
+        now: u64,
+        received: Instant,
+    ) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
+        let request = self.approvals.request(new, now)?;
+        if request.created_ms == now && request.status == Status::Pending {
+            self.approval_events.requested(&request);
+            self.audit_approval(
+                ctx,
+                &new.tool,
+                &new.arguments,
+                "approval_requested",
+                &new.rule,
+                Some(format!(
+                    "approval request {} (expires {})",
+                    request.id,
+                    rfc3339(request.expires_ms)
+                )),
+                received,
+            );
+        }
+        Ok(request)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn audit_approval(
         &self,
@@ -2025,25 +2027,14 @@ impl Gateway {
         reason: Option<String>,
         received: Instant,
     ) {
-        if !self.audit.enabled() {
-            return;
+        if let Some(record) = self.call_record(ctx, tool, arguments, received, None) {
+            self.audit.record(Record {
+                decision: kind,
+                rule: rule.to_string(),
+                reason,
+                ..record
+            });
         }
-        self.audit.record(Record {
-            time: self.clock.now_ms(),
-            grant: ctx.caller.grant.name.clone(),
-            session: ctx.session.id.clone(),
-            server: None,
-            tool: tool.to_string(),
-            decision: kind,
-            rule: rule.to_string(),
-            reason,
-            counters: Vec::new(),
-            decision_us: received.elapsed().as_secs_f64() * 1e6,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            args_sha256: args_sha256(arguments),
-            args: self.audit_args.then(|| arguments.clone()),
-        });
     }
 }
 
@@ -2097,11 +2088,6 @@ impl ApprovalEvents for AuditApprovals {
         });
     }
 }
-
-/// The key of toolgate's own entry in `inputRequests` / `inputResponses`.
-const APPROVAL_INPUT: &str = "toolgate_approval";
-/// `requestState` of an approval round trip: this prefix and the request id.
-const APPROVAL_STATE: &str = "toolgate-approval:";
 
 impl Gateway {
     /// The 2026-07-28 way to ask the client's user: the first call gets an
@@ -2236,7 +2222,7 @@ impl Gateway {
                 .await;
         }
         // First round: make (or find) the request and ask.
-        let request = match self.approvals.request(&new, now) {
+        let request = match self.open_request(ctx, &new, now, received) {
             Ok(r) => r,
             Err(e) => {
                 return answer_result(held_result(
@@ -2248,31 +2234,7 @@ impl Gateway {
                 ))
             }
         };
-        if request.created_ms == now && request.status == Status::Pending {
-            self.approval_events.requested(&request);
-        }
-        let message = format!(
-            "Approve this tool call?\n\nTool: {}\nServer: {}\nWhy approval is needed: {}\nArguments:\n{}\n\nApproval request {} (expires {}).",
-            new.tool,
-            new.server.as_deref().unwrap_or("-"),
-            new.reason,
-            readable_arguments(&new.arguments),
-            request.id,
-            rfc3339(request.expires_ms),
-        );
-        let mut input_requests = serde_json::Map::new();
-        input_requests.insert(
-            APPROVAL_INPUT.into(),
-            json!({"method": "elicitation/create", "params": {"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}}}),
-        );
-        Reply::Json(result_response(
-            id,
-            json!({
-                "resultType": "input_required",
-                "inputRequests": input_requests,
-                "requestState": format!("{APPROVAL_STATE}{}", request.id),
-            }),
-        ))
+        Reply::Json(result_response(id, approval_input_required(&new, &request)))
     }
 
     /// The draws of a held call, planned again (for the retry of a round trip).
