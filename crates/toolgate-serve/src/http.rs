@@ -17,7 +17,10 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+    ORIGIN,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -87,12 +90,13 @@ pub async fn serve(
     let _ = tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await;
 }
 
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()).boxed())
-        .expect("valid response")
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
@@ -117,7 +121,14 @@ fn rpc_error(
     json_response(status, &error_response(id, code, message, data))
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+// Header names, parsed once (a lookup by `&str` parses the name each time).
+static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -134,7 +145,7 @@ async fn handle(
     if let Err(response) = check_host_and_origin(opts, req.headers()) {
         return response;
     }
-    let token = header(req.headers(), "authorization").and_then(|v| {
+    let token = header(req.headers(), &AUTHORIZATION).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
@@ -200,7 +211,7 @@ fn is_loopback_host(host: &str) -> bool {
 fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), Response<Body>> {
     let enforce_host = opts.listen.ip().is_loopback() || !opts.allowed_hosts.is_empty();
     if enforce_host {
-        let host = header(headers, "host").unwrap_or_default();
+        let host = header(headers, &HOST).unwrap_or_default();
         let allowed = is_loopback_host(host)
             || host == opts.listen.to_string()
             || opts
@@ -214,7 +225,7 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
             ));
         }
     }
-    if let Some(origin) = header(headers, "origin") {
+    if let Some(origin) = header(headers, &ORIGIN) {
         let host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
         let allowed = opts.allowed_origins.iter().any(|o| o == origin)
             || (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -246,7 +257,7 @@ async fn post(
             None,
         )
     };
-    if header(&parts.headers, "content-length")
+    if header(&parts.headers, &CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > limit)
     {
@@ -339,7 +350,7 @@ async fn post(
                 };
                 if let Some(token) = session {
                     response.headers_mut().insert(
-                        "mcp-session-id",
+                        MCP_SESSION_ID.clone(),
                         HeaderValue::from_str(&token).expect("ascii token"),
                     );
                 }
@@ -398,20 +409,20 @@ fn check_routing_headers(
             None,
         ))
     };
-    let count = |name: &str| headers.get_all(name).iter().count();
-    for name in ["mcp-method", "mcp-name", "mcp-protocol-version"] {
+    let count = |name: &HeaderName| headers.get_all(name).iter().count();
+    for name in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION] {
         if count(name) > 1 {
             return mismatch(&format!("{name} is repeated"));
         }
     }
-    if let Some(m) = header(headers, "mcp-method") {
+    if let Some(m) = header(headers, &MCP_METHOD) {
         if m != method {
             return mismatch("Mcp-Method does not match the body's method");
         }
     }
     if let Some(key) = name_param(method) {
         let body = params.get(key).and_then(Value::as_str);
-        match (header(headers, "mcp-name"), body) {
+        match (header(headers, &MCP_NAME), body) {
             (Some(h), Some(b)) if decode_header_value(h).as_deref() != Some(b) => {
                 return mismatch(&format!("Mcp-Name does not match the body's {key}"));
             }
@@ -482,7 +493,7 @@ async fn message(
         }
     }
     if let Some(version) = meta_version {
-        let header_version = header(headers, "mcp-protocol-version");
+        let header_version = header(headers, &MCP_PROTOCOL_VERSION);
         if header_version.is_none() || header_version != version.as_str() {
             return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, HEADER_MISMATCH,
                 "Header mismatch: MCP-Protocol-Version does not match the request's protocol version", None));
@@ -530,7 +541,7 @@ async fn message(
             None,
         );
     }
-    if let Some(v) = header(headers, "mcp-protocol-version") {
+    if let Some(v) = header(headers, &MCP_PROTOCOL_VERSION) {
         if !HANDSHAKE_VERSIONS.contains(&v) {
             return Answer::Http(text(
                 StatusCode::BAD_REQUEST,
@@ -538,7 +549,7 @@ async fn message(
             ));
         }
     }
-    let Some(token) = header(headers, "mcp-session-id") else {
+    let Some(token) = header(headers, &MCP_SESSION_ID) else {
         return Answer::Http(rpc_error(
             StatusCode::BAD_REQUEST,
             &rid,
@@ -630,13 +641,13 @@ fn sse_log(log: Arc<EventLog>, from: usize) -> Response<Body> {
 }
 
 fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
-    if !header(headers, "accept").is_some_and(|a| a.contains("text/event-stream")) {
+    if !header(headers, &ACCEPT).is_some_and(|a| a.contains("text/event-stream")) {
         return text(
             StatusCode::NOT_ACCEPTABLE,
             "not acceptable: GET /mcp is an event stream (Accept: text/event-stream)",
         );
     }
-    let Some(token) = header(headers, "mcp-session-id") else {
+    let Some(token) = header(headers, &MCP_SESSION_ID) else {
         let mut response = text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: GET needs a session",
@@ -650,7 +661,7 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
         return text(StatusCode::NOT_FOUND, "session not found");
     };
     // Resuming a streamed answer whose connection broke.
-    if let Some(last) = header(headers, "last-event-id") {
+    if let Some(last) = header(headers, &LAST_EVENT_ID) {
         if let Some((stream, index)) = EventLog::parse_event_id(last) {
             if let Some(log) = gateway.resumable(&session.id, stream) {
                 return sse_log(log, index + 1);
@@ -661,7 +672,7 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
 }
 
 async fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
-    let Some(session) = header(headers, "mcp-session-id").and_then(|t| gateway.session(caller, t))
+    let Some(session) = header(headers, &MCP_SESSION_ID).and_then(|t| gateway.session(caller, t))
     else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };

@@ -9,6 +9,7 @@ use crate::CallError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -47,7 +48,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
 pub(crate) struct HttpLink {
     client: HttpClient,
     uri: Uri,
-    headers: Vec<(String, String)>,
+    /// The configured headers, checked once; values are marked sensitive.
+    headers: Vec<(HeaderName, HeaderValue)>,
     session: Mutex<Option<String>>,
     protocol: Mutex<Option<String>>,
     reinit: tokio::sync::Mutex<()>,
@@ -71,25 +73,34 @@ impl HttpLink {
         body: Bytes,
         last_event_id: Option<&str>,
     ) -> Request<Full<Bytes>> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(self.uri.clone())
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json");
+        static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+        static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+        static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.uri.clone();
+        let h = req.headers_mut();
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in &self.headers {
-            b = b.header(k.as_str(), v.as_str());
+            h.append(k.clone(), v.clone());
         }
-        if let Some(p) = self.protocol.lock().unwrap().as_deref() {
-            b = b.header("mcp-protocol-version", p);
+        // Values the server chose are sent back only if they are valid
+        // header values; a server that sends a bad one loses it.
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        if let Some(p) = self.protocol.lock().unwrap().as_deref().and_then(value) {
+            h.insert(MCP_PROTOCOL_VERSION.clone(), p);
         }
-        if let Some(s) = self.session() {
-            b = b.header("mcp-session-id", s);
+        if let Some(s) = self.session.lock().unwrap().as_deref().and_then(value) {
+            h.insert(MCP_SESSION_ID.clone(), s);
         }
-        if let Some(id) = last_event_id {
-            b = b.header("last-event-id", id);
+        if let Some(id) = last_event_id.and_then(value) {
+            h.insert(LAST_EVENT_ID.clone(), id);
         }
-        b.body(Full::new(body))
-            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+        req
     }
 }
 
@@ -105,18 +116,26 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
     };
     // Header names and values are checked once here so a bad one is reported
     // (by name only) instead of failing every request.
+    let mut checked = Vec::with_capacity(headers.len());
     for (k, v) in &headers {
-        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || hyper::header::HeaderValue::from_str(v).is_err()
-        {
-            conn.go_down(&format!("invalid value for header {k:?}"));
-            return;
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                checked.push((name, value));
+            }
+            _ => {
+                conn.go_down(&format!("invalid value for header {k:?}"));
+                return;
+            }
         }
     }
     let link = Arc::new(HttpLink {
         client: client(),
         uri,
-        headers,
+        headers: checked,
         session: Mutex::new(None),
         protocol: Mutex::new(None),
         reinit: tokio::sync::Mutex::new(()),
@@ -270,7 +289,7 @@ pub(crate) async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origi
         *link.session.lock().unwrap() = None;
         *link.protocol.lock().unwrap() = None;
     }
-    let body = Bytes::from(msg.to_string());
+    let body = Bytes::from(serde_json::to_vec(&msg).expect("a Value serialises"));
     let mut retried = false;
     let resp = loop {
         let session = link.session();
