@@ -84,7 +84,7 @@ def test_validate_reports_every_admin_problem_with_its_position(toolgate_bin, tm
     assert done.stderr.splitlines() == [
         'gateway.yaml:5:1: admin: missing field "token_sha256" (the SHA-256 of the admin token; the admin API always needs a token)',
         'gateway.yaml:6:11: admin.listen: invalid listen address "localhost:8081" (expected an IP address and port such as "127.0.0.1:8080" or "[::1]:8080")',
-        'gateway.yaml:8:10: admin.webhook.url: url "https://chat.example/hook": https upstreams are not supported yet (use http:// on a trusted network)',
+        'gateway.yaml:8:10: admin.webhook.url: url "https://chat.example/hook": https is not supported here yet (use http:// on a trusted network)',
         "gateway.yaml:9:17: admin.webhook.secret_env: environment variable MY_HOOK_SECRET is not set (it holds the webhook secret that signs webhooks and callbacks)",
         'gateway.yaml:10:5: admin.webhook: unknown field "retries" (expected url, secret_env, max_attempts, initial_backoff or admin_url)',
     ], done.stderr

@@ -169,7 +169,8 @@ async def main() -> None:
 def serve_http(port: int) -> None:
     """The same server over Streamable HTTP on 127.0.0.1:PORT/mcp. The headers of
     every request are appended to PROBE_HEADERS (JSON lines), so a test can check
-    what a gateway in front sent."""
+    what a gateway in front sent. With PROBE_TLS_CERT and PROBE_TLS_KEY (PEM
+    files) it serves https instead."""
     import uvicorn
 
     app = server.streamable_http_app()
@@ -182,7 +183,10 @@ def serve_http(port: int) -> None:
                 f.write(json.dumps({"method": scope["method"], "headers": headers}) + "\n")
         await app(scope, receive, send)
 
-    uvicorn.run(record_headers, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    tls = {}
+    if os.environ.get("PROBE_TLS_CERT"):
+        tls = {"ssl_certfile": os.environ["PROBE_TLS_CERT"], "ssl_keyfile": os.environ["PROBE_TLS_KEY"]}
+    uvicorn.run(record_headers, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **tls)
 
 
 if __name__ == "__main__":

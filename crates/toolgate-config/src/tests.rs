@@ -374,7 +374,7 @@ fn toml_positions() {
         &[
             "2:10: listen: invalid listen address \"nowhere\" (expected an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\")",
             "6:1: servers.a: a server has exactly one of \"command\" (stdio) or \"url\" (HTTP), found both",
-            "9:7: servers.b.url: url must start with http://, found \"ftp://h\"",
+            "9:7: servers.b.url: url must start with http:// or https://, found \"ftp://h\"",
             "10:13: servers.b.transport: unknown transport \"websocket\" (expected streamable_http or sse)",
             "11:13: servers.b.headers: invalid header name \"Bad Name\"",
             "15:1: servers.c: unknown field \"extra\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
@@ -427,9 +427,9 @@ fn urls() {
     check(
         "policy: policy.yaml\nservers:\n  a:\n    url: ws://h/mcp\n  b:\n    url: \"http://\"\n  c:\n    url: \"\"\n",
         &[
-            "4:10: servers.a.url: url must start with http://, found \"ws://h/mcp\"",
+            "4:10: servers.a.url: url must start with http:// or https://, found \"ws://h/mcp\"",
             "6:10: servers.b.url: url \"http://\" has no host",
-            "8:10: servers.c.url: url must start with http://, found \"\"",
+            "8:10: servers.c.url: url must start with http:// or https://, found \"\"",
         ],
     );
 }
@@ -791,7 +791,7 @@ fn admin_section_problems() {
             "{ADMIN_BASE}admin:\n  token_sha256: {HASH_A}\n  webhook:\n    url: https://chat.example/hook\n    secret_env: \"1BAD\"\n    max_attempts: 0\n    initial_backoff: 0s\n    admin_url: ftp://x\n    retries: 3\n"
         ),
         &[
-            "8:10: admin.webhook.url: url \"https://chat.example/hook\": https upstreams are not supported yet (use http:// on a trusted network)",
+            "8:10: admin.webhook.url: url \"https://chat.example/hook\": https is not supported here yet (use http:// on a trusted network)",
             "9:17: admin.webhook.secret_env: invalid environment variable name \"1BAD\" (expected letters, digits and _, not starting with a digit)",
             "10:19: admin.webhook.max_attempts: must be a whole number from 1 to 20, found 0",
             "11:22: admin.webhook.initial_backoff: must be longer than zero",

@@ -640,13 +640,14 @@ impl Validator<'_> {
         let members = self.object(&m.value, path, WEBHOOK_FIELDS)?;
         let at = |name: &str| push_key(path, name);
         let url_checked = |v: &mut Self, n: &Node, path: &str| {
-            v.string(n, path).and_then(|s| match values::check_url(s) {
-                Ok(()) => Some(s.to_string()),
-                Err(message) => {
-                    v.problem(n.pos, path, message);
-                    None
-                }
-            })
+            v.string(n, path)
+                .and_then(|s| match values::check_url(s, values::Schemes::Http) {
+                    Ok(()) => Some(s.to_string()),
+                    Err(message) => {
+                        v.problem(n.pos, path, message);
+                        None
+                    }
+                })
         };
         let url = match field(members, "url") {
             None => {
@@ -986,15 +987,15 @@ impl Validator<'_> {
                         );
                     }
                 }
-                let url_text =
-                    self.string(&url.value, &at("url"))
-                        .and_then(|s| match values::check_url(s) {
-                            Ok(()) => Some(s.to_string()),
-                            Err(message) => {
-                                self.problem(url.value.pos, &at("url"), message);
-                                None
-                            }
-                        });
+                let url_text = self.string(&url.value, &at("url")).and_then(|s| {
+                    match values::check_url(s, values::Schemes::HttpOrHttps) {
+                        Ok(()) => Some(s.to_string()),
+                        Err(message) => {
+                            self.problem(url.value.pos, &at("url"), message);
+                            None
+                        }
+                    }
+                });
                 let sse = match field(members, "transport") {
                     None => Some(false),
                     Some(n) => match self.string(n, &at("transport")) {

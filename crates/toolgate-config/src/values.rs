@@ -180,17 +180,37 @@ pub(crate) fn check_separator(separator: &str) -> Result<(), String> {
     }
 }
 
-/// An http:// URL with a host (https upstreams are not supported yet).
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
+/// The schemes a URL may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schemes {
+    /// `http://` only (the webhook).
+    Http,
+    /// `http://` or `https://` (upstream servers).
+    HttpOrHttps,
+}
+
+/// An http:// (or, where allowed, https://) URL with a host.
+pub(crate) fn check_url(url: &str, schemes: Schemes) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "url {}: https upstreams are not supported yet (use http:// on a trusted network)",
-            quote(url)
-        ));
-    }
-    let Some(rest) = lower.strip_prefix("http://") else {
-        return Err(format!("url must start with http://, found {}", quote(url)));
+    let rest = match (
+        lower.strip_prefix("http://"),
+        lower.strip_prefix("https://"),
+    ) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) if schemes == Schemes::HttpOrHttps => rest,
+        (None, Some(_)) => {
+            return Err(format!(
+                "url {}: https is not supported here yet (use http:// on a trusted network)",
+                quote(url)
+            ))
+        }
+        (None, None) if schemes == Schemes::HttpOrHttps => {
+            return Err(format!(
+                "url must start with http:// or https://, found {}",
+                quote(url)
+            ))
+        }
+        (None, None) => return Err(format!("url must start with http://, found {}", quote(url))),
     };
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("url {} contains whitespace", quote(url)));
@@ -382,13 +402,17 @@ mod tests {
 
     #[test]
     fn urls_and_names() {
-        assert!(check_url("http://127.0.0.1:3001/mcp").is_ok());
-        assert!(check_url("HTTP://x").is_ok());
-        assert!(check_url("https://x")
+        use Schemes::{Http, HttpOrHttps};
+        assert!(check_url("http://127.0.0.1:3001/mcp", Http).is_ok());
+        assert!(check_url("HTTP://x", Http).is_ok());
+        assert!(check_url("https://x", Http)
             .unwrap_err()
-            .contains("not supported yet"));
-        assert!(check_url("ftp://x").is_err());
-        assert!(check_url("http:///x").is_err());
+            .contains("not supported here yet"));
+        assert!(check_url("https://mcp.example.com/mcp", HttpOrHttps).is_ok());
+        assert!(check_url("HTTPS://x:8443", HttpOrHttps).is_ok());
+        for bad in ["ftp://x", "http:///x", "https:///x", "https://:443/x", "x"] {
+            assert!(check_url(bad, HttpOrHttps).is_err(), "{bad}");
+        }
         assert!(check_name("a-b_C9").is_ok());
         assert!(check_name(&"a".repeat(65)).is_err());
         assert!(check_name("a.b").is_err());

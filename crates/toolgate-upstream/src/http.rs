@@ -18,30 +18,82 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How often a broken answer stream is resumed before the request fails.
 const MAX_RESUMES: u32 = 3;
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
 
-pub(crate) fn client() -> HttpClient {
+/// The client for `uri`. An `https` server is verified against the system's
+/// trust store (or the PEM bundle in `SSL_CERT_FILE` / the directory in
+/// `SSL_CERT_DIR`, when set); an `http` one needs no certificates at all.
+pub(crate) fn client(uri: &Uri) -> Result<HttpClient, String> {
     let mut connector = HttpConnector::new();
     // Small JSON-RPC messages must not wait for Nagle's algorithm.
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
+    connector.enforce_http(false);
+    let roots = if uri.scheme_str() == Some("https") {
+        trust_roots()?
+    } else {
+        rustls::RootCertStore::empty()
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
-/// Parses an upstream URL; only `http` is supported.
+/// The certificates an https server is checked against.
+fn trust_roots() -> Result<rustls::RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_string(), ToString::to_string);
+        return Err(format!(
+            "no trusted CA certificates for https ({why}); install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE to a PEM file"
+        ));
+    }
+    Ok(roots)
+}
+
+/// An error with its causes, for the log: a TLS failure sits a few sources
+/// below "client error (Connect)".
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Parses an upstream URL: `http` or `https`.
 pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("invalid upstream URL {url:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => Ok(uri),
-        Some("https") => Err(format!(
-            "https upstream URLs are not supported yet ({url:?}); use http or a local TLS proxy"
+        Some("http" | "https") if uri.host().is_some_and(|h| !h.is_empty()) => Ok(uri),
+        _ => Err(format!(
+            "upstream URL {url:?} must start with http:// or https:// and name a host"
         )),
-        _ => Err(format!("upstream URL {url:?} must start with http://")),
     }
 }
 
@@ -132,8 +184,15 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
             }
         }
     }
+    let client = match client(&uri) {
+        Ok(c) => c,
+        Err(reason) => {
+            conn.go_down(&reason);
+            return;
+        }
+    };
     let link = Arc::new(HttpLink {
-        client: client(),
+        client,
         uri,
         headers: checked,
         session: Mutex::new(None),
@@ -303,7 +362,7 @@ pub(crate) async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origi
                 return fail(
                     &conn,
                     origin,
-                    format!("POST to server {} failed: {e}", conn.name()),
+                    format!("POST to server {} failed: {}", conn.name(), describe(&e)),
                 );
             }
         };

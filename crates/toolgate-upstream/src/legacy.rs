@@ -40,7 +40,11 @@ pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, msg: Value, ori
                 None
             }
             Ok(resp) => Some(format!("server answered HTTP {}", resp.status())),
-            Err(e) => Some(format!("POST to server {} failed: {e}", conn.name())),
+            Err(e) => Some(format!(
+                "POST to server {} failed: {}",
+                conn.name(),
+                crate::http::describe(&e)
+            )),
         };
         if let (Some(id), Some(reason)) = (origin, failure) {
             conn.complete(id, Err(CallError::Unavailable(reason)));
@@ -76,7 +80,13 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
             return;
         }
     };
-    let client = client();
+    let client = match client(&uri) {
+        Ok(c) => c,
+        Err(reason) => {
+            conn.go_down(&reason);
+            return;
+        }
+    };
     let mut shutdown = conn.shutdown.subscribe();
     let mut delay = conn.spec.backoff.initial;
     loop {
@@ -119,7 +129,12 @@ async fn connect_once(
     };
     let resp = match client.request(req).await {
         Ok(r) => r,
-        Err(e) => return format!("GET of the SSE stream failed: {e}"),
+        Err(e) => {
+            return format!(
+                "GET of the SSE stream failed: {}",
+                crate::http::describe(&e)
+            )
+        }
     };
     if resp.status() != StatusCode::OK {
         return format!("GET of the SSE stream answered HTTP {}", resp.status());
