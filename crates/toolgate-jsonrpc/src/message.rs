@@ -1,7 +1,7 @@
 //! Classifying JSON-RPC messages, and building the answers the gateway sends itself.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 pub const PARSE_ERROR: i64 = -32700;
@@ -133,21 +133,33 @@ pub fn peek_id(bytes: &[u8]) -> Option<Id> {
 
 /// A JSON-RPC error response.
 pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
-    let mut error = json!({ "code": code, "message": message });
+    let mut error = Map::with_capacity(3);
+    error.insert("code".into(), Value::from(code));
+    error.insert("message".into(), Value::String(message.into()));
     if let Some(data) = data {
-        error["data"] = data;
+        error.insert("data".into(), data);
     }
-    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+    let mut response = Map::with_capacity(3);
+    response.insert("jsonrpc".into(), Value::String("2.0".into()));
+    response.insert("id".into(), id.clone());
+    response.insert("error".into(), Value::Object(error));
+    Value::Object(response)
 }
 
 /// A JSON-RPC success response.
 pub fn result_response(id: &Value, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    // Built by hand: `json!` would copy `result` through its serialiser.
+    let mut response = Map::with_capacity(3);
+    response.insert("jsonrpc".into(), Value::String("2.0".into()));
+    response.insert("id".into(), id.clone());
+    response.insert("result".into(), result);
+    Value::Object(response)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn classifies() {

@@ -103,8 +103,16 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(StrictSeed)?;
-            if out.insert(key.clone(), value).is_some() {
-                return Err(de::Error::custom(format_args!("{DUP_PREFIX}{key}")));
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(de::Error::custom(format_args!(
+                        "{DUP_PREFIX}{}",
+                        taken.key()
+                    )));
+                }
             }
         }
         Ok(Value::Object(out))

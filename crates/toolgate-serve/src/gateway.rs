@@ -1218,7 +1218,7 @@ impl Gateway {
             received,
             Some(&server.name),
         );
-        let mut upstream_params = params.clone();
+        let mut upstream_params = params;
         upstream_params["name"] = Value::String(entry.original.clone());
         let gateway = self.clone();
         let on_done = move |result: &Result<Value, CallError>| {

@@ -306,20 +306,35 @@ impl Conn {
     /// Routes one message from the server. `origin` is the request whose
     /// answer stream carried it, when the transport knows.
     pub(crate) fn dispatch(self: &Arc<Self>, msg: Value, origin: Option<u64>) {
-        let Value::Object(mut m) = msg else {
+        let Value::Object(m) = msg else {
             return;
         };
-        let method = m.get("method").and_then(Value::as_str).map(str::to_owned);
-        let params = m.remove("params");
-        match (method, m.remove("id")) {
+        // Taken apart in one pass (a lookup per member would hash each key).
+        let (mut method, mut params, mut id, mut result, mut error) =
+            (None, None, None, None, None);
+        for (key, value) in m {
+            match key.as_str() {
+                "method" => method = Some(value),
+                "params" => params = Some(value),
+                "id" => id = Some(value),
+                "result" => result = Some(value),
+                "error" => error = Some(value),
+                _ => {}
+            }
+        }
+        let method = match method {
+            Some(Value::String(method)) => Some(method),
+            _ => None,
+        };
+        match (method, id) {
             (Some(method), Some(id)) => self.serve(id, method, params, origin),
             (Some(method), None) => self.notification(method, params, origin),
             (None, Some(id)) => {
                 let Some(id) = id.as_u64() else { return };
-                let result = if let Some(err) = m.remove("error") {
+                let result = if let Some(err) = error {
                     Err(CallError::Rpc(rpc_error(err)))
                 } else {
-                    Ok(m.remove("result").unwrap_or(Value::Null))
+                    Ok(result.unwrap_or(Value::Null))
                 };
                 self.complete(id, result);
             }

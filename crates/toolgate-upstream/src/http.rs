@@ -8,17 +8,15 @@ use crate::sse::SseParser;
 use crate::CallError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) use crate::pool::HttpClient;
+use crate::pool::PooledBody;
 
 /// How often a broken answer stream is resumed before the request fails.
 const MAX_RESUMES: u32 = 3;
@@ -48,7 +46,7 @@ pub(crate) fn client(uri: &Uri) -> Result<HttpClient, String> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    Ok(HttpClient::new(https))
 }
 
 /// The certificates an https server is checked against.
@@ -293,11 +291,11 @@ async fn get_stream(conn: Arc<Conn>, link: Arc<HttpLink>) {
     }
 }
 
-fn is_sse(resp: &Response<Incoming>) -> bool {
+fn is_sse(resp: &Response<PooledBody>) -> bool {
     content_type(resp).starts_with("text/event-stream")
 }
 
-fn content_type(resp: &Response<Incoming>) -> String {
+fn content_type(resp: &Response<PooledBody>) -> String {
     resp.headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -308,7 +306,7 @@ fn content_type(resp: &Response<Incoming>) -> String {
 /// Reads an SSE body to its end, dispatching every message.
 async fn read_sse(
     conn: &Arc<Conn>,
-    resp: Response<Incoming>,
+    resp: Response<PooledBody>,
     parser: &mut SseParser,
     origin: Option<u64>,
 ) {

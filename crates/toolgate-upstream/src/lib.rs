@@ -33,6 +33,7 @@
 mod conn;
 mod http;
 mod legacy;
+mod pool;
 mod sse;
 mod stdio;
 

@@ -140,13 +140,13 @@ async fn everything_http_server_restart_reports_down_then_ready_again() {
 }
 
 #[tokio::test]
-async fn https_urls_are_refused_clearly() {
+async fn urls_that_are_not_http_are_refused_clearly() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let up = toolgate_upstream::Upstream::start(
         spec(
-            "tls",
+            "ws",
             Transport::Http {
-                url: "https://127.0.0.1:1/mcp".into(),
+                url: "ws://127.0.0.1:1/mcp".into(),
                 headers: vec![],
             },
         ),
@@ -154,7 +154,7 @@ async fn https_urls_are_refused_clearly() {
     );
     match rx.recv().await {
         Some(toolgate_upstream::UpstreamEvent::Down { reason, .. }) => {
-            assert!(reason.contains("https"), "{reason}")
+            assert!(reason.contains("http:// or https://"), "{reason}")
         }
         other => panic!("expected Down, got {other:?}"),
     }
@@ -162,6 +162,39 @@ async fn https_urls_are_refused_clearly() {
         up.request("tools/list", None, None).await,
         Err(toolgate_upstream::CallError::Unavailable(_))
     ));
+}
+
+#[tokio::test]
+async fn an_https_server_that_cannot_be_reached_is_down() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let up = toolgate_upstream::Upstream::start(
+        spec(
+            "tls",
+            Transport::Http {
+                // A port nothing listens on: bound, then released.
+                url: format!(
+                    "https://127.0.0.1:{}/mcp",
+                    TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .expect("a free port")
+                        .port()
+                ),
+                headers: vec![],
+            },
+        ),
+        tx,
+    );
+    match rx.recv().await {
+        Some(toolgate_upstream::UpstreamEvent::Down { reason, .. }) => {
+            assert!(reason.contains("cannot connect"), "{reason}")
+        }
+        other => panic!("expected Down, got {other:?}"),
+    }
+    assert!(matches!(
+        up.request("tools/list", None, None).await,
+        Err(toolgate_upstream::CallError::Unavailable(_))
+    ));
+    up.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

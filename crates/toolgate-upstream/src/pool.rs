@@ -1,0 +1,315 @@
+//! The HTTP/1.1 client of the HTTP transports: hyper's connection API with a
+//! small pool of kept-alive connections per origin (`scheme://authority`).
+//!
+//! A connection goes back to the pool only once its response body has been
+//! read to the end, so a pooled connection is idle; one whose body was
+//! dropped half-read (or a long SSE stream) is never shared. A request that
+//! finds a pooled connection closed by the server is sent again on a fresh
+//! one (only when it was not sent at all).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// The most idle connections kept per client.
+const MAX_IDLE: usize = 64;
+
+type Sender = SendRequest<Full<Bytes>>;
+type Origin = (Scheme, Authority);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum ClientError {
+    /// No connection could be made (refused, DNS, TLS handshake, bad URL).
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed during the exchange.
+    Exchange(hyper::Error),
+}
+
+impl ClientError {
+    /// Whether the server could not be reached at all.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Connect(_))
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "cannot connect: {e}"),
+            ClientError::Exchange(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Connect(e) => e.source(),
+            ClientError::Exchange(e) => std::error::Error::source(e),
+        }
+    }
+}
+
+/// An HTTP/1.1 client (http and https) with a pool of idle connections;
+/// clones share the pool.
+#[derive(Clone)]
+pub(crate) struct HttpClient {
+    connector: HttpsConnector<HttpConnector>,
+    idle: Arc<Mutex<Vec<(Origin, Sender)>>>,
+}
+
+impl HttpClient {
+    pub(crate) fn new(connector: HttpsConnector<HttpConnector>) -> HttpClient {
+        HttpClient {
+            connector,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Sends `req` (its URI absolute) and returns the response head; the
+    /// body is read from the returned response.
+    pub(crate) async fn request(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<PooledBody>, ClientError> {
+        let origin = origin_of(req.uri())?;
+        // On the wire the request line carries the path only.
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .map_err(|e| ClientError::Connect(Box::new(e)))?;
+        let full_uri = std::mem::replace(req.uri_mut(), path);
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Ok(host) = hyper::header::HeaderValue::from_str(origin.1.as_str()) {
+                req.headers_mut().insert(hyper::header::HOST, host);
+            }
+        }
+        loop {
+            let pooled = self.take_idle(&origin);
+            let (mut sender, reused) = match pooled {
+                Some(sender) => (sender, true),
+                None => (self.connect(&full_uri).await?, false),
+            };
+            if reused && sender.ready().await.is_err() {
+                // Closed while idle: try the next one (or a new one).
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let (parts, inner) = response.into_parts();
+                    let body = PooledBody {
+                        inner,
+                        sender: Some((origin, sender)),
+                        idle: self.idle.clone(),
+                    };
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Never sent on a connection the server had closed:
+                    // send it again on another one.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(ClientError::Exchange(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    fn take_idle(&self, origin: &Origin) -> Option<Sender> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let at = idle.iter().rposition(|(o, _)| o == origin)?;
+        Some(idle.swap_remove(at).1)
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<Sender, ClientError> {
+        use tower_service::Service;
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(uri.clone())
+            .await
+            .map_err(ClientError::Connect)?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|e| ClientError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
+    match (uri.scheme(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Ok((scheme.clone(), authority.clone())),
+        _ => Err(ClientError::Connect(
+            format!("{uri} is not an absolute URL").into(),
+        )),
+    }
+}
+
+/// A response body that gives its connection back to the pool once it has
+/// been read to the end.
+pub(crate) struct PooledBody {
+    inner: Incoming,
+    sender: Option<(Origin, Sender)>,
+    idle: Arc<Mutex<Vec<(Origin, Sender)>>>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(entry) = self.sender.take() {
+            let mut idle = self.idle.lock().expect("pool lock");
+            if idle.len() < MAX_IDLE {
+                idle.push(entry);
+            }
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.sender = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // An empty body that was never polled is finished too.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A minimal HTTP/1.1 server: answers every request with `ok`, counts the
+    /// connections it accepted, and closes each connection after `per_conn`
+    /// answers.
+    async fn server(per_conn: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_conn {
+                        // Read one request head (these requests have empty bodies).
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn client() -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        HttpClient::new(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http),
+        )
+    }
+
+    async fn get(client: &HttpClient, url: &str) -> String {
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        let response = client.request(req).await.expect("a response");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_was_read() {
+        let (url, accepted) = server(usize::MAX).await;
+        let client = client();
+        for _ in 0..10 {
+            assert_eq!(get(&client, &url).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced() {
+        let (url, accepted) = server(1).await;
+        let client = client();
+        for _ in 0..5 {
+            assert_eq!(get(&client, &url).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_does_not_share_its_connection() {
+        let (url, accepted) = server(usize::MAX).await;
+        let client = client();
+        let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+        let unread = client.request(req).await.expect("a response");
+        // Its body is still unread: a second request needs a connection of its own.
+        assert_eq!(get(&client, &url).await, "ok");
+        drop(unread);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+}
