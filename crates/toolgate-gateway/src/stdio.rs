@@ -15,7 +15,7 @@ use crate::answer::{
     approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
     APPROVAL_STATE,
 };
-use crate::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
+use crate::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use crate::child;
 use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
@@ -598,7 +598,8 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         .policy
         .get()
         .decide(&call, shared.store.as_ref(), now);
-    let record = decision_record(shared, tool, arguments, &decision, received);
+    let meta_text = meta.map(RawValue::get);
+    let record = decision_record(shared, tool, arguments, &decision, received, meta_text);
     if let Decision::ApprovalRequired { .. } = decision {
         let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
         let era = Era::of_meta(meta.as_ref());
@@ -618,6 +619,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
                     .map(str::to_string),
             );
         return Route::Hold(Box::new(HeldCall {
+            meta: meta_text.map(str::to_string),
             id: key,
             tool: tool.to_owned(),
             arguments: arguments.clone(),
@@ -917,6 +919,7 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
         outcome: Outcome::Refused,
         args_sha256: String::new(),
         args: None,
+        trace: None,
     });
 }
 
@@ -954,6 +957,8 @@ fn fail_in_flight(shared: &Shared) {
 
 /// A call a require_approval rule holds, with what it needs to go ahead.
 struct HeldCall {
+    /// The call's `_meta`, as sent (for its trace context).
+    meta: Option<String>,
     id: Id,
     tool: String,
     arguments: Value,
@@ -1075,6 +1080,7 @@ fn audit_approval(
         rule.to_string(),
         Some(reason),
         held.received,
+        held.meta.as_deref(),
     );
     if let Some(record) = record {
         shared.audit.record(record);
@@ -1083,6 +1089,7 @@ fn audit_approval(
 
 /// The audit record of a decision about a call; `None` when nothing would
 /// receive it (then neither the record is built nor the arguments hashed).
+#[allow(clippy::too_many_arguments)]
 fn call_record(
     shared: &Shared,
     tool: &str,
@@ -1091,6 +1098,7 @@ fn call_record(
     rule: String,
     reason: Option<String>,
     received: Instant,
+    meta: Option<&str>,
 ) -> Option<Record> {
     shared.audit.enabled().then(|| Record {
         time: shared.clock.now_ms(),
@@ -1107,7 +1115,26 @@ fn call_record(
         outcome: Outcome::Refused,
         args_sha256: args_sha256(arguments),
         args: shared.audit_args.then(|| arguments.clone()),
+        trace: Some(Box::new(call_trace(received, meta))),
     })
+}
+
+/// The trace context in a call's `_meta` (raw JSON), read only as far as
+/// `traceparent` and `tracestate`.
+fn call_trace(received: Instant, meta: Option<&str>) -> CallTrace {
+    #[derive(serde::Deserialize)]
+    struct TraceMeta {
+        #[serde(default)]
+        traceparent: Option<String>,
+        #[serde(default)]
+        tracestate: Option<String>,
+    }
+    let found = meta.and_then(|m| serde_json::from_str::<TraceMeta>(m).ok());
+    CallTrace {
+        traceparent: found.as_ref().and_then(|f| f.traceparent.clone()),
+        tracestate: found.and_then(|f| f.tracestate),
+        ..CallTrace::received_at(received)
+    }
 }
 
 /// [`call_record`] with the facts of a policy decision.
@@ -1117,9 +1144,10 @@ fn decision_record(
     arguments: &Value,
     decision: &Decision,
     received: Instant,
+    meta: Option<&str>,
 ) -> Option<Record> {
     let (kind, rule, reason) = decision_facts(decision);
-    call_record(shared, tool, arguments, kind, rule, reason, received)
+    call_record(shared, tool, arguments, kind, rule, reason, received, meta)
 }
 
 /// The live approval request for a held call, or a new one: a new request is
@@ -1359,6 +1387,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             &held.arguments,
             &decision,
             held.received,
+            held.meta.as_deref(),
         ) {
             shared.audit.record(record);
         }
@@ -1371,6 +1400,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         &held.arguments,
         &decision,
         held.received,
+        held.meta.as_deref(),
     )
     .map(|mut r| {
         r.counters = grant.taken.clone();

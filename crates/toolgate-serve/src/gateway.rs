@@ -23,7 +23,7 @@ use toolgate_gateway::answer::{
     approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
     APPROVAL_STATE,
 };
-use toolgate_gateway::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
+use toolgate_gateway::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
@@ -209,6 +209,27 @@ pub struct Context {
     pub caller: Caller,
     pub session: Session,
     pub era: Era,
+    /// The client's W3C trace context (`traceparent`, `tracestate`): the
+    /// HTTP headers, else the request's `params._meta`; unchecked.
+    pub trace: Option<(String, Option<String>)>,
+}
+
+impl Context {
+    /// The trace context of a request: the `traceparent` header (with its
+    /// `tracestate`), else `params._meta.traceparent` (MCP's convention).
+    pub fn trace_of(
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+        params: &Value,
+    ) -> Option<(String, Option<String>)> {
+        if let Some(tp) = traceparent {
+            return Some((tp.to_string(), tracestate.map(str::to_string)));
+        }
+        let meta = params.get("_meta")?;
+        let tp = meta.get("traceparent")?.as_str()?;
+        let ts = meta.get("tracestate").and_then(Value::as_str);
+        Some((tp.to_string(), ts.map(str::to_string)))
+    }
 }
 
 impl Gateway {
@@ -499,6 +520,7 @@ impl Gateway {
                                 outcome: Outcome::Refused,
                                 args_sha256: String::new(),
                                 args: None,
+                                trace: None,
                             });
                         }
                     }
@@ -1298,6 +1320,12 @@ impl Gateway {
             outcome: Outcome::Refused,
             args_sha256: args_sha256(arguments),
             args: self.audit_args.then(|| arguments.clone()),
+            trace: Some(Box::new(CallTrace {
+                traceparent: ctx.trace.as_ref().map(|t| t.0.clone()),
+                tracestate: ctx.trace.as_ref().and_then(|t| t.1.clone()),
+                protocol_version: Some(ctx.session.version.clone()),
+                ..CallTrace::received_at(received)
+            })),
         })
     }
 
@@ -2085,6 +2113,7 @@ impl ApprovalEvents for AuditApprovals {
             outcome: Outcome::Refused,
             args_sha256: args_sha256(&request.arguments),
             args: None,
+            trace: None,
         });
     }
 }

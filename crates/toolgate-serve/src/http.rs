@@ -470,6 +470,15 @@ async fn message(
         );
     }
     let rid = id.clone().unwrap_or(Value::Null);
+    // Only calls are traced.
+    let trace = match method.as_deref() {
+        Some("tools/call") => Context::trace_of(
+            header(headers, "traceparent"),
+            header(headers, "tracestate"),
+            &params,
+        ),
+        _ => None,
+    };
 
     // The era: a 2026-07-28 request names its version in `_meta`.
     let meta_version = params
@@ -504,6 +513,7 @@ async fn message(
             caller: caller.clone(),
             session,
             era: Era::Stateless,
+            trace: trace.clone(),
         };
         return Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None);
     }
@@ -524,6 +534,7 @@ async fn message(
             caller: caller.clone(),
             session,
             era: Era::Stateless,
+            trace: trace.clone(),
         };
         return Answer::Reply(
             gateway.request(&ctx, &id, "server/discover", params).await,
@@ -562,6 +573,7 @@ async fn message(
                 caller: caller.clone(),
                 session,
                 era: Era::Handshake,
+                trace,
             };
             Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None)
         }

@@ -398,6 +398,7 @@ mod tests {
                 outcome: Outcome::Refused,
                 args_sha256: "00".into(),
                 args: None,
+                trace: None,
             });
         }
         sink.flush();
