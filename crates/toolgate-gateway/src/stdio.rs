@@ -66,6 +66,8 @@ pub struct StdioOptions {
     pub server_name: String,
     /// While the pin store cannot be reached: refuse (closed) or allow (open).
     pub pins_fail_open: bool,
+    /// Set while the server runs (from its start until its stdout closes).
+    pub server_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why the gateway could not run.
@@ -160,6 +162,8 @@ pub fn run_stdio(
     // that forked, and the caller's thread lives as long as the gateway.
     let mut server = child::spawn(&opts.command)?;
     let pid = server.id();
+    let server_up = opts.server_up.clone();
+    server_up.store(true, std::sync::atomic::Ordering::Relaxed);
     if opts.forward_signals {
         child::forward_signals(pid).map_err(StdioError::Signals)?;
     }
@@ -215,6 +219,7 @@ pub fn run_stdio(
     let (s, e) = (shared.clone(), events);
     spawn_thread("toolgate-server", move || {
         server_to_client(&s, server_out);
+        server_up.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = e.send(Event::ServerClosed);
     })?;
 

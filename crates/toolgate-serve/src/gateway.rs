@@ -322,6 +322,14 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// Each server, and whether it is connected now (for `toolgate_upstream_up`).
+    pub fn upstreams_up(&self) -> Vec<(String, bool)> {
+        self.servers
+            .iter()
+            .map(|s| (s.name.clone(), s.upstream.info().is_some()))
+            .collect()
+    }
+
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog lock").clone()
     }
