@@ -54,9 +54,7 @@ pub struct Observer {
 
 impl RecordObserver for Observer {
     fn observe(&mut self, record: &Record) {
-        // Only the records of clients' calls: an admin's decision on an
-        // approval request is not a call.
-        if record.trace.is_none() {
+        if !is_answer(record) {
             return;
         }
         self.metrics.observe(record);
@@ -66,6 +64,14 @@ impl RecordObserver for Observer {
             }
         }
     }
+}
+
+/// Whether a record is the answer to a client's call: not an admin's
+/// decision on an approval request (no trace), and not the event of an
+/// approval request being opened (the same call has its own answer record,
+/// `approval_pending`).
+pub fn is_answer(record: &Record) -> bool {
+    record.trace.is_some() && record.decision != "approval_requested"
 }
 
 /// The gateway's span of a call: its parent is the client's span when a
@@ -236,6 +242,12 @@ mod tests {
         let span = span_of(&refused, "srv").unwrap();
         assert_eq!(span.status, StatusCode::Unset);
         assert_eq!(span.end_unix_ns, 5_000);
-        assert!(span_of(&Record { trace: None, ..refused }, "srv").is_none());
+        assert!(span_of(&Record { trace: None, ..refused.clone() }, "srv").is_none());
+        assert!(is_answer(&refused));
+        assert!(!is_answer(&Record { trace: None, ..refused.clone() }));
+        assert!(!is_answer(&Record {
+            decision: "approval_requested",
+            ..refused
+        }));
     }
 }
