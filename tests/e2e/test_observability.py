@@ -451,7 +451,7 @@ def test_run_spans_join_meta_traceparent_and_run_has_metrics(raw_gateway, collec
     assert joined["name"] == "tools/call echo" and joined["kind"] == 2
     assert joined["attributes"]["toolgate.server"] == "probe"
     assert joined["attributes"]["toolgate.grant"] == "local"
-    assert joined["attributes"]["toolgate.rule"] == "tools.echo"
+    assert joined["attributes"]["toolgate.rule"] == 'tools["echo"]'
     assert joined["attributes"]["toolgate.outcome"] == "ok"
     assert joined["resource"]["service.name"] == "toolgate"
     root = span_by(spans, **{"gen_ai.tool.name": "get_balance"})
