@@ -274,9 +274,15 @@ mod tests {
             exporter.stats().exported.load(Ordering::Relaxed) == 2
         });
         let request = got.lock().unwrap().clone();
-        assert!(request.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
+            "{request}"
+        );
         assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
-        assert!(request.contains("Content-Type: application/json"), "{request}");
+        assert!(
+            request.contains("Content-Type: application/json"),
+            "{request}"
+        );
         assert!(request.contains(&"01".repeat(16)) && request.contains(&"02".repeat(16)));
     }
 
@@ -306,7 +312,11 @@ mod tests {
         });
         let lines = lines.lock().unwrap();
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].starts_with("cannot export 1 span(s) to http://127.0.0.1:"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("cannot export 1 span(s) to http://127.0.0.1:"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

@@ -190,7 +190,10 @@ mod tests {
     }
 
     fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AttrValue> {
-        span.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        span.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     #[test]
@@ -204,8 +207,14 @@ mod tests {
         assert_eq!(span.name, "tools/call echo");
         assert_eq!((span.start_unix_ns, span.end_unix_ns), (1_000, 2_001_000));
         assert_eq!(span.status, StatusCode::Unset);
-        assert_eq!(attr(&span, "toolgate.server"), Some(&AttrValue::Str("srv".into())));
-        assert_eq!(attr(&span, "mcp.session.id"), Some(&AttrValue::Str("s1".into())));
+        assert_eq!(
+            attr(&span, "toolgate.server"),
+            Some(&AttrValue::Str("srv".into()))
+        );
+        assert_eq!(
+            attr(&span, "mcp.session.id"),
+            Some(&AttrValue::Str("s1".into()))
+        );
         assert_eq!(
             attr(&span, "mcp.protocol.version"),
             Some(&AttrValue::Str("2025-11-25".into()))
@@ -214,7 +223,11 @@ mod tests {
 
     #[test]
     fn no_or_a_bad_parent_starts_a_trace() {
-        for tp in [None, Some("00-zz"), Some(&PARENT.replace("4bf9", "4BF9")[..])] {
+        for tp in [
+            None,
+            Some("00-zz"),
+            Some(&PARENT.replace("4bf9", "4BF9")[..]),
+        ] {
             let span = span_of(&record(tp, Outcome::Ok), "srv").unwrap();
             assert_eq!(span.parent_span_id, None, "{tp:?}");
             assert_ne!(span.trace_id, TraceParent::parse(PARENT).unwrap().trace_id);
@@ -242,9 +255,19 @@ mod tests {
         let span = span_of(&refused, "srv").unwrap();
         assert_eq!(span.status, StatusCode::Unset);
         assert_eq!(span.end_unix_ns, 5_000);
-        assert!(span_of(&Record { trace: None, ..refused.clone() }, "srv").is_none());
+        assert!(span_of(
+            &Record {
+                trace: None,
+                ..refused.clone()
+            },
+            "srv"
+        )
+        .is_none());
         assert!(is_answer(&refused));
-        assert!(!is_answer(&Record { trace: None, ..refused.clone() }));
+        assert!(!is_answer(&Record {
+            trace: None,
+            ..refused.clone()
+        }));
         assert!(!is_answer(&Record {
             decision: "approval_requested",
             ..refused

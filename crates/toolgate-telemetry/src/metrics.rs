@@ -47,7 +47,11 @@ impl Histogram {
     }
 
     fn observe(&mut self, bounds: &[f64], value: f64) {
-        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
+        let value = if value.is_finite() {
+            value.max(0.0)
+        } else {
+            0.0
+        };
         match bounds.iter().position(|b| value <= *b) {
             Some(i) => self.counts[i] += 1,
             None => self.overflow += 1,
@@ -446,7 +450,9 @@ mod tests {
             spans: Some((7, 1, 3)),
         });
         assert!(text.contains("\ntoolgate_approvals_pending 2\n"));
-        assert!(text.contains("\ntoolgate_upstream_up{server=\"a\"} 1\ntoolgate_upstream_up{server=\"b\"} 0\n"));
+        assert!(text.contains(
+            "\ntoolgate_upstream_up{server=\"a\"} 1\ntoolgate_upstream_up{server=\"b\"} 0\n"
+        ));
         assert!(text.contains("\ntoolgate_trace_spans_exported_total 7\n"));
         assert!(text.contains("\ntoolgate_trace_spans_dropped_total 1\n"));
         assert!(text.contains("\ntoolgate_trace_spans_failed_total 3\n"));

@@ -263,10 +263,7 @@ mod tests {
             kind: KIND_SERVER,
             start_unix_ns: 1,
             end_unix_ns: 300,
-            attributes: vec![
-                ("a", AttrValue::Str("x".into())),
-                ("n", AttrValue::Int(-1)),
-            ],
+            attributes: vec![("a", AttrValue::Str("x".into())), ("n", AttrValue::Int(-1))],
             status: StatusCode::Error,
             status_message: None,
             flags: 1,
@@ -282,8 +279,8 @@ mod tests {
         assert_eq!(
             out,
             [
-                0x00, 0x01, 0x7f, 0x80, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                0xff, 0xff, 0xff, 0x01
+                0x00, 0x01, 0x7f, 0x80, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xff, 0x01
             ]
         );
     }
@@ -303,7 +300,7 @@ mod tests {
         expected.extend([0x30, 2]); // kind = SERVER
         expected.extend([0x39, 1, 0, 0, 0, 0, 0, 0, 0]); // start
         expected.extend([0x41, 0x2c, 1, 0, 0, 0, 0, 0, 0]); // end = 300
-        // attributes: {key "a", value {string_value "x"}}
+                                                            // attributes: {key "a", value {string_value "x"}}
         expected.extend([0x4a, 8, 0x0a, 1, b'a', 0x12, 3, 0x0a, 1, b'x']);
         // {key "n", value {int_value -1}}: ten-byte varint
         expected.extend([0x4a, 16, 0x0a, 1, b'n', 0x12, 11, 0x18]);

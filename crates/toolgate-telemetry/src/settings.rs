@@ -23,7 +23,9 @@ impl Protocol {
         match text.trim() {
             "http/protobuf" => Ok(Protocol::HttpProtobuf),
             "http/json" => Ok(Protocol::HttpJson),
-            "grpc" => Err("OTLP over gRPC is not supported (use http/protobuf or http/json)".into()),
+            "grpc" => {
+                Err("OTLP over gRPC is not supported (use http/protobuf or http/json)".into())
+            }
             other => Err(format!(
                 "unknown OTLP protocol {other:?} (expected http/protobuf or http/json)"
             )),
@@ -261,14 +263,27 @@ mod tests {
     fn urls() {
         let u = HttpUrl::parse("http://collector:4318/v1/traces").unwrap();
         assert_eq!(
-            (u.authority.as_str(), u.host_header.as_str(), u.path.as_str()),
+            (
+                u.authority.as_str(),
+                u.host_header.as_str(),
+                u.path.as_str()
+            ),
             ("collector:4318", "collector:4318", "/v1/traces")
         );
         let u = HttpUrl::parse("http://collector").unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("collector:80", "/"));
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("collector:80", "/")
+        );
         let u = HttpUrl::parse("http://[::1]:4318/x?y=1").unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("[::1]:4318", "/x?y=1"));
-        assert_eq!(HttpUrl::parse("http://[::1]/").unwrap().authority, "[::1]:80");
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("[::1]:4318", "/x?y=1")
+        );
+        assert_eq!(
+            HttpUrl::parse("http://[::1]/").unwrap().authority,
+            "[::1]:80"
+        );
         for (bad, why) in [
             ("https://c:4318", "https is not supported"),
             ("grpc://c:4317", "must start with http://"),
@@ -299,7 +314,10 @@ mod tests {
         assert_eq!(e.protocol, Some(Protocol::HttpJson));
         assert_eq!(
             e.headers,
-            [("api-key".to_string(), "a b".to_string()), ("X".into(), "2".into())]
+            [
+                ("api-key".to_string(), "a b".to_string()),
+                ("X".into(), "2".into())
+            ]
         );
         assert_eq!(e.service_name.as_deref(), Some("gw-prod"));
         // The traces variables win over the general ones, and are used as is.
@@ -317,7 +335,10 @@ mod tests {
     #[test]
     fn invalid_variables_are_errors() {
         let e = from_env(&env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap_err();
-        assert!(e.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL: OTLP over gRPC is not supported"), "{e}");
+        assert!(
+            e.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL: OTLP over gRPC is not supported"),
+            "{e}"
+        );
         let e = from_env(&env(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "json")])).unwrap_err();
         assert!(e.contains("unknown OTLP protocol \"json\""), "{e}");
         let e = from_env(&env(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")])).unwrap_err();
@@ -339,6 +360,9 @@ mod tests {
             service_name: "toolgate".into(),
         };
         let shown = format!("{s:?}");
-        assert!(!shown.contains("s3cret") && shown.contains("authorization"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("authorization"),
+            "{shown}"
+        );
     }
 }

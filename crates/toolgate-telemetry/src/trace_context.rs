@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn tracestate_is_passed_on_when_readable() {
-        assert_eq!(tracestate("congo=t61rcWkgMzE").as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(
+            tracestate("congo=t61rcWkgMzE").as_deref(),
+            Some("congo=t61rcWkgMzE")
+        );
         assert_eq!(tracestate(" a=1,b=2 ").as_deref(), Some("a=1,b=2"));
         assert_eq!(tracestate(""), None);
         assert_eq!(tracestate("a=\u{7}"), None);

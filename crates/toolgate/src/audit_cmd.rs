@@ -143,9 +143,11 @@ pub fn open_sink_observed(
         }
         None => None,
     };
-    AuditSink::open_observed(audit_file, log_level, store, observer).with_context(|| match audit_file {
-        Some(path) => format!("cannot open the audit file {}", path.display()),
-        None => "cannot start the audit writer".to_string(),
+    AuditSink::open_observed(audit_file, log_level, store, observer).with_context(|| {
+        match audit_file {
+            Some(path) => format!("cannot open the audit file {}", path.display()),
+            None => "cannot start the audit writer".to_string(),
+        }
     })
 }
 

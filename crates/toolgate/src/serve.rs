@@ -232,13 +232,9 @@ fn grants_of(config: &toolgate_config::Config) -> Vec<GrantOptions> {
 
 pub fn run(args: ServeArgs) -> Result<u8> {
     let plan = match &args.config {
-        Some(path) => plan_from_config(
-            path,
-            args.listen,
-            &args.state,
-            &args.admin,
-            &args.telemetry,
-        ),
+        Some(path) => {
+            plan_from_config(path, args.listen, &args.state, &args.admin, &args.telemetry)
+        }
         None => plan_from_args(&args),
     };
     let plan = match plan {

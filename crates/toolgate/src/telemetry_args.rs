@@ -224,7 +224,11 @@ mod tests {
             .unwrap()
             .is_none());
         let e = settings(&["--otlp-protocol", "http/json"], None, &[]).unwrap_err();
-        assert!(e.to_string().starts_with("--otlp-protocol needs a collector"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--otlp-protocol needs a collector"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -244,10 +248,17 @@ mod tests {
         assert_eq!(s.protocol, Protocol::HttpProtobuf);
         assert_eq!(s.headers, [("x-key".to_string(), "env-key".to_string())]);
         assert_eq!(s.service_name, "from-env");
-        let s = settings(&[], None, &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")])
-            .unwrap()
-            .unwrap();
-        assert_eq!((s.url.to_string(), s.service_name.as_str()), ("http://t:1/x".into(), "toolgate"));
+        let s = settings(
+            &[],
+            None,
+            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (s.url.to_string(), s.service_name.as_str()),
+            ("http://t:1/x".into(), "toolgate")
+        );
     }
 
     #[test]
@@ -269,7 +280,12 @@ mod tests {
         );
         assert_eq!(s.service_name, "from-config");
         let s = settings(
-            &["--otlp-endpoint", "http://flag:9/", "--otlp-protocol", "http/protobuf"],
+            &[
+                "--otlp-endpoint",
+                "http://flag:9/",
+                "--otlp-protocol",
+                "http/protobuf",
+            ],
             Some(&config()),
             &env,
         )
@@ -282,10 +298,29 @@ mod tests {
     #[test]
     fn bad_values_are_errors() {
         for (flags, vars, message) in [
-            (&["--otlp-endpoint", "https://c"][..], &[][..], "https is not supported"),
-            (&["--otlp-endpoint", "c:4318"], &[], "must start with http://"),
-            (&["--otlp-endpoint", "http://c", "--otlp-protocol", "grpc"], &[], "--otlp-protocol: OTLP over gRPC is not supported"),
-            (&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "proto")], "OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol"),
+            (
+                &["--otlp-endpoint", "https://c"][..],
+                &[][..],
+                "https is not supported",
+            ),
+            (
+                &["--otlp-endpoint", "c:4318"],
+                &[],
+                "must start with http://",
+            ),
+            (
+                &["--otlp-endpoint", "http://c", "--otlp-protocol", "grpc"],
+                &[],
+                "--otlp-protocol: OTLP over gRPC is not supported",
+            ),
+            (
+                &[],
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "proto"),
+                ],
+                "OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol",
+            ),
         ] {
             let e = settings(flags, None, vars).unwrap_err().to_string();
             assert!(e.contains(message), "{flags:?}: {e}");
