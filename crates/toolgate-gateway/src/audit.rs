@@ -223,6 +223,8 @@ pub trait RecordObserver: Send {
 pub struct AuditSink {
     tx: Option<mpsc::Sender<Entry>>,
     log_level: LogLevel,
+    /// Records are written somewhere (a file or a store), not only observed.
+    keeps: bool,
 }
 
 enum Entry {
@@ -268,8 +270,10 @@ impl AuditSink {
             return Ok(AuditSink {
                 tx: None,
                 log_level,
+                keeps: false,
             });
         }
+        let keeps = file.is_some() || store.is_some();
         let (tx, rx) = mpsc::channel::<Entry>();
         std::thread::Builder::new()
             .name("toolgate-audit".into())
@@ -277,6 +281,7 @@ impl AuditSink {
         Ok(AuditSink {
             tx: Some(tx),
             log_level,
+            keeps,
         })
     }
 
@@ -305,6 +310,13 @@ impl AuditSink {
         }
     }
 
+    /// Whether records are written (a file or a store) rather than only
+    /// observed: when not, callers may leave out what only the audit trail
+    /// reads (the arguments' hash).
+    pub fn keeps_records(&self) -> bool {
+        self.keeps
+    }
+
     /// Whether records go anywhere; when not, callers may skip building them.
     pub fn enabled(&self) -> bool {
         self.tx.is_some() || self.log_level >= LogLevel::Info
@@ -313,6 +325,11 @@ impl AuditSink {
 
 /// The most records handed to the [`AuditDestination`] in one call.
 const MAX_BURST: usize = 512;
+
+/// With only an observer (nothing written), the writer thread wakes this
+/// often and takes what has arrived, instead of being woken by every
+/// record: a gateway thread then never pays for a wake-up.
+const OBSERVE_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn append_burst(store: &mut Option<Box<dyn AuditDestination>>, burst: &mut Vec<Value>) {
     let Some(store) = store else { return };
@@ -340,7 +357,21 @@ fn write_records(
     let mut out = file.map(BufWriter::new);
     let mut acks = Vec::new();
     let mut burst: Vec<Value> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let only_observed = out.is_none() && store.is_none();
+    loop {
+        let first = if only_observed {
+            std::thread::sleep(OBSERVE_TICK);
+            match rx.try_recv() {
+                Ok(entry) => entry,
+                Err(mpsc::TryRecvError::Empty) => continue,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(entry) => entry,
+                Err(_) => break,
+            }
+        };
         let mut next = Some(first);
         while let Some(entry) = next {
             match entry {
@@ -348,7 +379,7 @@ fn write_records(
                     if let Some(observer) = &mut observer {
                         observer.observe(&rec);
                     }
-                    if out.is_none() && store.is_none() {
+                    if only_observed {
                         next = rx.try_recv().ok();
                         continue;
                     }

@@ -1118,7 +1118,12 @@ fn call_record(
         decision_us: received.elapsed().as_secs_f64() * 1e6,
         latency_ms: None,
         outcome: Outcome::Refused,
-        args_sha256: args_sha256(arguments),
+        // Only the audit trail reads the hash: metrics and traces alone skip it.
+        args_sha256: if shared.audit.keeps_records() {
+            args_sha256(arguments)
+        } else {
+            String::new()
+        },
         args: shared.audit_args.then(|| arguments.clone()),
         trace: Some(Box::new(call_trace(received, meta))),
     })

@@ -1326,7 +1326,12 @@ impl Gateway {
             decision_us: received.elapsed().as_secs_f64() * 1e6,
             latency_ms: None,
             outcome: Outcome::Refused,
-            args_sha256: args_sha256(arguments),
+            // Only the audit trail reads the hash: metrics and traces alone skip it.
+            args_sha256: if self.audit.keeps_records() {
+                args_sha256(arguments)
+            } else {
+                String::new()
+            },
             args: self.audit_args.then(|| arguments.clone()),
             trace: Some(Box::new(CallTrace {
                 traceparent: ctx.trace.as_ref().map(|t| t.0.clone()),
