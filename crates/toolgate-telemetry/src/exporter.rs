@@ -4,7 +4,8 @@
 //! counted. The thread gathers spans into batches (up to [`MAX_BATCH`], or
 //! what arrived within [`BATCH_DELAY`] of the first) and POSTs each batch
 //! over a plain TCP connection. A collector that cannot be reached costs
-//! the batch (counted) and a log line at most once a minute.
+//! the batch (counted) and a log line at most once a minute; for a second
+//! after a failure, batches are dropped (and counted) without trying.
 
 use crate::otlp::{encode_json, encode_protobuf, Source, Span};
 use crate::settings::{OtlpSettings, Protocol};
@@ -25,6 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most one log line per this long about failed exports.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// After a failed export, batches are dropped (and counted) without trying
+/// for this long, so an outage costs no CPU for encoding and connecting.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What the exporter has done, for the metrics.
 #[derive(Debug, Default)]
@@ -91,6 +95,7 @@ fn run(
 ) {
     let mut last_log: Option<Instant> = None;
     let mut unlogged = 0u64;
+    let mut down_until: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let deadline = Instant::now() + BATCH_DELAY;
@@ -101,16 +106,26 @@ fn run(
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let body = match settings.protocol {
-            Protocol::HttpProtobuf => encode_protobuf(&source, &batch),
-            Protocol::HttpJson => encode_json(&source, &batch),
-        };
         let n = batch.len() as u64;
-        match post(&settings, &body) {
+        if down_until.is_some_and(|t| Instant::now() < t) {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            unlogged += 1;
+            continue;
+        }
+        let sent = connect(&settings).and_then(|stream| {
+            let body = match settings.protocol {
+                Protocol::HttpProtobuf => encode_protobuf(&source, &batch),
+                Protocol::HttpJson => encode_json(&source, &batch),
+            };
+            post(stream, &settings, &body)
+        });
+        match sent {
             Ok(()) => {
+                down_until = None;
                 stats.exported.fetch_add(n, Ordering::Relaxed);
             }
             Err(why) => {
+                down_until = Some(Instant::now() + RETRY_AFTER);
                 stats.failed.fetch_add(n, Ordering::Relaxed);
                 unlogged += 1;
                 if last_log.map_or(true, |t| t.elapsed() >= LOG_EVERY) {
@@ -131,8 +146,8 @@ fn run(
     }
 }
 
-/// One POST; `Err` says why it failed.
-fn post(settings: &OtlpSettings, body: &[u8]) -> Result<(), String> {
+/// A connection to the collector; `Err` says why there is none.
+fn connect(settings: &OtlpSettings) -> Result<TcpStream, String> {
     let url = &settings.url;
     let addrs: Vec<_> = url
         .authority
@@ -150,7 +165,12 @@ fn post(settings: &OtlpSettings, body: &[u8]) -> Result<(), String> {
             Err(e) => last = format!("cannot connect to {addr}: {e}"),
         }
     }
-    let mut stream = stream.ok_or(last)?;
+    stream.ok_or(last)
+}
+
+/// One POST on `stream`; `Err` says why it failed.
+fn post(mut stream: TcpStream, settings: &OtlpSettings, body: &[u8]) -> Result<(), String> {
+    let url = &settings.url;
     stream
         .set_write_timeout(Some(IO_TIMEOUT))
         .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))

@@ -50,6 +50,7 @@ const MAX_TOOL_CHARS: usize = 256;
 pub struct Observer {
     pub metrics: Arc<Metrics>,
     pub exporter: Option<Exporter>,
+    pub ids: trace_context::Ids,
 }
 
 impl RecordObserver for Observer {
@@ -59,7 +60,7 @@ impl RecordObserver for Observer {
         }
         self.metrics.observe(record);
         if let Some(exporter) = &self.exporter {
-            if let Some(span) = span_of(record, self.metrics.default_server()) {
+            if let Some(span) = span_of(record, self.metrics.default_server(), &mut self.ids) {
                 exporter.send(span);
             }
         }
@@ -78,7 +79,11 @@ pub fn is_answer(record: &Record) -> bool {
 /// valid `traceparent` came, else it starts a trace. `None` when the
 /// client's trace is not sampled (the parent decides, as OpenTelemetry's
 /// default sampler does), or the record is not a call's.
-pub fn span_of(record: &Record, default_server: &str) -> Option<Span> {
+pub fn span_of(
+    record: &Record,
+    default_server: &str,
+    ids: &mut trace_context::Ids,
+) -> Option<Span> {
     let trace = record.trace.as_deref()?;
     let parent = trace.traceparent.as_deref().and_then(TraceParent::parse);
     if parent.is_some_and(|p| !p.sampled()) {
@@ -140,8 +145,8 @@ pub fn span_of(record: &Record, default_server: &str) -> Option<Span> {
         Outcome::Ok | Outcome::Refused => (StatusCode::Unset, None),
     };
     Some(Span {
-        trace_id: parent.map_or_else(trace_context::new_trace_id, |p| p.trace_id),
-        span_id: trace_context::new_span_id(),
+        trace_id: parent.map_or_else(|| ids.trace_id(), |p| p.trace_id),
+        span_id: ids.span_id(),
         parent_span_id: parent.map(|p| p.parent_id),
         trace_state: parent
             .and(trace.tracestate.as_deref())
@@ -160,6 +165,7 @@ pub fn span_of(record: &Record, default_server: &str) -> Option<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace_context::Ids;
     use toolgate_gateway::audit::CallTrace;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -198,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_valid_parent_is_joined() {
-        let span = span_of(&record(Some(PARENT), Outcome::Ok), "srv").unwrap();
+        let span = span_of(&record(Some(PARENT), Outcome::Ok), "srv", &mut Ids::new()).unwrap();
         let parent = TraceParent::parse(PARENT).unwrap();
         assert_eq!(span.trace_id, parent.trace_id);
         assert_eq!(span.parent_span_id, Some(parent.parent_id));
@@ -228,7 +234,7 @@ mod tests {
             Some("00-zz"),
             Some(&PARENT.replace("4bf9", "4BF9")[..]),
         ] {
-            let span = span_of(&record(tp, Outcome::Ok), "srv").unwrap();
+            let span = span_of(&record(tp, Outcome::Ok), "srv", &mut Ids::new()).unwrap();
             assert_eq!(span.parent_span_id, None, "{tp:?}");
             assert_ne!(span.trace_id, TraceParent::parse(PARENT).unwrap().trace_id);
             assert_eq!(span.trace_state, None, "no tracestate without a parent");
@@ -238,13 +244,13 @@ mod tests {
     #[test]
     fn an_unsampled_parent_is_respected() {
         let unsampled = PARENT.replace("-01", "-00");
-        assert!(span_of(&record(Some(&unsampled), Outcome::Ok), "srv").is_none());
+        assert!(span_of(&record(Some(&unsampled), Outcome::Ok), "srv", &mut Ids::new()).is_none());
     }
 
     #[test]
     fn upstream_failures_are_errors() {
         for outcome in [Outcome::Error, Outcome::NoResponse] {
-            let span = span_of(&record(None, outcome), "srv").unwrap();
+            let span = span_of(&record(None, outcome), "srv", &mut Ids::new()).unwrap();
             assert_eq!(span.status, StatusCode::Error);
         }
         let refused = Record {
@@ -252,7 +258,7 @@ mod tests {
             decision: "deny",
             ..record(None, Outcome::Refused)
         };
-        let span = span_of(&refused, "srv").unwrap();
+        let span = span_of(&refused, "srv", &mut Ids::new()).unwrap();
         assert_eq!(span.status, StatusCode::Unset);
         assert_eq!(span.end_unix_ns, 5_000);
         assert!(span_of(
@@ -260,7 +266,8 @@ mod tests {
                 trace: None,
                 ..refused.clone()
             },
-            "srv"
+            "srv",
+            &mut Ids::new()
         )
         .is_none());
         assert!(is_answer(&refused));

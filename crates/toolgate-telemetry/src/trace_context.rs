@@ -88,24 +88,55 @@ pub fn tracestate(text: &str) -> Option<String> {
     ok.then(|| text.to_string())
 }
 
-/// A random trace id, never all zeros.
-pub fn new_trace_id() -> TraceId {
-    loop {
-        let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id).expect("the OS random source");
-        if id != [0; 16] {
-            return id;
-        }
+/// Random trace and span ids: SplitMix64 seeded from the OS once, so that
+/// an id costs no system call (ids must be unique, not secret).
+#[derive(Debug, Clone)]
+pub struct Ids {
+    state: u64,
+}
+
+impl Default for Ids {
+    fn default() -> Ids {
+        Ids::new()
     }
 }
 
-/// A random span id, never all zeros.
-pub fn new_span_id() -> SpanId {
-    loop {
-        let mut id = [0u8; 8];
-        getrandom::getrandom(&mut id).expect("the OS random source");
-        if id != [0; 8] {
-            return id;
+impl Ids {
+    pub fn new() -> Ids {
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).expect("the OS random source");
+        Ids {
+            state: u64::from_le_bytes(seed),
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A trace id, never all zeros.
+    pub fn trace_id(&mut self) -> TraceId {
+        loop {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&self.next_u64().to_be_bytes());
+            id[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+            if id != [0; 16] {
+                return id;
+            }
+        }
+    }
+
+    /// A span id, never all zeros.
+    pub fn span_id(&mut self) -> SpanId {
+        loop {
+            let id = self.next_u64().to_be_bytes();
+            if id != [0; 8] {
+                return id;
+            }
         }
     }
 }
@@ -175,7 +206,11 @@ mod tests {
 
     #[test]
     fn ids_are_random_and_never_zero() {
-        assert_ne!(new_trace_id(), new_trace_id());
-        assert_ne!(new_span_id(), [0; 8]);
+        let mut ids = Ids::new();
+        let traces: std::collections::HashSet<TraceId> = (0..1000).map(|_| ids.trace_id()).collect();
+        assert_eq!(traces.len(), 1000);
+        assert_ne!(ids.span_id(), [0; 8]);
+        // Two generators (two processes) do not start alike.
+        assert_ne!(Ids::new().trace_id(), Ids::new().trace_id());
     }
 }

@@ -126,7 +126,11 @@ pub fn start(
         metrics: metrics.clone(),
         spans: exporter.as_ref().map(|e| e.stats().clone()),
     };
-    let observer = toolgate_telemetry::Observer { metrics, exporter };
+    let observer = toolgate_telemetry::Observer {
+        metrics,
+        exporter,
+        ids: toolgate_telemetry::trace_context::Ids::new(),
+    };
     Ok(Some((telemetry, Box::new(observer))))
 }
 
