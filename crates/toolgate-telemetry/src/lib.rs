@@ -244,7 +244,12 @@ mod tests {
     #[test]
     fn an_unsampled_parent_is_respected() {
         let unsampled = PARENT.replace("-01", "-00");
-        assert!(span_of(&record(Some(&unsampled), Outcome::Ok), "srv", &mut Ids::new()).is_none());
+        assert!(span_of(
+            &record(Some(&unsampled), Outcome::Ok),
+            "srv",
+            &mut Ids::new()
+        )
+        .is_none());
     }
 
     #[test]

@@ -207,7 +207,8 @@ mod tests {
     #[test]
     fn ids_are_random_and_never_zero() {
         let mut ids = Ids::new();
-        let traces: std::collections::HashSet<TraceId> = (0..1000).map(|_| ids.trace_id()).collect();
+        let traces: std::collections::HashSet<TraceId> =
+            (0..1000).map(|_| ids.trace_id()).collect();
         assert_eq!(traces.len(), 1000);
         assert_ne!(ids.span_id(), [0; 8]);
         // Two generators (two processes) do not start alike.
