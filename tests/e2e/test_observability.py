@@ -312,7 +312,7 @@ async def test_serve_metrics_count_every_call_by_server_tool_grant_and_decision(
             ("probe", "probe__delete_all", "alice", "deny", 1),
             ("", "(unknown)", "alice", "unknown", 1),
             ("probe", "probe__fail_rpc", "alice", "allow", 1),
-            ("", "probe__transfer", "alice", "approval_pending", 1),
+            ("probe", "probe__transfer", "alice", "approval_pending", 1),
             ("probe", "probe__echo", "bob", "allow", 3),
             ("probe", "probe__echo", "bob", "rate_limited", 1),
         ]

@@ -1789,6 +1789,7 @@ impl Gateway {
                 rule.as_str(),
                 Some(text.clone()),
                 received,
+                new.server.as_deref(),
             );
             return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
         }
@@ -1905,6 +1906,7 @@ impl Gateway {
                         &new.rule,
                         Some(text.clone()),
                         received,
+                        new.server.as_deref(),
                     );
                     return GateOutcome::Answer(held_result(
                         text,
@@ -1926,6 +1928,7 @@ impl Gateway {
                     &new.rule,
                     Some(text.clone()),
                     received,
+                    new.server.as_deref(),
                 );
                 return GateOutcome::Answer(held_result(
                     text,
@@ -2052,6 +2055,7 @@ impl Gateway {
                     rfc3339(request.expires_ms)
                 )),
                 received,
+                new.server.as_deref(),
             );
         }
         Ok(request)
@@ -2067,8 +2071,9 @@ impl Gateway {
         rule: &str,
         reason: Option<String>,
         received: Instant,
+        server: Option<&str>,
     ) {
-        if let Some(record) = self.call_record(ctx, tool, arguments, received, None) {
+        if let Some(record) = self.call_record(ctx, tool, arguments, received, server) {
             self.audit.record(Record {
                 decision: kind,
                 rule: rule.to_string(),
@@ -2211,6 +2216,7 @@ impl Gateway {
                     &new.rule,
                     Some(text.clone()),
                     received,
+                    new.server.as_deref(),
                 );
                 return answer_result(held_result(
                     text,
