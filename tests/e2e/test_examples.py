@@ -10,6 +10,10 @@ as a config. Each is validated in a directory holding the policy files of
 examples/ (the policies configs name, such as gateway.policy.yaml), with the
 environment variables the examples reference set.
 
+A Prometheus scrape config (a top-level `scrape_configs`, in
+docs/observability.md) is neither: test_observability.py scrapes the
+gateway with it.
+
 Convention for writers: a fenced block that is neither a policy nor a config
 (a JSON-RPC message, an audit line) is fenced with another info string, e.g.
 ```jsonc, ```jsonl or ```text.
@@ -48,6 +52,15 @@ def is_config(text: str, fmt: str) -> bool:
     return isinstance(document, dict) and "servers" in document and "version" not in document
 
 
+def is_scrape_config(text: str) -> bool:
+    """A Prometheus scrape config: checked by test_observability.py, which scrapes with it."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(document, dict) and "scrape_configs" in document
+
+
 def collect_configs(tmp_path: Path) -> list[tuple[str, Path]]:
     """(where it comes from, file to validate) for every example config, each
     written into a directory that also holds the example policies."""
@@ -62,14 +75,16 @@ def collect_configs(tmp_path: Path) -> list[tuple[str, Path]]:
             found.append((str(path.relative_to(REPO)), path))
         else:
             shutil.copy(path, workdir / path.name)
-    doc = REPO / "docs" / "config.md"
-    text = doc.read_text(encoding="utf-8")
-    for match in CONFIG_FENCE.finditer(text):
-        fmt = {"yml": "yaml"}.get(match.group(1), match.group(1))
-        line = text.count("\n", 0, match.start()) + 1
-        out = workdir / f"config-{line}.{fmt}"
-        out.write_text(match.group(2), encoding="utf-8")
-        found.append((f"{doc.relative_to(REPO)}:{line}", out))
+    for doc in [REPO / "docs" / "config.md", REPO / "docs" / "observability.md"]:
+        text = doc.read_text(encoding="utf-8")
+        for match in CONFIG_FENCE.finditer(text):
+            fmt = {"yml": "yaml"}.get(match.group(1), match.group(1))
+            if fmt != "toml" and is_scrape_config(match.group(2)):
+                continue  # a Prometheus scrape config: see test_observability.py
+            line = text.count("\n", 0, match.start()) + 1
+            out = workdir / f"{doc.stem}-{line}.{fmt}"
+            out.write_text(match.group(2), encoding="utf-8")
+            found.append((f"{doc.relative_to(REPO)}:{line}", out))
     return found
 
 
@@ -91,6 +106,8 @@ def collect_examples(tmp_path: Path) -> list[tuple[str, Path, str]]:
             fmt = "json" if match.group(1) == "json" else "yaml"
             if is_config(match.group(2), fmt):
                 continue  # a gateway config: see test_every_example_config_is_valid
+            if is_scrape_config(match.group(2)):
+                continue  # a Prometheus scrape config: see test_observability.py
             where = f"{doc.relative_to(REPO)}:{line}"
             out = tmp_path / f"{doc.stem}-{line}.{fmt}"
             out.write_text(match.group(2), encoding="utf-8")
@@ -127,6 +144,7 @@ def test_every_example_config_is_valid(toolgate_bin, tmp_path):
     where_all = [where for where, _ in configs]
     assert "examples/gateway.yaml" in where_all, where_all
     assert any(w.startswith("docs/config.md:") for w in where_all), where_all
+    assert any(w.startswith("docs/observability.md:") for w in where_all), where_all
 
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_CLEARED}
     env.update(CONFIG_ENV)

@@ -4,7 +4,9 @@
 //! - `GET /approvals/{id}`;
 //! - `POST /approvals/{id}/approve` and `/deny`, body `{"reason", "by"}`
 //!   (both optional);
-//! - `POST /webhook/decide`: the signed callback of the webhook receiver.
+//! - `POST /webhook/decide`: the signed callback of the webhook receiver;
+//! - `GET /metrics`: the Prometheus exposition (docs/observability.md), when
+//!   the gateway passes a [`MetricsSource`].
 //!
 //! Every route but the callback needs `Authorization: Bearer <admin token>`,
 //! checked before anything else (an unauthenticated caller learns nothing,
@@ -45,22 +47,31 @@ struct Admin {
     events: Arc<dyn ApprovalEvents>,
     opts: AdminOptions,
     seen: SeenSignatures,
+    metrics: Option<Arc<dyn MetricsSource>>,
+}
+
+/// What `GET /metrics` answers: the Prometheus text exposition, format 0.0.4.
+pub trait MetricsSource: Send + Sync {
+    fn render(&self) -> String;
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves, then lets
-/// requests in flight finish (up to 5 s).
+/// requests in flight finish (up to 5 s). `metrics`: what `GET /metrics`
+/// serves (`None`: no such route).
 pub async fn serve_admin(
     store: Arc<dyn ApprovalStore>,
     events: Arc<dyn ApprovalEvents>,
     opts: AdminOptions,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    metrics: Option<Arc<dyn MetricsSource>>,
 ) {
     let admin = Arc::new(Admin {
         store,
         events,
         opts,
         seen: SeenSignatures::default(),
+        metrics,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -239,6 +250,7 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, 
             let body = read_body(req).await?;
             decide_by_admin(admin, &id, approve, &body)
         }
+        ["metrics"] => metrics(admin, &method),
         ["approvals"] | ["approvals", _] => Err(Refusal::MethodNotAllowed("GET")),
         ["approvals", _, "approve" | "deny"] => Err(Refusal::MethodNotAllowed("POST")),
         _ => Err(Refusal::NoRoute),
@@ -301,6 +313,22 @@ fn list(admin: &Admin, query: Option<&str>) -> Result<Response<Body>, Refusal> {
         StatusCode::OK,
         &json!({ "approvals": approvals }),
     ))
+}
+
+/// `GET /metrics`: the exposition, rendered now.
+fn metrics(admin: &Admin, method: &Method) -> Result<Response<Body>, Refusal> {
+    let Some(source) = &admin.metrics else {
+        return Err(Refusal::NoRoute);
+    };
+    if method != Method::GET {
+        return Err(Refusal::MethodNotAllowed("GET"));
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(source.render())))
+        .expect("valid response"))
 }
 
 fn show(admin: &Admin, id: &str) -> Result<Response<Body>, Refusal> {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use toolgate_admin::{serve_admin, AdminOptions, Webhook, WebhookNotifier};
+use toolgate_admin::{serve_admin, AdminOptions, MetricsSource, Webhook, WebhookNotifier};
 use toolgate_approvals::{
     ApprovalError, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, MemoryApprovals,
     NewRequest, Via,
@@ -109,6 +109,7 @@ impl Admin {
             async {
                 let _ = stopped.await;
             },
+            Some(Arc::new(FixedMetrics)),
         ));
         Admin {
             addr,
@@ -193,6 +194,15 @@ impl Admin {
     }
 }
 
+/// A metrics source with a fixed exposition.
+struct FixedMetrics;
+
+impl MetricsSource for FixedMetrics {
+    fn render(&self) -> String {
+        "# TYPE up gauge\nup 1\n".into()
+    }
+}
+
 async fn send(
     addr: SocketAddr,
     method: Method,
@@ -200,6 +210,19 @@ async fn send(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (StatusCode, HeaderMap, Value) {
+    let (status, headers, bytes) = send_raw(addr, method, path, headers, body).await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, headers, value)
+}
+
+async fn send_raw(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (StatusCode, HeaderMap, Bytes) {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::builder()
@@ -218,9 +241,29 @@ async fn send(
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, headers, value)
+    (status, headers, bytes)
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_and_are_prometheus_text() {
+    let admin = Admin::start(None).await;
+    let (status, headers, _) = admin.call(Method::GET, "/metrics", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key("www-authenticate"));
+    let auth = [("authorization".to_string(), format!("Bearer {TOKEN}"))];
+    let (status, headers, body) = send_raw(admin.addr, Method::GET, "/metrics", &auth, b"").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(&body[..], b"# TYPE up gauge\nup 1\n");
+    assert_error(
+        admin.post("/metrics", "").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    admin.stop().await;
 }
 
 #[track_caller]
@@ -641,6 +684,7 @@ async fn an_unreachable_store_is_503_unavailable() {
         async {
             let _ = stopped.await;
         },
+        None,
     ));
     let auth = [("authorization".to_string(), format!("Bearer {TOKEN}"))];
     for (method, path) in [

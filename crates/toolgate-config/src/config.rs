@@ -29,6 +29,38 @@ pub struct Config {
     pub state: StateConfig,
     /// The admin API (out-of-band approvers); `None`: no admin listener.
     pub admin: Option<AdminConfig>,
+    /// Traces (docs/observability.md); the default exports none.
+    pub telemetry: TelemetryConfig,
+}
+
+/// The `telemetry` section: where the gateway's spans go.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// The `service.name` of the spans (`None`: `OTEL_SERVICE_NAME`, else
+    /// "toolgate").
+    pub service_name: Option<String>,
+    /// `None`: the `OTEL_EXPORTER_OTLP_*` variables decide (no export
+    /// when they are unset).
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// An OTLP/HTTP collector.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The collector's base URL (http://); spans go to `<endpoint>/v1/traces`.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Extra request headers; values `${VAR}`-interpolated.
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// How spans are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (the default).
+    HttpProtobuf,
+    /// `http/json`.
+    HttpJson,
 }
 
 /// The admin API: its own listener, always behind a token.
@@ -113,6 +145,7 @@ impl fmt::Debug for Config {
             .field("http", &self.http)
             .field("state", &self.state)
             .field("admin", &self.admin)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }

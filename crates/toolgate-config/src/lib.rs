@@ -31,8 +31,8 @@ mod values;
 use std::path::Path;
 
 pub use config::{
-    AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig,
-    ServerTransport, StateConfig, StateStore, WebhookConfig,
+    AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, OtlpConfig, OtlpProtocol, Secret,
+    ServerConfig, ServerTransport, StateConfig, StateStore, TelemetryConfig, WebhookConfig,
 };
 pub use token::{hash_token, new_token};
 pub use toolgate_policy::{Diagnostic, Diagnostics};

@@ -281,7 +281,7 @@ fn unknown_fields_everywhere() {
     check(
         "policy: policy.yaml\nlisen: x\nservers:\n  a:\n    command: x\n    comand: y\n    restart: { initial: 1s, maximum: 2s }\ngrants:\n  g:\n    token_sha256: \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n    token: x\nsessions: { key: x }\nhttp: { origins: [] }\n",
         &[
-            "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions, http, state or admin)",
+            "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions, http, state, admin or telemetry)",
             "6:5: servers.a: unknown field \"comand\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
             "7:29: servers.a.restart: unknown field \"maximum\" (expected initial or max)",
             "11:5: grants.g: unknown field \"token\" (expected token_sha256, policy or servers)",
@@ -843,4 +843,56 @@ fn admin_section_in_toml_and_json() {
         &format!("{{\"policy\": \"policy.yaml\", \"servers\": {{\"a\": {{\"command\": \"x\"}}}}, \"admin\": {{\"token_sha256\": \"{HASH_A}\"}}}}"),
     );
     assert!(config.admin.is_some());
+}
+
+// --- telemetry ---------------------------------------------------------------
+
+#[test]
+fn telemetry_section_is_optional() {
+    let config = ok(MINIMAL);
+    assert!(config.telemetry.otlp.is_none());
+    assert!(config.telemetry.service_name.is_none());
+}
+
+#[test]
+fn telemetry_loads_every_field() {
+    let config = ok(&format!(
+        "{MINIMAL}telemetry:\n  service_name: gw-prod\n  otlp:\n    endpoint: http://collector:4318/\n    protocol: http/json\n    headers:\n      authorization: \"Bearer ${{MY_TOKEN}}\"\n"
+    ));
+    assert_eq!(config.telemetry.service_name.as_deref(), Some("gw-prod"));
+    let otlp = config.telemetry.otlp.as_ref().unwrap();
+    assert_eq!(otlp.endpoint, "http://collector:4318");
+    assert_eq!(otlp.protocol, crate::OtlpProtocol::HttpJson);
+    assert_eq!(otlp.headers[0].0, "authorization");
+    assert_eq!(otlp.headers[0].1.expose(), "Bearer s3cret");
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let config = ok(&format!(
+        "{MINIMAL}telemetry:\n  otlp:\n    endpoint: http://127.0.0.1:4318\n"
+    ));
+    assert_eq!(
+        config.telemetry.otlp.unwrap().protocol,
+        crate::OtlpProtocol::HttpProtobuf
+    );
+}
+
+#[test]
+fn telemetry_problems() {
+    check(
+        &format!("{MINIMAL}telemetry:\n  service: x\n  service_name: \"\"\n  otlp:\n    endpoint: https://c:4318\n    protocol: grpc\n    headers:\n      \"a b\": x\n      x-key: ${{NOPE}}\n"),
+        &[
+            "6:3: telemetry: unknown field \"service\" (expected service_name or otlp)",
+            "7:17: telemetry.service_name: must not be empty",
+            "9:15: telemetry.otlp.endpoint: endpoint \"https://c:4318\": https is not supported (use http:// to a collector on a trusted network, or a local TLS proxy)",
+            "10:15: telemetry.otlp.protocol: OTLP over gRPC is not supported (expected http/protobuf or http/json)",
+            "12:7: telemetry.otlp.headers: invalid header name \"a b\"",
+            "13:14: telemetry.otlp.headers.x-key: environment variable NOPE is not set (referenced as ${NOPE})",
+        ],
+    );
+    check(
+        &format!("{MINIMAL}telemetry:\n  otlp:\n    protocol: json\n"),
+        &[
+            "6:3: telemetry.otlp: missing field \"endpoint\" (the collector's base URL, such as http://127.0.0.1:4318)",
+            "7:15: telemetry.otlp.protocol: unknown OTLP protocol \"json\" (expected http/protobuf or http/json)",
+        ],
+    );
 }

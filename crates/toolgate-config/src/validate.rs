@@ -14,8 +14,8 @@ use toolgate_policy::document::{push_index, push_key, Member, Node, Pos, Value};
 use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
 
 use crate::config::{
-    AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, Secret, ServerConfig,
-    ServerTransport, StateConfig, StateStore, WebhookConfig,
+    AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, OtlpConfig, OtlpProtocol, Secret,
+    ServerConfig, ServerTransport, StateConfig, StateStore, TelemetryConfig, WebhookConfig,
 };
 use crate::values::{self, quote};
 use crate::{read, ConfigFormat};
@@ -46,6 +46,7 @@ const TOP_FIELDS: &[&str] = &[
     "http",
     "state",
     "admin",
+    "telemetry",
 ];
 const SERVER_FIELDS: &[&str] = &[
     "command",
@@ -73,6 +74,8 @@ const WEBHOOK_FIELDS: &[&str] = &[
     "initial_backoff",
     "admin_url",
 ];
+const TELEMETRY_FIELDS: &[&str] = &["service_name", "otlp"];
+const OTLP_FIELDS: &[&str] = &["endpoint", "protocol", "headers"];
 const HTTP_FIELDS: &[&str] = &[
     "allowed_origins",
     "allowed_hosts",
@@ -426,6 +429,11 @@ impl Validator<'_> {
                 .map(Some),
         };
 
+        let telemetry = match field(members, "telemetry") {
+            None => Some(TelemetryConfig::default()),
+            Some(node) => self.telemetry(node),
+        };
+
         // Every server must be covered by some policy (fail closed).
         let has_top_policy = policy_node.is_some();
         for server in &seen_servers {
@@ -477,6 +485,84 @@ impl Validator<'_> {
             http: http?,
             state: state?,
             admin: admin?,
+            telemetry: telemetry?,
+        })
+    }
+
+    /// The `telemetry` section: the spans' service name and the OTLP collector.
+    fn telemetry(&mut self, node: &Node) -> Option<TelemetryConfig> {
+        let members = self.object(node, "telemetry", TELEMETRY_FIELDS)?;
+        let service_name = match field(members, "service_name") {
+            None => Some(None),
+            Some(n) => self
+                .non_empty_string(n, "telemetry.service_name")
+                .map(|s| Some(s.to_string())),
+        };
+        let otlp = match member(members, "otlp") {
+            None => Some(None),
+            Some(m) => self.otlp(m).map(Some),
+        };
+        Some(TelemetryConfig {
+            service_name: service_name?,
+            otlp: otlp?,
+        })
+    }
+
+    fn otlp(&mut self, m: &Member) -> Option<OtlpConfig> {
+        let path = "telemetry.otlp";
+        let members = self.object(&m.value, path, OTLP_FIELDS)?;
+        let at = |name: &str| push_key(path, name);
+        let endpoint = match field(members, "endpoint") {
+            None => {
+                self.problem(m.key_pos, path, "missing field \"endpoint\" (the collector's base URL, such as http://127.0.0.1:4318)");
+                None
+            }
+            Some(n) => self.string(n, &at("endpoint")).and_then(|s| {
+                let checked = if s.to_ascii_lowercase().starts_with("https://") {
+                    Err(format!(
+                        "endpoint {}: https is not supported (use http:// to a collector on a trusted network, or a local TLS proxy)",
+                        quote(s)
+                    ))
+                } else {
+                    values::check_url(s, values::Schemes::Http)
+                };
+                match checked {
+                    Ok(()) => Some(s.trim_end_matches('/').to_string()),
+                    Err(message) => {
+                        self.problem(n.pos, &at("endpoint"), message);
+                        None
+                    }
+                }
+            }),
+        };
+        let protocol = match field(members, "protocol") {
+            None => Some(OtlpProtocol::HttpProtobuf),
+            Some(n) => match self.string(n, &at("protocol"))? {
+                "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+                "http/json" => Some(OtlpProtocol::HttpJson),
+                other => {
+                    let message = if other == "grpc" {
+                        "OTLP over gRPC is not supported (expected http/protobuf or http/json)"
+                            .to_string()
+                    } else {
+                        format!(
+                            "unknown OTLP protocol {} (expected http/protobuf or http/json)",
+                            quote(other)
+                        )
+                    };
+                    self.problem(n.pos, &at("protocol"), message);
+                    None
+                }
+            },
+        };
+        let headers = match field(members, "headers") {
+            None => Some(Vec::new()),
+            Some(n) => self.secret_map(n, &at("headers"), MapKind::Headers),
+        };
+        Some(OtlpConfig {
+            endpoint: endpoint?,
+            protocol: protocol?,
+            headers: headers?,
         })
     }
 

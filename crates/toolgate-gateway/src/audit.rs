@@ -4,7 +4,9 @@
 //! waits on the disk. The file is flushed whenever the channel runs dry, and
 //! on shutdown. The same thread also hands the records to an
 //! [`AuditDestination`] when there is one (the binary passes the SQLite audit
-//! store): each burst of records that arrived together in one call.
+//! store): each burst of records that arrived together in one call, and to
+//! a [`RecordObserver`] when there is one (the binary's metrics and traces,
+//! toolgate-telemetry), so that they too are built off the hot path.
 
 use crate::clock::rfc3339;
 use serde_json::{json, Map, Value};
@@ -80,6 +82,54 @@ pub struct Record {
     pub outcome: Outcome,
     pub args_sha256: String,
     pub args: Option<Value>,
+    /// What a trace span of the call needs: set on the records of the
+    /// clients' own `tools/call` requests (not on approvals decided by an
+    /// admin, or records imported from a file). Not written to the audit trail.
+    pub trace: Option<Box<CallTrace>>,
+}
+
+/// The facts about a `tools/call` that a trace span needs besides its
+/// record. The client's trace context is kept as it came and checked on the
+/// writer thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallTrace {
+    /// The W3C `traceparent` the client sent (HTTP header, else
+    /// `params._meta.traceparent`), unchecked.
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with it, unchecked.
+    pub tracestate: Option<String>,
+    /// When the gateway received the call, in nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// The MCP protocol version of the call, when known.
+    pub protocol_version: Option<String>,
+}
+
+impl CallTrace {
+    /// A call received at `received` (wall-clock time worked back from it).
+    pub fn received_at(received: std::time::Instant) -> CallTrace {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let start = now.saturating_sub(received.elapsed());
+        CallTrace {
+            start_unix_ns: u64::try_from(start.as_nanos()).unwrap_or(u64::MAX),
+            ..CallTrace::default()
+        }
+    }
+
+    /// `traceparent` and `tracestate` from a request's `_meta`, when strings.
+    pub fn with_meta(mut self, meta: Option<&Value>) -> CallTrace {
+        let text = |key: &str| {
+            meta.and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if self.traceparent.is_none() {
+            self.traceparent = text("traceparent");
+            self.tracestate = text("tracestate");
+        }
+        self
+    }
 }
 
 impl Record {
@@ -161,12 +211,20 @@ pub trait AuditDestination: Send {
     fn append(&mut self, records: &[Value]) -> Result<(), String>;
 }
 
-/// Where records go: an optional file, an optional [`AuditDestination`], and
-/// stderr at `info`.
+/// Something that watches every record on the writer thread (metrics,
+/// traces). It must not block: the writer thread also writes the audit trail.
+pub trait RecordObserver: Send {
+    fn observe(&mut self, record: &Record);
+}
+
+/// Where records go: an optional file, an optional [`AuditDestination`], an
+/// optional [`RecordObserver`], and stderr at `info`.
 #[derive(Clone)]
 pub struct AuditSink {
     tx: Option<mpsc::Sender<Entry>>,
     log_level: LogLevel,
+    /// Records are written somewhere (a file or a store), not only observed.
+    keeps: bool,
 }
 
 enum Entry {
@@ -188,6 +246,17 @@ impl AuditSink {
         log_level: LogLevel,
         store: Option<Box<dyn AuditDestination>>,
     ) -> std::io::Result<AuditSink> {
+        AuditSink::open_observed(path, log_level, store, None)
+    }
+
+    /// [`AuditSink::open_with_store`], with every record shown to `observer`
+    /// too (first, on the writer thread).
+    pub fn open_observed(
+        path: Option<&Path>,
+        log_level: LogLevel,
+        store: Option<Box<dyn AuditDestination>>,
+        observer: Option<Box<dyn RecordObserver>>,
+    ) -> std::io::Result<AuditSink> {
         let file = match path {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
@@ -197,19 +266,22 @@ impl AuditSink {
             ),
             None => None,
         };
-        if file.is_none() && store.is_none() {
+        if file.is_none() && store.is_none() && observer.is_none() {
             return Ok(AuditSink {
                 tx: None,
                 log_level,
+                keeps: false,
             });
         }
+        let keeps = file.is_some() || store.is_some();
         let (tx, rx) = mpsc::channel::<Entry>();
         std::thread::Builder::new()
             .name("toolgate-audit".into())
-            .spawn(move || write_records(rx, file, store))?;
+            .spawn(move || write_records(rx, file, store, observer))?;
         Ok(AuditSink {
             tx: Some(tx),
             log_level,
+            keeps,
         })
     }
 
@@ -238,6 +310,13 @@ impl AuditSink {
         }
     }
 
+    /// Whether records are written (a file or a store) rather than only
+    /// observed: when not, callers may leave out what only the audit trail
+    /// reads (the arguments' hash).
+    pub fn keeps_records(&self) -> bool {
+        self.keeps
+    }
+
     /// Whether records go anywhere; when not, callers may skip building them.
     pub fn enabled(&self) -> bool {
         self.tx.is_some() || self.log_level >= LogLevel::Info
@@ -246,6 +325,11 @@ impl AuditSink {
 
 /// The most records handed to the [`AuditDestination`] in one call.
 const MAX_BURST: usize = 512;
+
+/// With only an observer (nothing written), the writer thread wakes this
+/// often and takes what has arrived, instead of being woken by every
+/// record: a gateway thread then never pays for a wake-up.
+const OBSERVE_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn append_burst(store: &mut Option<Box<dyn AuditDestination>>, burst: &mut Vec<Value>) {
     let Some(store) = store else { return };
@@ -268,15 +352,37 @@ fn write_records(
     rx: mpsc::Receiver<Entry>,
     file: Option<std::fs::File>,
     mut store: Option<Box<dyn AuditDestination>>,
+    mut observer: Option<Box<dyn RecordObserver>>,
 ) {
     let mut out = file.map(BufWriter::new);
     let mut acks = Vec::new();
     let mut burst: Vec<Value> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let only_observed = out.is_none() && store.is_none();
+    loop {
+        let first = if only_observed {
+            std::thread::sleep(OBSERVE_TICK);
+            match rx.try_recv() {
+                Ok(entry) => entry,
+                Err(mpsc::TryRecvError::Empty) => continue,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(entry) => entry,
+                Err(_) => break,
+            }
+        };
         let mut next = Some(first);
         while let Some(entry) = next {
             match entry {
                 Entry::Record(rec) => {
+                    if let Some(observer) = &mut observer {
+                        observer.observe(&rec);
+                    }
+                    if only_observed {
+                        next = rx.try_recv().ok();
+                        continue;
+                    }
                     let value = rec.to_json();
                     if let Some(out) = &mut out {
                         let mut line = value.to_string();
@@ -332,6 +438,7 @@ mod tests {
             outcome: Outcome::Ok,
             args_sha256: "00".into(),
             args: None,
+            trace: None,
         }
     }
 
@@ -408,6 +515,53 @@ mod tests {
         sink.flush();
         assert_eq!(kept.records.lock().unwrap().len(), 1);
         assert!(!AuditSink::open(None, LogLevel::Error).unwrap().enabled());
+    }
+
+    /// An observer that keeps the tools it saw.
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl RecordObserver for Seen {
+        fn observe(&mut self, record: &Record) {
+            self.0.lock().unwrap().push(record.tool.clone());
+        }
+    }
+
+    #[test]
+    fn an_observer_alone_enables_the_writer_and_sees_every_record() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = AuditSink::open_observed(
+            None,
+            LogLevel::Error,
+            None,
+            Some(Box::new(Seen(seen.clone()))),
+        )
+        .unwrap();
+        assert!(sink.enabled());
+        sink.record(record("a", None));
+        sink.record(record("b", None));
+        sink.flush();
+        assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
+    }
+
+    #[test]
+    fn call_trace_reads_meta_but_keeps_a_header() {
+        let meta = json!({"traceparent": "tp", "tracestate": "ts", "x": 1});
+        let t = CallTrace::default().with_meta(Some(&meta));
+        assert_eq!(
+            (t.traceparent.as_deref(), t.tracestate.as_deref()),
+            (Some("tp"), Some("ts"))
+        );
+        let header = CallTrace {
+            traceparent: Some("header".into()),
+            ..CallTrace::default()
+        };
+        assert_eq!(
+            header.with_meta(Some(&meta)).traceparent.as_deref(),
+            Some("header")
+        );
+        assert_eq!(CallTrace::default().with_meta(None).traceparent, None);
+        let started = CallTrace::received_at(std::time::Instant::now());
+        assert!(started.start_unix_ns > 1_700_000_000_000_000_000);
     }
 
     #[test]

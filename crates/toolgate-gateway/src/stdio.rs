@@ -15,7 +15,7 @@ use crate::answer::{
     approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
     APPROVAL_STATE,
 };
-use crate::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
+use crate::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use crate::child;
 use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
@@ -66,6 +66,8 @@ pub struct StdioOptions {
     pub server_name: String,
     /// While the pin store cannot be reached: refuse (closed) or allow (open).
     pub pins_fail_open: bool,
+    /// Set while the server runs (from its start until its stdout closes).
+    pub server_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why the gateway could not run.
@@ -160,6 +162,8 @@ pub fn run_stdio(
     // that forked, and the caller's thread lives as long as the gateway.
     let mut server = child::spawn(&opts.command)?;
     let pid = server.id();
+    let server_up = opts.server_up.clone();
+    server_up.store(true, std::sync::atomic::Ordering::Relaxed);
     if opts.forward_signals {
         child::forward_signals(pid).map_err(StdioError::Signals)?;
     }
@@ -215,6 +219,7 @@ pub fn run_stdio(
     let (s, e) = (shared.clone(), events);
     spawn_thread("toolgate-server", move || {
         server_to_client(&s, server_out);
+        server_up.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = e.send(Event::ServerClosed);
     })?;
 
@@ -598,7 +603,8 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         .policy
         .get()
         .decide(&call, shared.store.as_ref(), now);
-    let record = decision_record(shared, tool, arguments, &decision, received);
+    let meta_text = meta.map(RawValue::get);
+    let record = decision_record(shared, tool, arguments, &decision, received, meta_text);
     if let Decision::ApprovalRequired { .. } = decision {
         let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
         let era = Era::of_meta(meta.as_ref());
@@ -618,6 +624,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
                     .map(str::to_string),
             );
         return Route::Hold(Box::new(HeldCall {
+            meta: meta_text.map(str::to_string),
             id: key,
             tool: tool.to_owned(),
             arguments: arguments.clone(),
@@ -917,6 +924,7 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
         outcome: Outcome::Refused,
         args_sha256: String::new(),
         args: None,
+        trace: None,
     });
 }
 
@@ -954,6 +962,8 @@ fn fail_in_flight(shared: &Shared) {
 
 /// A call a require_approval rule holds, with what it needs to go ahead.
 struct HeldCall {
+    /// The call's `_meta`, as sent (for its trace context).
+    meta: Option<String>,
     id: Id,
     tool: String,
     arguments: Value,
@@ -1075,6 +1085,7 @@ fn audit_approval(
         rule.to_string(),
         Some(reason),
         held.received,
+        held.meta.as_deref(),
     );
     if let Some(record) = record {
         shared.audit.record(record);
@@ -1083,6 +1094,7 @@ fn audit_approval(
 
 /// The audit record of a decision about a call; `None` when nothing would
 /// receive it (then neither the record is built nor the arguments hashed).
+#[allow(clippy::too_many_arguments)]
 fn call_record(
     shared: &Shared,
     tool: &str,
@@ -1091,6 +1103,7 @@ fn call_record(
     rule: String,
     reason: Option<String>,
     received: Instant,
+    meta: Option<&str>,
 ) -> Option<Record> {
     shared.audit.enabled().then(|| Record {
         time: shared.clock.now_ms(),
@@ -1105,9 +1118,33 @@ fn call_record(
         decision_us: received.elapsed().as_secs_f64() * 1e6,
         latency_ms: None,
         outcome: Outcome::Refused,
-        args_sha256: args_sha256(arguments),
+        // Only the audit trail reads the hash: metrics and traces alone skip it.
+        args_sha256: if shared.audit.keeps_records() {
+            args_sha256(arguments)
+        } else {
+            String::new()
+        },
         args: shared.audit_args.then(|| arguments.clone()),
+        trace: Some(Box::new(call_trace(received, meta))),
     })
+}
+
+/// The trace context in a call's `_meta` (raw JSON), read only as far as
+/// `traceparent` and `tracestate`.
+fn call_trace(received: Instant, meta: Option<&str>) -> CallTrace {
+    #[derive(serde::Deserialize)]
+    struct TraceMeta {
+        #[serde(default)]
+        traceparent: Option<String>,
+        #[serde(default)]
+        tracestate: Option<String>,
+    }
+    let found = meta.and_then(|m| serde_json::from_str::<TraceMeta>(m).ok());
+    CallTrace {
+        traceparent: found.as_ref().and_then(|f| f.traceparent.clone()),
+        tracestate: found.and_then(|f| f.tracestate),
+        ..CallTrace::received_at(received)
+    }
 }
 
 /// [`call_record`] with the facts of a policy decision.
@@ -1117,9 +1154,10 @@ fn decision_record(
     arguments: &Value,
     decision: &Decision,
     received: Instant,
+    meta: Option<&str>,
 ) -> Option<Record> {
     let (kind, rule, reason) = decision_facts(decision);
-    call_record(shared, tool, arguments, kind, rule, reason, received)
+    call_record(shared, tool, arguments, kind, rule, reason, received, meta)
 }
 
 /// The live approval request for a held call, or a new one: a new request is
@@ -1359,6 +1397,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             &held.arguments,
             &decision,
             held.received,
+            held.meta.as_deref(),
         ) {
             shared.audit.record(record);
         }
@@ -1371,6 +1410,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         &held.arguments,
         &decision,
         held.received,
+        held.meta.as_deref(),
     )
     .map(|mut r| {
         r.counters = grant.taken.clone();

@@ -23,7 +23,7 @@ use toolgate_gateway::answer::{
     approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
     APPROVAL_STATE,
 };
-use toolgate_gateway::audit::{decision_facts, AuditSink, LogLevel, Outcome, Record};
+use toolgate_gateway::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
@@ -209,6 +209,27 @@ pub struct Context {
     pub caller: Caller,
     pub session: Session,
     pub era: Era,
+    /// The client's W3C trace context (`traceparent`, `tracestate`): the
+    /// HTTP headers, else the request's `params._meta`; unchecked.
+    pub trace: Option<(String, Option<String>)>,
+}
+
+impl Context {
+    /// The trace context of a request: the `traceparent` header (with its
+    /// `tracestate`), else `params._meta.traceparent` (MCP's convention).
+    pub fn trace_of(
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+        params: &Value,
+    ) -> Option<(String, Option<String>)> {
+        if let Some(tp) = traceparent {
+            return Some((tp.to_string(), tracestate.map(str::to_string)));
+        }
+        let meta = params.get("_meta")?;
+        let tp = meta.get("traceparent")?.as_str()?;
+        let ts = meta.get("tracestate").and_then(Value::as_str);
+        Some((tp.to_string(), ts.map(str::to_string)))
+    }
 }
 
 impl Gateway {
@@ -299,6 +320,14 @@ impl Gateway {
             });
         }
         Ok(gateway)
+    }
+
+    /// Each server, and whether it is connected now (for `toolgate_upstream_up`).
+    pub fn upstreams_up(&self) -> Vec<(String, bool)> {
+        self.servers
+            .iter()
+            .map(|s| (s.name.clone(), s.upstream.info().is_some()))
+            .collect()
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -499,6 +528,7 @@ impl Gateway {
                                 outcome: Outcome::Refused,
                                 args_sha256: String::new(),
                                 args: None,
+                                trace: None,
                             });
                         }
                     }
@@ -1296,8 +1326,19 @@ impl Gateway {
             decision_us: received.elapsed().as_secs_f64() * 1e6,
             latency_ms: None,
             outcome: Outcome::Refused,
-            args_sha256: args_sha256(arguments),
+            // Only the audit trail reads the hash: metrics and traces alone skip it.
+            args_sha256: if self.audit.keeps_records() {
+                args_sha256(arguments)
+            } else {
+                String::new()
+            },
             args: self.audit_args.then(|| arguments.clone()),
+            trace: Some(Box::new(CallTrace {
+                traceparent: ctx.trace.as_ref().map(|t| t.0.clone()),
+                tracestate: ctx.trace.as_ref().and_then(|t| t.1.clone()),
+                protocol_version: Some(ctx.session.version.clone()),
+                ..CallTrace::received_at(received)
+            })),
         })
     }
 
@@ -1748,6 +1789,7 @@ impl Gateway {
                 rule.as_str(),
                 Some(text.clone()),
                 received,
+                new.server.as_deref(),
             );
             return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
         }
@@ -1864,6 +1906,7 @@ impl Gateway {
                         &new.rule,
                         Some(text.clone()),
                         received,
+                        new.server.as_deref(),
                     );
                     return GateOutcome::Answer(held_result(
                         text,
@@ -1885,6 +1928,7 @@ impl Gateway {
                     &new.rule,
                     Some(text.clone()),
                     received,
+                    new.server.as_deref(),
                 );
                 return GateOutcome::Answer(held_result(
                     text,
@@ -2011,6 +2055,7 @@ impl Gateway {
                     rfc3339(request.expires_ms)
                 )),
                 received,
+                new.server.as_deref(),
             );
         }
         Ok(request)
@@ -2026,8 +2071,9 @@ impl Gateway {
         rule: &str,
         reason: Option<String>,
         received: Instant,
+        server: Option<&str>,
     ) {
-        if let Some(record) = self.call_record(ctx, tool, arguments, received, None) {
+        if let Some(record) = self.call_record(ctx, tool, arguments, received, server) {
             self.audit.record(Record {
                 decision: kind,
                 rule: rule.to_string(),
@@ -2085,6 +2131,7 @@ impl ApprovalEvents for AuditApprovals {
             outcome: Outcome::Refused,
             args_sha256: args_sha256(&request.arguments),
             args: None,
+            trace: None,
         });
     }
 }
@@ -2169,6 +2216,7 @@ impl Gateway {
                     &new.rule,
                     Some(text.clone()),
                     received,
+                    new.server.as_deref(),
                 );
                 return answer_result(held_result(
                     text,

@@ -127,6 +127,8 @@ static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -496,6 +498,15 @@ async fn message(
         );
     }
     let rid = id.clone().unwrap_or(Value::Null);
+    // Only calls are traced.
+    let trace = match method.as_deref() {
+        Some("tools/call") => Context::trace_of(
+            header(headers, &TRACEPARENT),
+            header(headers, &TRACESTATE),
+            &params,
+        ),
+        _ => None,
+    };
 
     // The era: a 2026-07-28 request names its version in `_meta`.
     let meta_version = params
@@ -530,6 +541,7 @@ async fn message(
             caller: caller.clone(),
             session,
             era: Era::Stateless,
+            trace: trace.clone(),
         };
         return Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None);
     }
@@ -550,6 +562,7 @@ async fn message(
             caller: caller.clone(),
             session,
             era: Era::Stateless,
+            trace: trace.clone(),
         };
         return Answer::Reply(
             gateway.request(&ctx, &id, "server/discover", params).await,
@@ -588,6 +601,7 @@ async fn message(
                 caller: caller.clone(),
                 session,
                 era: Era::Handshake,
+                trace,
             };
             Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None)
         }

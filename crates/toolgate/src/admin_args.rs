@@ -172,6 +172,7 @@ pub async fn start_admin(
     store: std::sync::Arc<dyn toolgate_approvals::ApprovalStore>,
     events: std::sync::Arc<dyn toolgate_approvals::ApprovalEvents>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    metrics: Option<std::sync::Arc<dyn toolgate_admin::MetricsSource>>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -179,7 +180,7 @@ pub async fn start_admin(
     let local = listener.local_addr()?;
     eprintln!("toolgate: admin API listening on {local}");
     tokio::spawn(toolgate_admin::serve_admin(
-        store, events, opts, listener, shutdown,
+        store, events, opts, listener, shutdown, metrics,
     ));
     Ok(())
 }

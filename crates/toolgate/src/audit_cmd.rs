@@ -125,6 +125,16 @@ pub fn open_sink(
     log_level: LogLevel,
     data_dir: Option<&Path>,
 ) -> Result<AuditSink> {
+    open_sink_observed(audit_file, log_level, data_dir, None)
+}
+
+/// [`open_sink`], with every record shown to `observer` too (metrics, traces).
+pub fn open_sink_observed(
+    audit_file: Option<&Path>,
+    log_level: LogLevel,
+    data_dir: Option<&Path>,
+    observer: Option<Box<dyn toolgate_gateway::audit::RecordObserver>>,
+) -> Result<AuditSink> {
     let store = match data_dir {
         Some(dir) => {
             let store = AuditStore::open(dir)
@@ -133,9 +143,11 @@ pub fn open_sink(
         }
         None => None,
     };
-    AuditSink::open_with_store(audit_file, log_level, store).with_context(|| match audit_file {
-        Some(path) => format!("cannot open the audit file {}", path.display()),
-        None => "cannot start the audit writer".to_string(),
+    AuditSink::open_observed(audit_file, log_level, store, observer).with_context(|| {
+        match audit_file {
+            Some(path) => format!("cannot open the audit file {}", path.display()),
+            None => "cannot start the audit writer".to_string(),
+        }
     })
 }
 
@@ -398,6 +410,7 @@ mod tests {
                 outcome: Outcome::Refused,
                 args_sha256: "00".into(),
                 args: None,
+                trace: None,
             });
         }
         sink.flush();

@@ -101,6 +101,8 @@ struct RunArgs {
     state: crate::state::StateArgs,
     #[command(flatten)]
     admin: crate::admin_args::AdminArgs,
+    #[command(flatten)]
+    telemetry: crate::telemetry_args::TelemetryArgs,
     /// Prune audit-trail records older than this (such as 30d), at start and
     /// every hour; by default records are kept.
     #[arg(long, value_name = "DURATION")]
@@ -216,10 +218,20 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         }
     };
     let state = run.state.resolve(None)?;
-    let audit = crate::audit_cmd::open_sink(
+    let admin = crate::admin_args::admin_options(&run.admin, None)?;
+    let server_name = run.name.clone().unwrap_or_else(|| run.command.join(" "));
+    // Metrics with the admin API; traces when a collector is configured.
+    let otlp = crate::telemetry_args::otlp_settings(&run.telemetry, None)?;
+    let (telemetry, observer) =
+        match crate::telemetry_args::start(admin.is_some(), otlp, &server_name, run.log_level)? {
+            Some((telemetry, observer)) => (Some(telemetry), Some(observer)),
+            None => (None, None),
+        };
+    let audit = crate::audit_cmd::open_sink_observed(
         run.audit.as_deref(),
         run.log_level,
         crate::state::audit_dir(&state).as_deref(),
+        observer,
     )?;
     if let (Some(keep), Some(dir)) = (&run.audit_retention, crate::state::audit_dir(&state)) {
         crate::audit_cmd::keep_audit_for(&dir, keep, audit.clone())?;
@@ -227,7 +239,14 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
     // The admin API and the webhook run on a small runtime of their own
     // beside the stdio gateway's threads.
     let approvals = crate::state::open_approvals(&state)?;
-    let admin = crate::admin_args::admin_options(&run.admin, None)?;
+    let server_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics = telemetry.map(|telemetry| {
+        Arc::new(crate::telemetry_args::GatewayMetrics {
+            telemetry,
+            approvals: approvals.clone(),
+            upstreams: crate::telemetry_args::child_up(server_name.clone(), server_up.clone()),
+        }) as Arc<dyn toolgate_admin::MetricsSource>
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -243,6 +262,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             approvals.clone(),
             approval_events.clone(),
             std::future::pending(),
+            metrics,
         ))?;
     }
     let opts = StdioOptions {
@@ -259,8 +279,9 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         approvals: approvals.clone(),
         approval_events,
         pins: crate::state::open_pins(&state)?,
-        server_name: run.name.clone().unwrap_or_else(|| run.command.join(" ")),
+        server_name,
         pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
+        server_up,
     };
     let stdin = std::io::stdin()
         .as_fd()

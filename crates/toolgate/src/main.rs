@@ -12,6 +12,7 @@ mod pins_cmd;
 mod scan;
 mod serve;
 mod state;
+mod telemetry_args;
 
 use clap::Parser;
 

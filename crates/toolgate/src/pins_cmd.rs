@@ -143,6 +143,7 @@ pub fn run(args: PinsArgs) -> Result<u8> {
                     outcome: toolgate_gateway::audit::Outcome::Refused,
                     args_sha256: String::new(),
                     args: None,
+                    trace: None,
                 });
                 sink.flush();
             }

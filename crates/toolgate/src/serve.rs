@@ -48,6 +48,8 @@ pub struct ServeArgs {
     state: crate::state::StateArgs,
     #[command(flatten)]
     admin: crate::admin_args::AdminArgs,
+    #[command(flatten)]
+    telemetry: crate::telemetry_args::TelemetryArgs,
     /// Prune audit-trail records older than this (such as 30d), at start and
     /// every hour; by default records are kept.
     #[arg(long, value_name = "DURATION")]
@@ -75,6 +77,8 @@ struct Plan {
     http: HttpOptions,
     state: toolgate_config::StateConfig,
     admin: Option<toolgate_admin::AdminOptions>,
+    /// Where spans go (`None`: no traces).
+    otlp: Option<toolgate_telemetry::OtlpSettings>,
 }
 
 struct GatewayOptionsParts {
@@ -146,6 +150,7 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
         },
         state: args.state.resolve(None)?,
         admin: crate::admin_args::admin_options(&args.admin, None)?,
+        otlp: crate::telemetry_args::otlp_settings(&args.telemetry, None)?,
     })
 }
 
@@ -154,6 +159,7 @@ fn plan_from_config(
     listen: Option<SocketAddr>,
     state_args: &crate::state::StateArgs,
     admin_args: &crate::admin_args::AdminArgs,
+    telemetry_args: &crate::telemetry_args::TelemetryArgs,
 ) -> Result<Plan> {
     let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
         Ok(c) => c,
@@ -207,6 +213,7 @@ fn plan_from_config(
         },
         state: state_args.resolve(Some(&config.state))?,
         admin: crate::admin_args::admin_options(admin_args, config.admin.as_ref())?,
+        otlp: crate::telemetry_args::otlp_settings(telemetry_args, Some(&config.telemetry))?,
     })
 }
 
@@ -225,7 +232,9 @@ fn grants_of(config: &toolgate_config::Config) -> Vec<GrantOptions> {
 
 pub fn run(args: ServeArgs) -> Result<u8> {
     let plan = match &args.config {
-        Some(path) => plan_from_config(path, args.listen, &args.state, &args.admin),
+        Some(path) => {
+            plan_from_config(path, args.listen, &args.state, &args.admin, &args.telemetry)
+        }
         None => plan_from_args(&args),
     };
     let plan = match plan {
@@ -235,10 +244,21 @@ pub fn run(args: ServeArgs) -> Result<u8> {
             return Ok(1);
         }
     };
-    let audit = crate::audit_cmd::open_sink(
+    // Metrics with the admin API; traces when a collector is configured.
+    let (telemetry, observer) = match crate::telemetry_args::start(
+        plan.admin.is_some(),
+        plan.otlp.clone(),
+        "",
+        args.log_level,
+    )? {
+        Some((telemetry, observer)) => (Some(telemetry), Some(observer)),
+        None => (None, None),
+    };
+    let audit = crate::audit_cmd::open_sink_observed(
         args.audit.as_deref(),
         args.log_level,
         crate::state::audit_dir(&plan.state).as_deref(),
+        observer,
     )?;
     // One thread by default: every request is then served start to end on
     // one thread, with no wake-ups across threads (the largest part of the
@@ -256,25 +276,42 @@ pub fn run(args: ServeArgs) -> Result<u8> {
             .build(),
     }
     .context("cannot start the async runtime")?;
-    runtime.block_on(serve_until_signal(plan, audit, args))
+    runtime.block_on(serve_until_signal(plan, audit, telemetry, args))
 }
 
-async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Result<u8> {
+async fn serve_until_signal(
+    plan: Plan,
+    audit: AuditSink,
+    telemetry: Option<crate::telemetry_args::Telemetry>,
+    args: ServeArgs,
+) -> Result<u8> {
     let Plan {
         gateway: g,
         http,
         state,
         admin,
+        otlp: _,
     } = plan;
     let store = crate::state::open_store(&state)?;
     let approvals = crate::state::open_approvals(&state)?;
     let approval_events = crate::admin_args::approval_events(admin.as_ref(), &audit);
+    // The admin API starts first; the upstreams' health is known once the
+    // gateway has started.
+    let started = Arc::new(std::sync::OnceLock::new());
+    let metrics = telemetry.map(|telemetry| {
+        Arc::new(crate::telemetry_args::GatewayMetrics {
+            telemetry,
+            approvals: approvals.clone(),
+            upstreams: crate::telemetry_args::serve_upstreams(started.clone()),
+        }) as Arc<dyn toolgate_admin::MetricsSource>
+    });
     if let Some(admin) = admin {
         crate::admin_args::start_admin(
             admin,
             approvals.clone(),
             approval_events.clone(),
             shutdown_signal(),
+            metrics,
         )
         .await?;
     }
@@ -326,6 +363,7 @@ async fn serve_until_signal(plan: Plan, audit: AuditSink, args: ServeArgs) -> Re
             return Ok(1);
         }
     };
+    let _ = started.set(Arc::downgrade(&gateway));
     if let Some(path) = args.config.clone() {
         tokio::spawn(watch_config(gateway.clone(), path, audit.clone()));
     } else if let Some(path) = args.policy.clone() {
