@@ -20,9 +20,11 @@ POLICY = {"version": "1", "default": "deny", "tools": {
     "secure__echo": {}, "secure__delete_all": {"action": "deny", "reason": "never delete everything"}}}
 
 
-@pytest.fixture
-def https_probe(tmp_path: Path):
-    """(url, ca_pem_path, calls_log): the probe over https on a free port."""
+@pytest.fixture(params=["sse", "json"])
+def https_probe(tmp_path: Path, request):
+    """(url, ca_pem_path, calls_log): the probe over https on a free port,
+    answering with SSE streams, then (second run) with plain JSON bodies: the
+    gateway passes a plain JSON result on as the server wrote it."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_pem, key_pem, ca_pem = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
@@ -33,7 +35,8 @@ def https_probe(tmp_path: Path):
     port = free_port()
     probe = subprocess.Popen([sys.executable, str(PROBE_SERVER), "--http", str(port)],
                              env={**os.environ, "PROBE_TLS_CERT": str(cert_pem), "PROBE_TLS_KEY": str(key_pem),
-                                  "PROBE_LOG": str(calls)})
+                                  "PROBE_LOG": str(calls),
+                                  "PROBE_JSON_RESPONSE": "1" if request.param == "json" else "0"})
     try:
         def listening():
             with socket.socket() as s:
@@ -63,12 +66,13 @@ async def test_an_https_upstream_with_a_trusted_certificate(toolgate_bin, tmp_pa
         async with gw.client(mode) as client:
             tools = sorted(t.name for t in (await client.list_tools()).tools)
             assert tools == ["secure__delete_all", "secure__echo"], (tools, gw.stderr())
-            result = await client.call_tool("secure__echo", {"text": "over tls"})
+            result = await client.call_tool("secure__echo", {"text": "over tls", "nested": {"a": [1, 2.5, None]}})
             assert result.content[0].text == "over tls"
+            assert not result.is_error
             denied = await client.call_tool("secure__delete_all", {})
             assert denied.is_error and "never delete everything" in denied.content[0].text
-        received = [c["tool"] for c in read_jsonl(calls)]
-        assert received == ["echo"], received
+        received = [(c["tool"], c["arguments"]) for c in read_jsonl(calls)]
+        assert received == [("echo", {"text": "over tls", "nested": {"a": [1, 2.5, None]}})], received
     finally:
         gw.stop()
 

@@ -170,10 +170,12 @@ def serve_http(port: int) -> None:
     """The same server over Streamable HTTP on 127.0.0.1:PORT/mcp. The headers of
     every request are appended to PROBE_HEADERS (JSON lines), so a test can check
     what a gateway in front sent. With PROBE_TLS_CERT and PROBE_TLS_KEY (PEM
-    files) it serves https instead."""
+    files) it serves https instead; with PROBE_JSON_RESPONSE=1 it answers with
+    JSON bodies rather than SSE streams."""
     import uvicorn
 
-    app = server.streamable_http_app()
+    # PROBE_JSON_RESPONSE=1: answers as plain JSON bodies instead of SSE streams.
+    app = server.streamable_http_app(json_response=os.environ.get("PROBE_JSON_RESPONSE") == "1")
     headers_log = os.environ.get("PROBE_HEADERS")
 
     async def record_headers(scope, receive, send):

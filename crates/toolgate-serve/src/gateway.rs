@@ -28,9 +28,9 @@ use toolgate_gateway::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
 };
-use toolgate_policy::{plan_layers, Call, CounterStore, Decision, Layer, Planned, Policy};
+use toolgate_policy::{plan_layers, Call, CounterStore, Decision, Grant, Layer, Planned, Policy};
 use toolgate_upstream::{
-    BoxFuture, CallError, Downstream, RpcError, Upstream, UpstreamEvent, UpstreamSpec,
+    Answer, BoxFuture, CallError, Downstream, RpcError, Upstream, UpstreamEvent, UpstreamSpec,
 };
 
 /// The protocol versions of the handshake era the gateway speaks to clients.
@@ -61,7 +61,7 @@ struct Streams {
 /// Where a client's answer to a server-to-client request goes.
 type ClientAnswer = oneshot::Sender<Result<Value, RpcError>>;
 /// Runs when a forwarded request has its answer (audit, quota).
-type OnDone = Box<dyn FnOnce(&Result<Value, CallError>) + Send>;
+type OnDone = Box<dyn FnOnce(&Result<Answer, CallError>) + Send>;
 /// Runs before a request is forwarded, with the client's side of it.
 type Gate = Box<dyn FnOnce(Arc<ClientLink>) -> BoxFuture<GateOutcome> + Send>;
 
@@ -196,6 +196,8 @@ pub struct Gateway {
 pub enum Reply {
     /// A JSON-RPC answer.
     Json(Value),
+    /// A JSON-RPC answer, serialised.
+    Raw(bytes::Bytes),
     /// A notification or response was accepted (HTTP 202).
     Accepted,
     /// Messages (server requests, progress) and then the answer, as SSE,
@@ -1121,6 +1123,29 @@ impl Gateway {
         }
     }
 
+    /// The reply to a forwarded request: an answer kept as text goes out as
+    /// it came (in the handshake era, which adds nothing to a result).
+    fn reply(
+        &self,
+        ctx: &Context,
+        id: &Value,
+        method: &str,
+        result: Result<Answer, RpcError>,
+    ) -> Reply {
+        match result {
+            Ok(Answer::Raw(raw)) if ctx.era == Era::Handshake => {
+                let mut out = Vec::with_capacity(raw.get().len() + 40);
+                out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+                serde_json::to_writer(&mut out, id).expect("an id serialises");
+                out.extend_from_slice(br#","result":"#);
+                out.extend_from_slice(raw.get().as_bytes());
+                out.push(b'}');
+                Reply::Raw(out.into())
+            }
+            other => Reply::Json(self.answer(ctx, id, method, other.and_then(parsed))),
+        }
+    }
+
     async fn call_tool(self: &Arc<Self>, ctx: &Context, id: &Value, params: Value) -> Reply {
         let received = Instant::now();
         let Some(name) = params.get("name").and_then(Value::as_str) else {
@@ -1250,32 +1275,14 @@ impl Gateway {
         );
         let mut upstream_params = params;
         upstream_params["name"] = Value::String(entry.original.clone());
-        let gateway = self.clone();
-        let on_done = move |result: &Result<Value, CallError>| {
-            // Only a JSON-RPC error says the call did not happen; a lost
-            // connection may have lost only the answer (fail closed).
-            let failed = matches!(result, Err(CallError::Rpc(_)));
-            if failed {
-                // The call did not happen: its quota goes back.
-                gateway.store.release(&taken);
-            }
-            if let Some(mut record) = record {
-                record.outcome = match result {
-                    Ok(_) => Outcome::Ok,
-                    Err(CallError::Rpc(_)) => Outcome::Error,
-                    Err(_) => Outcome::NoResponse,
-                };
-                record.latency_ms = Some(received.elapsed().as_secs_f64() * 1e3);
-                gateway.audit.record(record);
-            }
-        };
+        let on_done = call_done(self.clone(), taken, record, received);
         self.forward(
             ctx,
             id,
             entry.server,
             "tools/call",
             upstream_params,
-            Some(Box::new(on_done)),
+            Some(on_done),
         )
         .await
     }
@@ -1415,11 +1422,11 @@ impl Gateway {
                     None => on_done,
                     Some(gate) => match gate(link.clone()).await {
                         GateOutcome::Proceed(on_done) => on_done,
-                        GateOutcome::Answer(result) => return Ok(result),
+                        GateOutcome::Answer(result) => return Ok(Answer::Parsed(result)),
                     },
                 };
                 let result = upstream
-                    .request(&method_owned, Some(params), Some(link))
+                    .request_answer(&method_owned, Some(params), Some(link))
                     .await;
                 if let Some(on_done) = on_done {
                     on_done(&result);
@@ -1444,7 +1451,7 @@ impl Gateway {
             biased;
             result = &mut task => {
                 drop(guard);
-                Reply::Json(self.answer(ctx, id, &method_name, flatten(result, &server_name)))
+                self.reply(ctx, id, &method_name, flatten(result, &server_name))
             }
             Some(first) = rx.recv() => {
                 let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
@@ -1467,7 +1474,7 @@ impl Gateway {
                                 while let Ok(message) = rx.try_recv() {
                                     writer.push(message);
                                 }
-                                writer.push(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name)));
+                                writer.push(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name).and_then(parsed)));
                                 writer.finish();
                                 break;
                             }
@@ -1572,9 +1579,9 @@ fn rpc(code: i64, message: &str) -> RpcError {
 }
 
 fn flatten(
-    joined: Result<Result<Value, CallError>, futures_util::future::Aborted>,
+    joined: Result<Result<Answer, CallError>, futures_util::future::Aborted>,
     server: &str,
-) -> Result<Value, RpcError> {
+) -> Result<Answer, RpcError> {
     match joined {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(CallError::Rpc(e))) => Err(e),
@@ -1585,6 +1592,39 @@ fn flatten(
         }),
         Err(_) => Err(rpc(INTERNAL_ERROR, "request cancelled")),
     }
+}
+
+/// The result as a value, parsing one kept as text.
+fn parsed(answer: Answer) -> Result<Value, RpcError> {
+    answer
+        .into_value()
+        .map_err(|e| rpc(INTERNAL_ERROR, &e.to_string()))
+}
+
+/// What happens when a forwarded `tools/call` is answered: only a JSON-RPC
+/// error says the call did not happen, so only then does its quota go back (a
+/// lost connection may have lost only the answer: fail closed); the audit
+/// record gets the outcome and the latency.
+fn call_done(
+    gateway: Arc<Gateway>,
+    taken: Grant,
+    record: Option<Record>,
+    received: Instant,
+) -> OnDone {
+    Box::new(move |result: &Result<Answer, CallError>| {
+        if matches!(result, Err(CallError::Rpc(_))) {
+            gateway.store.release(&taken);
+        }
+        if let Some(mut record) = record {
+            record.outcome = match result {
+                Ok(_) => Outcome::Ok,
+                Err(CallError::Rpc(_)) => Outcome::Error,
+                Err(_) => Outcome::NoResponse,
+            };
+            record.latency_ms = Some(received.elapsed().as_secs_f64() * 1e3);
+            gateway.audit.record(record);
+        }
+    })
 }
 
 /// Removes the 2026-07-28 envelope keys from `_meta` (the gateway speaks to
@@ -1977,23 +2017,7 @@ impl Gateway {
                 _ => format!("approval request {}", approved.id),
             });
         }
-        let gateway = self.clone();
-        GateOutcome::Proceed(Some(Box::new(move |result: &Result<Value, CallError>| {
-            // Only a JSON-RPC error says the call did not happen; a lost
-            // connection may have lost only the answer (fail closed).
-            if matches!(result, Err(CallError::Rpc(_))) {
-                gateway.store.release(&taken);
-            }
-            if let Some(mut record) = record {
-                record.outcome = match result {
-                    Ok(_) => Outcome::Ok,
-                    Err(CallError::Rpc(_)) => Outcome::Error,
-                    Err(_) => Outcome::NoResponse,
-                };
-                record.latency_ms = Some(received.elapsed().as_secs_f64() * 1e3);
-                gateway.audit.record(record);
-            }
-        })))
+        GateOutcome::Proceed(Some(call_done(self.clone(), taken, record, received)))
     }
 
     /// Asks the client's user through elicitation; `Some(true)` accept,

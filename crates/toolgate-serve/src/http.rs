@@ -324,6 +324,16 @@ async fn post(
             for item in items {
                 match message(gateway, &caller, &parts.headers, item).await {
                     Answer::Reply(Reply::Json(v), _) => answers.push(v),
+                    Answer::Reply(Reply::Raw(bytes), _) => {
+                        answers.push(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                            error_response(
+                                &Value::Null,
+                                toolgate_jsonrpc::INTERNAL_ERROR,
+                                &format!("the server's answer cannot be read: {e}"),
+                                None,
+                            )
+                        }))
+                    }
                     Answer::Reply(Reply::Stream(log), _) => {
                         let mut last = None;
                         let mut index = 0;
@@ -347,6 +357,7 @@ async fn post(
             Answer::Reply(reply, session) => {
                 let mut response = match reply {
                     Reply::Json(v) => json_response(StatusCode::OK, &v),
+                    Reply::Raw(bytes) => full(StatusCode::OK, "application/json", bytes),
                     Reply::Accepted => full(StatusCode::ACCEPTED, "text/plain", ""),
                     Reply::Stream(log) => sse_log(log, 0),
                 };

@@ -3,7 +3,7 @@
 //! handshake, and routing of what the server sends (answers, server-to-client
 //! requests, notifications).
 
-use crate::{CallError, Downstream, RpcError, ServerInfo, UpstreamEvent, UpstreamSpec};
+use crate::{Answer, CallError, Downstream, RpcError, ServerInfo, UpstreamEvent, UpstreamSpec};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ pub(crate) enum Link {
 }
 
 struct Pending {
-    tx: oneshot::Sender<Result<Value, CallError>>,
+    tx: oneshot::Sender<Result<Answer, CallError>>,
     downstream: Option<Arc<dyn Downstream>>,
     /// (token sent upstream, the caller's original token)
     progress: Option<(String, Value)>,
@@ -145,7 +145,7 @@ impl Conn {
         params: Option<Value>,
         downstream: Option<Arc<dyn Downstream>>,
         need_ready: bool,
-    ) -> Result<Value, CallError> {
+    ) -> Result<Answer, CallError> {
         if need_ready && self.info.borrow().is_none() {
             return Err(CallError::Unavailable(format!(
                 "server {} is not connected",
@@ -255,7 +255,14 @@ impl Conn {
     /// Resolves request `id` (if still in flight) with `result`.
     pub(crate) fn complete(&self, id: u64, result: Result<Value, CallError>) {
         if let Some(p) = self.take(id) {
-            let _ = p.tx.send(result);
+            let _ = p.tx.send(result.map(Answer::Parsed));
+        }
+    }
+
+    /// Resolves request `id` (if still in flight) with a result kept as text.
+    pub(crate) fn complete_raw(&self, id: u64, result: Box<serde_json::value::RawValue>) {
+        if let Some(p) = self.take(id) {
+            let _ = p.tx.send(Ok(Answer::Raw(result)));
         }
     }
 
@@ -272,7 +279,8 @@ impl Conn {
         });
         let result = self
             .request("initialize", Some(params), None, false)
-            .await?;
+            .await?
+            .into_value()?;
         let info = Arc::new(ServerInfo {
             protocol_version: result
                 .get("protocolVersion")

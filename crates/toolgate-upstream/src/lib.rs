@@ -132,6 +132,26 @@ pub enum CallError {
     Timeout(Duration),
 }
 
+/// A server's `result` for a request: parsed, or its text as the server
+/// sent it (valid JSON, read once to find its end).
+#[derive(Debug)]
+pub enum Answer {
+    Parsed(Value),
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+impl Answer {
+    /// The result as a value (parsing it if it was kept as text).
+    pub fn into_value(self) -> Result<Value, CallError> {
+        match self {
+            Answer::Parsed(value) => Ok(value),
+            Answer::Raw(raw) => serde_json::from_str(raw.get()).map_err(|e| {
+                CallError::Unavailable(format!("the server's answer cannot be read: {e}"))
+            }),
+        }
+    }
+}
+
 /// The client side of one request: where the server's traffic about that
 /// request goes. Implemented by the serve front (one per client request).
 pub trait Downstream: Send + Sync + 'static {
@@ -232,6 +252,20 @@ impl Upstream {
         params: Option<Value>,
         downstream: Option<Arc<dyn Downstream>>,
     ) -> Result<Value, CallError> {
+        self.request_answer(method, params, downstream)
+            .await?
+            .into_value()
+    }
+
+    /// [`Upstream::request`], with the answer as the server sent it when that
+    /// is cheaper (a plain JSON answer over HTTP): for a caller that passes
+    /// the result on without looking into it.
+    pub async fn request_answer(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> Result<Answer, CallError> {
         self.conn.request(method, params, downstream, true).await
     }
 
