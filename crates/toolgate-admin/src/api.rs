@@ -4,7 +4,10 @@
 //! - `GET /approvals/{id}`;
 //! - `POST /approvals/{id}/approve` and `/deny`, body `{"reason", "by"}`
 //!   (both optional);
-//! - `POST /webhook/decide`: the signed callback of the webhook receiver.
+//! - `POST /webhook/decide`: the signed callback of the webhook receiver;
+//! - with a dashboard ([`serve_admin_with_console`]): its page and assets
+//!   (`GET /`, `/assets/...`, no token: they hold no data) and its JSON API
+//!   (`/api/...`, answered by toolgate-console).
 //!
 //! Every route but the callback needs `Authorization: Bearer <admin token>`,
 //! checked before anything else (an unauthenticated caller learns nothing,
@@ -34,6 +37,8 @@ type Body = Full<Bytes>;
 
 /// The largest request body (a decision is a few hundred bytes).
 const MAX_BODY: usize = 64 << 10;
+/// The largest dashboard request (a whole policy file, as text or document).
+const MAX_CONSOLE_BODY: usize = 4 << 20;
 /// Limits on what a decision may say about itself.
 const MAX_BY_CHARS: usize = 128;
 const MAX_REASON_CHARS: usize = 2000;
@@ -45,6 +50,7 @@ struct Admin {
     events: Arc<dyn ApprovalEvents>,
     opts: AdminOptions,
     seen: SeenSignatures,
+    console: Option<Arc<toolgate_console::Console>>,
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves, then lets
@@ -56,11 +62,24 @@ pub async fn serve_admin(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_admin_with_console(store, events, opts, None, listener, shutdown).await;
+}
+
+/// [`serve_admin`], with the web dashboard when `console` is given.
+pub async fn serve_admin_with_console(
+    store: Arc<dyn ApprovalStore>,
+    events: Arc<dyn ApprovalEvents>,
+    opts: AdminOptions,
+    console: Option<Arc<toolgate_console::Console>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let admin = Arc::new(Admin {
         store,
         events,
         opts,
         seen: SeenSignatures::default(),
+        console,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -101,7 +120,7 @@ enum Refusal {
     /// A webhook callback with a bad, stale or replayed signature.
     BadSignature(BadSignature),
     BadRequest(String),
-    TooLarge,
+    TooLarge(usize),
     NoRoute,
     NoWebhook,
     MethodNotAllowed(&'static str),
@@ -135,10 +154,10 @@ impl Refusal {
             Refusal::BadRequest(message) => {
                 (StatusCode::BAD_REQUEST, "bad_request", message.clone())
             }
-            Refusal::TooLarge => (
+            Refusal::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "bad_request",
-                format!("the body is larger than {MAX_BODY} bytes"),
+                format!("the body is larger than {max} bytes"),
             ),
             Refusal::NoRoute => (
                 StatusCode::NOT_FOUND,
@@ -210,6 +229,19 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
         .expect("valid response")
 }
 
+/// A dashboard answer as an HTTP response.
+fn console_response(answer: toolgate_console::Response) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(answer.status)
+        .header("content-type", answer.content_type);
+    for (name, value) in answer.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(answer.body)))
+        .expect("valid response")
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -226,7 +258,19 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, 
         }
         return callback(admin, req).await;
     }
+    if admin.console.is_some() {
+        if let Some(asset) = toolgate_console::Console::asset(req.method().as_str(), &path) {
+            return Ok(console_response(asset));
+        }
+    }
     authorize(&admin.opts, req.headers())?;
+    if let Some(console) = admin.console.as_ref().filter(|_| toolgate_console::Console::is_api(&path)) {
+        let method = req.method().as_str().to_string();
+        let query = req.uri().query().map(str::to_string);
+        let body = read_body_up_to(req, MAX_CONSOLE_BODY).await?;
+        let answer = console.api(&method, &path, query.as_deref(), &body).await;
+        return Ok(console_response(answer));
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
     match segments.as_slice() {
@@ -263,19 +307,23 @@ fn authorize(opts: &AdminOptions, headers: &HeaderMap) -> Result<(), Refusal> {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    read_body_up_to(req, MAX_BODY).await
+}
+
+async fn read_body_up_to(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
     if header(req.headers(), "content-length")
         .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY)
+        .is_some_and(|n| n > max)
     {
-        return Err(Refusal::TooLarge);
+        return Err(Refusal::TooLarge(max));
     }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(Refusal::TooLarge)
+            Err(Refusal::TooLarge(max))
         }
         Err(_) => Err(Refusal::BadRequest("could not read the body".into())),
     }

@@ -69,6 +69,9 @@ enum Command {
     /// List every tool of MCP servers with its category, risk and evidence; optionally write a
     /// recommended policy: `toolgate scan -- COMMAND ARGS...`, `--upstream URL` or `--config FILE`.
     Scan(crate::scan::ScanArgs),
+    /// The web dashboard on its own, against a data directory or Redis:
+    /// `toolgate ui --config FILE`, or `toolgate ui --policy FILE [-- COMMAND ARGS...]`.
+    Ui(crate::console::UiArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -132,6 +135,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         Command::Serve(serve) => crate::serve::run(serve),
         Command::Pins(pins) => crate::pins_cmd::run(pins),
         Command::Scan(scan) => crate::scan::run(scan),
+        Command::Ui(ui) => crate::console::run_ui(ui),
         Command::Demo { server } => crate::demo::run(server),
         Command::Audit(audit) => crate::audit_cmd::run(audit),
         Command::Approvals(approvals) => crate::approvals_cmd::run(approvals),
@@ -238,10 +242,16 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         crate::admin_args::approval_events(admin.as_ref(), &audit)
     };
     if let Some(admin) = admin {
+        let console = crate::console::RunConsole {
+            server: run.name.clone().unwrap_or_else(|| run.command.join(" ")),
+            policy: run.policy.clone(),
+            audit_dir: crate::state::audit_dir(&state),
+        };
         runtime.block_on(crate::admin_args::start_admin(
             admin,
             approvals.clone(),
             approval_events.clone(),
+            Some(Arc::new(toolgate_console::Console::new(Arc::new(console)))),
             std::future::pending(),
         ))?;
     }
