@@ -563,6 +563,10 @@
   let previewTimer = null;
 
   function refreshPreview() {
+    // What is saved is always what was last shown: nothing can be reviewed
+    // or saved until the preview of the latest edit is back.
+    $("review").disabled = true;
+    $("diff-panel").hidden = true;
     clearTimeout(previewTimer);
     previewTimer = setTimeout(renderPreview, VALIDATE_DELAY_MS);
   }
