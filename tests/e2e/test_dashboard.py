@@ -105,11 +105,15 @@ def screenshot(driver, name: str) -> None:
 
 
 def until(driver, predicate, what: str):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # The page redraws lists as news arrives: an element read mid-redraw is
+    # looked up again.
+    wait = WebDriverWait(driver, PAGE_TIMEOUT, poll_frequency=0.05,
+                         ignored_exceptions=[StaleElementReferenceException])
     try:
-        return WebDriverWait(driver, PAGE_TIMEOUT, poll_frequency=0.05).until(lambda d: predicate(d))
+        return wait.until(lambda d: predicate(d))
     except TimeoutException:
         raise AssertionError(f"the page never showed {what}") from None
 

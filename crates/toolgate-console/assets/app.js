@@ -22,7 +22,7 @@
     render: null, // the last /api/policies/render answer
     renderSeq: 0,
     previewFormat: "json",
-    traffic: { records: [], last: null, key: "" },
+    traffic: { records: [], last: null, key: "", shown: false, counters: null },
     pollTimer: null,
     reachable: true,
   };
@@ -755,7 +755,7 @@
     if (state.tab !== "traffic") return;
     const params = trafficQuery();
     const key = params.toString();
-    if (reset || key !== state.traffic.key) state.traffic = { records: [], last: null, key };
+    if (reset || key !== state.traffic.key) state.traffic = { records: [], last: null, key, shown: false, counters: null };
     if (state.traffic.last !== null) params.set("after", String(state.traffic.last));
     params.set("limit", "200");
     let answer;
@@ -768,13 +768,22 @@
       return;
     }
     if (key !== state.traffic.key) return; // the filter changed meanwhile
+    const fresh = answer.records.length > 0 || !state.traffic.shown;
     if (answer.records.length) {
-      state.traffic.records = answer.records.concat(state.traffic.records).slice(-500);
+      state.traffic.records = state.traffic.records.concat(answer.records).slice(-500);
       state.traffic.records.sort((a, b) => a.seq - b.seq);
       state.traffic.last = answer.last_seq;
     }
-    renderTraffic(answer.note);
-    renderCounters(counters);
+    // Redrawn only when something new came: a row being read keeps its place.
+    if (fresh) {
+      renderTraffic(answer.note);
+      state.traffic.shown = true;
+    }
+    const countersText = JSON.stringify(counters.counters);
+    if (countersText !== state.traffic.counters) {
+      renderCounters(counters);
+      state.traffic.counters = countersText;
+    }
   }
 
   function renderTraffic(note) {
