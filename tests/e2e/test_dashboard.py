@@ -500,3 +500,56 @@ async def test_toolgate_ui_edits_the_files_a_running_gateway_reloads(serve_facto
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- the documented examples ---------------------------------------------------------------
+
+EXAMPLE = re.compile(r"^```sh\n(curl .*?)^```\n\n```jsonc\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# Values the docs show as they are (the rest are only shapes: hashes, times).
+EXACT = {"code", "status", "kind", "format", "valid", "path", "message", "op", "decision", "tool",
+         "changed", "mode", "summary", "grant", "server", "outcome"}
+
+
+def same_shape(documented: Any, actual: Any, where: str = "") -> None:
+    if isinstance(documented, dict):
+        assert isinstance(actual, dict), f"{where}: {actual!r}"
+        for key, value in documented.items():
+            assert key in actual, f"{where}.{key} is documented but not answered: {actual!r}"
+            if key in EXACT and not isinstance(value, (dict, list)):
+                assert actual[key] == value, f"{where}.{key}: documented {value!r}, answered {actual[key]!r}"
+            same_shape(value, actual[key], f"{where}.{key}")
+    elif isinstance(documented, list) and documented:
+        assert isinstance(actual, list) and actual, f"{where}: {actual!r}"
+        same_shape(documented[0], actual[0], f"{where}[0]")
+
+
+@pytest.mark.anyio
+async def test_the_documented_api_examples_answer_as_documented(serve_factory):
+    doc = (REPO / "docs" / "admin-api.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## The dashboard's API"):doc.index("## Security notes")]
+    examples = EXAMPLE.findall(section)
+    assert len(examples) >= 4, examples
+    port = free_port()
+    config = {
+        "policy": "gateway.policy.yaml",
+        "servers": {"probe": probe_server()},
+        "admin": {"listen": f"127.0.0.1:{port}", "token_sha256": sha256_hex(ADMIN_TOKEN)},
+    }
+    gw = serve_factory(config, start=False)
+    (gw.dir / "gateway.policy.yaml").write_text('version: "1"\ndefault: deny\ntools:\n  probe__echo: {}\n')
+    gw.config_path = Path("gateway.yaml")  # relative, as in the docs (the gateway runs in its directory)
+    gw.start()
+    async with gw.client(LEGACY) as client:
+        assert not (await client.call_tool("probe__echo", {"text": "hi"})).is_error
+    with api(f"http://127.0.0.1:{port}") as http:
+        wait_for(lambda: http.get("/api/audit").json()["records"], what="the audit record")
+        for command, answer in examples:
+            command = command.replace("\\\n", " ")
+            url = re.search(r"http://127\.0\.0\.1:8081(/[^\s\"']*)", command)
+            assert url, command
+            body = re.search(r"-d '(.*?)'", command, re.DOTALL)
+            method = "POST" if "-X POST" in command else "GET"
+            response = http.request(method, url.group(1), content=body.group(1) if body else None)
+            documented = json.loads(answer)
+            assert response.status_code < 500, response.text
+            same_shape(documented, response.json(), url.group(1))
