@@ -264,7 +264,11 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, 
         }
     }
     authorize(&admin.opts, req.headers())?;
-    if let Some(console) = admin.console.as_ref().filter(|_| toolgate_console::Console::is_api(&path)) {
+    if let Some(console) = admin
+        .console
+        .as_ref()
+        .filter(|_| toolgate_console::Console::is_api(&path))
+    {
         let method = req.method().as_str().to_string();
         let query = req.uri().query().map(str::to_string);
         let body = read_body_up_to(req, MAX_CONSOLE_BODY).await?;

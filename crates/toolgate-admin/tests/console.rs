@@ -9,9 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use toolgate_admin::{serve_admin_with_console, AdminOptions};
 use toolgate_approvals::{ApprovalEvents, ApprovalRequest, MemoryApprovals};
-use toolgate_console::{
-    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload,
-};
+use toolgate_console::{BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload};
 
 const TOKEN: &str = "admin-token-for-console-tests";
 
@@ -79,7 +77,10 @@ async fn the_page_is_public_and_the_api_needs_the_admin_token() {
     let (status, head, body) = get(addr, "/", None).await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>toolgate dashboard</title>"));
-    assert!(head.contains("content-security-policy: default-src 'self'"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
     assert!(head.contains("x-frame-options: deny"));
     assert!(head.contains("referrer-policy: no-referrer"));
     assert_eq!(get(addr, "/assets/app.js", None).await.0, 200);
@@ -94,7 +95,10 @@ async fn the_page_is_public_and_the_api_needs_the_admin_token() {
         let (status, head, body) = get(addr, path, token).await;
         assert_eq!(status, 401, "{path} {token:?}");
         assert!(head.contains("www-authenticate: bearer"));
-        assert!(!body.contains("mode") && !body.contains("no such"), "{body}");
+        assert!(
+            !body.contains("mode") && !body.contains("no such"),
+            "{body}"
+        );
     }
     let (status, _, body) = get(addr, "/api/info", Some(TOKEN)).await;
     assert_eq!(status, 200);

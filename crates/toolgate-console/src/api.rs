@@ -244,7 +244,10 @@ fn rule_in_force(loaded: &Loaded, name: &str) -> Value {
 
 /// `allow`, `deny: reason`, `allow, 30/minute (grant)`, ...
 fn effect(rule: &Value) -> String {
-    let action = rule.get("action").and_then(Value::as_str).unwrap_or("allow");
+    let action = rule
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("allow");
     let mut parts = vec![match (action, rule.get("reason").and_then(Value::as_str)) {
         ("deny", Some(reason)) => format!("deny: {reason}"),
         ("require_approval", _) => "require approval".to_string(),
@@ -265,7 +268,10 @@ fn effect(rule: &Value) -> String {
             "{} per {} ({})",
             limit.get("max").map_or("?".to_string(), Value::to_string),
             window,
-            limit.get("scope").and_then(Value::as_str).unwrap_or("grant")
+            limit
+                .get("scope")
+                .and_then(Value::as_str)
+                .unwrap_or("grant")
         ));
     }
     if let Some(conditions) = rule.get("conditions").and_then(Value::as_array) {
@@ -465,7 +471,10 @@ fn checked_json(path: &Path, format: Format, text: &str) -> Result<Value, ApiErr
 fn validate(console: &Console, body: &[u8]) -> Result<Response, ApiError> {
     let body: ValidateBody = parse_body(body)?;
     let (path, format) = policy_file(console, &body.path)?;
-    Ok(json_response(200, &checked_json(&path, format, &body.text)?))
+    Ok(json_response(
+        200,
+        &checked_json(&path, format, &body.text)?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -522,7 +531,9 @@ async fn save(console: &Console, body: &[u8]) -> Result<Response, ApiError> {
             .map_err(|e| ApiError::Io(format!("cannot write {}: {e}", path.display())))?;
     }
     let reload = match console.backend.reload(&path).await {
-        Reload::Reloaded => json!({"status": "reloaded", "message": "the gateway put the new policy in force"}),
+        Reload::Reloaded => {
+            json!({"status": "reloaded", "message": "the gateway put the new policy in force"})
+        }
         Reload::Failed(why) => json!({"status": "failed", "message": why}),
         Reload::Pending(what) => json!({"status": "pending", "message": what}),
     };
@@ -591,9 +602,8 @@ fn audit(console: &Console, query: Option<&str>) -> Result<Response, ApiError> {
         ..Filter::default()
     };
     let number = |k: &str, v: &str| {
-        v.parse::<u64>().map_err(|_| {
-            ApiError::BadRequest(format!("{k} must be a whole number, found {v:?}"))
-        })
+        v.parse::<u64>()
+            .map_err(|_| ApiError::BadRequest(format!("{k} must be a whole number, found {v:?}")))
     };
     for (key, value) in query_pairs(query)? {
         let text = (!value.is_empty()).then(|| value.clone());
@@ -709,9 +719,10 @@ fn counters(console: &Console) -> Response {
                     "window_ms": window_ms,
                     "at_ms": r.time_ms,
                     "seq": r.seq,
-                    "current": window_ms.is_none_or(|w| {
-                        toolgate_now_ms().saturating_sub(r.time_ms) < w
-                    }),
+                    "current": match window_ms {
+                        Some(w) => toolgate_now_ms().saturating_sub(r.time_ms) < w,
+                        None => true,
+                    },
                 }),
             ));
         }
@@ -743,7 +754,10 @@ mod tests {
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(
             query_pairs(Some("tool=probe__x&after=3")).unwrap(),
-            [("tool".into(), "probe__x".into()), ("after".into(), "3".into())]
+            [
+                ("tool".into(), "probe__x".into()),
+                ("after".into(), "3".into())
+            ]
         );
     }
 
@@ -755,7 +769,9 @@ mod tests {
             "deny: no"
         );
         assert_eq!(
-            effect(&json!({"limits": [{"counter": "c", "window": "minute", "max": 30, "scope": "grant"}]})),
+            effect(
+                &json!({"limits": [{"counter": "c", "window": "minute", "max": 30, "scope": "grant"}]})
+            ),
             "allow, 30 per minute (grant)"
         );
     }

@@ -52,9 +52,19 @@ mod tests {
         let page = asset("GET", "/").unwrap();
         let html = String::from_utf8(page.body).unwrap();
         assert!(html.contains(r#"<script src="/assets/app.js" defer></script>"#));
-        assert_eq!(html.matches("<script").count(), 1, "one script, from a file");
+        assert_eq!(
+            html.matches("<script").count(),
+            1,
+            "one script, from a file"
+        );
         assert!(!html.contains("style="), "no inline style");
-        for handler in ["onclick=", "onload=", "onsubmit=", "onchange=", "javascript:"] {
+        for handler in [
+            "onclick=",
+            "onload=",
+            "onsubmit=",
+            "onchange=",
+            "javascript:",
+        ] {
             assert!(!html.contains(handler), "no inline handler: {handler}");
         }
         let header = |name: &str| {

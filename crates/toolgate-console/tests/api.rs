@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use toolgate_console::{
-    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server,
-    ServerStatus, Tool,
+    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server, ServerStatus,
+    Tool,
 };
 use toolgate_policy::{parse_policy, Format};
 
@@ -102,7 +102,10 @@ async fn validation_gives_the_messages_of_toolgate_validate() {
     let name = path.display().to_string();
     let text = POLICY
         .replace(r#""default": "deny""#, r#""default": "maybe""#)
-        .replace("{}", r#"{"limits": [{"counter": "c", "window": "minite", "max": 0}]}"#);
+        .replace(
+            "{}",
+            r#"{"limits": [{"counter": "c", "window": "minite", "max": 0}]}"#,
+        );
     let (status, answer) = call(
         &console,
         "POST",
@@ -113,7 +116,9 @@ async fn validation_gives_the_messages_of_toolgate_validate() {
     assert_eq!(status, 200);
     assert_eq!(answer["valid"], json!(false));
     // The CLI prints the Diagnostics' Display, one per line.
-    let cli = parse_policy(&text, Format::Json, &name).unwrap_err().to_string();
+    let cli = parse_policy(&text, Format::Json, &name)
+        .unwrap_err()
+        .to_string();
     let shown: Vec<&str> = answer["messages"]
         .as_array()
         .unwrap()
@@ -203,11 +208,19 @@ async fn only_the_backends_files_and_only_known_fields() {
             400,
             "bad_request",
         ),
-        (json!({"path": path.display().to_string()}), 400, "bad_request"),
+        (
+            json!({"path": path.display().to_string()}),
+            400,
+            "bad_request",
+        ),
         (json!([1]), 400, "bad_request"),
     ] {
         let (got, answer) = call(&console, "POST", "/api/policies/save", body.clone()).await;
-        assert_eq!((got, answer["error"]["code"].as_str().unwrap()), (status, code), "{body}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
     }
     let r = console
         .api(
@@ -220,8 +233,18 @@ async fn only_the_backends_files_and_only_known_fields() {
     assert_eq!(r.status, 400);
     assert!(String::from_utf8(r.body).unwrap().contains("repeated"));
     assert_eq!(call(&console, "GET", "/api/nope", Value::Null).await.0, 404);
-    assert_eq!(call(&console, "DELETE", "/api/catalogue", Value::Null).await.0, 405);
-    assert_eq!(call(&console, "GET", "/api/audit?color=red", Value::Null).await.0, 400);
+    assert_eq!(
+        call(&console, "DELETE", "/api/catalogue", Value::Null)
+            .await
+            .0,
+        405
+    );
+    assert_eq!(
+        call(&console, "GET", "/api/audit?color=red", Value::Null)
+            .await
+            .0,
+        400
+    );
     assert_eq!(std::fs::read_to_string(&other).unwrap(), POLICY);
 }
 
@@ -277,7 +300,10 @@ async fn a_rendered_document_keeps_what_it_does_not_touch() {
         .filter(|l| l["op"] == "+")
         .map(|l| l["text"].as_str().unwrap())
         .collect();
-    assert!(added.contains(&r#"    "files__write_file": {"#), "{added:?}");
+    assert!(
+        added.contains(&r#"    "files__write_file": {"#),
+        "{added:?}"
+    );
     assert!(answer["diff"]
         .as_array()
         .unwrap()

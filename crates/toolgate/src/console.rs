@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use toolgate_console::{
-    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server,
-    ServerStatus, Tool,
+    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server, ServerStatus,
+    Tool,
 };
 use toolgate_serve::Gateway;
 use toolgate_upstream::Transport;

@@ -511,7 +511,10 @@ async fn watch_policy(
         match toolgate_gateway::reload::load_policy_file(&path) {
             Ok(policy) => {
                 gateway.set_policies(Some(Arc::new(policy)), &[]);
-                audit.log(LogLevel::Warn, &format!("reloaded the policy from {}", path.display()));
+                audit.log(
+                    LogLevel::Warn,
+                    &format!("reloaded the policy from {}", path.display()),
+                );
                 reloads.finished(None);
             }
             Err(problems) => {
