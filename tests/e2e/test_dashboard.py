@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import LEGACY, REPO, run_toolgate, wait_for
+from conftest import LEGACY, REPO, RawGateway, run_toolgate, wait_for
 from mcp.shared.exceptions import MCPError
 from servekit import free_port, probe_server
 
@@ -487,8 +487,24 @@ async def test_toolgate_ui_edits_the_files_a_running_gateway_reloads(serve_facto
                                                            "base_sha256": policy["sha256"]})
             assert saved.status_code == 200, saved.text
             assert saved.json()["reload"]["status"] == "pending"
-        # The gateway (another process) reloads what the dashboard wrote.
-        async with gw.client(LEGACY) as client:
+        # The gateway (another process) reloads what the dashboard wrote,
+        # and a call it holds is decided from the dashboard (the same data directory).
+        async with gw.client(LEGACY, read_timeout_seconds=90) as client:
+            arguments = {"to": "bob", "amount": 7}
+            held = asyncio.create_task(client.call_tool("probe__transfer", arguments))
+            with api(ui) as http:
+                def listed() -> list[dict[str, Any]]:
+                    return http.get("/approvals").json()["approvals"]
+
+                await asyncio.to_thread(wait_for, lambda: listed(), 30, "the held call in toolgate ui")
+                [request] = listed()
+                assert (request["tool"], request["arguments"]) == ("probe__transfer", arguments)
+                approved = http.post(f"/approvals/{request['id']}/approve", json={"by": "ui"})
+                assert approved.status_code == 200, approved.text
+            done = await held
+            assert not done.is_error, done
+            assert gw.received() == [{"tool": "transfer", "arguments": arguments}]
+
             async def refused() -> bool:
                 result = await client.call_tool("probe__echo", {"text": "x"})
                 return result.is_error and "echo is closed" in result.content[0].text
@@ -553,3 +569,38 @@ async def test_the_documented_api_examples_answer_as_documented(serve_factory):
             documented = json.loads(answer)
             assert response.status_code < 500, response.text
             same_shape(documented, response.json(), url.group(1))
+
+
+def test_toolgate_run_serves_the_dashboard_for_its_policy(gateway, monkeypatch):
+    port = free_port()
+    admin = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("TOOLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+    gw = gateway({"version": "1", "default": "deny", "tools": {"echo": {}}}, "--admin-listen", f"127.0.0.1:{port}")
+    raw = RawGateway(gw, LEGACY)
+    try:
+        raw.handshake()
+        assert not raw.call("echo", {"text": "first"})["result"].get("isError")
+        with api(admin) as http:
+            assert http.get("/api/info").json()["mode"] == "run"
+            [server] = http.get("/api/catalogue").json()["servers"]
+            assert server["status"] == "unlisted" and "toolgate ui" in server["note"]
+            [policy] = http.get("/api/policies").json()["policies"]
+            assert policy["path"] == str(gw.policy)
+            document = policy["document"]
+            document["tools"]["echo"] = {"action": "deny", "reason": "echo is closed"}
+            rendered = http.post("/api/policies/render", json={"path": policy["path"], "document": document}).json()
+            saved = http.post("/api/policies/save", json={"path": policy["path"], "text": rendered["text"],
+                                                           "base_sha256": policy["sha256"]})
+            assert saved.status_code == 200, saved.text
+            assert saved.json()["reload"]["status"] == "pending"
+
+        def refused() -> bool:
+            answer = raw.call("echo", {"text": "again"})
+            return bool(answer["result"].get("isError")) and "echo is closed" in json.dumps(answer)
+
+        wait_for(refused, what="toolgate run to reload the saved policy")
+        reached = len(gw.received())
+        assert refused()
+        assert len(gw.received()) == reached, "a refused call never reaches the server"
+    finally:
+        raw.cleanup()
