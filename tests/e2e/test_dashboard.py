@@ -211,16 +211,27 @@ def test_a_wrong_token_is_refused_and_the_page_says_so(serve_factory, browser):
 @pytest.mark.timeout(120)
 def test_the_catalogue_lists_the_servers_tools_with_their_risk(serve_factory, browser):
     gw, admin = start_gateway(serve_factory)
+    from selenium.webdriver.common.keys import Keys
+
     sign_in(browser, admin)
     signed_in(browser)
-    row = until(browser, lambda d: (css(d, 'tr[data-tool="probe__delete_all"]') or [None])[0], "probe__delete_all")
-    assert "Destructive" in row.text and ("HIGH" in row.text.upper() or "CRITICAL" in row.text.upper())
-    assert "hide" in row.text  # the rule in force
-    transfer = css(browser, 'tr[data-tool="probe__transfer"]')[0]
-    assert "Financial" in transfer.text and "CRITICAL" in transfer.text.upper()
-    assert "require approval" in transfer.text
-    echo = css(browser, 'tr[data-tool="probe__echo"]')[0]
-    assert "allow" in echo.text
+    # The tabs work from the keyboard: arrows move between them.
+    by_id(browser, "tab-catalogue").send_keys(Keys.ARROW_RIGHT)
+    until(browser, lambda d: by_id(d, "panel-policy").is_displayed(), "the policy tab by keyboard")
+    assert browser.switch_to.active_element.get_attribute("id") == "tab-policy"
+    browser.switch_to.active_element.send_keys(Keys.ARROW_LEFT)
+    until(browser, lambda d: by_id(d, "panel-catalogue").is_displayed(), "the catalogue tab by keyboard")
+    def row(tool: str) -> str:
+        # Read inside the wait: the list may be redrawn meanwhile.
+        return until(browser, lambda d: css(d, f'tr[data-tool="{tool}"]')[0].text if css(d, f'tr[data-tool="{tool}"]') else None, tool)
+
+    delete_all = row("probe__delete_all")
+    assert "Destructive" in delete_all and ("HIGH" in delete_all.upper() or "CRITICAL" in delete_all.upper())
+    assert "hide" in delete_all  # the rule in force
+    transfer = row("probe__transfer")
+    assert "Financial" in transfer and "CRITICAL" in transfer.upper()
+    assert "require approval" in transfer
+    assert "allow" in row("probe__echo")
     assert "ready" in by_id(browser, "catalogue").text
     screenshot(browser, "catalogue")
 
@@ -275,6 +286,11 @@ async def test_a_rule_built_and_saved_in_the_page_refuses_the_next_call(serve_fa
                   and by_id(d, "review").is_enabled(), "the preview of the deny rule")
             assert "limits" not in by_id(browser, "preview").text.split('"probe__send_text"')[1].split("}")[0]
             screenshot(browser, "policy-builder")
+            # The same document previewed as YAML, and back.
+            by_id(browser, "preview-yaml").click()
+            until(browser, lambda d: "  probe__send_text:\n    action: deny" in by_id(d, "preview").text, "the YAML preview")
+            by_id(browser, "preview-json").click()
+            until(browser, lambda d: '"probe__send_text": {' in by_id(d, "preview").text, "the JSON preview")
             by_id(browser, "review").click()
             until(browser, lambda d: by_id(d, "diff-panel").is_displayed(), "the diff")
             added = [e.text for e in css(browser, "#diff .add")]
