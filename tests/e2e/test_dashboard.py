@@ -297,6 +297,14 @@ async def test_a_rule_built_and_saved_in_the_page_refuses_the_next_call(serve_fa
             removed = [e.text for e in css(browser, "#diff .del")]
             assert any('"action": "deny"' in line for line in added), added
             assert any("probe__send_text_rate" in line for line in removed), removed
+            # The file was one line of JSON: saving lays it out anew, and the
+            # diff shown is the policy's own change, the whole file's on request.
+            assert by_id(browser, "relayout-note").is_displayed()
+            assert len(added) + len(removed) < 15, (added, removed)
+            by_id(browser, "diff-whole-file").click()
+            until(browser, lambda d: any('"version": "1"' in e.text for e in css(d, "#diff .del")), "the whole file's diff")
+            by_id(browser, "diff-whole-file").click()
+            until(browser, lambda d: not any('"version": "1"' in e.text for e in css(d, "#diff .del")), "the policy's diff")
             screenshot(browser, "policy-diff")
             by_id(browser, "save").click()
             until(browser, lambda d: "reloaded" in by_id(d, "save-result").text, "the saved message")

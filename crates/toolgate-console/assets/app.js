@@ -618,17 +618,19 @@
     if (!changed) $("diff-panel").hidden = true;
   }
 
-  function review() {
+  function review(focusSave) {
     const answer = state.render;
     if (!answer || !answer.valid) return;
     const diff = $("diff");
     clear(diff);
-    for (const line of answer.diff) {
+    $("relayout-note").hidden = !answer.relayout;
+    const whole = !answer.content_diff || (answer.relayout && $("diff-whole-file").checked);
+    for (const line of whole ? answer.diff : answer.content_diff) {
       const cls = line.op === "+" ? "add" : line.op === "-" ? "del" : "same";
       diff.append(el("span", { class: "line " + cls, text: line.op + " " + line.text + "\n" }));
     }
     $("diff-panel").hidden = false;
-    $("save").focus();
+    if (focusSave !== false) $("save").focus();
   }
 
   async function save() {
@@ -899,6 +901,7 @@
     $("preview-json").addEventListener("click", () => { state.previewFormat = "json"; showPreview(); });
     $("preview-yaml").addEventListener("click", () => { state.previewFormat = "yaml"; showPreview(); });
     $("review").addEventListener("click", review);
+    $("diff-whole-file").addEventListener("change", () => review(false));
     $("save").addEventListener("click", save);
     $("save-cancel").addEventListener("click", () => { $("diff-panel").hidden = true; $("review").focus(); });
     $("traffic-filter").addEventListener("submit", (e) => { e.preventDefault(); pollTraffic(true); });

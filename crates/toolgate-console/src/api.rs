@@ -494,6 +494,15 @@ fn render(console: &Console, body: &[u8]) -> Result<Response, ApiError> {
     }
     let text = files::render(&body.document, format).map_err(ApiError::BadRequest)?;
     let mut out = checked_json(&path, format, &text)?;
+    // What changes in the policy itself: the file as it is, laid out as the
+    // dashboard lays it out, against the new text; and whether saving also
+    // lays the file out anew (its text is not already in that layout).
+    let current = current_text(&path)?.unwrap_or_default();
+    let laid_out = document_of(&current, format)
+        .and_then(|d| files::render(&d, format).ok())
+        .unwrap_or_else(|| current.clone());
+    out["content_diff"] = diff_json(&laid_out, &text);
+    out["relayout"] = json!(laid_out != current);
     out["text"] = json!(text);
     out["json"] = json!(files::render(&body.document, Format::Json).unwrap_or_default());
     out["yaml"] = json!(files::render(&body.document, Format::Yaml).unwrap_or_default());

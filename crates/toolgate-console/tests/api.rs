@@ -309,6 +309,25 @@ async fn a_rendered_document_keeps_what_it_does_not_touch() {
         .unwrap()
         .iter()
         .any(|l| l["op"] == " " && l["text"] == r#"    "files__read_file": {},"#));
+    // The file's rules were written inline: saving lays it out anew, and
+    // the content diff shows only the new rule.
+    assert_eq!(answer["relayout"], json!(true));
+    let changed: Vec<&str> = answer["content_diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["op"] != " ")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            r#"    },"#,
+            r#"    "files__write_file": {"#,
+            r#"      "action": "hide""#,
+        ],
+        "only the new rule (and the comma before it)"
+    );
     let yaml = answer["yaml"].as_str().unwrap();
     parse_policy(yaml, Format::Yaml, "p.yaml").unwrap();
 }
