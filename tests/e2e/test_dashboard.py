@@ -628,3 +628,45 @@ def test_toolgate_run_serves_the_dashboard_for_its_policy(gateway, monkeypatch):
         assert len(gw.received()) == reached, "a refused call never reaches the server"
     finally:
         raw.cleanup()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(180)
+async def test_a_condition_built_in_the_page_limits_a_tools_arguments(serve_factory, browser):
+    from selenium.webdriver.support.ui import Select
+
+    gw, admin = start_gateway(serve_factory)
+
+    def build() -> None:
+        sign_in(browser, admin)
+        signed_in(browser)
+        open_tab(browser, "policy")
+        until(browser, lambda d: "valid policy" in by_id(d, "validation").text, "the policy")
+        Select(by_id(browser, "builder-tool")).select_by_value("probe__send_text")
+        until(browser, lambda d: css(d, "#limits .limit"), "the tool's limit in the form")
+        by_id(browser, "add-condition").click()
+        row = css(browser, "#conditions .condition")[0]
+        path = row.find_element("css selector", ".cond-path")
+        path.clear()
+        path.send_keys("args.to")
+        Select(row.find_element("css selector", ".cond-op")).select_by_value("regex")
+        row.find_element("css selector", ".cond-value").send_keys("^\\+1[0-9]+$")
+        row.find_element("css selector", ".cond-reason").send_keys("US numbers only")
+        until(browser, lambda d: '"reason": "US numbers only"' in by_id(d, "preview").text
+              and by_id(d, "review").is_enabled(), "the condition in the preview")
+        by_id(browser, "review").click()
+        until(browser, lambda d: by_id(d, "diff-panel").is_displayed(), "the diff")
+        by_id(browser, "save").click()
+        until(browser, lambda d: "reloaded" in by_id(d, "save-result").text, "the saved message")
+
+    await asyncio.to_thread(build)
+    rule = json.loads((gw.dir / "policy.json").read_text())["tools"]["probe__send_text"]
+    assert rule == {
+        "limits": [{"counter": "probe__send_text_rate", "window": "minute", "max": 30, "scope": "grant"}],
+        "conditions": [{"path": "args.to", "op": "regex", "value": "^\\+1[0-9]+$", "reason": "US numbers only"}],
+    }
+    async with gw.client(LEGACY) as client:
+        assert not (await client.call_tool("probe__send_text", {"to": "+15550100", "body": "hi"})).is_error
+        abroad = await client.call_tool("probe__send_text", {"to": "+445550100", "body": "hi"})
+        assert abroad.is_error and "US numbers only" in abroad.content[0].text
+    assert gw.received() == [{"tool": "send_text", "arguments": {"to": "+15550100", "body": "hi"}}]
