@@ -670,3 +670,47 @@ async def test_a_condition_built_in_the_page_limits_a_tools_arguments(serve_fact
         abroad = await client.call_tool("probe__send_text", {"to": "+445550100", "body": "hi"})
         assert abroad.is_error and "US numbers only" in abroad.content[0].text
     assert gw.received() == [{"tool": "send_text", "arguments": {"to": "+15550100", "body": "hi"}}]
+
+
+@pytest.mark.anyio
+async def test_serve_with_one_policy_reloads_what_the_dashboard_saves(toolgate_bin, tmp_path):
+    import sys
+
+    from conftest import PROBE_SERVER
+    from servekit import ServeGateway
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: "1"\ndefault: deny\ntools:\n  echo: {}\n')
+    port, admin_port = free_port(), free_port()
+    stderr = open(tmp_path / "serve.stderr", "wb")
+    proc = subprocess.Popen(
+        [str(toolgate_bin), "serve", "--policy", "policy.yaml", "--listen", f"127.0.0.1:{port}",
+         "--admin-listen", f"127.0.0.1:{admin_port}", "--", sys.executable, str(PROBE_SERVER)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+        env={**os.environ, "TOOLGATE_ADMIN_TOKEN": ADMIN_TOKEN, "TOOLGATE_DATA_DIR": str(tmp_path / "data"),
+             "PROBE_LOG": str(tmp_path / "probe.jsonl")},
+    )
+    stderr.close()
+    try:
+        wait_for(lambda: "toolgate serve: listening on" in (tmp_path / "serve.stderr").read_text() or proc.poll() is not None, 30,
+                 "toolgate serve to listen")
+        assert proc.poll() is None, (tmp_path / "serve.stderr").read_text()
+        with api(f"http://127.0.0.1:{admin_port}") as http:
+            [server] = http.get("/api/catalogue").json()["servers"]
+            assert "echo" in {t["name"] for t in server["tools"]}
+            [file] = http.get("/api/policies").json()["policies"]
+            assert (file["path"], file["format"]) == ("policy.yaml", "yaml")
+            text = file["text"].replace("echo: {}", "echo: {action: deny, reason: closed for the night}")
+            saved = http.post("/api/policies/save", json={"path": "policy.yaml", "text": text, "base_sha256": file["sha256"]})
+            assert saved.status_code == 200, saved.text
+            assert saved.json()["reload"]["status"] == "reloaded"
+        # Reloaded before the save answered: the very next call is refused.
+        gw = ServeGateway.__new__(ServeGateway)
+        gw.addr = f"127.0.0.1:{port}"
+        async with gw.client(LEGACY) as client:
+            refused = await client.call_tool("echo", {"text": "x"})
+            assert refused.is_error and "closed for the night" in refused.content[0].text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert not (tmp_path / "probe.jsonl").exists() or (tmp_path / "probe.jsonl").read_text() == ""
