@@ -331,3 +331,52 @@ async fn a_rendered_document_keeps_what_it_does_not_touch() {
     let yaml = answer["yaml"].as_str().unwrap();
     parse_policy(yaml, Format::Yaml, "p.yaml").unwrap();
 }
+
+#[tokio::test]
+async fn a_servers_own_policy_names_its_tools_by_the_servers_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = dir.path().join("gateway.json");
+    let own = dir.path().join("files.yaml");
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&gateway, POLICY).unwrap();
+    std::fs::write(
+        &own,
+        "version: \"1\"\ndefault: allow\ntools:\n  write_file: {action: hide}\n",
+    )
+    .unwrap();
+    std::fs::write(&other, "version: \"1\"\ndefault: deny\n").unwrap();
+    let file = |path: &Path, scope: Scope| PolicyFile {
+        path: path.to_path_buf(),
+        scope,
+    };
+    let console = Console::new(Arc::new(Files {
+        files: vec![
+            file(&gateway, Scope::Gateway),
+            file(&own, Scope::Server("files".into())),
+            file(&other, Scope::Server("other".into())),
+        ],
+        reloads: Mutex::new(Vec::new()),
+    }));
+    let (_, answer) = call(&console, "GET", "/api/catalogue", Value::Null).await;
+    let tools = answer["servers"][0]["tools"].as_array().unwrap();
+    let write = tools
+        .iter()
+        .find(|t| t["name"] == "files__write_file")
+        .unwrap();
+    let rules = write["rules"].as_array().unwrap();
+    assert_eq!(
+        rules.len(),
+        2,
+        "the other server's policy does not apply: {rules:?}"
+    );
+    assert_eq!(rules[0]["name"], "files__write_file");
+    assert_eq!(rules[0]["effect"], "default: deny");
+    assert_eq!(rules[1]["name"], "write_file");
+    assert_eq!(rules[1]["key"], "write_file");
+    assert_eq!(rules[1]["effect"], "hide");
+    assert_eq!(rules[1]["listed"], json!(false));
+    assert_eq!(
+        rules[1]["scope"],
+        json!({"kind": "server", "name": "files"})
+    );
+}
