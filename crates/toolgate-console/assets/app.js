@@ -279,7 +279,7 @@
         const rules = el("ul", { class: "rules" });
         for (const r of tool.rules) {
           rules.append(el("li", {}, el("span", { class: "effect", text: r.effect }),
-            el("span", { class: "hint", text: " (" + (r.key === null || r.key === undefined ? "default" : "tools." + r.key) + " in " + r.policy + ")" })));
+            el("span", { class: "hint", title: r.policy, text: " (" + (r.key === null || r.key === undefined ? "default" : "tools." + r.key) + " in " + r.policy.split("/").pop() + ")" })));
         }
         if (tool.rules.length === 0) rules.append(el("li", { class: "hint", text: "no policy names this server's tools" }));
         const edit = el("button", {
