@@ -272,10 +272,11 @@ pub struct UiArgs {
     /// Where the dashboard listens.
     #[arg(long, default_value = DEFAULT_UI_LISTEN)]
     listen: SocketAddr,
-    /// The environment variable holding the admin token that signs in
-    /// (at least 16 characters).
-    #[arg(long, value_name = "VAR", default_value = crate::admin_args::DEFAULT_ADMIN_TOKEN_ENV)]
-    admin_token_env: String,
+    /// The environment variable holding the admin token that signs in (at
+    /// least 16 characters) [default: TOOLGATE_ADMIN_TOKEN; with a config's
+    /// admin section, admin.token_sha256 is used unless this flag is given]
+    #[arg(long, value_name = "VAR")]
+    admin_token_env: Option<String>,
     #[command(flatten)]
     state: crate::state::StateArgs,
     /// How long to wait for each server to start and list its tools.
@@ -320,19 +321,28 @@ struct UiPlan {
     admin: toolgate_admin::AdminOptions,
 }
 
-fn plan_ui(args: &UiArgs) -> Result<UiPlan> {
-    let admin = crate::admin_args::admin_options(
+/// The admin token's rules are the admin API's (see admin_args.rs); the
+/// address is always `--listen`.
+fn ui_admin(
+    args: &UiArgs,
+    config: Option<&toolgate_config::AdminConfig>,
+) -> Result<toolgate_admin::AdminOptions> {
+    crate::admin_args::admin_options(
         &crate::admin_args::AdminArgs {
             admin_listen: Some(args.listen),
-            admin_token_env: Some(args.admin_token_env.clone()),
+            admin_token_env: args.admin_token_env.clone(),
             ..crate::admin_args::AdminArgs::default()
         },
-        None,
+        config,
     )?
-    .context("the dashboard needs an admin token")?;
+    .context("the dashboard needs an admin token")
+}
+
+fn plan_ui(args: &UiArgs) -> Result<UiPlan> {
     if let Some(path) = &args.config {
         let config = toolgate_config::load_config(path, &|name| std::env::var(name).ok())
             .map_err(|d| anyhow::anyhow!("{d}\ncannot start the dashboard on an invalid config"))?;
+        let admin = ui_admin(args, config.admin.as_ref())?;
         let targets = config
             .servers
             .iter()
@@ -350,6 +360,7 @@ fn plan_ui(args: &UiArgs) -> Result<UiPlan> {
             admin,
         });
     }
+    let admin = ui_admin(args, None)?;
     let Some(policy) = &args.policy else {
         anyhow::bail!("give --config FILE, or --policy FILE (with --upstream URL or -- COMMAND [ARGS...] to list its server's tools)");
     };
