@@ -714,3 +714,24 @@ async def test_serve_with_one_policy_reloads_what_the_dashboard_saves(toolgate_b
         proc.terminate()
         proc.wait(timeout=15)
     assert not (tmp_path / "probe.jsonl").exists() or (tmp_path / "probe.jsonl").read_text() == ""
+
+
+def test_toolgate_ui_says_what_it_needs(toolgate_bin, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TOOLGATE_ADMIN_TOKEN"}
+
+    def ui(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        extra = {"TOOLGATE_ADMIN_TOKEN": token} if token else {}
+        return subprocess.run([str(toolgate_bin), "ui", *args], cwd=tmp_path, env={**env, **extra},
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    (tmp_path / "policy.json").write_text(json.dumps(POLICY))
+    no_token = ui("--policy", "policy.json")
+    assert no_token.returncode == 1
+    assert "TOOLGATE_ADMIN_TOKEN is not set" in no_token.stderr, no_token.stderr
+    short = ui("--policy", "policy.json", token="short")
+    assert short.returncode == 1 and "too short" in short.stderr
+    nothing = ui(token=ADMIN_TOKEN)
+    assert nothing.returncode == 1 and "give --config FILE, or --policy FILE" in nothing.stderr
+    (tmp_path / "policy.txt").write_text("{}")
+    wrong = ui("--policy", "policy.txt", token=ADMIN_TOKEN)
+    assert wrong.returncode == 1 and "unknown policy format" in wrong.stderr
