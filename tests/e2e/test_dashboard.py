@@ -607,7 +607,15 @@ def test_toolgate_run_serves_the_dashboard_for_its_policy(gateway, monkeypatch):
         with api(admin) as http:
             assert http.get("/api/info").json()["mode"] == "run"
             [server] = http.get("/api/catalogue").json()["servers"]
-            assert server["status"] == "unlisted" and "toolgate ui" in server["note"]
+            assert server["status"] == "unlisted" and "tools/list" in server["note"]
+            # The tools as the gateway last listed them to the agent.
+            raw.request("tools/list")
+            [server] = http.get("/api/catalogue").json()["servers"]
+            assert server["status"] == "ready"
+            echo = next(t for t in server["tools"] if t["name"] == "echo")
+            assert echo["rules"][0]["effect"] == "allow"
+            # Only what the agent was shown: the policy (default deny) hides the rest.
+            assert {t["name"] for t in server["tools"]} == {"echo"}
             [policy] = http.get("/api/policies").json()["policies"]
             assert policy["path"] == str(gw.policy)
             document = policy["document"]

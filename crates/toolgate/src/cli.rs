@@ -231,6 +231,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
     // The admin API and the webhook run on a small runtime of their own
     // beside the stdio gateway's threads.
     let approvals = crate::state::open_approvals(&state)?;
+    let pins = crate::state::open_pins(&state)?;
     let admin = crate::admin_args::admin_options(&run.admin, None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -246,6 +247,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             server: run.name.clone().unwrap_or_else(|| run.command.join(" ")),
             policy: run.policy.clone(),
             audit_dir: crate::state::audit_dir(&state),
+            pins: pins.clone(),
         };
         runtime.block_on(crate::admin_args::start_admin(
             admin,
@@ -268,7 +270,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         forward_signals: true,
         approvals: approvals.clone(),
         approval_events,
-        pins: crate::state::open_pins(&state)?,
+        pins,
         server_name: run.name.clone().unwrap_or_else(|| run.command.join(" ")),
         pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
     };

@@ -173,12 +173,14 @@ impl ConsoleBackend for ServeConsole {
     }
 }
 
-/// `toolgate run`: its one policy; the stdio gateway does not share its
-/// server's tool list.
+/// `toolgate run`: its one policy, and its server's tools as the gateway
+/// last listed them to the client (recorded in the pin store; tools the
+/// policy hides are never listed, so they are not there).
 pub struct RunConsole {
     pub server: String,
     pub policy: PathBuf,
     pub audit_dir: Option<PathBuf>,
+    pub pins: Arc<dyn toolgate_pins::PinStore>,
 }
 
 impl ConsoleBackend for RunConsole {
@@ -187,14 +189,37 @@ impl ConsoleBackend for RunConsole {
     }
 
     fn catalogue(&self) -> Catalogue {
+        let (status, tools) = match self.pins.list() {
+            Ok(pins) => {
+                let tools: Vec<Tool> = pins
+                    .into_iter()
+                    .filter(|p| p.server == self.server)
+                    .map(|p| Tool {
+                        name: p.tool.clone(),
+                        original: p.tool,
+                        // The definition last seen.
+                        definition: p.changed.unwrap_or(p.pinned),
+                    })
+                    .collect();
+                let status = if tools.is_empty() {
+                    ServerStatus::Unlisted(
+                        "no tools yet: they appear once the agent has listed them (tools/list); `toolgate ui --policy FILE -- COMMAND` lists them all".into(),
+                    )
+                } else {
+                    ServerStatus::Ready
+                };
+                (status, tools)
+            }
+            Err(e) => (
+                ServerStatus::Failed(format!("cannot read the pin store: {e}")),
+                Vec::new(),
+            ),
+        };
         Catalogue {
             servers: vec![Server {
                 name: self.server.clone(),
-                status: ServerStatus::Unlisted(format!(
-                    "toolgate run does not list its server's tools here; `toolgate ui --policy {} -- COMMAND` scans them",
-                    self.policy.display()
-                )),
-                tools: Vec::new(),
+                status,
+                tools,
             }],
         }
     }
