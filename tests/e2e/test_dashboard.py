@@ -86,7 +86,7 @@ def browser(tmp_path):
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--disable-quic", "--window-size=1440,900",
+                "--no-first-run", "--disable-quic", "--window-size=1366,768",
                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
     # The driver is given: selenium must not look for (or download) one.
