@@ -25,7 +25,9 @@ const RELOAD_WAIT: Duration = Duration::from_secs(5);
 /// Between the dashboard (which saved a file) and a policy watcher.
 pub struct Reloads {
     poke: tokio::sync::Notify,
-    /// (reloads finished so far, the last one's error).
+    /// Reloads begun so far (each one's number).
+    started: std::sync::atomic::AtomicU64,
+    /// The number of the last reload finished, and its error.
     done: tokio::sync::watch::Sender<(u64, Option<String>)>,
 }
 
@@ -33,6 +35,7 @@ impl Reloads {
     pub fn new() -> Arc<Reloads> {
         Arc::new(Reloads {
             poke: tokio::sync::Notify::new(),
+            started: std::sync::atomic::AtomicU64::new(0),
             done: tokio::sync::watch::channel((0, None)).0,
         })
     }
@@ -45,22 +48,28 @@ impl Reloads {
         }
     }
 
-    /// For the watcher: a reload finished (`error`: it was refused).
-    pub fn finished(&self, error: Option<String>) {
-        self.done.send_modify(|(count, last)| {
-            *count += 1;
-            *last = error;
-        });
+    /// For the watcher: a reload begins (before it reads any file); its number.
+    pub fn begin(&self) -> u64 {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
     }
 
-    /// For the dashboard: asks for a reload and waits for the next one.
+    /// For the watcher: reload `number` finished (`error`: it was refused).
+    pub fn finished(&self, number: u64, error: Option<String>) {
+        self.done.send_replace((number, error));
+    }
+
+    /// For the dashboard, after writing a file: asks for a reload and waits
+    /// for one that began after the write (so it read the new file).
     async fn request(&self) -> Reload {
         let mut rx = self.done.subscribe();
-        let before = rx.borrow().0;
+        let written = self.started.load(std::sync::atomic::Ordering::SeqCst);
         self.poke.notify_one();
-        let waited = tokio::time::timeout(RELOAD_WAIT, rx.wait_for(|(count, _)| *count > before))
-            .await
-            .map(|done| done.map(|d| d.1.clone()));
+        let waited =
+            tokio::time::timeout(RELOAD_WAIT, rx.wait_for(|(number, _)| *number > written))
+                .await
+                .map(|done| done.map(|d| d.1.clone()));
         match waited {
             Ok(Ok(None)) => Reload::Reloaded,
             Ok(Ok(Some(error))) => Reload::Failed(format!(
@@ -512,4 +521,34 @@ async fn serve_ui(args: UiArgs, plan: UiPlan) -> Result<u8> {
     .await;
     audit.flush();
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_save_waits_for_a_reload_that_began_after_the_write() {
+        let reloads = Reloads::new();
+        // A reload that read the files before the dashboard wrote.
+        let stale = reloads.begin();
+        let r = reloads.clone();
+        let waiter = tokio::spawn(async move { r.request().await });
+        assert!(
+            reloads.wait(Duration::from_secs(60)).await,
+            "the save pokes the watcher"
+        );
+        reloads.finished(stale, None);
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "the stale reload does not answer the save"
+        );
+        let fresh = reloads.begin();
+        reloads.finished(fresh, Some("policy.json:2:12: default: unknown".into()));
+        match waiter.await.unwrap() {
+            Reload::Failed(why) => assert!(why.starts_with("policy.json:2:12"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

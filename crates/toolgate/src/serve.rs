@@ -416,6 +416,7 @@ async fn watch_config(
             continue;
         }
         last = now;
+        let reload = reloads.begin();
         match load(&path) {
             Ok(config) => {
                 gateway.set_grants(grants_of(&config));
@@ -477,7 +478,7 @@ async fn watch_config(
                 files = config_files(&path, &config);
                 last = stamps(&files);
                 current = config;
-                reloads.finished(None);
+                reloads.finished(reload, None);
             }
             Err(d) => {
                 audit.log(
@@ -487,7 +488,7 @@ async fn watch_config(
                         path.display()
                     ),
                 );
-                reloads.finished(Some(d.to_string()));
+                reloads.finished(reload, Some(d.to_string()));
             }
         }
     }
@@ -508,6 +509,7 @@ async fn watch_policy(
             continue;
         }
         last = now;
+        let reload = reloads.begin();
         match toolgate_gateway::reload::load_policy_file(&path) {
             Ok(policy) => {
                 gateway.set_policies(Some(Arc::new(policy)), &[]);
@@ -515,14 +517,14 @@ async fn watch_policy(
                     LogLevel::Warn,
                     &format!("reloaded the policy from {}", path.display()),
                 );
-                reloads.finished(None);
+                reloads.finished(reload, None);
             }
             Err(problems) => {
                 audit.log(
                     LogLevel::Error,
                     &format!("{problems}\nthe edited policy {} is invalid; the previous policy stays in force", path.display()),
                 );
-                reloads.finished(Some(problems));
+                reloads.finished(reload, Some(problems));
             }
         }
     }
