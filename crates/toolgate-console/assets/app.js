@@ -222,7 +222,7 @@
     }
     if (name === "catalogue") loadCatalogue();
     if (name === "policy") loadPolicyTab();
-    if (name === "approvals") pollApprovals();
+    if (name === "approvals") pollApprovals(true);
     if (name === "traffic") pollTraffic(true);
   }
 
@@ -672,22 +672,34 @@
 
   // --- approvals -------------------------------------------------------------------
 
-  async function pollApprovals() {
+  // Pending requests every tick (they are few); decided ones, which pile
+  // up, only on the Approvals tab and every few ticks.
+  let decidedTick = 0;
+
+  async function pollApprovals(withDecided) {
     let answer;
     try {
-      answer = await api("GET", "/approvals?all=true");
+      answer = await api("GET", "/approvals");
     } catch (e) {
       report(e);
       return;
     }
     const pending = answer.approvals.filter((a) => a.status === "pending" && !a.expired);
-    const decided = answer.approvals.filter((a) => !(a.status === "pending" && !a.expired)).slice(0, 20);
     const count = $("pending-count");
     count.textContent = String(pending.length);
     count.hidden = pending.length === 0;
     if (state.tab !== "approvals") return;
     renderPending(pending);
-    renderDecided(decided);
+    if (withDecided === true || decidedTick++ % 5 === 0) {
+      let all;
+      try {
+        all = await api("GET", "/approvals?all=true");
+      } catch (e) {
+        report(e);
+        return;
+      }
+      renderDecided(all.approvals.filter((a) => !(a.status === "pending" && !a.expired)).slice(0, 20));
+    }
   }
 
   function renderPending(pending) {
@@ -709,7 +721,7 @@
         } catch (e) {
           report(e);
         }
-        pollApprovals();
+        pollApprovals(true);
       };
       return el("tr", { "data-id": a.id, "data-tool": a.tool },
         el("td", {}, el("code", { text: a.tool }), el("div", { class: "hint", text: a.server ? "server " + a.server : "" })),
