@@ -207,6 +207,9 @@ pub(crate) fn diff_json(old: &str, new: &str) -> Value {
 /// and a rename, so that a reader sees the old file or the new one, never
 /// a part. The file keeps its permissions.
 pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    // A symbolic link is followed: its target is replaced, the link stays.
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = resolved.as_path();
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -280,5 +283,20 @@ mod tests {
         write_atomically(&path, "new").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_link_keeps_pointing_at_the_saved_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.json");
+        let link = dir.path().join("p.json");
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomically(&link, "new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
     }
 }
