@@ -420,7 +420,12 @@
     }
     facts.append(riskBadge(entry.tool.risk), " " + entry.tool.category + " · " + (entry.tool.description || ""));
     const rule = currentRule(name);
-    if (rule === undefined || rule === null) {
+    if (rule === null && state.edits.has(name)) {
+      facts.append(el("div", { class: "hint", text: "This tool's rule is removed in the draft: the policy's default applies." }));
+      fillForm(undefined, false);
+      $("rule-action").value = "none";
+      updateFieldsets();
+    } else if (rule === undefined || rule === null) {
       facts.append(el("div", { class: "hint", text: "No rule names this tool yet: the form shows the recommended rule. Change anything to add it." }));
       fillForm(entry.recommended, false);
     } else {
