@@ -432,6 +432,7 @@ async def test_the_traffic_tab_shows_the_calls_and_filters_them(serve_factory, b
         until, browser, lambda d: len(css(d, '#traffic tr[data-tool="probe__echo"]')) >= 2, "the new call")
 
 
+@pytest.mark.timeout(120)
 def test_the_page_says_when_the_gateway_is_unreachable(serve_factory, browser):
     gw, admin = start_gateway(serve_factory)
     sign_in(browser, admin)
@@ -444,6 +445,7 @@ def test_the_page_says_when_the_gateway_is_unreachable(serve_factory, browser):
 
 # --- the API, over HTTP ------------------------------------------------------------------
 
+@pytest.mark.timeout(120)
 def test_the_api_refuses_stale_and_invalid_saves(serve_factory):
     gw, admin = start_gateway(serve_factory)
     path = str(gw.dir / "policy.json")
@@ -564,6 +566,7 @@ def same_shape(documented: Any, actual: Any, where: str = "") -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.timeout(120)
 async def test_the_documented_api_examples_answer_as_documented(serve_factory):
     doc = (REPO / "docs" / "admin-api.md").read_text(encoding="utf-8")
     section = doc[doc.index("## The dashboard's API"):doc.index("## Security notes")]
@@ -595,6 +598,7 @@ async def test_the_documented_api_examples_answer_as_documented(serve_factory):
             same_shape(documented, response.json(), url.group(1))
 
 
+@pytest.mark.timeout(120)
 def test_toolgate_run_serves_the_dashboard_for_its_policy(gateway, monkeypatch):
     port = free_port()
     admin = f"http://127.0.0.1:{port}"
@@ -681,6 +685,7 @@ async def test_a_condition_built_in_the_page_limits_a_tools_arguments(serve_fact
 
 
 @pytest.mark.anyio
+@pytest.mark.timeout(120)
 async def test_serve_with_one_policy_reloads_what_the_dashboard_saves(toolgate_bin, tmp_path):
     import sys
 
