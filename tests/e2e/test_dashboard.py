@@ -748,3 +748,37 @@ def test_toolgate_ui_says_what_it_needs(toolgate_bin, tmp_path):
     (tmp_path / "policy.txt").write_text("{}")
     wrong = ui("--policy", "policy.txt", token=ADMIN_TOKEN)
     assert wrong.returncode == 1 and "unknown policy format" in wrong.stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(120)
+async def test_toolgate_ui_decides_through_redis(serve_factory, toolgate_bin, tmp_path):
+    from test_state import Redis
+
+    redis = Redis(tmp_path / "redis").start()
+    try:
+        policy = {"version": "1", "default": "deny", "tools": {"probe__transfer": {
+            "action": "require_approval", "reason": "money leaves the account",
+            "approval": {"via": ["admin"], "hold": 0, "expires": "10m"}}}}
+        config = {"policy": "policy.json", "servers": {"probe": probe_server()},
+                  "state": {"store": redis.url, "prefix": "dash"}}
+        gw = serve_factory(config, {"policy.json": policy})
+        # The dashboard's data directory is its own: approvals come from Redis (the config's state).
+        proc, ui = start_ui(toolgate_bin, gw.dir, "--config", str(gw.config_path), "--data-dir", str(tmp_path / "ui-data"))
+        try:
+            arguments = {"to": "bob", "amount": 7}
+            async with gw.client(LEGACY) as client:
+                pending = await client.call_tool("probe__transfer", arguments)
+                approval_id = pending.structured_content["toolgate"]["approval_id"]
+                with api(ui) as http:
+                    [request] = http.get("/approvals").json()["approvals"]
+                    assert request["id"] == approval_id
+                    assert http.post(f"/approvals/{approval_id}/approve", json={"by": "ui"}).status_code == 200
+                ran = await client.call_tool("probe__transfer", arguments)
+                assert not ran.is_error, ran
+            assert gw.received() == [{"tool": "transfer", "arguments": arguments}]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        redis.stop()
