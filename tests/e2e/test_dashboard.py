@@ -671,7 +671,21 @@ async def test_a_condition_built_in_the_page_limits_a_tools_arguments(serve_fact
         by_id(browser, "save").click()
         until(browser, lambda d: "reloaded" in by_id(d, "save-result").text, "the saved message")
 
+        # A rule removed: the tool falls back to the default.
+        until(browser, lambda d: not by_id(d, "review").is_enabled() and "US numbers only" in by_id(d, "preview").text,
+              "the saved file in the builder")
+        Select(by_id(browser, "builder-tool")).select_by_value("probe__delete_all")
+        Select(by_id(browser, "rule-action")).select_by_value("none")
+        until(browser, lambda d: "probe__delete_all" not in by_id(d, "preview").text and by_id(d, "review").is_enabled()
+              and by_id(d, "save-result").text == "", "the preview without the rule")
+        by_id(browser, "review").click()
+        until(browser, lambda d: any("probe__delete_all" in e.text for e in css(d, "#diff .del")), "the removal in the diff")
+        by_id(browser, "save").click()
+        until(browser, lambda d: "reloaded" in by_id(d, "save-result").text and
+              "probe__delete_all" not in by_id(d, "preview").text, "the second save")
+
     await asyncio.to_thread(build)
+    assert "probe__delete_all" not in json.loads((gw.dir / "policy.json").read_text())["tools"]
     rule = json.loads((gw.dir / "policy.json").read_text())["tools"]["probe__send_text"]
     assert rule == {
         "limits": [{"counter": "probe__send_text_rate", "window": "minute", "max": 30, "scope": "grant"}],

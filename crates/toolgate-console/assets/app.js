@@ -560,6 +560,7 @@
 
   function formChanged() {
     updateFieldsets();
+    $("save-result").textContent = ""; // a new draft: the last save's message no longer applies
     if (!state.selectedTool || !baseDocument()) return;
     state.edits.set(state.selectedTool, ruleFromForm());
     refreshPreview();
