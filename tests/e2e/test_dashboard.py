@@ -683,6 +683,22 @@ async def test_a_condition_built_in_the_page_limits_a_tools_arguments(serve_fact
         until(browser, lambda d: "reloaded" in by_id(d, "save-result").text and
               "probe__delete_all" not in by_id(d, "preview").text, "the second save")
 
+        # Approval settings: shown for require_approval rules, kept, editable.
+        Select(by_id(browser, "builder-tool")).select_by_value("probe__transfer")
+        until(browser, lambda d: by_id(d, "approval-fieldset").is_displayed(), "the approval settings")
+        assert by_id(browser, "approval-hold").get_attribute("value") == "60s"
+        assert Select(by_id(browser, "approval-via")).first_selected_option.get_attribute("value") == "admin"
+        hold = by_id(browser, "approval-hold")
+        hold.clear()
+        hold.send_keys("5s")
+        until(browser, lambda d: '"hold": "5s"' in by_id(d, "preview").text and by_id(d, "review").is_enabled(),
+              "the new hold in the preview")
+        assert '"expires": "10m"' in by_id(browser, "preview").text
+        by_id(browser, "discard").click()
+        until(browser, lambda d: '"hold": "60s"' in by_id(d, "preview").text, "the draft discarded")
+        Select(by_id(browser, "builder-tool")).select_by_value("probe__echo")
+        until(browser, lambda d: not by_id(d, "approval-fieldset").is_displayed(), "no approval settings for allow")
+
     await asyncio.to_thread(build)
     assert "probe__delete_all" not in json.loads((gw.dir / "policy.json").read_text())["tools"]
     rule = json.loads((gw.dir / "policy.json").read_text())["tools"]["probe__send_text"]

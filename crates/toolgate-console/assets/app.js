@@ -434,14 +434,21 @@
   }
 
   // The rule being edited starts from this one, so fields the form does
-  // not show (description, approval, a limit's cost) are kept.
+  // not show (description, a limit's cost) are kept.
   let formBase = {};
+  // Approval settings are written only when the rule had them or they were changed.
+  let approvalTouched = false;
 
   function fillForm(rule, disabled) {
     formBase = rule ? JSON.parse(JSON.stringify(rule)) : {};
     const r = rule || {};
     $("rule-action").value = rule === undefined ? "allow" : (r.action || "allow");
     $("rule-reason").value = r.reason || "";
+    const approval = r.approval || {};
+    $("approval-via").value = (approval.via || ["client", "admin"]).join(",");
+    $("approval-hold").value = approval.hold === undefined ? "30s" : String(approval.hold);
+    $("approval-expires").value = approval.expires === undefined ? "10m" : String(approval.expires);
+    approvalTouched = false;
     const limits = $("limits");
     clear(limits);
     for (const l of r.limits || []) addLimitRow(l);
@@ -458,6 +465,7 @@
     const action = $("rule-action").value;
     const admits = action === "allow" || action === "require_approval";
     $("limits-fieldset").disabled = !admits;
+    $("approval-fieldset").hidden = action !== "require_approval";
     $("conditions-fieldset").disabled = !admits;
     $("rule-reason").disabled = action === "none";
   }
@@ -525,8 +533,15 @@
     delete rule.reason;
     delete rule.limits;
     delete rule.conditions;
-    if (action !== "require_approval") delete rule.approval;
+    delete rule.approval;
     const out = {};
+    if (action === "require_approval" && (approvalTouched || (formBase && formBase.approval))) {
+      out.approval = Object.assign({}, (formBase && formBase.approval) || {}, {
+        via: $("approval-via").value.split(","),
+        hold: numberOr($("approval-hold").value),
+        expires: numberOr($("approval-expires").value),
+      });
+    }
     if (action !== "allow") out.action = action;
     const reason = $("rule-reason").value;
     if (reason.trim() !== "") out.reason = reason;
@@ -896,8 +911,14 @@
     $("builder-tool").addEventListener("change", () => selectTool($("builder-tool").value));
     const form = $("rule-form");
     form.addEventListener("submit", (e) => e.preventDefault());
-    form.addEventListener("input", (e) => { if (e.target.id !== "builder-tool") formChanged(); });
-    form.addEventListener("change", (e) => { if (e.target.id !== "builder-tool" && e.target.tagName === "SELECT") formChanged(); });
+    form.addEventListener("input", (e) => {
+      if (e.target.id && e.target.id.startsWith("approval-")) approvalTouched = true;
+      if (e.target.id !== "builder-tool") formChanged();
+    });
+    form.addEventListener("change", (e) => {
+      if (e.target.id && e.target.id.startsWith("approval-")) approvalTouched = true;
+      if (e.target.id !== "builder-tool" && e.target.tagName === "SELECT") formChanged();
+    });
     $("add-limit").addEventListener("click", () => { addLimitRow(null); formChanged(); });
     $("add-condition").addEventListener("click", () => { addConditionRow(null); formChanged(); });
     $("rule-recommended").addEventListener("click", () => {
