@@ -3,6 +3,8 @@
 #   .venv/             Python virtualenv with tests/requirements.txt (mcp SDK, pytest, jsonschema)
 #   tests/node/        npm ci of the pinned MCP servers (server-everything, TypeScript SDK)
 #   redis-server       Debian's redis-server package, for the Redis counter store's tests
+#   chromium           Debian's chromium and chromium-driver packages, for the dashboard's
+#                      browser tests (tests/e2e/test_dashboard.py)
 # Idempotent and fast when nothing changed: each step records the hash of its
 # inputs in a stamp file and is skipped while the stamp matches.
 set -euo pipefail
@@ -105,6 +107,31 @@ else
     fi
     if ! command -v redis-server >/dev/null 2>&1; then
         echo "setup.sh: apt-get installed redis-server but it is not on PATH" >&2
+        exit 1
+    fi
+fi
+
+# --- chromium and chromedriver (the dashboard's browser tests) -------------
+# Debian's packages: /usr/bin/chromium and /usr/bin/chromedriver, the same
+# version, driven headless by selenium. Nothing is downloaded at test time.
+if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
+    echo "setup.sh: chromium present ($(/usr/bin/chromium --version 2>/dev/null | head -n1))"
+else
+    echo "setup.sh: installing chromium and chromium-driver (apt-get)"
+    apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    if ((EUID != 0)); then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "setup.sh: chromium is missing and installing it needs root; run: apt-get install -y chromium chromium-driver" >&2
+            exit 1
+        fi
+        apt=(sudo "${apt[@]}")
+    fi
+    if ! "${apt[@]}" install -y -qq chromium chromium-driver >/dev/null; then
+        "${apt[@]}" update -qq
+        "${apt[@]}" install -y -qq chromium chromium-driver >/dev/null
+    fi
+    if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+        echo "setup.sh: apt-get installed chromium but /usr/bin/chromium or /usr/bin/chromedriver is missing" >&2
         exit 1
     fi
 fi

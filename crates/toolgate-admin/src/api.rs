@@ -6,7 +6,10 @@
 //!   (both optional);
 //! - `POST /webhook/decide`: the signed callback of the webhook receiver;
 //! - `GET /metrics`: the Prometheus exposition (docs/observability.md), when
-//!   the gateway passes a [`MetricsSource`].
+//!   the gateway passes a [`MetricsSource`];
+//! - with a dashboard ([`serve_admin_with_console`]): its page and assets
+//!   (`GET /`, `/assets/...`, no token: they hold no data) and its JSON API
+//!   (`/api/...`, answered by toolgate-console).
 //!
 //! Every route but the callback needs `Authorization: Bearer <admin token>`,
 //! checked before anything else (an unauthenticated caller learns nothing,
@@ -36,6 +39,8 @@ type Body = Full<Bytes>;
 
 /// The largest request body (a decision is a few hundred bytes).
 const MAX_BODY: usize = 64 << 10;
+/// The largest dashboard request (a whole policy file, as text or document).
+const MAX_CONSOLE_BODY: usize = 4 << 20;
 /// Limits on what a decision may say about itself.
 const MAX_BY_CHARS: usize = 128;
 const MAX_REASON_CHARS: usize = 2000;
@@ -48,6 +53,7 @@ struct Admin {
     opts: AdminOptions,
     seen: SeenSignatures,
     metrics: Option<Arc<dyn MetricsSource>>,
+    console: Option<Arc<toolgate_console::Console>>,
 }
 
 /// What `GET /metrics` answers: the Prometheus text exposition, format 0.0.4.
@@ -66,12 +72,26 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()>,
     metrics: Option<Arc<dyn MetricsSource>>,
 ) {
+    serve_admin_with_console(store, events, opts, None, metrics, listener, shutdown).await;
+}
+
+/// [`serve_admin`], with the web dashboard when `console` is given.
+pub async fn serve_admin_with_console(
+    store: Arc<dyn ApprovalStore>,
+    events: Arc<dyn ApprovalEvents>,
+    opts: AdminOptions,
+    console: Option<Arc<toolgate_console::Console>>,
+    metrics: Option<Arc<dyn MetricsSource>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let admin = Arc::new(Admin {
         store,
         events,
         opts,
         seen: SeenSignatures::default(),
         metrics,
+        console,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -112,7 +132,7 @@ enum Refusal {
     /// A webhook callback with a bad, stale or replayed signature.
     BadSignature(BadSignature),
     BadRequest(String),
-    TooLarge,
+    TooLarge(usize),
     NoRoute,
     NoWebhook,
     MethodNotAllowed(&'static str),
@@ -146,10 +166,10 @@ impl Refusal {
             Refusal::BadRequest(message) => {
                 (StatusCode::BAD_REQUEST, "bad_request", message.clone())
             }
-            Refusal::TooLarge => (
+            Refusal::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "bad_request",
-                format!("the body is larger than {MAX_BODY} bytes"),
+                format!("the body is larger than {max} bytes"),
             ),
             Refusal::NoRoute => (
                 StatusCode::NOT_FOUND,
@@ -221,6 +241,19 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
         .expect("valid response")
 }
 
+/// A dashboard answer as an HTTP response.
+fn console_response(answer: toolgate_console::Response) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(answer.status)
+        .header("content-type", answer.content_type);
+    for (name, value) in answer.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(answer.body)))
+        .expect("valid response")
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -237,7 +270,23 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, 
         }
         return callback(admin, req).await;
     }
+    if admin.console.is_some() {
+        if let Some(asset) = toolgate_console::Console::asset(req.method().as_str(), &path) {
+            return Ok(console_response(asset));
+        }
+    }
     authorize(&admin.opts, req.headers())?;
+    if let Some(console) = admin
+        .console
+        .as_ref()
+        .filter(|_| toolgate_console::Console::is_api(&path))
+    {
+        let method = req.method().as_str().to_string();
+        let query = req.uri().query().map(str::to_string);
+        let body = read_body_up_to(req, MAX_CONSOLE_BODY).await?;
+        let answer = console.api(&method, &path, query.as_deref(), &body).await;
+        return Ok(console_response(answer));
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
     match segments.as_slice() {
@@ -275,19 +324,23 @@ fn authorize(opts: &AdminOptions, headers: &HeaderMap) -> Result<(), Refusal> {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    read_body_up_to(req, MAX_BODY).await
+}
+
+async fn read_body_up_to(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
     if header(req.headers(), "content-length")
         .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY)
+        .is_some_and(|n| n > max)
     {
-        return Err(Refusal::TooLarge);
+        return Err(Refusal::TooLarge(max));
     }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(Refusal::TooLarge)
+            Err(Refusal::TooLarge(max))
         }
         Err(_) => Err(Refusal::BadRequest("could not read the body".into())),
     }

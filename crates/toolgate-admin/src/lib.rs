@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use toolgate_approvals::{ApprovalRequest, Decided, Status};
 
-pub use api::{serve_admin, MetricsSource};
+pub use api::{serve_admin, serve_admin_with_console, MetricsSource};
 pub use signature::{sign, MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 pub use webhook::WebhookNotifier;
 

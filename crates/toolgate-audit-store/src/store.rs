@@ -79,6 +79,8 @@ pub struct Filter {
     pub decision: Option<String>,
     /// Records at or after this time (milliseconds since the Unix epoch).
     pub since: Option<u64>,
+    /// Records after this sequence number (the dashboard's "what is new").
+    pub after: Option<u64>,
     /// At most this many: the newest ones (still returned oldest first).
     pub limit: Option<usize>,
 }
@@ -290,6 +292,10 @@ impl AuditStore {
         if let Some(since) = filter.since {
             args.push(SqlValue::Integer(i64::try_from(since).unwrap_or(i64::MAX)));
             sql.push_str(&format!(" AND time_ms >= ?{}", args.len()));
+        }
+        if let Some(after) = filter.after {
+            args.push(SqlValue::Integer(i64::try_from(after).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(" AND seq > ?{}", args.len()));
         }
         match filter.limit {
             Some(limit) => {

@@ -211,6 +211,21 @@ fn query_filters() {
         ),
         (
             Filter {
+                after: Some(2),
+                ..Filter::default()
+            },
+            vec![3, 4, 5],
+        ),
+        (
+            Filter {
+                grant: s("alice"),
+                after: Some(3),
+                ..Filter::default()
+            },
+            vec![4],
+        ),
+        (
+            Filter {
                 server: s("fs"),
                 tool: s("write_file"),
                 since: Some(T0),

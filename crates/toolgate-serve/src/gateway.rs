@@ -336,6 +336,15 @@ impl Gateway {
         self.catalog.read().expect("catalog lock").clone()
     }
 
+    /// Each server's name and whether it is connected now, in config order
+    /// (the index of a catalogue entry's `server`).
+    pub fn server_status(&self) -> Vec<(String, bool)> {
+        self.servers
+            .iter()
+            .map(|s| (s.name.clone(), s.upstream.info().is_some()))
+            .collect()
+    }
+
     pub fn has_grants(&self) -> bool {
         !self.grants.read().expect("grants lock").is_empty()
     }

@@ -165,12 +165,14 @@ pub fn approval_events(
     }
 }
 
-/// Binds the admin listener and serves the admin API on the current runtime
-/// until `shutdown`; says where on stderr.
+/// Binds the admin listener and serves the admin API (and the dashboard,
+/// with a `console`) on the current runtime until `shutdown`; says where on
+/// stderr.
 pub async fn start_admin(
     opts: AdminOptions,
     store: std::sync::Arc<dyn toolgate_approvals::ApprovalStore>,
     events: std::sync::Arc<dyn toolgate_approvals::ApprovalEvents>,
+    console: Option<std::sync::Arc<toolgate_console::Console>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     metrics: Option<std::sync::Arc<dyn toolgate_admin::MetricsSource>>,
 ) -> Result<()> {
@@ -179,8 +181,11 @@ pub async fn start_admin(
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for the admin API: {e}", opts.listen))?;
     let local = listener.local_addr()?;
     eprintln!("toolgate: admin API listening on {local}");
-    tokio::spawn(toolgate_admin::serve_admin(
-        store, events, opts, listener, shutdown, metrics,
+    if console.is_some() {
+        eprintln!("toolgate: dashboard on http://{local}/");
+    }
+    tokio::spawn(toolgate_admin::serve_admin_with_console(
+        store, events, opts, console, metrics, listener, shutdown,
     ));
     Ok(())
 }

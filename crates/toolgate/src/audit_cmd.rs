@@ -217,6 +217,7 @@ fn list(args: &ListArgs, now: u64) -> Result<u8> {
         tool: args.tool.clone(),
         decision: args.decision.clone(),
         since,
+        after: None,
         limit: args.limit,
     };
     let store = open_existing(&args.dir.dir())?;

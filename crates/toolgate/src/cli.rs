@@ -69,6 +69,9 @@ enum Command {
     /// List every tool of MCP servers with its category, risk and evidence; optionally write a
     /// recommended policy: `toolgate scan -- COMMAND ARGS...`, `--upstream URL` or `--config FILE`.
     Scan(crate::scan::ScanArgs),
+    /// The web dashboard on its own, against a data directory or Redis:
+    /// `toolgate ui --config FILE`, or `toolgate ui --policy FILE [-- COMMAND ARGS...]`.
+    Ui(crate::console::UiArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -134,6 +137,7 @@ pub fn dispatch(args: Args) -> Result<u8> {
         Command::Serve(serve) => crate::serve::run(serve),
         Command::Pins(pins) => crate::pins_cmd::run(pins),
         Command::Scan(scan) => crate::scan::run(scan),
+        Command::Ui(ui) => crate::console::run_ui(ui),
         Command::Demo { server } => crate::demo::run(server),
         Command::Audit(audit) => crate::audit_cmd::run(audit),
         Command::Approvals(approvals) => crate::approvals_cmd::run(approvals),
@@ -247,6 +251,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
             upstreams: crate::telemetry_args::child_up(server_name.clone(), server_up.clone()),
         }) as Arc<dyn toolgate_admin::MetricsSource>
     });
+    let pins = crate::state::open_pins(&state)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -257,10 +262,17 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         crate::admin_args::approval_events(admin.as_ref(), &audit)
     };
     if let Some(admin) = admin {
+        let console = crate::console::RunConsole {
+            server: server_name.clone(),
+            policy: run.policy.clone(),
+            audit_dir: crate::state::audit_dir(&state),
+            pins: pins.clone(),
+        };
         runtime.block_on(crate::admin_args::start_admin(
             admin,
             approvals.clone(),
             approval_events.clone(),
+            Some(Arc::new(toolgate_console::Console::new(Arc::new(console)))),
             std::future::pending(),
             metrics,
         ))?;
@@ -278,7 +290,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         forward_signals: true,
         approvals: approvals.clone(),
         approval_events,
-        pins: crate::state::open_pins(&state)?,
+        pins,
         server_name,
         pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
         server_up,

@@ -163,6 +163,14 @@ pub fn run(server: Vec<String>) -> Result<u8> {
         audit_path.display(),
         status.code().unwrap_or(-1)
     );
+    println!(
+        "\nTo see the tools, build this policy and follow calls in a browser (the dashboard):\n  \
+         TOOLGATE_ADMIN_TOKEN=\"$(openssl rand -hex 24)\" toolgate ui --policy {} -- {}\n  \
+         then open http://{} and sign in with that token",
+        policy_path.display(),
+        server.join(" "),
+        crate::console::DEFAULT_UI_LISTEN
+    );
     Ok(0)
 }
 

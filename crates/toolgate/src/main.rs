@@ -6,6 +6,7 @@ mod approvals_cmd;
 mod audit_cmd;
 mod cli;
 mod config;
+mod console;
 mod demo;
 mod grant;
 mod pins_cmd;

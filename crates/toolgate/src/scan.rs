@@ -249,6 +249,28 @@ pub(crate) fn transport_of(transport: &toolgate_config::ServerTransport) -> Tran
     }
 }
 
+/// Lists the tools of each server at once (every page), for `toolgate ui`:
+/// one result per server, in order.
+pub(crate) async fn list_servers(
+    servers: Vec<(String, Transport)>,
+    timeout: Duration,
+) -> Vec<Result<Vec<Value>, String>> {
+    let targets: Vec<Target> = servers
+        .into_iter()
+        .map(|(name, transport)| Target {
+            spec: UpstreamSpec {
+                name: name.clone(),
+                transport,
+                backoff: Backoff::default(),
+                request_timeout: timeout,
+            },
+            prefix: None,
+            name,
+        })
+        .collect();
+    scan_all(&targets, timeout).await
+}
+
 /// What the progress line shows: servers still being scanned, tools found.
 #[derive(Default)]
 struct Progress {

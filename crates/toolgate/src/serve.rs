@@ -79,6 +79,8 @@ struct Plan {
     admin: Option<toolgate_admin::AdminOptions>,
     /// Where spans go (`None`: no traces).
     otlp: Option<toolgate_telemetry::OtlpSettings>,
+    /// The dashboard's editable policy files.
+    policy_files: Vec<toolgate_console::PolicyFile>,
 }
 
 struct GatewayOptionsParts {
@@ -151,6 +153,10 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
         state: args.state.resolve(None)?,
         admin: crate::admin_args::admin_options(&args.admin, None)?,
         otlp: crate::telemetry_args::otlp_settings(&args.telemetry, None)?,
+        policy_files: vec![toolgate_console::PolicyFile {
+            path: policy_path.clone(),
+            scope: toolgate_console::Scope::Gateway,
+        }],
     })
 }
 
@@ -214,6 +220,7 @@ fn plan_from_config(
         state: state_args.resolve(Some(&config.state))?,
         admin: crate::admin_args::admin_options(admin_args, config.admin.as_ref())?,
         otlp: crate::telemetry_args::otlp_settings(telemetry_args, Some(&config.telemetry))?,
+        policy_files: crate::console::config_policy_files(&config),
     })
 }
 
@@ -291,6 +298,7 @@ async fn serve_until_signal(
         state,
         admin,
         otlp: _,
+        policy_files,
     } = plan;
     let store = crate::state::open_store(&state)?;
     let approvals = crate::state::open_approvals(&state)?;
@@ -305,11 +313,20 @@ async fn serve_until_signal(
             upstreams: crate::telemetry_args::serve_upstreams(started.clone()),
         }) as Arc<dyn toolgate_admin::MetricsSource>
     });
+    let reloads = crate::console::Reloads::new();
+    let console = Arc::new(crate::console::ServeConsole {
+        gateway: std::sync::OnceLock::new(),
+        servers: g.servers.iter().map(|s| s.name.clone()).collect(),
+        files: policy_files,
+        audit_dir: crate::state::audit_dir(&state),
+        reloads: reloads.clone(),
+    });
     if let Some(admin) = admin {
         crate::admin_args::start_admin(
             admin,
             approvals.clone(),
             approval_events.clone(),
+            Some(Arc::new(toolgate_console::Console::new(console.clone()))),
             shutdown_signal(),
             metrics,
         )
@@ -364,10 +381,11 @@ async fn serve_until_signal(
         }
     };
     let _ = started.set(Arc::downgrade(&gateway));
+    let _ = console.gateway.set(gateway.clone());
     if let Some(path) = args.config.clone() {
-        tokio::spawn(watch_config(gateway.clone(), path, audit.clone()));
+        tokio::spawn(watch_config(gateway.clone(), path, audit.clone(), reloads));
     } else if let Some(path) = args.policy.clone() {
-        tokio::spawn(watch_policy(gateway.clone(), path, audit.clone()));
+        tokio::spawn(watch_policy(gateway.clone(), path, audit.clone(), reloads));
     }
     eprintln!("toolgate serve: listening on {local} (MCP endpoint http://{local}/mcp)");
     let grace = http.shutdown_grace;
@@ -382,7 +400,7 @@ async fn serve_until_signal(
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     tokio::select! {
@@ -412,7 +430,12 @@ fn config_files(path: &std::path::Path, config: &toolgate_config::Config) -> Vec
 /// second and without dropping sessions. An invalid edit is logged with its
 /// messages and the old config stays in force. Changes to `servers`,
 /// `listen`, `http` or `sessions` need a restart (and are reported).
-async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
+async fn watch_config(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    audit: AuditSink,
+    reloads: Arc<crate::console::Reloads>,
+) {
     let load = |p: &PathBuf| toolgate_config::load_config(p, &|name| std::env::var(name).ok());
     let Ok(mut current) = load(&path) else { return };
     let mut files = config_files(&path, &current);
@@ -424,12 +447,14 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
     };
     let mut last = stamps(&files);
     loop {
-        tokio::time::sleep(toolgate_gateway::reload::POLL).await;
+        // A save in the dashboard pokes: reload now, whatever the stamps say.
+        let poked = reloads.wait(toolgate_gateway::reload::POLL).await;
         let now = stamps(&files);
-        if now == last {
+        if now == last && !poked {
             continue;
         }
         last = now;
+        let reload = reloads.begin();
         match load(&path) {
             Ok(config) => {
                 gateway.set_grants(grants_of(&config));
@@ -491,37 +516,54 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
                 files = config_files(&path, &config);
                 last = stamps(&files);
                 current = config;
+                reloads.finished(reload, None);
             }
-            Err(d) => audit.log(
-                LogLevel::Error,
-                &format!(
-                    "{d}\nthe edited config {} is invalid; the previous config stays in force",
-                    path.display()
-                ),
-            ),
+            Err(d) => {
+                audit.log(
+                    LogLevel::Error,
+                    &format!(
+                        "{d}\nthe edited config {} is invalid; the previous config stays in force",
+                        path.display()
+                    ),
+                );
+                reloads.finished(reload, Some(d.to_string()));
+            }
         }
     }
 }
 
 /// Hot reload of the one policy of `serve --policy FILE`.
-async fn watch_policy(gateway: Arc<Gateway>, path: PathBuf, audit: AuditSink) {
+async fn watch_policy(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    audit: AuditSink,
+    reloads: Arc<crate::console::Reloads>,
+) {
     let mut last = toolgate_gateway::reload::stamp(&path);
     loop {
-        tokio::time::sleep(toolgate_gateway::reload::POLL).await;
+        let poked = reloads.wait(toolgate_gateway::reload::POLL).await;
         let now = toolgate_gateway::reload::stamp(&path);
-        if now == last {
+        if now == last && !poked {
             continue;
         }
         last = now;
+        let reload = reloads.begin();
         match toolgate_gateway::reload::load_policy_file(&path) {
             Ok(policy) => {
                 gateway.set_policies(Some(Arc::new(policy)), &[]);
-                audit.log(LogLevel::Warn, &format!("reloaded the policy from {}", path.display()));
+                audit.log(
+                    LogLevel::Warn,
+                    &format!("reloaded the policy from {}", path.display()),
+                );
+                reloads.finished(reload, None);
             }
-            Err(problems) => audit.log(
-                LogLevel::Error,
-                &format!("{problems}\nthe edited policy {} is invalid; the previous policy stays in force", path.display()),
-            ),
+            Err(problems) => {
+                audit.log(
+                    LogLevel::Error,
+                    &format!("{problems}\nthe edited policy {} is invalid; the previous policy stays in force", path.display()),
+                );
+                reloads.finished(reload, Some(problems));
+            }
         }
     }
 }

@@ -1,0 +1,556 @@
+//! The web dashboard's hosts (toolgate-console): what `toolgate serve`
+//! and `toolgate run` show on their admin listener, and `toolgate ui`, the
+//! dashboard on its own against a data directory or Redis.
+//!
+//! [`Reloads`] is how a save waits for the reload: the dashboard pokes the
+//! gateway's policy watcher and waits until the watcher reports the next
+//! reload (or its failure).
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use toolgate_console::{
+    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server, ServerStatus,
+    Tool,
+};
+use toolgate_serve::Gateway;
+use toolgate_upstream::Transport;
+
+/// How long a save waits for the gateway to confirm its reload.
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Between the dashboard (which saved a file) and a policy watcher.
+pub struct Reloads {
+    poke: tokio::sync::Notify,
+    /// Reloads begun so far (each one's number).
+    started: std::sync::atomic::AtomicU64,
+    /// The number of the last reload finished, and its error.
+    done: tokio::sync::watch::Sender<(u64, Option<String>)>,
+}
+
+impl Reloads {
+    pub fn new() -> Arc<Reloads> {
+        Arc::new(Reloads {
+            poke: tokio::sync::Notify::new(),
+            started: std::sync::atomic::AtomicU64::new(0),
+            done: tokio::sync::watch::channel((0, None)).0,
+        })
+    }
+
+    /// For the watcher: waits `poll`, or less when poked; true when poked.
+    pub async fn wait(&self, poll: Duration) -> bool {
+        tokio::select! {
+            () = self.poke.notified() => true,
+            () = tokio::time::sleep(poll) => false,
+        }
+    }
+
+    /// For the watcher: a reload begins (before it reads any file); its number.
+    pub fn begin(&self) -> u64 {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// For the watcher: reload `number` finished (`error`: it was refused).
+    pub fn finished(&self, number: u64, error: Option<String>) {
+        self.done.send_replace((number, error));
+    }
+
+    /// For the dashboard, after writing a file: asks for a reload and waits
+    /// for one that began after the write (so it read the new file).
+    async fn request(&self) -> Reload {
+        let mut rx = self.done.subscribe();
+        let written = self.started.load(std::sync::atomic::Ordering::SeqCst);
+        self.poke.notify_one();
+        let waited =
+            tokio::time::timeout(RELOAD_WAIT, rx.wait_for(|(number, _)| *number > written))
+                .await
+                .map(|done| done.map(|d| d.1.clone()));
+        match waited {
+            Ok(Ok(None)) => Reload::Reloaded,
+            Ok(Ok(Some(error))) => Reload::Failed(format!(
+                "{error}\nthe gateway refused the saved file; the previous policy stays in force"
+            )),
+            _ => Reload::Failed(format!(
+                "the gateway did not confirm a reload within {} s; it reloads the file when it sees the change",
+                RELOAD_WAIT.as_secs()
+            )),
+        }
+    }
+}
+
+/// The policy files of a config, with what each governs.
+pub fn config_policy_files(config: &toolgate_config::Config) -> Vec<PolicyFile> {
+    let mut files: Vec<PolicyFile> = Vec::new();
+    let mut add = |path: &Path, scope: Scope| {
+        if !files.iter().any(|f| f.path == path) {
+            files.push(PolicyFile {
+                path: path.to_path_buf(),
+                scope,
+            });
+        }
+    };
+    if let Some(p) = &config.policy {
+        add(&p.path, Scope::Gateway);
+    }
+    for s in &config.servers {
+        if let Some(p) = &s.policy {
+            add(&p.path, Scope::Server(s.name.clone()));
+        }
+    }
+    for g in &config.grants {
+        if let Some(p) = &g.policy {
+            add(&p.path, Scope::Grant(g.name.clone()));
+        }
+    }
+    files
+}
+
+/// `toolgate serve`: the live gateway's catalogue (set once it started).
+pub struct ServeConsole {
+    pub gateway: OnceLock<Arc<Gateway>>,
+    pub servers: Vec<String>,
+    pub files: Vec<PolicyFile>,
+    pub audit_dir: Option<PathBuf>,
+    pub reloads: Arc<Reloads>,
+}
+
+impl ConsoleBackend for ServeConsole {
+    fn mode(&self) -> &'static str {
+        "serve"
+    }
+
+    fn catalogue(&self) -> Catalogue {
+        let Some(gateway) = self.gateway.get() else {
+            return Catalogue {
+                servers: self
+                    .servers
+                    .iter()
+                    .map(|name| Server {
+                        name: name.clone(),
+                        status: ServerStatus::Scanning,
+                        tools: Vec::new(),
+                    })
+                    .collect(),
+            };
+        };
+        let catalog = gateway.catalog();
+        let mut servers: Vec<Server> = gateway
+            .server_status()
+            .into_iter()
+            .map(|(name, ready)| Server {
+                name,
+                status: if ready {
+                    ServerStatus::Ready
+                } else {
+                    ServerStatus::Down
+                },
+                tools: Vec::new(),
+            })
+            .collect();
+        for entry in &catalog.tools {
+            if let Some(server) = servers.get_mut(entry.server) {
+                server.tools.push(Tool {
+                    name: entry
+                        .value
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&entry.original)
+                        .to_string(),
+                    original: entry.original.clone(),
+                    definition: entry.value.clone(),
+                });
+            }
+        }
+        Catalogue { servers }
+    }
+
+    fn policy_files(&self) -> Vec<PolicyFile> {
+        self.files.clone()
+    }
+
+    fn audit_dir(&self) -> Option<PathBuf> {
+        self.audit_dir.clone()
+    }
+
+    fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {
+        Box::pin(self.reloads.request())
+    }
+}
+
+/// `toolgate run`: its one policy, and its server's tools as the gateway
+/// last listed them to the client (recorded in the pin store; tools the
+/// policy hides are never listed, so they are not there).
+pub struct RunConsole {
+    pub server: String,
+    pub policy: PathBuf,
+    pub audit_dir: Option<PathBuf>,
+    pub pins: Arc<dyn toolgate_pins::PinStore>,
+}
+
+impl ConsoleBackend for RunConsole {
+    fn mode(&self) -> &'static str {
+        "run"
+    }
+
+    fn catalogue(&self) -> Catalogue {
+        let (status, tools) = match self.pins.list() {
+            Ok(pins) => {
+                let tools: Vec<Tool> = pins
+                    .into_iter()
+                    .filter(|p| p.server == self.server)
+                    .map(|p| Tool {
+                        name: p.tool.clone(),
+                        original: p.tool,
+                        // The definition last seen.
+                        definition: p.changed.unwrap_or(p.pinned),
+                    })
+                    .collect();
+                let status = if tools.is_empty() {
+                    ServerStatus::Unlisted(
+                        "no tools yet: they appear once the agent has listed them (tools/list); `toolgate ui --policy FILE -- COMMAND` lists them all".into(),
+                    )
+                } else {
+                    ServerStatus::Ready
+                };
+                (status, tools)
+            }
+            Err(e) => (
+                ServerStatus::Failed(format!("cannot read the pin store: {e}")),
+                Vec::new(),
+            ),
+        };
+        Catalogue {
+            servers: vec![Server {
+                name: self.server.clone(),
+                status,
+                tools,
+            }],
+        }
+    }
+
+    fn policy_files(&self) -> Vec<PolicyFile> {
+        vec![PolicyFile {
+            path: self.policy.clone(),
+            scope: Scope::Gateway,
+        }]
+    }
+
+    fn audit_dir(&self) -> Option<PathBuf> {
+        self.audit_dir.clone()
+    }
+
+    fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {
+        Box::pin(async {
+            Reload::Pending(
+                "toolgate run watches its policy file and puts a valid edit in force within a second"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// `toolgate ui`: servers scanned at start; nothing to reload in-process.
+pub struct UiConsole {
+    servers: Mutex<Vec<Server>>,
+    files: Vec<PolicyFile>,
+    audit_dir: Option<PathBuf>,
+}
+
+impl ConsoleBackend for UiConsole {
+    fn mode(&self) -> &'static str {
+        "ui"
+    }
+
+    fn catalogue(&self) -> Catalogue {
+        Catalogue {
+            servers: self.servers.lock().expect("servers lock").clone(),
+        }
+    }
+
+    fn policy_files(&self) -> Vec<PolicyFile> {
+        self.files.clone()
+    }
+
+    fn audit_dir(&self) -> Option<PathBuf> {
+        self.audit_dir.clone()
+    }
+
+    fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {
+        Box::pin(async {
+            Reload::Pending(
+                "no gateway runs in this process: a toolgate serve or run using this file puts it in force within a second"
+                    .into(),
+            )
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UiArgs {
+    /// A gateway config: its servers are scanned at start and its policy
+    /// files are editable.
+    #[arg(long, conflicts_with_all = ["policy", "upstream", "command"])]
+    config: Option<PathBuf>,
+    /// A policy file to edit (with its server given by --upstream or after
+    /// `--`, to list its tools).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// A Streamable HTTP MCP server to scan (instead of a command after `--`).
+    #[arg(long, conflicts_with = "command", requires = "policy")]
+    upstream: Option<String>,
+    /// Where the dashboard listens.
+    #[arg(long, default_value = DEFAULT_UI_LISTEN)]
+    listen: SocketAddr,
+    /// The environment variable holding the admin token that signs in (at
+    /// least 16 characters) [default: TOOLGATE_ADMIN_TOKEN; with a config's
+    /// admin section, admin.token_sha256 is used unless this flag is given]
+    #[arg(long, value_name = "VAR")]
+    admin_token_env: Option<String>,
+    #[command(flatten)]
+    state: crate::state::StateArgs,
+    /// How long to wait for each server to start and list its tools.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+    /// The MCP server command and its arguments (with --policy).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:8082";
+
+/// One server to scan: its name, how its tools are named, how to reach it.
+struct Target {
+    name: String,
+    prefix: Option<String>,
+    transport: Transport,
+}
+
+pub fn run_ui(args: UiArgs) -> Result<u8> {
+    match plan_ui(&args) {
+        Ok(plan) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(serve_ui(args, plan))
+        }
+        Err(e) => {
+            eprintln!("toolgate ui: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+struct UiPlan {
+    files: Vec<PolicyFile>,
+    targets: Vec<Target>,
+    separator: String,
+    state: toolgate_config::StateConfig,
+    admin: toolgate_admin::AdminOptions,
+}
+
+/// The admin token's rules are the admin API's (see admin_args.rs); the
+/// address is always `--listen`.
+fn ui_admin(
+    args: &UiArgs,
+    config: Option<&toolgate_config::AdminConfig>,
+) -> Result<toolgate_admin::AdminOptions> {
+    crate::admin_args::admin_options(
+        &crate::admin_args::AdminArgs {
+            admin_listen: Some(args.listen),
+            admin_token_env: args.admin_token_env.clone(),
+            ..crate::admin_args::AdminArgs::default()
+        },
+        config,
+    )?
+    .context("the dashboard needs an admin token")
+}
+
+fn plan_ui(args: &UiArgs) -> Result<UiPlan> {
+    if let Some(path) = &args.config {
+        let config = toolgate_config::load_config(path, &|name| std::env::var(name).ok())
+            .map_err(|d| anyhow::anyhow!("{d}\ncannot start the dashboard on an invalid config"))?;
+        let admin = ui_admin(args, config.admin.as_ref())?;
+        let targets = config
+            .servers
+            .iter()
+            .map(|s| Target {
+                name: s.name.clone(),
+                prefix: s.prefix.clone(),
+                transport: crate::scan::transport_of(&s.transport),
+            })
+            .collect();
+        return Ok(UiPlan {
+            files: config_policy_files(&config),
+            targets,
+            separator: config.separator.clone(),
+            state: args.state.resolve(Some(&config.state))?,
+            admin,
+        });
+    }
+    let admin = ui_admin(args, None)?;
+    let Some(policy) = &args.policy else {
+        anyhow::bail!("give --config FILE, or --policy FILE (with --upstream URL or -- COMMAND [ARGS...] to list its server's tools)");
+    };
+    if toolgate_policy::Format::from_path(policy).is_none() {
+        anyhow::bail!(
+            "{}: unknown policy format (use .json, .yaml or .yml)",
+            policy.display()
+        );
+    }
+    let transport = match (&args.upstream, args.command.split_first()) {
+        (Some(url), None) => Some(Transport::Http {
+            url: url.clone(),
+            headers: Vec::new(),
+        }),
+        (None, Some((command, rest))) => Some(Transport::Stdio {
+            command: command.clone(),
+            args: rest.to_vec(),
+            env: Vec::new(),
+            cwd: None,
+        }),
+        _ => None,
+    };
+    Ok(UiPlan {
+        files: vec![PolicyFile {
+            path: policy.clone(),
+            scope: Scope::Gateway,
+        }],
+        targets: transport
+            .map(|transport| Target {
+                name: "server".into(),
+                prefix: None,
+                transport,
+            })
+            .into_iter()
+            .collect(),
+        separator: "__".into(),
+        state: args.state.resolve(None)?,
+        admin,
+    })
+}
+
+async fn serve_ui(args: UiArgs, plan: UiPlan) -> Result<u8> {
+    let audit_dir = crate::state::audit_dir(&plan.state);
+    let approvals = crate::state::open_approvals(&plan.state)?;
+    let audit = crate::audit_cmd::open_sink(
+        None,
+        toolgate_gateway::audit::LogLevel::Warn,
+        audit_dir.as_deref(),
+    )?;
+    let events = crate::admin_args::approval_events(None, &audit);
+    let backend = Arc::new(UiConsole {
+        servers: Mutex::new(
+            plan.targets
+                .iter()
+                .map(|t| Server {
+                    name: t.name.clone(),
+                    status: ServerStatus::Scanning,
+                    tools: Vec::new(),
+                })
+                .collect(),
+        ),
+        files: plan.files,
+        audit_dir,
+    });
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    {
+        let backend = backend.clone();
+        let targets = plan.targets;
+        let separator = plan.separator;
+        tokio::spawn(async move {
+            let specs = targets
+                .iter()
+                .map(|t| (t.name.clone(), t.transport.clone()))
+                .collect();
+            let results = crate::scan::list_servers(specs, timeout).await;
+            let servers = targets
+                .iter()
+                .zip(results)
+                .map(|(t, result)| match result {
+                    Ok(tools) => Server {
+                        name: t.name.clone(),
+                        status: ServerStatus::Ready,
+                        tools: tools
+                            .into_iter()
+                            .filter_map(|definition| {
+                                let original = definition.get("name")?.as_str()?.to_string();
+                                let name = toolgate_serve::catalog::gateway_name(
+                                    t.prefix.as_deref(),
+                                    &separator,
+                                    &original,
+                                );
+                                Some(Tool {
+                                    name,
+                                    original,
+                                    definition,
+                                })
+                            })
+                            .collect(),
+                    },
+                    Err(why) => Server {
+                        name: t.name.clone(),
+                        status: ServerStatus::Failed(why),
+                        tools: Vec::new(),
+                    },
+                })
+                .collect();
+            *backend.servers.lock().expect("servers lock") = servers;
+        });
+    }
+    let console = Arc::new(Console::new(backend));
+    let listener = tokio::net::TcpListener::bind(plan.admin.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", plan.admin.listen))?;
+    let local = listener.local_addr()?;
+    eprintln!("toolgate ui: dashboard on http://{local}/");
+    toolgate_admin::serve_admin_with_console(
+        approvals,
+        events,
+        plan.admin,
+        Some(console),
+        // The standalone dashboard runs no gateway: nothing to measure.
+        None,
+        listener,
+        crate::serve::shutdown_signal(),
+    )
+    .await;
+    audit.flush();
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_save_waits_for_a_reload_that_began_after_the_write() {
+        let reloads = Reloads::new();
+        // A reload that read the files before the dashboard wrote.
+        let stale = reloads.begin();
+        let r = reloads.clone();
+        let waiter = tokio::spawn(async move { r.request().await });
+        assert!(
+            reloads.wait(Duration::from_secs(60)).await,
+            "the save pokes the watcher"
+        );
+        reloads.finished(stale, None);
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "the stale reload does not answer the save"
+        );
+        let fresh = reloads.begin();
+        reloads.finished(fresh, Some("policy.json:2:12: default: unknown".into()));
+        match waiter.await.unwrap() {
+            Reload::Failed(why) => assert!(why.starts_with("policy.json:2:12"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
