@@ -590,3 +590,28 @@ def test_a_request_over_http_request_timeout_gets_504(serve):
         assert r.status_code == 504, r.text
         assert "request_timeout" in r.json()["error"]["message"]
         assert time.monotonic() - started < 4
+
+
+def test_a_signal_while_the_servers_start_stops_the_gateway(serve):
+    """SIGTERM while a server is still starting (here: one that never answers
+    initialize) stops the gateway, also when the admin listener, already up,
+    has its own handler."""
+    import subprocess
+    import sys
+
+    from servekit import free_port
+
+    gw = serve({"policy": "policy.json",
+                "servers": {"mute": {"command": sys.executable, "args": ["-c", "import time; time.sleep(300)"]}},
+                "admin": {"listen": f"127.0.0.1:{free_port()}", "token_sha256": sha(ALICE_TOKEN)}},
+               {"policy.json": {"version": "1", "default": "deny", "tools": {}}}, start=False)
+    stderr = open(gw.stderr_path, "ab")
+    gw.proc = subprocess.Popen([str(gw.bin), "serve", "--config", str(gw.config_path), "--listen", "127.0.0.1:0"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=gw.dir,
+                               env={**os.environ, **gw.env})
+    stderr.close()
+    wait_for(lambda: "admin API listening" in gw.stderr(), 30, "the admin listener")
+    assert "toolgate serve: listening" not in gw.stderr(), "the server was meant to be still starting"
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(timeout=20) == 0, gw.stderr()
+    assert "stopped while starting" in gw.stderr()

@@ -505,6 +505,7 @@ async fn serve_ui(args: UiArgs, plan: UiPlan) -> Result<u8> {
         });
     }
     let console = Arc::new(Console::new(backend));
+    let stop = crate::serve::Shutdown::listen()?;
     let listener = tokio::net::TcpListener::bind(plan.admin.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", plan.admin.listen))?;
@@ -518,7 +519,7 @@ async fn serve_ui(args: UiArgs, plan: UiPlan) -> Result<u8> {
         // The standalone dashboard runs no gateway: nothing to measure.
         None,
         listener,
-        crate::serve::shutdown_signal(),
+        stop.wait(),
     )
     .await;
     audit.flush();

@@ -292,6 +292,9 @@ async fn serve_until_signal(
     telemetry: Option<crate::telemetry_args::Telemetry>,
     args: ServeArgs,
 ) -> Result<u8> {
+    // Handlers first: a signal during start-up (servers can take seconds to
+    // come up) stops the gateway too.
+    let stop = Shutdown::listen()?;
     let Plan {
         gateway: g,
         http,
@@ -327,7 +330,7 @@ async fn serve_until_signal(
             approvals.clone(),
             approval_events.clone(),
             Some(Arc::new(toolgate_console::Console::new(console.clone()))),
-            shutdown_signal(),
+            stop.wait(),
             metrics,
         )
         .await?;
@@ -355,7 +358,7 @@ async fn serve_until_signal(
         .await
         .with_context(|| format!("cannot listen on {}", http.listen))?;
     let local = listener.local_addr()?;
-    let gateway = Gateway::start(GatewayOptions {
+    let starting = Gateway::start(GatewayOptions {
         servers: g.servers,
         separator: g.separator,
         policy: g.policy,
@@ -371,8 +374,15 @@ async fn serve_until_signal(
         approval_events,
         pins: crate::state::open_pins(&state)?,
         pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
-    })
-    .await;
+    });
+    let gateway = tokio::select! {
+        gateway = starting => gateway,
+        () = stop.wait() => {
+            eprintln!("toolgate serve: stopped while starting");
+            audit.flush();
+            return Ok(0);
+        }
+    };
     let gateway = match gateway {
         Ok(g) => g,
         Err(e) => {
@@ -393,19 +403,41 @@ async fn serve_until_signal(
         listen: local,
         ..http
     };
-    serve(gateway.clone(), listener, http, shutdown_signal()).await;
+    serve(gateway.clone(), listener, http, stop.wait()).await;
     gateway.shutdown(grace.min(Duration::from_secs(5))).await;
     audit.flush();
     Ok(0)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from the moment [`Shutdown::listen`] is
+/// called (a handler installed only when a future is first polled would let
+/// an early signal go unseen once another handler exists).
+#[derive(Clone)]
+pub(crate) struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Installs the handlers now; needs a runtime.
+    pub(crate) fn listen() -> Result<Shutdown> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let _ = tx.send(true);
+        });
+        Ok(Shutdown(rx))
+    }
+
+    /// Resolves once a signal came (at once if one already did).
+    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
     }
 }
 
