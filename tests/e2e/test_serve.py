@@ -615,3 +615,55 @@ def test_a_signal_while_the_servers_start_stops_the_gateway(serve):
     gw.proc.send_signal(signal.SIGTERM)
     assert gw.proc.wait(timeout=20) == 0, gw.stderr()
     assert "stopped while starting" in gw.stderr()
+
+
+@pytest.mark.anyio
+async def test_a_legacy_http_sse_client(serve):
+    """A 2024-11-05 client (the Python SDK's sse_client): GET /sse, then POST
+    /messages; answers, a refusal and a server's sampling request all come on
+    its event stream, and the grant's token is required."""
+    import httpx2
+    import mcp_types as types
+    from mcp import ClientSession
+    from mcp.client.sse import sse_client
+
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server(), "everything": everything_server()},
+                "grants": {"alice": {"token_sha256": sha(ALICE_TOKEN)}, "bob": {"token_sha256": sha(BOB_TOKEN)}}},
+               {"policy.json": dict(GATEWAY_POLICY, tools=dict(GATEWAY_POLICY["tools"], **{
+                   "everything__trigger-sampling-request": {}}))})
+    base = gw.url.removesuffix("/mcp")
+    prompts = []
+
+    async def sampler(context, params):
+        prompts.append(params.messages[0].content.text)
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="sampled by the old client"),
+                                         model="test-model", stop_reason="endTurn")
+
+    stream_ids: list[str] = []
+    async with sse_client(f"{base}/sse", headers={"Authorization": f"Bearer {ALICE_TOKEN}"},
+                          on_session_created=stream_ids.append) as (read, write):
+        async with ClientSession(read, write, sampling_callback=sampler) as session:
+            await session.initialize()
+            names = sorted(t.name for t in (await session.list_tools()).tools)
+            assert names == ["everything__trigger-sampling-request", "probe__delete_all", "probe__echo", "probe__send_text"], names
+            echoed = await session.call_tool("probe__echo", {"text": "over the old transport"})
+            assert echoed.content[0].text == "over the old transport"
+            denied = await session.call_tool("probe__delete_all", {})
+            assert denied.is_error and "never delete everything" in denied.content[0].text
+            sampled = await session.call_tool("everything__trigger-sampling-request", {"prompt": "old hello", "maxTokens": 5})
+            assert not sampled.is_error and "sampled by the old client" in json.dumps(sampled.model_dump(mode="json"))
+            assert len(prompts) == 1 and "old hello" in prompts[0]
+            # Another grant cannot post to this stream (nor learn that it exists).
+            assert len(stream_ids) == 1
+            with httpx2.Client(headers={"Authorization": f"Bearer {BOB_TOKEN}"}) as bob:
+                r = bob.post(f"{base}/messages?session_id={stream_ids[0]}",
+                             json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+                assert r.status_code == 404
+            with httpx2.Client(headers={"Authorization": f"Bearer {ALICE_TOKEN}"}) as alice:
+                r = alice.post(f"{base}/messages?session_id={stream_ids[0]}",
+                               json={"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
+                assert r.status_code == 202
+    assert gw.received() == [{"tool": "echo", "arguments": {"text": "over the old transport"}}]
+    with httpx2.Client() as anonymous:
+        assert anonymous.get(f"{base}/sse").status_code == 401
+        assert anonymous.post(f"{base}/messages?session_id=x", json={}).status_code == 401

@@ -12,6 +12,7 @@ use crate::gateway::{
     Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
     STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
+use crate::legacy::LegacySessions;
 use crate::replay::EventLog;
 use base64::Engine;
 use bytes::Bytes;
@@ -59,6 +60,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let opts = Arc::new(opts);
+    let legacy = Arc::new(LegacySessions::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -72,10 +74,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         let opts = opts.clone();
+        let legacy = legacy.clone();
         let service = hyper::service::service_fn(move |req| {
             let gateway = gateway.clone();
             let opts = opts.clone();
-            async move { Ok::<_, Infallible>(handle(&gateway, &opts, req).await) }
+            let legacy = legacy.clone();
+            async move { Ok::<_, Infallible>(handle(&gateway, &opts, &legacy, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -137,10 +141,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 async fn handle(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
+    legacy: &Arc<LegacySessions>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     match req.uri().path() {
-        "/mcp" => {}
+        "/mcp" | "/sse" | "/messages" => {}
         "/healthz" => return text(StatusCode::OK, "ok"),
         _ => return text(StatusCode::NOT_FOUND, "not found: the MCP endpoint is /mcp"),
     }
@@ -166,6 +171,11 @@ async fn handle(
             .insert("www-authenticate", HeaderValue::from_static(challenge));
         return response;
     };
+    match req.uri().path() {
+        "/sse" => return legacy_open(gateway, legacy, &caller, &req),
+        "/messages" => return legacy_post(gateway, opts, legacy, &caller, req).await,
+        _ => {}
+    }
     match *req.method() {
         Method::POST => {
             match tokio::time::timeout(opts.request_timeout, post(gateway, opts, caller, req)).await
@@ -242,13 +252,14 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
     Ok(())
 }
 
-async fn post(
+/// Reads a POST body: within the size limit, strict JSON (a repeated key is
+/// refused); a batch is a JSON array.
+async fn read_json(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
-    caller: Caller,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Value, Response<Body>> {
     let limit = opts.max_message_bytes;
     let too_large = || {
         rpc_error(
@@ -259,11 +270,11 @@ async fn post(
             None,
         )
     };
-    if header(&parts.headers, &CONTENT_LENGTH)
+    if header(headers, &CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > limit)
     {
-        return too_large();
+        return Err(too_large());
     }
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -271,13 +282,13 @@ async fn post(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return too_large()
+            return Err(too_large())
         }
         Err(_) => {
-            return text(
+            return Err(text(
                 StatusCode::BAD_REQUEST,
                 "bad request: could not read the body",
-            )
+            ))
         }
     };
     // One pass: parse and refuse duplicate keys at any depth.
@@ -290,23 +301,37 @@ async fn post(
                 &format!("refused a message that repeats the key {key:?}"),
             );
             let id = toolgate_jsonrpc::peek_id(&bytes).map_or(Value::Null, |id| id.to_value());
-            return rpc_error(
+            return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 &id,
                 INVALID_REQUEST,
                 &format!("Invalid Request: duplicate key {key:?}"),
                 None,
-            );
+            ));
         }
         Err(e) => {
-            return rpc_error(
+            return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 &Value::Null,
                 PARSE_ERROR,
                 &format!("Parse error: {e}"),
                 None,
-            )
+            ))
         }
+    };
+    Ok(value)
+}
+
+async fn post(
+    gateway: &Arc<Gateway>,
+    opts: &HttpOptions,
+    caller: Caller,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let value = match read_json(gateway, opts, &parts.headers, body).await {
+        Ok(value) => value,
+        Err(response) => return response,
     };
     match value {
         Value::Array(items) => {
@@ -373,7 +398,7 @@ async fn post(
     }
 }
 
-enum Answer {
+pub(crate) enum Answer {
     /// The reply, and a new session token to hand out.
     Reply(Reply, Option<String>),
     /// Refused at the HTTP layer.
@@ -448,7 +473,7 @@ fn check_routing_headers(
     Ok(())
 }
 
-async fn message(
+pub(crate) async fn message(
     gateway: &Arc<Gateway>,
     caller: &Caller,
     headers: &HeaderMap,
@@ -637,7 +662,75 @@ async fn message(
     }
 }
 
-fn event_frame(id: Option<&str>, message: &Value) -> Frame<Bytes> {
+/// `GET /sse`: a legacy (2024-11-05) client's event stream.
+fn legacy_open(
+    gateway: &Arc<Gateway>,
+    legacy: &Arc<LegacySessions>,
+    caller: &Caller,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != Method::GET {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response
+            .headers_mut()
+            .insert("allow", HeaderValue::from_static("GET"));
+        return response;
+    }
+    sse_response(legacy.open(gateway, caller).boxed())
+}
+
+/// `POST /messages?session_id=ID`: a legacy client's messages; answered on
+/// its event stream.
+async fn legacy_post(
+    gateway: &Arc<Gateway>,
+    opts: &HttpOptions,
+    legacy: &Arc<LegacySessions>,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response
+            .headers_mut()
+            .insert("allow", HeaderValue::from_static("POST"));
+        return response;
+    }
+    let id = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("session_id="))
+            .map(str::to_string)
+    });
+    let Some(id) = id else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad request: session_id is missing",
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let value = match read_json(gateway, opts, &parts.headers, body).await {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    let messages = match value {
+        Value::Array(items) if items.is_empty() => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "Invalid Request: empty batch",
+                None,
+            )
+        }
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    match legacy.post(gateway, caller, &id, messages) {
+        Some(()) => full(StatusCode::ACCEPTED, "text/plain", "Accepted"),
+        None => text(StatusCode::NOT_FOUND, "session not found"),
+    }
+}
+
+pub(crate) fn event_frame(id: Option<&str>, message: &Value) -> Frame<Bytes> {
     let mut event = Vec::with_capacity(128);
     if let Some(id) = id {
         event.extend_from_slice(b"id: ");

@@ -10,6 +10,8 @@
 //!   `tools/call` against every policy that applies; routing to servers;
 //!   server-to-client requests and notifications back to the right client.
 //! - [`catalog`]: the merged, namespaced list of tools, prompts and resources.
+//! - `legacy`: the HTTP+SSE transport of 2024-11-05 (`GET /sse`, `POST
+//!   /messages`) for older clients, on top of the same message handling.
 //! - [`replay`]: streamed answers kept for resumption (`Last-Event-ID`).
 //! - [`session`]: sealed session tokens, so that sessions need no
 //!   stickiness and survive a restart.
@@ -20,6 +22,7 @@
 pub mod catalog;
 pub mod gateway;
 pub mod http;
+mod legacy;
 pub mod replay;
 pub mod session;
 
