@@ -53,9 +53,13 @@ impl Drop for Closer {
             .expect("legacy lock")
             .remove(&self.id);
         let token = stream.and_then(|s| s.token.lock().expect("token lock").clone());
-        if let Some(session) = token.and_then(|t| self.gateway.session(&self.caller, &t)) {
+        let Some(session) = token.and_then(|t| self.gateway.session(&self.caller, &t)) else {
+            return;
+        };
+        // Dropped outside a runtime only when the process is ending anyway.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let gateway = self.gateway.clone();
-            tokio::spawn(async move { gateway.close_session(&session.id).await });
+            runtime.spawn(async move { gateway.close_session(&session.id).await });
         }
     }
 }
