@@ -103,37 +103,8 @@ pub fn render(document: &Value, format: Format) -> Result<String, String> {
         Format::Json => serde_json::to_string_pretty(document)
             .map(|text| text + "\n")
             .map_err(|e| format!("cannot write JSON: {e}")),
-        Format::Yaml => to_yaml(document),
+        Format::Yaml => toolgate_policy::document::write_yaml(document),
     }
-}
-
-fn to_yaml(value: &Value) -> Result<String, String> {
-    use yaml_rust2::Yaml;
-    fn convert(value: &Value) -> Yaml {
-        match value {
-            Value::Null => Yaml::Null,
-            Value::Bool(b) => Yaml::Boolean(*b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Yaml::Integer(i),
-                None => Yaml::Real(n.to_string()),
-            },
-            Value::String(s) => Yaml::String(s.clone()),
-            Value::Array(a) => Yaml::Array(a.iter().map(convert).collect()),
-            Value::Object(o) => {
-                let mut hash = yaml_rust2::yaml::Hash::new();
-                for (k, v) in o {
-                    hash.insert(Yaml::String(k.clone()), convert(v));
-                }
-                Yaml::Hash(hash)
-            }
-        }
-    }
-    let mut text = String::new();
-    yaml_rust2::YamlEmitter::new(&mut text)
-        .dump(&convert(value))
-        .map_err(|e| format!("cannot write YAML: {e:?}"))?;
-    let text = text.strip_prefix("---\n").unwrap_or(&text).to_string();
-    Ok(text + "\n")
 }
 
 /// One line of a diff: `" "` kept, `"-"` removed, `"+"` added.

@@ -53,6 +53,12 @@ pub mod document {
     pub fn read_yaml(source: &str, what: &'static str) -> Read {
         crate::yaml::read_as(source, what)
     }
+
+    /// Writes a JSON value as a block-style YAML document (the format
+    /// `toolgate scan --write-policy` and the dashboard save policies in).
+    pub fn write_yaml(value: &serde_json::Value) -> Result<String, String> {
+        crate::yaml::write(value)
+    }
 }
 
 pub use policy::{

@@ -284,6 +284,38 @@ fn is_core_float(text: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
+/// A JSON value as a block-style YAML document (no `---` line), for writing
+/// policies: keys in their order, strings quoted where YAML needs it.
+pub(crate) fn write(value: &serde_json::Value) -> Result<String, String> {
+    use yaml_rust2::Yaml;
+    fn convert(value: &serde_json::Value) -> Yaml {
+        use serde_json::Value as J;
+        match value {
+            J::Null => Yaml::Null,
+            J::Bool(b) => Yaml::Boolean(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            J::String(s) => Yaml::String(s.clone()),
+            J::Array(a) => Yaml::Array(a.iter().map(convert).collect()),
+            J::Object(o) => {
+                let mut hash = yaml_rust2::yaml::Hash::new();
+                for (k, v) in o {
+                    hash.insert(Yaml::String(k.clone()), convert(v));
+                }
+                Yaml::Hash(hash)
+            }
+        }
+    }
+    let mut text = String::new();
+    yaml_rust2::YamlEmitter::new(&mut text)
+        .dump(&convert(value))
+        .map_err(|e| format!("cannot write YAML: {e:?}"))?;
+    let text = text.strip_prefix("---\n").unwrap_or(&text).to_string();
+    Ok(text + "\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -610,32 +610,7 @@ fn write_policy(path: &Path, format: Format, rows: &[Row], strict: bool) -> Resu
 }
 
 fn to_yaml(value: &Value) -> Result<String> {
-    use yaml_rust2::Yaml;
-    fn convert(value: &Value) -> Yaml {
-        match value {
-            Value::Null => Yaml::Null,
-            Value::Bool(b) => Yaml::Boolean(*b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Yaml::Integer(i),
-                None => Yaml::Real(n.to_string()),
-            },
-            Value::String(s) => Yaml::String(s.clone()),
-            Value::Array(a) => Yaml::Array(a.iter().map(convert).collect()),
-            Value::Object(o) => {
-                let mut hash = yaml_rust2::yaml::Hash::new();
-                for (k, v) in o {
-                    hash.insert(Yaml::String(k.clone()), convert(v));
-                }
-                Yaml::Hash(hash)
-            }
-        }
-    }
-    let mut text = String::new();
-    yaml_rust2::YamlEmitter::new(&mut text)
-        .dump(&convert(value))
-        .map_err(|e| anyhow::anyhow!("cannot write YAML: {e:?}"))?;
-    text.push('\n');
-    Ok(text)
+    toolgate_policy::document::write_yaml(value).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]
