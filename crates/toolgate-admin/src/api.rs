@@ -33,7 +33,6 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use toolgate_approvals::{ApprovalError, ApprovalEvents, ApprovalStore, Decided, Via};
-use toolgate_jsonrpc::{check_strict, StrictError};
 
 type Body = Full<Bytes>;
 
@@ -426,19 +425,8 @@ enum Decision {
 
 /// A JSON object with no repeated key, into `T`.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    let bad = |why: String| Refusal::BadRequest(format!("invalid body: {why}"));
-    match check_strict(body) {
-        Ok(()) => {}
-        Err(StrictError::DuplicateKey(key)) => {
-            return Err(bad(format!("the key {key:?} is repeated")))
-        }
-        Err(e) => return Err(bad(e.to_string())),
-    }
-    let value: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    if !value.is_object() {
-        return Err(bad("expected a JSON object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    toolgate_jsonrpc::parse_object(body)
+        .map_err(|why| Refusal::BadRequest(format!("invalid body: {why}")))
 }
 
 fn decide_by_admin(

@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use toolgate_audit_store::{AuditError, AuditStore, Filter};
-use toolgate_jsonrpc::{check_strict, StrictError};
 use toolgate_policy::{Format, Policy};
 use toolgate_scan::{classify, recommend_policy};
 
@@ -406,19 +405,8 @@ fn policies(console: &Console) -> Response {
 
 /// A JSON object with no repeated key and no unknown field, into `T`.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let bad = |why: String| ApiError::BadRequest(format!("invalid body: {why}"));
-    match check_strict(body) {
-        Ok(()) => {}
-        Err(StrictError::DuplicateKey(key)) => {
-            return Err(bad(format!("the key {key:?} is repeated")))
-        }
-        Err(e) => return Err(bad(e.to_string())),
-    }
-    let value: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    if !value.is_object() {
-        return Err(bad("expected a JSON object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    toolgate_jsonrpc::parse_object(body)
+        .map_err(|why| ApiError::BadRequest(format!("invalid body: {why}")))
 }
 
 /// The backend's file that `path` names, and its format.

@@ -25,4 +25,4 @@ pub use message::{
     error_response, peek, peek_id, result_response, Id, Message, Peek, INTERNAL_ERROR,
     INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
-pub use strict::{parse_strict, Parsed, StrictError};
+pub use strict::{parse_object, parse_strict, Parsed, StrictError};

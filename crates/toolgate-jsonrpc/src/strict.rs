@@ -40,6 +40,20 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Parsed, StrictError> {
     })
 }
 
+/// A request body that must be one JSON object with no repeated key, read
+/// into `T` (which may refuse unknown fields); the error says why not, for a
+/// 400 answer.
+pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    match parse_strict(body) {
+        Ok(Parsed::Single(value @ Value::Object(_))) => {
+            serde_json::from_value(value).map_err(|e| e.to_string())
+        }
+        Ok(_) => Err("expected a JSON object".into()),
+        Err(StrictError::DuplicateKey(key)) => Err(format!("the key {key:?} is repeated")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn classify(e: serde_json::Error) -> StrictError {
     let text = e.to_string();
     match text.strip_prefix(DUP_PREFIX) {

@@ -115,6 +115,15 @@ fn text(status: StatusCode, message: &str) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", format!("{message}\n"))
 }
 
+/// 405 with the methods the path does take.
+fn method_not_allowed(allow: &'static str, message: &str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, message);
+    response
+        .headers_mut()
+        .insert("allow", HeaderValue::from_static(allow));
+    response
+}
+
 fn rpc_error(
     status: StatusCode,
     id: &Value,
@@ -195,13 +204,7 @@ async fn handle(
         }
         Method::GET => get(gateway, &caller, req.headers()),
         Method::DELETE => delete(gateway, &caller, req.headers()).await,
-        _ => {
-            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            response
-                .headers_mut()
-                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
-            response
-        }
+        _ => method_not_allowed("GET, POST, DELETE", "method not allowed"),
     }
 }
 
@@ -670,11 +673,7 @@ fn legacy_open(
     req: &Request<Incoming>,
 ) -> Response<Body> {
     if req.method() != Method::GET {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        response
-            .headers_mut()
-            .insert("allow", HeaderValue::from_static("GET"));
-        return response;
+        return method_not_allowed("GET", "method not allowed");
     }
     sse_response(legacy.open(gateway, caller).boxed())
 }
@@ -689,11 +688,7 @@ async fn legacy_post(
     req: Request<Incoming>,
 ) -> Response<Body> {
     if req.method() != Method::POST {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        response
-            .headers_mut()
-            .insert("allow", HeaderValue::from_static("POST"));
-        return response;
+        return method_not_allowed("POST", "method not allowed");
     }
     let id = req.uri().query().and_then(|q| {
         q.split('&')
@@ -782,14 +777,7 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
         );
     }
     let Some(token) = header(headers, &MCP_SESSION_ID) else {
-        let mut response = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed: GET needs a session",
-        );
-        response
-            .headers_mut()
-            .insert("allow", HeaderValue::from_static("POST, DELETE"));
-        return response;
+        return method_not_allowed("POST, DELETE", "method not allowed: GET needs a session");
     };
     let Some(session) = gateway.session(caller, token) else {
         return text(StatusCode::NOT_FOUND, "session not found");
