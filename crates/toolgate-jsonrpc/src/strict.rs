@@ -203,4 +203,35 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn request_bodies_are_one_object_without_repeated_or_unknown_keys() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            reason: Option<String>,
+        }
+        assert_eq!(
+            parse_object::<Body>(br#"{"reason":"ok"}"#),
+            Ok(Body {
+                reason: Some("ok".into())
+            })
+        );
+        assert_eq!(
+            parse_object::<Body>(br#"{"reason":"a","reason":"b"}"#),
+            Err(r#"the key "reason" is repeated"#.to_string())
+        );
+        assert!(parse_object::<Body>(br#"{"reason":"a","by":"x"}"#)
+            .unwrap_err()
+            .contains("unknown field `by`"));
+        for not_an_object in [&b"[]"[..], b"[{}]", b"\"x\"", b"null", b"1"] {
+            assert_eq!(
+                parse_object::<Body>(not_an_object),
+                Err("expected a JSON object".to_string()),
+                "{:?}",
+                String::from_utf8_lossy(not_an_object)
+            );
+        }
+        assert!(parse_object::<Body>(b"{").unwrap_err().contains("parse error"));
+    }
 }
