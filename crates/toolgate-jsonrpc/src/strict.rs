@@ -232,6 +232,8 @@ mod tests {
                 String::from_utf8_lossy(not_an_object)
             );
         }
-        assert!(parse_object::<Body>(b"{").unwrap_err().contains("parse error"));
+        assert!(parse_object::<Body>(b"{")
+            .unwrap_err()
+            .contains("parse error"));
     }
 }
