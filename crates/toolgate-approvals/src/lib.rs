@@ -296,6 +296,33 @@ pub trait ApprovalEvents: Send + Sync {
     fn decided(&self, request: &ApprovalRequest);
 }
 
+/// Records the answer of the agent's own user (asked in the client) to
+/// `request`, and announces it. When someone decided first (an approver, or
+/// the request expired), that state stands: the request as the store now
+/// holds it (or `request` itself if the store no longer has it).
+pub fn decide_by_client_user(
+    store: &dyn ApprovalStore,
+    events: &dyn ApprovalEvents,
+    request: &ApprovalRequest,
+    approve: bool,
+    grant: &str,
+    now: u64,
+) -> Result<ApprovalRequest, ApprovalError> {
+    let by = Decided {
+        by: format!("the user of grant {grant}"),
+        via: Via::Client,
+        at_ms: now,
+        reason: None,
+    };
+    match store.decide(&request.id, approve, by, now) {
+        Ok(decided) => {
+            events.decided(&decided);
+            Ok(decided)
+        }
+        Err(_) => Ok(store.get(&request.id)?.unwrap_or_else(|| request.clone())),
+    }
+}
+
 /// Nobody listening.
 pub struct NoEvents;
 

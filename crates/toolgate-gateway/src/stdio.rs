@@ -29,7 +29,7 @@ use std::process::Child;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolgate_approvals::{
-    call_key, ApprovalEvents, ApprovalStore, Decided, NewRequest, Status, Via,
+    call_key, decide_by_client_user, ApprovalEvents, ApprovalStore, NewRequest, Status,
 };
 use toolgate_jsonrpc::{
     args_sha256, error_response, incoming, peek, peek_id, read_message, Id, Incoming,
@@ -1225,19 +1225,15 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             // The retry: the answer decides the request of this very call only.
             match shared.approvals.get(request_id) {
                 Ok(Some(r)) if r.key == key => {
-                    let by = Decided {
-                        by: format!("the user of grant {}", shared.grant),
-                        via: Via::Client,
-                        at_ms: now,
-                        reason: None,
-                    };
-                    let decided = match shared.approvals.decide(&r.id, action == "accept", by, now) {
-                        Ok(d) => {
-                            shared.approval_events.decided(&d);
-                            d
-                        }
-                        Err(_) => shared.approvals.get(&r.id).ok().flatten().unwrap_or(r),
-                    };
+                    let decided = decide_by_client_user(
+                        &*shared.approvals,
+                        &*shared.approval_events,
+                        &r,
+                        action == "accept",
+                        &shared.grant,
+                        now,
+                    )
+                    .unwrap_or(r);
                     if let Status::Denied(d) = &decided.status {
                         let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}); it did not run", decided.id, d.by, d.via.as_str());
                         audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
@@ -1304,28 +1300,17 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             None
         };
         let request = match decided {
-            Some(approve) => {
-                let by = Decided {
-                    by: format!("the user of grant {}", shared.grant),
-                    via: Via::Client,
-                    at_ms: shared.clock.now_ms(),
-                    reason: None,
-                };
-                match shared
-                    .approvals
-                    .decide(&request.id, approve, by, shared.clock.now_ms())
-                {
-                    Ok(r) => {
-                        shared.approval_events.decided(&r);
-                        r
-                    }
-                    Err(_) => match shared.approvals.get(&request.id) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => request,
-                        Err(e) => return unavailable(e),
-                    },
-                }
-            }
+            Some(approve) => match decide_by_client_user(
+                &*shared.approvals,
+                &*shared.approval_events,
+                &request,
+                approve,
+                &shared.grant,
+                shared.clock.now_ms(),
+            ) {
+                Ok(r) => r,
+                Err(e) => return unavailable(e),
+            },
             None if approval.via_admin => {
                 let deadline = Instant::now() + Duration::from_millis(approval.hold_ms);
                 let mut current = request;

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use toolgate_approvals::{
-    call_key, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status, Via,
+    call_key, decide_by_client_user, ApprovalEvents, ApprovalRequest, ApprovalStore, NewRequest,
+    Status,
 };
 use toolgate_gateway::answer::{
     approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
@@ -1906,29 +1907,17 @@ impl Gateway {
                 None
             };
             let request = match decided {
-                Some(approve) => {
-                    let by = Decided {
-                        by: format!("the user of grant {}", new.grant),
-                        via: Via::Client,
-                        at_ms: self.clock.now_ms(),
-                        reason: None,
-                    };
-                    match self
-                        .approvals
-                        .decide(&request.id, approve, by, self.clock.now_ms())
-                    {
-                        Ok(r) => {
-                            self.approval_events.decided(&r);
-                            r
-                        }
-                        // Decided meanwhile by an approver: use that decision.
-                        Err(_) => match self.approvals.get(&request.id) {
-                            Ok(Some(r)) => r,
-                            Ok(None) => request,
-                            Err(e) => return unavailable(e),
-                        },
-                    }
-                }
+                Some(approve) => match decide_by_client_user(
+                    &*self.approvals,
+                    &*self.approval_events,
+                    &request,
+                    approve,
+                    &new.grant,
+                    self.clock.now_ms(),
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return unavailable(e),
+                },
                 None if approval.via_admin => match self.hold(&request, approval.hold_ms).await {
                     Ok(r) => r,
                     Err(e) => return unavailable(e),
@@ -2214,28 +2203,16 @@ impl Gateway {
                     ))
                 }
             };
-            let by = Decided {
-                by: format!("the user of grant {}", new.grant),
-                via: Via::Client,
-                at_ms: now,
-                reason: None,
-            };
-            let decided = match self
-                .approvals
-                .decide(&request.id, action == "accept", by, now)
-            {
-                Ok(decided) => {
-                    self.approval_events.decided(&decided);
-                    decided
-                }
-                // Decided before (by an approver): that decision stands.
-                Err(_) => self
-                    .approvals
-                    .get(&request.id)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(request),
-            };
+            // Decided before (by an approver): that decision stands.
+            let decided = decide_by_client_user(
+                &*self.approvals,
+                &*self.approval_events,
+                &request,
+                action == "accept",
+                &new.grant,
+                now,
+            )
+            .unwrap_or(request);
             if let Status::Denied(d) = &decided.status {
                 let text = format!(
                     "toolgate: the call to \"{}\" was not approved (approval request {} denied by {} via {}); it did not run",
