@@ -92,6 +92,38 @@ pub const APPROVAL_INPUT: &str = "toolgate_approval";
 /// `requestState` of an approval round trip: this prefix and the request id.
 pub const APPROVAL_STATE: &str = "toolgate-approval:";
 
+/// What the agent reads when its held call was refused by a person: who, how,
+/// and their reason when they gave one.
+pub fn approval_denied_text(
+    tool: &str,
+    request_id: &str,
+    d: &toolgate_approvals::Decided,
+) -> String {
+    let why = d
+        .reason
+        .as_ref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    format!(
+        "toolgate: the call to \"{tool}\" was not approved (approval request {request_id} denied by {} via {}{why}); it did not run",
+        d.by,
+        d.via.as_str()
+    )
+}
+
+/// What the agent reads while its held call waits for a person.
+pub fn approval_pending_text(
+    tool: &str,
+    reason: &str,
+    request: &toolgate_approvals::ApprovalRequest,
+) -> String {
+    format!(
+        "toolgate: the call to \"{tool}\" needs approval ({reason}) and is waiting for it: approval request {} expires at {}. Once it is approved, send the identical call again and it will run once.",
+        request.id,
+        crate::clock::rfc3339(request.expires_ms)
+    )
+}
+
 /// The `elicitation/create` params that ask a person to approve a held call:
 /// the tool, the server, why, the arguments (long values shortened), and the
 /// request's id and expiry. Accept approves; decline or cancel refuses.

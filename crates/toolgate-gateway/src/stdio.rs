@@ -12,8 +12,8 @@
 //! once and the gateway exits with the server's status.
 
 use crate::answer::{
-    approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
-    APPROVAL_STATE,
+    approval_denied_text, approval_input_required, approval_pending_text, approval_question,
+    refusal, unknown_tool, Era, APPROVAL_INPUT, APPROVAL_STATE,
 };
 use crate::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use crate::child;
@@ -1235,7 +1235,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                     )
                     .unwrap_or(r);
                     if let Status::Denied(d) = &decided.status {
-                        let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}); it did not run", decided.id, d.by, d.via.as_str());
+                        let text = approval_denied_text(tool, &decided.id, d);
                         audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
                         return held_answer(held, text, json!({"decision": "approval_denied", "approval_id": decided.id, "by": d.by, "via": d.via.as_str(), "tool": tool}));
                     }
@@ -1332,12 +1332,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 Err(e) => return unavailable(e),
             },
             Status::Denied(d) => {
-                let why = d
-                    .reason
-                    .clone()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default();
-                let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}{why}); it did not run", request.id, d.by, d.via.as_str());
+                let text = approval_denied_text(tool, &request.id, d);
                 audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
                 return held_answer(
                     held,
@@ -1348,11 +1343,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             _ => {}
         }
         if approved.is_none() {
-            let expires = crate::clock::rfc3339(request.expires_ms);
-            let text = format!(
-                "toolgate: the call to \"{tool}\" needs approval ({reason}) and is waiting for it: approval request {} expires at {expires}. Once it is approved, send the identical call again and it will run once.",
-                request.id
-            );
+            let text = approval_pending_text(tool, reason, &request);
             audit_approval(
                 shared,
                 held,
@@ -1363,7 +1354,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             return held_answer(
                 held,
                 text,
-                json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": expires, "reason": reason, "rule": rule.as_str(), "tool": tool}),
+                json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": crate::clock::rfc3339(request.expires_ms), "reason": reason, "rule": rule.as_str(), "tool": tool}),
             );
         }
     }

@@ -21,8 +21,8 @@ use toolgate_approvals::{
     Status,
 };
 use toolgate_gateway::answer::{
-    approval_input_required, approval_question, refusal, unknown_tool, Era, APPROVAL_INPUT,
-    APPROVAL_STATE,
+    approval_denied_text, approval_input_required, approval_pending_text, approval_question,
+    refusal, unknown_tool, Era, APPROVAL_INPUT, APPROVAL_STATE,
 };
 use toolgate_gateway::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use toolgate_gateway::Clock;
@@ -1930,12 +1930,7 @@ impl Gateway {
                     Err(e) => return unavailable(e),
                 },
                 Status::Denied(d) => {
-                    let why = d
-                        .reason
-                        .clone()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default();
-                    let text = format!("toolgate: the call to \"{tool}\" was not approved (approval request {} denied by {} via {}{why}); it did not run", request.id, d.by, d.via.as_str());
+                    let text = approval_denied_text(&tool, &request.id, d);
                     self.audit_approval(
                         &ctx,
                         &tool,
@@ -1954,10 +1949,7 @@ impl Gateway {
                 _ => {}
             }
             if approved.is_none() {
-                let text = format!(
-                    "toolgate: the call to \"{tool}\" needs approval ({}) and is waiting for it: approval request {} expires at {}. Once it is approved, send the identical call again and it will run once.",
-                    new.reason, request.id, rfc3339(request.expires_ms)
-                );
+                let text = approval_pending_text(&tool, &new.reason, &request);
                 self.audit_approval(
                     &ctx,
                     &tool,
@@ -2214,10 +2206,7 @@ impl Gateway {
             )
             .unwrap_or(request);
             if let Status::Denied(d) = &decided.status {
-                let text = format!(
-                    "toolgate: the call to \"{}\" was not approved (approval request {} denied by {} via {}); it did not run",
-                    new.tool, decided.id, d.by, d.via.as_str()
-                );
+                let text = approval_denied_text(&new.tool, &decided.id, d);
                 self.audit_approval(
                     ctx,
                     &new.tool,
