@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 /// One server's lists as it last answered them (`None` while it is down).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerLists {
     pub tools: Vec<Value>,
     pub prompts: Vec<Value>,

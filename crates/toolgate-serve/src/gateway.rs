@@ -389,9 +389,12 @@ impl Gateway {
                 UpstreamEvent::Ready { server, .. } => {
                     self.audit
                         .log(LogLevel::Info, &format!("server {server:?} is ready"));
+                    // Clients hear of it only when what they may list changed:
+                    // not for the Ready of a server whose lists start-up fetched.
                     if let Some(i) = self.index_of(&server) {
-                        self.refresh(i).await;
-                        self.broadcast_list_changed();
+                        if self.refresh(i).await {
+                            self.broadcast_list_changed();
+                        }
                     }
                 }
                 UpstreamEvent::Down { server, reason } => {
@@ -413,10 +416,15 @@ impl Gateway {
                     "notifications/tools/list_changed"
                     | "notifications/prompts/list_changed"
                     | "notifications/resources/list_changed" => {
+                        // A server that says so while starting (server-everything
+                        // registers tools three times as it initializes) changed
+                        // nothing a client could have listed yet: pass the
+                        // notification on only when the lists really differ.
                         if let Some(i) = self.index_of(&server) {
-                            self.refresh(i).await;
+                            if self.refresh(i).await {
+                                self.broadcast(json!({"jsonrpc": "2.0", "method": method}));
+                            }
                         }
-                        self.broadcast(json!({"jsonrpc": "2.0", "method": method}));
                     }
                     "notifications/resources/updated" => {
                         let uri = params
@@ -455,10 +463,13 @@ impl Gateway {
         self.servers.iter().position(|s| s.name == server)
     }
 
-    /// Fetches one server's lists again and rebuilds the catalogue.
-    async fn refresh(&self, index: usize) {
+    /// Fetches one server's lists again and rebuilds the catalogue; true
+    /// when they differ from the ones held before.
+    async fn refresh(&self, index: usize) -> bool {
         let upstream = &self.servers[index].upstream;
-        let Some(info) = upstream.info() else { return };
+        let Some(info) = upstream.info() else {
+            return false;
+        };
         let caps = &info.capabilities;
         let mut lists = ServerLists::default();
         if caps.get("tools").is_some() {
@@ -474,8 +485,14 @@ impl Gateway {
                 .await;
         }
         self.check_pins(index, &lists.tools);
-        self.lists.lock().expect("lists lock")[index] = Some(lists);
+        let changed = {
+            let mut all = self.lists.lock().expect("lists lock");
+            let changed = all[index].as_ref() != Some(&lists);
+            all[index] = Some(lists);
+            changed
+        };
         self.rebuild();
+        changed
     }
 
     /// Records each listed definition against its pin, and holds back the
