@@ -181,7 +181,7 @@ pub struct Gateway {
     /// Streamed answers that can be resumed, by stream id.
     logs: Mutex<HashMap<String, Arc<EventLog>>>,
     /// Session tokens already opened (see `open_token`).
-    opened: Mutex<HashMap<String, Session>>,
+    opened: Mutex<HashMap<String, Arc<Session>>>,
     approvals: Arc<dyn ApprovalStore>,
     approval_events: Arc<dyn ApprovalEvents>,
     pins: Arc<dyn toolgate_pins::PinStore>,
@@ -210,7 +210,7 @@ pub enum Reply {
 #[derive(Clone)]
 pub struct Context {
     pub caller: Caller,
-    pub session: Session,
+    pub session: Arc<Session>,
     pub era: Era,
     /// The client's W3C trace context (`traceparent`, `tracestate`): the
     /// HTTP headers, else the request's `params._meta`; unchecked.
@@ -818,7 +818,7 @@ impl Gateway {
 
     /// The session a token stands for, if it is valid, unexpired and the
     /// caller's own.
-    pub fn session(&self, caller: &Caller, token: &str) -> Option<Session> {
+    pub fn session(&self, caller: &Caller, token: &str) -> Option<Arc<Session>> {
         let session = self.open_token(token)?;
         let age = (self.clock.now_ms() / 1000).saturating_sub(session.created);
         (session.grant == caller.grant.name && age <= self.session_ttl.as_secs()).then_some(session)
@@ -827,11 +827,11 @@ impl Gateway {
     /// Opens a session token, through a bounded cache of tokens already
     /// opened: a token never changes meaning, and decrypting it on every
     /// request costs more than the rest of the request's bookkeeping.
-    fn open_token(&self, token: &str) -> Option<Session> {
+    fn open_token(&self, token: &str) -> Option<Arc<Session>> {
         if let Some(session) = self.opened.lock().expect("opened lock").get(token) {
             return Some(session.clone());
         }
-        let session = self.key.open(token)?;
+        let session = Arc::new(self.key.open(token)?);
         let mut opened = self.opened.lock().expect("opened lock");
         if opened.len() >= OPENED_CAPACITY {
             opened.clear();
@@ -841,14 +841,14 @@ impl Gateway {
     }
 
     /// The pseudo-session of a stateless (2026-07-28) request.
-    pub fn stateless_session(&self, caller: &Caller, meta: &Value) -> Session {
-        Session {
+    pub fn stateless_session(&self, caller: &Caller, meta: &Value) -> Arc<Session> {
+        Arc::new(Session {
             id: format!("stateless:{}", caller.grant.name),
             grant: caller.grant.name.clone(),
             version: STATELESS_VERSION.into(),
             caps: meta.get(META_CAPS).cloned().unwrap_or(json!({})),
             created: self.clock.now_ms() / 1000,
-        }
+        })
     }
 
     fn reachable(&self, caller: &Caller) -> impl Iterator<Item = (usize, &Server)> + '_ {
@@ -1421,13 +1421,12 @@ impl Gateway {
         gate: Option<Gate>,
     ) -> Reply {
         strip_envelope(&mut params);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+        let rx = OutboxRx(Arc::new(Outbox::default()));
         let link = Arc::new(ClientLink {
             gateway: Arc::downgrade(self),
-            caps: ctx.session.caps.clone(),
-            session: ctx.session.id.clone(),
+            session: ctx.session.clone(),
             can_request: ctx.era == Era::Handshake,
-            tx: tx.clone(),
+            tx: rx.0.clone(),
         });
         let upstream = match self.upstream_for(server, &ctx.session.id).await {
             Ok(upstream) => upstream,
@@ -1480,7 +1479,7 @@ impl Gateway {
                 drop(guard);
                 self.reply(ctx, id, &method_name, flatten(result, &server_name))
             }
-            Some(first) = rx.recv() => {
+            first = rx.0.recv() => {
                 let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
                 log.push(first);
                 self.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());
@@ -1496,9 +1495,9 @@ impl Gateway {
                     loop {
                         tokio::select! {
                             biased;
-                            Some(message) = rx.recv() => writer.push(message),
+                            message = rx.0.recv() => writer.push(message),
                             result = &mut task => {
-                                while let Ok(message) = rx.try_recv() {
+                                while let Some(message) = rx.0.try_recv() {
                                     writer.push(message);
                                 }
                                 writer.push(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name).and_then(parsed)));
@@ -1687,12 +1686,58 @@ impl Drop for AbortOnDrop {
 /// The client side of one forwarded request.
 pub(crate) struct ClientLink {
     gateway: std::sync::Weak<Gateway>,
-    /// The client's declared capabilities: a server request the client did
-    /// not declare it can answer is refused here.
-    caps: Value,
-    session: String,
+    /// The client's session; a server request its declared capabilities do
+    /// not cover is refused here.
+    session: Arc<Session>,
     can_request: bool,
-    tx: mpsc::UnboundedSender<Value>,
+    tx: Arc<Outbox>,
+}
+
+/// What a server sends about one forwarded request (its own requests,
+/// progress, log messages), on its way to the client: a queue and a wake-up,
+/// lighter than a channel for the common request that has none.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    queue: Mutex<std::collections::VecDeque<Value>>,
+    ready: tokio::sync::Notify,
+    /// Set once nobody reads any more (the request is over).
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Outbox {
+    /// Queues a message; false once the request is over.
+    fn send(&self, message: Value) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue.lock().expect("outbox lock").push_back(message);
+        self.ready.notify_one();
+        true
+    }
+
+    fn try_recv(&self) -> Option<Value> {
+        self.queue.lock().expect("outbox lock").pop_front()
+    }
+
+    /// The next message. (A send between the check and the wait leaves a
+    /// permit in `ready`, so none is missed.)
+    async fn recv(&self) -> Value {
+        loop {
+            if let Some(message) = self.try_recv() {
+                return message;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+/// The reading end of an [`Outbox`]: dropping it closes the box.
+struct OutboxRx(Arc<Outbox>);
+
+impl Drop for OutboxRx {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+    }
 }
 
 impl Downstream for ClientLink {
@@ -1706,7 +1751,7 @@ impl Downstream for ClientLink {
             "roots/list" => Some("roots"),
             _ => None,
         };
-        if let Some(capability) = needs.filter(|c| self.caps.get(*c).is_none()) {
+        if let Some(capability) = needs.filter(|c| self.session.caps.get(*c).is_none()) {
             return Box::pin(async move {
                 Err(rpc(
                     METHOD_NOT_FOUND,
@@ -1724,7 +1769,10 @@ impl Downstream for ClientLink {
             gateway.next_id.fetch_add(1, Ordering::Relaxed)
         );
         let (done, wait) = oneshot::channel();
-        let key = (self.session.clone(), Value::String(id.clone()).to_string());
+        let key = (
+            self.session.id.clone(),
+            Value::String(id.clone()).to_string(),
+        );
         gateway
             .waiting
             .lock()
@@ -1734,7 +1782,7 @@ impl Downstream for ClientLink {
         if let Some(params) = params {
             message["params"] = params;
         }
-        let sent = self.tx.send(message).is_ok();
+        let sent = self.tx.send(message);
         Box::pin(async move {
             if !sent {
                 gateway.waiting.lock().expect("waiting lock").remove(&key);
@@ -1755,11 +1803,11 @@ impl Downstream for ClientLink {
         if let Some(params) = params {
             message["params"] = params;
         }
-        let _ = self.tx.send(message);
+        self.tx.send(message);
     }
 
     fn session(&self) -> &str {
-        &self.session
+        &self.session.id
     }
 }
 

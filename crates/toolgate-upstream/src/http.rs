@@ -7,7 +7,7 @@ use crate::conn::{Conn, Link};
 use crate::sse::SseParser;
 use crate::CallError;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -117,16 +117,11 @@ impl HttpLink {
         self.session.lock().unwrap().clone()
     }
 
-    fn request(
-        &self,
-        method: Method,
-        body: Bytes,
-        last_event_id: Option<&str>,
-    ) -> Request<Full<Bytes>> {
+    fn request(&self, method: Method, body: Bytes, last_event_id: Option<&str>) -> Request<Bytes> {
         static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
         static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
         static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-        let mut req = Request::new(Full::new(body));
+        let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
         let h = req.headers_mut();

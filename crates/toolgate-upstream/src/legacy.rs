@@ -8,7 +8,7 @@ use crate::http::{client, parse_url, HttpClient};
 use crate::sse::SseParser;
 use crate::CallError;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, msg: Value, ori
         for (k, v) in &link.headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let Ok(req) = b.body(Full::new(Bytes::from(msg.to_string()))) else {
+        let Ok(req) = b.body(Bytes::from(msg.to_string())) else {
             return;
         };
         let failure = match link.client.request(req).await {
@@ -124,7 +124,7 @@ async fn connect_once(
     for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
     }
-    let Ok(req) = b.body(Full::new(Bytes::new())) else {
+    let Ok(req) = b.body(Bytes::new()) else {
         return "invalid header in the upstream config".into();
     };
     let resp = match client.request(req).await {

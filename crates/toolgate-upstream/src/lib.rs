@@ -28,12 +28,14 @@
 //! Layout: `conn` holds what every transport shares (the table of requests in
 //! flight, routing, cancellation, the handshake); `stdio`, `http` (Streamable
 //! HTTP) and `legacy` (HTTP+SSE) each run one kind of connection; `sse` parses
-//! event streams.
+//! event streams; `pool` is their HTTP/1.1 client (`raw` for `http://`, hyper
+//! for `https://`).
 
 mod conn;
 mod http;
 mod legacy;
 mod pool;
+mod raw;
 mod sse;
 mod stdio;
 

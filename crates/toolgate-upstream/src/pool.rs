@@ -1,5 +1,7 @@
-//! The HTTP/1.1 client of the HTTP transports: hyper's connection API with a
-//! small pool of kept-alive connections per origin (`scheme://authority`).
+//! The HTTP/1.1 client of the HTTP transports. `http://` servers are spoken
+//! to inline by the requesting task (`raw`); `https://` ones through hyper's
+//! connection API over rustls. Each keeps a small pool of kept-alive
+//! connections per origin.
 //!
 //! A connection goes back to the pool only once its response body has been
 //! read to the end, so a pooled connection is idle; one whose body was
@@ -20,19 +22,23 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::raw;
+
 /// The most idle connections kept per client.
 const MAX_IDLE: usize = 64;
 
 type Sender = SendRequest<Full<Bytes>>;
 type Origin = (Scheme, Authority);
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a request got no response.
 #[derive(Debug)]
 pub(crate) enum ClientError {
     /// No connection could be made (refused, DNS, TLS handshake, bad URL).
-    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Connect(BoxError),
     /// The connection failed during the exchange.
-    Exchange(hyper::Error),
+    Exchange(BoxError),
 }
 
 impl ClientError {
@@ -55,7 +61,7 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Connect(e) => e.source(),
-            ClientError::Exchange(e) => std::error::Error::source(e),
+            ClientError::Exchange(e) => e.source(),
         }
     }
 }
@@ -66,6 +72,7 @@ impl std::error::Error for ClientError {
 pub(crate) struct HttpClient {
     connector: HttpsConnector<HttpConnector>,
     idle: Arc<Mutex<Vec<(Origin, Sender)>>>,
+    raw: raw::Idle,
 }
 
 impl HttpClient {
@@ -73,6 +80,7 @@ impl HttpClient {
         HttpClient {
             connector,
             idle: Arc::new(Mutex::new(Vec::new())),
+            raw: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -80,9 +88,17 @@ impl HttpClient {
     /// body is read from the returned response.
     pub(crate) async fn request(
         &self,
-        mut req: Request<Full<Bytes>>,
+        req: Request<Bytes>,
     ) -> Result<Response<PooledBody>, ClientError> {
         let origin = origin_of(req.uri())?;
+        if origin.0 == Scheme::HTTP {
+            return match raw::request(&self.raw, &origin.1, req).await {
+                Ok(response) => Ok(response.map(|body| PooledBody(Kind::Raw(body)))),
+                Err(raw::RawError::Connect(e)) => Err(ClientError::Connect(Box::new(e))),
+                Err(raw::RawError::Exchange(e)) => Err(ClientError::Exchange(Box::new(e))),
+            };
+        }
+        let mut req = req.map(Full::new);
         // On the wire the request line carries the path only.
         let path = req
             .uri()
@@ -109,18 +125,18 @@ impl HttpClient {
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     let (parts, inner) = response.into_parts();
-                    let body = PooledBody {
+                    let body = PooledBody(Kind::Hyper(Hyper {
                         inner,
                         sender: Some((origin, sender)),
                         idle: self.idle.clone(),
-                    };
+                    }));
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Never sent on a connection the server had closed:
                     // send it again on another one.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(ClientError::Exchange(failed.into_error())),
+                    _ => return Err(ClientError::Exchange(Box::new(failed.into_error()))),
                 },
             }
         }
@@ -160,13 +176,20 @@ fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
 
 /// A response body that gives its connection back to the pool once it has
 /// been read to the end.
-pub(crate) struct PooledBody {
+pub(crate) struct PooledBody(Kind);
+
+enum Kind {
+    Hyper(Hyper),
+    Raw(raw::RawBody),
+}
+
+struct Hyper {
     inner: Incoming,
     sender: Option<(Origin, Sender)>,
     idle: Arc<Mutex<Vec<(Origin, Sender)>>>,
 }
 
-impl PooledBody {
+impl Hyper {
     fn release(&mut self) {
         if let Some(entry) = self.sender.take() {
             let mut idle = self.idle.lock().expect("pool lock");
@@ -179,31 +202,44 @@ impl PooledBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Err(_))) => self.sender = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.0 {
+            Kind::Raw(body) => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            Kind::Hyper(h) => {
+                let polled = Pin::new(&mut h.inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => h.release(),
+                    Poll::Ready(Some(Err(_))) => h.sender = None,
+                    _ => {}
+                }
+                polled.map(|frame| frame.map(|f| f.map_err(BoxError::from)))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::Raw(body) => body.is_end_stream(),
+            Kind::Hyper(h) => h.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Kind::Raw(body) => body.size_hint(),
+            Kind::Hyper(h) => h.inner.size_hint(),
+        }
     }
 }
 
-impl Drop for PooledBody {
+impl Drop for Hyper {
     fn drop(&mut self) {
         // An empty body that was never polled is finished too.
         if self.inner.is_end_stream() {
@@ -220,10 +256,18 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A minimal HTTP/1.1 server: answers every request with `ok`, counts the
-    /// connections it accepted, and closes each connection after `per_conn`
-    /// answers.
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    /// `ok` in two chunks, with a chunk extension and a trailer.
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;x=y\r\no\r\n1\r\nk\r\n0\r\nx-trailer: 1\r\n\r\n";
+
+    /// A minimal HTTP/1.1 server: answers every request with `reply`, counts
+    /// the connections it accepted, and closes each connection after
+    /// `per_conn` answers.
     async fn server(per_conn: usize) -> (String, Arc<AtomicUsize>) {
+        server_with(per_conn, OK).await
+    }
+
+    async fn server_with(per_conn: usize, reply: &'static [u8]) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -245,7 +289,6 @@ mod tests {
                         }
                         let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                         buf.drain(..end);
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if socket.write_all(reply).await.is_err() {
                             return;
                         }
@@ -275,7 +318,7 @@ mod tests {
     }
 
     async fn get(client: &HttpClient, url: &str) -> String {
-        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(url).body(Bytes::new()).unwrap();
         let response = client.request(req).await.expect("a response");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
@@ -303,13 +346,85 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_half_read_does_not_share_its_connection() {
-        let (url, accepted) = server(usize::MAX).await;
+        let (url, accepted) = server_with(usize::MAX, CHUNKED).await;
         let client = client();
-        let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(&url).body(Bytes::new()).unwrap();
         let unread = client.request(req).await.expect("a response");
         // Its body is still unread: a second request needs a connection of its own.
         assert_eq!(get(&client, &url).await, "ok");
         drop(unread);
+        assert_eq!(get(&client, &url).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_decoded_and_its_connection_reused() {
+        let (url, accepted) = server_with(usize::MAX, CHUNKED).await;
+        let client = client();
+        for _ in 0..5 {
+            assert_eq!(get(&client, &url).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_ends_with_the_connection() {
+        let (url, accepted) = server_with(
+            1,
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n",
+        )
+        .await;
+        let client = client();
+        for _ in 0..3 {
+            assert_eq!(get(&client, &url).await, "data: 1\n\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped() {
+        let (url, accepted) = server_with(
+            usize::MAX,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .await;
+        let client = client();
+        assert_eq!(get(&client, &url).await, "ok");
+        assert_eq!(get(&client, &url).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_asks_to_close_is_not_reused() {
+        let (url, accepted) = server_with(
+            usize::MAX,
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .await;
+        let client = client();
+        assert_eq!(get(&client, &url).await, "ok");
+        assert_eq!(get(&client, &url).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_answer_is_an_error() {
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+            b"not http at all\r\n\r\n",
+        ] {
+            let (url, _) = server_with(1, reply).await;
+            let client = client();
+            let req = Request::get(&url).body(Bytes::new()).unwrap();
+            let failed = match client.request(req).await {
+                Err(e) => e.to_string(),
+                Ok(response) => match response.into_body().collect().await {
+                    Err(e) => e.to_string(),
+                    Ok(body) => panic!("read {:?} from a malformed answer", body.to_bytes()),
+                },
+            };
+            assert!(!failed.is_empty());
+        }
     }
 }

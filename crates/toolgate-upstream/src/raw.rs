@@ -1,0 +1,450 @@
+//! HTTP/1.1 over plain TCP, spoken inline by the task that makes the request:
+//! the request goes out in one write, the answer is read by the same task,
+//! and a kept-alive connection goes back to the pool once its answer has
+//! been read to the end. No connection task, no channels between tasks:
+//! this is the path of every call to an `http://` server, so it is kept
+//! short. (`https://` servers go through hyper and rustls, in `pool`.)
+//!
+//! What it reads: a status line and headers (1xx answers skipped), then a
+//! body framed by `Transfer-Encoding: chunked`, by `Content-Length`, or by
+//! the end of the connection. A `Content-Length` body is read before the
+//! answer is returned; the other two are streamed (SSE answers are).
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Frame, SizeHint};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The most idle connections kept per client.
+const MAX_IDLE: usize = 64;
+/// The largest answer head (status line and headers) read.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers an answer may have.
+const MAX_HEADERS: usize = 64;
+
+pub(crate) type Idle = Arc<Mutex<Vec<(Authority, Conn)>>>;
+
+/// One kept-alive connection and what was read past the last answer.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Why an exchange failed, and whether the request never reached the server.
+pub(crate) enum RawError {
+    Connect(io::Error),
+    Exchange(io::Error),
+}
+
+/// A body read from a raw connection.
+pub(crate) enum RawBody {
+    /// Read in full already.
+    Done(Option<Bytes>),
+    /// Streamed from the connection.
+    Stream(Box<Streamed>),
+}
+
+pub(crate) struct Streamed {
+    conn: Option<Conn>,
+    framing: Framing,
+    authority: Authority,
+    idle: Idle,
+    /// Whether the connection may carry another request after this body.
+    keep_alive: bool,
+}
+
+enum Framing {
+    /// Chunked: what is expected next.
+    Chunked(Chunk),
+    /// Until the server closes the connection.
+    UntilClose,
+}
+
+#[derive(Clone, Copy)]
+enum Chunk {
+    /// A chunk-size line.
+    Size,
+    /// This many bytes of chunk data.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines, up to an empty one.
+    Trailers,
+}
+
+/// Sends `req` (its URI absolute, `http`) on a pooled or new connection to
+/// `authority`.
+pub(crate) async fn request(
+    idle: &Idle,
+    authority: &Authority,
+    req: Request<Bytes>,
+) -> Result<Response<RawBody>, RawError> {
+    let wire = encode(&req, authority);
+    let head_only = req.method() == hyper::Method::HEAD;
+    loop {
+        let (mut conn, reused) = match take_idle(idle, authority) {
+            Some(conn) => (conn, true),
+            None => {
+                let stream = TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(RawError::Connect)?;
+                let _ = stream.set_nodelay(true);
+                (
+                    Conn {
+                        stream,
+                        buf: BytesMut::with_capacity(8 * 1024),
+                    },
+                    false,
+                )
+            }
+        };
+        if let Err(e) = conn.stream.write_all(&wire).await {
+            if reused {
+                // The server had closed it while idle: nothing was taken in.
+                continue;
+            }
+            return Err(RawError::Exchange(e));
+        }
+        return read_answer(conn, authority, idle, head_only)
+            .await
+            .map_err(RawError::Exchange);
+    }
+}
+
+/// An idle connection to `authority` that the server has not closed.
+fn take_idle(idle: &Idle, authority: &Authority) -> Option<Conn> {
+    let mut idle = idle.lock().expect("pool lock");
+    while let Some(at) = idle.iter().rposition(|(a, _)| a == authority) {
+        let (_, conn) = idle.swap_remove(at);
+        // An idle connection has nothing to read: end of stream (the server
+        // closed it) or stray bytes make it unusable.
+        let mut probe = [0u8; 1];
+        match conn.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
+            _ => continue,
+        }
+    }
+    None
+}
+
+fn give_back(idle: &Idle, authority: &Authority, conn: Conn) {
+    let mut idle = idle.lock().expect("pool lock");
+    if idle.len() < MAX_IDLE {
+        idle.push((authority.clone(), conn));
+    }
+}
+
+/// The request as it goes on the wire: request line, headers, a
+/// `Content-Length` for a body, the body.
+fn encode(req: &Request<Bytes>, authority: &Authority) -> Vec<u8> {
+    let body = req.body();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !req.headers().contains_key(hyper::header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in req.headers() {
+        if name == hyper::header::CONTENT_LENGTH || name == hyper::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || req.method() == hyper::Method::POST {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+async fn fill(conn: &mut Conn) -> io::Result<()> {
+    if conn.buf.capacity() - conn.buf.len() < 4096 {
+        conn.buf.reserve(8 * 1024);
+    }
+    match conn.stream.read_buf(&mut conn.buf).await? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection before the answer was complete",
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn read_answer(
+    mut conn: Conn,
+    authority: &Authority,
+    idle: &Idle,
+    head_only: bool,
+) -> io::Result<Response<RawBody>> {
+    loop {
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut answer = httparse::Response::new(&mut headers);
+            match answer.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = StatusCode::from_u16(answer.code.unwrap_or(0))
+                        .map_err(|_| invalid("a bad status code"))?;
+                    let keep_alive = answer.version == Some(1);
+                    let mut map = HeaderMap::with_capacity(answer.headers.len());
+                    for h in answer.headers.iter() {
+                        let name = HeaderName::from_bytes(h.name.as_bytes())
+                            .map_err(|_| invalid("a bad header name"))?;
+                        let value = HeaderValue::from_bytes(h.value)
+                            .map_err(|_| invalid("a bad header value"))?;
+                        map.append(name, value);
+                    }
+                    Some((len, status, map, keep_alive))
+                }
+                Ok(httparse::Status::Partial) => None,
+                Err(e) => return Err(invalid(&format!("a malformed answer: {e}"))),
+            }
+        };
+        let Some((len, status, headers, http11)) = parsed else {
+            if conn.buf.len() > MAX_HEAD {
+                return Err(invalid("an answer head larger than 64 KiB"));
+            }
+            fill(&mut conn).await?;
+            continue;
+        };
+        conn.buf.advance(len);
+        if status.is_informational() {
+            // 100 Continue and the like: the real answer follows.
+            continue;
+        }
+        let close = !http11 || has_token(&headers, hyper::header::CONNECTION, "close");
+        let body = if head_only
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            if !close {
+                give_back(idle, authority, conn);
+            }
+            RawBody::Done(None)
+        } else if has_token(&headers, hyper::header::TRANSFER_ENCODING, "chunked") {
+            RawBody::Stream(Box::new(Streamed {
+                conn: Some(conn),
+                framing: Framing::Chunked(Chunk::Size),
+                authority: authority.clone(),
+                idle: idle.clone(),
+                keep_alive: !close,
+            }))
+        } else if let Some(length) = content_length(&headers)? {
+            let length =
+                usize::try_from(length).map_err(|_| invalid("a body too large to read"))?;
+            while conn.buf.len() < length {
+                conn.buf.reserve(length - conn.buf.len());
+                fill(&mut conn).await?;
+            }
+            let body = conn.buf.split_to(length).freeze();
+            if !close {
+                give_back(idle, authority, conn);
+            }
+            RawBody::Done(Some(body))
+        } else {
+            RawBody::Stream(Box::new(Streamed {
+                conn: Some(conn),
+                framing: Framing::UntilClose,
+                authority: authority.clone(),
+                idle: idle.clone(),
+                keep_alive: false,
+            }))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        return Ok(response);
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The `Content-Length`; several that disagree are an error.
+fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
+    let mut found = None;
+    for value in headers.get_all(hyper::header::CONTENT_LENGTH) {
+        for part in value
+            .to_str()
+            .map_err(|_| invalid("a bad Content-Length"))?
+            .split(',')
+        {
+            let n: u64 = part
+                .trim()
+                .parse()
+                .map_err(|_| invalid("a bad Content-Length"))?;
+            if found.is_some_and(|f| f != n) {
+                return Err(invalid("Content-Length values that disagree"));
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+impl Streamed {
+    /// What the buffer holds of the body: `Some(data)` to hand out (possibly
+    /// empty when only framing was consumed), `None` when more must be read;
+    /// the body's end sets `conn` to `None` after giving it back.
+    fn decode(&mut self) -> io::Result<Option<Bytes>> {
+        let conn = self.conn.as_mut().expect("a body still being read");
+        match &mut self.framing {
+            Framing::UntilClose => {
+                if conn.buf.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(conn.buf.split().freeze()))
+            }
+            Framing::Chunked(state) => loop {
+                match *state {
+                    Chunk::Size | Chunk::Trailers | Chunk::DataEnd => {
+                        let Some(end) = conn.buf.windows(2).position(|w| w == b"\r\n") else {
+                            if conn.buf.len() > MAX_HEAD {
+                                return Err(invalid("a chunk line larger than 64 KiB"));
+                            }
+                            return Ok(None);
+                        };
+                        let line = conn.buf.split_to(end + 2);
+                        let line = &line[..end];
+                        match *state {
+                            Chunk::Size => {
+                                let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+                                let digits = std::str::from_utf8(digits)
+                                    .map_err(|_| invalid("a bad chunk size"))?;
+                                let size = u64::from_str_radix(digits.trim(), 16)
+                                    .map_err(|_| invalid("a bad chunk size"))?;
+                                *state = if size == 0 {
+                                    Chunk::Trailers
+                                } else {
+                                    Chunk::Data(size)
+                                };
+                            }
+                            Chunk::DataEnd => {
+                                if !line.is_empty() {
+                                    return Err(invalid("chunk data longer than its size"));
+                                }
+                                *state = Chunk::Size;
+                            }
+                            _ => {
+                                if line.is_empty() {
+                                    let conn = self.conn.take().expect("checked above");
+                                    if self.keep_alive {
+                                        give_back(&self.idle, &self.authority, conn);
+                                    }
+                                    return Ok(Some(Bytes::new()));
+                                }
+                            }
+                        }
+                    }
+                    Chunk::Data(left) => {
+                        if conn.buf.is_empty() {
+                            return Ok(None);
+                        }
+                        let take = usize::try_from(left)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.buf.len());
+                        let data = conn.buf.split_to(take).freeze();
+                        let left = left - take as u64;
+                        *state = if left == 0 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left)
+                        };
+                        return Ok(Some(data));
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl RawBody {
+    pub(crate) fn is_end_stream(&self) -> bool {
+        match self {
+            RawBody::Done(data) => data.is_none(),
+            RawBody::Stream(s) => s.conn.is_none(),
+        }
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match self {
+            RawBody::Done(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            RawBody::Done(None) => SizeHint::with_exact(0),
+            RawBody::Stream(_) => SizeHint::default(),
+        }
+    }
+
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let s = match self {
+            RawBody::Done(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RawBody::Stream(s) => s,
+        };
+        loop {
+            if s.conn.is_none() {
+                return Poll::Ready(None);
+            }
+            match s.decode() {
+                Err(e) => {
+                    s.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Some(data)) if !data.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+            }
+            let conn = s.conn.as_mut().expect("checked above");
+            let mut chunk = [0u8; 8 * 1024];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut conn.stream).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    s.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    let until_close = matches!(s.framing, Framing::UntilClose);
+                    s.conn = None;
+                    return Poll::Ready(if until_close {
+                        None
+                    } else {
+                        Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection inside a chunked body",
+                        )))
+                    });
+                }
+                Poll::Ready(Ok(())) => conn.buf.extend_from_slice(read.filled()),
+            }
+        }
+    }
+}
