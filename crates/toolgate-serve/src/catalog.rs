@@ -9,7 +9,8 @@
 //! the config, and the conflict is reported (at start-up it is an error).
 
 use serde_json::Value;
-use std::collections::HashMap;
+// foldhash (keyed per process): these maps are looked up on every call.
+use foldhash::HashMap;
 
 /// One server's lists as it last answered them (`None` while it is down).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -11,7 +11,9 @@ use crate::catalog::{Catalog, Naming, ServerLists};
 use crate::replay::{EventLog, KEEP};
 use crate::session::{random_id, Session, SessionKey};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+// foldhash: keyed per process, several times faster than SipHash on the
+// per-call maps (session tokens, request ids).
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -1471,15 +1473,15 @@ impl Gateway {
             gateway: self.clone(),
             key,
         };
-        let server_name = self.servers[server].name.clone();
-        let method_name = method.to_string();
         tokio::select! {
             biased;
             result = &mut task => {
                 drop(guard);
-                self.reply(ctx, id, &method_name, flatten(result, &server_name))
+                self.reply(ctx, id, method, flatten(result, &self.servers[server].name))
             }
             first = rx.0.recv() => {
+                let server_name = self.servers[server].name.clone();
+                let method_name = method.to_string();
                 let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
                 log.push(first);
                 self.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());

@@ -4,8 +4,10 @@
 //! requests, notifications).
 
 use crate::{Answer, CallError, Downstream, RpcError, ServerInfo, UpstreamEvent, UpstreamSpec};
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+// foldhash (keyed per process): these maps are looked up on every call.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,14 +116,23 @@ impl Conn {
     /// Sends one message on the current link; `origin` is the id of the
     /// request it is part of (HTTP routes the answer stream by it).
     pub(crate) fn send(self: &Arc<Self>, msg: Value, origin: Option<u64>) -> bool {
+        self.send_text(msg.to_string(), origin)
+    }
+
+    /// [`Conn::send`] for a message already written as JSON text.
+    fn send_text(self: &Arc<Self>, text: String, origin: Option<u64>) -> bool {
         match self.link() {
             Some(link) => {
                 match link {
                     Link::Stdio(tx) => {
-                        let _ = tx.send(msg.to_string());
+                        let _ = tx.send(text);
                     }
-                    Link::Http(h) => crate::http::spawn_post(self.clone(), h, msg, origin),
-                    Link::Legacy(l) => crate::legacy::spawn_post(self.clone(), l, msg, origin),
+                    Link::Http(h) => {
+                        crate::http::spawn_post(self.clone(), h, Bytes::from(text), origin)
+                    }
+                    Link::Legacy(l) => {
+                        crate::legacy::spawn_post(self.clone(), l, Bytes::from(text), origin)
+                    }
                 }
                 true
             }
@@ -185,19 +196,25 @@ impl Conn {
             reason: "the client cancelled the request",
             armed: method != "initialize",
         };
-        let mut msg = json!({"jsonrpc": "2.0", "id": id, "method": method});
-        if let Some(p) = params {
-            msg["params"] = p;
-        }
+        let text = request_text(id, method, params.as_ref());
         // Over HTTP the POST runs inside this future rather than in a task of
         // its own: one fewer hop between threads per call.
         let mut post = None;
         let sent = match self.link() {
             Some(Link::Http(h)) => {
-                post = Some(Box::pin(crate::http::post(self.clone(), h, msg, Some(id))));
+                let body = Bytes::from(text);
+                let is_init = method == "initialize";
+                post = Some(Box::pin(crate::http::post(
+                    self.clone(),
+                    h,
+                    body,
+                    is_init,
+                    Some(id),
+                )));
                 true
             }
-            _ => self.send(msg, Some(id)),
+            // Stdio messages are lines: serde_json writes no raw newline.
+            _ => self.send_text(String::from_utf8(text).expect("JSON is UTF-8"), Some(id)),
         };
         if !sent {
             guard.armed = false;
@@ -299,7 +316,8 @@ impl Conn {
             h.set_protocol(&info.protocol_version);
             // Over HTTP each message is its own POST: wait for this one, so no
             // request overtakes it (servers finish setting up on it).
-            Box::pin(crate::http::post(self.clone(), h, initialized, None)).await;
+            let body = Bytes::from(initialized.to_string());
+            Box::pin(crate::http::post(self.clone(), h, body, false, None)).await;
         } else {
             self.send(initialized, None);
         }
@@ -513,5 +531,40 @@ impl Drop for CancelGuard {
             "notifications/cancelled",
             Some(json!({"requestId": self.id, "reason": self.reason})),
         );
+    }
+}
+
+/// A JSON-RPC request as JSON text, written straight from its parts (no
+/// intermediate object to build and walk on every call).
+fn request_text(id: u64, method: &str, params: Option<&Value>) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(128);
+    let _ = write!(out, "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":");
+    serde_json::to_writer(&mut out, method).expect("a str serialises");
+    if let Some(params) = params {
+        out.extend_from_slice(b",\"params\":");
+        serde_json::to_writer(&mut out, params).expect("a Value serialises");
+    }
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_text;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn a_request_text_is_the_request_as_json() {
+        let params = json!({"name": "echo", "arguments": {"text": "a \"quoted\"\nline ✓"}});
+        let text = request_text(7, "tools/call", Some(&params));
+        let parsed: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params})
+        );
+        assert!(!text.contains(&b'\n'), "one line on stdio");
+        let bare: Value = serde_json::from_slice(&request_text(1, "ping", None)).unwrap();
+        assert_eq!(bare, json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
     }
 }

@@ -325,8 +325,8 @@ async fn read_sse(
     }
 }
 
-pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u64>) {
-    tokio::spawn(post(conn, link, msg, origin));
+pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<HttpLink>, body: Bytes, origin: Option<u64>) {
+    tokio::spawn(post(conn, link, body, false, origin));
 }
 
 fn fail(conn: &Conn, origin: Option<u64>, reason: String) {
@@ -335,13 +335,19 @@ fn fail(conn: &Conn, origin: Option<u64>, reason: String) {
     }
 }
 
-pub(crate) async fn post(conn: Arc<Conn>, link: Arc<HttpLink>, msg: Value, origin: Option<u64>) {
-    let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
+/// POSTs one message (`body`, JSON text; `is_init` for `initialize`) and
+/// routes what comes back.
+pub(crate) async fn post(
+    conn: Arc<Conn>,
+    link: Arc<HttpLink>,
+    body: Bytes,
+    is_init: bool,
+    origin: Option<u64>,
+) {
     if is_init {
         *link.session.lock().unwrap() = None;
         *link.protocol.lock().unwrap() = None;
     }
-    let body = Bytes::from(serde_json::to_vec(&msg).expect("a Value serialises"));
     let mut retried = false;
     let resp = loop {
         let session = link.session();

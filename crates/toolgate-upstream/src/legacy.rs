@@ -22,7 +22,7 @@ pub(crate) struct LegacyLink {
     headers: Vec<(String, String)>,
 }
 
-pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, msg: Value, origin: Option<u64>) {
+pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, body: Bytes, origin: Option<u64>) {
     tokio::spawn(async move {
         let mut b = Request::builder()
             .method(Method::POST)
@@ -31,7 +31,7 @@ pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, msg: Value, ori
         for (k, v) in &link.headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let Ok(req) = b.body(Bytes::from(msg.to_string())) else {
+        let Ok(req) = b.body(body) else {
             return;
         };
         let failure = match link.client.request(req).await {
