@@ -147,6 +147,55 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The headers a message is decided on, read in one pass over the request's
+/// headers (a lookup each would cost more). Each is the first value given,
+/// as [`header`] reads it.
+#[derive(Default)]
+pub(crate) struct Heads<'a> {
+    mcp_method: Option<Option<&'a str>>,
+    mcp_name: Option<Option<&'a str>>,
+    protocol_version: Option<Option<&'a str>>,
+    session_id: Option<Option<&'a str>>,
+    traceparent: Option<Option<&'a str>>,
+    tracestate: Option<Option<&'a str>>,
+    /// How often `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version` came.
+    routing_counts: [u8; 3],
+}
+
+impl<'a> Heads<'a> {
+    pub(crate) fn of(headers: &'a HeaderMap) -> Heads<'a> {
+        let mut heads = Heads::default();
+        for (name, value) in headers {
+            let (slot, routing) = if *name == MCP_METHOD {
+                (&mut heads.mcp_method, Some(0))
+            } else if *name == MCP_NAME {
+                (&mut heads.mcp_name, Some(1))
+            } else if *name == MCP_PROTOCOL_VERSION {
+                (&mut heads.protocol_version, Some(2))
+            } else if *name == MCP_SESSION_ID {
+                (&mut heads.session_id, None)
+            } else if *name == TRACEPARENT {
+                (&mut heads.traceparent, None)
+            } else if *name == TRACESTATE {
+                (&mut heads.tracestate, None)
+            } else {
+                continue;
+            };
+            if let Some(i) = routing {
+                heads.routing_counts[i] = heads.routing_counts[i].saturating_add(1);
+            }
+            if slot.is_none() {
+                *slot = Some(value.to_str().ok());
+            }
+        }
+        heads
+    }
+
+    fn get(slot: Option<Option<&'a str>>) -> Option<&'a str> {
+        slot.flatten()
+    }
+}
+
 async fn handle(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
@@ -336,6 +385,7 @@ async fn post(
         Ok(value) => value,
         Err(response) => return response,
     };
+    let heads = Heads::of(&parts.headers);
     match value {
         Value::Array(items) => {
             if items.is_empty() {
@@ -350,7 +400,7 @@ async fn post(
             // Every message is decided on its own; streams are not used in a batch.
             let mut answers = Vec::new();
             for item in items {
-                match message(gateway, &caller, &parts.headers, item).await {
+                match message(gateway, &caller, &heads, item).await {
                     Answer::Reply(Reply::Json(v), _) => answers.push(v),
                     Answer::Reply(Reply::Raw(bytes), _) => {
                         answers.push(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -380,7 +430,7 @@ async fn post(
             }
             json_response(StatusCode::OK, &Value::Array(answers))
         }
-        single => match message(gateway, &caller, &parts.headers, single).await {
+        single => match message(gateway, &caller, &heads, single).await {
             Answer::Http(response) => response,
             Answer::Reply(reply, session) => {
                 let mut response = match reply {
@@ -436,7 +486,7 @@ fn name_param(method: &str) -> Option<&'static str> {
 /// body, and a proxy or server in front that routes on headers must not see
 /// a different call.
 fn check_routing_headers(
-    headers: &HeaderMap,
+    heads: &Heads<'_>,
     id: &Value,
     method: &str,
     params: &Value,
@@ -450,20 +500,22 @@ fn check_routing_headers(
             None,
         ))
     };
-    let count = |name: &HeaderName| headers.get_all(name).iter().count();
-    for name in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION] {
-        if count(name) > 1 {
+    for (name, count) in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION]
+        .into_iter()
+        .zip(heads.routing_counts)
+    {
+        if count > 1 {
             return mismatch(&format!("{name} is repeated"));
         }
     }
-    if let Some(m) = header(headers, &MCP_METHOD) {
+    if let Some(m) = Heads::get(heads.mcp_method) {
         if m != method {
             return mismatch("Mcp-Method does not match the body's method");
         }
     }
     if let Some(key) = name_param(method) {
         let body = params.get(key).and_then(Value::as_str);
-        match (header(headers, &MCP_NAME), body) {
+        match (Heads::get(heads.mcp_name), body) {
             (Some(h), Some(b)) if decode_header_value(h).as_deref() != Some(b) => {
                 return mismatch(&format!("Mcp-Name does not match the body's {key}"));
             }
@@ -479,7 +531,7 @@ fn check_routing_headers(
 pub(crate) async fn message(
     gateway: &Arc<Gateway>,
     caller: &Caller,
-    headers: &HeaderMap,
+    heads: &Heads<'_>,
     message: Value,
 ) -> Answer {
     let invalid = |id: &Value, why: &str| {
@@ -540,8 +592,8 @@ pub(crate) async fn message(
     // Only calls are traced.
     let trace = match method.as_deref() {
         Some("tools/call") => Context::trace_of(
-            header(headers, &TRACEPARENT),
-            header(headers, &TRACESTATE),
+            Heads::get(heads.traceparent),
+            Heads::get(heads.tracestate),
             &params,
         ),
         _ => None,
@@ -553,12 +605,12 @@ pub(crate) async fn message(
         .and_then(|m| m.get(META_VERSION))
         .cloned();
     if let Some(method) = &method {
-        if let Err(response) = check_routing_headers(headers, &rid, method, &params) {
+        if let Err(response) = check_routing_headers(heads, &rid, method, &params) {
             return Answer::Http(response);
         }
     }
     if let Some(version) = meta_version {
-        let header_version = header(headers, &MCP_PROTOCOL_VERSION);
+        let header_version = Heads::get(heads.protocol_version);
         if header_version.is_none() || header_version != version.as_str() {
             return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, HEADER_MISMATCH,
                 "Header mismatch: MCP-Protocol-Version does not match the request's protocol version", None));
@@ -608,7 +660,7 @@ pub(crate) async fn message(
             None,
         );
     }
-    if let Some(v) = header(headers, &MCP_PROTOCOL_VERSION) {
+    if let Some(v) = Heads::get(heads.protocol_version) {
         if !HANDSHAKE_VERSIONS.contains(&v) {
             return Answer::Http(text(
                 StatusCode::BAD_REQUEST,
@@ -616,7 +668,7 @@ pub(crate) async fn message(
             ));
         }
     }
-    let Some(token) = header(headers, &MCP_SESSION_ID) else {
+    let Some(token) = Heads::get(heads.session_id) else {
         return Answer::Http(rpc_error(
             StatusCode::BAD_REQUEST,
             &rid,
