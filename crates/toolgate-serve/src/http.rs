@@ -236,8 +236,9 @@ async fn handle(
     }
     match *req.method() {
         Method::POST => {
-            match tokio::time::timeout(opts.request_timeout, post(gateway, opts, caller, req)).await
-            {
+            // Boxed: the call's future is large, and moving it costs a copy.
+            let call = Box::pin(post(gateway, opts, caller, req));
+            match tokio::time::timeout(opts.request_timeout, call).await {
                 Ok(response) => response,
                 Err(_) => rpc_error(
                     StatusCode::GATEWAY_TIMEOUT,
