@@ -114,7 +114,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+        // Room for a JSON-RPC envelope's four members from the start: growing
+        // an index map rehashes it.
+        let mut out = Map::with_capacity(map.size_hint().unwrap_or(4));
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(StrictSeed)?;
             match out.entry(key) {

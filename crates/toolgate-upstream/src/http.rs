@@ -9,7 +9,7 @@ use crate::CallError;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -124,6 +124,7 @@ impl HttpLink {
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = HeaderMap::with_capacity(5 + self.headers.len());
         let h = req.headers_mut();
         h.insert(
             ACCEPT,
