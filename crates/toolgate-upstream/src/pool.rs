@@ -108,7 +108,9 @@ impl HttpClient {
             .map_err(|e| ClientError::Connect(Box::new(e)))?;
         let full_uri = std::mem::replace(req.uri_mut(), path);
         if !req.headers().contains_key(hyper::header::HOST) {
-            if let Ok(host) = hyper::header::HeaderValue::from_str(origin.1.as_str()) {
+            // Never the userinfo of a `user:pass@host` URL.
+            let host = origin.1.as_str().rsplit('@').next().unwrap_or_default();
+            if let Ok(host) = hyper::header::HeaderValue::from_str(host) {
                 req.headers_mut().insert(hyper::header::HOST, host);
             }
         }
@@ -355,6 +357,33 @@ mod tests {
         drop(unread);
         assert_eq!(get(&client, &url).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_host_header_leaves_out_a_urls_userinfo() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let head = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                let n = socket.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            socket.write_all(OK).await.unwrap();
+            String::from_utf8(buf).unwrap()
+        });
+        let client = client();
+        let url = format!("http://user:secret@127.0.0.1:{port}/mcp");
+        assert_eq!(get(&client, &url).await, "ok");
+        let head = head.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /mcp http/1.1\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+        assert!(!head.contains("secret"), "{head}");
     }
 
     #[tokio::test]

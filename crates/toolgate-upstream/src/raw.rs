@@ -92,7 +92,7 @@ pub(crate) async fn request(
         let (mut conn, reused) = match take_idle(idle, authority) {
             Some(conn) => (conn, true),
             None => {
-                let stream = TcpStream::connect(authority.as_str())
+                let stream = TcpStream::connect(host_and_port(authority))
                     .await
                     .map_err(RawError::Connect)?;
                 let _ = stream.set_nodelay(true);
@@ -116,6 +116,17 @@ pub(crate) async fn request(
             .await
             .map_err(RawError::Exchange);
     }
+}
+
+/// Where to connect for `authority`: its host (an IPv6 address without its
+/// brackets) and its port, 80 when it names none.
+fn host_and_port(authority: &Authority) -> (&str, u16) {
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (host, authority.port_u16().unwrap_or(80))
 }
 
 /// An idle connection to `authority` that the server has not closed.
@@ -152,8 +163,10 @@ fn encode(req: &Request<Bytes>, authority: &Authority) -> Vec<u8> {
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !req.headers().contains_key(hyper::header::HOST) {
+        // Never the userinfo of a `user:pass@host` URL.
+        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
         out.extend_from_slice(b"host: ");
-        out.extend_from_slice(authority.as_str().as_bytes());
+        out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in req.headers() {
@@ -445,6 +458,27 @@ impl RawBody {
                 }
                 Poll::Ready(Ok(())) => conn.buf.extend_from_slice(read.filled()),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_and_port;
+    use hyper::http::uri::Authority;
+
+    #[test]
+    fn an_authority_names_where_to_connect() {
+        let cases = [
+            ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+            ("example.com", ("example.com", 80)),
+            ("user:secret@example.com:81", ("example.com", 81)),
+            ("[::1]:9000", ("::1", 9000)),
+            ("[::1]", ("::1", 80)),
+        ];
+        for (authority, expected) in cases {
+            let authority: Authority = authority.parse().unwrap();
+            assert_eq!(host_and_port(&authority), expected, "{authority}");
         }
     }
 }
