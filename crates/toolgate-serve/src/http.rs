@@ -860,6 +860,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn heads_are_read_as_single_lookups_would_read_them() {
+        let mut headers = HeaderMap::new();
+        headers.append(&MCP_METHOD, HeaderValue::from_static("tools/call"));
+        headers.append(&MCP_METHOD, HeaderValue::from_static("tools/list"));
+        headers.append(&MCP_NAME, HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.append(&MCP_NAME, HeaderValue::from_static("echo"));
+        headers.append(&MCP_SESSION_ID, HeaderValue::from_static("token"));
+        headers.append("x-other", HeaderValue::from_static("ignored"));
+        let heads = Heads::of(&headers);
+        // The first value, as `header` reads it: not valid UTF-8 is no value.
+        assert_eq!(Heads::get(heads.mcp_method), header(&headers, &MCP_METHOD));
+        assert_eq!(Heads::get(heads.mcp_method), Some("tools/call"));
+        assert_eq!(Heads::get(heads.mcp_name), header(&headers, &MCP_NAME));
+        assert_eq!(Heads::get(heads.mcp_name), None);
+        assert_eq!(Heads::get(heads.session_id), Some("token"));
+        assert_eq!(Heads::get(heads.protocol_version), None);
+        assert_eq!(Heads::get(heads.traceparent), None);
+        assert_eq!(heads.routing_counts, [2, 2, 0]);
+    }
+
+    #[test]
     fn loopback_hosts() {
         for host in [
             "localhost",
