@@ -27,6 +27,36 @@ use crate::raw;
 /// The most idle connections kept per client.
 const MAX_IDLE: usize = 64;
 
+/// Idle kept-alive connections, newest last, each with where it leads.
+pub(crate) struct IdlePool<K, C>(Mutex<Vec<(K, C)>>);
+
+impl<K: PartialEq, C> IdlePool<K, C> {
+    pub(crate) fn new() -> IdlePool<K, C> {
+        IdlePool(Mutex::new(Vec::new()))
+    }
+
+    /// The newest idle connection to `key` that `usable` accepts; the ones
+    /// it refuses on the way are dropped.
+    pub(crate) fn take(&self, key: &K, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let mut idle = self.0.lock().expect("pool lock");
+        while let Some(at) = idle.iter().rposition(|(k, _)| k == key) {
+            let (_, conn) = idle.swap_remove(at);
+            if usable(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for another request, unless `MAX_IDLE` are kept already.
+    pub(crate) fn put(&self, key: K, conn: C) {
+        let mut idle = self.0.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE {
+            idle.push((key, conn));
+        }
+    }
+}
+
 type Sender = SendRequest<Full<Bytes>>;
 type Origin = (Scheme, Authority);
 
@@ -71,7 +101,7 @@ impl std::error::Error for ClientError {
 #[derive(Clone)]
 pub(crate) struct HttpClient {
     connector: HttpsConnector<HttpConnector>,
-    idle: Arc<Mutex<Vec<(Origin, Sender)>>>,
+    idle: Arc<IdlePool<Origin, Sender>>,
     raw: raw::Idle,
 }
 
@@ -79,8 +109,8 @@ impl HttpClient {
     pub(crate) fn new(connector: HttpsConnector<HttpConnector>) -> HttpClient {
         HttpClient {
             connector,
-            idle: Arc::new(Mutex::new(Vec::new())),
-            raw: Arc::new(Mutex::new(Vec::new())),
+            idle: Arc::new(IdlePool::new()),
+            raw: Arc::new(IdlePool::new()),
         }
     }
 
@@ -115,7 +145,7 @@ impl HttpClient {
             }
         }
         loop {
-            let pooled = self.take_idle(&origin);
+            let pooled = self.idle.take(&origin, |_| true);
             let (mut sender, reused) = match pooled {
                 Some(sender) => (sender, true),
                 None => (self.connect(&full_uri).await?, false),
@@ -142,12 +172,6 @@ impl HttpClient {
                 },
             }
         }
-    }
-
-    fn take_idle(&self, origin: &Origin) -> Option<Sender> {
-        let mut idle = self.idle.lock().expect("pool lock");
-        let at = idle.iter().rposition(|(o, _)| o == origin)?;
-        Some(idle.swap_remove(at).1)
     }
 
     async fn connect(&self, uri: &Uri) -> Result<Sender, ClientError> {
@@ -188,16 +212,13 @@ enum Kind {
 struct Hyper {
     inner: Incoming,
     sender: Option<(Origin, Sender)>,
-    idle: Arc<Mutex<Vec<(Origin, Sender)>>>,
+    idle: Arc<IdlePool<Origin, Sender>>,
 }
 
 impl Hyper {
     fn release(&mut self) {
-        if let Some(entry) = self.sender.take() {
-            let mut idle = self.idle.lock().expect("pool lock");
-            if idle.len() < MAX_IDLE {
-                idle.push(entry);
-            }
+        if let Some((origin, sender)) = self.sender.take() {
+            self.idle.put(origin, sender);
         }
     }
 }

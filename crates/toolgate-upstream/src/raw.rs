@@ -10,6 +10,7 @@
 //! the end of the connection. A `Content-Length` body is read before the
 //! answer is returned; the other two are streamed (SSE answers are).
 
+use crate::pool::IdlePool;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use hyper::header::{HeaderName, HeaderValue};
@@ -17,19 +18,17 @@ use hyper::http::uri::Authority;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The most idle connections kept per client.
-const MAX_IDLE: usize = 64;
 /// The largest answer head (status line and headers) read.
 const MAX_HEAD: usize = 64 * 1024;
 /// The most headers an answer may have.
 const MAX_HEADERS: usize = 64;
 
-pub(crate) type Idle = Arc<Mutex<Vec<(Authority, Conn)>>>;
+pub(crate) type Idle = Arc<IdlePool<Authority, Conn>>;
 
 /// One kept-alive connection and what was read past the last answer.
 pub(crate) struct Conn {
@@ -89,7 +88,7 @@ pub(crate) async fn request(
     let wire = encode(&req, authority);
     let head_only = req.method() == hyper::Method::HEAD;
     loop {
-        let (mut conn, reused) = match take_idle(idle, authority) {
+        let (mut conn, reused) = match idle.take(authority, Conn::is_idle) {
             Some(conn) => (conn, true),
             None => {
                 let stream = TcpStream::connect(host_and_port(authority))
@@ -129,26 +128,14 @@ fn host_and_port(authority: &Authority) -> (&str, u16) {
     (host, authority.port_u16().unwrap_or(80))
 }
 
-/// An idle connection to `authority` that the server has not closed.
-fn take_idle(idle: &Idle, authority: &Authority) -> Option<Conn> {
-    let mut idle = idle.lock().expect("pool lock");
-    while let Some(at) = idle.iter().rposition(|(a, _)| a == authority) {
-        let (_, conn) = idle.swap_remove(at);
-        // An idle connection has nothing to read: end of stream (the server
-        // closed it) or stray bytes make it unusable.
+impl Conn {
+    /// Whether a pooled connection can carry a request: an idle connection
+    /// has nothing to read, so the end of stream (the server closed it) or
+    /// stray bytes make it unusable. (tokio answers from its cached
+    /// readiness: no system call while nothing arrived.)
+    fn is_idle(&self) -> bool {
         let mut probe = [0u8; 1];
-        match conn.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
-            _ => continue,
-        }
-    }
-    None
-}
-
-fn give_back(idle: &Idle, authority: &Authority, conn: Conn) {
-    let mut idle = idle.lock().expect("pool lock");
-    if idle.len() < MAX_IDLE {
-        idle.push((authority.clone(), conn));
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -252,7 +239,7 @@ async fn read_answer(
             || status == StatusCode::NOT_MODIFIED
         {
             if !close {
-                give_back(idle, authority, conn);
+                idle.put(authority.clone(), conn);
             }
             RawBody::Done(None)
         } else if has_token(&headers, hyper::header::TRANSFER_ENCODING, "chunked") {
@@ -272,7 +259,7 @@ async fn read_answer(
             }
             let body = conn.buf.split_to(length).freeze();
             if !close {
-                give_back(idle, authority, conn);
+                idle.put(authority.clone(), conn);
             }
             RawBody::Done(Some(body))
         } else {
@@ -367,7 +354,7 @@ impl Streamed {
                                 if line.is_empty() {
                                     let conn = self.conn.take().expect("checked above");
                                     if self.keep_alive {
-                                        give_back(&self.idle, &self.authority, conn);
+                                        self.idle.put(self.authority.clone(), conn);
                                     }
                                     return Ok(Some(Bytes::new()));
                                 }
