@@ -291,14 +291,27 @@ mod tests {
     }
 
     async fn server_with(per_conn: usize, reply: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+        let (url, accepted, _) = recording_server(per_conn, reply).await;
+        (url, accepted)
+    }
+
+    type Heads = Arc<Mutex<Vec<String>>>;
+
+    /// [`server_with`], which also keeps the head of every request it read.
+    async fn recording_server(
+        per_conn: usize,
+        reply: &'static [u8],
+    ) -> (String, Arc<AtomicUsize>, Heads) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let heads = Heads::default();
+        let (count, seen) = (accepted.clone(), heads.clone());
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     for _ in 0..per_conn {
@@ -311,7 +324,10 @@ mod tests {
                             }
                         }
                         let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        buf.drain(..end);
+                        let head = buf.drain(..end).collect::<Vec<u8>>();
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).into_owned());
                         if socket.write_all(reply).await.is_err() {
                             return;
                         }
@@ -319,7 +335,7 @@ mod tests {
                 });
             }
         });
-        (url, accepted)
+        (url, accepted, heads)
     }
 
     fn client() -> HttpClient {
@@ -382,26 +398,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_host_header_leaves_out_a_urls_userinfo() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let head = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let mut chunk = [0u8; 1024];
-                let n = socket.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            socket.write_all(OK).await.unwrap();
-            String::from_utf8(buf).unwrap()
-        });
+        let (url, _, heads) = recording_server(1, OK).await;
+        let authority = url
+            .strip_prefix("http://")
+            .and_then(|u| u.strip_suffix("/mcp"))
+            .unwrap()
+            .to_string();
         let client = client();
-        let url = format!("http://user:secret@127.0.0.1:{port}/mcp");
-        assert_eq!(get(&client, &url).await, "ok");
-        let head = head.await.unwrap().to_ascii_lowercase();
+        let with_userinfo = url.replace("http://", "http://user:secret@");
+        assert_eq!(get(&client, &with_userinfo).await, "ok");
+        let head = heads.lock().unwrap()[0].to_ascii_lowercase();
         assert!(head.starts_with("get /mcp http/1.1\r\n"), "{head}");
         assert!(
-            head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+            head.contains(&format!("\r\nhost: {authority}\r\n")),
             "{head}"
         );
         assert!(!head.contains("secret"), "{head}");
