@@ -174,6 +174,9 @@ def test_bad_input_gets_clear_errors_and_nothing_reaches_the_server(serve):
         answers = {a["id"]: a for a in post(http, gw.url, batch, session).json()}
         assert answers[10]["result"]["isError"] is True
         assert answers[11]["result"]["content"][0]["text"] == "batched"
+        r = post(http, gw.url, [], session)
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32600, r.text
+        assert "empty batch" in r.json()["error"]["message"]
         # Still serving.
         assert answer_of(post(http, gw.url, {"jsonrpc": "2.0", "id": 5, "method": "ping"}, session))["result"] == {}
     assert gw.received_tools() == ["echo"]

@@ -306,7 +306,7 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
 }
 
 /// Reads a POST body: within the size limit, strict JSON (a repeated key is
-/// refused); a batch is a JSON array.
+/// refused); a batch is a JSON array, never an empty one.
 async fn read_json(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
@@ -347,6 +347,15 @@ async fn read_json(
     // One pass: parse and refuse duplicate keys at any depth.
     let value = match toolgate_jsonrpc::parse_strict(&bytes) {
         Ok(toolgate_jsonrpc::Parsed::Single(value)) => value,
+        Ok(toolgate_jsonrpc::Parsed::Batch(items)) if items.is_empty() => {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "Invalid Request: empty batch",
+                None,
+            ))
+        }
         Ok(toolgate_jsonrpc::Parsed::Batch(items)) => Value::Array(items),
         Err(StrictError::DuplicateKey(key)) => {
             gateway.audit.log(
@@ -389,15 +398,6 @@ async fn post(
     let heads = Heads::of(&parts.headers);
     match value {
         Value::Array(items) => {
-            if items.is_empty() {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    &Value::Null,
-                    INVALID_REQUEST,
-                    "Invalid Request: empty batch",
-                    None,
-                );
-            }
             // Every message is decided on its own; streams are not used in a batch.
             let mut answers = Vec::new();
             for item in items {
@@ -760,15 +760,6 @@ async fn legacy_post(
         Err(response) => return response,
     };
     let messages = match value {
-        Value::Array(items) if items.is_empty() => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                INVALID_REQUEST,
-                "Invalid Request: empty batch",
-                None,
-            )
-        }
         Value::Array(items) => items,
         single => vec![single],
     };
