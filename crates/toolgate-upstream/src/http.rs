@@ -150,6 +150,29 @@ impl HttpLink {
     }
 }
 
+/// A server's configured headers, checked once when its connection starts
+/// so a bad one is reported (by name only) instead of failing every request;
+/// the values are marked sensitive.
+pub(crate) fn checked_headers(
+    headers: &[(String, String)],
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            match (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                (Ok(name), Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    Ok((name, value))
+                }
+                _ => Err(format!("invalid value for header {k:?}")),
+            }
+        })
+        .collect()
+}
+
 /// Runs the connection: handshake (retried with backoff), then the GET
 /// stream, until shutdown; then DELETE the session.
 pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String, String)>) {
@@ -160,24 +183,13 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
             return;
         }
     };
-    // Header names and values are checked once here so a bad one is reported
-    // (by name only) instead of failing every request.
-    let mut checked = Vec::with_capacity(headers.len());
-    for (k, v) in &headers {
-        match (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            (Ok(name), Ok(mut value)) => {
-                value.set_sensitive(true);
-                checked.push((name, value));
-            }
-            _ => {
-                conn.go_down(&format!("invalid value for header {k:?}"));
-                return;
-            }
+    let checked = match checked_headers(&headers) {
+        Ok(checked) => checked,
+        Err(reason) => {
+            conn.go_down(&reason);
+            return;
         }
-    }
+    };
     let client = match client(&uri) {
         Ok(c) => c,
         Err(reason) => {

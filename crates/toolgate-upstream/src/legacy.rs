@@ -9,6 +9,7 @@ use crate::sse::SseParser;
 use crate::CallError;
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 pub(crate) struct LegacyLink {
     client: HttpClient,
     post_uri: Uri,
-    headers: Vec<(String, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, body: Bytes, origin: Option<u64>) {
@@ -29,7 +30,7 @@ pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, body: Bytes, or
             .uri(link.post_uri.clone())
             .header("content-type", "application/json");
         for (k, v) in &link.headers {
-            b = b.header(k.as_str(), v.as_str());
+            b = b.header(k, v);
         }
         let Ok(req) = b.body(body) else {
             return;
@@ -80,6 +81,13 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
             return;
         }
     };
+    let headers = match crate::http::checked_headers(&headers) {
+        Ok(checked) => checked,
+        Err(reason) => {
+            conn.go_down(&reason);
+            return;
+        }
+    };
     let client = match client(&uri) {
         Ok(c) => c,
         Err(reason) => {
@@ -115,17 +123,17 @@ async fn connect_once(
     conn: &Arc<Conn>,
     client: &HttpClient,
     uri: &Uri,
-    headers: &[(String, String)],
+    headers: &[(HeaderName, HeaderValue)],
 ) -> String {
     let mut b = Request::builder()
         .method(Method::GET)
         .uri(uri.clone())
         .header("accept", "text/event-stream");
     for (k, v) in headers {
-        b = b.header(k.as_str(), v.as_str());
+        b = b.header(k, v);
     }
     let Ok(req) = b.body(Bytes::new()) else {
-        return "invalid header in the upstream config".into();
+        return "cannot build the GET of the SSE stream".into();
     };
     let resp = match client.request(req).await {
         Ok(r) => r,
