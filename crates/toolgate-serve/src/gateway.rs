@@ -391,10 +391,13 @@ impl Gateway {
                 UpstreamEvent::Ready { server, .. } => {
                     self.audit
                         .log(LogLevel::Info, &format!("server {server:?} is ready"));
-                    // Clients hear of it only when what they may list changed:
-                    // not for the Ready of a server whose lists start-up fetched.
+                    // Lists held now were fetched on this connection (a Down
+                    // clears them): start-up fetched them already, so its
+                    // servers' Ready events fetch nothing again. Clients hear
+                    // of it only when what they may list changed.
                     if let Some(i) = self.index_of(&server) {
-                        if self.refresh(i).await {
+                        let held = self.lists.lock().expect("lists lock")[i].is_some();
+                        if !held && self.refresh(i).await {
                             self.broadcast_list_changed();
                         }
                     }
