@@ -48,20 +48,9 @@ GATEWAY_POLICY = {
 
 
 @pytest.fixture
-def serve(toolgate_bin, tmp_path):
+def serve(serve_factory):
     """serve(config, policies={name: policy}, env=None) -> a started ServeGateway; stopped after the test."""
-    started: list[ServeGateway] = []
-    counter = iter(range(100))
-
-    def make(config, policies=None, env=None, start=True, extra_args=None) -> ServeGateway:
-        gw = ServeGateway(toolgate_bin, tmp_path / f"serve{next(counter)}", config, policies or {}, env, extra_args)
-        started.append(gw)
-        return gw.start() if start else gw
-
-    yield make
-    for gw in started:
-        if gw.proc is not None and gw.proc.poll() is None:
-            gw.stop()
+    return serve_factory
 
 
 def one_probe(serve, **extra):
@@ -343,6 +332,52 @@ async def test_sampling_and_elicitation_reach_the_client_that_made_the_call(serv
         assert any(s.startswith("elicit:") for s in seen["b"])
         assert not any(s.startswith("elicit:") for s in seen["a"])
         assert len(seen["b"]) == 1
+
+
+@pytest.mark.anyio
+async def test_a_2026_client_answers_its_servers_sampling_and_elicitation_by_input_required(serve):
+    """server-everything speaks 2025-11-25 and asks mid-call; a 2026-07-28
+    client has no stream to be asked on. The gateway parks the call, answers
+    input_required with the server's request, and the client's retry carries
+    the answer back to the waiting server: one call upstream, one audit record."""
+    import mcp_types as types
+
+    gw = serve({"servers": {"everything": everything_server(policy="everything.json")}},
+               {"everything.json": {"version": "1", "default": "deny", "tools": {
+                   "trigger-sampling-request": {}, "trigger-elicitation-request": {}}}})
+    seen: list[str] = []
+
+    async def sampler(context, params):
+        seen.append(params.messages[0].content.text)
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="modern answer"),
+                                         model="test-model", stop_reason="endTurn")
+
+    async def elicitor(context, params):
+        seen.append(f"elicit: {params.message}")
+        return types.ElicitResult(action="decline")
+
+    async with gw.client(MODERN, sampling_callback=sampler, elicitation_callback=elicitor) as client:
+        result = await client.call_tool("everything__trigger-sampling-request", {"prompt": "hello from 2026", "maxTokens": 5})
+        assert not result.is_error, result
+        assert "modern answer" in json.dumps(result.model_dump(mode="json"))
+        assert len(seen) == 1 and "hello from 2026" in seen[0]
+        result = await client.call_tool("everything__trigger-elicitation-request", {})
+        assert not result.is_error, result
+        assert seen[1].startswith("elicit:")
+    decisions = [(r["tool"], r["decision"]) for r in gw.wait_audit(2)]
+    assert decisions == [("everything__trigger-sampling-request", "allow"), ("everything__trigger-elicitation-request", "allow")]
+
+
+def test_a_forged_or_foreign_request_state_resumes_nothing(serve):
+    gw = one_probe(serve)
+    message = modern_call("probe__echo", {"text": "x"})
+    message["params"]["requestState"] = "toolgate-call:0123456789abcdef01234567"
+    message["params"]["inputResponses"] = {"toolgate-1": {"action": "accept"}}
+    with gw.http() as http:
+        r = post(http, gw.url, message, mcp_protocol_version=MODERN, mcp_method="tools/call", mcp_name="probe__echo")
+        answer = answer_of(r)
+        assert answer["error"]["code"] == -32602 and "requestState" in answer["error"]["message"], answer
+    assert gw.received() == []
 
 
 @pytest.mark.anyio

@@ -68,6 +68,64 @@ type OnDone = Box<dyn FnOnce(&Result<Answer, CallError>) + Send>;
 /// Runs before a request is forwarded, with the client's side of it.
 type Gate = Box<dyn FnOnce(Arc<ClientLink>) -> BoxFuture<GateOutcome> + Send>;
 
+/// A forwarded request on its way: the upstream call (with its gate and
+/// what to do when it is answered), abortable.
+type CallTask = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<Result<Answer, CallError>, futures_util::future::Aborted>,
+            > + Send,
+    >,
+>;
+
+/// `requestState` of a call parked while a 2026-07-28 client answers its
+/// server's requests: this prefix and the parked call's key.
+pub const CALL_STATE: &str = "toolgate-call:";
+
+/// How long a parked call waits for the client's retry.
+const PARK_TTL: Duration = Duration::from_secs(300);
+
+/// A forwarded request whose server asked the client something: it waits
+/// here, still running, for the client's retry with the answers.
+struct Parked {
+    grant: String,
+    session: String,
+    method: String,
+    server: usize,
+    task: CallTask,
+    rx: OutboxRx,
+    guard: AbortOnDrop,
+    /// The ids of the server's requests that wait for the client's answers.
+    pending: Vec<String>,
+}
+
+impl Parked {
+    fn new(
+        ctx: &Context,
+        method: &str,
+        server: usize,
+        task: CallTask,
+        rx: OutboxRx,
+        guard: AbortOnDrop,
+    ) -> Parked {
+        Parked {
+            grant: ctx.caller.grant.name.clone(),
+            session: ctx.session.id.clone(),
+            method: method.to_string(),
+            server,
+            task,
+            rx,
+            guard,
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// A JSON-RPC request (not a notification, not a response).
+fn is_request(message: &Value) -> bool {
+    message.get("method").is_some() && message.get("id").is_some()
+}
+
 enum GateOutcome {
     /// Forward the request; run this when it is answered.
     Proceed(Option<OnDone>),
@@ -175,6 +233,9 @@ pub struct Gateway {
     /// Client requests in flight, by (session, id), so that
     /// `notifications/cancelled` can stop them.
     in_flight: Mutex<HashMap<(String, String), futures_util::future::AbortHandle>>,
+    /// Calls of 2026-07-28 clients parked until the client answers their
+    /// servers' requests, by the key in their `requestState`.
+    parked: Mutex<HashMap<String, Parked>>,
     /// Resource subscriptions: uri → sessions.
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
     anonymous: Arc<GrantOptions>,
@@ -277,6 +338,7 @@ impl Gateway {
             streams: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             instances: tokio::sync::Mutex::new(HashMap::new()),
             approvals: opts.approvals,
@@ -953,6 +1015,15 @@ impl Gateway {
         method: &str,
         params: Value,
     ) -> Reply {
+        if ctx.era == Era::Stateless {
+            if let Some(token) = params
+                .get("requestState")
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix(CALL_STATE))
+            {
+                return self.resume(ctx, id, method, token, &params).await;
+            }
+        }
         let answer =
             |result: Result<Value, RpcError>| Reply::Json(self.answer(ctx, id, method, result));
         match method {
@@ -1188,7 +1259,8 @@ impl Gateway {
                 None,
             ));
         };
-        let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        // Borrowed, not copied: the call's params go upstream as they are.
+        let arguments = params.get("arguments").unwrap_or(&Value::Null);
         if !(arguments.is_object() || arguments.is_null()) {
             return Reply::Json(error_response(
                 id,
@@ -1208,7 +1280,7 @@ impl Gateway {
                 &Decision::Unknown {
                     rule: toolgate_policy::RuleRef::clone(&unknown_rule()),
                 },
-                &arguments,
+                arguments,
                 received,
                 None,
             );
@@ -1230,7 +1302,7 @@ impl Gateway {
         let mut layers = Vec::with_capacity(2);
         let gateway_call = Call {
             tool: name,
-            arguments: &arguments,
+            arguments,
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
@@ -1278,7 +1350,7 @@ impl Gateway {
                     &entry.original,
                     name,
                     params.clone(),
-                    arguments,
+                    arguments.clone(),
                     decision,
                     received,
                 )
@@ -1289,7 +1361,7 @@ impl Gateway {
                 ctx,
                 name,
                 &decision,
-                &arguments,
+                arguments,
                 received,
                 Some(&server.name),
             );
@@ -1301,7 +1373,7 @@ impl Gateway {
             ctx,
             name,
             &decision,
-            &arguments,
+            arguments,
             received,
             Some(&server.name),
         );
@@ -1430,7 +1502,6 @@ impl Gateway {
         let link = Arc::new(ClientLink {
             gateway: Arc::downgrade(self),
             session: ctx.session.clone(),
-            can_request: ctx.era == Era::Handshake,
             tx: rx.0.clone(),
         });
         let upstream = match self.upstream_for(server, &ctx.session.id).await {
@@ -1447,7 +1518,7 @@ impl Gateway {
         // the server sends something about it; then it moves to a task that
         // streams to the client.
         let (abort, registration) = futures_util::future::AbortHandle::new_pair();
-        let mut task = Box::pin(futures_util::future::Abortable::new(
+        let task: CallTask = Box::pin(futures_util::future::Abortable::new(
             async move {
                 let on_done = match gate {
                     None => on_done,
@@ -1476,6 +1547,24 @@ impl Gateway {
             gateway: self.clone(),
             key,
         };
+        self.drive(ctx, id, method, server, task, rx, guard).await
+    }
+
+    /// Waits for a forwarded request's answer. What the server sends about
+    /// it first turns the reply into a stream; a request from the server to a
+    /// 2026-07-28 client (which has no stream to receive it on) parks the
+    /// call and answers with an input-required result instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        method: &str,
+        server: usize,
+        mut task: CallTask,
+        rx: OutboxRx,
+        guard: AbortOnDrop,
+    ) -> Reply {
         tokio::select! {
             biased;
             result = &mut task => {
@@ -1483,6 +1572,10 @@ impl Gateway {
                 self.reply(ctx, id, method, flatten(result, &self.servers[server].name))
             }
             first = rx.0.recv() => {
+                if ctx.era == Era::Stateless && is_request(&first) {
+                    let parked = Parked::new(ctx, method, server, task, rx, guard);
+                    return Reply::Json(self.park(id, parked, first));
+                }
                 let server_name = self.servers[server].name.clone();
                 let method_name = method.to_string();
                 let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
@@ -1495,18 +1588,26 @@ impl Gateway {
                 // The call goes on if the client's connection breaks: it can
                 // resume the stream (a broken connection is not a cancellation).
                 tokio::spawn(async move {
-                    let _guard = guard;
                     let mut task = task;
                     loop {
                         tokio::select! {
                             biased;
-                            message = rx.0.recv() => writer.push(message),
+                            message = rx.0.recv() => {
+                                if ctx.era == Era::Stateless && is_request(&message) {
+                                    let parked = Parked::new(&ctx, &method_name, server, task, rx, guard);
+                                    writer.push(gateway.park(&id, parked, message));
+                                    writer.finish();
+                                    break;
+                                }
+                                writer.push(message)
+                            }
                             result = &mut task => {
                                 while let Some(message) = rx.0.try_recv() {
                                     writer.push(message);
                                 }
                                 writer.push(gateway.answer(&ctx, &id, &method_name, flatten(result, &server_name).and_then(parsed)));
                                 writer.finish();
+                                drop(guard);
                                 break;
                             }
                         }
@@ -1517,6 +1618,109 @@ impl Gateway {
                 Reply::Stream(log)
             }
         }
+    }
+
+    /// Parks a call whose server asked a 2026-07-28 client something, and
+    /// returns the answer for the client: an input-required result with the
+    /// server's requests (this one and any already queued) under their ids,
+    /// and `requestState` naming the parked call. Notifications queued with
+    /// them (progress, logging) are dropped: the client has no stream.
+    fn park(self: &Arc<Self>, id: &Value, mut parked: Parked, first: Value) -> Value {
+        let mut requests = vec![first];
+        while let Some(message) = parked.rx.0.try_recv() {
+            if is_request(&message) {
+                requests.push(message);
+            }
+        }
+        let mut input_requests = Map::new();
+        for request in requests {
+            let Some(rid) = request.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            let mut input = Map::new();
+            input.insert("method".into(), request["method"].clone());
+            if let Some(params) = request.get("params") {
+                input.insert("params".into(), params.clone());
+            }
+            parked.pending.push(rid.to_string());
+            input_requests.insert(rid.to_string(), Value::Object(input));
+        }
+        let token = random_id();
+        self.parked
+            .lock()
+            .expect("parked lock")
+            .insert(token.clone(), parked);
+        // Not retried in time: the call is dropped, which cancels it upstream.
+        let gateway = Arc::downgrade(self);
+        let key = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PARK_TTL).await;
+            if let Some(gateway) = gateway.upgrade() {
+                let expired = gateway.parked.lock().expect("parked lock").remove(&key);
+                drop(expired);
+            }
+        });
+        result_response(
+            id,
+            json!({
+                "resultType": "input_required",
+                "inputRequests": input_requests,
+                "requestState": format!("{CALL_STATE}{token}"),
+            }),
+        )
+    }
+
+    /// A 2026-07-28 client's retry of a parked call: its `inputResponses`
+    /// answer the server's requests, and the call goes on where it was. Only
+    /// the grant that made the call, retrying the same method, resumes it.
+    async fn resume(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        method: &str,
+        token: &str,
+        params: &Value,
+    ) -> Reply {
+        let parked = {
+            let mut parked = self.parked.lock().expect("parked lock");
+            match parked.get(token) {
+                Some(p) if p.grant == ctx.caller.grant.name && p.method == method => {
+                    parked.remove(token)
+                }
+                _ => None,
+            }
+        };
+        let Some(parked) = parked else {
+            return Reply::Json(error_response(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: requestState names no call held by this gateway process (it expired, belongs to another client, or was started on another process); send the call again without requestState and inputResponses",
+                None,
+            ));
+        };
+        let responses = params.get("inputResponses").and_then(Value::as_object);
+        for rid in &parked.pending {
+            let key = (
+                parked.session.clone(),
+                Value::String(rid.clone()).to_string(),
+            );
+            let waiter = self.waiting.lock().expect("waiting lock").remove(&key);
+            if let Some(waiter) = waiter {
+                let answer = match responses.and_then(|r| r.get(rid)) {
+                    Some(response) => Ok(response.clone()),
+                    None => Err(rpc(INTERNAL_ERROR, "the client did not answer")),
+                };
+                let _ = waiter.send(answer);
+            }
+        }
+        let Parked {
+            server,
+            task,
+            rx,
+            guard,
+            ..
+        } = parked;
+        self.drive(ctx, id, method, server, task, rx, guard).await
     }
 
     /// A client's answer to a server-to-client request.
@@ -1694,7 +1898,6 @@ pub(crate) struct ClientLink {
     /// The client's session; a server request its declared capabilities do
     /// not cover is refused here.
     session: Arc<Session>,
-    can_request: bool,
     tx: Arc<Outbox>,
 }
 
@@ -1762,11 +1965,6 @@ impl Downstream for ClientLink {
                     METHOD_NOT_FOUND,
                     &format!("the client does not support {capability} ({method})"),
                 ))
-            });
-        }
-        if !self.can_request {
-            return Box::pin(async move {
-                Err(rpc(METHOD_NOT_FOUND, &format!("the client speaks {STATELESS_VERSION}, which toolgate cannot yet carry {method} to")))
             });
         }
         let id = format!(

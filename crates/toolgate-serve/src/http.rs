@@ -12,17 +12,17 @@ use crate::gateway::{
     Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
     STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
+use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
 use crate::replay::EventLog;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
-    ORIGIN,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN,
 };
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,7 +61,13 @@ pub async fn serve(
 ) {
     let opts = Arc::new(opts);
     let legacy = Arc::new(LegacySessions::default());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limits = h1::Limits {
+        request_read: REQUEST_READ_TIMEOUT,
+        max_body: opts.max_message_bytes,
+    };
+    // Every connection holds a receiver: `closed()` resolves when the last
+    // one has finished.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -75,24 +81,23 @@ pub async fn serve(
         let gateway = gateway.clone();
         let opts = opts.clone();
         let legacy = legacy.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let gateway = gateway.clone();
-            let opts = opts.clone();
-            let legacy = legacy.clone();
-            async move { Ok::<_, Infallible>(handle(&gateway, &opts, &legacy, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let stopped = stopped.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            h1::connection(stream, limits, stopped, |req| {
+                handle(&gateway, &opts, &legacy, req)
+            })
+            .await;
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await;
+    drop(stopped);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(opts.shutdown_grace, stop.closed()).await;
 }
+
+/// How long a client may take to send one whole request; an idle
+/// keep-alive connection is closed after this long.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed());
@@ -200,7 +205,7 @@ async fn handle(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
     legacy: &Arc<LegacySessions>,
-    req: Request<Incoming>,
+    req: Req,
 ) -> Response<Body> {
     match req.uri().path() {
         "/mcp" | "/sse" | "/messages" => {}
@@ -307,41 +312,22 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
 
 /// Reads a POST body: within the size limit, strict JSON (a repeated key is
 /// refused); a batch is a JSON array, never an empty one.
-async fn read_json(
+fn read_json(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
-    headers: &HeaderMap,
-    body: Incoming,
+    body: Result<Bytes, BodyError>,
 ) -> Result<Value, Response<Body>> {
-    let limit = opts.max_message_bytes;
-    let too_large = || {
-        rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &Value::Null,
-            INVALID_REQUEST,
-            &format!("Invalid Request: message exceeds the gateway's limit of {limit} bytes"),
-            None,
-        )
-    };
-    if header(headers, &CONTENT_LENGTH)
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return Err(too_large());
-    }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(too_large())
-        }
-        Err(_) => {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                "bad request: could not read the body",
-            ))
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            let limit = opts.max_message_bytes;
+            return Err(rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &Value::Null,
+                INVALID_REQUEST,
+                &format!("Invalid Request: message exceeds the gateway's limit of {limit} bytes"),
+                None,
+            ));
         }
     };
     // One pass: parse and refuse duplicate keys at any depth.
@@ -388,10 +374,10 @@ async fn post(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
     caller: Caller,
-    req: Request<Incoming>,
+    req: Req,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let value = match read_json(gateway, opts, &parts.headers, body).await {
+    let value = match read_json(gateway, opts, body) {
         Ok(value) => value,
         Err(response) => return response,
     };
@@ -723,7 +709,7 @@ fn legacy_open(
     gateway: &Arc<Gateway>,
     legacy: &Arc<LegacySessions>,
     caller: &Caller,
-    req: &Request<Incoming>,
+    req: &Req,
 ) -> Response<Body> {
     if req.method() != Method::GET {
         return method_not_allowed("GET", "method not allowed");
@@ -738,7 +724,7 @@ async fn legacy_post(
     opts: &HttpOptions,
     legacy: &Arc<LegacySessions>,
     caller: &Caller,
-    req: Request<Incoming>,
+    req: Req,
 ) -> Response<Body> {
     if req.method() != Method::POST {
         return method_not_allowed("POST", "method not allowed");
@@ -754,8 +740,7 @@ async fn legacy_post(
             "bad request: session_id is missing",
         );
     };
-    let (parts, body) = req.into_parts();
-    let value = match read_json(gateway, opts, &parts.headers, body).await {
+    let value = match read_json(gateway, opts, req.into_body()) {
         Ok(value) => value,
         Err(response) => return response,
     };

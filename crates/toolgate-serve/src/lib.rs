@@ -6,6 +6,8 @@
 //! - [`http`]: the HTTP front (`/mcp`): Host/Origin checks, bearer tokens,
 //!   size limit, strict JSON, the routing headers of 2026-07-28, sessions;
 //!   answers as JSON or as an SSE stream; graceful shutdown.
+//! - `h1`: the HTTP/1.1 server under it (one task per connection; heads,
+//!   bodies, chunked framing, keep-alive, answers written in one write).
 //! - [`gateway`]: what happens to each MCP message; the policy decision for
 //!   `tools/call` against every policy that applies; routing to servers;
 //!   server-to-client requests and notifications back to the right client.
@@ -21,6 +23,7 @@
 
 pub mod catalog;
 pub mod gateway;
+mod h1;
 pub mod http;
 mod legacy;
 pub mod replay;

@@ -100,8 +100,10 @@ pub(crate) struct HttpLink {
     uri: Uri,
     /// The configured headers, checked once; values are marked sensitive.
     headers: Vec<(HeaderName, HeaderValue)>,
-    session: Mutex<Option<String>>,
-    protocol: Mutex<Option<String>>,
+    /// The server's session id and protocol version, kept as header values
+    /// (a value that is not a valid one is never sent).
+    session: Mutex<Option<HeaderValue>>,
+    protocol: Mutex<Option<HeaderValue>>,
     reinit: tokio::sync::Mutex<()>,
     get_stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Signalled when the server cannot be reached any more.
@@ -110,10 +112,10 @@ pub(crate) struct HttpLink {
 
 impl HttpLink {
     pub(crate) fn set_protocol(&self, version: &str) {
-        *self.protocol.lock().unwrap() = Some(version.to_owned());
+        *self.protocol.lock().unwrap() = HeaderValue::from_str(version).ok();
     }
 
-    fn session(&self) -> Option<String> {
+    fn session(&self) -> Option<HeaderValue> {
         self.session.lock().unwrap().clone()
     }
 
@@ -134,16 +136,13 @@ impl HttpLink {
         for (k, v) in &self.headers {
             h.append(k.clone(), v.clone());
         }
-        // Values the server chose are sent back only if they are valid
-        // header values; a server that sends a bad one loses it.
-        let value = |s: &str| HeaderValue::from_str(s).ok();
-        if let Some(p) = self.protocol.lock().unwrap().as_deref().and_then(value) {
+        if let Some(p) = self.protocol.lock().unwrap().clone() {
             h.insert(MCP_PROTOCOL_VERSION.clone(), p);
         }
-        if let Some(s) = self.session.lock().unwrap().as_deref().and_then(value) {
+        if let Some(s) = self.session.lock().unwrap().clone() {
             h.insert(MCP_SESSION_ID.clone(), s);
         }
-        if let Some(id) = last_event_id.and_then(value) {
+        if let Some(id) = last_event_id.and_then(|s| HeaderValue::from_str(s).ok()) {
             h.insert(LAST_EVENT_ID.clone(), id);
         }
         req
@@ -393,12 +392,8 @@ pub(crate) async fn post(
         break resp;
     };
     if is_init {
-        if let Some(s) = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            *link.session.lock().unwrap() = Some(s.to_owned());
+        if let Some(s) = resp.headers().get("mcp-session-id") {
+            *link.session.lock().unwrap() = Some(s.clone());
         }
     }
     let status = resp.status();
@@ -500,7 +495,7 @@ async fn resume(conn: &Arc<Conn>, link: &Arc<HttpLink>, id: u64, mut parser: Sse
 async fn reinitialize(
     conn: &Arc<Conn>,
     link: &Arc<HttpLink>,
-    expired: Option<String>,
+    expired: Option<HeaderValue>,
 ) -> Result<(), CallError> {
     let _guard = link.reinit.lock().await;
     if link.session() != expired {

@@ -1,0 +1,766 @@
+//! The HTTP/1.1 server under `/mcp`: one task per connection that reads a
+//! request head (httparse), its whole body (Content-Length or chunked, up to
+//! the message limit), hands an `http::Request` to the handler, and writes
+//! the response: a known-size body in one write with its head, any other
+//! body (an SSE stream) chunked, a frame at a time.
+//!
+//! It replaces hyper's server on this path because it is the hot path of
+//! every tool call, and most of hyper's cost there (its body channel, its
+//! per-request timers, its response encoder) buys nothing for JSON-RPC
+//! bodies of a few hundred bytes. What it refuses, it refuses before the
+//! handler sees anything:
+//! - a head that httparse rejects, or over [`MAX_HEAD`] bytes (400 / 431);
+//! - framing that could be read two ways: Transfer-Encoding together with
+//!   Content-Length, a transfer coding other than `chunked`, Content-Length
+//!   values that disagree (400, and the connection is closed);
+//! - `Expect` other than `100-continue` (417).
+//!
+//! A body over the limit reaches the handler as [`BodyError::TooLarge`] (it
+//! answers 413), and the connection is then closed. After any answer that
+//! closes the connection, the rest of what the client sends is read and
+//! dropped for a moment (a lingering close), so that it reads the answer
+//! instead of a reset.
+
+use crate::http::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use std::future::Future;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// The largest request head (request line and headers) read.
+pub const MAX_HEAD: usize = 64 << 10;
+/// The most headers a request may have.
+const MAX_HEADERS: usize = 96;
+/// How long a lingering close reads and drops what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Why a request's body is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// It is larger than the message limit.
+    TooLarge,
+}
+
+/// A request as the handler gets it: the body is read in full, or the
+/// reason why not.
+pub type Req = Request<Result<Bytes, BodyError>>;
+
+/// The limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send a whole request (head and body),
+    /// counted from when the connection is ready for it; an idle keep-alive
+    /// connection is closed after this long.
+    pub request_read: Duration,
+    /// The largest body.
+    pub max_body: usize,
+}
+
+/// Serves one connection until the client closes it, an error closes it, or
+/// `shutdown` turns true (between requests; a request in flight is
+/// answered first).
+pub async fn connection<F, Fut>(
+    mut stream: TcpStream,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(Req) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let mut buf = BytesMut::with_capacity(4096);
+    // One timer for the connection, moved later for each request: a timer
+    // that only moves later is not taken out of the timer wheel.
+    let deadline = tokio::time::sleep(limits.request_read);
+    tokio::pin!(deadline);
+    loop {
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + limits.request_read);
+        let request = tokio::select! {
+            read = read_request(&mut stream, &mut buf, limits.max_body, &mut shutdown) => match read {
+                Err(Closed) => return,
+                Ok(request) => request,
+            },
+            () = &mut deadline => return,
+        };
+        let (req, mut keep_alive) = match request {
+            Read::Request { req, keep_alive } => (req, keep_alive),
+            Read::Refused(status, message) => {
+                let response = plain(status, message);
+                if write_response(&mut stream, response, false, false, &mut buf)
+                    .await
+                    .is_ok()
+                {
+                    linger(stream).await;
+                }
+                return;
+            }
+        };
+        if req.body().is_err() {
+            // The body was not read: what follows on the connection is not
+            // a request head.
+            keep_alive = false;
+        }
+        let head_only = req.method() == Method::HEAD;
+        let response = handler(req).await;
+        keep_alive &= !*shutdown.borrow();
+        match write_response(&mut stream, response, head_only, keep_alive, &mut buf).await {
+            Ok(true) if keep_alive => {}
+            Ok(_) => {
+                linger(stream).await;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+struct Closed;
+
+// Not boxed: each value is built and taken apart once, and a box would cost
+// an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Read {
+    Request {
+        req: Req,
+        keep_alive: bool,
+    },
+    /// Refused before the handler: answer with this and close.
+    Refused(StatusCode, &'static str),
+}
+
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_body: usize,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Read, Closed> {
+    // The head.
+    let (mut req, head_len, framing, expect_continue, keep_alive) = loop {
+        if !buf.is_empty() {
+            match parse_head(buf) {
+                Head::Complete { len, .. } if len > MAX_HEAD => {
+                    return Ok(Read::Refused(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request head too large",
+                    ))
+                }
+                Head::Complete {
+                    req,
+                    len,
+                    framing,
+                    expect_continue,
+                    keep_alive,
+                } => break (req, len, framing, expect_continue, keep_alive),
+                Head::Partial if buf.len() > MAX_HEAD => {
+                    return Ok(Read::Refused(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request head too large",
+                    ))
+                }
+                Head::Partial => {}
+                Head::Refused(status, message) => return Ok(Read::Refused(status, message)),
+            }
+        }
+        if buf.is_empty() && *shutdown.borrow() {
+            return Err(Closed);
+        }
+        let idle = buf.is_empty();
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Err(Closed),
+                Ok(_) => {}
+            },
+            _ = shutdown.changed(), if idle => return Err(Closed),
+        }
+    };
+    buf.advance(head_len);
+    // The body.
+    let body = match framing {
+        Framing::Length(n) if n > max_body as u64 => Err(BodyError::TooLarge),
+        Framing::Length(0) => Ok(Bytes::new()),
+        Framing::Length(n) => {
+            let n = n as usize;
+            if expect_continue && buf.len() < n {
+                continue_100(stream).await?;
+            }
+            while buf.len() < n {
+                buf.reserve(n - buf.len());
+                match stream.read_buf(buf).await {
+                    Ok(0) | Err(_) => return Err(Closed),
+                    Ok(_) => {}
+                }
+            }
+            Ok(buf.split_to(n).freeze())
+        }
+        Framing::Chunked => {
+            if expect_continue && buf.is_empty() {
+                continue_100(stream).await?;
+            }
+            let mut chunked = Chunked::new(max_body);
+            loop {
+                match chunked.step(buf) {
+                    Ok(Some(body)) => break Ok(body),
+                    Ok(None) => {}
+                    Err(ChunkError::TooLarge) => break Err(BodyError::TooLarge),
+                    Err(ChunkError::Malformed) => {
+                        return Ok(Read::Refused(
+                            StatusCode::BAD_REQUEST,
+                            "malformed chunked body",
+                        ))
+                    }
+                }
+                match stream.read_buf(buf).await {
+                    Ok(0) | Err(_) => return Err(Closed),
+                    Ok(_) => {}
+                }
+            }
+        }
+    };
+    *req.body_mut() = body;
+    Ok(Read::Request { req, keep_alive })
+}
+
+async fn continue_100(stream: &mut TcpStream) -> Result<(), Closed> {
+    stream
+        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        .await
+        .map_err(|_| Closed)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Complete {
+        req: Req,
+        len: usize,
+        framing: Framing,
+        expect_continue: bool,
+        keep_alive: bool,
+    },
+    Partial,
+    Refused(StatusCode, &'static str),
+}
+
+fn parse_head(buf: &[u8]) -> Head {
+    // Uninitialised: zeroing 96 slots costs more than parsing a small head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Head::Refused(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many request headers",
+            )
+        }
+        Err(_) => return Head::Refused(StatusCode::BAD_REQUEST, "malformed request head"),
+    };
+    let (Some(method), Some(path), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Head::Refused(StatusCode::BAD_REQUEST, "malformed request head");
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Head::Refused(StatusCode::BAD_REQUEST, "malformed method");
+    };
+    let Ok(uri) = Uri::try_from(path) else {
+        return Head::Refused(StatusCode::BAD_REQUEST, "malformed request target");
+    };
+    let version = if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding: Option<bool> = None;
+    let mut expect_continue = false;
+    let mut connection_close = minor == 0;
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Head::Refused(StatusCode::BAD_REQUEST, "malformed header");
+        };
+        if name == hyper::header::CONTENT_LENGTH {
+            // "5" or "5, 5": every value must be the same number.
+            for part in h.value.split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                let n = match parse_decimal(part) {
+                    Some(n) => n,
+                    None => {
+                        return Head::Refused(StatusCode::BAD_REQUEST, "malformed content-length")
+                    }
+                };
+                if length.is_some_and(|l| l != n) {
+                    return Head::Refused(StatusCode::BAD_REQUEST, "conflicting content-length");
+                }
+                length = Some(n);
+            }
+        } else if name == hyper::header::TRANSFER_ENCODING {
+            // Only "chunked", once, as the last coding, is understood.
+            let only_chunked = transfer_encoding.is_none()
+                && h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            transfer_encoding = Some(only_chunked);
+        } else if name == hyper::header::EXPECT {
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                return Head::Refused(StatusCode::EXPECTATION_FAILED, "unsupported expectation");
+            }
+            expect_continue = minor == 1;
+        } else if name == hyper::header::CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    connection_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    connection_close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = match (transfer_encoding, length) {
+        (Some(_), Some(_)) => {
+            return Head::Refused(
+                StatusCode::BAD_REQUEST,
+                "both transfer-encoding and content-length",
+            )
+        }
+        (Some(true), None) if minor == 1 => Framing::Chunked,
+        (Some(_), None) => {
+            return Head::Refused(StatusCode::BAD_REQUEST, "unsupported transfer-encoding")
+        }
+        (None, length) => Framing::Length(length.unwrap_or(0)),
+    };
+    let mut req = Request::new(Ok(Bytes::new()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Head::Complete {
+        req,
+        len,
+        framing,
+        expect_continue,
+        keep_alive: !connection_close,
+    }
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ChunkError {
+    TooLarge,
+    Malformed,
+}
+
+/// A chunked body, decoded as its bytes arrive.
+struct Chunked {
+    max: usize,
+    body: Vec<u8>,
+    state: ChunkState,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ChunkState {
+    Size,
+    Data(usize),
+    DataEnd,
+    Trailers(usize),
+}
+
+/// The longest chunk-size line (with extensions) and the most trailer bytes.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl Chunked {
+    fn new(max: usize) -> Chunked {
+        Chunked {
+            max,
+            body: Vec::new(),
+            state: ChunkState::Size,
+        }
+    }
+
+    /// Consumes what `buf` holds: the whole body once its end is there.
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, ChunkError> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(end) = find_crlf(buf) else {
+                        return if buf.len() > MAX_CHUNK_LINE {
+                            Err(ChunkError::Malformed)
+                        } else {
+                            Ok(None)
+                        };
+                    };
+                    let line = &buf[..end];
+                    let size = line.split(|&b| b == b';').next().unwrap_or(b"");
+                    let size = size.trim_ascii_end();
+                    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit)
+                    {
+                        return Err(ChunkError::Malformed);
+                    }
+                    let size = usize::from_str_radix(
+                        std::str::from_utf8(size).map_err(|_| ChunkError::Malformed)?,
+                        16,
+                    )
+                    .map_err(|_| ChunkError::Malformed)?;
+                    buf.advance(end + 2);
+                    if size == 0 {
+                        self.state = ChunkState::Trailers(0);
+                    } else if self.body.len().saturating_add(size) > self.max {
+                        return Err(ChunkError::TooLarge);
+                    } else {
+                        self.body.reserve(size);
+                        self.state = ChunkState::Data(size);
+                    }
+                }
+                ChunkState::Data(left) => {
+                    let take = left.min(buf.len());
+                    self.body.extend_from_slice(&buf[..take]);
+                    buf.advance(take);
+                    if take < left {
+                        self.state = ChunkState::Data(left - take);
+                        return Ok(None);
+                    }
+                    self.state = ChunkState::DataEnd;
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ChunkError::Malformed);
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers(seen) => {
+                    let Some(end) = find_crlf(buf) else {
+                        return if seen + buf.len() > MAX_CHUNK_LINE {
+                            Err(ChunkError::Malformed)
+                        } else {
+                            Ok(None)
+                        };
+                    };
+                    buf.advance(end + 2);
+                    if end == 0 {
+                        return Ok(Some(Bytes::from(std::mem::take(&mut self.body))));
+                    }
+                    self.state = ChunkState::Trailers(seen + end + 2);
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response =
+        Response::new(http_body_util::Full::new(Bytes::from(format!("{message}\n"))).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Writes a response. `Ok(false)`: the body ended the connection (it had no
+/// known length and the client speaks HTTP/1.0) or the client went away
+/// while it streamed. Bytes the client sends while a body streams are kept
+/// in `buf` for the next request.
+async fn write_response(
+    stream: &mut TcpStream,
+    response: Response<Body>,
+    head_only: bool,
+    keep_alive: bool,
+    buf: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let known = body.size_hint().exact();
+    let mut out = Vec::with_capacity(256 + known.unwrap_or(0) as usize);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == hyper::header::CONTENT_LENGTH
+            || name == hyper::header::TRANSFER_ENCODING
+            || name == hyper::header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if let Some(len) = known {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(len.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        if !head_only {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
+        stream.write_all(&out).await?;
+        return Ok(true);
+    }
+    if head_only {
+        out.extend_from_slice(b"\r\n");
+        stream.write_all(&out).await?;
+        return Ok(true);
+    }
+    // A body of unknown length: chunked, or until close for HTTP/1.0 (which
+    // never keeps the connection: `keep_alive` is false for it).
+    let chunked = keep_alive;
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    stream.write_all(&out).await?;
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // Notice a client that goes away while the stream is idle.
+            read = stream.read_buf(buf), if buf.len() < MAX_HEAD => match read {
+                Ok(0) | Err(_) => return Ok(false),
+                Ok(_) => continue,
+            },
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        out.clear();
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(&data);
+        }
+        stream.write_all(&out).await?;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
+/// Closes the sending side, then reads and drops what the client still
+/// sends (for a moment), so that it reads the answer rather than a reset.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        parse_head(text.as_bytes())
+    }
+
+    fn refused(text: &str) -> StatusCode {
+        match head(text) {
+            Head::Refused(status, _) => status,
+            Head::Complete { .. } => panic!("accepted: {text:?}"),
+            Head::Partial => panic!("partial: {text:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_a_head_and_its_framing() {
+        const POST: &str =
+            "POST /mcp?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nMcp-Session-Id: s\r\n\r\nhello";
+        let Head::Complete {
+            req,
+            len,
+            framing,
+            expect_continue,
+            keep_alive,
+        } = head(POST)
+        else {
+            panic!("not complete")
+        };
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/mcp");
+        assert_eq!(req.uri().query(), Some("x=1"));
+        assert_eq!(req.headers()["mcp-session-id"], "s");
+        assert_eq!(len, POST.len() - "hello".len());
+        assert_eq!(framing, Framing::Length(5));
+        assert!(!expect_continue);
+        assert!(keep_alive);
+        assert!(matches!(
+            head("GET / HTTP/1.1\r\nHost: a\r\n"),
+            Head::Partial
+        ));
+        let Head::Complete { keep_alive, .. } = head("GET / HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
+        assert!(!keep_alive, "HTTP/1.0 closes unless asked");
+        let Head::Complete { keep_alive, .. } = head("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert!(!keep_alive);
+        let Head::Complete {
+            framing,
+            expect_continue,
+            ..
+        } = head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(framing, Framing::Chunked);
+        assert!(expect_continue);
+    }
+
+    #[test]
+    fn refuses_framing_that_reads_two_ways() {
+        let bad = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            bad
+        );
+        assert_eq!(refused("POST / HTTP/1.1\r\nBad Header: x\r\n\r\n"), bad);
+        assert_eq!(refused("POST / HTTP/1.1\r\nX: a\r\n b\r\n\r\n"), bad);
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nExpect: something\r\n\r\n"),
+            StatusCode::EXPECTATION_FAILED
+        );
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(refused(&many), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    fn dechunk(pieces: &[&[u8]], max: usize) -> Result<Option<Bytes>, ChunkError> {
+        let mut chunked = Chunked::new(max);
+        let mut buf = BytesMut::new();
+        let mut last = Ok(None);
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            last = chunked.step(&mut buf);
+            if !matches!(last, Ok(None)) {
+                return last;
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn decodes_chunked_bodies_in_any_pieces() {
+        let whole: &[u8] = b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n";
+        assert_eq!(
+            dechunk(&[whole], 100),
+            Ok(Some(Bytes::from_static(b"hello world")))
+        );
+        // Byte by byte, the same.
+        let pieces: Vec<&[u8]> = whole.chunks(1).collect();
+        assert_eq!(
+            dechunk(&pieces, 100),
+            Ok(Some(Bytes::from_static(b"hello world")))
+        );
+        assert_eq!(dechunk(&[b"5\r\nhel"], 100), Ok(None));
+        assert_eq!(dechunk(&[b"5\r\nhelloXX"], 100), Err(ChunkError::Malformed));
+        assert_eq!(dechunk(&[b"zz\r\n"], 100), Err(ChunkError::Malformed));
+        assert_eq!(dechunk(&[b"-1\r\n"], 100), Err(ChunkError::Malformed));
+        assert_eq!(dechunk(&[b"\r\n"], 100), Err(ChunkError::Malformed));
+        assert_eq!(
+            dechunk(&[b"ffffffffffffffffff\r\n"], 100),
+            Err(ChunkError::Malformed)
+        );
+        assert_eq!(dechunk(&[b"65\r\n"], 100), Err(ChunkError::TooLarge));
+        assert_eq!(
+            dechunk(&[b"40\r\n", &[b'a'; 64], b"\r\n40\r\n"], 100),
+            Err(ChunkError::TooLarge)
+        );
+        assert_eq!(
+            dechunk(&[&[b'1'; MAX_CHUNK_LINE + 1]], 100),
+            Err(ChunkError::Malformed)
+        );
+    }
+}
