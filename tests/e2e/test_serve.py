@@ -381,6 +381,53 @@ def test_a_forged_or_foreign_request_state_resumes_nothing(serve):
 
 
 @pytest.mark.anyio
+async def test_a_per_session_server_asks_its_own_client_for_roots(serve, tmp_path):
+    """server-filesystem (npm) asks its client for roots after it starts and
+    again after notifications/roots/list_changed, outside any call. Run once
+    per session, it asks the session that owns it: each client's roots
+    become that client's allowed directories, and a change is passed on."""
+    import anyio
+    import mcp_types as types
+    from conftest import EVERYTHING_SERVER
+
+    filesystem = EVERYTHING_SERVER.parents[2] / "server-filesystem" / "dist" / "index.js"
+    assert filesystem.exists(), f"{filesystem} is missing: run scripts/setup.sh (npm ci in tests/node)"
+    dirs = {name: tmp_path / name for name in ["start", "a", "b", "a2"]}
+    for d in dirs.values():
+        d.mkdir()
+    gw = serve({"servers": {"fs": {"command": "node", "args": [str(filesystem), str(dirs["start"])],
+                                   "per_session": True, "policy": "fs.json"}}},
+               {"fs.json": {"version": "1", "default": "deny", "tools": {"list_allowed_directories": {}}}})
+    roots = {"a": [dirs["a"]], "b": [dirs["b"]]}
+
+    def lister(who: str):
+        async def callback(context):
+            return types.ListRootsResult(roots=[types.Root(uri=d.resolve().as_uri()) for d in roots[who]])
+        return callback
+
+    async def allowed(client) -> str:
+        return text_of(await client.call_tool("fs__list_allowed_directories", {}))
+
+    async def until(client, directory) -> str:
+        text = ""
+        with anyio.fail_after(15):
+            while str(directory.resolve()) not in text:
+                text = await allowed(client)
+                await anyio.sleep(0.1)
+        return text
+
+    async with gw.client(LEGACY, list_roots_callback=lister("a")) as a, \
+            gw.client(LEGACY, list_roots_callback=lister("b")) as b:
+        text_a, text_b = await until(a, dirs["a"]), await until(b, dirs["b"])
+        assert str(dirs["b"].resolve()) not in text_a and str(dirs["a"].resolve()) not in text_b
+        roots["a"] = [dirs["a2"]]
+        await a.send_roots_list_changed()
+        text_a = await until(a, dirs["a2"])
+        assert str(dirs["b"].resolve()) not in text_a
+        assert str(dirs["b"].resolve()) in await allowed(b)
+
+
+@pytest.mark.anyio
 async def test_a_failing_server_leaves_the_list_and_comes_back(serve):
     config = {"policy": "policy.json", "servers": {"probe": probe_server(), "everything": everything_server()}}
     policy = {"version": "1", "default": "deny", "tools": {"probe__echo": {}, "everything__echo": {}}}

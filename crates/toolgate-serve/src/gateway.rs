@@ -725,9 +725,33 @@ impl Gateway {
         streams.retain(|_, s| !s.senders.is_empty());
     }
 
-    fn send_to_session(&self, session: &str, message: &Value) {
-        if let Some(stream) = self.streams.lock().expect("streams lock").get_mut(session) {
-            stream.senders.retain(|s| s.send(message.clone()).is_ok());
+    /// Sends a message on a session's GET streams; false when it has none.
+    fn send_to_session(&self, session: &str, message: &Value) -> bool {
+        match self.streams.lock().expect("streams lock").get_mut(session) {
+            Some(stream) => {
+                stream.senders.retain(|s| s.send(message.clone()).is_ok());
+                !stream.senders.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    /// A client's `notifications/roots/list_changed`: passed on to the
+    /// session's own per-session server instances (a shared server serves
+    /// many sessions, whose roots differ, so it is not told).
+    pub async fn roots_changed(&self, session: &str) {
+        let owned: Vec<Upstream> = self
+            .instances
+            .lock()
+            .await
+            .iter()
+            .filter(|((_, owner), _)| owner == session)
+            .map(|(_, instance)| instance.upstream.clone())
+            .collect();
+        for upstream in owned {
+            upstream
+                .notify("notifications/roots/list_changed", None)
+                .await;
         }
     }
 
@@ -760,7 +784,11 @@ impl Gateway {
         }
         // Its own events: list changes of one instance concern its session only.
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let upstream = Upstream::start(spec.clone(), tx);
+        let owner = Arc::new(SessionLink {
+            gateway: Arc::downgrade(self),
+            session: session.to_string(),
+        });
+        let upstream = Upstream::start_owned(spec.clone(), tx, Some(owner));
         let weak = Arc::downgrade(self);
         let owner = session.to_string();
         tokio::spawn(async move {
@@ -1967,37 +1995,9 @@ impl Downstream for ClientLink {
                 ))
             });
         }
-        let id = format!(
-            "toolgate-{}",
-            gateway.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let (done, wait) = oneshot::channel();
-        let key = (
-            self.session.id.clone(),
-            Value::String(id.clone()).to_string(),
-        );
-        gateway
-            .waiting
-            .lock()
-            .expect("waiting lock")
-            .insert(key.clone(), done);
-        let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
-        if let Some(params) = params {
-            message["params"] = params;
-        }
-        let sent = self.tx.send(message);
-        Box::pin(async move {
-            if !sent {
-                gateway.waiting.lock().expect("waiting lock").remove(&key);
-                return Err(rpc(INTERNAL_ERROR, "the client is gone"));
-            }
-            match tokio::time::timeout(Duration::from_secs(300), wait).await {
-                Ok(Ok(answer)) => answer,
-                _ => {
-                    gateway.waiting.lock().expect("waiting lock").remove(&key);
-                    Err(rpc(INTERNAL_ERROR, "the client did not answer"))
-                }
-            }
+        let tx = self.tx.clone();
+        ask_client(&gateway, &self.session.id, method, params, move |m| {
+            tx.send(m)
         })
     }
 
@@ -2011,6 +2011,82 @@ impl Downstream for ClientLink {
 
     fn session(&self) -> &str {
         &self.session.id
+    }
+}
+
+/// Sends a server's request to a client session (with `send`) under an id
+/// of the gateway's own, and waits for the client's answer to it.
+fn ask_client(
+    gateway: &Arc<Gateway>,
+    session: &str,
+    method: String,
+    params: Option<Value>,
+    send: impl FnOnce(Value) -> bool,
+) -> BoxFuture<Result<Value, RpcError>> {
+    let id = format!(
+        "toolgate-{}",
+        gateway.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let (done, wait) = oneshot::channel();
+    let key = (session.to_string(), Value::String(id.clone()).to_string());
+    gateway
+        .waiting
+        .lock()
+        .expect("waiting lock")
+        .insert(key.clone(), done);
+    let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
+    if let Some(params) = params {
+        message["params"] = params;
+    }
+    let sent = send(message);
+    let gateway = gateway.clone();
+    Box::pin(async move {
+        if !sent {
+            gateway.waiting.lock().expect("waiting lock").remove(&key);
+            return Err(rpc(INTERNAL_ERROR, "the client is gone"));
+        }
+        match tokio::time::timeout(Duration::from_secs(300), wait).await {
+            Ok(Ok(answer)) => answer,
+            _ => {
+                gateway.waiting.lock().expect("waiting lock").remove(&key);
+                Err(rpc(INTERNAL_ERROR, "the client did not answer"))
+            }
+        }
+    })
+}
+
+/// The client session that owns a per-session server instance: what the
+/// server asks outside any call (`roots/list` after it starts, or after the
+/// client's `notifications/roots/list_changed`) goes to the session's GET
+/// stream.
+struct SessionLink {
+    gateway: std::sync::Weak<Gateway>,
+    session: String,
+}
+
+impl Downstream for SessionLink {
+    fn request(&self, method: String, params: Option<Value>) -> BoxFuture<Result<Value, RpcError>> {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Box::pin(async { Err(rpc(INTERNAL_ERROR, "gateway shutting down")) });
+        };
+        let (to, session) = (gateway.clone(), self.session.clone());
+        ask_client(&gateway, &self.session, method, params, move |m| {
+            to.send_to_session(&session, &m)
+        })
+    }
+
+    fn notify(&self, method: String, params: Option<Value>) {
+        if let Some(gateway) = self.gateway.upgrade() {
+            let mut message = json!({"jsonrpc": "2.0", "method": method});
+            if let Some(params) = params {
+                message["params"] = params;
+            }
+            gateway.send_to_session(&self.session, &message);
+        }
+    }
+
+    fn session(&self) -> &str {
+        &self.session
     }
 }
 

@@ -290,6 +290,8 @@ fn parse_head(buf: &[u8]) -> Head {
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
     let mut expect_continue = false;
+    // An HTTP/1.0 connection is closed after its answer, keep-alive or not:
+    // an answer of unknown length (a stream) could not be framed for it.
     let mut connection_close = minor == 0;
     for h in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
@@ -324,14 +326,10 @@ fn parse_head(buf: &[u8]) -> Head {
             }
             expect_continue = minor == 1;
         } else if name == hyper::header::CONNECTION {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    connection_close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    connection_close = false;
-                }
-            }
+            connection_close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
         headers.append(name, value);
     }
@@ -651,7 +649,16 @@ mod tests {
         let Head::Complete { keep_alive, .. } = head("GET / HTTP/1.0\r\n\r\n") else {
             panic!()
         };
-        assert!(!keep_alive, "HTTP/1.0 closes unless asked");
+        assert!(!keep_alive, "HTTP/1.0 closes");
+        let Head::Complete { keep_alive, .. } =
+            head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert!(
+            !keep_alive,
+            "HTTP/1.0 closes, even when asked to keep alive"
+        );
         let Head::Complete { keep_alive, .. } = head("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
         else {
             panic!()

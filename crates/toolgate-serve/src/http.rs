@@ -684,8 +684,10 @@ pub(crate) async fn message(
             Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None)
         }
         (Some(method), None) => {
-            if method == "notifications/cancelled" {
-                gateway.cancel(&session.id, &params);
+            match method.as_str() {
+                "notifications/cancelled" => gateway.cancel(&session.id, &params),
+                "notifications/roots/list_changed" => gateway.roots_changed(&session.id).await,
+                _ => {}
             }
             Answer::Reply(Reply::Accepted, None)
         }

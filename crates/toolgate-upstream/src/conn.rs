@@ -56,6 +56,10 @@ pub(crate) struct Conn {
     link: Mutex<Option<Link>>,
     /// `Some(grace)` once shutdown was asked for.
     pub(crate) shutdown: watch::Sender<Option<Duration>>,
+    /// The client session a per-session instance belongs to: a request the
+    /// server makes outside any call (`roots/list` after start-up or after
+    /// `notifications/roots/list_changed`) goes there.
+    pub(crate) owner: Option<Arc<dyn Downstream>>,
 }
 
 impl Conn {
@@ -68,6 +72,7 @@ impl Conn {
             next_id: AtomicU64::new(1),
             link: Mutex::new(None),
             shutdown: watch::channel(None).0,
+            owner: None,
         }
     }
 
@@ -401,7 +406,7 @@ impl Conn {
         }
         let ds = match origin.and_then(|o| self.downstream_of(o)) {
             Some(ds) => ds,
-            None => self.shared_downstream(),
+            None => self.shared_downstream().or_else(|| self.owner.clone()),
         };
         let Some(ds) = ds else {
             self.respond(

@@ -199,8 +199,21 @@ impl Upstream {
         spec: UpstreamSpec,
         events: tokio::sync::mpsc::UnboundedSender<UpstreamEvent>,
     ) -> Upstream {
+        Upstream::start_owned(spec, events, None)
+    }
+
+    /// [`Upstream::start`] for a connection that belongs to one client
+    /// session: requests the server makes outside any call go to `owner`
+    /// (instead of being refused as ambiguous).
+    pub fn start_owned(
+        spec: UpstreamSpec,
+        events: tokio::sync::mpsc::UnboundedSender<UpstreamEvent>,
+        owner: Option<Arc<dyn Downstream>>,
+    ) -> Upstream {
         let transport = spec.transport.clone();
-        let conn = Arc::new(conn::Conn::new(spec, events));
+        let mut conn = conn::Conn::new(spec, events);
+        conn.owner = owner;
+        let conn = Arc::new(conn);
         let c = conn.clone();
         let task = match transport {
             Transport::Stdio {
