@@ -143,7 +143,7 @@ async fn read_request(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Read, Closed> {
     // The head.
-    let (mut req, head_len, framing, expect_continue, keep_alive) = loop {
+    let (mut req, framing, expect_continue, keep_alive) = loop {
         if !buf.is_empty() {
             match parse_head(buf) {
                 Head::Complete { len, .. } if len > MAX_HEAD => {
@@ -154,11 +154,11 @@ async fn read_request(
                 }
                 Head::Complete {
                     req,
-                    len,
                     framing,
                     expect_continue,
                     keep_alive,
-                } => break (req, len, framing, expect_continue, keep_alive),
+                    ..
+                } => break (req, framing, expect_continue, keep_alive),
                 Head::Partial if buf.len() > MAX_HEAD => {
                     return Ok(Read::Refused(
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -182,7 +182,6 @@ async fn read_request(
             _ = shutdown.changed(), if idle => return Err(Closed),
         }
     };
-    buf.advance(head_len);
     // The body.
     let body = match framing {
         Framing::Length(n) if n > max_body as u64 => Err(BodyError::TooLarge),
@@ -255,7 +254,9 @@ enum Head {
     Refused(StatusCode, &'static str),
 }
 
-fn parse_head(buf: &[u8]) -> Head {
+/// Reads a request head from the start of `buf`; a complete one is taken out
+/// of it (its header values keep pointing into it, uncopied).
+fn parse_head(buf: &mut BytesMut) -> Head {
     // Uninitialised: zeroing 96 slots costs more than parsing a small head.
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -278,15 +279,14 @@ fn parse_head(buf: &[u8]) -> Head {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Head::Refused(StatusCode::BAD_REQUEST, "malformed method");
     };
-    let Ok(uri) = Uri::try_from(path) else {
-        return Head::Refused(StatusCode::BAD_REQUEST, "malformed request target");
-    };
+    let path = offsets(buf, path.as_bytes());
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Names now, values once the head is split off (to share its bytes).
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
     let mut expect_continue = false;
@@ -294,10 +294,7 @@ fn parse_head(buf: &[u8]) -> Head {
     // an answer of unknown length (a stream) could not be framed for it.
     let mut connection_close = minor == 0;
     for h in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
+        let Some(name) = header_name(h.name.as_bytes()) else {
             return Head::Refused(StatusCode::BAD_REQUEST, "malformed header");
         };
         if name == hyper::header::CONTENT_LENGTH {
@@ -331,7 +328,7 @@ fn parse_head(buf: &[u8]) -> Head {
                 .split(|&b| b == b',')
                 .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
-        headers.append(name, value);
+        fields.push((name, offsets(buf, h.value)));
     }
     let framing = match (transfer_encoding, length) {
         (Some(_), Some(_)) => {
@@ -346,6 +343,17 @@ fn parse_head(buf: &[u8]) -> Head {
         }
         (None, length) => Framing::Length(length.unwrap_or(0)),
     };
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
+        return Head::Refused(StatusCode::BAD_REQUEST, "malformed request target");
+    };
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
+            return Head::Refused(StatusCode::BAD_REQUEST, "malformed header");
+        };
+        headers.append(name, value);
+    }
     let mut req = Request::new(Ok(Bytes::new()));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -358,6 +366,29 @@ fn parse_head(buf: &[u8]) -> Head {
         expect_continue,
         keep_alive: !connection_close,
     }
+}
+
+/// Where `part` (a slice of `buf`) lies in it.
+fn offsets(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// A header's name; the MCP ones without an allocation.
+fn header_name(name: &[u8]) -> Option<HeaderName> {
+    const KNOWN: [&str; 5] = [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "mcp-method",
+        "mcp-name",
+        "last-event-id",
+    ];
+    for known in KNOWN {
+        if name.eq_ignore_ascii_case(known.as_bytes()) {
+            return Some(HeaderName::from_static(known));
+        }
+    }
+    HeaderName::from_bytes(name).ok()
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
@@ -609,7 +640,7 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Head {
-        parse_head(text.as_bytes())
+        parse_head(&mut BytesMut::from(text))
     }
 
     fn refused(text: &str) -> StatusCode {

@@ -206,22 +206,14 @@ async fn read_answer(
                 Ok(httparse::Status::Complete(len)) => {
                     let status = StatusCode::from_u16(answer.code.unwrap_or(0))
                         .map_err(|_| invalid("a bad status code"))?;
-                    let keep_alive = answer.version == Some(1);
-                    let mut map = HeaderMap::with_capacity(answer.headers.len());
-                    for h in answer.headers.iter() {
-                        let name = HeaderName::from_bytes(h.name.as_bytes())
-                            .map_err(|_| invalid("a bad header name"))?;
-                        let value = HeaderValue::from_bytes(h.value)
-                            .map_err(|_| invalid("a bad header value"))?;
-                        map.append(name, value);
-                    }
-                    Some((len, status, map, keep_alive))
+                    let http11 = answer.version == Some(1);
+                    Some((len, status, Head::read(answer.headers, http11)?))
                 }
                 Ok(httparse::Status::Partial) => None,
                 Err(e) => return Err(invalid(&format!("a malformed answer: {e}"))),
             }
         };
-        let Some((len, status, headers, http11)) = parsed else {
+        let Some((len, status, head)) = parsed else {
             if conn.buf.len() > MAX_HEAD {
                 return Err(invalid("an answer head larger than 64 KiB"));
             }
@@ -233,7 +225,12 @@ async fn read_answer(
             // 100 Continue and the like: the real answer follows.
             continue;
         }
-        let close = !http11 || has_token(&headers, hyper::header::CONNECTION, "close");
+        let Head {
+            close,
+            chunked,
+            length,
+            headers,
+        } = head;
         let body = if head_only
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -242,7 +239,7 @@ async fn read_answer(
                 idle.put(authority.clone(), conn);
             }
             RawBody::Done(None)
-        } else if has_token(&headers, hyper::header::TRANSFER_ENCODING, "chunked") {
+        } else if chunked {
             RawBody::Stream(Box::new(Streamed {
                 conn: Some(conn),
                 framing: Framing::Chunked(Chunk::Size),
@@ -250,7 +247,7 @@ async fn read_answer(
                 idle: idle.clone(),
                 keep_alive: !close,
             }))
-        } else if let Some(length) = content_length(&headers)? {
+        } else if let Some(length) = length {
             let length =
                 usize::try_from(length).map_err(|_| invalid("a body too large to read"))?;
             while conn.buf.len() < length {
@@ -278,33 +275,59 @@ async fn read_answer(
     }
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+/// What an answer's head says: its framing, and the headers the gateway
+/// reads (`Content-Type`, `Mcp-Session-Id`); the others are dropped unread.
+struct Head {
+    close: bool,
+    chunked: bool,
+    length: Option<u64>,
+    headers: HeaderMap,
 }
 
-/// The `Content-Length`; several that disagree are an error.
-fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
-    let mut found = None;
-    for value in headers.get_all(hyper::header::CONTENT_LENGTH) {
-        for part in value
-            .to_str()
-            .map_err(|_| invalid("a bad Content-Length"))?
-            .split(',')
-        {
-            let n: u64 = part
-                .trim()
-                .parse()
-                .map_err(|_| invalid("a bad Content-Length"))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(invalid("Content-Length values that disagree"));
+impl Head {
+    fn read(fields: &[httparse::Header<'_>], http11: bool) -> io::Result<Head> {
+        let has_token = |value: &[u8], token: &str| {
+            value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        };
+        let mut head = Head {
+            close: !http11,
+            chunked: false,
+            length: None,
+            headers: HeaderMap::with_capacity(2),
+        };
+        for h in fields {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
+                head.close |= has_token(h.value, "close");
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                head.chunked |= has_token(h.value, "chunked");
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                // "5" or "5, 5"; values that disagree are an error.
+                for part in h.value.split(|&b| b == b',') {
+                    let n: u64 = std::str::from_utf8(part.trim_ascii())
+                        .ok()
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| invalid("a bad Content-Length"))?;
+                    if head.length.is_some_and(|f| f != n) {
+                        return Err(invalid("Content-Length values that disagree"));
+                    }
+                    head.length = Some(n);
+                }
+            } else if name.eq_ignore_ascii_case(b"content-type") {
+                let value =
+                    HeaderValue::from_bytes(h.value).map_err(|_| invalid("a bad header value"))?;
+                head.headers.append(hyper::header::CONTENT_TYPE, value);
+            } else if name.eq_ignore_ascii_case(b"mcp-session-id") {
+                let value =
+                    HeaderValue::from_bytes(h.value).map_err(|_| invalid("a bad header value"))?;
+                head.headers
+                    .append(HeaderName::from_static("mcp-session-id"), value);
             }
-            found = Some(n);
         }
+        Ok(head)
     }
-    Ok(found)
 }
 
 impl Streamed {
