@@ -376,17 +376,18 @@ fn offsets(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
 
 /// A header's name; the MCP ones without an allocation.
 fn header_name(name: &[u8]) -> Option<HeaderName> {
-    const KNOWN: [&str; 5] = [
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "mcp-method",
-        "mcp-name",
-        "last-event-id",
+    static KNOWN: [HeaderName; 5] = [
+        HeaderName::from_static("mcp-session-id"),
+        HeaderName::from_static("mcp-protocol-version"),
+        HeaderName::from_static("mcp-method"),
+        HeaderName::from_static("mcp-name"),
+        HeaderName::from_static("last-event-id"),
     ];
-    for known in KNOWN {
-        if name.eq_ignore_ascii_case(known.as_bytes()) {
-            return Some(HeaderName::from_static(known));
-        }
+    if let Some(known) = KNOWN
+        .iter()
+        .find(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+    {
+        return Some(known.clone());
     }
     HeaderName::from_bytes(name).ok()
 }

@@ -102,9 +102,14 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The common one from a static: `from_static` checks its text each time.
+    static JSON: HeaderValue = HeaderValue::from_static("application/json");
+    let value = if content_type == "application/json" {
+        JSON.clone()
+    } else {
+        HeaderValue::from_static(content_type)
+    };
+    response.headers_mut().insert(CONTENT_TYPE, value);
     response
 }
 

@@ -128,11 +128,11 @@ impl HttpLink {
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = HeaderMap::with_capacity(5 + self.headers.len());
         let h = req.headers_mut();
-        h.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Statics: `from_static` checks its text each time it runs.
+        static BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+        static JSON: HeaderValue = HeaderValue::from_static("application/json");
+        h.insert(ACCEPT, BOTH.clone());
+        h.insert(CONTENT_TYPE, JSON.clone());
         for (k, v) in &self.headers {
             h.append(k.clone(), v.clone());
         }
