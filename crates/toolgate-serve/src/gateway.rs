@@ -2088,6 +2088,16 @@ impl Downstream for SessionLink {
     fn session(&self) -> &str {
         &self.session
     }
+
+    fn reachable(&self) -> bool {
+        self.gateway.upgrade().is_some_and(|g| {
+            g.streams
+                .lock()
+                .expect("streams lock")
+                .get(&self.session)
+                .is_some_and(|s| !s.senders.is_empty())
+        })
+    }
 }
 
 /// The JSON object of a `_meta`, if any.

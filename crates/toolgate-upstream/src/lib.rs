@@ -165,6 +165,11 @@ pub trait Downstream: Send + Sync + 'static {
     /// that arrive on a shared stdio connection with no request attached go to
     /// the session all requests in flight share (an error if they differ).
     fn session(&self) -> &str;
+    /// Whether a request sent now could reach the client (for a session's
+    /// own link: whether it has a stream open).
+    fn reachable(&self) -> bool {
+        true
+    }
 }
 
 /// Things the connection reports that belong to no one request.
