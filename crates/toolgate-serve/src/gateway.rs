@@ -1594,11 +1594,10 @@ impl Gateway {
         guard: AbortOnDrop,
     ) -> Reply {
         tokio::select! {
+            // The server's messages first: one queued as the answer arrives
+            // (a request it sent just before) must not be dropped with the
+            // box; the stream below carries it, then the answer.
             biased;
-            result = &mut task => {
-                drop(guard);
-                self.reply(ctx, id, method, flatten(result, &self.servers[server].name))
-            }
             first = rx.0.recv() => {
                 if ctx.era == Era::Stateless && is_request(&first) {
                     let parked = Parked::new(ctx, method, server, task, rx, guard);
@@ -1644,6 +1643,10 @@ impl Gateway {
                     gateway.logs.lock().expect("logs lock").remove(&writer.id);
                 });
                 Reply::Stream(log)
+            }
+            result = &mut task => {
+                drop(guard);
+                self.reply(ctx, id, method, flatten(result, &self.servers[server].name))
             }
         }
     }
