@@ -93,7 +93,7 @@ pub async fn connection<F, Fut>(
         let (req, mut keep_alive) = match request {
             Read::Request { req, keep_alive } => (req, keep_alive),
             Read::Refused(status, message) => {
-                let response = plain(status, message);
+                let response = crate::http::text(status, message);
                 if write_response(&mut stream, response, false, false, &mut buf)
                     .await
                     .is_ok()
@@ -146,25 +146,12 @@ async fn read_request(
     let (mut req, framing, expect_continue, keep_alive) = loop {
         if !buf.is_empty() {
             match parse_head(buf) {
-                Head::Complete { len, .. } if len > MAX_HEAD => {
-                    return Ok(Read::Refused(
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "request head too large",
-                    ))
-                }
                 Head::Complete {
                     req,
                     framing,
                     expect_continue,
                     keep_alive,
-                    ..
                 } => break (req, framing, expect_continue, keep_alive),
-                Head::Partial if buf.len() > MAX_HEAD => {
-                    return Ok(Read::Refused(
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "request head too large",
-                    ))
-                }
                 Head::Partial => {}
                 Head::Refused(status, message) => return Ok(Read::Refused(status, message)),
             }
@@ -175,10 +162,7 @@ async fn read_request(
         let idle = buf.is_empty();
         tokio::select! {
             biased;
-            read = stream.read_buf(buf) => match read {
-                Ok(0) | Err(_) => return Err(Closed),
-                Ok(_) => {}
-            },
+            read = fill(stream, buf) => read?,
             _ = shutdown.changed(), if idle => return Err(Closed),
         }
     };
@@ -193,10 +177,7 @@ async fn read_request(
             }
             while buf.len() < n {
                 buf.reserve(n - buf.len());
-                match stream.read_buf(buf).await {
-                    Ok(0) | Err(_) => return Err(Closed),
-                    Ok(_) => {}
-                }
+                fill(stream, buf).await?;
             }
             Ok(buf.split_to(n).freeze())
         }
@@ -217,15 +198,21 @@ async fn read_request(
                         ))
                     }
                 }
-                match stream.read_buf(buf).await {
-                    Ok(0) | Err(_) => return Err(Closed),
-                    Ok(_) => {}
-                }
+                fill(stream, buf).await?;
             }
         }
     };
     *req.body_mut() = body;
     Ok(Read::Request { req, keep_alive })
+}
+
+/// Reads more of the request into `buf`; the client closing (or an error)
+/// ends the connection.
+async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Closed> {
+    match stream.read_buf(buf).await {
+        Ok(0) | Err(_) => Err(Closed),
+        Ok(_) => Ok(()),
+    }
 }
 
 async fn continue_100(stream: &mut TcpStream) -> Result<(), Closed> {
@@ -245,7 +232,6 @@ enum Framing {
 enum Head {
     Complete {
         req: Req,
-        len: usize,
         framing: Framing,
         expect_continue: bool,
         keep_alive: bool,
@@ -261,8 +247,16 @@ fn parse_head(buf: &mut BytesMut) -> Head {
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
+    let too_large = || {
+        Head::Refused(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )
+    };
     let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return too_large(),
         Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return too_large(),
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(httparse::Error::TooManyHeaders) => {
             return Head::Refused(
@@ -361,7 +355,6 @@ fn parse_head(buf: &mut BytesMut) -> Head {
     *req.headers_mut() = headers;
     Head::Complete {
         req,
-        len,
         framing,
         expect_continue,
         keep_alive: !connection_close,
@@ -509,17 +502,6 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
 
-fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response =
-        Response::new(http_body_util::Full::new(Bytes::from(format!("{message}\n"))).boxed());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// Writes a response. `Ok(false)`: the body ended the connection (it had no
 /// known length and the client speaks HTTP/1.0) or the client went away
 /// while it streamed. Bytes the client sends while a body streams are kept
@@ -656,13 +638,13 @@ mod tests {
     fn reads_a_head_and_its_framing() {
         const POST: &str =
             "POST /mcp?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nMcp-Session-Id: s\r\n\r\nhello";
+        let mut buf = BytesMut::from(POST);
         let Head::Complete {
             req,
-            len,
             framing,
             expect_continue,
             keep_alive,
-        } = head(POST)
+        } = parse_head(&mut buf)
         else {
             panic!("not complete")
         };
@@ -670,7 +652,7 @@ mod tests {
         assert_eq!(req.uri().path(), "/mcp");
         assert_eq!(req.uri().query(), Some("x=1"));
         assert_eq!(req.headers()["mcp-session-id"], "s");
-        assert_eq!(len, POST.len() - "hello".len());
+        assert_eq!(&buf[..], b"hello", "the head is taken out, the body left");
         assert_eq!(framing, Framing::Length(5));
         assert!(!expect_continue);
         assert!(keep_alive);

@@ -102,14 +102,9 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
-    // The common one from a static: `from_static` checks its text each time.
-    static JSON: HeaderValue = HeaderValue::from_static("application/json");
-    let value = if content_type == "application/json" {
-        JSON.clone()
-    } else {
-        HeaderValue::from_static(content_type)
-    };
-    response.headers_mut().insert(CONTENT_TYPE, value);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -121,7 +116,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     )
 }
 
-fn text(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", format!("{message}\n"))
 }
 
