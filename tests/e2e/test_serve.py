@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from conftest import LEGACY, MODERN, MODES, pid_alive, wait_for
@@ -520,29 +521,38 @@ def test_the_typescript_sdk_client_works_through_serve(serve):
     assert gw.received() == [{"tool": "echo", "arguments": {"text": "from ts"}}]
 
 
-def test_graceful_shutdown_lets_calls_in_flight_finish(serve):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_graceful_shutdown_lets_calls_in_flight_finish(serve, workers):
     import threading
 
     policy = dict(GATEWAY_POLICY, tools=dict(GATEWAY_POLICY["tools"], probe__slow={}))
-    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": policy})
-    with gw.http() as http:
-        session = initialize(http, gw.url)
-        answers = []
+    gw = serve({"policy": "policy.json", "servers": {"probe": probe_server()}}, {"policy.json": policy},
+               extra_args=["--workers", str(workers)])
+    # One connection per serving thread (connections are dealt to them in
+    # turn), each with a slow call in flight when the signal comes.
+    clients = [gw.http() for _ in range(workers)]
+    sessions = [initialize(http, gw.url) for http in clients]
+    answers = []
 
-        def slow_call():
-            r = post(http, gw.url, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-                                    "params": {"name": "probe__slow", "arguments": {"seconds": 1}}}, session)
-            answers.append((r.status_code, answer_of(r)))
+    def slow_call(http, session):
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                "params": {"name": "probe__slow", "arguments": {"seconds": 1}}}, session)
+        answers.append((r.status_code, answer_of(r)))
 
-        t = threading.Thread(target=slow_call)
+    threads = [threading.Thread(target=slow_call, args=pair) for pair in zip(clients, sessions)]
+    for t in threads:
         t.start()
-        wait_for(lambda: "slow" in gw.received_tools(), what="the slow call to reach the server")
-        assert gw.proc is not None
-        gw.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: gw.received_tools().count("slow") == workers, what="the slow calls to reach the server")
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGTERM)
+    for t in threads:
         t.join(timeout=15)
-        assert answers and answers[0][0] == 200, answers
-        assert "result" in answers[0][1], answers
-        assert gw.proc.wait(timeout=15) == 0
+    assert len(answers) == workers, answers
+    for status, answer in answers:
+        assert status == 200 and "result" in answer, answers
+    assert gw.proc.wait(timeout=15) == 0
+    for http in clients:
+        http.close()
     # New connections are refused once it has stopped.
     with gw.http() as http:
         import httpx2
@@ -588,6 +598,42 @@ async def test_an_http_upstream_and_a_stdio_upstream_behind_one_endpoint(serve, 
         denied = await client.call_tool("remote__get-sum", {"a": 1, "b": 2})
         assert denied.is_error and "no sums today" in text_of(denied)
         assert text_of(await client.call_tool("probe__echo", {"text": "over stdio"})) == "over stdio"
+
+
+@pytest.mark.anyio
+async def test_clients_served_on_several_threads_each_get_their_own_answers(serve, everything_http):
+    import anyio
+
+    policy = {"version": "1", "default": "deny", "tools": {
+        "remote__echo": {}, "remote__get-sum": {"action": "deny", "reason": "no sums today"}, "probe__echo": {}}}
+    gw = serve({"policy": "policy.json", "servers": {"remote": {"url": everything_http}, "probe": probe_server()}},
+               {"policy.json": policy}, extra_args=["--workers", "3"])
+    assert gw.proc is not None
+    threads = [(p / "comm").read_text().strip() for p in Path(f"/proc/{gw.proc.pid}/task").iterdir()]
+    assert sorted(t for t in threads if t.startswith("tg-worker")) == ["tg-worker-1", "tg-worker-2"]
+    seen: dict[int, list[str]] = {}
+
+    async def agent(n: int, mode: str) -> None:
+        async with gw.client(mode) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            assert names == ["probe__echo", "remote__echo", "remote__get-sum"]
+            texts = []
+            for i in range(5):
+                texts.append(text_of(await client.call_tool("remote__echo", {"message": f"agent {n} call {i}"})))
+                texts.append(text_of(await client.call_tool("probe__echo", {"text": f"agent {n} call {i}"})))
+            denied = await client.call_tool("remote__get-sum", {"a": n, "b": 1})
+            assert denied.is_error and "no sums today" in text_of(denied)
+            seen[n] = texts
+
+    async with anyio.create_task_group() as group:
+        for n in range(6):
+            group.start_soon(agent, n, MODES[n % 2])
+    for n in range(6):
+        assert seen[n] == [t for i in range(5) for t in (f"Echo: agent {n} call {i}", f"agent {n} call {i}")]
+    assert sorted(c["arguments"]["text"] for c in gw.received()) == sorted(
+        f"agent {n} call {i}" for n in range(6) for i in range(5))
+    decisions = [r["decision"] for r in gw.wait_audit(66)]
+    assert decisions.count("allow") == 60 and decisions.count("deny") == 6
 
 
 def test_client_credentials_never_reach_the_upstream(serve, tmp_path):

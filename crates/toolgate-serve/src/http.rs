@@ -49,6 +49,8 @@ pub struct HttpOptions {
     pub shutdown_grace: Duration,
     /// The address the listener is bound to.
     pub listen: SocketAddr,
+    /// Threads serving connections, the calling one included (at least 1).
+    pub workers: usize,
 }
 
 /// Serves until `shutdown` resolves, then lets requests in flight finish
@@ -68,6 +70,7 @@ pub async fn serve(
     // Every connection holds a receiver: `closed()` resolves when the last
     // one has finished.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = Workers::start(opts.workers);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -82,7 +85,7 @@ pub async fn serve(
         let opts = opts.clone();
         let legacy = legacy.clone();
         let stopped = stopped.clone();
-        tokio::spawn(async move {
+        workers.spawn(stream, move |stream| async move {
             h1::connection(stream, limits, stopped, |req| {
                 handle(&gateway, &opts, &legacy, req)
             })
@@ -93,6 +96,76 @@ pub async fn serve(
     drop(stopped);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(opts.shutdown_grace, stop.closed()).await;
+}
+
+/// The threads that serve connections: the caller's and `n - 1` more, each
+/// with a single-threaded runtime of its own. A connection is served start
+/// to end on one of them (taken in turn), together with the upstream
+/// connections its requests use (the client pools per thread), so a call
+/// never wakes another thread, while more connections use more cores.
+struct Workers {
+    others: Vec<tokio::runtime::Handle>,
+    next: std::cell::Cell<usize>,
+    /// Dropped with `Workers`: each thread then ends its runtime (and the
+    /// connections left on it).
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> Workers {
+        let mut others = Vec::new();
+        let mut stops = Vec::new();
+        for i in 1..n.max(1) {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let started = std::thread::Builder::new()
+                .name(format!("tg-worker-{i}"))
+                .spawn(move || {
+                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    let _ = tx.send(runtime.handle().clone());
+                    let _ = runtime.block_on(stopped);
+                });
+            // A thread or runtime that cannot start leaves its share to the
+            // others (the calling thread always serves).
+            if let (Ok(_), Ok(handle)) = (started, rx.recv()) {
+                others.push(handle);
+                stops.push(stop);
+            }
+        }
+        Workers {
+            others,
+            next: std::cell::Cell::new(0),
+            _stop: stops,
+        }
+    }
+
+    /// Serves `stream` with `serve` on the next thread in turn.
+    fn spawn<F, Fut>(&self, stream: tokio::net::TcpStream, serve: F)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let turn = self.next.get();
+        self.next.set((turn + 1) % (self.others.len() + 1));
+        let Some(handle) = turn.checked_sub(1).map(|i| &self.others[i]) else {
+            tokio::spawn(serve(stream));
+            return;
+        };
+        // The socket moves to the other thread's reactor.
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        handle.spawn(async move {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                serve(stream).await;
+            }
+        });
+    }
 }
 
 /// How long a client may take to send one whole request; an idle

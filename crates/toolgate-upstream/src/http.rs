@@ -299,15 +299,16 @@ async fn get_stream(conn: Arc<Conn>, link: Arc<HttpLink>) {
 }
 
 fn is_sse(resp: &Response<PooledBody>) -> bool {
-    content_type(resp).starts_with("text/event-stream")
+    content_type_is(resp, b"text/event-stream")
 }
 
-fn content_type(resp: &Response<PooledBody>) -> String {
+/// Whether the answer's media type starts with `prefix` (lowercase), in any
+/// case.
+fn content_type_is(resp: &Response<PooledBody>, prefix: &[u8]) -> bool {
     resp.headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..prefix.len()))
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 /// Reads an SSE body to its end, dispatching every message.
@@ -411,7 +412,7 @@ pub(crate) async fn post(
         resume(&conn, &link, id, parser).await;
         return;
     }
-    let json = content_type(&resp).starts_with("application/json");
+    let json = content_type_is(&resp, b"application/json");
     let bytes = match resp.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return fail(&conn, origin, format!("reading the answer failed: {e}")),

@@ -21,26 +21,32 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 
 use crate::raw;
 
-/// The most idle connections kept per client.
+/// The most idle connections kept per client and thread.
 const MAX_IDLE: usize = 64;
 
-/// Idle kept-alive connections, newest last, each with where it leads.
-pub(crate) struct IdlePool<K, C>(Mutex<Vec<(K, C)>>);
+/// Idle kept-alive connections, newest last, each with where it leads and
+/// the thread that used it last. A connection is taken again only on its
+/// thread: its socket is driven by that thread's runtime, so a request on
+/// another thread would wait for wake-ups across threads (`toolgate serve
+/// --workers N` serves each client connection on one thread).
+pub(crate) struct IdlePool<K, C>(Mutex<Vec<(K, ThreadId, C)>>);
 
 impl<K: PartialEq, C> IdlePool<K, C> {
     pub(crate) fn new() -> IdlePool<K, C> {
         IdlePool(Mutex::new(Vec::new()))
     }
 
-    /// The newest idle connection to `key` that `usable` accepts; the ones
-    /// it refuses on the way are dropped.
+    /// The newest idle connection to `key` kept by this thread that `usable`
+    /// accepts; the ones it refuses on the way are dropped.
     pub(crate) fn take(&self, key: &K, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let me = std::thread::current().id();
         let mut idle = self.0.lock().expect("pool lock");
-        while let Some(at) = idle.iter().rposition(|(k, _)| k == key) {
-            let (_, conn) = idle.swap_remove(at);
+        while let Some(at) = idle.iter().rposition(|(k, t, _)| *t == me && k == key) {
+            let (_, _, conn) = idle.swap_remove(at);
             if usable(&conn) {
                 return Some(conn);
             }
@@ -48,11 +54,13 @@ impl<K: PartialEq, C> IdlePool<K, C> {
         None
     }
 
-    /// Keeps `conn` for another request, unless `MAX_IDLE` are kept already.
+    /// Keeps `conn` for another request on this thread, unless `MAX_IDLE`
+    /// are kept for it already.
     pub(crate) fn put(&self, key: K, conn: C) {
+        let me = std::thread::current().id();
         let mut idle = self.0.lock().expect("pool lock");
-        if idle.len() < MAX_IDLE {
-            idle.push((key, conn));
+        if idle.iter().filter(|(_, t, _)| *t == me).count() < MAX_IDLE {
+            idle.push((key, me, conn));
         }
     }
 }
@@ -361,6 +369,31 @@ mod tests {
         let response = client.request(req).await.expect("a response");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_idle_connection_is_taken_again_only_on_its_thread() {
+        let pool = Arc::new(IdlePool::<&str, u32>::new());
+        pool.put("a", 1);
+        let other = pool.clone();
+        let elsewhere = std::thread::spawn(move || {
+            let seen = other.take(&"a", |_| true);
+            other.put("a", 2);
+            seen
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            elsewhere, None,
+            "another thread took this thread's connection"
+        );
+        assert_eq!(pool.take(&"a", |_| true), Some(1));
+        assert_eq!(
+            pool.take(&"a", |_| true),
+            None,
+            "took the other thread's connection"
+        );
+        assert_eq!(pool.take(&"b", |_| true), None);
     }
 
     #[tokio::test]

@@ -40,10 +40,10 @@ pub struct ServeArgs {
     /// gateways sharing it can continue each other's sessions.
     #[arg(long, default_value = "TOOLGATE_SESSION_KEY")]
     session_key_env: String,
-    /// Threads serving requests (1: everything on one thread, the lowest
-    /// latency; more for more cores).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    /// Threads serving client connections, each connection on one of them
+    /// start to end (1: everything on one thread; more use more cores).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
     #[command(flatten)]
     state: crate::state::StateArgs,
     #[command(flatten)]
@@ -149,6 +149,7 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
             request_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(10),
             listen,
+            workers: 1,
         },
         state: args.state.resolve(None)?,
         admin: crate::admin_args::admin_options(&args.admin, None)?,
@@ -216,6 +217,7 @@ fn plan_from_config(
             request_timeout: config.http.request_timeout,
             shutdown_grace: config.http.shutdown_grace,
             listen,
+            workers: 1,
         },
         state: state_args.resolve(Some(&config.state))?,
         admin: crate::admin_args::admin_options(admin_args, config.admin.as_ref())?,
@@ -267,22 +269,16 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         crate::state::audit_dir(&plan.state).as_deref(),
         observer,
     )?;
-    // One thread by default: every request is then served start to end on
-    // one thread, with no wake-ups across threads (the largest part of the
-    // added latency on small machines). More workers use more cores.
     if let (Some(keep), Some(dir)) = (&args.audit_retention, crate::state::audit_dir(&plan.state)) {
         crate::audit_cmd::keep_audit_for(&dir, keep, audit.clone())?;
     }
-    let runtime = match args.workers {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
-    .context("cannot start the async runtime")?;
+    // Each serving thread runs a single-threaded runtime and serves its
+    // connections start to end (see `toolgate_serve::http`); this one also
+    // runs the upstreams, the admin API and the reloads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(serve_until_signal(plan, audit, telemetry, args))
 }
 
@@ -401,6 +397,7 @@ async fn serve_until_signal(
     let grace = http.shutdown_grace;
     let http = HttpOptions {
         listen: local,
+        workers: usize::from(args.workers),
         ..http
     };
     serve(gateway.clone(), listener, http, stop.wait()).await;
