@@ -7,7 +7,12 @@
 //! - [`Upstream::start`] returns at once; the connection is made in the
 //!   background (initialize handshake as a 2025-11-25 client declaring the
 //!   `sampling`, `elicitation` and `roots` capabilities), and a stdio server
-//!   that dies is restarted with exponential backoff ([`Backoff`]).
+//!   that dies is restarted with exponential backoff ([`Backoff`]). A
+//!   Streamable HTTP server that refuses the handshake as a server of the
+//!   stateless generation only (`-32022`, listing 2026-07-28 and no
+//!   handshake version) is discovered with `server/discover` and spoken to
+//!   statelessly from then on; its [`ServerInfo::protocol_version`] is
+//!   [`STATELESS_VERSION`].
 //! - [`Upstream::request`] sends one request and resolves with its `result`
 //!   (or a [`CallError`]). Ids on the upstream wire are the upstream
 //!   connection's own; callers never see them. Traffic the server sends that
@@ -27,13 +32,15 @@
 //!
 //! Layout: `conn` holds what every transport shares (the table of requests in
 //! flight, routing, cancellation, the handshake); `stdio`, `http` (Streamable
-//! HTTP) and `legacy` (HTTP+SSE) each run one kind of connection; `sse` parses
+//! HTTP) and `legacy` (HTTP+SSE) each run one kind of connection; `modern`
+//! is what the stateless generation adds to `http`; `sse` parses
 //! event streams; `pool` is their HTTP/1.1 client (`raw` for `http://`, hyper
 //! for `https://`).
 
 mod conn;
 mod http;
 mod legacy;
+mod modern;
 mod pool;
 mod raw;
 mod sse;
@@ -48,6 +55,8 @@ use std::time::Duration;
 
 /// The protocol version toolgate asks for in `initialize`.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
+
+pub use modern::STATELESS_VERSION;
 
 /// A boxed future, for the object-safe [`Downstream`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -103,7 +112,8 @@ impl Default for Backoff {
     }
 }
 
-/// What the server said about itself in its initialize result.
+/// What the server said about itself in its initialize result (or, for a
+/// server spoken to statelessly, its `server/discover` result).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerInfo {
     pub protocol_version: String,
