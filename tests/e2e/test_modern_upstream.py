@@ -11,6 +11,7 @@ calls that reached the server's tools (the policy still decides first).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -211,3 +212,106 @@ async def test_a_modern_server_that_went_away_is_discovered_again(serve_factory,
     assert [c["arguments"]["text"] for c in server.calls()] == ["before"]
     assert again.calls() == [{"tool": "echo", "arguments": {"text": "after"}}]
     assert_spoken_to_statelessly(again)
+
+
+ASK_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "modern__echo": {},
+        # One call a minute: a retry counted as a second call would be refused.
+        "modern__ask": {"limits": [{"counter": "asks", "window": "minute", "max": 1, "scope": "grant"}]},
+    },
+}
+
+
+def ask_runs(server: ModernServer) -> list[dict]:
+    return [c for c in server.calls() if c["tool"] == "ask"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_modern_server_asks_clients_of_both_generations_for_input(serve_factory, modern_server, mode):
+    """The server answers `ask` input-required (an elicitation). A 2025 client
+    is asked over its session and the gateway sends the call again with the
+    answer; a 2026 client gets the input-required result and retries by
+    itself. Either way: one decision, counted once (the limit is 1), audited
+    once, and the server sees its own requestState come back."""
+    import mcp_types as types
+
+    server = modern_server()
+    gw = serve_factory({"policy": "policy.json", "servers": {"modern": {"url": server.url}}},
+                       {"policy.json": ASK_POLICY})
+    asked: list[str] = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"reply": "yes"})
+
+    async with gw.client(mode, elicitation_callback=elicit) as client:
+        result = await client.call_tool("modern__ask", {"question": "may I?"})
+        assert not result.is_error, result
+        assert result.content[0].text == 'answer: accept {"reply": "yes"}'
+        assert asked == ["may I?"]
+        again = await client.call_tool("modern__ask", {"question": "once more?"})
+        assert again.is_error and again.structured_content["toolgate"]["decision"] == "rate_limited"
+    runs = ask_runs(server)
+    assert [(r["inputResponses"], r["requestState"]) for r in runs] == [
+        (None, None),
+        ({"answer": {"action": "accept", "content": {"reply": "yes"}}}, "ask-state-1"),
+    ]
+    decisions = [(r["tool"], r["decision"]) for r in gw.wait_audit(2)]
+    assert decisions == [("modern__ask", "allow"), ("modern__ask", "rate_limited")]
+    assert_spoken_to_statelessly(server)
+
+
+def modern_post(http, gw, id, name, arguments, **extra):
+    params = {"name": name, "arguments": arguments, "_meta": {
+        MODERN_META_KEY: MODERN, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}, **extra}
+    r = post(http, gw.url, {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params},
+             mcp_protocol_version=MODERN, mcp_method="tools/call", mcp_name=name)
+    return answer_of(r)
+
+
+def test_a_2026_retry_is_the_same_call_and_still_under_the_policy(serve_factory, modern_server):
+    """The server's requestState reaches the client sealed: a retry with it
+    continues that call only (same grant, tool and arguments; not altered),
+    and is checked against the policy again: once the tool is denied, the
+    retry is refused and never reaches the server."""
+    server = modern_server()
+    gw = serve_factory({"policy": "policy.json", "servers": {"modern": {"url": server.url}}},
+                       {"policy.json": {**ASK_POLICY, "tools": {**ASK_POLICY["tools"], "modern__ask": {}}}})
+    answer = {"answer": {"action": "accept", "content": {"reply": "ok"}}}
+    with gw.http() as http:
+        first = modern_post(http, gw, 1, "modern__ask", {"question": "q"})["result"]
+        assert first["resultType"] == "input_required"
+        assert first["inputRequests"]["answer"]["method"] == "elicitation/create"
+        state = first["requestState"]
+        assert state.startswith("toolgate-state:") and "ask-state-1" not in state
+        # Another tool's arguments, an altered state: not this call.
+        for arguments, sent_state in [({"question": "other"}, state), ({"question": "q"}, state[:-2] + "AA")]:
+            refused = modern_post(http, gw, 2, "modern__ask", arguments, inputResponses=answer, requestState=sent_state)
+            assert refused["error"]["code"] == -32602 and "requestState" in refused["error"]["message"], refused
+        done = modern_post(http, gw, 3, "modern__ask", {"question": "q"}, inputResponses=answer, requestState=state)
+        assert done["result"]["content"][0]["text"] == 'answer: accept {"reply": "ok"}'
+        assert len(ask_runs(server)) == 2
+
+        second = modern_post(http, gw, 4, "modern__ask", {"question": "q2"})["result"]
+        assert second["resultType"] == "input_required"
+        denied = {**ASK_POLICY, "tools": {"modern__ask": {"action": "deny", "reason": "no more asking"},
+                                          "modern__echo": {"action": "deny", "reason": "reloaded"}}}
+        (gw.dir / "policy.json").write_text(json.dumps(denied), encoding="utf-8")
+
+        def reloaded():
+            return "error" in modern_post(http, gw, 5, "modern__echo", {"text": "x"}) or \
+                modern_post(http, gw, 5, "modern__echo", {"text": "x"})["result"].get("isError")
+
+        wait_for(reloaded, 5, "the new policy to take effect")
+        retry = modern_post(http, gw, 6, "modern__ask", {"question": "q2"}, inputResponses=answer,
+                            requestState=second["requestState"])["result"]
+        assert retry["isError"] and retry["structuredContent"]["toolgate"]["decision"] == "deny", retry
+    # The refused retry never reached the server: only the first run of the second call.
+    runs = ask_runs(server)
+    assert len(runs) == 3 and runs[2]["arguments"] == {"question": "q2"} and runs[2]["inputResponses"] is None
+    wait_for(lambda: len([r for r in gw.audit() if r["tool"] == "modern__ask"]) >= 3, 5, "the refusal's audit record")
+    assert [r["decision"] for r in gw.audit() if r["tool"] == "modern__ask"] == ["allow", "allow", "deny"]

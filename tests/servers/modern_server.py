@@ -3,7 +3,8 @@ stateless generation, 2026-07-28, and records what reaches it.
 
 It is the probe server's `Server` (the same tools; every `tools/call` that
 reaches it is appended to PROBE_LOG, see probe_server.py), with a prompt
-`greet(name)` and a resource `modern://note` added, served by the SDK's
+`greet(name)`, a resource `modern://note` and a tool `ask(question)` added,
+served by the SDK's
 Streamable HTTP app, behind a small ASGI wrapper that refuses the 2025
 handshake the way a modern-only server does: any POST whose
 `MCP-Protocol-Version` header is absent or names a handshake-era version
@@ -17,6 +18,13 @@ and its `MCP-Protocol-Version` / `Mcp-Method` / `Mcp-Name` headers).
 Every HTTP request is appended to MODERN_LOG (when set) as one JSON line,
 before it is handled: {"http": METHOD, "headers": {...lower-case...},
 "body": the JSON body or null}.
+
+`ask` needs the user's answer, the 2026-07-28 way: called without
+`inputResponses` it answers `resultType: "input_required"` with one
+`elicitation/create` request (key "answer") and a `requestState`; called
+again with the answer and that state, it completes with the answer's
+action and content. Each time it runs it appends {"tool": "ask",
+"arguments": ..., "inputResponses": ..., "requestState": ...} to PROBE_LOG.
 
 With MODERN_NULL_ID=1 the refusal carries `"id": null` (a server that
 refuses before reading the request). With PROBE_JSON_RESPONSE=1 the SDK
@@ -34,6 +42,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+import probe_server
 from probe_server import server
 
 UNSUPPORTED_PROTOCOL_VERSION = -32022
@@ -61,6 +70,38 @@ async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> ty
         uri=params.uri, mime_type="text/plain", text=NOTE_TEXT)])
 
 
+ASK = types.Tool(name="ask", description="Ask the user a question",
+                 input_schema={"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]})
+probe_server.TOOLS.append(ASK)
+probe_server.TOOLS_BY_NAME[ASK.name] = ASK
+ASK_STATE = "ask-state-1"
+
+
+async def call_tool(ctx: Any, params: types.CallToolRequestParams):
+    if params.name != "ask":
+        return await probe_server.call_tool(ctx, params)
+    responses = params.input_responses
+    path = os.environ.get("PROBE_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps({
+                "tool": "ask", "arguments": params.arguments,
+                "inputResponses": {k: v.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                   for k, v in (responses or {}).items()} or None,
+                "requestState": params.request_state}) + "\n")
+    answer = (responses or {}).get("answer")
+    if answer is None or params.request_state != ASK_STATE:
+        question = str((params.arguments or {}).get("question", ""))
+        return types.InputRequiredResult(
+            input_requests={"answer": types.ElicitRequest(params=types.ElicitRequestFormParams(
+                message=question,
+                requested_schema={"type": "object", "properties": {"reply": {"type": "string"}}}))},
+            request_state=ASK_STATE)
+    return types.CallToolResult(content=[types.TextContent(
+        type="text", text=f"answer: {answer.action} {json.dumps(answer.content, sort_keys=True)}")])
+
+
+server.add_request_handler("tools/call", types.CallToolRequestParams, call_tool)
 server.add_request_handler("prompts/list", types.PaginatedRequestParams, list_prompts)
 server.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
 server.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)

@@ -264,6 +264,16 @@ impl Upstream {
         self.conn.info.borrow().clone()
     }
 
+    /// Whether the server is connected and spoken to statelessly
+    /// (2026-07-28): its answers may be `resultType: "input_required"`.
+    pub fn is_stateless(&self) -> bool {
+        self.conn
+            .info
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.protocol_version == STATELESS_VERSION)
+    }
+
     /// Waits until the server is ready (or `timeout` passes); true when ready.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.conn.info.subscribe();

@@ -79,9 +79,10 @@ pub(crate) fn discovered(result: &Value) -> Option<ServerInfo> {
 }
 
 /// Puts the per-request envelope into a request's `params._meta` (creating
-/// both when absent): the protocol version, the client's capabilities (none:
-/// the gateway does not answer a stateless server's input requests) and who
-/// the client is. The caller's own `_meta` members stay.
+/// both when absent): the protocol version, the client's capabilities (those
+/// the gateway declares in the handshake: it takes a server's input
+/// requests to its clients) and who the client is. The caller's own `_meta`
+/// members stay.
 pub(crate) fn stamp(params: Option<Value>) -> Option<Value> {
     let mut params = match params {
         None => Value::Object(Map::new()),
@@ -98,7 +99,10 @@ pub(crate) fn stamp(params: Option<Value>) -> Option<Value> {
     }
     let meta = meta.as_object_mut().expect("an object");
     meta.insert(PROTOCOL_VERSION_KEY.into(), json!(STATELESS_VERSION));
-    meta.insert(CLIENT_CAPABILITIES_KEY.into(), json!({}));
+    meta.insert(
+        CLIENT_CAPABILITIES_KEY.into(),
+        json!({"sampling": {}, "elicitation": {}, "roots": {}}),
+    );
     meta.insert(
         CLIENT_INFO_KEY.into(),
         json!({"name": "toolgate", "version": env!("CARGO_PKG_VERSION")}),
@@ -237,7 +241,10 @@ mod tests {
         assert_eq!(stamped["name"], "echo");
         assert_eq!(meta["progressToken"], "toolgate-3");
         assert_eq!(meta[PROTOCOL_VERSION_KEY], STATELESS_VERSION);
-        assert_eq!(meta[CLIENT_CAPABILITIES_KEY], json!({}));
+        assert_eq!(
+            meta[CLIENT_CAPABILITIES_KEY],
+            json!({"sampling": {}, "elicitation": {}, "roots": {}})
+        );
         assert_eq!(meta[CLIENT_INFO_KEY]["name"], "toolgate");
         let bare = stamp(None).unwrap();
         assert_eq!(bare["_meta"][PROTOCOL_VERSION_KEY], STATELESS_VERSION);
