@@ -162,7 +162,8 @@ impl HttpLink {
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = HeaderMap::with_capacity(7 + self.headers.len());
+        let routing = if route.is_some() { 2 } else { 0 };
+        *req.headers_mut() = HeaderMap::with_capacity(5 + routing + self.headers.len());
         let h = req.headers_mut();
         // Statics: `from_static` checks its text each time it runs.
         static BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
