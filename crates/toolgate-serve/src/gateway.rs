@@ -1044,13 +1044,21 @@ impl Gateway {
         method: &str,
         params: Value,
     ) -> Reply {
+        // A 2026-07-28 client's retry of a call its (stateless) server
+        // answered input-required: the same call going on.
+        let mut relayed = None;
         if ctx.era == Era::Stateless {
-            if let Some(token) = params
-                .get("requestState")
-                .and_then(Value::as_str)
-                .and_then(|s| s.strip_prefix(CALL_STATE))
-            {
-                return self.resume(ctx, id, method, token, &params).await;
+            if let Some(state) = params.get("requestState").and_then(Value::as_str) {
+                if let Some(token) = state.strip_prefix(CALL_STATE) {
+                    return self.resume(ctx, id, method, token, &params).await;
+                }
+                if let Some(sealed) = state.strip_prefix(UPSTREAM_STATE) {
+                    match Relayed::open(&self.key, sealed) {
+                        // Boxed: every call's future stays as small as before.
+                        Some(call) if method == "tools/call" => relayed = Some(Box::new(call)),
+                        _ => return Reply::Json(foreign_state(id)),
+                    }
+                }
             }
         }
         let answer =
@@ -1120,7 +1128,7 @@ impl Gateway {
                 }
                 answer(Ok(json!({})))
             }
-            "tools/call" => self.call_tool(ctx, id, params).await,
+            "tools/call" => self.call_tool(ctx, id, params, relayed).await,
             "prompts/get" => {
                 let name = params
                     .get("name")
@@ -1278,7 +1286,14 @@ impl Gateway {
         }
     }
 
-    async fn call_tool(self: &Arc<Self>, ctx: &Context, id: &Value, params: Value) -> Reply {
+    /// `relayed`: the call a retry continues (its sealed `requestState`).
+    async fn call_tool(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        params: Value,
+        relayed: Option<Box<Relayed>>,
+    ) -> Reply {
         let received = Instant::now();
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Reply::Json(error_response(
@@ -1298,18 +1313,6 @@ impl Gateway {
                 None,
             ));
         }
-        // A 2026-07-28 client's retry of a call its (stateless) server
-        // answered input-required: the same call going on.
-        let relayed = match params.get("requestState").and_then(Value::as_str) {
-            Some(state) if ctx.era == Era::Stateless => match state.strip_prefix(UPSTREAM_STATE) {
-                Some(sealed) => match Relayed::open(&self.key, sealed) {
-                    Some(relayed) => Some(relayed),
-                    None => return Reply::Json(foreign_state(id)),
-                },
-                None => None,
-            },
-            _ => None,
-        };
         let catalog = self.catalog();
         let Some(entry) = catalog
             .tool(name)
@@ -1596,16 +1599,17 @@ impl Gateway {
             }
         };
         let method_owned = method.to_string();
-        // A stateless server may answer input-required (see `rounds`).
+        // A stateless server may answer input-required (see `rounds`). Boxed:
+        // the call's future stays as small as it was for every other server.
         let rounds = if !upstream.is_stateless() {
             None
         } else if ctx.era == Era::Handshake {
-            Some(Rounds::Ask(params.clone()))
+            Some(Box::new(Rounds::Ask))
         } else if method == "tools/call" {
-            Some(Rounds::Relay(
+            Some(Box::new(Rounds::Relay(
                 self.relayed(ctx, server, &params),
                 self.clone(),
-            ))
+            )))
         } else {
             None
         };
@@ -1629,25 +1633,7 @@ impl Gateway {
                             .await
                     }
                     Some(rounds) => {
-                        let first = upstream
-                            .request_answer(&method_owned, Some(params), Some(link.clone()))
-                            .await;
-                        match rounds {
-                            Rounds::Ask(params) => {
-                                let client = link as Arc<dyn Downstream>;
-                                crate::rounds::ask_rounds(
-                                    &upstream,
-                                    &method_owned,
-                                    params,
-                                    client,
-                                    first,
-                                )
-                                .await
-                            }
-                            Rounds::Relay(relayed, gateway) => {
-                                crate::rounds::relay(first, relayed, &gateway.key)
-                            }
-                        }
+                        Box::pin(rounds.run(&upstream, &method_owned, params, link)).await
                     }
                 };
                 if let Some(on_done) = on_done {
@@ -1929,10 +1915,38 @@ impl Gateway {
 /// What happens to a stateless server's input-required answer.
 enum Rounds {
     /// A client of the handshake era is asked over its session; the call
-    /// goes again with these params and the answers.
-    Ask(Value),
+    /// goes again with the answers.
+    Ask,
     /// A 2026-07-28 client gets it with the state sealed (by the gateway's key).
     Relay(Relayed, Arc<Gateway>),
+}
+
+impl Rounds {
+    /// Sends the request to a stateless server and sees its input-required
+    /// answers through.
+    async fn run(
+        self: Box<Self>,
+        upstream: &Upstream,
+        method: &str,
+        params: Value,
+        link: Arc<ClientLink>,
+    ) -> Result<Answer, CallError> {
+        match *self {
+            Rounds::Ask => {
+                let again = params.clone();
+                let first = upstream
+                    .request_answer(method, Some(params), Some(link.clone()))
+                    .await;
+                crate::rounds::ask_rounds(upstream, method, again, link, first).await
+            }
+            Rounds::Relay(relayed, gateway) => {
+                let first = upstream
+                    .request_answer(method, Some(params), Some(link))
+                    .await;
+                crate::rounds::relay(first, relayed, &gateway.key)
+            }
+        }
+    }
 }
 
 /// The answer to a `requestState` the gateway did not seal for this call.

@@ -61,6 +61,9 @@ pub(crate) struct Conn {
     /// server makes outside any call (`roots/list` after start-up or after
     /// `notifications/roots/list_changed`) goes there.
     pub(crate) owner: Option<Arc<dyn Downstream>>,
+    /// Whether the server is ready and spoken to statelessly (read on every
+    /// call, so kept beside `info` rather than read from it).
+    pub(crate) stateless: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -74,6 +77,7 @@ impl Conn {
             link: Mutex::new(None),
             shutdown: watch::channel(None).0,
             owner: None,
+            stateless: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -101,6 +105,7 @@ impl Conn {
     /// at once, abort the server-to-client requests being served, report Down.
     pub(crate) fn go_down(&self, reason: &str) {
         self.set_link(None);
+        self.stateless.store(false, Ordering::Release);
         self.info.send_replace(None);
         self.fail_all(reason);
         self.event(UpstreamEvent::Down {
@@ -208,7 +213,7 @@ impl Conn {
         let route = match &link {
             Some(Link::Http(h)) if h.is_stateless() => {
                 params = crate::modern::stamp(params);
-                crate::modern::route(method, params.as_ref())
+                crate::modern::route(method, params.as_ref()).map(Box::new)
             }
             _ => None,
         };
@@ -338,6 +343,7 @@ impl Conn {
         } else {
             self.send(initialized, None);
         }
+        self.stateless.store(false, Ordering::Release);
         self.info.send_replace(Some(info.clone()));
         self.event(UpstreamEvent::Ready {
             server: self.spec.name.clone(),
@@ -362,6 +368,7 @@ impl Conn {
             ))
         })?;
         let info = Arc::new(info);
+        self.stateless.store(true, Ordering::Release);
         self.info.send_replace(Some(info.clone()));
         self.event(UpstreamEvent::Ready {
             server: self.spec.name.clone(),

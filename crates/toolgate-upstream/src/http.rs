@@ -424,7 +424,7 @@ pub(crate) async fn post(
     body: Bytes,
     is_init: bool,
     origin: Option<u64>,
-    route: Option<Route>,
+    route: Option<Box<Route>>,
 ) {
     if is_init {
         *link.session.lock().unwrap() = None;
@@ -433,7 +433,7 @@ pub(crate) async fn post(
     let mut retried = false;
     let resp = loop {
         let session = link.session();
-        let req = link.request(Method::POST, body.clone(), None, route.as_ref());
+        let req = link.request(Method::POST, body.clone(), None, route.as_deref());
         let resp = match link.client.request(req).await {
             Ok(r) => r,
             Err(e) => {

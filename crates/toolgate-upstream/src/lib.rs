@@ -268,10 +268,8 @@ impl Upstream {
     /// (2026-07-28): its answers may be `resultType: "input_required"`.
     pub fn is_stateless(&self) -> bool {
         self.conn
-            .info
-            .borrow()
-            .as_ref()
-            .is_some_and(|i| i.protocol_version == STATELESS_VERSION)
+            .stateless
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits until the server is ready (or `timeout` passes); true when ready.
