@@ -315,3 +315,30 @@ def test_a_2026_retry_is_the_same_call_and_still_under_the_policy(serve_factory,
     assert len(runs) == 3 and runs[2]["arguments"] == {"question": "q2"} and runs[2]["inputResponses"] is None
     wait_for(lambda: len([r for r in gw.audit() if r["tool"] == "modern__ask"]) >= 3, 5, "the refusal's audit record")
     assert [r["decision"] for r in gw.audit() if r["tool"] == "modern__ask"] == ["allow", "allow", "deny"]
+
+
+@pytest.mark.anyio
+async def test_the_config_can_name_the_generation(serve_factory, modern_server):
+    """`protocol: "2026-07-28"` speaks statelessly from the start (no
+    `initialize` is sent); `protocol: "2025-11-25"` never switches, so a
+    modern-only server stays down and gets nothing but handshakes. (The
+    gateway waits its 30 s start-up allowance for the server that never
+    becomes ready.)"""
+    stateless, handshake = modern_server(name="stateless"), modern_server(name="handshake")
+    gw = serve_factory({"policy": "policy.json", "servers": {
+        "modern": {"url": stateless.url, "protocol": "2026-07-28"},
+        "old": {"url": handshake.url, "protocol": "2025-11-25"},
+    }}, {"policy.json": {**POLICY, "tools": {**POLICY["tools"], "old__echo": {}}}})
+    async with gw.client(MODERN) as client:
+        tools = [t.name for t in (await client.list_tools()).tools]
+        assert tools == ["modern__echo", "modern__send_text", "modern__delete_all"]
+        assert (await client.call_tool("modern__echo", {"text": "direct"})).content[0].text == "direct"
+        with pytest.raises(MCPError):
+            await client.call_tool("old__echo", {"text": "never"})
+    methods = [r["body"]["method"] for r in stateless.requests()]
+    assert methods[0] == "server/discover" and "initialize" not in methods
+    assert stateless.calls() == [{"tool": "echo", "arguments": {"text": "direct"}}]
+    wait_for(lambda: len(handshake.requests()) >= 1, 10, "the handshake to be tried")
+    assert {r["body"]["method"] for r in handshake.requests()} == {"initialize"}
+    assert handshake.calls() == []
+    assert 'server "old" is down: initialize failed: upstream error -32022' in gw.stderr()

@@ -11,7 +11,7 @@
 use crate::conn::{Conn, Link};
 use crate::modern::{self, Route};
 use crate::sse::SseParser;
-use crate::{CallError, ServerInfo};
+use crate::{CallError, Protocol, ServerInfo};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -217,7 +217,12 @@ pub(crate) fn checked_headers(
 
 /// Runs the connection: handshake (retried with backoff), then the GET
 /// stream, until shutdown; then DELETE the session.
-pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String, String)>) {
+pub(crate) async fn supervise(
+    conn: Arc<Conn>,
+    url: String,
+    headers: Vec<(String, String)>,
+    protocol: Protocol,
+) {
     let uri = match parse_url(&url) {
         Ok(u) => u,
         Err(reason) => {
@@ -255,7 +260,7 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
     loop {
         conn.set_link(Some(Link::Http(link.clone())));
         let r = tokio::select! {
-            r = connect(&conn, &link) => r,
+            r = connect(&conn, &link, protocol) => r,
             _ = shutdown.changed() => break,
         };
         match r {
@@ -308,11 +313,22 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
 /// refuses it as one that speaks only the stateless generation,
 /// `server/discover` at that version, and stateless requests from then on.
 /// Every (re)connection starts over, so a server that changes generation is
-/// followed.
-async fn connect(conn: &Arc<Conn>, link: &Arc<HttpLink>) -> Result<Arc<ServerInfo>, CallError> {
+/// followed. A configured `protocol` other than `Auto` speaks only that
+/// generation.
+async fn connect(
+    conn: &Arc<Conn>,
+    link: &Arc<HttpLink>,
+    protocol: Protocol,
+) -> Result<Arc<ServerInfo>, CallError> {
+    if protocol == Protocol::Stateless {
+        link.set_stateless(true);
+        return conn.discover().await;
+    }
     link.set_stateless(false);
     match conn.handshake().await {
-        Err(CallError::Rpc(refusal)) if modern::refuses_handshake(&refusal) => {
+        Err(CallError::Rpc(refusal))
+            if protocol == Protocol::Auto && modern::refuses_handshake(&refusal) =>
+        {
             link.set_stateless(true);
             let discovered = conn.discover().await;
             if discovered.is_err() {

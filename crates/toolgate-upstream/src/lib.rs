@@ -89,12 +89,26 @@ pub enum Transport {
     Http {
         url: String,
         headers: Vec<(String, String)>,
+        protocol: Protocol,
     },
     /// A legacy HTTP+SSE (2024-11-05) server: GET `url` for the event stream.
     Sse {
         url: String,
         headers: Vec<(String, String)>,
     },
+}
+
+/// Which protocol generation a Streamable HTTP server is spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// The 2025-11-25 handshake, or the stateless generation when the
+    /// server refuses the handshake as a modern-only server.
+    #[default]
+    Auto,
+    /// The 2025-11-25 handshake only.
+    Handshake,
+    /// The stateless generation (2026-07-28) only: no `initialize`.
+    Stateless,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -245,7 +259,11 @@ impl Upstream {
                     cwd,
                 },
             )),
-            Transport::Http { url, headers } => tokio::spawn(http::supervise(c, url, headers)),
+            Transport::Http {
+                url,
+                headers,
+                protocol,
+            } => tokio::spawn(http::supervise(c, url, headers, protocol)),
             Transport::Sse { url, headers } => tokio::spawn(legacy::supervise(c, url, headers)),
         };
         Upstream {
