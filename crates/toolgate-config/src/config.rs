@@ -204,12 +204,27 @@ pub enum ServerTransport {
         url: String,
         /// `${VAR}` already resolved; names are valid header names.
         headers: Vec<(String, Secret)>,
+        /// Which protocol generation to speak (`protocol`).
+        protocol: UpstreamProtocol,
     },
     /// The legacy HTTP+SSE transport.
     Sse {
         url: String,
         headers: Vec<(String, Secret)>,
     },
+}
+
+/// A Streamable HTTP server's `protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// `auto`: the 2025-11-25 handshake, or 2026-07-28 when the server
+    /// refuses the handshake as a modern-only server.
+    #[default]
+    Auto,
+    /// `2025-11-25`: the handshake only.
+    Handshake,
+    /// `2026-07-28`: stateless only, no `initialize`.
+    Stateless,
 }
 
 /// A value that must not be printed: `Debug` shows `***`.

@@ -32,7 +32,8 @@ use std::path::Path;
 
 pub use config::{
     AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, OtlpConfig, OtlpProtocol, Secret,
-    ServerConfig, ServerTransport, StateConfig, StateStore, TelemetryConfig, WebhookConfig,
+    ServerConfig, ServerTransport, StateConfig, StateStore, TelemetryConfig, UpstreamProtocol,
+    WebhookConfig,
 };
 pub use token::{hash_token, new_token};
 pub use toolgate_policy::{Diagnostic, Diagnostics};

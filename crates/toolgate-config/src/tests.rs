@@ -282,7 +282,7 @@ fn unknown_fields_everywhere() {
         "policy: policy.yaml\nlisen: x\nservers:\n  a:\n    command: x\n    comand: y\n    restart: { initial: 1s, maximum: 2s }\ngrants:\n  g:\n    token_sha256: \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n    token: x\nsessions: { key: x }\nhttp: { origins: [] }\n",
         &[
             "2:1: unknown field \"lisen\" (expected listen, policy, separator, servers, grants, sessions, http, state, admin or telemetry)",
-            "6:5: servers.a: unknown field \"comand\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
+            "6:5: servers.a: unknown field \"comand\" (expected command, args, env, cwd, url, transport, protocol, headers, prefix, per_session, policy, request_timeout or restart)",
             "7:29: servers.a.restart: unknown field \"maximum\" (expected initial or max)",
             "11:5: grants.g: unknown field \"token\" (expected token_sha256, policy or servers)",
             "12:13: sessions: unknown field \"key\" (expected key_env or max_age)",
@@ -377,7 +377,7 @@ fn toml_positions() {
             "9:7: servers.b.url: url must start with http:// or https://, found \"ftp://h\"",
             "10:13: servers.b.transport: unknown transport \"websocket\" (expected streamable_http or sse)",
             "11:13: servers.b.headers: invalid header name \"Bad Name\"",
-            "15:1: servers.c: unknown field \"extra\" (expected command, args, env, cwd, url, transport, headers, prefix, per_session, policy, request_timeout or restart)",
+            "15:1: servers.c: unknown field \"extra\" (expected command, args, env, cwd, url, transport, protocol, headers, prefix, per_session, policy, request_timeout or restart)",
         ],
     );
 }
@@ -404,6 +404,30 @@ fn exactly_one_transport() {
         &[
             "5:5: servers.a: a server has exactly one of \"command\" (stdio) or \"url\" (HTTP), found both",
             "6:3: servers.b: a server needs \"command\" (stdio) or \"url\" (HTTP), found neither",
+        ],
+    );
+}
+
+#[test]
+fn an_http_server_may_name_its_protocol_generation() {
+    let yaml = "policy: policy.yaml\nservers:\n  a:\n    url: http://a/mcp\n  b:\n    url: http://b/mcp\n    protocol: \"2026-07-28\"\n  c:\n    url: http://c/mcp\n    protocol: \"2025-11-25\"\n  d:\n    url: http://d/mcp\n    protocol: auto\n";
+    let config = ok_as(ConfigFormat::Yaml, yaml);
+    let protocols: Vec<_> = config
+        .servers
+        .iter()
+        .map(|s| match &s.transport {
+            ServerTransport::Http { protocol, .. } => *protocol,
+            other => panic!("not http: {other:?}"),
+        })
+        .collect();
+    use crate::UpstreamProtocol::*;
+    assert_eq!(protocols, [Auto, Stateless, Handshake, Auto]);
+    check(
+        "policy: policy.yaml\nservers:\n  a:\n    url: http://a/mcp\n    protocol: \"2026\"\n  b:\n    url: http://b/sse\n    transport: sse\n    protocol: auto\n  c:\n    command: x\n    protocol: auto\n",
+        &[
+            "5:15: servers.a.protocol: unknown protocol \"2026\" (expected auto, 2025-11-25 or 2026-07-28)",
+            "9:5: servers.b: \"protocol\" is only allowed with the streamable_http transport (this server has \"transport: sse\")",
+            "12:5: servers.c: \"protocol\" is only allowed with \"url\" (this server has \"command\")",
         ],
     );
 }

@@ -15,7 +15,8 @@ use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
 
 use crate::config::{
     AdminConfig, Config, GrantConfig, HttpConfig, LoadedPolicy, OtlpConfig, OtlpProtocol, Secret,
-    ServerConfig, ServerTransport, StateConfig, StateStore, TelemetryConfig, WebhookConfig,
+    ServerConfig, ServerTransport, StateConfig, StateStore, TelemetryConfig, UpstreamProtocol,
+    WebhookConfig,
 };
 use crate::values::{self, quote};
 use crate::{read, ConfigFormat};
@@ -55,6 +56,7 @@ const SERVER_FIELDS: &[&str] = &[
     "cwd",
     "url",
     "transport",
+    "protocol",
     "headers",
     "prefix",
     "per_session",
@@ -1024,7 +1026,7 @@ impl Validator<'_> {
                 None
             }
             (Some(command), None) => {
-                for name in ["transport", "headers"] {
+                for name in ["transport", "protocol", "headers"] {
                     if let Some(m) = member(members, name) {
                         self.problem(
                             m.key_pos,
@@ -1101,15 +1103,48 @@ impl Validator<'_> {
                         None => None,
                     },
                 };
+                let protocol = match field(members, "protocol") {
+                    None => Some(UpstreamProtocol::Auto),
+                    Some(n) => match self.string(n, &at("protocol")) {
+                        Some("auto") => Some(UpstreamProtocol::Auto),
+                        Some("2025-11-25") => Some(UpstreamProtocol::Handshake),
+                        Some("2026-07-28") => Some(UpstreamProtocol::Stateless),
+                        Some(other) => {
+                            self.problem(
+                                n.pos,
+                                &at("protocol"),
+                                format!(
+                                    "unknown protocol {} (expected auto, 2025-11-25 or 2026-07-28)",
+                                    quote(other)
+                                ),
+                            );
+                            None
+                        }
+                        None => None,
+                    },
+                };
+                if sse == Some(true) {
+                    if let Some(m) = member(members, "protocol") {
+                        self.problem(
+                            m.key_pos,
+                            path,
+                            "\"protocol\" is only allowed with the streamable_http transport (this server has \"transport: sse\")",
+                        );
+                    }
+                }
                 let headers = match field(members, "headers") {
                     None => Some(Vec::new()),
                     Some(n) => self.secret_map(n, &at("headers"), MapKind::Headers),
                 };
-                let (url, headers) = (url_text?, headers?);
+                let (url, headers, protocol) = (url_text?, headers?, protocol?);
                 Some(if sse? {
                     ServerTransport::Sse { url, headers }
                 } else {
-                    ServerTransport::Http { url, headers }
+                    ServerTransport::Http {
+                        url,
+                        headers,
+                        protocol,
+                    }
                 })
             }
         }

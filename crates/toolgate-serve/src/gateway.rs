@@ -9,6 +9,7 @@
 
 use crate::catalog::{Catalog, Naming, ServerLists};
 use crate::replay::{EventLog, KEEP};
+use crate::rounds::{Relayed, UPSTREAM_STATE};
 use crate::session::{random_id, Session, SessionKey};
 use serde_json::{json, Map, Value};
 // foldhash: keyed per process, several times faster than SipHash on the
@@ -1043,13 +1044,21 @@ impl Gateway {
         method: &str,
         params: Value,
     ) -> Reply {
+        // A 2026-07-28 client's retry of a call its (stateless) server
+        // answered input-required: the same call going on.
+        let mut relayed = None;
         if ctx.era == Era::Stateless {
-            if let Some(token) = params
-                .get("requestState")
-                .and_then(Value::as_str)
-                .and_then(|s| s.strip_prefix(CALL_STATE))
-            {
-                return self.resume(ctx, id, method, token, &params).await;
+            if let Some(state) = params.get("requestState").and_then(Value::as_str) {
+                if let Some(token) = state.strip_prefix(CALL_STATE) {
+                    return self.resume(ctx, id, method, token, &params).await;
+                }
+                if let Some(sealed) = state.strip_prefix(UPSTREAM_STATE) {
+                    match Relayed::open(&self.key, sealed) {
+                        // Boxed: every call's future stays as small as before.
+                        Some(call) if method == "tools/call" => relayed = Some(Box::new(call)),
+                        _ => return Reply::Json(foreign_state(id)),
+                    }
+                }
             }
         }
         let answer =
@@ -1119,7 +1128,7 @@ impl Gateway {
                 }
                 answer(Ok(json!({})))
             }
-            "tools/call" => self.call_tool(ctx, id, params).await,
+            "tools/call" => self.call_tool(ctx, id, params, relayed).await,
             "prompts/get" => {
                 let name = params
                     .get("name")
@@ -1277,7 +1286,14 @@ impl Gateway {
         }
     }
 
-    async fn call_tool(self: &Arc<Self>, ctx: &Context, id: &Value, params: Value) -> Reply {
+    /// `relayed`: the call a retry continues (its sealed `requestState`).
+    async fn call_tool(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        params: Value,
+        relayed: Option<Box<Relayed>>,
+    ) -> Reply {
         let received = Instant::now();
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Reply::Json(error_response(
@@ -1315,6 +1331,16 @@ impl Gateway {
             return Reply::Json(unknown_tool(id, name));
         };
         let server = &self.servers[entry.server];
+        if let Some(relayed) = &relayed {
+            let same_call = relayed.grant == ctx.caller.grant.name
+                && relayed.server == server.name
+                && relayed.tool == entry.original
+                && relayed.args == args_sha256(arguments)
+                && relayed.expires >= self.clock.now_ms();
+            if !same_call {
+                return Reply::Json(foreign_state(id));
+            }
+        }
         if self.is_held_back(entry.server, &entry.original) {
             let text = format!(
                 "toolgate held back this call to \"{name}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
@@ -1359,7 +1385,8 @@ impl Gateway {
         } else {
             match plan_layers(&layers) {
                 Planned::Decided(decision) => decision,
-                Planned::Draw(plan) if plan.draws.is_empty() => {
+                // A retry was counted when the call began.
+                Planned::Draw(plan) if plan.draws.is_empty() || relayed.is_some() => {
                     plan.conclude(Ok(Default::default()))
                 }
                 Planned::Draw(plan) => {
@@ -1369,6 +1396,36 @@ impl Gateway {
                 }
             }
         };
+        if let Some(relayed) = relayed {
+            // Checked again (a tool denied or hidden since stays refused), but
+            // neither counted nor audited again; an approval was given when
+            // the call began.
+            if !matches!(
+                decision,
+                Decision::Allow { .. } | Decision::ApprovalRequired { .. }
+            ) {
+                self.audit_refusal(
+                    ctx,
+                    name,
+                    &decision,
+                    arguments,
+                    received,
+                    Some(&server.name),
+                );
+                return Reply::Json(refusal(id, name, &decision, ctx.era).expect("not an allow"));
+            }
+            let mut upstream_params = params;
+            upstream_params["name"] = Value::String(entry.original.clone());
+            if let Value::Object(p) = &mut upstream_params {
+                match relayed.state {
+                    Some(state) => p.insert("requestState".into(), Value::String(state)),
+                    None => p.remove("requestState"),
+                };
+            }
+            return self
+                .forward(ctx, id, entry.server, "tools/call", upstream_params, None)
+                .await;
+        }
         if let Decision::ApprovalRequired { .. } = &decision {
             return self
                 .held_call(
@@ -1542,6 +1599,20 @@ impl Gateway {
             }
         };
         let method_owned = method.to_string();
+        // A stateless server may answer input-required (see `rounds`). Boxed:
+        // the call's future stays as small as it was for every other server.
+        let rounds = if !upstream.is_stateless() {
+            None
+        } else if ctx.era == Era::Handshake {
+            Some(Box::new(Rounds::Ask))
+        } else if method == "tools/call" {
+            Some(Box::new(Rounds::Relay(
+                self.relayed(ctx, server, &params),
+                self.clone(),
+            )))
+        } else {
+            None
+        };
         // The call runs inside this request's future (no task of its own) until
         // the server sends something about it; then it moves to a task that
         // streams to the client.
@@ -1555,9 +1626,16 @@ impl Gateway {
                         GateOutcome::Answer(result) => return Ok(Answer::Parsed(result)),
                     },
                 };
-                let result = upstream
-                    .request_answer(&method_owned, Some(params), Some(link))
-                    .await;
+                let result = match rounds {
+                    None => {
+                        upstream
+                            .request_answer(&method_owned, Some(params), Some(link))
+                            .await
+                    }
+                    Some(rounds) => {
+                        Box::pin(rounds.run(&upstream, &method_owned, params, link)).await
+                    }
+                };
                 if let Some(on_done) = on_done {
                     on_done(&result);
                 }
@@ -1576,6 +1654,22 @@ impl Gateway {
             key,
         };
         self.drive(ctx, id, method, server, task, rx, guard).await
+    }
+
+    /// What a sealed `requestState` of `tools/call` to `server` binds.
+    fn relayed(&self, ctx: &Context, server: usize, params: &Value) -> Relayed {
+        Relayed {
+            grant: ctx.caller.grant.name.clone(),
+            server: self.servers[server].name.clone(),
+            tool: params
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            args: args_sha256(params.get("arguments").unwrap_or(&Value::Null)),
+            state: None,
+            expires: self.clock.now_ms() + PARK_TTL.as_millis() as u64,
+        }
     }
 
     /// Waits for a forwarded request's answer. What the server sends about
@@ -1816,6 +1910,53 @@ impl Gateway {
         }
         self.audit.flush();
     }
+}
+
+/// What happens to a stateless server's input-required answer.
+enum Rounds {
+    /// A client of the handshake era is asked over its session; the call
+    /// goes again with the answers.
+    Ask,
+    /// A 2026-07-28 client gets it with the state sealed (by the gateway's key).
+    Relay(Relayed, Arc<Gateway>),
+}
+
+impl Rounds {
+    /// Sends the request to a stateless server and sees its input-required
+    /// answers through.
+    async fn run(
+        self: Box<Self>,
+        upstream: &Upstream,
+        method: &str,
+        params: Value,
+        link: Arc<ClientLink>,
+    ) -> Result<Answer, CallError> {
+        match *self {
+            Rounds::Ask => {
+                let again = params.clone();
+                let first = upstream
+                    .request_answer(method, Some(params), Some(link.clone()))
+                    .await;
+                crate::rounds::ask_rounds(upstream, method, again, link, first).await
+            }
+            Rounds::Relay(relayed, gateway) => {
+                let first = upstream
+                    .request_answer(method, Some(params), Some(link))
+                    .await;
+                crate::rounds::relay(first, relayed, &gateway.key)
+            }
+        }
+    }
+}
+
+/// The answer to a `requestState` the gateway did not seal for this call.
+fn foreign_state(id: &Value) -> Value {
+    error_response(
+        id,
+        INVALID_PARAMS,
+        "Invalid params: requestState does not belong to this call (it expired, was altered, or belongs to another client, tool or arguments); send the call again without requestState and inputResponses",
+        None,
+    )
 }
 
 /// Results of these methods are cacheable in 2026-07-28 (`ttlMs`, `cacheScope`).

@@ -17,6 +17,8 @@
 //! - [`replay`]: streamed answers kept for resumption (`Last-Event-ID`).
 //! - [`session`]: sealed session tokens, so that sessions need no
 //!   stickiness and survive a restart.
+//! - `rounds`: a stateless (2026-07-28) server's input-required answers,
+//!   asked of a 2025 client or passed to a 2026 client with a sealed state.
 //!
 //! Upstream connections are `toolgate-upstream`'s; policy decisions are
 //! `toolgate-policy`'s.
@@ -27,6 +29,7 @@ mod h1;
 pub mod http;
 mod legacy;
 pub mod replay;
+mod rounds;
 pub mod session;
 
 pub use gateway::{

@@ -4,11 +4,13 @@
 //! authenticated with the deployment's session key (ChaCha20-Poly1305), so
 //! any gateway process holding the same key can continue a session that
 //! began on another, or before a restart. Nothing per session is kept in
-//! memory unless a stream is open.
+//! memory unless a stream is open. The same key seals other state the
+//! gateway hands a client to give back (a server's `requestState`), each
+//! kind bound to its purpose so one is never taken for another.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,12 +56,21 @@ impl SessionKey {
 
     /// The token for a session: base64url(nonce ‖ sealed JSON).
     pub fn seal(&self, session: &Session) -> String {
+        self.seal_for(b"", &serde_json::to_vec(session).expect("serialisable"))
+    }
+
+    /// `plain` sealed for `purpose` (authenticated with it, not carried):
+    /// base64url(nonce ‖ sealed bytes). Opens only with the same purpose.
+    pub fn seal_for(&self, purpose: &[u8], plain: &[u8]) -> String {
         let mut nonce = [0u8; 12];
         getrandom::getrandom(&mut nonce).expect("system randomness");
-        let plain = serde_json::to_vec(session).expect("serialisable");
+        let payload = Payload {
+            msg: plain,
+            aad: purpose,
+        };
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+            .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(12 + sealed.len());
         out.extend_from_slice(&nonce);
@@ -70,6 +81,13 @@ impl SessionKey {
     /// The session a token stands for; `None` for anything forged, altered,
     /// sealed with another key, or not a token at all.
     pub fn open(&self, token: &str) -> Option<Session> {
+        serde_json::from_slice(&self.open_for(b"", token)?).ok()
+    }
+
+    /// What [`SessionKey::seal_for`] sealed for `purpose`; `None` for
+    /// anything forged, altered, sealed with another key or for another
+    /// purpose.
+    pub fn open_for(&self, purpose: &[u8], token: &str) -> Option<Vec<u8>> {
         if token.len() > 8192 {
             return None;
         }
@@ -78,8 +96,11 @@ impl SessionKey {
             return None;
         }
         let (nonce, sealed) = bytes.split_at(12);
-        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()?;
-        serde_json::from_slice(&plain).ok()
+        let payload = Payload {
+            msg: sealed,
+            aad: purpose,
+        };
+        self.cipher.decrypt(Nonce::from_slice(nonce), payload).ok()
     }
 }
 
@@ -121,6 +142,20 @@ mod tests {
         assert!(key.open(&URL_SAFE_NO_PAD.encode(bytes)).is_none());
         assert!(key.open("not a token").is_none());
         assert!(key.open("").is_none());
+    }
+
+    #[test]
+    fn state_sealed_for_one_purpose_opens_for_that_purpose_only() {
+        let key = SessionKey::new([7; 32]);
+        let sealed = key.seal_for(b"upstream-state", b"{\"state\":1}");
+        assert_eq!(
+            key.open_for(b"upstream-state", &sealed).as_deref(),
+            Some(&b"{\"state\":1}"[..])
+        );
+        assert!(key.open_for(b"other", &sealed).is_none());
+        assert!(key.open(&sealed).is_none(), "not a session token");
+        let token = key.seal(&session());
+        assert!(key.open_for(b"upstream-state", &token).is_none());
     }
 
     #[test]

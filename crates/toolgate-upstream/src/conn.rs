@@ -1,6 +1,6 @@
 //! The transport-independent half of a connection: the table of requests in
 //! flight, id and progress-token rewriting, cancellation, the initialize
-//! handshake, and routing of what the server sends (answers, server-to-client
+//! handshake (or `server/discover` for a stateless server), and routing of what the server sends (answers, server-to-client
 //! requests, notifications).
 
 use crate::{Answer, CallError, Downstream, RpcError, ServerInfo, UpstreamEvent, UpstreamSpec};
@@ -19,7 +19,8 @@ pub(crate) const AMBIGUOUS_CODE: i64 = -32603;
 pub(crate) const AMBIGUOUS_MESSAGE: &str =
     "cannot tell which client session this request belongs to; run this server per_session";
 
-/// The least time `initialize` is given, whatever `request_timeout` says.
+/// The least time `initialize` (or `server/discover`) is given, whatever
+/// `request_timeout` says.
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How messages reach the server on the current connection.
@@ -60,6 +61,9 @@ pub(crate) struct Conn {
     /// server makes outside any call (`roots/list` after start-up or after
     /// `notifications/roots/list_changed`) goes there.
     pub(crate) owner: Option<Arc<dyn Downstream>>,
+    /// Whether the server is ready and spoken to statelessly (read on every
+    /// call, so kept beside `info` rather than read from it).
+    pub(crate) stateless: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -73,6 +77,7 @@ impl Conn {
             link: Mutex::new(None),
             shutdown: watch::channel(None).0,
             owner: None,
+            stateless: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -100,6 +105,7 @@ impl Conn {
     /// at once, abort the server-to-client requests being served, report Down.
     pub(crate) fn go_down(&self, reason: &str) {
         self.set_link(None);
+        self.stateless.store(false, Ordering::Release);
         self.info.send_replace(None);
         self.fail_all(reason);
         self.event(UpstreamEvent::Down {
@@ -154,7 +160,9 @@ impl Conn {
     }
 
     /// Sends a request and waits for its answer. `need_ready`: refuse unless
-    /// the handshake is done (false for `initialize` itself).
+    /// the handshake is done (false for `initialize` and `server/discover`).
+    /// To a stateless server the request goes with its envelope in `_meta`
+    /// and its routing headers.
     pub(crate) async fn request(
         self: &Arc<Self>,
         method: &str,
@@ -201,11 +209,19 @@ impl Conn {
             reason: "the client cancelled the request",
             armed: method != "initialize",
         };
+        let link = self.link();
+        let route = match &link {
+            Some(Link::Http(h)) if h.is_stateless() => {
+                params = crate::modern::stamp(params);
+                crate::modern::route(method, params.as_ref()).map(Box::new)
+            }
+            _ => None,
+        };
         let text = request_text(id, method, params.as_ref());
         // Over HTTP the POST runs inside this future rather than in a task of
         // its own: one fewer hop between threads per call.
         let mut post = None;
-        let sent = match self.link() {
+        let sent = match link {
             Some(Link::Http(h)) => {
                 let body = Bytes::from(text);
                 let is_init = method == "initialize";
@@ -215,6 +231,7 @@ impl Conn {
                     body,
                     is_init,
                     Some(id),
+                    route,
                 )));
                 true
             }
@@ -231,7 +248,7 @@ impl Conn {
         }
         // A server that is just starting (an interpreter, `npx`) may take a
         // while to answer `initialize`; later requests get `request_timeout`.
-        let timeout = if method == "initialize" {
+        let timeout = if !need_ready {
             self.spec.request_timeout.max(INIT_TIMEOUT)
         } else {
             self.spec.request_timeout
@@ -322,10 +339,36 @@ impl Conn {
             // Over HTTP each message is its own POST: wait for this one, so no
             // request overtakes it (servers finish setting up on it).
             let body = Bytes::from(initialized.to_string());
-            Box::pin(crate::http::post(self.clone(), h, body, false, None)).await;
+            Box::pin(crate::http::post(self.clone(), h, body, false, None, None)).await;
         } else {
             self.send(initialized, None);
         }
+        self.stateless.store(false, Ordering::Release);
+        self.info.send_replace(Some(info.clone()));
+        self.event(UpstreamEvent::Ready {
+            server: self.spec.name.clone(),
+            info: info.clone(),
+        });
+        Ok(info)
+    }
+
+    /// `server/discover` to a server spoken to statelessly (the link is
+    /// already stateless); on a result that lists the stateless version the
+    /// connection is Ready.
+    pub(crate) async fn discover(self: &Arc<Self>) -> Result<Arc<ServerInfo>, CallError> {
+        let result = self
+            .request("server/discover", None, None, false)
+            .await?
+            .into_value()?;
+        let info = crate::modern::discovered(&result).ok_or_else(|| {
+            CallError::Unavailable(format!(
+                "the server refused the {} handshake, and its server/discover does not offer {}",
+                crate::PROTOCOL_VERSION,
+                crate::modern::STATELESS_VERSION
+            ))
+        })?;
+        let info = Arc::new(info);
+        self.stateless.store(true, Ordering::Release);
         self.info.send_replace(Some(info.clone()));
         self.event(UpstreamEvent::Ready {
             server: self.spec.name.clone(),
@@ -495,7 +538,7 @@ impl Conn {
     }
 }
 
-fn rpc_error(err: Value) -> RpcError {
+pub(crate) fn rpc_error(err: Value) -> RpcError {
     let mut m = match err {
         Value::Object(m) => m,
         other => {

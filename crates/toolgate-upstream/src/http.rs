@@ -2,16 +2,23 @@
 //! answers come back as JSON or as an SSE stream that belongs to that POST;
 //! a GET SSE stream carries what belongs to no request. Header values are
 //! never logged: they may hold secrets.
+//!
+//! A server that refuses the handshake as one speaking only the stateless
+//! generation (see `modern`) is discovered with `server/discover` and then
+//! spoken to statelessly: no session, no GET stream, and every request
+//! carries its envelope and routing headers.
 
 use crate::conn::{Conn, Link};
+use crate::modern::{self, Route};
 use crate::sse::SseParser;
-use crate::CallError;
+use crate::{CallError, Protocol, ServerInfo};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +111,10 @@ pub(crate) struct HttpLink {
     /// (a value that is not a valid one is never sent).
     session: Mutex<Option<HeaderValue>>,
     protocol: Mutex<Option<HeaderValue>>,
+    /// Whether the server is spoken to statelessly (2026-07-28): set when it
+    /// refused the handshake as a modern-only server and answered
+    /// `server/discover`.
+    stateless: AtomicBool,
     reinit: tokio::sync::Mutex<()>,
     get_stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Signalled when the server cannot be reached any more.
@@ -115,18 +126,44 @@ impl HttpLink {
         *self.protocol.lock().unwrap() = HeaderValue::from_str(version).ok();
     }
 
+    /// Whether requests go out statelessly (see [`HttpLink::stateless`]).
+    pub(crate) fn is_stateless(&self) -> bool {
+        self.stateless.load(Ordering::Acquire)
+    }
+
+    /// Switches the link to the stateless generation (or back): no session,
+    /// and the stateless version in `MCP-Protocol-Version`.
+    fn set_stateless(&self, stateless: bool) {
+        *self.session.lock().unwrap() = None;
+        if stateless {
+            self.set_protocol(modern::STATELESS_VERSION);
+        } else {
+            *self.protocol.lock().unwrap() = None;
+        }
+        self.stateless.store(stateless, Ordering::Release);
+    }
+
     fn session(&self) -> Option<HeaderValue> {
         self.session.lock().unwrap().clone()
     }
 
-    fn request(&self, method: Method, body: Bytes, last_event_id: Option<&str>) -> Request<Bytes> {
+    fn request(
+        &self,
+        method: Method,
+        body: Bytes,
+        last_event_id: Option<&str>,
+        route: Option<&Route>,
+    ) -> Request<Bytes> {
         static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
         static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
         static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+        static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+        static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = HeaderMap::with_capacity(5 + self.headers.len());
+        let routing = if route.is_some() { 2 } else { 0 };
+        *req.headers_mut() = HeaderMap::with_capacity(5 + routing + self.headers.len());
         let h = req.headers_mut();
         // Statics: `from_static` checks its text each time it runs.
         static BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
@@ -144,6 +181,12 @@ impl HttpLink {
         }
         if let Some(id) = last_event_id.and_then(|s| HeaderValue::from_str(s).ok()) {
             h.insert(LAST_EVENT_ID.clone(), id);
+        }
+        if let Some(route) = route {
+            h.insert(MCP_METHOD.clone(), route.method.clone());
+            if let Some(name) = &route.name {
+                h.insert(MCP_NAME.clone(), name.clone());
+            }
         }
         req
     }
@@ -174,7 +217,12 @@ pub(crate) fn checked_headers(
 
 /// Runs the connection: handshake (retried with backoff), then the GET
 /// stream, until shutdown; then DELETE the session.
-pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String, String)>) {
+pub(crate) async fn supervise(
+    conn: Arc<Conn>,
+    url: String,
+    headers: Vec<(String, String)>,
+    protocol: Protocol,
+) {
     let uri = match parse_url(&url) {
         Ok(u) => u,
         Err(reason) => {
@@ -202,6 +250,7 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
         headers: checked,
         session: Mutex::new(None),
         protocol: Mutex::new(None),
+        stateless: AtomicBool::new(false),
         reinit: tokio::sync::Mutex::new(()),
         get_stream: Mutex::new(None),
         lost: tokio::sync::Notify::new(),
@@ -211,13 +260,16 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
     loop {
         conn.set_link(Some(Link::Http(link.clone())));
         let r = tokio::select! {
-            r = conn.handshake() => r,
+            r = connect(&conn, &link, protocol) => r,
             _ = shutdown.changed() => break,
         };
         match r {
             Ok(_) => {
                 delay = conn.spec.backoff.initial;
-                start_get_stream(&conn, &link);
+                // A stateless server has no stream for what belongs to no request.
+                if !link.is_stateless() {
+                    start_get_stream(&conn, &link);
+                }
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = link.lost.notified() => {}
@@ -251,8 +303,40 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
         let grace = (*conn.shutdown.borrow())
             .unwrap_or_default()
             .max(Duration::from_millis(100));
-        let req = link.request(Method::DELETE, Bytes::new(), None);
+        let req = link.request(Method::DELETE, Bytes::new(), None, None);
         let _ = tokio::time::timeout(grace, link.client.request(req)).await;
+    }
+}
+
+/// Makes the connection ready: the 2025-11-25 handshake, as always first (a
+/// server that speaks it is spoken to exactly as before); when the server
+/// refuses it as one that speaks only the stateless generation,
+/// `server/discover` at that version, and stateless requests from then on.
+/// Every (re)connection starts over, so a server that changes generation is
+/// followed. A configured `protocol` other than `Auto` speaks only that
+/// generation.
+async fn connect(
+    conn: &Arc<Conn>,
+    link: &Arc<HttpLink>,
+    protocol: Protocol,
+) -> Result<Arc<ServerInfo>, CallError> {
+    if protocol == Protocol::Stateless {
+        link.set_stateless(true);
+        return conn.discover().await;
+    }
+    link.set_stateless(false);
+    match conn.handshake().await {
+        Err(CallError::Rpc(refusal))
+            if protocol == Protocol::Auto && modern::refuses_handshake(&refusal) =>
+        {
+            link.set_stateless(true);
+            let discovered = conn.discover().await;
+            if discovered.is_err() {
+                link.set_stateless(false);
+            }
+            discovered
+        }
+        other => other,
     }
 }
 
@@ -270,7 +354,7 @@ async fn get_stream(conn: Arc<Conn>, link: Arc<HttpLink>) {
     let mut last_id: Option<String> = None;
     let mut failures = 0u32;
     loop {
-        let req = link.request(Method::GET, Bytes::new(), last_id.as_deref());
+        let req = link.request(Method::GET, Bytes::new(), last_id.as_deref(), None);
         let mut retry = DEFAULT_RETRY;
         match link.client.request(req).await {
             Ok(resp) if resp.status() == StatusCode::OK && is_sse(&resp) => {
@@ -339,7 +423,7 @@ async fn read_sse(
 }
 
 pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<HttpLink>, body: Bytes, origin: Option<u64>) {
-    tokio::spawn(post(conn, link, body, false, origin));
+    tokio::spawn(post(conn, link, body, false, origin, None));
 }
 
 fn fail(conn: &Conn, origin: Option<u64>, reason: String) {
@@ -348,14 +432,16 @@ fn fail(conn: &Conn, origin: Option<u64>, reason: String) {
     }
 }
 
-/// POSTs one message (`body`, JSON text; `is_init` for `initialize`) and
-/// routes what comes back.
+/// POSTs one message (`body`, JSON text; `is_init` for `initialize`;
+/// `route`, the routing headers of a stateless request) and routes what
+/// comes back.
 pub(crate) async fn post(
     conn: Arc<Conn>,
     link: Arc<HttpLink>,
     body: Bytes,
     is_init: bool,
     origin: Option<u64>,
+    route: Option<Box<Route>>,
 ) {
     if is_init {
         *link.session.lock().unwrap() = None;
@@ -364,7 +450,7 @@ pub(crate) async fn post(
     let mut retried = false;
     let resp = loop {
         let session = link.session();
-        let req = link.request(Method::POST, body.clone(), None);
+        let req = link.request(Method::POST, body.clone(), None, route.as_deref());
         let resp = match link.client.request(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -430,6 +516,16 @@ pub(crate) async fn post(
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Array(msgs)) => msgs.into_iter().for_each(|m| conn.dispatch(m, origin)),
+            // An error the server could not address (`"id": null`, as when
+            // it refuses a request before reading its id) answers this POST.
+            Ok(m) if origin.is_some() && m.get("id") == Some(&Value::Null) => {
+                if let (Some(id), Some(error)) = (origin, m.get("error")) {
+                    conn.complete(
+                        id,
+                        Err(CallError::Rpc(crate::conn::rpc_error(error.clone()))),
+                    );
+                }
+            }
             Ok(m) => conn.dispatch(m, origin),
             Err(_) => {}
         }
@@ -469,7 +565,7 @@ async fn resume(conn: &Arc<Conn>, link: &Arc<HttpLink>, id: u64, mut parser: Sse
         }
         attempts += 1;
         tokio::time::sleep(parser.retry_ms.map_or(DEFAULT_RETRY, Duration::from_millis)).await;
-        let req = link.request(Method::GET, Bytes::new(), Some(&last));
+        let req = link.request(Method::GET, Bytes::new(), Some(&last), None);
         match link.client.request(req).await {
             Ok(resp) if resp.status().is_success() && is_sse(&resp) => {
                 attempts = 0;

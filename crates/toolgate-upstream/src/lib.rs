@@ -7,7 +7,12 @@
 //! - [`Upstream::start`] returns at once; the connection is made in the
 //!   background (initialize handshake as a 2025-11-25 client declaring the
 //!   `sampling`, `elicitation` and `roots` capabilities), and a stdio server
-//!   that dies is restarted with exponential backoff ([`Backoff`]).
+//!   that dies is restarted with exponential backoff ([`Backoff`]). A
+//!   Streamable HTTP server that refuses the handshake as a server of the
+//!   stateless generation only (`-32022`, listing 2026-07-28 and no
+//!   handshake version) is discovered with `server/discover` and spoken to
+//!   statelessly from then on; its [`ServerInfo::protocol_version`] is
+//!   [`STATELESS_VERSION`].
 //! - [`Upstream::request`] sends one request and resolves with its `result`
 //!   (or a [`CallError`]). Ids on the upstream wire are the upstream
 //!   connection's own; callers never see them. Traffic the server sends that
@@ -27,13 +32,15 @@
 //!
 //! Layout: `conn` holds what every transport shares (the table of requests in
 //! flight, routing, cancellation, the handshake); `stdio`, `http` (Streamable
-//! HTTP) and `legacy` (HTTP+SSE) each run one kind of connection; `sse` parses
+//! HTTP) and `legacy` (HTTP+SSE) each run one kind of connection; `modern`
+//! is what the stateless generation adds to `http`; `sse` parses
 //! event streams; `pool` is their HTTP/1.1 client (`raw` for `http://`, hyper
 //! for `https://`).
 
 mod conn;
 mod http;
 mod legacy;
+mod modern;
 mod pool;
 mod raw;
 mod sse;
@@ -48,6 +55,8 @@ use std::time::Duration;
 
 /// The protocol version toolgate asks for in `initialize`.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
+
+pub use modern::STATELESS_VERSION;
 
 /// A boxed future, for the object-safe [`Downstream`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -80,12 +89,26 @@ pub enum Transport {
     Http {
         url: String,
         headers: Vec<(String, String)>,
+        protocol: Protocol,
     },
     /// A legacy HTTP+SSE (2024-11-05) server: GET `url` for the event stream.
     Sse {
         url: String,
         headers: Vec<(String, String)>,
     },
+}
+
+/// Which protocol generation a Streamable HTTP server is spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// The 2025-11-25 handshake, or the stateless generation when the
+    /// server refuses the handshake as a modern-only server.
+    #[default]
+    Auto,
+    /// The 2025-11-25 handshake only.
+    Handshake,
+    /// The stateless generation (2026-07-28) only: no `initialize`.
+    Stateless,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,7 +126,8 @@ impl Default for Backoff {
     }
 }
 
-/// What the server said about itself in its initialize result.
+/// What the server said about itself in its initialize result (or, for a
+/// server spoken to statelessly, its `server/discover` result).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerInfo {
     pub protocol_version: String,
@@ -235,7 +259,11 @@ impl Upstream {
                     cwd,
                 },
             )),
-            Transport::Http { url, headers } => tokio::spawn(http::supervise(c, url, headers)),
+            Transport::Http {
+                url,
+                headers,
+                protocol,
+            } => tokio::spawn(http::supervise(c, url, headers, protocol)),
             Transport::Sse { url, headers } => tokio::spawn(legacy::supervise(c, url, headers)),
         };
         Upstream {
@@ -252,6 +280,14 @@ impl Upstream {
     /// The server's initialize result while connected, `None` otherwise.
     pub fn info(&self) -> Option<Arc<ServerInfo>> {
         self.conn.info.borrow().clone()
+    }
+
+    /// Whether the server is connected and spoken to statelessly
+    /// (2026-07-28): its answers may be `resultType: "input_required"`.
+    pub fn is_stateless(&self) -> bool {
+        self.conn
+            .stateless
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits until the server is ready (or `timeout` passes); true when ready.

@@ -59,6 +59,7 @@ async fn everything_streamable_http_calls_sampling_elicitation_progress() {
     let transport = Transport::Http {
         url,
         headers: vec![("x-test-secret".into(), "s3cret".into())],
+        protocol: toolgate_upstream::Protocol::Auto,
     };
     let (up, _events) = start(spec("everything-http", transport)).await;
     everything_suite(&up).await;
@@ -81,6 +82,7 @@ async fn everything_http_sampling_follows_its_post_stream() {
     let transport = Transport::Http {
         url,
         headers: vec![],
+        protocol: toolgate_upstream::Protocol::Auto,
     };
     let (up, _events) = start(spec("everything-http", transport)).await;
     let a = Recorder::new("session-a");
@@ -113,6 +115,7 @@ async fn everything_http_server_restart_reports_down_then_ready_again() {
         Transport::Http {
             url,
             headers: vec![],
+            protocol: toolgate_upstream::Protocol::Auto,
         },
     ))
     .await;
@@ -148,6 +151,7 @@ async fn urls_that_are_not_http_are_refused_clearly() {
             Transport::Http {
                 url: "ws://127.0.0.1:1/mcp".into(),
                 headers: vec![],
+                protocol: toolgate_upstream::Protocol::Auto,
             },
         ),
         tx,
@@ -180,6 +184,7 @@ async fn an_https_server_that_cannot_be_reached_is_down() {
                         .port()
                 ),
                 headers: vec![],
+                protocol: toolgate_upstream::Protocol::Auto,
             },
         ),
         tx,

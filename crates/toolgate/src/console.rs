@@ -408,6 +408,7 @@ fn plan_ui(args: &UiArgs) -> Result<UiPlan> {
         (Some(url), None) => Some(Transport::Http {
             url: url.clone(),
             headers: Vec::new(),
+            protocol: toolgate_upstream::Protocol::Auto,
         }),
         (None, Some((command, rest))) => Some(Transport::Stdio {
             command: command.clone(),

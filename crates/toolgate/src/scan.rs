@@ -199,6 +199,7 @@ fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<St
         (Some(url), None) => Transport::Http {
             url: url.clone(),
             headers: Vec::new(),
+            protocol: toolgate_upstream::Protocol::Auto,
         },
         (None, Some((command, rest))) => Transport::Stdio {
             command: command.clone(),
@@ -238,9 +239,22 @@ pub(crate) fn transport_of(transport: &toolgate_config::ServerTransport) -> Tran
             env: secrets(env),
             cwd: cwd.clone(),
         },
-        T::Http { url, headers } => Transport::Http {
+        T::Http {
+            url,
+            headers,
+            protocol,
+        } => Transport::Http {
             url: url.clone(),
             headers: secrets(headers),
+            protocol: match protocol {
+                toolgate_config::UpstreamProtocol::Auto => toolgate_upstream::Protocol::Auto,
+                toolgate_config::UpstreamProtocol::Handshake => {
+                    toolgate_upstream::Protocol::Handshake
+                }
+                toolgate_config::UpstreamProtocol::Stateless => {
+                    toolgate_upstream::Protocol::Stateless
+                }
+            },
         },
         T::Sse { url, headers } => Transport::Sse {
             url: url.clone(),

@@ -107,6 +107,7 @@ fn plan_from_args(args: &ServeArgs) -> Result<Plan> {
         (Some(url), true) => Transport::Http {
             url: url.clone(),
             headers: Vec::new(),
+            protocol: toolgate_upstream::Protocol::Auto,
         },
         (None, false) => Transport::Stdio {
             command: args.command[0].clone(),
