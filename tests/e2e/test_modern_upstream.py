@@ -275,7 +275,8 @@ def modern_post(http, gw, id, name, arguments, **extra):
 
 def test_a_2026_retry_is_the_same_call_and_still_under_the_policy(serve_factory, modern_server):
     """The server's requestState reaches the client sealed: a retry with it
-    continues that call only (same grant, tool and arguments; not altered),
+    continues that call only (same grant, tool and arguments; not altered;
+    once),
     and is checked against the policy again: once the tool is denied, the
     retry is refused and never reaches the server."""
     server = modern_server()
@@ -294,6 +295,10 @@ def test_a_2026_retry_is_the_same_call_and_still_under_the_policy(serve_factory,
             assert refused["error"]["code"] == -32602 and "requestState" in refused["error"]["message"], refused
         done = modern_post(http, gw, 3, "modern__ask", {"question": "q"}, inputResponses=answer, requestState=state)
         assert done["result"]["content"][0]["text"] == 'answer: accept {"reply": "ok"}'
+        assert len(ask_runs(server)) == 2
+        # Taken once: a replay would reach the server again past the counters.
+        replayed = modern_post(http, gw, 3, "modern__ask", {"question": "q"}, inputResponses=answer, requestState=state)
+        assert replayed["error"]["code"] == -32602 and "requestState" in replayed["error"]["message"], replayed
         assert len(ask_runs(server)) == 2
 
         second = modern_post(http, gw, 4, "modern__ask", {"question": "q2"})["result"]

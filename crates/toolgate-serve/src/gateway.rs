@@ -234,6 +234,8 @@ pub struct Gateway {
     /// Client requests in flight, by (session, id), so that
     /// `notifications/cancelled` can stop them.
     in_flight: Mutex<HashMap<(String, String), futures_util::future::AbortHandle>>,
+    /// Sealed `requestState`s of stateless servers already taken.
+    spent: crate::rounds::Spent,
     /// Calls of 2026-07-28 clients parked until the client answers their
     /// servers' requests, by the key in their `requestState`.
     parked: Mutex<HashMap<String, Parked>>,
@@ -339,6 +341,7 @@ impl Gateway {
             streams: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            spent: Default::default(),
             parked: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             instances: tokio::sync::Mutex::new(HashMap::new()),
@@ -1337,7 +1340,8 @@ impl Gateway {
                 && relayed.tool == entry.original
                 && relayed.args == args_sha256(arguments)
                 && relayed.expires >= self.clock.now_ms();
-            if !same_call {
+            // Taken once: a replay would reach the server again, uncounted.
+            if !same_call || !self.spent.take(relayed, self.clock.now_ms()) {
                 return Reply::Json(foreign_state(id));
             }
         }
@@ -1669,6 +1673,7 @@ impl Gateway {
             args: args_sha256(params.get("arguments").unwrap_or(&Value::Null)),
             state: None,
             expires: self.clock.now_ms() + PARK_TTL.as_millis() as u64,
+            nonce: String::new(),
         }
     }
 
@@ -1954,7 +1959,7 @@ fn foreign_state(id: &Value) -> Value {
     error_response(
         id,
         INVALID_PARAMS,
-        "Invalid params: requestState does not belong to this call (it expired, was altered, or belongs to another client, tool or arguments); send the call again without requestState and inputResponses",
+        "Invalid params: requestState does not belong to this call (it expired, was used already, was altered, or belongs to another client, tool or arguments); send the call again without requestState and inputResponses",
         None,
     )
 }

@@ -11,7 +11,9 @@
 //!   ([`Relayed`]): the grant, the server, the tool and a hash of the
 //!   arguments. The retry that brings it back is the same call going on:
 //!   still checked against the policy (a tool now denied or hidden stays
-//!   refused), but not counted or audited a second time.
+//!   refused), but not counted or audited a second time. A sealed state
+//!   is taken once: replaying it (which would reach the server again,
+//!   uncounted) is refused.
 
 use crate::session::SessionKey;
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,32 @@ pub struct Relayed {
     pub state: Option<String>,
     /// Milliseconds (the gateway's clock) after which the state is refused.
     pub expires: u64,
+    /// Fresh for each seal: a state is taken once ([`Spent`]).
+    #[serde(default)]
+    pub nonce: String,
+}
+
+/// The sealed states already taken (by nonce, with their expiry), so a
+/// retry cannot be replayed past the counters. Kept by this process: a
+/// replay to another gateway process sharing the key is not caught.
+#[derive(Default)]
+pub struct Spent(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Spent {
+    /// Takes `relayed`'s state: false if it was taken before (or has no
+    /// nonce). Expired entries are dropped on the way.
+    pub fn take(&self, relayed: &Relayed, now_ms: u64) -> bool {
+        if relayed.nonce.is_empty() {
+            return false;
+        }
+        let mut spent = self.0.lock().expect("spent states lock");
+        if spent.len() >= 1024 {
+            spent.retain(|_, expires| *expires >= now_ms);
+        }
+        spent
+            .insert(relayed.nonce.clone(), relayed.expires)
+            .is_none()
+    }
 }
 
 impl Relayed {
@@ -93,7 +121,15 @@ pub fn relay(
         .get("requestState")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    value["requestState"] = Value::String(Relayed { state, ..relayed }.seal(key));
+    let nonce = crate::session::random_id();
+    value["requestState"] = Value::String(
+        Relayed {
+            state,
+            nonce,
+            ..relayed
+        }
+        .seal(key),
+    );
     Ok(Answer::Parsed(value))
 }
 
@@ -168,7 +204,28 @@ mod tests {
             args: "ab".repeat(32),
             state: None,
             expires: 1_000,
+            nonce: "n1".into(),
         }
+    }
+
+    #[test]
+    fn a_sealed_state_is_taken_once() {
+        let spent = Spent::default();
+        assert!(spent.take(&relayed(), 10));
+        assert!(
+            !spent.take(&relayed(), 10),
+            "a replayed state was taken again"
+        );
+        let other = Relayed {
+            nonce: "n2".into(),
+            ..relayed()
+        };
+        assert!(spent.take(&other, 10));
+        let unmarked = Relayed {
+            nonce: String::new(),
+            ..relayed()
+        };
+        assert!(!spent.take(&unmarked, 10));
     }
 
     #[test]

@@ -41,9 +41,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "TOOLGATE_SESSION_KEY")]
     session_key_env: String,
     /// Threads serving client connections, each connection on one of them
-    /// start to end (1: everything on one thread; more use more cores).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    workers: u16,
+    /// start to end [default: one per CPU]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     #[command(flatten)]
     state: crate::state::StateArgs,
     #[command(flatten)]
@@ -398,7 +398,10 @@ async fn serve_until_signal(
     let grace = http.shutdown_grace;
     let http = HttpOptions {
         listen: local,
-        workers: usize::from(args.workers),
+        workers: args.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get().min(256)),
+            usize::from,
+        ),
         ..http
     };
     serve(gateway.clone(), listener, http, stop.wait()).await;
