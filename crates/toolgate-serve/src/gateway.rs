@@ -1408,15 +1408,7 @@ impl Gateway {
                 decision,
                 Decision::Allow { .. } | Decision::ApprovalRequired { .. }
             ) {
-                self.audit_refusal(
-                    ctx,
-                    name,
-                    &decision,
-                    arguments,
-                    received,
-                    Some(&server.name),
-                );
-                return Reply::Json(refusal(id, name, &decision, ctx.era).expect("not an allow"));
+                return self.refuse(ctx, id, name, &decision, arguments, received, &server.name);
             }
             let mut upstream_params = params;
             upstream_params["name"] = Value::String(entry.original.clone());
@@ -1446,16 +1438,7 @@ impl Gateway {
                 .await;
         }
         let Decision::Allow { grant: taken, .. } = &decision else {
-            self.audit_refusal(
-                ctx,
-                name,
-                &decision,
-                arguments,
-                received,
-                Some(&server.name),
-            );
-            let answer = refusal(id, name, &decision, ctx.era).expect("not an allow");
-            return Reply::Json(answer);
+            return self.refuse(ctx, id, name, &decision, arguments, received, &server.name);
         };
         let taken = taken.clone();
         let record = self.record(
@@ -1658,6 +1641,22 @@ impl Gateway {
             key,
         };
         self.drive(ctx, id, method, server, task, rx, guard).await
+    }
+
+    /// Audits a refused call and answers it with the refusal.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        ctx: &Context,
+        id: &Value,
+        name: &str,
+        decision: &Decision,
+        arguments: &Value,
+        received: Instant,
+        server: &str,
+    ) -> Reply {
+        self.audit_refusal(ctx, name, decision, arguments, received, Some(server));
+        Reply::Json(refusal(id, name, decision, ctx.era).expect("not an allow"))
     }
 
     /// What a sealed `requestState` of `tools/call` to `server` binds.

@@ -343,13 +343,19 @@ impl Conn {
         } else {
             self.send(initialized, None);
         }
-        self.stateless.store(false, Ordering::Release);
+        Ok(self.ready(info, false))
+    }
+
+    /// The connection is Ready with `info` (`stateless`: spoken to
+    /// statelessly).
+    fn ready(&self, info: Arc<ServerInfo>, stateless: bool) -> Arc<ServerInfo> {
+        self.stateless.store(stateless, Ordering::Release);
         self.info.send_replace(Some(info.clone()));
         self.event(UpstreamEvent::Ready {
             server: self.spec.name.clone(),
             info: info.clone(),
         });
-        Ok(info)
+        info
     }
 
     /// `server/discover` to a server spoken to statelessly (the link is
@@ -367,14 +373,7 @@ impl Conn {
                 crate::modern::STATELESS_VERSION
             ))
         })?;
-        let info = Arc::new(info);
-        self.stateless.store(true, Ordering::Release);
-        self.info.send_replace(Some(info.clone()));
-        self.event(UpstreamEvent::Ready {
-            server: self.spec.name.clone(),
-            info: info.clone(),
-        });
-        Ok(info)
+        Ok(self.ready(Arc::new(info), true))
     }
 
     /// Routes one message from the server. `origin` is the request whose
