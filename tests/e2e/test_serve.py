@@ -609,8 +609,14 @@ async def test_clients_served_on_several_threads_each_get_their_own_answers(serv
     gw = serve({"policy": "policy.json", "servers": {"remote": {"url": everything_http}, "probe": probe_server()}},
                {"policy.json": policy}, extra_args=["--workers", "3"])
     assert gw.proc is not None
-    threads = [(p / "comm").read_text().strip() for p in Path(f"/proc/{gw.proc.pid}/task").iterdir()]
-    assert sorted(t for t in threads if t.startswith("tg-worker")) == ["tg-worker-1", "tg-worker-2"]
+    pid = gw.proc.pid
+
+    def serving_threads() -> list[str]:
+        names = [(p / "comm").read_text().strip() for p in Path(f"/proc/{pid}/task").iterdir()]
+        return sorted(t for t in names if t.startswith("tg-worker"))
+
+    # They start once the listener is up (right after the gateway says so).
+    wait_for(lambda: serving_threads() == ["tg-worker-1", "tg-worker-2"], 10, "two more serving threads")
     seen: dict[int, list[str]] = {}
 
     async def agent(n: int, mode: str) -> None:

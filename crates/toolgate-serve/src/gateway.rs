@@ -236,6 +236,10 @@ pub struct Gateway {
     in_flight: Mutex<HashMap<(String, String), futures_util::future::AbortHandle>>,
     /// Sealed `requestState`s of stateless servers already taken.
     spent: crate::rounds::Spent,
+    /// The runtime the gateway was made on: per-session server instances
+    /// run there, not on the serving thread of the request that started
+    /// them, so they live (and are shut down) with the gateway.
+    runtime: tokio::runtime::Handle,
     /// Calls of 2026-07-28 clients parked until the client answers their
     /// servers' requests, by the key in their `requestState`.
     parked: Mutex<HashMap<String, Parked>>,
@@ -342,6 +346,7 @@ impl Gateway {
             waiting: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             spent: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
             parked: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             instances: tokio::sync::Mutex::new(HashMap::new()),
@@ -792,23 +797,27 @@ impl Gateway {
             gateway: Arc::downgrade(self),
             session: session.to_string(),
         });
-        let upstream = Upstream::start_owned(spec.clone(), tx, Some(owner));
         let weak = Arc::downgrade(self);
-        let owner = session.to_string();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                let Some(gateway) = weak.upgrade() else {
-                    return;
-                };
-                if let UpstreamEvent::Notification { method, params, .. } = event {
-                    let mut message = json!({"jsonrpc": "2.0", "method": method});
-                    if let Some(params) = params {
-                        message["params"] = params;
+        let upstream = {
+            let _gateways_runtime = self.runtime.enter();
+            let upstream = Upstream::start_owned(spec.clone(), tx, Some(owner));
+            let owner = session.to_string();
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    let Some(gateway) = weak.upgrade() else {
+                        return;
+                    };
+                    if let UpstreamEvent::Notification { method, params, .. } = event {
+                        let mut message = json!({"jsonrpc": "2.0", "method": method});
+                        if let Some(params) = params {
+                            message["params"] = params;
+                        }
+                        gateway.send_to_session(&owner, &message);
                     }
-                    gateway.send_to_session(&owner, &message);
                 }
-            }
-        });
+            });
+            upstream
+        };
         instances.insert(
             key,
             Instance {
