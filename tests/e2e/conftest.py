@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import os
 import queue
 import signal
@@ -89,6 +90,16 @@ def wait_for(predicate, timeout: float = ANSWER_TIMEOUT, what: str = "condition"
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_listening(port: int, timeout: float = ANSWER_TIMEOUT, what: str = "the server to listen") -> None:
+    """Waits until something accepts connections on 127.0.0.1:`port`."""
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, timeout, what)
 
 
 def pid_alive(pid: int) -> bool:

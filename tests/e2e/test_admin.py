@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import LEGACY, run_toolgate, wait_for
+from conftest import LEGACY, run_toolgate, wait_for, wait_listening
 from servekit import free_port, probe_server
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
@@ -158,11 +157,7 @@ def start_with_admin(serve_factory, receiver: WebhookReceiver):
     gw = serve_factory(config, {"policy.json": APPROVE_TRANSFERS}, env={"TOOLGATE_WEBHOOK_SECRET": SECRET})
     admin = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(up, what="the admin listener")
+    wait_listening(port, what="the admin listener")
     return gw, admin
 
 

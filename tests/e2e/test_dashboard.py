@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from conftest import LEGACY, REPO, RawGateway, run_toolgate, wait_for
+from conftest import LEGACY, REPO, RawGateway, run_toolgate, wait_for, wait_listening
 from mcp.shared.exceptions import MCPError
 from servekit import free_port, probe_server
 
@@ -157,11 +156,7 @@ def start_gateway(serve_factory, policy: dict[str, Any] | None = None):
     }
     gw = serve_factory(config, {"policy.json": policy or POLICY})
 
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(up, what="the admin listener")
+    wait_listening(port, what="the admin listener")
     return gw, f"http://127.0.0.1:{port}"
 
 

@@ -6,14 +6,13 @@ certificate fails the check, the server is reported down and gets no calls."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import trustme
-from conftest import MODES, PROBE_SERVER, read_jsonl, wait_for
+from conftest import MODES, PROBE_SERVER, read_jsonl, wait_for, wait_listening
 from servekit import ServeGateway, free_port
 
 POLICY = {"version": "1", "default": "deny", "tools": {
@@ -38,11 +37,7 @@ def https_probe(tmp_path: Path, request):
                                   "PROBE_LOG": str(calls),
                                   "PROBE_JSON_RESPONSE": "1" if request.param == "json" else "0"})
     try:
-        def listening():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, 30, "the probe server to listen over https")
+        wait_listening(port, 30, "the probe server to listen over https")
         yield f"https://127.0.0.1:{port}/mcp", ca_pem, calls
     finally:
         probe.terminate()

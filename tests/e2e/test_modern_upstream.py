@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import LEGACY, MODERN, MODES, REPO, read_jsonl, wait_for
+from conftest import LEGACY, MODERN, MODES, REPO, read_jsonl, wait_for, wait_listening
 from mcp import MCPError
 from servekit import answer_of, free_port, initialize, post
 
@@ -52,11 +51,7 @@ class ModernServer:
             env={**os.environ, "MODERN_LOG": str(self.log), "PROBE_LOG": str(self.calls_log), **env},
         )
 
-        def listening():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_for(listening, 30, "the modern server to listen")
+        wait_listening(self.port, 30, "the modern server to listen")
 
     @property
     def url(self) -> str:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LEGACY, MODERN, MODES, pid_alive, wait_for
+from conftest import LEGACY, MODERN, MODES, pid_alive, wait_for, wait_listening
 from mcp import MCPError
 from servekit import (
     ServeGateway,
@@ -573,13 +573,7 @@ def everything_http(tmp_path):
     log = open(tmp_path / "everything-http.log", "wb")
     proc = subprocess.Popen(["node", str(EVERYTHING_SERVER), "streamableHttp"], env={**os.environ, "PORT": str(port)},
                             stdout=log, stderr=subprocess.STDOUT)
-    import socket
-
-    def listening():
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(listening, 30, "server-everything to listen over HTTP")
+    wait_listening(port, 30, "server-everything to listen over HTTP")
     yield f"http://127.0.0.1:{port}/mcp"
     proc.terminate()
     proc.wait(timeout=10)
@@ -643,7 +637,6 @@ async def test_clients_served_on_several_threads_each_get_their_own_answers(serv
 
 
 def test_client_credentials_never_reach_the_upstream(serve, tmp_path):
-    import socket
     import subprocess
     import sys
 
@@ -655,11 +648,7 @@ def test_client_credentials_never_reach_the_upstream(serve, tmp_path):
     probe = subprocess.Popen([sys.executable, str(PROBE_SERVER), "--http", str(port)],
                              env={**os.environ, "PROBE_HEADERS": str(headers_log)})
     try:
-        def listening():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, 30, "the probe server to listen over HTTP")
+        wait_listening(port, 30, "the probe server to listen over HTTP")
         gw = serve({"policy": "policy.json",
                     "servers": {"probe": {"url": f"http://127.0.0.1:{port}/mcp", "headers": {"X-Upstream-Key": "${UPSTREAM_KEY}"}}},
                     "grants": {"alice": {"token_sha256": sha(ALICE_TOKEN)}}},

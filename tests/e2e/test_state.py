@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import LEGACY, wait_for
+from conftest import LEGACY, wait_for, wait_listening
 from servekit import answer_of, free_port, initialize, post, probe_server
 
 LIMIT_3 = {
@@ -91,11 +90,7 @@ class Redis:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
-        def up() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_for(up, 10, "redis-server to listen")
+        wait_listening(self.port, 10, "redis-server to listen")
         return self
 
     def stop(self) -> None:
