@@ -39,14 +39,15 @@ use toolgate_upstream::{
 
 /// The protocol versions of the handshake era the gateway speaks to clients.
 pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
-/// The stateless protocol version.
-pub const STATELESS_VERSION: &str = "2026-07-28";
-pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-pub const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
-pub const META_INFO: &str = "io.modelcontextprotocol/clientInfo";
-/// JSON-RPC codes of the 2026-07-28 HTTP transport.
+/// The stateless protocol version, its envelope's `_meta` keys and its
+/// "unsupported protocol version" code: the same the upstream side speaks.
+pub use toolgate_upstream::{
+    CLIENT_CAPABILITIES_KEY as META_CAPS, CLIENT_INFO_KEY as META_INFO,
+    PROTOCOL_VERSION_KEY as META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
+};
+/// JSON-RPC code of the 2026-07-28 HTTP transport for routing headers that
+/// disagree with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
-pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// How many opened session tokens are remembered (about 300 bytes each).
 const OPENED_CAPACITY: usize = 16 * 1024;

@@ -56,7 +56,10 @@ use std::time::Duration;
 /// The protocol version toolgate asks for in `initialize`.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 
-pub use modern::STATELESS_VERSION;
+pub use modern::{
+    CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, PROTOCOL_VERSION_KEY, STATELESS_VERSION,
+    UNSUPPORTED_PROTOCOL_VERSION,
+};
 
 /// A boxed future, for the object-safe [`Downstream`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

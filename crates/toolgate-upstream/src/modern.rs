@@ -14,15 +14,16 @@ use serde_json::{json, Map, Value};
 pub const STATELESS_VERSION: &str = "2026-07-28";
 
 /// JSON-RPC code of "unsupported protocol version" (2026-07-28).
-pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// The versions of the initialize handshake (a server that lists one of them
 /// still speaks the handshake, whatever else it says).
 const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
-const PROTOCOL_VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
-const CLIENT_CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
-const CLIENT_INFO_KEY: &str = "io.modelcontextprotocol/clientInfo";
+/// The `_meta` keys of a stateless request's envelope.
+pub const PROTOCOL_VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+pub const CLIENT_CAPABILITIES_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const CLIENT_INFO_KEY: &str = "io.modelcontextprotocol/clientInfo";
 const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
 
 /// Whether a refusal of `initialize` says the server speaks only the
