@@ -32,7 +32,7 @@ use toolgate_approvals::{
     call_key, decide_by_client_user, ApprovalEvents, ApprovalStore, NewRequest, Status,
 };
 use toolgate_jsonrpc::{
-    args_sha256, error_response, incoming, peek, peek_id, read_message, Id, Incoming,
+    args_sha256, error_response, incoming, one_line, peek, read_message, Id, Incoming,
     Read as Framed, StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
 };
 use toolgate_pins::{Observed, PinStore};
@@ -85,7 +85,19 @@ pub enum StdioError {
 /// and then SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// A client request in flight, by the id the server sees.
+struct Entry {
+    what: Pending,
+    /// The id as the client spelled it: its answer carries this spelling.
+    client_id: Box<str>,
+    /// Whether the server sees an id of the gateway's own instead.
+    rewritten: bool,
+}
+
 enum Pending {
+    /// Any other request: tracked so that no two requests in flight share an
+    /// id, and so that its answer goes back with the client's spelling.
+    Other,
     List,
     Call(Box<CallInFlight>),
     /// A call held for approval: its id stays reserved until it is answered.
@@ -107,7 +119,13 @@ struct Shared {
     session: String,
     audit: AuditSink,
     audit_args: bool,
-    pending: Mutex<HashMap<Id, Pending>>,
+    /// Requests in flight, by the id the server sees.
+    pending: Mutex<HashMap<Id, Entry>>,
+    /// The ids of the gateway's own given to requests whose client id could
+    /// read differently to the server (`-0`, `1e2`, big numbers, escapes), by
+    /// the client's id: to translate the client's `notifications/cancelled`.
+    rewritten: Mutex<HashMap<Id, Box<str>>>,
+    next_rewrite: std::sync::atomic::AtomicU64,
     /// The client's end; both directions write to it.
     to_client: Mutex<BufWriter<Box<dyn Write + Send>>>,
     /// The server's end: the client thread, and held calls once approved,
@@ -119,7 +137,7 @@ struct Shared {
     /// The client's capabilities, from its initialize request.
     client_caps: Mutex<Option<Value>>,
     /// Requests of the gateway's own to the client (elicitation), by id.
-    asking: Mutex<HashMap<String, mpsc::Sender<Value>>>,
+    asking: Mutex<HashMap<Id, mpsc::Sender<Value>>>,
     next_ask: std::sync::atomic::AtomicU64,
     pins: Arc<dyn PinStore>,
     server_name: String,
@@ -130,14 +148,12 @@ struct Shared {
     pins_fail_open: bool,
 }
 
-/// What to do with one message from the client.
+/// What to do with one request from the client.
 enum Route {
-    /// Forward it as it came.
-    Pass,
+    /// Forward it (its id tracked as this).
+    Pass(Pending),
     /// Answer it in the server's place; do not forward.
     Answer(Value),
-    /// Drop it (a notification the policy refuses).
-    Drop,
     /// A require_approval rule holds it: decided on a thread of its own.
     Hold(Box<HeldCall>),
 }
@@ -178,6 +194,8 @@ pub fn run_stdio(
         audit: opts.audit,
         audit_args: opts.audit_args,
         pending: Mutex::new(HashMap::new()),
+        rewritten: Mutex::new(HashMap::new()),
+        next_rewrite: std::sync::atomic::AtomicU64::new(1),
         to_client: Mutex::new(BufWriter::with_capacity(64 * 1024, Box::new(client_out))),
         to_server: Mutex::new(Some(BufWriter::with_capacity(64 * 1024, server_in))),
         approvals: opts.approvals,
@@ -316,6 +334,16 @@ impl Shared {
         let _ = out.write_all(b"\n");
         let _ = out.flush();
     }
+
+    /// Writes the gateway's answer to a client request, its `id` spelled as
+    /// the client spelled it (`client_id`, JSON text).
+    fn answer(&self, client_id: &str, value: &Value) {
+        let bytes = toolgate_jsonrpc::to_vec_with_id(value, client_id);
+        let mut out = self.to_client.lock().expect("client lock");
+        let _ = out.write_all(&bytes);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
 }
 
 fn client_to_server(shared: &Arc<Shared>, client_in: impl Read, limit: usize) {
@@ -361,6 +389,10 @@ fn client_to_server(shared: &Arc<Shared>, client_in: impl Read, limit: usize) {
 
 /// Decides what happens to one line from the client; pushes the messages to
 /// forward to the server onto `forward`.
+///
+/// What is forwarded is what the gateway read: each message on a line of
+/// its own ([`one_line`]: no byte a line reader could take for a line
+/// break), a request under an id every parser reads alike.
 fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
     let received = Instant::now();
     match read_message(&bytes) {
@@ -374,40 +406,22 @@ fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) 
         }
         Err(StrictError::DuplicateKey(key)) => {
             // Answer with the id, when the message has a usable one.
-            let id = peek_id(&bytes).map_or(Value::Null, |id| id.to_value());
+            let id = toolgate_jsonrpc::peek_raw_id(&bytes).unwrap_or("null");
             shared.audit.log(
                 LogLevel::Warn,
                 &format!("refused a message that repeats the key {key:?}"),
             );
-            shared.send(&error_response(
-                &id,
-                INVALID_REQUEST,
-                &format!("Invalid Request: duplicate key {key:?}"),
-                None,
-            ));
+            shared.answer(
+                id,
+                &error_response(
+                    &Value::Null,
+                    INVALID_REQUEST,
+                    &format!("Invalid Request: duplicate key {key:?}"),
+                    None,
+                ),
+            );
         }
-        Ok(Framed::Single(message)) => {
-            if let Incoming::Other = message {
-                // An answer to one of the gateway's own requests goes no further.
-                if let Some(id) = peek_id(&bytes) {
-                    let waiter = shared
-                        .asking
-                        .lock()
-                        .expect("asking lock")
-                        .remove(id.as_json());
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
-                        return;
-                    }
-                }
-            }
-            match route_message(shared, message, received) {
-                Route::Pass => forward.push(bytes),
-                Route::Answer(answer) => shared.send(&answer),
-                Route::Drop => {}
-                Route::Hold(held) => hold_call(shared, *held, bytes),
-            }
-        }
+        Ok(Framed::Single(message)) => route_one(shared, &bytes, message, received, forward),
         Ok(Framed::Batch(items)) => {
             if items.is_empty() {
                 shared.send(&error_response(
@@ -419,21 +433,158 @@ fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) 
                 return;
             }
             // MCP has had no batches since 2025-06-18, and servers drop them
-            // whole. Each message is decided on its own and forwarded on its own
-            // line, as it was written, so every request gets an answer.
+            // whole. Each element is decided on its own and forwarded on its
+            // own line; an element that is not a message (a number, a string,
+            // an array: a batch in a batch) is answered -32600 and goes no
+            // further.
             for item in items {
-                let route = match incoming(item.get()) {
-                    Ok(message) => route_message(shared, message, received),
-                    Err(_) => Route::Answer(invalid_request(&Value::Null)),
-                };
-                match route {
-                    Route::Pass => forward.push(item.get().as_bytes().to_vec()),
-                    Route::Answer(a) => shared.send(&a),
-                    Route::Drop => {}
-                    Route::Hold(held) => hold_call(shared, *held, item.get().as_bytes().to_vec()),
+                let text = item.get().as_bytes();
+                match incoming(item.get()) {
+                    Ok(message) => route_one(shared, text, message, received, forward),
+                    Err(_) => shared.send(&invalid_request(&Value::Null)),
                 }
             }
         }
+    }
+}
+
+/// One message (alone, or an element of a batch) from the client.
+fn route_one(
+    shared: &Arc<Shared>,
+    text: &[u8],
+    message: Incoming<'_>,
+    received: Instant,
+    forward: &mut Vec<Vec<u8>>,
+) {
+    match message {
+        Incoming::Response { raw_id } => {
+            // An answer to one of the gateway's own requests goes no further.
+            if let Some(id) = Id::from_raw(raw_id) {
+                let waiter = shared.asking.lock().expect("asking lock").remove(&id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(serde_json::from_slice(text).unwrap_or(Value::Null));
+                    return;
+                }
+            }
+            forward.push(one_line(text).into_owned());
+        }
+        Incoming::Invalid | Incoming::BadId { .. } => {
+            shared.send(&invalid_request(&Value::Null));
+        }
+        Incoming::Notification { method, .. } if method == "tools/call" => {
+            // A call without an id cannot be answered; a server that ran it anyway
+            // would run it unpoliced.
+            shared.audit.log(
+                LogLevel::Warn,
+                "dropped a tools/call sent as a notification (no id)",
+            );
+        }
+        Incoming::Notification { method, params } => {
+            let text = match (&*method, params) {
+                ("notifications/cancelled", Some(params)) => {
+                    cancelled_for_server(shared, text, params)
+                }
+                _ => Cow::Borrowed(text),
+            };
+            forward.push(one_line(&text).into_owned());
+        }
+        Incoming::Request {
+            id,
+            raw_id,
+            method,
+            params,
+        } => {
+            // The id the server sees: the client's when every parser reads it
+            // alike, else one of the gateway's own (mapped back on the answer).
+            let (server_id, rewritten) = if Id::is_plain(raw_id) {
+                (id, None)
+            } else {
+                let mine = loop {
+                    let n = shared
+                        .next_rewrite
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let raw = format!("\"toolgate-id-{n}\"");
+                    let mine = Id::from_raw(&raw).expect("a string id");
+                    if !shared
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .contains_key(&mine)
+                    {
+                        break (mine, raw);
+                    }
+                };
+                (mine.0, Some((id, mine.1)))
+            };
+            if shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .contains_key(&server_id)
+            {
+                shared.answer(raw_id, &id_in_use(&Value::Null));
+                return;
+            }
+            let route = route_request(shared, (&server_id, raw_id), &method, params, received);
+            let entry = |what| Entry {
+                what,
+                client_id: raw_id.into(),
+                rewritten: rewritten.is_some(),
+            };
+            let bytes = match &rewritten {
+                Some((_, raw)) => toolgate_jsonrpc::replace_raw(text, raw_id, raw),
+                None => text.to_vec(),
+            };
+            match route {
+                Route::Answer(answer) => shared.answer(raw_id, &answer),
+                Route::Pass(what) => {
+                    shared
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .insert(server_id, entry(what));
+                    if let Some((client, raw)) = rewritten {
+                        shared
+                            .rewritten
+                            .lock()
+                            .expect("rewritten lock")
+                            .insert(client, raw.into());
+                    }
+                    forward.push(one_line(&bytes).into_owned());
+                }
+                Route::Hold(held) => {
+                    shared
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .insert(held.id.clone(), entry(Pending::Held));
+                    hold_call(shared, *held, one_line(&bytes).into_owned());
+                }
+            }
+        }
+    }
+}
+
+/// A client's `notifications/cancelled` as the server must read it: a
+/// request whose id the gateway replaced is named by the gateway's id.
+fn cancelled_for_server<'t>(shared: &Shared, text: &'t [u8], params: &RawValue) -> Cow<'t, [u8]> {
+    #[derive(serde::Deserialize)]
+    struct Cancelled<'a> {
+        #[serde(rename = "requestId", borrow)]
+        request_id: Option<&'a RawValue>,
+    }
+    let Ok(Cancelled {
+        request_id: Some(raw),
+    }) = serde_json::from_str::<Cancelled<'_>>(params.get())
+    else {
+        return Cow::Borrowed(text);
+    };
+    let Some(id) = Id::from_raw(raw.get()) else {
+        return Cow::Borrowed(text);
+    };
+    match shared.rewritten.lock().expect("rewritten lock").get(&id) {
+        Some(mine) => Cow::Owned(toolgate_jsonrpc::replace_raw(text, raw.get(), mine)),
+        None => Cow::Borrowed(text),
     }
 }
 
@@ -446,38 +597,24 @@ fn invalid_request(id: &Value) -> Value {
     )
 }
 
-fn route_message(shared: &Shared, message: Incoming<'_>, received: Instant) -> Route {
-    match message {
-        Incoming::Request { id, method, params } => match &*method {
-            "tools/call" => police_call(shared, id, params, received),
-            "initialize" => {
-                let caps = params
-                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                    .and_then(|p| p.get("capabilities").cloned());
-                *shared.client_caps.lock().expect("caps lock") = caps;
-                Route::Pass
-            }
-            "tools/list" => {
-                let mut pending = shared.pending.lock().expect("pending lock");
-                if pending.contains_key(&id) {
-                    return Route::Answer(id_in_use(&id.to_value()));
-                }
-                pending.insert(id, Pending::List);
-                Route::Pass
-            }
-            _ => Route::Pass,
-        },
-        Incoming::Notification { method, .. } if method == "tools/call" => {
-            // A call without an id cannot be answered; a server that ran it anyway
-            // would run it unpoliced.
-            shared.audit.log(
-                LogLevel::Warn,
-                "dropped a tools/call sent as a notification (no id)",
-            );
-            Route::Drop
+fn route_request(
+    shared: &Shared,
+    (server_id, client_id): (&Id, &str),
+    method: &str,
+    params: Option<&RawValue>,
+    received: Instant,
+) -> Route {
+    match method {
+        "tools/call" => police_call(shared, (server_id, client_id), params, received),
+        "initialize" => {
+            let caps = params
+                .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                .and_then(|p| p.get("capabilities").cloned());
+            *shared.client_caps.lock().expect("caps lock") = caps;
+            Route::Pass(Pending::Other)
         }
-        Incoming::Notification { .. } | Incoming::Other => Route::Pass,
-        Incoming::BadId { .. } => Route::Answer(invalid_request(&Value::Null)),
+        "tools/list" => Route::Pass(Pending::List),
+        _ => Route::Pass(Pending::Other),
     }
 }
 
@@ -506,12 +643,17 @@ struct CallParams<'a> {
     input_responses: Option<Value>,
 }
 
-fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: Instant) -> Route {
+fn police_call(
+    shared: &Shared,
+    (server_id, client_id): (&Id, &str),
+    params: Option<&RawValue>,
+    received: Instant,
+) -> Route {
     // Params must be an object: an array would be read by position here and
     // perhaps otherwise by the server.
     if params.is_some_and(|p| !p.get().trim_start().starts_with('{')) {
         return Route::Answer(error_response(
-            &key.to_value(),
+            &Value::Null,
             INVALID_PARAMS,
             "Invalid params: tools/call params must be an object",
             None,
@@ -528,7 +670,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         Some(Ok(p)) => p,
         Some(Err(e)) => {
             return Route::Answer(error_response(
-                &key.to_value(),
+                &Value::Null,
                 INVALID_PARAMS,
                 &format!("Invalid params: tools/call params: {e}"),
                 None,
@@ -536,7 +678,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         }
         None => {
             return Route::Answer(error_response(
-                &key.to_value(),
+                &Value::Null,
                 INVALID_PARAMS,
                 "Invalid params: tools/call needs params",
                 None,
@@ -573,23 +715,15 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         if era == Era::Stateless {
             result["resultType"] = json!("complete");
         }
-        return Route::Answer(toolgate_jsonrpc::result_response(&key.to_value(), result));
+        return Route::Answer(toolgate_jsonrpc::result_response(&Value::Null, result));
     }
     if !(arguments.is_object() || arguments.is_null()) {
         return Route::Answer(error_response(
-            &key.to_value(),
+            &Value::Null,
             INVALID_PARAMS,
             "Invalid params: params.arguments must be an object",
             None,
         ));
-    }
-    if shared
-        .pending
-        .lock()
-        .expect("pending lock")
-        .contains_key(&key)
-    {
-        return Route::Answer(id_in_use(&key.to_value()));
     }
     let arguments = &arguments;
     let now = shared.clock.now_ms();
@@ -625,7 +759,8 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
             );
         return Route::Hold(Box::new(HeldCall {
             meta: meta_text.map(str::to_string),
-            id: key,
+            id: server_id.clone(),
+            client_id: client_id.into(),
             tool: tool.to_owned(),
             arguments: arguments.clone(),
             decision,
@@ -646,18 +781,13 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
                 started: received,
                 record,
             };
-            shared
-                .pending
-                .lock()
-                .expect("pending lock")
-                .insert(key, Pending::Call(Box::new(flight)));
-            Route::Pass
+            Route::Pass(Pending::Call(Box::new(flight)))
         }
         refused => {
             if let Some(record) = record {
                 shared.audit.record(record);
             }
-            let id = key.to_value();
+            let id = Value::Null;
             if let Decision::Unknown { .. } = refused {
                 return Route::Answer(unknown_tool(&id, tool));
             }
@@ -694,7 +824,8 @@ fn server_to_client(shared: &Shared, server_out: std::process::ChildStdout) {
 }
 
 /// Settles the request a server message answers, if the gateway tracks it;
-/// returns the bytes to give the client.
+/// returns the bytes to give the client (with the id as the client spelled
+/// it).
 fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     if shared.pending.lock().expect("pending lock").is_empty() {
         return bytes;
@@ -706,62 +837,95 @@ fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     if p.method.is_some() {
         return bytes;
     }
-    let Some(id) = p.id() else { return bytes };
-    let is_error = p.error.is_some();
-    let Some(pending) = shared.pending.lock().expect("pending lock").remove(&id) else {
+    let Some(raw) = p.id else { return bytes };
+    let Some(id) = Id::from_raw(raw.get()) else {
         return bytes;
     };
-    match pending {
+    let is_error = p.error.is_some();
+    let Some(entry) = take_entry(shared, id) else {
+        return bytes;
+    };
+    let respelled = (raw.get() != &*entry.client_id)
+        .then(|| toolgate_jsonrpc::replace_raw(&bytes, raw.get(), &entry.client_id));
+    let bytes = respelled.unwrap_or(bytes);
+    match entry.what {
         Pending::Call(flight) => {
             settle_call(shared, *flight, is_error);
             bytes
         }
-        // Never forwarded, so not the server's to answer: keep the reservation.
-        Pending::Held => {
-            shared
-                .pending
-                .lock()
-                .expect("pending lock")
-                .insert(id, Pending::Held);
-            bytes
-        }
+        Pending::Other | Pending::Held => bytes,
         Pending::List => match serde_json::from_slice::<Value>(&bytes) {
             Ok(mut value) => {
                 filter_tools_list(shared, &mut value);
-                serde_json::to_vec(&value).expect("serialisable")
+                toolgate_jsonrpc::to_vec_with_id(&value, &entry.client_id)
             }
             Err(_) => bytes,
         },
     }
 }
 
+/// Takes the entry of the request a server answer names; a held call's is
+/// left in place (it was never forwarded, so the answer is not to it).
+fn take_entry(shared: &Shared, id: Id) -> Option<Entry> {
+    let mut pending = shared.pending.lock().expect("pending lock");
+    if matches!(
+        pending.get(&id),
+        Some(Entry {
+            what: Pending::Held,
+            ..
+        })
+    ) {
+        return None;
+    }
+    let entry = pending.remove(&id)?;
+    drop(pending);
+    if entry.rewritten {
+        if let Some(client) = Id::from_raw(&entry.client_id) {
+            shared
+                .rewritten
+                .lock()
+                .expect("rewritten lock")
+                .remove(&client);
+        }
+    }
+    Some(entry)
+}
+
 fn batch_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     let Ok(Value::Array(mut items)) = serde_json::from_slice::<Value>(&bytes) else {
         return bytes;
     };
+    let mut spelled: Vec<Option<Box<str>>> = Vec::with_capacity(items.len());
     for item in &mut items {
+        spelled.push(None);
         if item.get("method").is_some() {
             continue;
         }
         let Some(id) = item.get("id").and_then(Id::of) else {
             continue;
         };
-        let Some(pending) = shared.pending.lock().expect("pending lock").remove(&id) else {
+        let Some(entry) = take_entry(shared, id) else {
             continue;
         };
-        match pending {
+        match entry.what {
             Pending::Call(flight) => settle_call(shared, *flight, item.get("error").is_some()),
             Pending::List => filter_tools_list(shared, item),
-            Pending::Held => {
-                shared
-                    .pending
-                    .lock()
-                    .expect("pending lock")
-                    .insert(id, Pending::Held);
-            }
+            Pending::Other | Pending::Held => {}
+        }
+        *spelled.last_mut().expect("pushed") = Some(entry.client_id);
+    }
+    let mut out = vec![b'['];
+    for (i, (item, client_id)) in items.iter().zip(&spelled).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match client_id {
+            Some(id) => out.extend_from_slice(&toolgate_jsonrpc::to_vec_with_id(item, id)),
+            None => serde_json::to_writer(&mut out, item).expect("serialisable"),
         }
     }
-    serde_json::to_vec(&Value::Array(items)).expect("serialisable")
+    out.push(b']');
+    out
 }
 
 fn settle_call(shared: &Shared, flight: CallInFlight, is_error: bool) {
@@ -928,29 +1092,32 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
     });
 }
 
-/// The server is gone: every call still waiting gets an error now.
+/// The server is gone: every request still waiting gets an error now.
 fn fail_in_flight(shared: &Shared) {
-    let drained: Vec<(Id, Pending)> = {
+    let drained: Vec<Entry> = {
         let mut pending = shared.pending.lock().expect("pending lock");
         // Held calls are answered by their own thread (the server is gone by
         // the time they are approved, and they say so then).
         let ids: Vec<Id> = pending
             .iter()
-            .filter(|(_, p)| !matches!(p, Pending::Held))
+            .filter(|(_, e)| !matches!(e.what, Pending::Held))
             .map(|(id, _)| id.clone())
             .collect();
         ids.into_iter()
-            .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
+            .filter_map(|id| pending.remove(&id))
             .collect()
     };
-    for (id, pending) in drained {
-        shared.send(&error_response(
-            &id.to_value(),
-            INTERNAL_ERROR,
-            "upstream server exited before answering",
-            Some(json!({"toolgate": {"reason": "upstream_exited"}})),
-        ));
-        if let Pending::Call(flight) = pending {
+    for entry in drained {
+        shared.answer(
+            &entry.client_id,
+            &error_response(
+                &Value::Null,
+                INTERNAL_ERROR,
+                "upstream server exited before answering",
+                Some(json!({"toolgate": {"reason": "upstream_exited"}})),
+            ),
+        );
+        if let Pending::Call(flight) = entry.what {
             if let Some(mut record) = flight.record {
                 record.outcome = Outcome::NoResponse;
                 record.latency_ms = Some(flight.started.elapsed().as_secs_f64() * 1e3);
@@ -964,7 +1131,10 @@ fn fail_in_flight(shared: &Shared) {
 struct HeldCall {
     /// The call's `_meta`, as sent (for its trace context).
     meta: Option<String>,
+    /// The id the server sees (the call's entry in the table of requests in flight).
     id: Id,
+    /// The id as the client spelled it, for its answer.
+    client_id: Box<str>,
     tool: String,
     arguments: Value,
     decision: Decision,
@@ -986,19 +1156,10 @@ enum HeldOutcome {
 }
 
 /// Decides a held call on a thread of its own, so the client's other
-/// messages (including its answer to an elicitation) keep flowing.
+/// messages (including its answer to an elicitation) keep flowing. Its id is
+/// reserved (`Pending::Held`) while it is held: a second request with it gets
+/// "id in use", and cannot take the held call's place in the table.
 fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
-    // The id is reserved while the call is held: a second request with it gets
-    // "id in use", and cannot take the held call's place in the table.
-    {
-        let mut pending = shared.pending.lock().expect("pending lock");
-        if pending.contains_key(&held.id) {
-            drop(pending);
-            shared.send(&id_in_use(&held.id.to_value()));
-            return;
-        }
-        pending.insert(held.id.clone(), Pending::Held);
-    }
     let audit = shared.audit.clone();
     let shared = shared.clone();
     let spawned = std::thread::Builder::new()
@@ -1010,7 +1171,7 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
                     .lock()
                     .expect("pending lock")
                     .remove(&held.id);
-                shared.send(&answer);
+                shared.answer(&held.client_id, &answer);
             }
             HeldOutcome::Run(flight, strip) => {
                 let bytes = if strip {
@@ -1018,11 +1179,14 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
                 } else {
                     bytes
                 };
-                shared
+                if let Some(entry) = shared
                     .pending
                     .lock()
                     .expect("pending lock")
-                    .insert(held.id.clone(), Pending::Call(flight));
+                    .get_mut(&held.id)
+                {
+                    entry.what = Pending::Call(flight);
+                }
                 let mut guard = shared.to_server.lock().expect("server lock");
                 let written = guard.as_mut().is_some_and(|server| {
                     server
@@ -1038,12 +1202,15 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
                         .lock()
                         .expect("pending lock")
                         .remove(&held.id);
-                    shared.send(&error_response(
-                        &held.id.to_value(),
-                        INTERNAL_ERROR,
-                        "the server is gone; the approved call did not run",
-                        None,
-                    ));
+                    shared.answer(
+                        &held.client_id,
+                        &error_response(
+                            &Value::Null,
+                            INTERNAL_ERROR,
+                            "the server is gone; the approved call did not run",
+                            None,
+                        ),
+                    );
                 }
             }
         });
@@ -1064,10 +1231,7 @@ fn held_answer(held: &HeldCall, text: String, facts: Value) -> HeldOutcome {
     if held.era == Era::Stateless {
         result["resultType"] = json!("complete");
     }
-    HeldOutcome::Answer(toolgate_jsonrpc::result_response(
-        &held.id.to_value(),
-        result,
-    ))
+    HeldOutcome::Answer(toolgate_jsonrpc::result_response(&Value::Null, result))
 }
 
 fn audit_approval(
@@ -1256,10 +1420,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 Err(e) => return unavailable(e),
             };
             let result = approval_input_required(&new, &request);
-            return HeldOutcome::Answer(toolgate_jsonrpc::result_response(
-                &held.id.to_value(),
-                result,
-            ));
+            return HeldOutcome::Answer(toolgate_jsonrpc::result_response(&Value::Null, result));
         }
     }
     let mut approved = match shared.approvals.consume(&key, now) {
@@ -1377,7 +1538,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
         ) {
             shared.audit.record(record);
         }
-        let answer = refusal(&held.id.to_value(), tool, &decision, held.era).expect("not an allow");
+        let answer = refusal(&Value::Null, tool, &decision, held.era).expect("not an allow");
         return HeldOutcome::Answer(answer);
     };
     let record = decision_record(
@@ -1428,7 +1589,7 @@ fn ask_client_user(
         .asking
         .lock()
         .expect("asking lock")
-        .insert(id.to_string(), tx);
+        .insert(Id::of(&id).expect("a string id"), tx);
     shared.send(&json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -1450,7 +1611,7 @@ fn ask_client_user(
                 .asking
                 .lock()
                 .expect("asking lock")
-                .remove(&id.to_string());
+                .remove(&Id::of(&id).expect("a string id"));
             None
         }
     }

@@ -12,14 +12,20 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
+
+/// Objects up to this many keys are checked for repeats in a list.
+const SMALL_OBJECT: usize = 16;
 
 /// One message from a client, as the gateway routes it.
 #[derive(Debug)]
 pub enum Incoming<'a> {
-    /// A request: it has a method and a valid id.
+    /// A request: it has a method and a valid id (`raw_id` is its text, a
+    /// slice of the message).
     Request {
         id: Id,
+        raw_id: &'a str,
         method: Cow<'a, str>,
         params: Option<&'a RawValue>,
     },
@@ -28,11 +34,15 @@ pub enum Incoming<'a> {
         method: Cow<'a, str>,
         params: Option<&'a RawValue>,
     },
-    /// A method with an id that is neither a string nor a number.
+    /// A method with an id that is neither a string nor a number (`null`
+    /// included: MCP ids are never null).
     BadId { method: Cow<'a, str> },
-    /// No method: a response to the server's request, or something the
-    /// server will reject itself.
-    Other,
+    /// No method, an id, and a `result` or an `error`: an answer to one of
+    /// the server's (or the gateway's) requests.
+    Response { raw_id: &'a str },
+    /// Anything else: not an object, or an object that is neither a request,
+    /// a notification nor a response.
+    Invalid,
 }
 
 /// A framed client message: one, or a batch of element texts.
@@ -44,12 +54,22 @@ pub enum Read<'a> {
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
     #[serde(default, borrow)]
     params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// A member that is there, even when it is `null` (serde reads a `null`
+/// `Option` as absent).
+fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+    <&'a RawValue>::deserialize(d).map(Some)
 }
 
 /// Reads one framed message strictly: a repeated key anywhere, invalid UTF-8
@@ -69,14 +89,24 @@ pub fn read_message(bytes: &[u8]) -> Result<Read<'_>, StrictError> {
 /// Reads one (non-batch) message whose text is already known to be strict.
 pub fn incoming(text: &str) -> Result<Incoming<'_>, StrictError> {
     if text.trim_start().as_bytes().first() != Some(&b'{') {
-        return Ok(Incoming::Other);
+        return Ok(Incoming::Invalid);
     }
     let env: Envelope<'_> =
         serde_json::from_str(text).map_err(|e| StrictError::Syntax(e.to_string()))?;
-    Ok(match (env.method, env.id) {
+    let method = match env.method {
+        Some(raw) => match serde_json::from_str::<Cow<'_, str>>(raw.get()) {
+            Ok(method) => Some(method),
+            // A method that is not a string: no request, notification or
+            // response can have it.
+            Err(_) => return Ok(Incoming::Invalid),
+        },
+        None => None,
+    };
+    Ok(match (method, env.id) {
         (Some(method), Some(raw)) => match Id::from_raw(raw.get()) {
             Some(id) => Incoming::Request {
                 id,
+                raw_id: raw.get(),
                 method,
                 params: env.params,
             },
@@ -86,8 +116,53 @@ pub fn incoming(text: &str) -> Result<Incoming<'_>, StrictError> {
             method,
             params: env.params,
         },
-        (None, _) => Incoming::Other,
+        (None, Some(raw)) if env.result.is_some() != env.error.is_some() => {
+            Incoming::Response { raw_id: raw.get() }
+        }
+        (None, _) => Incoming::Invalid,
     })
+}
+
+/// The text of a strictly read message as the gateway forwards it: one line
+/// that every JSON parser and every line reader reads as the gateway did.
+///
+/// A JSON text can hold a byte that a line reader takes for a line break
+/// where a JSON parser sees none: a bare CR between tokens (JSON whitespace,
+/// but a line break to Python's universal newlines), and U+0085, U+2028 and
+/// U+2029 inside strings (line breaks to `str.splitlines`). The first becomes
+/// a space, the others their `\u` escapes: the same JSON value, one line.
+/// `bytes` must be a valid JSON text (a raw control character cannot be
+/// inside a string, so every CR is between tokens). Allocates only when
+/// there is something to change.
+pub fn one_line(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(at) = memchr::memchr3(b'\r', 0xC2, 0xE2, &bytes[i..]) {
+        let at = i + at;
+        let (len, with): (usize, &[u8]) = match &bytes[at..] {
+            [b'\r', ..] => (1, b" "),
+            [0xC2, 0x85, ..] => (2, b"\\u0085"),
+            [0xE2, 0x80, 0xA8, ..] => (3, b"\\u2028"),
+            [0xE2, 0x80, 0xA9, ..] => (3, b"\\u2029"),
+            _ => {
+                i = at + 1;
+                continue;
+            }
+        };
+        let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len() + 8));
+        o.extend_from_slice(&bytes[copied..at]);
+        o.extend_from_slice(with);
+        copied = at + len;
+        i = copied;
+    }
+    match out {
+        Some(mut o) => {
+            o.extend_from_slice(&bytes[copied..]);
+            Cow::Owned(o)
+        }
+        None => Cow::Borrowed(bytes),
+    }
 }
 
 /// Checks a JSON text for repeated object keys at any depth, without building it.
@@ -149,18 +224,31 @@ impl<'de> Visitor<'de> for WalkVisitor {
         Ok(found)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // A few keys are searched in a list; past that a hash set keeps the
+        // walk linear in the size of the object.
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let mut set: HashSet<Cow<'de, str>> = HashSet::new();
         let mut found = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let inner = map.next_value_seed(Walk)?;
-            if found.is_none() {
-                if keys.contains(&key) {
-                    found = Some(key.clone().into_owned());
-                } else if inner.is_some() {
-                    found = inner;
-                }
+            if found.is_some() {
+                continue;
             }
-            keys.push(key);
+            let repeated = if set.is_empty() && keys.len() < SMALL_OBJECT {
+                let repeated = keys.contains(&key);
+                keys.push(key.clone());
+                repeated
+            } else {
+                if set.is_empty() {
+                    set.extend(keys.drain(..));
+                }
+                !set.insert(key.clone())
+            };
+            if repeated {
+                found = Some(key.into_owned());
+            } else if inner.is_some() {
+                found = inner;
+            }
         }
         Ok(found)
     }
@@ -228,7 +316,13 @@ mod tests {
     fn reads_envelopes() {
         let msg = br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x"}}"#;
         match read_message(msg).unwrap() {
-            Read::Single(Incoming::Request { id, method, params }) => {
+            Read::Single(Incoming::Request {
+                id,
+                raw_id,
+                method,
+                params,
+            }) => {
+                assert_eq!(raw_id, r#""a""#);
                 assert_eq!(id, Id::of(&json!("a")).unwrap());
                 assert_eq!(method, "tools/call");
                 assert_eq!(params.unwrap().get(), r#"{"name":"x"}"#);
@@ -245,8 +339,33 @@ mod tests {
         ));
         assert!(matches!(
             read_message(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).unwrap(),
-            Read::Single(Incoming::Other)
+            Read::Single(Incoming::Response { raw_id: "1" })
         ));
+        // MCP ids are never null: a request with one is a bad id, not a
+        // notification.
+        assert!(matches!(
+            read_message(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap(),
+            Read::Single(Incoming::BadId { .. })
+        ));
+        for invalid in [
+            &br#"{"x":1}"#[..],
+            br#"{"id":1}"#,
+            br#"{"id":1,"result":{},"error":{}}"#,
+            br#"{"result":{}}"#,
+            b"5",
+            br#""tools/call""#,
+            b"null",
+            br#"{"id":1,"method":5}"#,
+        ] {
+            assert!(
+                matches!(
+                    read_message(invalid).unwrap(),
+                    Read::Single(Incoming::Invalid)
+                ),
+                "{}",
+                String::from_utf8_lossy(invalid)
+            );
+        }
         match read_message(br#"[{"id":1,"method":"a"}, {"method":"b"}]"#).unwrap() {
             Read::Batch(items) => {
                 assert_eq!(items.len(), 2);
@@ -254,7 +373,63 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // A method that is not a string is a syntax error for the envelope.
-        assert!(read_message(br#"{"id":1,"method":5}"#).is_err());
+    }
+
+    #[test]
+    fn one_line_leaves_no_line_break_for_any_reader() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (br#"{"a":1}"#, br#"{"a":1}"#),
+            (b"{\"x\":\r{\"a\":1}\r}", b"{\"x\": {\"a\":1} }"),
+            (
+                "{\"t\":\"a\u{2028}b\u{2029}c\u{85}d\u{e9}\u{201c}\"}".as_bytes(),
+                br#"{"t":"a\u2028b\u2029c\u0085d"#,
+            ),
+        ];
+        for (input, prefix) in cases {
+            let out = one_line(input);
+            assert!(
+                out.starts_with(prefix),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+            let a: serde_json::Value = serde_json::from_slice(input).unwrap();
+            let b: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(a, b);
+        }
+        assert!(matches!(one_line(br#"{"a":"\u00e9"}"#), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn duplicate_key_check_is_linear() {
+        // Regression (issue 13, finding 5): a linear search per key made an
+        // object of N keys cost O(N^2).
+        fn object(n: usize) -> Vec<u8> {
+            let mut s = String::from("{");
+            for i in 0..n {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(&format!("\"k{i}\":{i}"));
+            }
+            s.push('}');
+            s.into_bytes()
+        }
+        let small = object(20_000);
+        let big = object(200_000);
+        let time = |b: &[u8]| {
+            let t = std::time::Instant::now();
+            check_strict(b).unwrap();
+            t.elapsed()
+        };
+        let (ts, tb) = (time(&small), time(&big));
+        // Ten times the keys: linear is ~10x; quadratic was ~100x.
+        assert!(tb < ts * 40, "20,000 keys {ts:?}, 200,000 keys {tb:?}");
+        let mut dup = object(50_000);
+        dup.pop();
+        dup.extend_from_slice(br#","k49999":0}"#);
+        assert_eq!(
+            check_strict(&dup),
+            Err(StrictError::DuplicateKey("k49999".into()))
+        );
     }
 }

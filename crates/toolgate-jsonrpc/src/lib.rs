@@ -20,9 +20,9 @@ mod message;
 mod strict;
 
 pub use canonical::{args_sha256, canonical_json};
-pub use envelope::{check_strict, incoming, read_message, Incoming, Read};
+pub use envelope::{check_strict, incoming, one_line, read_message, Incoming, Read};
 pub use message::{
-    error_response, peek, peek_id, result_response, Id, Message, Peek, INTERNAL_ERROR,
-    INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+    error_response, peek, peek_id, peek_raw_id, replace_raw, result_response, to_vec_with_id, Id,
+    Message, Peek, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
 pub use strict::{parse_object, parse_strict, Parsed, StrictError};
