@@ -119,4 +119,79 @@ mod tests {
             ]
         );
     }
+
+    /// A reader that hands out its bytes in the given chunk sizes (partial reads).
+    struct Chunked<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let size = self.sizes[self.next % self.sizes.len()].max(1);
+            self.next += 1;
+            let n = size.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// What the framing must give: split on LF, one trailing CR dropped,
+    /// blank lines skipped, lines over the limit reported as such.
+    fn reference(input: &[u8], limit: usize) -> Vec<Frame> {
+        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        if input.ends_with(b"\n") {
+            parts.pop();
+        }
+        parts
+            .into_iter()
+            .filter_map(|part| {
+                if part.len() > limit {
+                    return Some(Frame::Oversize);
+                }
+                let line = part.strip_suffix(b"\r").unwrap_or(part);
+                (!line.iter().all(u8::is_ascii_whitespace)).then(|| Frame::Line(line.to_vec()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agrees_with_a_reference_splitter_under_any_partial_reads() {
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+        let bytes = proptest::collection::vec(
+            proptest::sample::select(vec![b'\n', b'\r', b' ', b'{', b'}', b'a', 0xE2, 0x80, 0xA8]),
+            0..200,
+        );
+        let strategy = (
+            bytes,
+            proptest::collection::vec(1usize..9, 1..5),
+            1usize..40,
+        );
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases: 3000,
+                failure_persistence: None,
+                ..Config::default()
+            },
+            TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+        );
+        runner
+            .run(&strategy, |(input, sizes, limit)| {
+                let reader = Chunked {
+                    data: &input,
+                    sizes,
+                    next: 0,
+                };
+                let mut r = FrameReader::with_capacity(reader, limit, 4);
+                let mut got = Vec::new();
+                while let Some(f) = r.read_frame().unwrap() {
+                    got.push(f);
+                }
+                proptest::prop_assert_eq!(got, reference(&input, limit));
+                Ok(())
+            })
+            .unwrap();
+    }
 }
