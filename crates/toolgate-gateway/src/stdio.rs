@@ -421,7 +421,18 @@ fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) 
                 ),
             );
         }
-        Ok(Framed::Single(message)) => route_one(shared, &bytes, message, received, forward),
+        Ok(Framed::Single(message)) => {
+            // Forwarded as it came (the common case) without a copy.
+            let out = route_one(shared, &bytes, message, received).map(|line| match line {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(line) => Some(line),
+            });
+            match out {
+                Some(Some(line)) => forward.push(line),
+                Some(None) => forward.push(bytes),
+                None => {}
+            }
+        }
         Ok(Framed::Batch(items)) => {
             if items.is_empty() {
                 shared.send(&error_response(
@@ -440,7 +451,11 @@ fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) 
             for item in items {
                 let text = item.get().as_bytes();
                 match incoming(item.get()) {
-                    Ok(message) => route_one(shared, text, message, received, forward),
+                    Ok(message) => {
+                        if let Some(line) = route_one(shared, text, message, received) {
+                            forward.push(line.into_owned());
+                        }
+                    }
                     Err(_) => shared.send(&invalid_request(&Value::Null)),
                 }
             }
@@ -448,14 +463,26 @@ fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) 
     }
 }
 
-/// One message (alone, or an element of a batch) from the client.
-fn route_one(
+/// `text` through [`one_line`], copied only when that changes it.
+fn on_one_line(text: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    let changed = match one_line(&text) {
+        Cow::Owned(line) => Some(line),
+        Cow::Borrowed(_) => None,
+    };
+    match changed {
+        Some(line) => Cow::Owned(line),
+        None => text,
+    }
+}
+
+/// One message (alone, or an element of a batch) from the client; returns
+/// what to forward to the server, if anything.
+fn route_one<'t>(
     shared: &Arc<Shared>,
-    text: &[u8],
+    text: &'t [u8],
     message: Incoming<'_>,
     received: Instant,
-    forward: &mut Vec<Vec<u8>>,
-) {
+) -> Option<Cow<'t, [u8]>> {
     match message {
         Incoming::Response { raw_id } => {
             // An answer to one of the gateway's own requests goes no further.
@@ -463,13 +490,14 @@ fn route_one(
                 let waiter = shared.asking.lock().expect("asking lock").remove(&id);
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(serde_json::from_slice(text).unwrap_or(Value::Null));
-                    return;
+                    return None;
                 }
             }
-            forward.push(one_line(text).into_owned());
+            Some(on_one_line(Cow::Borrowed(text)))
         }
         Incoming::Invalid | Incoming::BadId { .. } => {
             shared.send(&invalid_request(&Value::Null));
+            None
         }
         Incoming::Notification { method, .. } if method == "tools/call" => {
             // A call without an id cannot be answered; a server that ran it anyway
@@ -478,6 +506,7 @@ fn route_one(
                 LogLevel::Warn,
                 "dropped a tools/call sent as a notification (no id)",
             );
+            None
         }
         Incoming::Notification { method, params } => {
             let text = match (&*method, params) {
@@ -486,7 +515,7 @@ fn route_one(
                 }
                 _ => Cow::Borrowed(text),
             };
-            forward.push(one_line(&text).into_owned());
+            Some(on_one_line(text))
         }
         Incoming::Request {
             id,
@@ -523,7 +552,7 @@ fn route_one(
                 .contains_key(&server_id)
             {
                 shared.answer(raw_id, &id_in_use(&Value::Null));
-                return;
+                return None;
             }
             let route = route_request(shared, (&server_id, raw_id), &method, params, received);
             let entry = |what| Entry {
@@ -531,12 +560,15 @@ fn route_one(
                 client_id: raw_id.into(),
                 rewritten: rewritten.is_some(),
             };
-            let bytes = match &rewritten {
-                Some((_, raw)) => toolgate_jsonrpc::replace_raw(text, raw_id, raw),
-                None => text.to_vec(),
-            };
+            let bytes = on_one_line(match &rewritten {
+                Some((_, raw)) => Cow::Owned(toolgate_jsonrpc::replace_raw(text, raw_id, raw)),
+                None => Cow::Borrowed(text),
+            });
             match route {
-                Route::Answer(answer) => shared.answer(raw_id, &answer),
+                Route::Answer(answer) => {
+                    shared.answer(raw_id, &answer);
+                    None
+                }
                 Route::Pass(what) => {
                     shared
                         .pending
@@ -550,7 +582,7 @@ fn route_one(
                             .expect("rewritten lock")
                             .insert(client, raw.into());
                     }
-                    forward.push(one_line(&bytes).into_owned());
+                    Some(bytes)
                 }
                 Route::Hold(held) => {
                     shared
@@ -558,7 +590,8 @@ fn route_one(
                         .lock()
                         .expect("pending lock")
                         .insert(held.id.clone(), entry(Pending::Held));
-                    hold_call(shared, *held, one_line(&bytes).into_owned());
+                    hold_call(shared, *held, bytes.into_owned());
+                    None
                 }
             }
         }

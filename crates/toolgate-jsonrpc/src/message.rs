@@ -115,7 +115,13 @@ fn canonical_number(text: &str) -> Option<String> {
             e.parse().ok()?
         }
     };
-    let digits = format!("{int}{frac}");
+    let joined;
+    let digits = if frac.is_empty() {
+        int
+    } else {
+        joined = format!("{int}{frac}");
+        &joined
+    };
     let digits = digits.trim_start_matches('0');
     if digits.is_empty() {
         return Some("0".into());
