@@ -39,6 +39,10 @@ use toolgate_upstream::{
 
 /// The protocol versions of the handshake era the gateway speaks to clients.
 pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// What a client of the legacy HTTP+SSE transport (`/sse`) is answered: the
+/// version it asks for when known, else that transport's own revision
+/// (the first).
+pub const LEGACY_VERSIONS: &[&str] = &["2024-11-05", "2025-11-25", "2025-06-18", "2025-03-26"];
 /// The stateless protocol version, its envelope's `_meta` keys and its
 /// "unsupported protocol version" code: the same the upstream side speaks.
 pub use toolgate_upstream::{
@@ -896,17 +900,25 @@ impl Gateway {
         }
     }
 
-    /// A new session for an `initialize` request; returns the answer and the token.
-    pub fn initialize(&self, caller: &Caller, id: &Value, params: &Value) -> (Value, String) {
+    /// A new session for an `initialize` request; returns the answer and the
+    /// token. `versions`: what the transport speaks, the first when the
+    /// client asks for none of them ([`HANDSHAKE_VERSIONS`] for `/mcp`,
+    /// [`LEGACY_VERSIONS`] for `/sse`).
+    pub fn initialize(
+        &self,
+        caller: &Caller,
+        id: &Value,
+        params: &Value,
+        versions: &[&'static str],
+    ) -> (Value, String) {
         let asked = params
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let version = if HANDSHAKE_VERSIONS.contains(&asked) {
-            asked
-        } else {
-            HANDSHAKE_VERSIONS[0]
-        };
+        let version = versions
+            .iter()
+            .find(|v| **v == asked)
+            .unwrap_or(&versions[0]);
         let session = Session {
             id: random_id(),
             grant: caller.grant.name.clone(),

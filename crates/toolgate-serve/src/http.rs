@@ -9,8 +9,8 @@
 #![allow(clippy::result_large_err)]
 
 use crate::gateway::{
-    Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
-    STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
+    Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, LEGACY_VERSIONS,
+    META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
@@ -238,6 +238,8 @@ pub(crate) struct Heads<'a> {
     tracestate: Option<Option<&'a str>>,
     /// How often `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version` came.
     routing_counts: [u8; 3],
+    /// The message came over the legacy HTTP+SSE transport (2024-11-05).
+    pub(crate) legacy: bool,
 }
 
 impl<'a> Heads<'a> {
@@ -560,12 +562,19 @@ fn check_routing_headers(
             None,
         ))
     };
-    for (name, count) in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION]
+    for ((name, count), slot) in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION]
         .into_iter()
         .zip(heads.routing_counts)
+        .zip([heads.mcp_method, heads.mcp_name, heads.protocol_version])
     {
         if count > 1 {
             return mismatch(&format!("{name} is repeated"));
+        }
+        // Present but not visible ASCII: a header that a proxy in front may
+        // read one way and the gateway another is no header to route on
+        // (a value that cannot be sent as text is base64-wrapped).
+        if slot == Some(None) {
+            return mismatch(&format!("{name} is not readable (not visible ASCII)"));
         }
     }
     if let Some(m) = Heads::get(heads.mcp_method) {
@@ -701,7 +710,12 @@ pub(crate) async fn message(
         let Some(id) = id else {
             return invalid(&Value::Null, "initialize must be a request");
         };
-        let (answer, token) = gateway.initialize(caller, &id, &params);
+        let versions = if heads.legacy {
+            LEGACY_VERSIONS
+        } else {
+            HANDSHAKE_VERSIONS
+        };
+        let (answer, token) = gateway.initialize(caller, &id, &params, versions);
         return Answer::Reply(Reply::Json(answer), Some(token));
     }
     if method.as_deref() == Some("server/discover") {
@@ -929,6 +943,22 @@ mod tests {
         assert_eq!(Heads::get(heads.protocol_version), None);
         assert_eq!(Heads::get(heads.traceparent), None);
         assert_eq!(heads.routing_counts, [2, 2, 0]);
+    }
+
+    #[test]
+    fn an_unreadable_routing_header_is_a_mismatch() {
+        let params = json!({"name": "echo"});
+        let check = |name: &HeaderName, value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.append(name, HeaderValue::from_bytes(value).unwrap());
+            check_routing_headers(&Heads::of(&headers), &json!(1), "tools/call", &params).is_ok()
+        };
+        assert!(check(&MCP_NAME, b"echo"));
+        assert!(check(&MCP_METHOD, b"tools/call"));
+        assert!(!check(&MCP_NAME, b"delete\xe9all"), "not ASCII: not absent");
+        assert!(!check(&MCP_METHOD, b"tools/call\xff"));
+        assert!(!check(&MCP_PROTOCOL_VERSION, b"2026-07-28\x80"));
+        assert!(!check(&MCP_NAME, b"other"));
     }
 
     #[test]
