@@ -1,7 +1,8 @@
 //! The Streamable HTTP front: one endpoint, `/mcp`, for both protocol
 //! generations. Checks come first and in this order: the Host and Origin
-//! headers (DNS-rebinding protection), the bearer token, the size of the
-//! body, strict JSON (a repeated key is refused), the routing headers of a
+//! headers (DNS-rebinding protection) and the bearer token, on the head
+//! alone (`admit`: the body of a request they refuse is never read), the
+//! size of the body, strict JSON (a repeated key is refused), the routing headers of a
 //! 2026-07-28 request against its body, and the session.
 
 // A refusal at the HTTP layer is returned as the response itself; it is
@@ -66,6 +67,7 @@ pub async fn serve(
     let limits = h1::Limits {
         request_read: REQUEST_READ_TIMEOUT,
         max_body: opts.max_message_bytes,
+        budget: h1::BodyBudget::new(body_budget(opts.max_message_bytes)),
     };
     // Every connection holds a receiver: `closed()` resolves when the last
     // one has finished.
@@ -85,10 +87,15 @@ pub async fn serve(
         let opts = opts.clone();
         let legacy = legacy.clone();
         let stopped = stopped.clone();
+        let limits = limits.clone();
         workers.spawn(stream, move |stream| async move {
-            h1::connection(stream, limits, stopped, |req| {
-                handle(&gateway, &opts, &legacy, req)
-            })
+            h1::connection(
+                stream,
+                limits,
+                stopped,
+                |req| admit(&gateway, &opts, req),
+                |req, caller| handle(&gateway, &opts, &legacy, req, caller),
+            )
             .await;
         });
     }
@@ -171,6 +178,15 @@ impl Workers {
 /// How long a client may take to send one whole request; an idle
 /// keep-alive connection is closed after this long.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The least memory that large request bodies (over 64 KiB) of all
+/// connections may hold together; the budget is this or twice the message
+/// limit, whichever is more (past it, a large body waits up to 2 s, then 503).
+pub const MIN_BODY_BUDGET: usize = 64 << 20;
+
+fn body_budget(max_message_bytes: usize) -> usize {
+    MIN_BODY_BUDGET.max(max_message_bytes.saturating_mul(2))
+}
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed());
@@ -276,20 +292,21 @@ impl<'a> Heads<'a> {
     }
 }
 
-async fn handle(
-    gateway: &Arc<Gateway>,
-    opts: &HttpOptions,
-    legacy: &Arc<LegacySessions>,
-    req: Req,
-) -> Response<Body> {
+/// What a request's head alone decides, before any of its body is read
+/// (h1 calls it with the head): the path, the Host and Origin, the bearer
+/// token. `Err`: the answer, and the body is never read.
+fn admit(gateway: &Arc<Gateway>, opts: &HttpOptions, req: &Req) -> Result<Caller, Response<Body>> {
     match req.uri().path() {
         "/mcp" | "/sse" | "/messages" => {}
-        "/healthz" => return text(StatusCode::OK, "ok"),
-        _ => return text(StatusCode::NOT_FOUND, "not found: the MCP endpoint is /mcp"),
+        "/healthz" => return Err(text(StatusCode::OK, "ok")),
+        _ => {
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                "not found: the MCP endpoint is /mcp",
+            ))
+        }
     }
-    if let Err(response) = check_host_and_origin(opts, req.headers()) {
-        return response;
-    }
+    check_host_and_origin(opts, req.headers())?;
     let token = header(req.headers(), &AUTHORIZATION).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -307,8 +324,19 @@ async fn handle(
         response
             .headers_mut()
             .insert("www-authenticate", HeaderValue::from_static(challenge));
-        return response;
+        return Err(response);
     };
+    Ok(caller)
+}
+
+/// A request [`admit`] let through, its body read.
+async fn handle(
+    gateway: &Arc<Gateway>,
+    opts: &HttpOptions,
+    legacy: &Arc<LegacySessions>,
+    req: Req,
+    caller: Caller,
+) -> Response<Body> {
     match req.uri().path() {
         "/sse" => return legacy_open(gateway, legacy, &caller, &req),
         "/messages" => return legacy_post(gateway, opts, legacy, &caller, req).await,
