@@ -10,8 +10,8 @@
 #![allow(clippy::result_large_err)]
 
 use crate::gateway::{
-    Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, LEGACY_VERSIONS,
-    META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
+    Caller, Context, Gateway, Reply, SessionRefused, HANDSHAKE_VERSIONS, HEADER_MISMATCH,
+    LEGACY_VERSIONS, META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
@@ -779,14 +779,26 @@ pub(crate) async fn message(
             None,
         ));
     };
-    let Some(session) = gateway.session(caller, token) else {
-        return Answer::Http(rpc_error(
-            StatusCode::NOT_FOUND,
-            &rid,
-            -32001,
-            "Session not found",
-            None,
-        ));
+    let session = match gateway.live_session(caller, token) {
+        Ok(session) => session,
+        Err(SessionRefused::NotFound) => {
+            return Answer::Http(rpc_error(
+                StatusCode::NOT_FOUND,
+                &rid,
+                -32001,
+                "Session not found",
+                None,
+            ))
+        }
+        Err(SessionRefused::Unavailable(why)) => {
+            return Answer::Http(rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &rid,
+                toolgate_jsonrpc::INTERNAL_ERROR,
+                &session_unavailable(&why),
+                None,
+            ))
+        }
     };
     match (method, id) {
         (Some(method), Some(id)) => {
@@ -925,8 +937,12 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
     let Some(token) = header(headers, &MCP_SESSION_ID) else {
         return method_not_allowed("POST, DELETE", "method not allowed: GET needs a session");
     };
-    let Some(session) = gateway.session(caller, token) else {
-        return text(StatusCode::NOT_FOUND, "session not found");
+    let session = match gateway.live_session(caller, token) {
+        Ok(session) => session,
+        Err(SessionRefused::NotFound) => return text(StatusCode::NOT_FOUND, "session not found"),
+        Err(SessionRefused::Unavailable(why)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, &session_unavailable(&why))
+        }
     };
     // Resuming a streamed answer whose connection broke.
     if let Some(last) = header(headers, &LAST_EVENT_ID) {
@@ -940,12 +956,31 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
 }
 
 async fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
-    let Some(session) = header(headers, &MCP_SESSION_ID).and_then(|t| gateway.session(caller, t))
-    else {
+    let Some(token) = header(headers, &MCP_SESSION_ID) else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };
+    let session = match gateway.live_session(caller, token) {
+        Ok(session) => session,
+        Err(SessionRefused::NotFound) => return text(StatusCode::NOT_FOUND, "session not found"),
+        Err(SessionRefused::Unavailable(why)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, &session_unavailable(&why))
+        }
+    };
+    // Recorded first: a session that could not be ended everywhere is not
+    // ended here either, and the client may try again.
+    if let Err(e) = gateway.revoke_session(&session) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("service unavailable: the session was not ended ({e}); try again"),
+        );
+    }
     gateway.close_session(&session.id).await;
     full(StatusCode::OK, "text/plain", "")
+}
+
+/// The answer when the revocation store cannot say whether a session ended.
+fn session_unavailable(why: &str) -> String {
+    format!("service unavailable: cannot check whether the session was ended ({why}); refused rather than continuing a session that may have been deleted")
 }
 
 #[cfg(test)]
