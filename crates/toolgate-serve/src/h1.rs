@@ -1051,6 +1051,15 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
+    #[allow(clippy::result_large_err)]
+    fn token_check(req: &Req) -> Result<(), Response<Body>> {
+        if req.headers().contains_key("authorization") {
+            Ok(())
+        } else {
+            Err(crate::http::text(StatusCode::UNAUTHORIZED, "no"))
+        }
+    }
+
     /// Serves one connection with a token check on the head, and returns
     /// what it answered and how much of the body it read.
     async fn serve_one(request: Vec<u8>, body_bytes: usize) -> (String, usize) {
@@ -1068,28 +1077,13 @@ mod tests {
             async move {
                 let (stream, _) = listener.accept().await.unwrap();
                 let (_stop, stopped) = watch::channel(false);
-                connection(
-                    stream,
-                    limits,
-                    stopped,
-                    |req: &Req| {
-                        if req.headers().contains_key("authorization") {
-                            Ok(())
-                        } else {
-                            Err(crate::http::text(StatusCode::UNAUTHORIZED, "no"))
-                        }
-                    },
-                    |req: Req, ()| {
-                        let read = read.clone();
-                        async move {
-                            read.store(
-                                req.body().as_ref().map_or(0, |b| b.len()),
-                                Ordering::SeqCst,
-                            );
-                            crate::http::text(StatusCode::OK, "yes")
-                        }
-                    },
-                )
+                connection(stream, limits, stopped, token_check, |req: Req, ()| {
+                    let read = read.clone();
+                    async move {
+                        read.store(req.body().as_ref().map_or(0, |b| b.len()), Ordering::SeqCst);
+                        crate::http::text(StatusCode::OK, "yes")
+                    }
+                })
                 .await;
             }
         });
