@@ -134,6 +134,8 @@ enum Refusal {
     TooLarge(usize),
     NoRoute,
     NoWebhook,
+    /// A Host or Origin a DNS-rebinding page would send (see `check_host`).
+    Forbidden(String),
     MethodNotAllowed(&'static str),
     Store(ApprovalError),
 }
@@ -180,6 +182,7 @@ impl Refusal {
                 "not_found",
                 "no webhook is configured, so there is no webhook callback".to_string(),
             ),
+            Refusal::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message.clone()),
             Refusal::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -262,6 +265,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    check_host(&admin.opts, req.headers())?;
     let path = req.uri().path().to_string();
     if path == "/webhook/decide" {
         if req.method() != Method::POST {
@@ -303,6 +307,61 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>, 
         ["approvals", _, "approve" | "deny"] => Err(Refusal::MethodNotAllowed("POST")),
         _ => Err(Refusal::NoRoute),
     }
+}
+
+/// DNS-rebinding protection, as `/mcp` has it (toolgate-serve's `http.rs`):
+/// on a loopback listener the Host must be a loopback name, the listener's
+/// address or the host of the webhook's `admin_url`; a browser's Origin, on
+/// any listener, must be loopback or the page's own (the Host). Checked
+/// before anything else, the dashboard's page included.
+fn check_host(opts: &AdminOptions, headers: &HeaderMap) -> Result<(), Refusal> {
+    let host = header(headers, "host").unwrap_or_default();
+    if opts.listen.ip().is_loopback() {
+        let admin_url_host = opts.webhook.as_ref().map(|w| authority(&w.admin_url));
+        let allowed = is_loopback_host(host)
+            || host == opts.listen.to_string()
+            || admin_url_host.is_some_and(|a| !a.is_empty() && a.eq_ignore_ascii_case(host));
+        if !allowed {
+            return Err(Refusal::Forbidden(format!(
+                "host {host:?} is not allowed on the admin listener"
+            )));
+        }
+    }
+    if let Some(origin) = header(headers, "origin") {
+        let web = origin.starts_with("http://") || origin.starts_with("https://");
+        let origin_host = authority(origin);
+        let allowed = web
+            && (is_loopback_host(origin_host)
+                || (!host.is_empty() && origin_host.eq_ignore_ascii_case(host)));
+        if !allowed {
+            return Err(Refusal::Forbidden(format!(
+                "origin {origin:?} is not allowed on the admin listener"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `host[:port]` of `scheme://host[:port]/...`.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or("")
+}
+
+/// `localhost`, `127.0.0.1` or `::1`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// The bearer token's SHA-256 against the admin token's, in constant time.
@@ -508,4 +567,88 @@ fn decide(
     let request = admin.store.decide(id, approve, decided, now)?;
     admin.events.decided(&request);
     Ok(json_response(StatusCode::OK, &request_json(&request, now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(listen: &str, admin_url: Option<&str>, host: &str, origin: Option<&str>) -> bool {
+        let mut opts = AdminOptions::new([7; 32]);
+        opts.listen = listen.parse().unwrap();
+        opts.webhook = admin_url.map(|url| crate::Webhook::new("http://hook", "k", url));
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert("origin", HeaderValue::from_str(origin).unwrap());
+        }
+        check_host(&opts, &headers).is_ok()
+    }
+
+    #[test]
+    fn a_loopback_listener_takes_loopback_hosts_only() {
+        let local = "127.0.0.1:8081";
+        for host in [
+            "127.0.0.1:8081",
+            "localhost:8081",
+            "[::1]:8081",
+            "localhost",
+        ] {
+            assert!(check(local, None, host, None), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8081",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!check(local, None, host, None), "{host}");
+        }
+        // The host the webhook receiver is told to call back on.
+        assert!(check(
+            local,
+            Some("http://admin.internal:9000"),
+            "admin.internal:9000",
+            None
+        ));
+        assert!(!check(
+            local,
+            Some("http://admin.internal:9000"),
+            "evil.example",
+            None
+        ));
+        // Any host on a public listener (as /mcp without allowed_hosts).
+        assert!(check("0.0.0.0:8081", None, "gateway.example:8081", None));
+    }
+
+    #[test]
+    fn a_foreign_origin_is_refused() {
+        let local = "127.0.0.1:8081";
+        assert!(check(
+            local,
+            None,
+            "127.0.0.1:8081",
+            Some("http://127.0.0.1:8081")
+        ));
+        assert!(!check(
+            local,
+            None,
+            "127.0.0.1:8081",
+            Some("http://evil.example")
+        ));
+        assert!(!check(local, None, "127.0.0.1:8081", Some("null")));
+        let public = "0.0.0.0:8081";
+        assert!(check(
+            public,
+            None,
+            "gw.example:8081",
+            Some("https://gw.example:8081")
+        ));
+        assert!(!check(
+            public,
+            None,
+            "gw.example:8081",
+            Some("https://evil.example")
+        ));
+    }
 }

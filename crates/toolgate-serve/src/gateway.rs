@@ -39,6 +39,10 @@ use toolgate_upstream::{
 
 /// The protocol versions of the handshake era the gateway speaks to clients.
 pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// What a client of the legacy HTTP+SSE transport (`/sse`) is answered: the
+/// version it asks for when known, else that transport's own revision
+/// (the first).
+pub const LEGACY_VERSIONS: &[&str] = &["2024-11-05", "2025-11-25", "2025-06-18", "2025-03-26"];
 /// The stateless protocol version, its envelope's `_meta` keys and its
 /// "unsupported protocol version" code: the same the upstream side speaks.
 pub use toolgate_upstream::{
@@ -181,6 +185,9 @@ pub struct GatewayOptions {
     pub pins: Arc<dyn toolgate_pins::PinStore>,
     /// While the pin store cannot be reached: hold tools back (false) or not.
     pub pins_fail_open: bool,
+    /// Sessions ended by `DELETE /mcp`, shared with every process using
+    /// the same state (refused until they would have expired).
+    pub revocations: Arc<dyn toolgate_revocations::RevocationStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,11 +264,21 @@ pub struct Gateway {
     approval_events: Arc<dyn ApprovalEvents>,
     pins: Arc<dyn toolgate_pins::PinStore>,
     pins_fail_open: bool,
+    revocations: Arc<dyn toolgate_revocations::RevocationStore>,
     /// Tools held back because their definition changed since it was pinned:
     /// (server index, the server's own tool name).
     held_back: RwLock<std::collections::HashSet<(usize, String)>>,
     /// Per-session instances, by (server index, session id).
     instances: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
+}
+
+/// Why a request's session is not continued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRefused {
+    /// Unknown, forged, expired, another grant's, or ended (404).
+    NotFound,
+    /// The revocation store could not say whether it was ended (503).
+    Unavailable(String),
 }
 
 /// What to send back for one message.
@@ -355,6 +372,7 @@ impl Gateway {
             approval_events: opts.approval_events,
             pins: opts.pins,
             pins_fail_open: opts.pins_fail_open,
+            revocations: opts.revocations,
             held_back: RwLock::new(std::collections::HashSet::new()),
             opened: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
@@ -896,17 +914,25 @@ impl Gateway {
         }
     }
 
-    /// A new session for an `initialize` request; returns the answer and the token.
-    pub fn initialize(&self, caller: &Caller, id: &Value, params: &Value) -> (Value, String) {
+    /// A new session for an `initialize` request; returns the answer and the
+    /// token. `versions`: what the transport speaks, the first when the
+    /// client asks for none of them ([`HANDSHAKE_VERSIONS`] for `/mcp`,
+    /// [`LEGACY_VERSIONS`] for `/sse`).
+    pub fn initialize(
+        &self,
+        caller: &Caller,
+        id: &Value,
+        params: &Value,
+        versions: &[&'static str],
+    ) -> (Value, String) {
         let asked = params
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let version = if HANDSHAKE_VERSIONS.contains(&asked) {
-            asked
-        } else {
-            HANDSHAKE_VERSIONS[0]
-        };
+        let version = versions
+            .iter()
+            .find(|v| **v == asked)
+            .unwrap_or(&versions[0]);
         let session = Session {
             id: random_id(),
             grant: caller.grant.name.clone(),
@@ -931,6 +957,43 @@ impl Gateway {
         let session = self.open_token(token)?;
         let age = (self.clock.now_ms() / 1000).saturating_sub(session.created);
         (session.grant == caller.grant.name && age <= self.session_ttl.as_secs()).then_some(session)
+    }
+
+    /// [`Gateway::session`], unless the session was ended (`DELETE`) on
+    /// this or another process sharing the state. A store that cannot say
+    /// is a refusal too: a session that may have ended is never continued.
+    pub fn live_session(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Arc<Session>, SessionRefused> {
+        let session = self
+            .session(caller, token)
+            .ok_or(SessionRefused::NotFound)?;
+        match self
+            .revocations
+            .is_revoked(&session.id, self.clock.now_ms())
+        {
+            Ok(false) => Ok(session),
+            Ok(true) => Err(SessionRefused::NotFound),
+            Err(e) => Err(SessionRefused::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Records that `session` has ended, for every process sharing the
+    /// state, until it would have expired anyway.
+    pub fn revoke_session(
+        &self,
+        session: &Session,
+    ) -> Result<(), toolgate_revocations::RevocationError> {
+        // `session` accepts an age up to the TTL in whole seconds.
+        let until_ms = session
+            .created
+            .saturating_add(self.session_ttl.as_secs())
+            .saturating_add(1)
+            .saturating_mul(1000);
+        self.revocations
+            .revoke(&session.id, self.clock.now_ms(), until_ms)
     }
 
     /// Opens a session token, through a bounded cache of tokens already

@@ -20,6 +20,21 @@
 //! closes the connection, the rest of what the client sends is read and
 //! dropped for a moment (a lingering close), so that it reads the answer
 //! instead of a reset.
+//!
+//! Before any of a body is read, the head goes to the `admit` hook (the
+//! front's Host, Origin and bearer-token checks): a head it refuses is
+//! answered at once, and when a body was announced the connection is closed
+//! after at most [`REFUSED_DRAIN`] bytes were read and dropped. The body of
+//! a refused request is never buffered.
+//!
+//! Memory held by bodies is bounded twice: a body up to [`SMALL_BODY`] is
+//! read into the connection's own buffer (so it is bounded by the number of
+//! connections, and that buffer is shrunk back after anything larger
+//! passed through it); a larger one is read into an allocation of its own,
+//! counted against the [`BodyBudget`] shared by every connection from
+//! before its first byte is read until the handler drops it. A body that
+//! does not fit the budget within [`BUDGET_WAIT`] is refused with 503 (and
+//! `Retry-After`) without being read.
 
 use crate::http::Body;
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,6 +43,8 @@ use hyper::body::Body as _;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,6 +56,137 @@ pub const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 96;
 /// How long a lingering close reads and drops what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
+/// The most of a refused request's body read (and dropped) before the
+/// connection is closed: enough for a small body to be taken off the wire
+/// so the client reads the answer rather than a reset.
+pub const REFUSED_DRAIN: usize = 64 << 10;
+/// Bodies up to this size are read into the connection's buffer, uncounted.
+pub const SMALL_BODY: usize = 64 << 10;
+/// A connection buffer grown past this is replaced by a small one once the
+/// request is done.
+const KEEP_BUFFER: usize = 2 * SMALL_BODY;
+/// How long a large body waits for room in the budget before 503.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(2);
+
+/// The bytes of large request bodies (over [`SMALL_BODY`]) that all
+/// connections together may hold at once.
+#[derive(Debug)]
+pub struct BodyBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Tasks waiting for room: a release wakes them only when there are.
+    waiting: AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            limit,
+            used: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The bytes held now.
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Takes `n` bytes, waiting up to `wait` for room; `false`: no room.
+    async fn take(&self, n: usize, wait: Duration) -> bool {
+        if n > self.limit {
+            return false;
+        }
+        if self.try_take(n) {
+            return true;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + wait;
+        let taken = loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_take(n) {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break self.try_take(n);
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        taken
+    }
+
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.used.fetch_sub(n, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// Bytes of the budget held by one body; given back when dropped.
+struct Held {
+    budget: Arc<BodyBudget>,
+    n: usize,
+}
+
+impl Held {
+    fn none(budget: &Arc<BodyBudget>) -> Held {
+        Held {
+            budget: budget.clone(),
+            n: 0,
+        }
+    }
+
+    /// Holds `total` bytes in all (more only), waiting briefly for room.
+    async fn grow_to(&mut self, total: usize) -> bool {
+        if total <= self.n {
+            return true;
+        }
+        if !self.budget.take(total - self.n, BUDGET_WAIT).await {
+            return false;
+        }
+        self.n = total;
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.release(self.n);
+    }
+}
+
+/// A large body and its share of the budget: freed together.
+struct BodyBytes {
+    bytes: Vec<u8>,
+    _held: Held,
+}
+
+impl AsRef<[u8]> for BodyBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn counted(bytes: Vec<u8>, held: Held) -> Bytes {
+    Bytes::from_owner(BodyBytes { bytes, _held: held })
+}
 
 /// Why a request's body is not there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +200,7 @@ pub enum BodyError {
 pub type Req = Request<Result<Bytes, BodyError>>;
 
 /// The limits of one connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// How long a client may take to send a whole request (head and body),
     /// counted from when the connection is ready for it; an idle keep-alive
@@ -60,21 +208,27 @@ pub struct Limits {
     pub request_read: Duration,
     /// The largest body.
     pub max_body: usize,
+    /// Shared by every connection: the bytes large bodies may hold.
+    pub budget: Arc<BodyBudget>,
 }
 
 /// Serves one connection until the client closes it, an error closes it, or
 /// `shutdown` turns true (between requests; a request in flight is
-/// answered first).
-pub async fn connection<F, Fut>(
+/// answered first). `admit` sees each request's head before any of its
+/// body is read: `Err(response)` answers it without reading the body, and
+/// `Ok(t)` goes to `handler` with the request.
+pub async fn connection<A, T, F, Fut>(
     mut stream: TcpStream,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    admit: A,
     handler: F,
 ) where
-    F: Fn(Req) -> Fut,
+    A: Fn(&Req) -> Result<T, Response<Body>>,
+    F: Fn(Req, T) -> Fut,
     Fut: Future<Output = Response<Body>>,
 {
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     // One timer for the connection, moved later for each request: a timer
     // that only moves later is not taken out of the timer wheel.
     let deadline = tokio::time::sleep(limits.request_read);
@@ -84,14 +238,25 @@ pub async fn connection<F, Fut>(
             .as_mut()
             .reset(tokio::time::Instant::now() + limits.request_read);
         let request = tokio::select! {
-            read = read_request(&mut stream, &mut buf, limits.max_body, &mut shutdown) => match read {
+            read = read_request(&mut stream, &mut buf, &limits, &mut shutdown, &admit) => match read {
                 Err(Closed) => return,
                 Ok(request) => request,
             },
             () = &mut deadline => return,
         };
-        let (req, mut keep_alive) = match request {
-            Read::Request { req, keep_alive } => (req, keep_alive),
+        if buf.capacity() > KEEP_BUFFER && buf.len() <= INITIAL_BUFFER {
+            // A large head or body passed through: do not keep its memory
+            // for the life of the connection.
+            let mut small = BytesMut::with_capacity(INITIAL_BUFFER);
+            small.extend_from_slice(&buf);
+            buf = small;
+        }
+        let (req, admitted, mut keep_alive) = match request {
+            Read::Request {
+                req,
+                admitted,
+                keep_alive,
+            } => (req, admitted, keep_alive),
             Read::Refused(status, message) => {
                 let response = crate::http::text(status, message);
                 if write_response(&mut stream, response, false, false, &mut buf)
@@ -102,6 +267,20 @@ pub async fn connection<F, Fut>(
                 }
                 return;
             }
+            Read::Answered {
+                response,
+                head_only,
+                body_follows,
+            } => {
+                // Refused on its head: a body announced is not read.
+                let keep_alive = !body_follows && !*shutdown.borrow();
+                match write_response(&mut stream, response, head_only, keep_alive, &mut buf).await {
+                    Ok(true) if keep_alive => continue,
+                    Ok(_) => drain_and_close(stream, REFUSED_DRAIN).await,
+                    Err(_) => {}
+                }
+                return;
+            }
         };
         if req.body().is_err() {
             // The body was not read: what follows on the connection is not
@@ -109,7 +288,7 @@ pub async fn connection<F, Fut>(
             keep_alive = false;
         }
         let head_only = req.method() == Method::HEAD;
-        let response = handler(req).await;
+        let response = handler(req, admitted).await;
         keep_alive &= !*shutdown.borrow();
         match write_response(&mut stream, response, head_only, keep_alive, &mut buf).await {
             Ok(true) if keep_alive => {}
@@ -124,24 +303,40 @@ pub async fn connection<F, Fut>(
 
 struct Closed;
 
+/// What a connection's buffer starts with, and is shrunk back to.
+const INITIAL_BUFFER: usize = 4096;
+
 // Not boxed: each value is built and taken apart once, and a box would cost
 // an allocation per request.
 #[allow(clippy::large_enum_variant)]
-enum Read {
+enum Read<T> {
     Request {
         req: Req,
+        admitted: T,
         keep_alive: bool,
     },
     /// Refused before the handler: answer with this and close.
     Refused(StatusCode, &'static str),
+    /// Answered on its head (by `admit`, or for want of budget), its body
+    /// unread; `body_follows`: one was announced, so the connection closes.
+    Answered {
+        response: Response<Body>,
+        head_only: bool,
+        body_follows: bool,
+    },
 }
 
-async fn read_request(
+async fn read_request<A, T>(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    max_body: usize,
+    limits: &Limits,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Read, Closed> {
+    admit: &A,
+) -> Result<Read<T>, Closed>
+where
+    A: Fn(&Req) -> Result<T, Response<Body>>,
+{
+    let max_body = limits.max_body;
     // The head.
     let (mut req, framing, expect_continue, keep_alive) = loop {
         if !buf.is_empty() {
@@ -166,11 +361,38 @@ async fn read_request(
             _ = shutdown.changed(), if idle => return Err(Closed),
         }
     };
+    // The head decides whether the body is read at all.
+    let head_only = req.method() == Method::HEAD;
+    let body_follows = framing != Framing::Length(0);
+    let admitted = match admit(&req) {
+        Ok(admitted) => admitted,
+        Err(response) => {
+            return Ok(Read::Answered {
+                response,
+                head_only,
+                body_follows,
+            })
+        }
+    };
+    let no_room = || {
+        let mut response = crate::http::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable: too many large request bodies in flight; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        Ok(Read::Answered {
+            response,
+            head_only,
+            body_follows: true,
+        })
+    };
     // The body.
     let body = match framing {
         Framing::Length(n) if n > max_body as u64 => Err(BodyError::TooLarge),
         Framing::Length(0) => Ok(Bytes::new()),
-        Framing::Length(n) => {
+        Framing::Length(n) if n as usize <= SMALL_BODY => {
             let n = n as usize;
             if expect_continue && buf.len() < n {
                 continue_100(stream).await?;
@@ -181,14 +403,38 @@ async fn read_request(
             }
             Ok(buf.split_to(n).freeze())
         }
+        Framing::Length(n) => {
+            // Its own allocation, counted before a byte of it is read.
+            let n = n as usize;
+            let mut held = Held::none(&limits.budget);
+            if !held.grow_to(n).await {
+                return no_room();
+            }
+            if expect_continue && buf.len() < n {
+                continue_100(stream).await?;
+            }
+            let mut body = Vec::with_capacity(n);
+            let first = buf.len().min(n);
+            body.extend_from_slice(&buf[..first]);
+            buf.advance(first);
+            while body.len() < n {
+                // Reads no further than the body (the capacity is its length).
+                match stream.read_buf(&mut body).await {
+                    Ok(0) | Err(_) => return Err(Closed),
+                    Ok(_) => {}
+                }
+            }
+            Ok(counted(body, held))
+        }
         Framing::Chunked => {
             if expect_continue && buf.is_empty() {
                 continue_100(stream).await?;
             }
             let mut chunked = Chunked::new(max_body);
+            let mut held = Held::none(&limits.budget);
             loop {
                 match chunked.step(buf) {
-                    Ok(Some(body)) => break Ok(body),
+                    Ok(Some(body)) => break Ok(counted(body, held)),
                     Ok(None) => {}
                     Err(ChunkError::TooLarge) => break Err(BodyError::TooLarge),
                     Err(ChunkError::Malformed) => {
@@ -198,12 +444,22 @@ async fn read_request(
                         ))
                     }
                 }
+                // What the chunks announced so far is counted before more
+                // is read (a small body is counted too: it has its own
+                // allocation).
+                if !held.grow_to(chunked.announced()).await {
+                    return no_room();
+                }
                 fill(stream, buf).await?;
             }
         }
     };
     *req.body_mut() = body;
-    Ok(Read::Request { req, keep_alive })
+    Ok(Read::Request {
+        req,
+        admitted,
+        keep_alive,
+    })
 }
 
 /// Reads more of the request into `buf`; the client closing (or an error)
@@ -425,8 +681,16 @@ impl Chunked {
         }
     }
 
+    /// The bytes of the body so far and of the chunk being read.
+    fn announced(&self) -> usize {
+        match self.state {
+            ChunkState::Data(left) => self.body.len() + left,
+            _ => self.body.len(),
+        }
+    }
+
     /// Consumes what `buf` holds: the whole body once its end is there.
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, ChunkError> {
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<u8>>, ChunkError> {
         loop {
             match self.state {
                 ChunkState::Size => {
@@ -489,7 +753,7 @@ impl Chunked {
                     };
                     buf.advance(end + 2);
                     if end == 0 {
-                        return Ok(Some(Bytes::from(std::mem::take(&mut self.body))));
+                        return Ok(Some(std::mem::take(&mut self.body)));
                     }
                     self.state = ChunkState::Trailers(seen + end + 2);
                 }
@@ -601,6 +865,23 @@ async fn write_response(
     } else {
         Ok(false)
     }
+}
+
+/// Closes the sending side, then reads and drops at most `max` bytes of
+/// what the client still sends (for a moment at most), then closes.
+async fn drain_and_close(mut stream: TcpStream, max: usize) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut left = max;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match stream.read(&mut sink[..left.min(8192)]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Closes the sending side, then reads and drops what the client still
@@ -738,7 +1019,122 @@ mod tests {
         assert_eq!(refused(&many), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
 
-    fn dechunk(pieces: &[&[u8]], max: usize) -> Result<Option<Bytes>, ChunkError> {
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_bounds_bodies_in_flight_and_wakes_a_waiter() {
+        let budget = BodyBudget::new(100);
+        let mut a = Held::none(&budget);
+        assert!(a.grow_to(60).await);
+        assert!(a.grow_to(80).await, "grows by the difference");
+        assert_eq!(budget.used(), 80);
+        let mut b = Held::none(&budget);
+        assert!(!b.grow_to(30).await, "no room within the wait");
+        assert!(!Held::none(&budget).grow_to(101).await, "never fits");
+        let waiter = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                let mut c = Held::none(&budget);
+                let fitted = c.grow_to(50).await;
+                (fitted, c)
+            }
+        });
+        tokio::time::sleep(BUDGET_WAIT / 2).await;
+        drop(a);
+        let (fitted, c) = waiter.await.unwrap();
+        assert!(fitted, "woken when room was given back");
+        assert_eq!(budget.used(), 50);
+        // A counted body gives its share back when the last copy goes.
+        let body = counted(vec![1; 50], c);
+        let copy = body.clone();
+        drop(body);
+        assert_eq!(budget.used(), 50);
+        drop(copy);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn token_check(req: &Req) -> Result<(), Response<Body>> {
+        if req.headers().contains_key("authorization") {
+            Ok(())
+        } else {
+            Err(crate::http::text(StatusCode::UNAUTHORIZED, "no"))
+        }
+    }
+
+    /// Serves one connection with a token check on the head, and returns
+    /// what it answered and how much of the body it read.
+    async fn serve_one(request: Vec<u8>, body_bytes: usize) -> (String, usize) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let budget = BodyBudget::new(64 << 20);
+        let limits = Limits {
+            request_read: Duration::from_secs(5),
+            max_body: 16 << 20,
+            budget: budget.clone(),
+        };
+        let read = Arc::new(AtomicUsize::new(0));
+        let server = tokio::spawn({
+            let read = read.clone();
+            async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (_stop, stopped) = watch::channel(false);
+                connection(stream, limits, stopped, token_check, |req: Req, ()| {
+                    let read = read.clone();
+                    async move {
+                        read.store(req.body().as_ref().map_or(0, |b| b.len()), Ordering::SeqCst);
+                        crate::http::text(StatusCode::OK, "yes")
+                    }
+                })
+                .await;
+            }
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(&request).await.unwrap();
+        // Trickle the body while reading the answer.
+        let mut answer = Vec::new();
+        let mut sent = 0;
+        let mut piece = [0u8; 1024];
+        loop {
+            tokio::select! {
+                n = client.read(&mut piece) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&piece[..n]),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(1)), if sent < body_bytes => {
+                    let n = (body_bytes - sent).min(4096);
+                    if client.write_all(&vec![b'x'; n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && sent >= body_bytes {
+                break;
+            }
+        }
+        drop(client);
+        let _ = server.await;
+        assert_eq!(budget.used(), 0, "every body's share given back");
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            read.load(Ordering::SeqCst),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_is_answered_before_its_body_is_read() {
+        let head = b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 16000000\r\n\r\n".to_vec();
+        let (answer, read) = serve_one(head, 256 << 10).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert_eq!(read, 0);
+        // Admitted: a large body is read whole, from its own allocation.
+        let head = b"POST /mcp HTTP/1.1\r\nHost: a\r\nAuthorization: x\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n".to_vec();
+        let (answer, read) = serve_one(head, 200_000).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(read, 200_000);
+    }
+
+    fn dechunk(pieces: &[&[u8]], max: usize) -> Result<Option<Vec<u8>>, ChunkError> {
         let mut chunked = Chunked::new(max);
         let mut buf = BytesMut::new();
         let mut last = Ok(None);
@@ -755,16 +1151,10 @@ mod tests {
     #[test]
     fn decodes_chunked_bodies_in_any_pieces() {
         let whole: &[u8] = b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n";
-        assert_eq!(
-            dechunk(&[whole], 100),
-            Ok(Some(Bytes::from_static(b"hello world")))
-        );
+        assert_eq!(dechunk(&[whole], 100), Ok(Some(b"hello world".to_vec())));
         // Byte by byte, the same.
         let pieces: Vec<&[u8]> = whole.chunks(1).collect();
-        assert_eq!(
-            dechunk(&pieces, 100),
-            Ok(Some(Bytes::from_static(b"hello world")))
-        );
+        assert_eq!(dechunk(&pieces, 100), Ok(Some(b"hello world".to_vec())));
         assert_eq!(dechunk(&[b"5\r\nhel"], 100), Ok(None));
         assert_eq!(dechunk(&[b"5\r\nhelloXX"], 100), Err(ChunkError::Malformed));
         assert_eq!(dechunk(&[b"zz\r\n"], 100), Err(ChunkError::Malformed));
@@ -783,5 +1173,273 @@ mod tests {
             dechunk(&[&[b'1'; MAX_CHUNK_LINE + 1]], 100),
             Err(ChunkError::Malformed)
         );
+    }
+}
+
+/// Differential fuzzing of the request reader (bounded, seeded, in `cargo
+/// test`): random and adversarial heads against httparse and a reference
+/// reading of the framing headers, and chunked bodies against a small
+/// reference decoder, each fed whole and split at every byte. The reader
+/// must agree with the reference or refuse; it must never read a message a
+/// different way.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    fn runner(cases: u32) -> TestRunner {
+        TestRunner::new_with_rng(
+            Config {
+                cases,
+                failure_persistence: None,
+                ..Config::default()
+            },
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[13; 32]),
+        )
+    }
+
+    /// Header lines that make framing trouble, and ordinary ones.
+    fn header_line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"Host: a".to_vec()),
+            (0u64..40).prop_map(|n| format!("Content-Length: {n}").into_bytes()),
+            Just(b"Content-Length: 5, 5".to_vec()),
+            Just(b"Content-Length: 5, 6".to_vec()),
+            Just(b"Content-Length: +5".to_vec()),
+            Just(b"Content-Length: 5 ".to_vec()),
+            Just(b"Content-Length:".to_vec()),
+            Just(b"Content-Length: 99999999999999999999".to_vec()),
+            Just(b"Transfer-Encoding: chunked".to_vec()),
+            Just(b"Transfer-Encoding: Chunked ".to_vec()),
+            Just(b"Transfer-Encoding: gzip, chunked".to_vec()),
+            Just(b"Transfer-Encoding: chunked, gzip".to_vec()),
+            Just(b"Transfer-Encoding: identity".to_vec()),
+            Just(b"Transfer-Encoding : chunked".to_vec()),
+            Just(b" Transfer-Encoding: chunked".to_vec()),
+            Just(b"X: a\r\n b".to_vec()),
+            Just(b"X: a\r\n\tb".to_vec()),
+            Just(b"Expect: 100-continue".to_vec()),
+            Just(b"Connection: close".to_vec()),
+            Just(b"X-\xff: y".to_vec()),
+            Just(b"X: \xe9".to_vec()),
+            "[A-Za-z-]{1,8}: [ -~]{0,8}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop_oneof![Just("POST"), Just("GET"), Just("HEAD"), Just("P OST")];
+        let version = prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0"), Just("HTTP/2.0")];
+        let eol = prop_oneof![8 => Just(&b"\r\n"[..]), 1 => Just(&b"\n"[..])];
+        (
+            method,
+            version,
+            proptest::collection::vec((header_line(), eol), 0..6),
+        )
+            .prop_map(|(method, version, headers)| {
+                let mut out = format!("{method} /mcp {version}\r\n").into_bytes();
+                for (line, eol) in headers {
+                    out.extend_from_slice(&line);
+                    out.extend_from_slice(eol);
+                }
+                out.extend_from_slice(b"\r\n");
+                out
+            })
+    }
+
+    /// The framing RFC 9112 gives a head httparse read, or `None` where it
+    /// says to refuse (or where a reader may choose to).
+    fn reference_framing(req: &httparse::Request<'_, '_>) -> Option<Framing> {
+        let mut length = None;
+        let mut codings = Vec::new();
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                for part in std::str::from_utf8(h.value).ok()?.split(',') {
+                    let part = part.trim();
+                    if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    let n: u64 = part.parse().ok()?;
+                    if length.is_some_and(|l| l != n) {
+                        return None;
+                    }
+                    length = Some(n);
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                for c in std::str::from_utf8(h.value).ok()?.split(',') {
+                    codings.push(c.trim().to_ascii_lowercase());
+                }
+            }
+        }
+        match (codings.is_empty(), length) {
+            (true, length) => Some(Framing::Length(length.unwrap_or(0))),
+            // Both: a smuggling shape, refused.
+            (false, Some(_)) => None,
+            (false, None) if codings == ["chunked"] && req.version == Some(1) => {
+                Some(Framing::Chunked)
+            }
+            (false, None) => None,
+        }
+    }
+
+    fn check_head(bytes: &[u8]) {
+        let ours = parse_head(&mut BytesMut::from(bytes));
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut theirs = httparse::Request::new(&mut headers);
+        let status = theirs.parse(bytes);
+        match ours {
+            Head::Complete { req, framing, .. } => {
+                let Ok(httparse::Status::Complete(_)) = status else {
+                    panic!("read a head httparse does not: {bytes:?}");
+                };
+                assert_eq!(Some(req.method().as_str()), theirs.method, "{bytes:?}");
+                assert_eq!(Some(req.uri().path()), theirs.path, "{bytes:?}");
+                assert_eq!(req.headers().len(), theirs.headers.len(), "{bytes:?}");
+                assert_eq!(
+                    Some(framing),
+                    reference_framing(&theirs),
+                    "another framing: {bytes:?}"
+                );
+            }
+            Head::Partial => assert!(matches!(status, Ok(httparse::Status::Partial)), "{bytes:?}"),
+            Head::Refused(..) => {}
+        }
+        // Split at every byte: partial until the whole head, then the same.
+        for cut in 0..bytes.len() {
+            if let Head::Complete { .. } = parse_head(&mut BytesMut::from(&bytes[..cut])) {
+                assert!(
+                    matches!(
+                        httparse::Request::new(&mut [httparse::EMPTY_HEADER; MAX_HEADERS])
+                            .parse(&bytes[..cut]),
+                        Ok(httparse::Status::Complete(_))
+                    ),
+                    "complete early at {cut}: {bytes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn heads_read_as_httparse_and_rfc_9112_read_them_or_are_refused() {
+        runner(2000)
+            .run(&request(), |bytes| {
+                check_head(&bytes);
+                Ok(())
+            })
+            .unwrap();
+        // Raw noise too.
+        runner(1000)
+            .run(&proptest::collection::vec(any::<u8>(), 0..200), |bytes| {
+                check_head(&bytes);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// A whole chunked body, decoded strictly: `Some((body, used))`.
+    fn reference_dechunk(input: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let mut body = Vec::new();
+        let mut at = 0;
+        let line = |at: usize| -> Option<(usize, usize)> {
+            let end = input[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            Some((end, end + 2))
+        };
+        loop {
+            let (end, next) = line(at)?;
+            let size_text = input[at..end].split(|&b| b == b';').next()?;
+            let size_text = std::str::from_utf8(size_text).ok()?.trim_end();
+            if size_text.is_empty() || !size_text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            let size = usize::from_str_radix(size_text, 16).ok()?;
+            at = next;
+            if size == 0 {
+                // Trailers up to an empty line.
+                loop {
+                    let (end, next) = line(at)?;
+                    let empty = end == at;
+                    at = next;
+                    if empty {
+                        return Some((body, at));
+                    }
+                }
+            }
+            if input.len() < at + size + 2 || &input[at + size..at + size + 2] != b"\r\n" {
+                return None;
+            }
+            body.extend_from_slice(&input[at..at + size]);
+            at += size + 2;
+        }
+    }
+
+    fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
+        let chunk = (
+            proptest::collection::vec(any::<u8>(), 1..20),
+            prop_oneof![Just(""), Just(";ext=1"), Just(";a;b=\"c\""), Just(" ")],
+            prop_oneof![6 => Just(false), 1 => Just(true)],
+        );
+        let trailer = prop_oneof![Just(""), Just("T: x\r\n"), Just("T: x\r\nU: y\r\n")];
+        (
+            proptest::collection::vec(chunk, 0..5),
+            trailer,
+            0usize..8,
+            any::<u8>(),
+        )
+            .prop_map(|(chunks, trailer, corrupt, byte)| {
+                let mut out = Vec::new();
+                for (data, ext, upper) in chunks {
+                    let size = if upper {
+                        format!("{:X}", data.len())
+                    } else {
+                        format!("{:x}", data.len())
+                    };
+                    out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(format!("0\r\n{trailer}\r\n").as_bytes());
+                // Sometimes one byte is changed (bare LF, a bad size, ...).
+                if corrupt < out.len() && corrupt % 3 == 0 {
+                    out[corrupt] = byte;
+                }
+                out
+            })
+    }
+
+    #[test]
+    fn chunked_bodies_read_as_the_reference_reads_them_in_any_split() {
+        runner(2000)
+            .run(&(chunked_body(), 1usize..9), |(input, step)| {
+                let reference = reference_dechunk(&input);
+                // Fed `step` bytes at a time, and whole.
+                for piece in [step, input.len().max(1)] {
+                    let mut chunked = Chunked::new(1 << 20);
+                    let mut buf = BytesMut::new();
+                    let mut got = None;
+                    for part in input.chunks(piece) {
+                        buf.extend_from_slice(part);
+                        match chunked.step(&mut buf) {
+                            Ok(None) => {}
+                            Ok(Some(body)) => {
+                                got = Some(Ok((body, input.len() - buf.len())));
+                                break;
+                            }
+                            Err(e) => {
+                                got = Some(Err(e));
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(Ok((body, used))) = got {
+                        let (want, want_used) = reference.clone().unwrap_or_else(|| {
+                            panic!("read what the reference refuses: {input:?}")
+                        });
+                        prop_assert_eq!(&body, &want, "another body: {:?}", input);
+                        prop_assert_eq!(used, want_used, "another end: {:?}", input);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! The Streamable HTTP front: one endpoint, `/mcp`, for both protocol
 //! generations. Checks come first and in this order: the Host and Origin
-//! headers (DNS-rebinding protection), the bearer token, the size of the
-//! body, strict JSON (a repeated key is refused), the routing headers of a
+//! headers (DNS-rebinding protection) and the bearer token, on the head
+//! alone (`admit`: the body of a request they refuse is never read), the
+//! size of the body, strict JSON (a repeated key is refused), the routing headers of a
 //! 2026-07-28 request against its body, and the session.
 
 // A refusal at the HTTP layer is returned as the response itself; it is
@@ -9,8 +10,8 @@
 #![allow(clippy::result_large_err)]
 
 use crate::gateway::{
-    Caller, Context, Gateway, Reply, HANDSHAKE_VERSIONS, HEADER_MISMATCH, META_VERSION,
-    STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
+    Caller, Context, Gateway, Reply, SessionRefused, HANDSHAKE_VERSIONS, HEADER_MISMATCH,
+    LEGACY_VERSIONS, META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
@@ -66,6 +67,7 @@ pub async fn serve(
     let limits = h1::Limits {
         request_read: REQUEST_READ_TIMEOUT,
         max_body: opts.max_message_bytes,
+        budget: h1::BodyBudget::new(body_budget(opts.max_message_bytes)),
     };
     // Every connection holds a receiver: `closed()` resolves when the last
     // one has finished.
@@ -85,10 +87,15 @@ pub async fn serve(
         let opts = opts.clone();
         let legacy = legacy.clone();
         let stopped = stopped.clone();
+        let limits = limits.clone();
         workers.spawn(stream, move |stream| async move {
-            h1::connection(stream, limits, stopped, |req| {
-                handle(&gateway, &opts, &legacy, req)
-            })
+            h1::connection(
+                stream,
+                limits,
+                stopped,
+                |req| admit(&gateway, &opts, req),
+                |req, caller| handle(&gateway, &opts, &legacy, req, caller),
+            )
             .await;
         });
     }
@@ -172,6 +179,15 @@ impl Workers {
 /// keep-alive connection is closed after this long.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The least memory that large request bodies (over 64 KiB) of all
+/// connections may hold together; the budget is this or twice the message
+/// limit, whichever is more (past it, a large body waits up to 2 s, then 503).
+pub const MIN_BODY_BUDGET: usize = 64 << 20;
+
+fn body_budget(max_message_bytes: usize) -> usize {
+    MIN_BODY_BUDGET.max(max_message_bytes.saturating_mul(2))
+}
+
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
@@ -238,6 +254,8 @@ pub(crate) struct Heads<'a> {
     tracestate: Option<Option<&'a str>>,
     /// How often `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version` came.
     routing_counts: [u8; 3],
+    /// The message came over the legacy HTTP+SSE transport (2024-11-05).
+    pub(crate) legacy: bool,
 }
 
 impl<'a> Heads<'a> {
@@ -274,20 +292,21 @@ impl<'a> Heads<'a> {
     }
 }
 
-async fn handle(
-    gateway: &Arc<Gateway>,
-    opts: &HttpOptions,
-    legacy: &Arc<LegacySessions>,
-    req: Req,
-) -> Response<Body> {
+/// What a request's head alone decides, before any of its body is read
+/// (h1 calls it with the head): the path, the Host and Origin, the bearer
+/// token. `Err`: the answer, and the body is never read.
+fn admit(gateway: &Arc<Gateway>, opts: &HttpOptions, req: &Req) -> Result<Caller, Response<Body>> {
     match req.uri().path() {
         "/mcp" | "/sse" | "/messages" => {}
-        "/healthz" => return text(StatusCode::OK, "ok"),
-        _ => return text(StatusCode::NOT_FOUND, "not found: the MCP endpoint is /mcp"),
+        "/healthz" => return Err(text(StatusCode::OK, "ok")),
+        _ => {
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                "not found: the MCP endpoint is /mcp",
+            ))
+        }
     }
-    if let Err(response) = check_host_and_origin(opts, req.headers()) {
-        return response;
-    }
+    check_host_and_origin(opts, req.headers())?;
     let token = header(req.headers(), &AUTHORIZATION).and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -305,8 +324,19 @@ async fn handle(
         response
             .headers_mut()
             .insert("www-authenticate", HeaderValue::from_static(challenge));
-        return response;
+        return Err(response);
     };
+    Ok(caller)
+}
+
+/// A request [`admit`] let through, its body read.
+async fn handle(
+    gateway: &Arc<Gateway>,
+    opts: &HttpOptions,
+    legacy: &Arc<LegacySessions>,
+    req: Req,
+    caller: Caller,
+) -> Response<Body> {
     match req.uri().path() {
         "/sse" => return legacy_open(gateway, legacy, &caller, &req),
         "/messages" => return legacy_post(gateway, opts, legacy, &caller, req).await,
@@ -560,12 +590,19 @@ fn check_routing_headers(
             None,
         ))
     };
-    for (name, count) in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION]
+    for ((name, count), slot) in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION]
         .into_iter()
         .zip(heads.routing_counts)
+        .zip([heads.mcp_method, heads.mcp_name, heads.protocol_version])
     {
         if count > 1 {
             return mismatch(&format!("{name} is repeated"));
+        }
+        // Present but not visible ASCII: a header that a proxy in front may
+        // read one way and the gateway another is no header to route on
+        // (a value that cannot be sent as text is base64-wrapped).
+        if slot == Some(None) {
+            return mismatch(&format!("{name} is not readable (not visible ASCII)"));
         }
     }
     if let Some(m) = Heads::get(heads.mcp_method) {
@@ -701,7 +738,12 @@ pub(crate) async fn message(
         let Some(id) = id else {
             return invalid(&Value::Null, "initialize must be a request");
         };
-        let (answer, token) = gateway.initialize(caller, &id, &params);
+        let versions = if heads.legacy {
+            LEGACY_VERSIONS
+        } else {
+            HANDSHAKE_VERSIONS
+        };
+        let (answer, token) = gateway.initialize(caller, &id, &params, versions);
         return Answer::Reply(Reply::Json(answer), Some(token));
     }
     if method.as_deref() == Some("server/discover") {
@@ -737,14 +779,26 @@ pub(crate) async fn message(
             None,
         ));
     };
-    let Some(session) = gateway.session(caller, token) else {
-        return Answer::Http(rpc_error(
-            StatusCode::NOT_FOUND,
-            &rid,
-            -32001,
-            "Session not found",
-            None,
-        ));
+    let session = match gateway.live_session(caller, token) {
+        Ok(session) => session,
+        Err(SessionRefused::NotFound) => {
+            return Answer::Http(rpc_error(
+                StatusCode::NOT_FOUND,
+                &rid,
+                -32001,
+                "Session not found",
+                None,
+            ))
+        }
+        Err(SessionRefused::Unavailable(why)) => {
+            return Answer::Http(rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &rid,
+                toolgate_jsonrpc::INTERNAL_ERROR,
+                &session_unavailable(&why),
+                None,
+            ))
+        }
     };
     match (method, id) {
         (Some(method), Some(id)) => {
@@ -883,8 +937,12 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
     let Some(token) = header(headers, &MCP_SESSION_ID) else {
         return method_not_allowed("POST, DELETE", "method not allowed: GET needs a session");
     };
-    let Some(session) = gateway.session(caller, token) else {
-        return text(StatusCode::NOT_FOUND, "session not found");
+    let session = match gateway.live_session(caller, token) {
+        Ok(session) => session,
+        Err(SessionRefused::NotFound) => return text(StatusCode::NOT_FOUND, "session not found"),
+        Err(SessionRefused::Unavailable(why)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, &session_unavailable(&why))
+        }
     };
     // Resuming a streamed answer whose connection broke.
     if let Some(last) = header(headers, &LAST_EVENT_ID) {
@@ -898,12 +956,31 @@ fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response
 }
 
 async fn delete(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
-    let Some(session) = header(headers, &MCP_SESSION_ID).and_then(|t| gateway.session(caller, t))
-    else {
+    let Some(token) = header(headers, &MCP_SESSION_ID) else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };
+    let session = match gateway.live_session(caller, token) {
+        Ok(session) => session,
+        Err(SessionRefused::NotFound) => return text(StatusCode::NOT_FOUND, "session not found"),
+        Err(SessionRefused::Unavailable(why)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, &session_unavailable(&why))
+        }
+    };
+    // Recorded first: a session that could not be ended everywhere is not
+    // ended here either, and the client may try again.
+    if let Err(e) = gateway.revoke_session(&session) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("service unavailable: the session was not ended ({e}); try again"),
+        );
+    }
     gateway.close_session(&session.id).await;
     full(StatusCode::OK, "text/plain", "")
+}
+
+/// The answer when the revocation store cannot say whether a session ended.
+fn session_unavailable(why: &str) -> String {
+    format!("service unavailable: cannot check whether the session was ended ({why}); refused rather than continuing a session that may have been deleted")
 }
 
 #[cfg(test)]
@@ -929,6 +1006,22 @@ mod tests {
         assert_eq!(Heads::get(heads.protocol_version), None);
         assert_eq!(Heads::get(heads.traceparent), None);
         assert_eq!(heads.routing_counts, [2, 2, 0]);
+    }
+
+    #[test]
+    fn an_unreadable_routing_header_is_a_mismatch() {
+        let params = json!({"name": "echo"});
+        let check = |name: &HeaderName, value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.append(name, HeaderValue::from_bytes(value).unwrap());
+            check_routing_headers(&Heads::of(&headers), &json!(1), "tools/call", &params).is_ok()
+        };
+        assert!(check(&MCP_NAME, b"echo"));
+        assert!(check(&MCP_METHOD, b"tools/call"));
+        assert!(!check(&MCP_NAME, b"delete\xe9all"), "not ASCII: not absent");
+        assert!(!check(&MCP_METHOD, b"tools/call\xff"));
+        assert!(!check(&MCP_PROTOCOL_VERSION, b"2026-07-28\x80"));
+        assert!(!check(&MCP_NAME, b"other"));
     }
 
     #[test]

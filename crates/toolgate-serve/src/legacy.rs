@@ -136,7 +136,8 @@ async fn handle(gateway: &Arc<Gateway>, caller: &Caller, stream: &Stream, messag
         }
     }
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let heads = crate::http::Heads::of(&headers);
+    let mut heads = crate::http::Heads::of(&headers);
+    heads.legacy = true;
     match crate::http::message(gateway, caller, &heads, message).await {
         crate::http::Answer::Reply(reply, new_token) => {
             if let Some(token) = new_token {

@@ -69,10 +69,12 @@
 
 mod approvals;
 mod link;
+mod revocations;
 mod script;
 pub mod server;
 
 pub use approvals::{RedisApprovals, GRACE_MS};
+pub use revocations::RedisRevocations;
 use toolgate_policy::{BoxFuture, CounterStore, Draw, FailMode, Grant, Millis, Refusal};
 
 pub use link::ConnectionOptions;

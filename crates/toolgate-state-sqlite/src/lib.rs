@@ -17,6 +17,10 @@
 //!   request, every operation one `BEGIN IMMEDIATE` transaction, so
 //!   gateways and `toolgate approvals` in other processes see each other's
 //!   requests and decisions, and an approval is consumed exactly once.
+//! - `revocations`: [`SqliteRevocations`], the
+//!   [`toolgate_revocations::RevocationStore`] of ended sessions in
+//!   `DIR/revocations.db` (`DELETE /mcp` on one `toolgate serve` process is
+//!   seen by every process sharing the directory).
 //! - `state-bench-sqlite` (a binary, `src/bin/state-bench.rs`): decision
 //!   latency and throughput of this store alone.
 //!
@@ -82,11 +86,13 @@
 mod approvals;
 mod db;
 mod log;
+mod revocations;
 mod store;
 
 use std::path::PathBuf;
 
 pub use approvals::{SqliteApprovals, APPROVALS_DB_FILE, RETENTION_MS};
+pub use revocations::{SqliteRevocations, REVOCATIONS_DB_FILE};
 pub use store::{Options, SqliteStore, DB_FILE};
 
 /// Why the counter store or the approval store could not be opened or read.

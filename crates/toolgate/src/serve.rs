@@ -371,6 +371,7 @@ async fn serve_until_signal(
         approval_events,
         pins: crate::state::open_pins(&state)?,
         pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
+        revocations: crate::state::open_revocations(&state)?,
     });
     let gateway = tokio::select! {
         gateway = starting => gateway,

@@ -135,3 +135,27 @@ pub fn open_pins(state: &StateConfig) -> Result<Arc<dyn toolgate_pins::PinStore>
         ),
     })
 }
+
+/// Opens the store of ended sessions that goes with the state: in memory,
+/// `revocations.db` in the data directory, or Redis under the state prefix.
+/// Checks that cannot reach it refuse the request (fail closed, whatever
+/// `--state-fail` says: that flag is about counters).
+pub fn open_revocations(
+    state: &StateConfig,
+) -> Result<Arc<dyn toolgate_revocations::RevocationStore>> {
+    Ok(match &state.store {
+        StateStore::Memory => Arc::new(toolgate_revocations::MemoryRevocations::new()),
+        StateStore::Embedded => {
+            let dir = data_dir(state);
+            Arc::new(
+                toolgate_state_sqlite::SqliteRevocations::open(&dir).with_context(|| {
+                    format!("cannot open the session store in {}", dir.display())
+                })?,
+            )
+        }
+        StateStore::Redis(url) => Arc::new(
+            toolgate_state_redis::RedisRevocations::connect(url, &state.prefix)
+                .with_context(|| format!("cannot use the Redis session store {url}"))?,
+        ),
+    })
+}
