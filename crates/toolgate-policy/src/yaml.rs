@@ -6,7 +6,8 @@
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::tree::{dedup_tree, Member, Node, Pos, Problem, Read, Value};
+use crate::decimal::Decimal;
+use crate::tree::{dedup_tree, Member, Node, Number, Pos, Problem, Read, Value};
 
 pub(crate) fn read(source: &str) -> Read {
     read_as(source, "policy")
@@ -223,6 +224,13 @@ fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> 
             return radix(text, hex, 16);
         }
     }
+    // The exact value is the text's; the serde_json value is what other
+    // fields (counts, durations) read.
+    let exact = |json: serde_json::Number| {
+        Decimal::parse(text)
+            .map(|exact| Value::Number(Number::new(json, exact)))
+            .ok_or_else(|| format!("number {text} is out of range"))
+    };
     if is_core_int(text) {
         let trimmed = text.strip_prefix('+').unwrap_or(text);
         return crate::json::parse_number(trimmed)
@@ -232,14 +240,14 @@ fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> 
                     .ok()
                     .and_then(serde_json::Number::from_f64)
             })
-            .map(Value::Number)
-            .ok_or_else(|| format!("number {text} is out of range"));
+            .ok_or_else(|| format!("number {text} is out of range"))
+            .and_then(exact);
     }
     if is_core_float(text) {
         return match text.parse::<f64>() {
             Ok(f) if f.is_finite() => serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .ok_or_else(|| format!("number {text} is out of range")),
+                .ok_or_else(|| format!("number {text} is out of range"))
+                .and_then(exact),
             _ => Err(format!("number {text} is out of range")),
         };
     }
@@ -248,7 +256,7 @@ fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> 
 
 fn radix(text: &str, digits: &str, base: u32) -> Result<Value, String> {
     u64::from_str_radix(digits, base)
-        .map(|n| Value::Number(n.into()))
+        .map(|n| Value::Number(Number::from(n)))
         .map_err(|_| format!("number {text} is out of range"))
 }
 

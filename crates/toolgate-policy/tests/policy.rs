@@ -57,10 +57,18 @@ impl<'p> Agent<'p> {
         }
     }
 
+    /// A call as the gateways make it: with the JSON text of the arguments.
     fn call(&self, tool: &str, arguments: Value, now: u64) -> Decision {
+        let text = arguments.to_string();
+        self.call_with(tool, &arguments, Some(&text), now)
+    }
+
+    /// A call with the arguments' text as given (`None`: only the value).
+    fn call_with(&self, tool: &str, arguments: &Value, text: Option<&str>, now: u64) -> Decision {
         let call = Call {
             tool,
-            arguments: &arguments,
+            arguments,
+            arguments_text: text,
             grant: self.grant,
             session: self.session,
         };
@@ -80,9 +88,11 @@ impl<'p> Agent<'p> {
 }
 
 fn evaluate(policy: &Policy, tool: &str, arguments: Value) -> Evaluation {
+    let text = arguments.to_string();
     policy.evaluate(&Call {
         tool,
         arguments: &arguments,
+        arguments_text: Some(&text),
         grant: "local",
         session: "s1",
     })
@@ -1141,6 +1151,7 @@ fn approval_settings_are_validated() {
     let call = Call {
         tool: "pay",
         arguments: &args,
+        arguments_text: None,
         grant: "g",
         session: "s",
     };

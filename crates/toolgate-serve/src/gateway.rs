@@ -1371,6 +1371,7 @@ impl Gateway {
         let gateway_call = Call {
             tool: name,
             arguments,
+            arguments_text: None,
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
@@ -2810,6 +2811,7 @@ impl Gateway {
         let call = Call {
             tool: &new.tool,
             arguments: &new.arguments,
+            arguments_text: None,
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
