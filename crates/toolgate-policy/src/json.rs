@@ -6,7 +6,7 @@ use crate::decimal::Decimal;
 use crate::tree::{dedup_tree, Member, Node, Number, Pos, Problem, Read, Value};
 
 /// Deepest nesting accepted, so hostile input cannot exhaust the stack.
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 pub(crate) fn read(source: &str) -> Read {
     let mut reader = Reader {

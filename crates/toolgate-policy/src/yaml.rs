@@ -21,16 +21,30 @@ pub(crate) fn read_as(source: &str, what: &'static str) -> Read {
         ..Builder::default()
     };
     let mut parser = Parser::new_from_str(source);
-    if let Err(scan) = parser.load(&mut builder, true) {
-        let mark = scan.marker();
-        return Read {
-            root: None,
-            errors: vec![Problem {
-                pos: position(mark),
-                path: String::new(),
-                message: format!("invalid YAML: {}", scan.info()),
-            }],
-        };
+    // Event by event, not `Parser::load`: that recurses once per level of
+    // nesting (a deep document overflowed the stack), and it reads on after
+    // the builder has found a problem.
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((event, mark)) => {
+                builder.on_event(event, mark);
+                if builder.error.is_some() {
+                    break;
+                }
+            }
+            Err(scan) => {
+                let mark = scan.marker();
+                return Read {
+                    root: None,
+                    errors: vec![Problem {
+                        pos: position(mark),
+                        path: String::new(),
+                        message: format!("invalid YAML: {}", scan.info()),
+                    }],
+                };
+            }
+        }
     }
     if let Some(error) = builder.error {
         return Read {
@@ -161,6 +175,13 @@ impl MarkedEventReceiver for Builder {
                 Ok(value) => self.add(Node { pos, value }, Some(text)),
                 Err(message) => self.fail(pos, &message),
             },
+            // The JSON reader's limit: deeper nesting would recurse (in
+            // validation, in dropping the tree) until the stack overflows.
+            Event::SequenceStart(..) | Event::MappingStart(..)
+                if self.stack.len() >= crate::json::MAX_DEPTH =>
+            {
+                self.fail(pos, "the document is nested too deeply")
+            }
             Event::SequenceStart(_, None) => self.stack.push(Frame::Sequence(pos, Vec::new())),
             Event::MappingStart(_, None) => self.stack.push(Frame::Mapping(pos, Vec::new(), None)),
             Event::SequenceEnd => {
