@@ -126,4 +126,6 @@ pub fn is_config_document(source: &str) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -157,7 +157,7 @@ impl TomlReader<'_> {
             T::String(s) => Value::String(s.value().clone()),
             T::Integer(i) => Value::Number((*i.value()).into()),
             T::Float(f) => match serde_json::Number::from_f64(*f.value()) {
-                Some(n) => Value::Number(n),
+                Some(n) => Value::Number(n.into()),
                 None => {
                     self.errors.push(Problem {
                         pos,

@@ -396,11 +396,12 @@ impl Validator<'_> {
             Some(node) => self.servers(node, &mut seen_servers),
         };
         let server_names: Vec<&str> = seen_servers.iter().map(|s| s.name.as_str()).collect();
+        let known_servers: HashSet<&str> = server_names.iter().copied().collect();
 
         let mut seen_grants = Vec::new();
         let grants = match field(members, "grants") {
             None => Some(Vec::new()),
-            Some(node) => self.grants(node, &server_names, &mut seen_grants),
+            Some(node) => self.grants(node, (&server_names, &known_servers), &mut seen_grants),
         };
 
         let (session_key, session_max_age) = match field(members, "sessions") {
@@ -438,16 +439,25 @@ impl Validator<'_> {
 
         // Every server must be covered by some policy (fail closed).
         let has_top_policy = policy_node.is_some();
+        // A server is covered by the grants when every grant that reaches it
+        // has a policy: sets, not a search of every grant per server.
+        let every_server_uncovered = seen_grants
+            .iter()
+            .any(|g| g.servers.is_none() && !g.has_policy);
+        let uncovered: HashSet<&str> = seen_grants
+            .iter()
+            .filter(|g| !g.has_policy)
+            .filter_map(|g| g.servers.as_ref())
+            .flatten()
+            .map(String::as_str)
+            .collect();
         for server in &seen_servers {
             if has_top_policy || server.has_policy {
                 continue;
             }
-            let mut reaching = seen_grants.iter().filter(|g| {
-                g.servers
-                    .as_ref()
-                    .map_or(true, |names| names.contains(&server.name))
-            });
-            let grants_cover = !seen_grants.is_empty() && reaching.all(|g| g.has_policy);
+            let grants_cover = !seen_grants.is_empty()
+                && !every_server_uncovered
+                && !uncovered.contains(server.name.as_str());
             if !grants_cover {
                 self.problem(
                     server.key_pos,
@@ -1200,10 +1210,12 @@ impl Validator<'_> {
         ok.then_some(out)
     }
 
+    /// `server_names`: the configured servers, in order (for messages) and
+    /// as a set (for lookups).
     fn grants(
         &mut self,
         node: &Node,
-        server_names: &[&str],
+        server_names: (&[&str], &HashSet<&str>),
         seen: &mut Vec<GrantSeen>,
     ) -> Option<Vec<GrantConfig>> {
         let members = self.members(node, "grants")?;
@@ -1302,7 +1314,7 @@ impl Validator<'_> {
         &mut self,
         node: &Node,
         path: &str,
-        server_names: &[&str],
+        (server_names, known): (&[&str], &HashSet<&str>),
     ) -> Option<Vec<String>> {
         let items = self.strings(node, path)?;
         if items.is_empty() {
@@ -1317,7 +1329,7 @@ impl Validator<'_> {
         let mut names = Vec::new();
         let mut listed = HashSet::new();
         for (name, pos, item_path) in items {
-            if !server_names.contains(&name.as_str()) {
+            if !known.contains(name.as_str()) {
                 self.problem(
                     pos,
                     &item_path,

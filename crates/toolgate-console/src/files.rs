@@ -83,7 +83,7 @@ fn node_json(node: &Node) -> Value {
     match &node.value {
         V::Null => Value::Null,
         V::Bool(b) => Value::Bool(*b),
-        V::Number(n) => Value::Number(n.clone()),
+        V::Number(n) => Value::Number(n.json().clone()),
         V::String(s) => Value::String(s.clone()),
         V::Array(items) => Value::Array(items.iter().map(node_json).collect()),
         V::Object(members) => {

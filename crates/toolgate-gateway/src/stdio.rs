@@ -665,8 +665,9 @@ fn id_in_use(id: &Value) -> Value {
 struct CallParams<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
-    #[serde(default)]
-    arguments: Value,
+    /// As the client wrote it: conditions compare its numbers exactly.
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
     #[serde(default, rename = "_meta", borrow)]
     meta: Option<&'a RawValue>,
     /// 2026-07-28 retry of an input-required round trip.
@@ -718,6 +719,18 @@ fn police_call(
             ))
         }
     };
+    let arguments_text = arguments.map(RawValue::get);
+    let arguments: Value = match arguments_text.map(serde_json::from_str).transpose() {
+        Ok(arguments) => arguments.unwrap_or(Value::Null),
+        Err(e) => {
+            return Route::Answer(error_response(
+                &key.to_value(),
+                INVALID_PARAMS,
+                &format!("Invalid params: tools/call params: arguments: {e}"),
+                None,
+            ))
+        }
+    };
     let tool: &str = &name;
     let pin_refusal = match pin_check(shared, tool) {
         PinCheck::Clear => None,
@@ -763,6 +776,7 @@ fn police_call(
     let call = Call {
         tool,
         arguments,
+        arguments_text,
         grant: &shared.grant,
         session: &shared.session,
     };

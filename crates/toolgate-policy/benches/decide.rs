@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
                 let call = Call {
                     tool: &names[i],
                     arguments: &arguments,
+                    arguments_text: None,
                     grant: "local",
                     session: "s1",
                 };
@@ -48,6 +49,7 @@ fn bench(c: &mut Criterion) {
                 let call = Call {
                     tool: &names[i],
                     arguments: &arguments,
+                    arguments_text: None,
                     grant: "local",
                     session: "s1",
                 };

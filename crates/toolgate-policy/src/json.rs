@@ -2,10 +2,11 @@
 //! value and key. Syntax errors stop reading and are reported with line and
 //! column; duplicate keys are reported afterwards and do not stop reading.
 
-use crate::tree::{dedup_tree, Member, Node, Pos, Problem, Read, Value};
+use crate::decimal::Decimal;
+use crate::tree::{dedup_tree, Member, Node, Number, Pos, Problem, Read, Value};
 
 /// Deepest nesting accepted, so hostile input cannot exhaust the stack.
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 pub(crate) fn read(source: &str) -> Read {
     let mut reader = Reader {
@@ -341,7 +342,7 @@ impl Reader<'_> {
         char::from_u32(code).ok_or_else(|| error(escape, "unpaired surrogate in \\u escape"))
     }
 
-    fn number(&mut self) -> Result<serde_json::Number> {
+    fn number(&mut self) -> Result<Number> {
         let pos = self.pos;
         let mut text = String::new();
         let bad = |what: &str| error(pos, format!("invalid number: {what}"));
@@ -383,7 +384,10 @@ impl Reader<'_> {
         if matches!(self.peek(), Some(c) if c.is_alphanumeric() || c == '.') {
             return Err(bad("unexpected character after the number"));
         }
-        parse_number(&text).ok_or_else(|| error(pos, format!("number {text} is out of range")))
+        let json = parse_number(&text)
+            .ok_or_else(|| error(pos, format!("number {text} is out of range")))?;
+        let exact = Decimal::parse(&text).ok_or_else(|| bad("expected a digit"))?;
+        Ok(Number::new(json, exact))
     }
 
     fn digits(&mut self, text: &mut String) {

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod condition;
+mod decimal;
 mod glob;
 mod json;
 mod load;
@@ -40,7 +41,8 @@ use std::fmt;
 /// policies (the gateway config).
 pub mod document {
     pub use crate::tree::{
-        dedup_tree, push_index, push_key, quote, Kind, Member, Node, Pos, Problem, Read, Value,
+        dedup_tree, push_index, push_key, quote, Kind, Member, Node, Number, Pos, Problem, Read,
+        Value,
     };
 
     /// Reads strict JSON (duplicate keys are reported in `Read::errors`).

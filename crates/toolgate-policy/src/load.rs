@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use regex::RegexBuilder;
 use serde_json::Value as Json;
 
-use crate::condition::{ArgPath, Condition, Op, OP_NAMES};
+use crate::condition::{ArgPath, Condition, Op, Operand, OP_NAMES};
+use crate::decimal::Bound;
 use crate::glob::{is_pattern, Pattern};
 use crate::policy::{
     number, window_name, Action, Approval, Cost, DefaultAction, Limit, Policy, Rule, RuleRef, Scope,
@@ -815,17 +816,15 @@ impl Validator {
                     return None;
                 };
                 let op = match name {
-                    "eq" => Op::Eq(value.to_json()),
-                    "neq" => Op::Neq(value.to_json()),
-                    "contains" => Op::Contains(value.to_json()),
+                    "eq" => Op::Eq(Operand::of(value)),
+                    "neq" => Op::Neq(Operand::of(value)),
+                    "contains" => Op::Contains(Operand::of(value)),
                     "in" | "not_in" => {
-                        let Value::Array(_) = value.value else {
+                        let Value::Array(items) = &value.value else {
                             self.wrong_type(value, &value_path, &format!("an array (op {name})"));
                             return None;
                         };
-                        let Json::Array(items) = value.to_json() else {
-                            return None;
-                        };
+                        let items = items.iter().map(Operand::of).collect();
                         if name == "in" {
                             Op::In(items)
                         } else {
@@ -834,7 +833,7 @@ impl Validator {
                     }
                     "lt" | "lte" | "gt" | "gte" => {
                         let n = match &value.value {
-                            Value::Number(n) => n.as_f64()?,
+                            Value::Number(n) => Bound::new(n.exact.clone()),
                             _ => {
                                 self.wrong_type(
                                     value,
@@ -881,8 +880,10 @@ impl Validator {
             return None;
         }
         let (op, name) = op?;
-        let shown = match &op {
-            Op::Exists(b) => format!("{name} {b}"),
+        let shown = match (&op, value_node.map(|v| &v.value)) {
+            (Op::Exists(b), _) => format!("{name} {b}"),
+            // A number as written (its exact value), not as an f64 shows it.
+            (_, Some(Value::Number(n))) => format!("{name} {}", n.exact),
             _ => format!(
                 "{name} {}",
                 value_node.map(Node::to_json).unwrap_or(Json::Null)

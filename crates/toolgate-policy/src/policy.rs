@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::condition::{canonical_json, ArgPath, Condition};
+use crate::condition::{canonical_json, ArgPath, Arguments, Condition, Outcome};
 use crate::glob::Pattern;
 use crate::store::{CounterStore, Exhausted, Grant, Refusal};
 use crate::{Millis, WindowMs};
@@ -39,6 +39,12 @@ pub struct Call<'a> {
     pub tool: &'a str,
     /// The tools/call `arguments` (an object, or `Null` when absent).
     pub arguments: &'a Value,
+    /// The JSON text `arguments` was read from, when the caller has it.
+    /// Conditions then compare the numbers in it exactly as the client
+    /// wrote them; without it, a number serde_json read as an f64 satisfies
+    /// a condition only if every decimal that reads as that f64 would
+    /// (`lte 100` is not satisfied by an f64 100.0: fail closed).
+    pub arguments_text: Option<&'a str>,
     /// Agent credential name ("local" in stdio mode).
     pub grant: &'a str,
     /// MCP session id.
@@ -407,13 +413,29 @@ impl Policy {
                 }),
             },
             Action::Allow | Action::RequireApproval => {
-                if let Some(failed) = rule.conditions.iter().find(|c| !c.holds(call.arguments)) {
+                let arguments = Arguments {
+                    value: call.arguments,
+                    text: call.arguments_text,
+                };
+                let failed = rule
+                    .conditions
+                    .iter()
+                    .find_map(|c| match c.check(arguments) {
+                        Outcome::Holds => None,
+                        outcome => Some((c, outcome)),
+                    });
+                if let Some((failed, outcome)) = failed {
+                    let mut default_reason = failed.default_reason();
+                    if outcome == Outcome::Inexact {
+                        default_reason = format!("{default_reason}: {}", failed.inexact_note());
+                    }
                     let reason = match (&failed.reason, &rule.reason) {
-                        (Some(reason), _) => reason.clone(),
-                        (None, Some(rule_reason)) => {
-                            format!("{rule_reason} ({})", failed.default_reason())
+                        (Some(reason), _) if outcome == Outcome::Inexact => {
+                            format!("{reason} ({})", failed.inexact_note())
                         }
-                        (None, None) => failed.default_reason(),
+                        (Some(reason), _) => reason.clone(),
+                        (None, Some(rule_reason)) => format!("{rule_reason} ({default_reason})"),
+                        (None, None) => default_reason,
                     };
                     Evaluation::Deny {
                         rule: rule_ref,

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::decimal::Decimal;
+
 /// A 1-based position in the source text (column counts characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
@@ -28,10 +30,71 @@ pub struct Node {
 pub enum Value {
     Null,
     Bool(bool),
-    Number(serde_json::Number),
+    Number(Number),
     String(String),
     Array(Vec<Node>),
     Object(Vec<Member>),
+}
+
+/// A number as read: its serde_json value (for fields that take a count or
+/// a duration; dereferences to it) and its exact decimal value (for the
+/// bounds of conditions, which are compared exactly as written).
+#[derive(Debug, Clone)]
+pub struct Number {
+    json: serde_json::Number,
+    pub(crate) exact: Decimal,
+}
+
+impl Number {
+    /// `exact` is the value of the text the number was read from.
+    pub(crate) fn new(json: serde_json::Number, exact: Decimal) -> Number {
+        Number { json, exact }
+    }
+
+    pub fn json(&self) -> &serde_json::Number {
+        &self.json
+    }
+}
+
+impl std::ops::Deref for Number {
+    type Target = serde_json::Number;
+
+    fn deref(&self) -> &serde_json::Number {
+        &self.json
+    }
+}
+
+/// A number read without its text (TOML): integers are exact, a float is
+/// taken as its shortest text.
+impl From<serde_json::Number> for Number {
+    fn from(json: serde_json::Number) -> Number {
+        let exact = Decimal::from_json(&json);
+        Number { json, exact }
+    }
+}
+
+impl From<i64> for Number {
+    fn from(n: i64) -> Number {
+        Number {
+            json: n.into(),
+            exact: Decimal::from_i64(n),
+        }
+    }
+}
+
+impl From<u64> for Number {
+    fn from(n: u64) -> Number {
+        Number {
+            json: n.into(),
+            exact: Decimal::from_u64(n),
+        }
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.json, f)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +147,7 @@ impl Node {
         match &self.value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Number(n) => serde_json::Value::Number(n.clone()),
+            Value::Number(n) => serde_json::Value::Number(n.json.clone()),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(items) => {
                 serde_json::Value::Array(items.iter().map(Node::to_json).collect())

@@ -6,7 +6,8 @@
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::tree::{dedup_tree, Member, Node, Pos, Problem, Read, Value};
+use crate::decimal::Decimal;
+use crate::tree::{dedup_tree, Member, Node, Number, Pos, Problem, Read, Value};
 
 pub(crate) fn read(source: &str) -> Read {
     read_as(source, "policy")
@@ -20,16 +21,30 @@ pub(crate) fn read_as(source: &str, what: &'static str) -> Read {
         ..Builder::default()
     };
     let mut parser = Parser::new_from_str(source);
-    if let Err(scan) = parser.load(&mut builder, true) {
-        let mark = scan.marker();
-        return Read {
-            root: None,
-            errors: vec![Problem {
-                pos: position(mark),
-                path: String::new(),
-                message: format!("invalid YAML: {}", scan.info()),
-            }],
-        };
+    // Event by event, not `Parser::load`: that recurses once per level of
+    // nesting (a deep document overflowed the stack), and it reads on after
+    // the builder has found a problem.
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((event, mark)) => {
+                builder.on_event(event, mark);
+                if builder.error.is_some() {
+                    break;
+                }
+            }
+            Err(scan) => {
+                let mark = scan.marker();
+                return Read {
+                    root: None,
+                    errors: vec![Problem {
+                        pos: position(mark),
+                        path: String::new(),
+                        message: format!("invalid YAML: {}", scan.info()),
+                    }],
+                };
+            }
+        }
     }
     if let Some(error) = builder.error {
         return Read {
@@ -160,6 +175,13 @@ impl MarkedEventReceiver for Builder {
                 Ok(value) => self.add(Node { pos, value }, Some(text)),
                 Err(message) => self.fail(pos, &message),
             },
+            // The JSON reader's limit: deeper nesting would recurse (in
+            // validation, in dropping the tree) until the stack overflows.
+            Event::SequenceStart(..) | Event::MappingStart(..)
+                if self.stack.len() >= crate::json::MAX_DEPTH =>
+            {
+                self.fail(pos, "the document is nested too deeply")
+            }
             Event::SequenceStart(_, None) => self.stack.push(Frame::Sequence(pos, Vec::new())),
             Event::MappingStart(_, None) => self.stack.push(Frame::Mapping(pos, Vec::new(), None)),
             Event::SequenceEnd => {
@@ -223,6 +245,13 @@ fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> 
             return radix(text, hex, 16);
         }
     }
+    // The exact value is the text's; the serde_json value is what other
+    // fields (counts, durations) read.
+    let exact = |json: serde_json::Number| {
+        Decimal::parse(text)
+            .map(|exact| Value::Number(Number::new(json, exact)))
+            .ok_or_else(|| format!("number {text} is out of range"))
+    };
     if is_core_int(text) {
         let trimmed = text.strip_prefix('+').unwrap_or(text);
         return crate::json::parse_number(trimmed)
@@ -232,14 +261,14 @@ fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> 
                     .ok()
                     .and_then(serde_json::Number::from_f64)
             })
-            .map(Value::Number)
-            .ok_or_else(|| format!("number {text} is out of range"));
+            .ok_or_else(|| format!("number {text} is out of range"))
+            .and_then(exact);
     }
     if is_core_float(text) {
         return match text.parse::<f64>() {
             Ok(f) if f.is_finite() => serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .ok_or_else(|| format!("number {text} is out of range")),
+                .ok_or_else(|| format!("number {text} is out of range"))
+                .and_then(exact),
             _ => Err(format!("number {text} is out of range")),
         };
     }
@@ -248,7 +277,7 @@ fn scalar(text: &str, style: TScalarStyle, what: &str) -> Result<Value, String> 
 
 fn radix(text: &str, digits: &str, base: u32) -> Result<Value, String> {
     u64::from_str_radix(digits, base)
-        .map(|n| Value::Number(n.into()))
+        .map(|n| Value::Number(Number::from(n)))
         .map_err(|_| format!("number {text} is out of range"))
 }
 

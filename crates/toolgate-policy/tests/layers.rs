@@ -15,6 +15,7 @@ fn call<'a>(tool: &'a str, arguments: &'a Value) -> Call<'a> {
     Call {
         tool,
         arguments,
+        arguments_text: None,
         grant: "alice",
         session: "s1",
     }

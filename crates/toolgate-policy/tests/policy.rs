@@ -57,10 +57,18 @@ impl<'p> Agent<'p> {
         }
     }
 
+    /// A call as the gateways make it: with the JSON text of the arguments.
     fn call(&self, tool: &str, arguments: Value, now: u64) -> Decision {
+        let text = arguments.to_string();
+        self.call_with(tool, &arguments, Some(&text), now)
+    }
+
+    /// A call with the arguments' text as given (`None`: only the value).
+    fn call_with(&self, tool: &str, arguments: &Value, text: Option<&str>, now: u64) -> Decision {
         let call = Call {
             tool,
-            arguments: &arguments,
+            arguments,
+            arguments_text: text,
             grant: self.grant,
             session: self.session,
         };
@@ -80,9 +88,11 @@ impl<'p> Agent<'p> {
 }
 
 fn evaluate(policy: &Policy, tool: &str, arguments: Value) -> Evaluation {
+    let text = arguments.to_string();
     policy.evaluate(&Call {
         tool,
         arguments: &arguments,
+        arguments_text: Some(&text),
         grant: "local",
         session: "s1",
     })
@@ -741,6 +751,305 @@ fn nested_paths_and_array_indexes() {
     assert_eq!(agent.kind("t", json!(null), T0), "deny");
 }
 
+/// What a call decides: "allow", "deny" (the condition is false), or
+/// "inexact" (denied because the number cannot be compared exactly).
+fn outcome(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Deny { reason, .. } if reason.contains("cannot be compared exactly") => "inexact",
+        other => other.kind(),
+    }
+}
+
+/// A policy whose bound is written as `bound` (number text, kept as is).
+fn bound_policy(op: &str, bound: &str) -> String {
+    format!(
+        r#"{{"version": "1", "default": "deny", "tools": {{"t": {{"conditions": [{{"path": "args.x", "op": "{op}", "value": {bound}}}]}}}}}}"#
+    )
+}
+
+/// `{"x": TOKEN}` as a client writes it, and the value serde_json reads from
+/// it. serde_json refuses a number beyond the f64 range (so no gateway ever
+/// hands one to the engine): for those the value is the largest f64, and
+/// only the text path is checked.
+fn client_arguments(token: &str) -> (String, Option<Value>) {
+    let text = format!(r#"{{"x": {token}}}"#);
+    match serde_json::from_str(&text) {
+        Ok(value) => (text, Some(value)),
+        Err(_) => (text, None),
+    }
+}
+
+/// Each case: (op, bound as written, argument as written, outcome with the
+/// arguments' text, outcome with only the value serde_json read, or "-"
+/// when serde_json cannot read the argument).
+#[test]
+fn numbers_are_compared_exactly() {
+    let digits = "0".repeat(10_000);
+    let nines = "9".repeat(10_000);
+    let long_above = format!("100.{digits}1");
+    let long_below = format!("99.{nines}");
+    let long_integer = format!("1{digits}");
+    let long_bound = format!("100.{digits}1");
+    let cases: Vec<(&str, &str, &str, &str, &str)> = vec![
+        // The findings: f64 comparison admitted these.
+        ("lte", "100", "100.00000000000001", "deny", "inexact"),
+        (
+            "lte",
+            "9007199254740992",
+            "9007199254740993",
+            "deny",
+            "deny",
+        ),
+        ("eq", "9007199254740992", "9007199254740993", "deny", "deny"),
+        (
+            "neq",
+            "9007199254740992",
+            "9007199254740993",
+            "allow",
+            "allow",
+        ),
+        (
+            "in",
+            "[9007199254740992]",
+            "9007199254740993",
+            "deny",
+            "deny",
+        ),
+        (
+            "not_in",
+            "[9007199254740992]",
+            "9007199254740993",
+            "allow",
+            "allow",
+        ),
+        (
+            "lte",
+            "9007199254740992",
+            "9007199254740992.5",
+            "deny",
+            "inexact",
+        ),
+        (
+            "lt",
+            "100.00000000000002",
+            "100.00000000000001",
+            "allow",
+            "inexact",
+        ),
+        (
+            "lte",
+            "100.00000000000001",
+            "100.00000000000001",
+            "allow",
+            "inexact",
+        ),
+        (
+            "lte",
+            "100.00000000000001",
+            "100.00000000000002",
+            "deny",
+            "inexact",
+        ),
+        // Written differently, the same number.
+        ("lte", "100", "100", "allow", "allow"),
+        ("lte", "100", "100.0", "allow", "inexact"),
+        ("lte", "100", "99.5", "allow", "allow"),
+        ("lte", "100", "1e2", "allow", "inexact"),
+        ("lte", "100", "1E+2", "allow", "inexact"),
+        ("lt", "100", "1e2", "deny", "inexact"),
+        ("eq", "100", "1e2", "allow", "inexact"),
+        ("eq", "100", "100.000", "allow", "inexact"),
+        ("eq", "1e2", "100", "allow", "allow"),
+        ("eq", "100.0", "100", "allow", "allow"),
+        ("neq", "100", "1e2", "deny", "inexact"),
+        ("in", "[1, 100]", "1e2", "allow", "inexact"),
+        ("in", "[1, 2]", "1e2", "deny", "deny"),
+        ("not_in", "[1, 100]", "1e2", "deny", "inexact"),
+        ("eq", "0.1", "0.1", "allow", "inexact"),
+        ("lt", "0.3", "0.1", "allow", "allow"),
+        ("gt", "0.1", "0.10000000000000001", "allow", "inexact"),
+        // Zero and its signs.
+        ("lte", "0", "-0", "allow", "inexact"),
+        ("gte", "0", "-0", "allow", "inexact"),
+        ("lt", "0", "-0", "deny", "inexact"),
+        ("eq", "0", "-0", "allow", "inexact"),
+        ("eq", "0", "-0.0e5", "allow", "inexact"),
+        ("eq", "-0", "0", "allow", "allow"),
+        ("gt", "-1", "-0", "allow", "allow"),
+        // Beyond the f64 range, and below it.
+        ("gt", "100", "1e400", "allow", "-"),
+        ("lte", "100", "1e400", "deny", "-"),
+        ("lte", "100", "-1e400", "allow", "-"),
+        ("gt", "0", "1e-400", "allow", "inexact"),
+        ("lte", "0", "1e-400", "deny", "inexact"),
+        ("gte", "0", "-1e-400", "deny", "inexact"),
+        ("eq", "0", "1e-400", "deny", "inexact"),
+        ("gt", "0", "1e-99999999999999999999999", "allow", "inexact"),
+        ("lt", "1", "1e99999999999999999999999", "deny", "-"),
+        // Ten thousand digits.
+        ("lte", "100", &long_above, "deny", "inexact"),
+        ("lte", "100", &long_below, "allow", "inexact"),
+        ("gt", "99", &long_below, "allow", "allow"),
+        ("lte", "100", &long_integer, "deny", "-"),
+        ("lte", &long_bound, &long_above, "allow", "inexact"),
+        ("lt", &long_bound, "100", "allow", "allow"),
+        // Numbers inside values compared with eq and contains.
+        (
+            "eq",
+            r#"{"a": 100}"#,
+            r#"{"a": 100.00000000000001}"#,
+            "deny",
+            "inexact",
+        ),
+        ("eq", r#"{"a": 100}"#, r#"{"a": 1e2}"#, "allow", "inexact"),
+        (
+            "eq",
+            r#"{"a": 100}"#,
+            r#"{"a": 1e2, "b": 1}"#,
+            "deny",
+            "deny",
+        ),
+        ("eq", "[100, 2]", "[1e2, 3.5]", "deny", "deny"),
+        ("contains", "100", "[100.00000000000001]", "deny", "inexact"),
+        ("contains", "100", "[1, 1e2]", "allow", "inexact"),
+        ("contains", "100", "[1, 100]", "allow", "allow"),
+        // Not numbers: as before.
+        ("lte", "100", r#""99""#, "deny", "deny"),
+        ("eq", "100", r#""100""#, "deny", "deny"),
+    ];
+    let mut failures = Vec::new();
+    for (op, bound, token, with_text, value_only) in &cases {
+        let policy = load(&bound_policy(op, bound));
+        let agent = Agent::new(&policy);
+        let (text, value) = client_arguments(token);
+        let largest = if token.starts_with('-') {
+            -f64::MAX
+        } else {
+            f64::MAX
+        };
+        let stand_in = json!({ "x": largest });
+        let read = value.as_ref().unwrap_or(&stand_in);
+        let got = outcome(&agent.call_with("t", read, Some(&text), T0));
+        if got != *with_text {
+            failures.push(format!(
+                "{op} {bound:.40} on {token:.40} with its text: got {got}, expected {with_text}"
+            ));
+        }
+        let got = match &value {
+            Some(value) => outcome(&agent.call_with("t", value, None, T0)),
+            None => "-",
+        };
+        if got != *value_only {
+            failures.push(format!(
+                "{op} {bound:.40} on {token:.40} without its text: got {got}, expected {value_only}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The same bounds written in YAML keep their exact value too.
+#[test]
+fn yaml_bounds_are_kept_as_written() {
+    let policy = load_yaml(
+        "version: \"1\"\ndefault: deny\ntools:\n  t:\n    conditions:\n      - {path: args.x, op: lte, value: 100}\n  u:\n    conditions:\n      - {path: args.x, op: lte, value: 1e2}\n  v:\n    conditions:\n      - {path: args.x, op: lt, value: 100.00000000000002}\n  w:\n    conditions:\n      - {path: args.x, op: eq, value: 9007199254740993}\n",
+    );
+    let agent = Agent::new(&policy);
+    let with_text = |tool: &str, token: &str| {
+        let (text, value) = client_arguments(token);
+        outcome(&agent.call_with(tool, &value.unwrap(), Some(&text), T0))
+    };
+    assert_eq!(with_text("t", "100.00000000000001"), "deny");
+    assert_eq!(with_text("t", "1e2"), "allow");
+    assert_eq!(with_text("u", "100.00000000000001"), "deny");
+    assert_eq!(with_text("u", "100.0"), "allow");
+    assert_eq!(with_text("v", "100.00000000000001"), "allow");
+    assert_eq!(with_text("v", "100.00000000000002"), "deny");
+    assert_eq!(with_text("w", "9007199254740993"), "allow");
+    assert_eq!(with_text("w", "9007199254740992"), "deny");
+}
+
+/// An inexact comparison says why, after the condition's own reason.
+#[test]
+fn an_inexact_number_is_refused_with_a_reason() {
+    let policy = load(
+        r#"{"version": "1", "default": "deny", "tools": {
+            "pay": {"conditions": [{"path": "args.amount", "op": "lte", "value": 100}]},
+            "pay2": {"conditions": [{"path": "args.amount", "op": "lte", "value": 100, "reason": "at most 100"}]},
+            "pay3": {"reason": "payments are restricted", "conditions": [{"path": "args.amount", "op": "lte", "value": 100.50}]}}}"#,
+    );
+    let agent = Agent::new(&policy);
+    let amount = json!({"amount": 100.0});
+    assert_eq!(
+        reason(&agent.call_with("pay", &amount, None, T0)),
+        "condition failed: args.amount lte 100: the number at args.amount cannot be compared exactly"
+    );
+    assert_eq!(
+        reason(&agent.call_with("pay2", &amount, None, T0)),
+        "at most 100 (the number at args.amount cannot be compared exactly)"
+    );
+    assert_eq!(
+        reason(&agent.call_with("pay3", &json!({"amount": 100.5}), None, T0)),
+        "payments are restricted (condition failed: args.amount lte 100.5: the number at args.amount cannot be compared exactly)"
+    );
+    // With the text, the same calls are decided.
+    assert_eq!(agent.kind("pay", amount.clone(), T0), "allow");
+    assert_eq!(agent.kind("pay3", json!({"amount": 100.5}), T0), "allow");
+}
+
+/// Arguments' text that does not hold what the value holds is not trusted:
+/// the value decides (failing closed where it cannot).
+#[test]
+fn text_that_disagrees_with_the_value_is_not_used() {
+    let policy = load(&bound_policy("lte", "100"));
+    let agent = Agent::new(&policy);
+    let value = json!({"x": 100.0});
+    for text in [
+        r#"{"x": 5.0}"#,
+        r#"{"y": 5.0}"#,
+        r#"{"x": "5"}"#,
+        "not json",
+        r#"{"x": 1.0, "x": 1.0}"#,
+    ] {
+        assert_eq!(
+            outcome(&agent.call_with("t", &value, Some(text), T0)),
+            "inexact",
+            "{text}"
+        );
+    }
+}
+
+/// A number of 100,000 digits, or an exponent of as many, is decided in
+/// time linear in its length: ten times longer takes at most ~10 times as
+/// long (asserted with a generous margin).
+#[test]
+fn long_numbers_are_decided_in_linear_time() {
+    let policy = load(&bound_policy("lte", "100"));
+    let agent = Agent::new(&policy);
+    let time = |n: usize| {
+        let cases = [
+            format!("100.{}1", "0".repeat(n)),
+            format!("99.{}", "9".repeat(n)),
+            format!("1e-{}", "9".repeat(n)),
+        ];
+        let started = std::time::Instant::now();
+        for token in &cases {
+            let (text, value) = client_arguments(token);
+            let value = value.unwrap();
+            for _ in 0..5 {
+                std::hint::black_box(agent.call_with("t", &value, Some(&text), T0));
+            }
+        }
+        started.elapsed()
+    };
+    let small = time(10_000);
+    let large = time(100_000);
+    assert!(
+        large < small * 40 + std::time::Duration::from_millis(50),
+        "10x longer numbers took {large:?} against {small:?}"
+    );
+}
+
 #[test]
 fn the_first_failing_condition_gives_the_reason() {
     let policy = load(
@@ -1141,6 +1450,7 @@ fn approval_settings_are_validated() {
     let call = Call {
         tool: "pay",
         arguments: &args,
+        arguments_text: None,
         grant: "g",
         session: "s",
     };

@@ -44,6 +44,7 @@ fn run(max: u32, calls: &[(u64, u32)]) -> Vec<(u64, u32, bool)> {
         let call = Call {
             tool: "t",
             arguments: &arguments,
+            arguments_text: None,
             grant: "g",
             session: "s",
         };
@@ -129,6 +130,7 @@ fn memory_per_key_and_key_count_stay_bounded() {
         let call = Call {
             tool: "t",
             arguments: &arguments,
+            arguments_text: None,
             grant: "g",
             session: "s",
         };

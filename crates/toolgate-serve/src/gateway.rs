@@ -1434,6 +1434,7 @@ impl Gateway {
         let gateway_call = Call {
             tool: name,
             arguments,
+            arguments_text: None,
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
@@ -2873,6 +2874,7 @@ impl Gateway {
         let call = Call {
             tool: &new.tool,
             arguments: &new.arguments,
+            arguments_text: None,
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };

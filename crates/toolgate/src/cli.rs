@@ -192,6 +192,7 @@ fn check(file: &Path, tool: &str, args: &str, grant: &str, expect: Option<&str>)
     let call = Call {
         tool,
         arguments: &arguments,
+        arguments_text: Some(args),
         grant,
         session: "check",
     };

@@ -71,6 +71,7 @@ fn measure(
                     let call = Call {
                         tool: "send",
                         arguments: &arguments,
+                        arguments_text: None,
                         grant: "g",
                         session: "s",
                     };

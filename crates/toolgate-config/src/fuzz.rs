@@ -1,0 +1,380 @@
+//! Fuzzing the config reader on stable Rust, inside `cargo test`: seeded,
+//! bounded, a few seconds at most. The seeds are `examples/gateway.yaml`
+//! and every config in `docs/config.md` (YAML, TOML, JSON); each round
+//! mutates one (bytes and lines flipped, inserted, deleted, duplicated) and
+//! reads it in all three formats, with a fake environment and policy files.
+//! Reading must never panic, and generated configs that grow (many servers,
+//! grants, keys, deep nesting, huge keys) must take time linear in their
+//! size.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::validate::parse;
+use crate::ConfigFormat;
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+const POLICY: &str = "version: \"1\"\ndefault: allow\n";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TOOLGATE_SESSION_KEY" => Some("ab".repeat(32)),
+        _ => (name.len() < 64).then(|| "value".to_string()),
+    }
+}
+
+fn files(_: &Path) -> std::io::Result<String> {
+    Ok(POLICY.to_string())
+}
+
+fn read(source: &str, format: ConfigFormat) {
+    let _ = parse(source, format, "fuzz", Path::new("."), &env, &files);
+}
+
+/// xorshift64*: small, seeded, the same inputs on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn seeds() -> Vec<String> {
+    let read = |path: &str| std::fs::read_to_string(format!("{WORKSPACE}/{path}")).unwrap();
+    let mut seeds = vec![read("examples/gateway.yaml")];
+    let mut current: Option<String> = None;
+    for line in read("docs/config.md").lines() {
+        match (&mut current, line.trim_start().strip_prefix("```")) {
+            (None, Some("yaml" | "toml" | "json")) => current = Some(String::new()),
+            (Some(_), Some(_)) => seeds.extend(current.take()),
+            (Some(block), None) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(seeds.len() >= 8, "only {} seed configs", seeds.len());
+    seeds
+}
+
+const TOKENS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    ":",
+    "=",
+    ",",
+    "\"",
+    "'",
+    "'''",
+    "\"\"\"",
+    " ",
+    "\n",
+    "\t",
+    "#",
+    "&a",
+    "*a",
+    "---",
+    "\\",
+    "\\u",
+    "\\ud800",
+    "0",
+    "-0",
+    "1e400",
+    "0x1F",
+    "inf",
+    "nan",
+    ".inf",
+    "null",
+    "true",
+    "~",
+    "\u{feff}",
+    "\u{0}",
+    "é",
+    "${",
+    "${X}",
+    "${}",
+    "$",
+    "1979-05-27T07:32:00Z",
+    "16MiB",
+    "99999999999999999999",
+    "-1",
+    "30s",
+    "0s",
+    "servers",
+    "grants",
+    "policy",
+    "url",
+    "http://",
+    "127.0.0.1:0",
+    "token_sha256",
+];
+
+fn mutate(rng: &mut Rng, seed: &str) -> String {
+    let mut bytes = seed.as_bytes().to_vec();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(bytes.len() + 1);
+        match rng.below(7) {
+            0 if !bytes.is_empty() => {
+                let i = at.min(bytes.len() - 1);
+                bytes[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                bytes.splice(at..at, token.bytes());
+            }
+            2 if !bytes.is_empty() => {
+                let end = (at + 1 + rng.below(16)).min(bytes.len());
+                bytes.drain(at.min(end)..end);
+            }
+            3 => {
+                let end = (at + 1 + rng.below(32)).min(bytes.len());
+                let copy = bytes[at.min(end)..end].to_vec();
+                bytes.splice(at..at, copy);
+            }
+            4 | 5 => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let mut lines: Vec<&str> = text.lines().collect();
+                if !lines.is_empty() {
+                    let i = rng.below(lines.len());
+                    match rng.below(3) {
+                        0 => {
+                            lines.remove(i);
+                        }
+                        1 => lines.insert(i, lines[i]),
+                        _ => {
+                            let j = rng.below(lines.len());
+                            lines.swap(i, j);
+                        }
+                    }
+                }
+                bytes = lines.join("\n").into_bytes();
+            }
+            _ => {
+                let n = 1 + rng.below(300);
+                let open = ["[", "{\"a\": ", "{a = "][rng.below(3)];
+                bytes.splice(at..at, open.repeat(n).bytes());
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn panics(text: &str) -> Option<String> {
+    for format in [ConfigFormat::Yaml, ConfigFormat::Toml, ConfigFormat::Json] {
+        if catch_unwind(AssertUnwindSafe(|| read(text, format))).is_err() {
+            return Some(format!("{format:?}: {text:?}"));
+        }
+    }
+    None
+}
+
+#[test]
+fn mutated_configs_never_panic() {
+    let seeds = seeds();
+    let mut rng = Rng(0xc0f1_6a7e);
+    let started = Instant::now();
+    let mut found = Vec::new();
+    let mut rounds = 0;
+    while rounds < 20_000 && started.elapsed() < Duration::from_secs(4) {
+        let seed = &seeds[rng.below(seeds.len())];
+        found.extend(panics(&mutate(&mut rng, seed)));
+        rounds += 1;
+    }
+    assert!(rounds >= 500, "only {rounds} rounds");
+    assert!(
+        found.is_empty(),
+        "{} panics, the first: {}",
+        found.len(),
+        found[0]
+    );
+}
+
+/// The best of three timings of reading `f(n)`.
+fn time(f: &dyn Fn(usize) -> String, n: usize, format: ConfigFormat) -> Duration {
+    let input = f(n);
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            read(std::hint::black_box(&input), format);
+            started.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+/// Reading 10× the input takes at most ~10× as long; the bound is 40× to
+/// stay clear of timing noise, and still fails a quadratic path (100×).
+fn assert_linear(what: &str, f: &dyn Fn(usize) -> String, n: usize, format: ConfigFormat) {
+    let small = time(f, n / 10, format);
+    let large = time(f, n, format);
+    assert!(
+        large <= small * 40 + Duration::from_millis(20),
+        "{what} ({format:?}): n = {n} took {large:?}, n = {} took {small:?}",
+        n / 10
+    );
+}
+
+fn many_servers(n: usize) -> String {
+    let servers: String = (0..n)
+        .map(|i| format!("  s{i}: {{command: x, policy: p.yaml}}\n"))
+        .collect();
+    format!("listen: \"127.0.0.1:0\"\nservers:\n{servers}")
+}
+
+/// n servers, and one grant that names every one of them.
+fn one_grant_naming_many_servers(n: usize) -> String {
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    format!(
+        "{}grants:\n  g:\n    token_sha256: \"{}\"\n    policy: p.yaml\n    servers: [{}]\n",
+        many_servers(n),
+        "ab".repeat(32),
+        names.join(", ")
+    )
+}
+
+fn many_grants(n: usize) -> String {
+    let grants: String = (0..n)
+        .map(|i| format!("  g{i}: {{token_sha256: \"{i:064x}\", policy: p.yaml}}\n"))
+        .collect();
+    format!("listen: \"127.0.0.1:0\"\nservers:\n  s: {{command: x}}\ngrants:\n{grants}")
+}
+
+/// n grants, each naming n/100 of 100 servers: grants × names lookups.
+fn many_grants_naming_servers(n: usize) -> String {
+    let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+    let grants: String = (0..n)
+        .map(|i| {
+            format!(
+                "  g{i}: {{token_sha256: \"{i:064x}\", servers: [{}]}}\n",
+                names.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "{}grants:\n{grants}",
+        many_servers(100).replace(", policy: p.yaml", "")
+    )
+}
+
+/// n servers without a policy, each covered by its own grant's policy:
+/// every server asks which grants reach it.
+fn servers_covered_by_grants(n: usize) -> String {
+    let servers: String = (0..n)
+        .map(|i| format!("  s{i}: {{command: x}}\n"))
+        .collect();
+    let grants: String = (0..n)
+        .map(|i| {
+            format!("  g{i}: {{token_sha256: \"{i:064x}\", policy: p.yaml, servers: [s{i}]}}\n")
+        })
+        .collect();
+    format!("listen: \"127.0.0.1:0\"\nservers:\n{servers}grants:\n{grants}")
+}
+
+fn many_env_vars(n: usize) -> String {
+    let vars: String = (0..n)
+        .map(|i| format!("      V{i}: \"${{X{i}}}\"\n"))
+        .collect();
+    format!(
+        "listen: \"127.0.0.1:0\"\npolicy: p.yaml\nservers:\n  s:\n    command: x\n    env:\n{vars}"
+    )
+}
+
+fn many_unknown_fields(n: usize) -> String {
+    (0..n).map(|i| format!("field_{i}: {i}\n")).collect()
+}
+
+fn many_servers_toml(n: usize) -> String {
+    let servers: String = (0..n)
+        .map(|i| format!("[servers.s{i}]\ncommand = \"x\"\npolicy = \"p.yaml\"\n"))
+        .collect();
+    format!("listen = \"127.0.0.1:0\"\n{servers}")
+}
+
+fn many_servers_json(n: usize) -> String {
+    let servers: Vec<String> = (0..n)
+        .map(|i| format!("\"s{i}\": {{\"command\": \"x\", \"policy\": \"p.yaml\"}}"))
+        .collect();
+    format!(
+        "{{\"listen\": \"127.0.0.1:0\", \"servers\": {{{}}}}}",
+        servers.join(", ")
+    )
+}
+
+fn huge_key(n: usize) -> String {
+    format!(
+        "listen: \"127.0.0.1:0\"\npolicy: p.yaml\nservers:\n  {}: {{command: x}}\n",
+        "k".repeat(n)
+    )
+}
+
+fn deep(n: usize) -> String {
+    format!("a: {}{}", "[".repeat(n), "]".repeat(n))
+}
+
+fn deep_toml(n: usize) -> String {
+    format!("a = {}{}", "[".repeat(n), "]".repeat(n))
+}
+
+#[test]
+fn reading_takes_time_linear_in_the_input() {
+    use ConfigFormat::{Json, Toml, Yaml};
+    assert_linear("5,000 servers", &many_servers, 5_000, Yaml);
+    assert_linear("5,000 servers", &many_servers_toml, 5_000, Toml);
+    assert_linear("5,000 servers", &many_servers_json, 5_000, Json);
+    assert_linear("5,000 grants", &many_grants, 5_000, Yaml);
+    assert_linear(
+        "2,000 grants naming 100 servers",
+        &many_grants_naming_servers,
+        2_000,
+        Yaml,
+    );
+    assert_linear("5,000 env variables", &many_env_vars, 5_000, Yaml);
+    assert_linear("20,000 unknown fields", &many_unknown_fields, 20_000, Yaml);
+    assert_linear("a 1,000,000-byte key", &huge_key, 1_000_000, Yaml);
+    assert_linear("20,000 nested arrays", &deep, 20_000, Yaml);
+    assert_linear("20,000 nested arrays", &deep_toml, 20_000, Toml);
+}
+
+/// Found by the test above: each server a grant named was looked up in the
+/// list of servers, and each server without a policy searched every grant's
+/// list, so a grant naming 20,000 servers took 43 times as long as one
+/// naming 2,000. Both are set lookups now.
+#[test]
+fn grants_naming_many_servers_are_checked_in_linear_time() {
+    use ConfigFormat::Yaml;
+    assert_linear(
+        "a grant naming 5,000 servers",
+        &one_grant_naming_many_servers,
+        20_000,
+        Yaml,
+    );
+    assert_linear(
+        "5,000 servers covered by grants",
+        &servers_covered_by_grants,
+        20_000,
+        Yaml,
+    );
+    let config = servers_covered_by_grants(3);
+    if let Err(error) = parse(&config, Yaml, "g.yaml", Path::new("."), &env, &files) {
+        panic!("{error}");
+    }
+    let uncovered = config.replace("policy: p.yaml, servers: [s1]", "servers: [s1]");
+    let error = parse(&uncovered, Yaml, "g.yaml", Path::new("."), &env, &files).unwrap_err();
+    assert!(error.to_string().contains("s1"), "{error}");
+    assert!(!error.to_string().contains("servers.s0"), "{error}");
+}
