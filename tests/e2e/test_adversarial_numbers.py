@@ -109,9 +109,18 @@ def test_inexact_number_does_not_pass_lte_in_serve(serve_factory):
             r = post(http, gw.url, body.encode(), session)
             answer = r.json()
             assert answer["id"] == id and refused(answer), answer
+        # Spellings of numbers at or under the bound pass, compared by the
+        # arguments' text as the client sent it.
+        for id, number in enumerate(["100.0", "1e2", "99.99999999999999999", "100.000"], start=10):
+            body = (
+                f'{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"probe__transfer",'
+                f'"arguments":{{"amount":{number},"currency":"EUR","to":"eve"}}}}}}'
+            )
+            answer = post(http, gw.url, body.encode(), session).json()
+            assert answer["id"] == id and not refused(answer), (number, answer)
         answer = post(http, gw.url, call_echo(), session).json()
         assert answer["result"]["content"][0]["text"] == "still serving", answer
-    assert gw.received_tools() == ["echo"]
+    assert gw.received_tools() == ["transfer"] * 4 + ["echo"]
 
 
 def call_echo() -> bytes:

@@ -724,7 +724,7 @@ fn police_call(
         Ok(arguments) => arguments.unwrap_or(Value::Null),
         Err(e) => {
             return Route::Answer(error_response(
-                &key.to_value(),
+                &Value::Null,
                 INVALID_PARAMS,
                 &format!("Invalid params: tools/call params: arguments: {e}"),
                 None,

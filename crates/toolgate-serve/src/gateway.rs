@@ -303,6 +303,9 @@ pub struct Context {
     /// The client's W3C trace context (`traceparent`, `tracestate`): the
     /// HTTP headers, else the request's `params._meta`; unchecked.
     pub trace: Option<(String, Option<String>)>,
+    /// The text of the call's `arguments` as the client sent them, when
+    /// known: numbers in conditions are compared exactly by it.
+    pub arguments_text: Option<Box<str>>,
 }
 
 impl Context {
@@ -1434,7 +1437,7 @@ impl Gateway {
         let gateway_call = Call {
             tool: name,
             arguments,
-            arguments_text: None,
+            arguments_text: ctx.arguments_text.as_deref(),
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };

@@ -256,6 +256,9 @@ pub(crate) struct Heads<'a> {
     routing_counts: [u8; 3],
     /// The message came over the legacy HTTP+SSE transport (2024-11-05).
     pub(crate) legacy: bool,
+    /// The text of a single `tools/call`'s arguments, when they hold a
+    /// non-integer number (see `inexact_arguments_text`).
+    pub(crate) arguments_text: Option<Box<str>>,
 }
 
 impl<'a> Heads<'a> {
@@ -415,11 +418,42 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
 
 /// Reads a POST body: within the size limit, strict JSON (a repeated key is
 /// refused); a batch is a JSON array, never an empty one.
+/// The text of a single `tools/call`'s `params.arguments`, when they hold a
+/// number a `Value` may not hold exactly (a non-integer): the policy engine
+/// compares such numbers by their text (`Call::arguments_text`).
+fn inexact_arguments_text(bytes: &[u8], value: &Value) -> Option<Box<str>> {
+    fn has_float(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.is_f64(),
+            Value::Array(items) => items.iter().any(has_float),
+            Value::Object(map) => map.values().any(has_float),
+            _ => false,
+        }
+    }
+    if value.get("method").and_then(Value::as_str) != Some("tools/call")
+        || !value.pointer("/params/arguments").is_some_and(has_float)
+    {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        arguments: Option<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        params: Option<Params<'a>>,
+    }
+    let message: Message<'_> = serde_json::from_slice(bytes).ok()?;
+    Some(message.params?.arguments?.get().into())
+}
+
 fn read_json(
     gateway: &Arc<Gateway>,
     opts: &HttpOptions,
     body: Result<Bytes, BodyError>,
-) -> Result<Value, Response<Body>> {
+) -> Result<(Value, Option<Box<str>>), Response<Body>> {
     let bytes = match body {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => {
@@ -470,7 +504,8 @@ fn read_json(
             ))
         }
     };
-    Ok(value)
+    let arguments_text = inexact_arguments_text(&bytes, &value);
+    Ok((value, arguments_text))
 }
 
 async fn post(
@@ -480,11 +515,12 @@ async fn post(
     req: Req,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let value = match read_json(gateway, opts, body) {
-        Ok(value) => value,
+    let (value, arguments_text) = match read_json(gateway, opts, body) {
+        Ok(read) => read,
         Err(response) => return response,
     };
-    let heads = Heads::of(&parts.headers);
+    let mut heads = Heads::of(&parts.headers);
+    heads.arguments_text = arguments_text;
     match value {
         Value::Array(items) => {
             // Every message is decided on its own; streams are not used in a batch.
@@ -730,6 +766,7 @@ pub(crate) async fn message(
             session,
             era: Era::Stateless,
             trace: trace.clone(),
+            arguments_text: heads.arguments_text.clone(),
         };
         return Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None);
     }
@@ -756,6 +793,7 @@ pub(crate) async fn message(
             session,
             era: Era::Stateless,
             trace: trace.clone(),
+            arguments_text: heads.arguments_text.clone(),
         };
         return Answer::Reply(
             gateway.request(&ctx, &id, "server/discover", params).await,
@@ -807,6 +845,7 @@ pub(crate) async fn message(
                 session,
                 era: Era::Handshake,
                 trace,
+                arguments_text: heads.arguments_text.clone(),
             };
             Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None)
         }
@@ -869,8 +908,10 @@ async fn legacy_post(
             "bad request: session_id is missing",
         );
     };
+    // Legacy messages are decided on their values alone (numbers a value
+    // may not hold exactly are refused near a bound, never admitted).
     let value = match read_json(gateway, opts, req.into_body()) {
-        Ok(value) => value,
+        Ok((value, _)) => value,
         Err(response) => return response,
     };
     let messages = match value {
