@@ -5,10 +5,17 @@
 //! this is the path of every call to an `http://` server, so it is kept
 //! short. (`https://` servers go through hyper and rustls, in `pool`.)
 //!
-//! What it reads: a status line and headers (1xx answers skipped), then a
-//! body framed by `Transfer-Encoding: chunked`, by `Content-Length`, or by
-//! the end of the connection. A `Content-Length` body is read before the
-//! answer is returned; the other two are streamed (SSE answers are).
+//! What it reads: a status line and headers (1xx answers skipped, a 101
+//! refused), then a body framed by `Transfer-Encoding: chunked`, by
+//! `Content-Length`, or by the end of the connection. A `Content-Length`
+//! body is read before the answer is returned; the other two are streamed
+//! (SSE answers are). Framing is read strictly (RFC 9112): what hyper's
+//! client would read differently is refused. A connection goes back to the
+//! pool only with nothing read past its answer.
+//!
+//! `fuzz` (tests) reads the same answers with this reader and with hyper's
+//! client connection, in every split, and requires the same reading or a
+//! refusal.
 
 use crate::pool::IdlePool;
 use bytes::{Buf, Bytes, BytesMut};
@@ -311,7 +318,9 @@ impl Head {
     fn read(fields: &[httparse::Header<'_>], http11: bool) -> io::Result<Head> {
         // Tokens of a visible-ASCII value (hyper reads no others).
         let has_token = |value: &[u8], token: &str| {
-            value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            value
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
                 && value
                     .split(|&b| b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
@@ -393,7 +402,10 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         size = size.checked_mul(16)?.checked_add(u64::from(digit))?;
     }
     let rest = &line[digits..];
-    let rest = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
     match rest.first() {
         None => Some(size),
         Some(b';') if !rest.iter().any(|&b| b == b'\r' || b == b'\n') => Some(size),

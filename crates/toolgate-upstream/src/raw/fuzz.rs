@@ -364,7 +364,7 @@ fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
                 out.extend_from_slice(b"\r\n");
             }
             out.extend_from_slice(format!("{last}\r\n{trailer}\r\n").as_bytes());
-            if corrupt < out.len() && corrupt % 8 == 0 {
+            if corrupt < out.len() && corrupt.is_multiple_of(8) {
                 out[corrupt] = byte;
             }
             out
@@ -456,7 +456,13 @@ fn answers_read_as_hyper_reads_them_or_are_refused_in_any_split() {
             &(answer(), pieces(), prop::bool::weighted(0.1)),
             |(answer, pieces, head_only)| {
                 case.set(case.get() + 1);
-                check(&rt, &answer, &pieces, head_only, case.get() % 4 == 0);
+                check(
+                    &rt,
+                    &answer,
+                    &pieces,
+                    head_only,
+                    case.get().is_multiple_of(4),
+                );
                 Ok(())
             },
         )
@@ -485,4 +491,177 @@ fn noise_reads_as_hyper_reads_it_or_is_refused() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Checks `answer` against hyper in every split, then that `raw` reads it
+/// as `want` says: `Some((body, reusable))`, or `None` for a refusal.
+fn expect(answer: &[u8], want: Option<(&[u8], bool)>) {
+    let rt = runtime();
+    check(&rt, answer, &[1], false, true);
+    let got = rt.block_on(raw_reads(&[answer], false));
+    assert_eq!(
+        got.as_ref().map(|r| (&r.body[..], r.reusable)),
+        want,
+        "{:?}",
+        String::from_utf8_lossy(answer)
+    );
+}
+
+#[test]
+fn bytes_past_an_answer_are_not_taken_for_the_next_answer() {
+    const EVIL: &str = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil";
+    for answer in [
+        format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok{EVIL}"),
+        format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n{EVIL}"),
+    ] {
+        expect(answer.as_bytes(), Some((b"ok", false)));
+    }
+    expect(
+        format!("HTTP/1.1 204 No Content\r\n\r\n{EVIL}").as_bytes(),
+        Some((b"", false)),
+    );
+    // Without them, the connection is shared again.
+    expect(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Some((b"ok", true)),
+    );
+}
+
+#[test]
+fn a_huge_content_length_is_not_reserved_before_its_bytes_arrive() {
+    for length in ["4611686018427387904", "18446744073709551615"] {
+        expect(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nok").as_bytes(),
+            None,
+        );
+    }
+}
+
+#[test]
+fn a_content_length_with_a_sign_is_refused() {
+    for length in ["+2", "-2", "2, +2"] {
+        expect(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nok").as_bytes(),
+            None,
+        );
+    }
+    expect(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 002\r\nContent-Length: 2, 2\r\n\r\nok",
+        Some((b"ok", true)),
+    );
+}
+
+#[test]
+fn a_transfer_coding_other_than_chunked_is_refused() {
+    for codings in [
+        "chunked, gzip",
+        "chunked\r\nTransfer-Encoding: gzip",
+        "gzip, chunked",
+        "identity",
+        "chunked, chunked",
+        "",
+    ] {
+        expect(
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {codings}\r\n\r\n0\r\n\r\n").as_bytes(),
+            None,
+        );
+    }
+    // Chunked overrides a Content-Length.
+    expect(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        Some((b"ok", true)),
+    );
+}
+
+#[test]
+fn a_transfer_encoding_in_http_1_0_is_refused() {
+    expect(
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        None,
+    );
+}
+
+#[test]
+fn a_switch_of_protocols_the_gateway_did_not_ask_for_is_refused() {
+    expect(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        None,
+    );
+    // Other 1xx answers are skipped.
+    expect(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Some((b"ok", true)),
+    );
+}
+
+#[test]
+fn a_chunk_size_line_is_read_strictly() {
+    for line in [
+        " 2",
+        "+2",
+        "2;x\ny",
+        "2;x\ry",
+        "2\x0c",
+        "2 x",
+        "0x2",
+        "12345678901234567",
+    ] {
+        expect(
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{line}\r\nok\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+            None,
+        );
+    }
+    for line in ["2", "2 ", "2\t;x", "2 ; x=\"y\"", "0002"] {
+        expect(
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{line}\r\nok\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+            Some((b"ok", true)),
+        );
+    }
+}
+
+#[test]
+fn a_malformed_trailer_is_refused() {
+    for trailer in ["T x", " T: x", "T: x\nU: y", "T: \x01", "T: x\r\n y"] {
+        expect(
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n{trailer}\r\n\r\n")
+                .as_bytes(),
+            None,
+        );
+    }
+    expect(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nT: x\r\nU:\r\n\r\n",
+        Some((b"ok", true)),
+    );
+}
+
+#[test]
+fn http_1_0_keeps_a_connection_only_when_it_says_keep_alive() {
+    expect(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        Some((b"ok", true)),
+    );
+    expect(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        Some((b"ok", false)),
+    );
+    expect(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Some((b"ok", false)),
+    );
+}
+
+#[test]
+fn a_body_without_length_ends_with_the_connection_and_is_not_reused() {
+    expect(b"HTTP/1.1 200 OK\r\n\r\nok", Some((b"ok", false)));
+    expect(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok", None);
+    expect(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",
+        None,
+    );
 }
