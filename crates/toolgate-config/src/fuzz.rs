@@ -333,21 +333,21 @@ fn deep_toml(n: usize) -> String {
 #[test]
 fn reading_takes_time_linear_in_the_input() {
     use ConfigFormat::{Json, Toml, Yaml};
-    assert_linear("5,000 servers", &many_servers, 5_000, Yaml);
-    assert_linear("5,000 servers", &many_servers_toml, 5_000, Toml);
-    assert_linear("5,000 servers", &many_servers_json, 5_000, Json);
-    assert_linear("5,000 grants", &many_grants, 5_000, Yaml);
+    assert_linear("2,000 servers", &many_servers, 2_000, Yaml);
+    assert_linear("2,000 servers", &many_servers_toml, 2_000, Toml);
+    assert_linear("2,000 servers", &many_servers_json, 2_000, Json);
+    assert_linear("2,000 grants", &many_grants, 2_000, Yaml);
     assert_linear(
-        "2,000 grants naming 100 servers",
+        "1,000 grants naming 100 servers",
         &many_grants_naming_servers,
-        2_000,
+        1_000,
         Yaml,
     );
     assert_linear("5,000 env variables", &many_env_vars, 5_000, Yaml);
-    assert_linear("20,000 unknown fields", &many_unknown_fields, 20_000, Yaml);
-    assert_linear("a 1,000,000-byte key", &huge_key, 1_000_000, Yaml);
-    assert_linear("20,000 nested arrays", &deep, 20_000, Yaml);
-    assert_linear("20,000 nested arrays", &deep_toml, 20_000, Toml);
+    assert_linear("5,000 unknown fields", &many_unknown_fields, 5_000, Yaml);
+    assert_linear("a 200,000-byte key", &huge_key, 200_000, Yaml);
+    assert_linear("5,000 nested arrays", &deep, 5_000, Yaml);
+    assert_linear("5,000 nested arrays", &deep_toml, 5_000, Toml);
 }
 
 /// Found by the test above: each server a grant named was looked up in the
@@ -360,13 +360,13 @@ fn grants_naming_many_servers_are_checked_in_linear_time() {
     assert_linear(
         "a grant naming 5,000 servers",
         &one_grant_naming_many_servers,
-        20_000,
+        5_000,
         Yaml,
     );
     assert_linear(
         "5,000 servers covered by grants",
         &servers_covered_by_grants,
-        20_000,
+        5_000,
         Yaml,
     );
     let config = servers_covered_by_grants(3);
