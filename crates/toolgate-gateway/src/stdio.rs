@@ -639,7 +639,7 @@ fn police_call(shared: &Shared, key: Id, params: Option<&RawValue>, received: In
         Decision::Allow { grant, .. } => {
             let record = record.map(|mut r| {
                 r.counters = grant.taken.clone();
-                r
+                shared.audit.intend(r)
             });
             let flight = CallInFlight {
                 grant,
@@ -925,6 +925,7 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
         args_sha256: String::new(),
         args: None,
         trace: None,
+        intent: None,
     });
 }
 
@@ -1126,6 +1127,7 @@ fn call_record(
         },
         args: shared.audit_args.then(|| arguments.clone()),
         trace: Some(Box::new(call_trace(received, meta))),
+        intent: None,
     })
 }
 
@@ -1398,7 +1400,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 approved.id
             ));
         }
-        r
+        shared.audit.intend(r)
     });
     // A round-trip retry goes upstream without toolgate's own fields.
     let strip = held.answer.is_some();

@@ -635,6 +635,7 @@ impl Gateway {
                                 args_sha256: String::new(),
                                 args: None,
                                 trace: None,
+                                intent: None,
                             });
                         }
                     }
@@ -1532,6 +1533,7 @@ impl Gateway {
                 protocol_version: Some(ctx.session.version.clone()),
                 ..CallTrace::received_at(received)
             })),
+            intent: None,
         })
     }
 
@@ -2032,6 +2034,8 @@ fn call_done(
     record: Option<Record>,
     received: Instant,
 ) -> OnDone {
+    // Durable before the call is forwarded (it is, once this returns).
+    let record = record.map(|r| gateway.audit.intend(r));
     Box::new(move |result: &Result<Answer, CallError>| {
         if matches!(result, Err(CallError::Rpc(_))) {
             gateway.store.release(&taken);
@@ -2658,6 +2662,7 @@ impl ApprovalEvents for AuditApprovals {
             args_sha256: args_sha256(&request.arguments),
             args: None,
             trace: None,
+            intent: None,
         });
     }
 }
