@@ -8,16 +8,16 @@
 //! as the process lives. A segment holds lines of two kinds, each written
 //! with one `write(2)` on an `O_APPEND` descriptor:
 //!
-//! - an intent: `{"intent":N,"record":{...}}`, the call's audit record as it
-//!   would be written if the call never answered (outcome `interrupted`);
+//! - an intent: `{"record":{...},"intent":N}`, the call's audit record as
+//!   it would be written if the call never answered (outcome `interrupted`);
 //! - `d N`: intent N's final record is in the trail.
 //!
 //! The serving thread writes the intent; the audit writer thread closes it
-//! once the final record is written. A segment with no intent open is
-//! truncated (or, if it is not the one being written, removed); a segment that
-//! grows past [`SEGMENT_BYTES`] with intents still open is left for a new
-//! one, so a call that never answers does not make the journal grow without
-//! bound.
+//! once the final record is written. A segment longer than [`EMPTY_AT`]
+//! with no intent open is truncated (or, if it is not the one being
+//! written, removed); a segment that grows past [`SEGMENT_BYTES`] with
+//! intents still open is left for a new one, so a call that never answers
+//! does not make the journal grow without bound.
 //!
 //! [`recover`] takes the segments whose lock nobody holds (their process
 //! died), returns the record of every intent not closed, and removes the
@@ -33,12 +33,13 @@
 //! the write to return).
 
 use serde_json::Value;
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The outcome a recovered record carries: the gateway stopped after the
 /// call was forwarded and before its answer was recorded; the server may or
@@ -47,6 +48,9 @@ pub const INTERRUPTED: &str = "interrupted";
 
 /// A segment this long, with intents still open, is left for a new one.
 pub const SEGMENT_BYTES: u64 = 1 << 20;
+
+/// A segment this long is emptied when no intent in it is open.
+pub const EMPTY_AT: u64 = 64 << 10;
 
 /// A `.tmp` file (a segment being created) unlocked for this long is left
 /// over by a process that died creating it.
@@ -72,11 +76,11 @@ struct Segments {
     list: Vec<Segment>,
     next_intent: u64,
     next_segment: u64,
-    line: Vec<u8>,
 }
 
 struct Segment {
-    file: File,
+    /// Shared with the writer thread's `d` lines, written outside the lock.
+    file: Arc<File>,
     path: PathBuf,
     /// The first intent written to it.
     first: u64,
@@ -103,7 +107,6 @@ impl Journal {
                 list: vec![first],
                 next_intent: 1,
                 next_segment: 1,
-                line: Vec::with_capacity(1024),
             }),
             failed: AtomicBool::new(false),
         })
@@ -114,79 +117,89 @@ impl Journal {
     /// written (said once on stderr; the call goes on, as a record the disk
     /// refused does).
     pub fn intend(&self, write_record: impl FnOnce(&mut Vec<u8>)) -> Option<Intent> {
+        // Built outside the lock; only the id and the write are inside.
+        let mut line = Vec::with_capacity(512);
+        line.extend_from_slice(b"{\"record\":");
+        write_record(&mut line);
+        line.extend_from_slice(b",\"intent\":");
         let mut guard = self.segments.lock().expect("journal lock");
         let segments = &mut *guard;
         let id = segments.next_intent;
-        let mut line = std::mem::take(&mut segments.line);
-        line.clear();
-        let _ = write!(line, "{{\"intent\":{id},\"record\":");
-        write_record(&mut line);
-        line.extend_from_slice(b"}\n");
+        let _ = write!(line, "{id}}}\n");
         self.rotate_if_long(segments, id);
         let current = segments.list.last_mut().expect("a segment");
-        let written = current.append(&line);
-        segments.line = line;
-        match written {
+        match current.append(&line) {
             Ok(()) => {
                 current.open += 1;
                 segments.next_intent += 1;
                 Some(Intent(id))
             }
             Err(e) => {
+                drop(guard);
                 self.say_failed(&e);
                 None
             }
         }
     }
 
-    /// Closes intents whose final records are in the trail.
+    /// Closes intents whose final records are in the trail (the audit
+    /// writer thread). The `d N` lines are written outside the lock the
+    /// serving threads take (appends to one file do not interleave); a
+    /// segment is emptied only when no intent is open and it is longer than
+    /// [`EMPTY_AT`], so that most calls cost the writer one short write.
     pub fn close(&self, intents: &[Intent]) {
         if intents.is_empty() {
             return;
         }
-        let mut guard = self.segments.lock().expect("journal lock");
-        let segments = &mut guard.list;
-        let mut line = String::new();
-        let mut i = 0;
-        while i < intents.len() {
-            // The intents of one segment, written together.
-            let at = segments
-                .iter()
-                .rposition(|s| s.first <= intents[i].0)
-                .unwrap_or(0);
-            let end = segments.get(at + 1).map_or(u64::MAX, |s| s.first);
-            let start = i;
-            while i < intents.len() && (segments[at].first..end).contains(&intents[i].0) {
-                i += 1;
-            }
-            if i == start {
-                i += 1;
-                continue;
-            }
-            let closing = &intents[start..i];
-            let last = at + 1 == segments.len();
-            let segment = &mut segments[at];
-            let count = (closing.len() as u64).min(segment.open);
-            segment.open -= count;
-            if segment.open == 0 {
-                if last {
-                    // Nothing open: the segment starts again, empty.
-                    if segment.file.set_len(0).is_ok() {
-                        segment.len = 0;
-                        segment.torn = false;
-                        continue;
-                    }
-                } else {
-                    let _ = std::fs::remove_file(&segment.path);
-                    segments.remove(at);
+        let mut writes: Vec<(Arc<File>, String)> = Vec::new();
+        let mut removed: Vec<PathBuf> = Vec::new();
+        {
+            let mut guard = self.segments.lock().expect("journal lock");
+            let segments = &mut guard.list;
+            let mut i = 0;
+            while i < intents.len() {
+                // The intents of one segment, written together.
+                let at = segments
+                    .iter()
+                    .rposition(|s| s.first <= intents[i].0)
+                    .unwrap_or(0);
+                let end = segments.get(at + 1).map_or(u64::MAX, |s| s.first);
+                let start = i;
+                while i < intents.len() && (segments[at].first..end).contains(&intents[i].0) {
+                    i += 1;
+                }
+                if i == start {
+                    i += 1;
                     continue;
                 }
+                let closing = &intents[start..i];
+                let last = at + 1 == segments.len();
+                let segment = &mut segments[at];
+                segment.open -= (closing.len() as u64).min(segment.open);
+                if segment.open == 0 && !last {
+                    removed.push(segments.remove(at).path);
+                    continue;
+                }
+                if segment.open == 0 && segment.len >= EMPTY_AT && segment.file.set_len(0).is_ok() {
+                    segment.len = 0;
+                    segment.torn = false;
+                    continue;
+                }
+                let mut text = String::with_capacity(closing.len() * 12);
+                for intent in closing {
+                    let _ = writeln!(text, "d {}", intent.0);
+                }
+                segment.len += text.len() as u64;
+                writes.push((segment.file.clone(), text));
             }
-            line.clear();
-            for intent in closing {
-                line.push_str(&format!("d {}\n", intent.0));
-            }
-            if let Err(e) = segment.append(line.as_bytes()) {
+        }
+        for path in removed {
+            let _ = std::fs::remove_file(path);
+        }
+        for (file, text) in writes {
+            if let Err(e) = (&*file).write_all(text.as_bytes()) {
+                // A torn `d` line is skipped on recovery: its intents come
+                // back as interrupted, never lost.
                 self.say_failed(&e);
             }
         }
@@ -235,13 +248,13 @@ impl Segment {
             let mut fixed = Vec::with_capacity(line.len() + 1);
             fixed.push(b'\n');
             fixed.extend_from_slice(line);
-            let r = self.file.write_all(&fixed);
+            let r = (&*self.file).write_all(&fixed);
             if r.is_ok() {
                 self.len += 1;
             }
             r
         } else {
-            self.file.write_all(line)
+            (&*self.file).write_all(line)
         };
         match result {
             Ok(()) => {
@@ -269,7 +282,7 @@ fn new_segment(dir: &Path, name: &str, n: u64, first: u64) -> std::io::Result<Se
     file.try_lock().map_err(std::io::Error::from)?;
     std::fs::rename(&tmp, &path)?;
     Ok(Segment {
-        file,
+        file: Arc::new(file),
         path,
         first,
         open: 0,
@@ -471,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn an_intent_is_one_line_and_closing_the_last_empties_the_segment() {
+    fn an_intent_is_one_line_and_a_close_another() {
         let dir = temp_dir("lines");
         let journal = Journal::open(&dir).unwrap();
         let a = intend(&journal, "a");
@@ -482,16 +495,36 @@ mod tests {
         assert!(name.starts_with(&format!("{}-", std::process::id())) && name.ends_with("-0.log"));
         assert_eq!(
             text,
-            "{\"intent\":1,\"record\":{\"tool\":\"a\",\"outcome\":\"interrupted\"}}\n\
-             {\"intent\":2,\"record\":{\"tool\":\"b\",\"outcome\":\"interrupted\"}}\n"
+            "{\"record\":{\"tool\":\"a\",\"outcome\":\"interrupted\"},\"intent\":1}\n\
+             {\"record\":{\"tool\":\"b\",\"outcome\":\"interrupted\"},\"intent\":2}\n"
         );
-        journal.close(&[a]);
-        assert!(segments(&dir)[0].1.ends_with("}\nd 1\n"));
-        journal.close(&[b]);
-        assert_eq!(segments(&dir)[0].1, "", "no intent open: truncated");
+        journal.close(&[a, b]);
+        assert!(segments(&dir)[0].1.ends_with("}\nd 1\nd 2\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_segment_with_nothing_open_is_emptied() {
+        let dir = temp_dir("empty");
+        let journal = Journal::open(&dir).unwrap();
+        let big = "x".repeat(4096);
+        let mut open = Vec::new();
+        while (segments(&dir)[0].1.len() as u64) < EMPTY_AT {
+            open.push(intend(&journal, &big));
+        }
+        let last = open.pop().unwrap();
+        journal.close(&open);
+        assert!(
+            segments(&dir)[0].1.len() as u64 > EMPTY_AT,
+            "one still open"
+        );
+        journal.close(&[last]);
+        assert_eq!(segments(&dir)[0].1, "", "nothing open: emptied");
         // It is written again from the start.
         intend(&journal, "c");
-        assert!(segments(&dir)[0].1.starts_with("{\"intent\":3,"));
+        assert!(segments(&dir)[0]
+            .1
+            .starts_with("{\"record\":{\"tool\":\"c\""));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -582,8 +615,8 @@ mod tests {
         journal.close(&closing);
         journal.close(&[next]);
         let files = segments(&dir);
-        assert_eq!(files.len(), 2);
-        assert_eq!(files[1].1, "", "the current one is empty again");
+        assert_eq!(files.len(), 2, "the first still has an intent open");
+        assert!(files[1].1.ends_with(&format!("d {}\n", next.0)));
         // The last intent of the old segment closes: it goes.
         journal.close(&[pinned]);
         let files = segments(&dir);
