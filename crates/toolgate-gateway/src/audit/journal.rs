@@ -125,7 +125,7 @@ impl Journal {
         let mut guard = self.segments.lock().expect("journal lock");
         let segments = &mut *guard;
         let id = segments.next_intent;
-        let _ = write!(line, "{id}}}\n");
+        let _ = writeln!(line, "{id}}}");
         self.rotate_if_long(segments, id);
         let current = segments.list.last_mut().expect("a segment");
         match current.append(&line) {
