@@ -7,13 +7,34 @@
 //! store): each burst of records that arrived together in one call, and to
 //! a [`RecordObserver`] when there is one (the binary's metrics and traces,
 //! toolgate-telemetry), so that they too are built off the hot path.
+//!
+//! An allowed call's record is complete only when the server answers, so a
+//! gateway killed with calls in flight would leave calls the server ran with
+//! no record. With a journal ([`AuditSink::open_journaled`], the binary's
+//! default: `<data-dir>/audit-journal/`), [`AuditSink::intend`] writes the
+//! call's record, outcome `interrupted`, to this process's intent journal
+//! (`journal.rs`) before the call is forwarded: one `write(2)` on the serving
+//! thread, no `fsync`, no wait for the writer thread or the store. The
+//! writer closes the intent once the final record is written (file flushed,
+//! store committed); a crash in between leaves both records, never none. At
+//! start, the journals of dead processes in the directory are put in the
+//! trail (their intents not closed, as records with outcome `interrupted`:
+//! the call was forwarded, and may or may not have run) and removed;
+//! [`recover_journals`] does the same for `toolgate audit`. What `write(2)`
+//! returned survives `kill -9` and any crash of the process, not a loss of
+//! power.
 
 use crate::clock::rfc3339;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::io::{BufWriter, Write};
-use std::path::Path;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 use toolgate_policy::{Decision, Millis, Taken};
+
+mod journal;
+
+use journal::Journal;
+pub use journal::{Intent, INTERRUPTED};
 
 /// How much the gateway says on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,6 +107,9 @@ pub struct Record {
     /// clients' own `tools/call` requests (not on approvals decided by an
     /// admin, or records imported from a file). Not written to the audit trail.
     pub trace: Option<Box<CallTrace>>,
+    /// The call's line in the intent journal ([`AuditSink::intend`]), closed
+    /// once this record is written. Not written to the audit trail.
+    pub intent: Option<Intent>,
 }
 
 /// The facts about a `tools/call` that a trace span needs besides its
@@ -135,38 +159,11 @@ impl CallTrace {
 impl Record {
     /// The record's JSON line (without the newline).
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("time".into(), json!(rfc3339(self.time)));
-        m.insert("grant".into(), json!(self.grant));
-        m.insert("session".into(), json!(self.session));
-        if let Some(server) = &self.server {
-            m.insert("server".into(), json!(server));
-        }
-        m.insert("tool".into(), json!(self.tool));
-        m.insert("decision".into(), json!(self.decision));
-        m.insert("rule".into(), json!(self.rule));
-        if let Some(reason) = &self.reason {
-            m.insert("reason".into(), json!(reason));
-        }
-        let counters: Vec<Value> = self
-            .counters
-            .iter()
-            .map(|t| json!({"counter": t.counter, "used": t.used, "max": t.max}))
-            .collect();
-        m.insert("counters".into(), Value::Array(counters));
-        m.insert(
-            "decision_us".into(),
-            json!((self.decision_us * 1000.0).round() / 1000.0),
-        );
-        if let Some(l) = self.latency_ms {
-            m.insert("latency_ms".into(), json!((l * 1000.0).round() / 1000.0));
-        }
-        m.insert("outcome".into(), json!(self.outcome.as_str()));
-        m.insert("args_sha256".into(), json!(self.args_sha256));
-        if let Some(args) = &self.args {
-            m.insert("args".into(), args.clone());
-        }
-        Value::Object(m)
+        serde_json::to_value(RecordJson {
+            record: self,
+            outcome: self.outcome.as_str(),
+        })
+        .expect("a record is JSON")
     }
 
     fn log_line(&self) -> String {
@@ -182,6 +179,61 @@ impl Record {
             line.push_str(reason);
         }
         line
+    }
+}
+
+/// A record as the trail keeps it, with its outcome: written straight into
+/// a journal line on the serving thread (no tree built), and turned into a
+/// [`Value`] by [`Record::to_json`] on the writer thread.
+struct RecordJson<'a> {
+    record: &'a Record,
+    outcome: &'a str,
+}
+
+impl serde::Serialize for RecordJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(serde::Serialize)]
+        struct Counter<'a> {
+            counter: &'a str,
+            used: f64,
+            max: f64,
+        }
+        struct Counters<'a>(&'a [Taken]);
+        impl serde::Serialize for Counters<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|t| Counter {
+                    counter: &t.counter,
+                    used: t.used,
+                    max: t.max,
+                }))
+            }
+        }
+        let r = self.record;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("time", &rfc3339(r.time))?;
+        m.serialize_entry("grant", &r.grant)?;
+        m.serialize_entry("session", &r.session)?;
+        if let Some(server) = &r.server {
+            m.serialize_entry("server", server)?;
+        }
+        m.serialize_entry("tool", &r.tool)?;
+        m.serialize_entry("decision", r.decision)?;
+        m.serialize_entry("rule", &r.rule)?;
+        if let Some(reason) = &r.reason {
+            m.serialize_entry("reason", reason)?;
+        }
+        m.serialize_entry("counters", &Counters(&r.counters))?;
+        m.serialize_entry("decision_us", &((r.decision_us * 1000.0).round() / 1000.0))?;
+        if let Some(l) = r.latency_ms {
+            m.serialize_entry("latency_ms", &((l * 1000.0).round() / 1000.0))?;
+        }
+        m.serialize_entry("outcome", self.outcome)?;
+        m.serialize_entry("args_sha256", &r.args_sha256)?;
+        if let Some(args) = &r.args {
+            m.serialize_entry("args", args)?;
+        }
+        m.end()
     }
 }
 
@@ -225,6 +277,9 @@ pub struct AuditSink {
     log_level: LogLevel,
     /// Records are written somewhere (a file or a store), not only observed.
     keeps: bool,
+    /// This process's intent journal, when records are kept and a journal
+    /// directory was given.
+    journal: Option<Arc<Journal>>,
 }
 
 enum Entry {
@@ -257,7 +312,21 @@ impl AuditSink {
         store: Option<Box<dyn AuditDestination>>,
         observer: Option<Box<dyn RecordObserver>>,
     ) -> std::io::Result<AuditSink> {
-        let file = match path {
+        AuditSink::open_journaled(path, log_level, store, observer, None)
+    }
+
+    /// [`AuditSink::open_observed`], with this process's intent journal in
+    /// `journal` (when records are kept: a file or a store). First the
+    /// journals of dead processes there are put in the file and the store
+    /// (see the module's documentation) and removed.
+    pub fn open_journaled(
+        path: Option<&Path>,
+        log_level: LogLevel,
+        mut store: Option<Box<dyn AuditDestination>>,
+        observer: Option<Box<dyn RecordObserver>>,
+        journal: Option<&Path>,
+    ) -> std::io::Result<AuditSink> {
+        let mut file = match path {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -271,18 +340,56 @@ impl AuditSink {
                 tx: None,
                 log_level,
                 keeps: false,
+                journal: None,
             });
         }
         let keeps = file.is_some() || store.is_some();
+        let journal = match journal.filter(|_| keeps) {
+            Some(dir) => {
+                recover_into(dir, file.as_mut(), store.as_deref_mut(), log_level)?;
+                Some(Arc::new(Journal::open(dir).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot start the audit journal in {}: {e}", dir.display()),
+                    )
+                })?))
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel::<Entry>();
+        let writer_journal = journal.clone();
         std::thread::Builder::new()
             .name("toolgate-audit".into())
-            .spawn(move || write_records(rx, file, store, observer))?;
+            .spawn(move || write_records(rx, file, store, observer, writer_journal))?;
         Ok(AuditSink {
             tx: Some(tx),
             log_level,
             keeps,
+            journal,
         })
+    }
+
+    /// Before an allowed call is forwarded: writes its record, as it would
+    /// stand if the gateway died now (outcome `interrupted`), to the intent
+    /// journal, in one `write(2)` and without waiting for the writer thread;
+    /// the record returned closes it when it is recorded. Without a journal
+    /// the record comes back as it was.
+    pub fn intend(&self, mut record: Record) -> Record {
+        if let Some(journal) = &self.journal {
+            record.intent = journal.intend(|out| {
+                let view = RecordJson {
+                    record: &record,
+                    outcome: INTERRUPTED,
+                };
+                serde_json::to_writer(out, &view).expect("a record is JSON");
+            });
+        }
+        record
+    }
+
+    /// The directory of this process's intent journal, if it has one.
+    pub fn journal_dir(&self) -> Option<&Path> {
+        self.journal.as_deref().map(Journal::dir)
     }
 
     pub fn record(&self, rec: Record) {
@@ -331,12 +438,14 @@ const MAX_BURST: usize = 512;
 /// record: a gateway thread then never pays for a wake-up.
 const OBSERVE_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn append_burst(store: &mut Option<Box<dyn AuditDestination>>, burst: &mut Vec<Value>) {
-    let Some(store) = store else { return };
+/// Hands the burst to the store; `false` when the store refused it.
+fn append_burst(store: &mut Option<Box<dyn AuditDestination>>, burst: &mut Vec<Value>) -> bool {
+    let Some(store) = store else { return true };
     if burst.is_empty() {
-        return;
+        return true;
     }
-    if let Err(e) = store.append(burst) {
+    let result = store.append(burst);
+    if let Err(e) = &result {
         let _ = writeln!(
             std::io::stderr(),
             "toolgate: cannot write {} record(s) to the audit store: {e}",
@@ -344,19 +453,87 @@ fn append_burst(store: &mut Option<Box<dyn AuditDestination>>, burst: &mut Vec<V
         );
     }
     burst.clear();
+    result.is_ok()
 }
 
-/// The writer thread: takes what has arrived, writes it, flushes, answers the
-/// flushes waiting, and waits for more.
+/// The journals of dead processes in `dir`: their open intents' records go
+/// to the file and the store, then the journals are removed. Records the
+/// store refuses leave the journals for the next start.
+fn recover_into(
+    dir: &Path,
+    file: Option<&mut std::fs::File>,
+    store: Option<&mut (dyn AuditDestination + 'static)>,
+    log_level: LogLevel,
+) -> std::io::Result<usize> {
+    let found = journal::recover(dir)?;
+    for (path, lines) in &found.unreadable {
+        let _ = writeln!(
+            std::io::stderr(),
+            "toolgate: {}: {lines} line(s) of the audit journal could not be read",
+            path.display()
+        );
+    }
+    let count = found.records.len();
+    if count > 0 {
+        if let Some(file) = file {
+            let mut text = String::new();
+            for record in &found.records {
+                text.push_str(&record.to_string());
+                text.push('\n');
+            }
+            file.write_all(text.as_bytes())?;
+        }
+        if let Some(store) = store {
+            store.append(&found.records).map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot put {count} record(s) recovered from the audit journal in {} into the audit store: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        if log_level >= LogLevel::Warn {
+            let _ = writeln!(
+                std::io::stderr(),
+                "toolgate: recovered {count} record(s) of calls in flight when a gateway stopped (outcome \"{INTERRUPTED}\") from the audit journal in {}",
+                dir.display()
+            );
+        }
+    }
+    found.finish();
+    Ok(count)
+}
+
+/// For `toolgate audit`: puts the journals of dead gateways in `dir` into
+/// `store` (see the module's documentation) and removes them; returns how
+/// many records that added. A directory that does not exist has none.
+pub fn recover_journals(
+    dir: &Path,
+    store: &mut (dyn AuditDestination + 'static),
+) -> std::io::Result<usize> {
+    recover_into(dir, None, Some(store), LogLevel::Error)
+}
+
+/// The intent journal's directory for a trail in the data directory `dir`.
+pub fn journal_dir_in(dir: &Path) -> PathBuf {
+    dir.join("audit-journal")
+}
+
+/// The writer thread: takes what has arrived, writes it, flushes, closes the
+/// intents of the records written, answers the flushes waiting, and waits
+/// for more.
 fn write_records(
     rx: mpsc::Receiver<Entry>,
     file: Option<std::fs::File>,
     mut store: Option<Box<dyn AuditDestination>>,
     mut observer: Option<Box<dyn RecordObserver>>,
+    journal: Option<Arc<Journal>>,
 ) {
     let mut out = file.map(BufWriter::new);
     let mut acks = Vec::new();
     let mut burst: Vec<Value> = Vec::new();
+    // The intents of the records in `burst`, and of those in the store.
+    let mut burst_intents: Vec<Intent> = Vec::new();
+    let mut stored: Vec<Intent> = Vec::new();
     let only_observed = out.is_none() && store.is_none();
     loop {
         let first = if only_observed {
@@ -372,6 +549,7 @@ fn write_records(
                 Err(_) => break,
             }
         };
+        let mut file_ok = true;
         let mut next = Some(first);
         while let Some(entry) = next {
             match entry {
@@ -390,6 +568,7 @@ fn write_records(
                         // A full disk must not stop the gateway; the
                         // records are lost and stderr says so.
                         if out.write_all(line.as_bytes()).is_err() {
+                            file_ok = false;
                             let _ = writeln!(
                                 std::io::stderr(),
                                 "toolgate: cannot write the audit file"
@@ -398,9 +577,15 @@ fn write_records(
                     }
                     if store.is_some() {
                         burst.push(value);
+                        burst_intents.extend(rec.intent);
                         if burst.len() >= MAX_BURST {
-                            append_burst(&mut store, &mut burst);
+                            if append_burst(&mut store, &mut burst) {
+                                stored.append(&mut burst_intents);
+                            }
+                            burst_intents.clear();
                         }
+                    } else {
+                        stored.extend(rec.intent);
                     }
                 }
                 Entry::Flush(ack) => acks.push(ack),
@@ -408,9 +593,20 @@ fn write_records(
             next = rx.try_recv().ok();
         }
         if let Some(out) = &mut out {
-            let _ = out.flush();
+            file_ok &= out.flush().is_ok();
         }
-        append_burst(&mut store, &mut burst);
+        if append_burst(&mut store, &mut burst) {
+            stored.append(&mut burst_intents);
+        }
+        burst_intents.clear();
+        // An intent whose record did not reach the trail stays open: the
+        // next start after this process ends puts it there as interrupted.
+        if let Some(journal) = &journal {
+            if file_ok {
+                journal.close(&stored);
+            }
+        }
+        stored.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
@@ -420,7 +616,8 @@ fn write_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use serde_json::json;
+    use std::sync::Mutex;
 
     fn record(tool: &str, server: Option<&str>) -> Record {
         Record {
@@ -439,6 +636,7 @@ mod tests {
             args_sha256: "00".into(),
             args: None,
             trace: None,
+            intent: None,
         }
     }
 
@@ -593,5 +791,147 @@ mod tests {
         assert_eq!(stored.len(), n);
         assert_eq!(stored[n - 1]["tool"], format!("t{}", n - 1));
         assert!(*kept.calls.lock().unwrap() >= 3);
+    }
+
+    /// A fresh directory for one test.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "toolgate-audit-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn journal_text(dir: &Path) -> String {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_intent_is_the_record_as_interrupted_and_its_record_closes_it() {
+        let dir = temp_dir("intend");
+        let journal = dir.join("journal");
+        let kept = Kept::default();
+        let sink = AuditSink::open_journaled(
+            None,
+            LogLevel::Error,
+            Some(Box::new(kept.clone())),
+            None,
+            Some(&journal),
+        )
+        .unwrap();
+        assert_eq!(sink.journal_dir(), Some(journal.as_path()));
+        let rec = sink.intend(record("a", Some("srv")));
+        assert!(rec.intent.is_some());
+        let text = journal_text(&journal);
+        let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+        let mut expected = rec.to_json();
+        expected["outcome"] = json!(INTERRUPTED);
+        assert_eq!(line["record"], expected);
+        sink.record(rec);
+        sink.flush();
+        assert_eq!(kept.records.lock().unwrap().len(), 1);
+        assert!(journal_text(&journal).ends_with("}\nd 1\n"), "closed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_the_store_refuses_leaves_its_intent_open() {
+        let dir = temp_dir("refused");
+        let journal = dir.join("journal");
+        let failing = Kept {
+            fail: true,
+            ..Kept::default()
+        };
+        let sink = AuditSink::open_journaled(
+            None,
+            LogLevel::Error,
+            Some(Box::new(failing)),
+            None,
+            Some(&journal),
+        )
+        .unwrap();
+        let rec = sink.intend(record("a", None));
+        sink.record(rec);
+        sink.flush();
+        assert_eq!(journal_text(&journal).lines().count(), 1, "still open");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_dead_gateways_intents_reach_the_file_and_the_store_at_start() {
+        let dir = temp_dir("recover");
+        let journal = dir.join("journal");
+        let file = dir.join("audit.jsonl");
+        // A gateway forwards two calls; one answers; it dies.
+        let kept = Kept::default();
+        let dead = AuditSink::open_journaled(
+            Some(&file),
+            LogLevel::Error,
+            Some(Box::new(kept.clone())),
+            None,
+            Some(&journal),
+        )
+        .unwrap();
+        let answered = dead.intend(record("answered", None));
+        let _in_flight = dead.intend(record("in_flight", None));
+        dead.record(answered);
+        dead.flush();
+        // Its journal's lock goes when the process does: here, with the sink
+        // and its writer thread.
+        drop(dead);
+        let unlocked = || {
+            std::fs::read_dir(&journal).unwrap().all(|e| {
+                let f = std::fs::File::open(e.unwrap().path()).unwrap();
+                f.try_lock().is_ok()
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !unlocked() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer thread ends"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let after = Kept::default();
+        let sink = AuditSink::open_journaled(
+            Some(&file),
+            LogLevel::Error,
+            Some(Box::new(after.clone())),
+            None,
+            Some(&journal),
+        )
+        .unwrap();
+        let recovered = after.records.lock().unwrap().clone();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0]["tool"], "in_flight");
+        assert_eq!(recovered[0]["outcome"], INTERRUPTED);
+        assert_eq!(recovered[0]["decision"], "allow");
+        let lines: Vec<Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["tool"], "answered");
+        assert_eq!(lines[1], recovered[0]);
+        // Only the new gateway's own (empty) journal is left.
+        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 1);
+        assert_eq!(journal_text(&journal), "");
+        drop(sink);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_journal_intend_changes_nothing() {
+        let kept = Kept::default();
+        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept))).unwrap();
+        assert!(sink.intend(record("a", None)).intent.is_none());
+        assert_eq!(sink.journal_dir(), None);
     }
 }

@@ -821,7 +821,7 @@ fn police_call(
         Decision::Allow { grant, .. } => {
             let record = record.map(|mut r| {
                 r.counters = grant.taken.clone();
-                r
+                shared.audit.intend(r)
             });
             let flight = CallInFlight {
                 grant,
@@ -1136,6 +1136,7 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
         args_sha256: String::new(),
         args: None,
         trace: None,
+        intent: None,
     });
 }
 
@@ -1337,6 +1338,7 @@ fn call_record(
         },
         args: shared.audit_args.then(|| arguments.clone()),
         trace: Some(Box::new(call_trace(received, meta))),
+        intent: None,
     })
 }
 
@@ -1606,7 +1608,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 approved.id
             ));
         }
-        r
+        shared.audit.intend(r)
     });
     // A round-trip retry goes upstream without toolgate's own fields.
     let strip = held.answer.is_some();

@@ -656,6 +656,7 @@ impl Gateway {
                                 args_sha256: String::new(),
                                 args: None,
                                 trace: None,
+                                intent: None,
                             });
                         }
                     }
@@ -1599,6 +1600,7 @@ impl Gateway {
                 protocol_version: Some(ctx.session.version.clone()),
                 ..CallTrace::received_at(received)
             })),
+            intent: None,
         })
     }
 
@@ -2099,6 +2101,8 @@ fn call_done(
     record: Option<Record>,
     received: Instant,
 ) -> OnDone {
+    // Durable before the call is forwarded (it is, once this returns).
+    let record = record.map(|r| gateway.audit.intend(r));
     Box::new(move |result: &Result<Answer, CallError>| {
         if matches!(result, Err(CallError::Rpc(_))) {
             gateway.store.release(&taken);
@@ -2725,6 +2729,7 @@ impl ApprovalEvents for AuditApprovals {
             args_sha256: args_sha256(&request.arguments),
             args: None,
             trace: None,
+            intent: None,
         });
     }
 }

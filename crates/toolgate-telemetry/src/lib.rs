@@ -192,6 +192,7 @@ mod tests {
                 start_unix_ns: 1_000,
                 protocol_version: Some("2025-11-25".into()),
             })),
+            intent: None,
         }
     }
 

@@ -360,6 +360,7 @@ mod tests {
             args_sha256: String::new(),
             args: None,
             trace: None,
+            intent: None,
         }
     }
 

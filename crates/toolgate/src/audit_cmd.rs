@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use toolgate_audit_store::{
     default_data_dir, parse_rfc3339, AuditError, AuditStore, Filter, StoredRecord,
 };
-use toolgate_gateway::audit::{AuditDestination, AuditSink, LogLevel};
+use toolgate_gateway::audit::{
+    journal_dir_in, recover_journals, AuditDestination, AuditSink, LogLevel,
+};
 use toolgate_gateway::{Clock, SystemClock};
 
 /// The decisions a record can hold (`--decision` takes one).
@@ -143,12 +145,42 @@ pub fn open_sink_observed(
         }
         None => None,
     };
-    AuditSink::open_observed(audit_file, log_level, store, observer).with_context(|| {
-        match audit_file {
+    // Calls in flight are in the intent journal: beside the store, else
+    // beside the file.
+    let journal = match (data_dir, audit_file) {
+        (Some(dir), _) => Some(journal_dir_in(dir)),
+        (None, Some(file)) => {
+            let mut name = file.as_os_str().to_os_string();
+            name.push(".journal");
+            Some(PathBuf::from(name))
+        }
+        (None, None) => None,
+    };
+    AuditSink::open_journaled(audit_file, log_level, store, observer, journal.as_deref())
+        .with_context(|| match audit_file {
             Some(path) => format!("cannot open the audit file {}", path.display()),
             None => "cannot start the audit writer".to_string(),
+        })
+}
+
+/// Retention of the audit store in `dir` (`None`: no store): `keep` starts
+/// it ([`keep_audit_for`]); without it, says once that the trail is kept
+/// forever and how to bound it.
+pub fn audit_retention(dir: Option<&Path>, keep: Option<&str>, audit: &AuditSink) -> Result<()> {
+    match (dir, keep) {
+        (Some(dir), Some(keep)) => keep_audit_for(dir, keep, audit.clone()),
+        (Some(dir), None) => {
+            audit.log(
+                LogLevel::Warn,
+                &format!(
+                    "the audit trail in {} is kept forever (about 620 bytes a call); bound it with --audit-retention 30d, or prune it with toolgate audit prune --older-than 30d",
+                    dir.join(toolgate_audit_store::DB_FILE).display()
+                ),
+            );
+            Ok(())
         }
-    })
+        (None, _) => Ok(()),
+    }
 }
 
 /// Retention: every hour (and at once), records older than `keep` (such as
@@ -196,14 +228,27 @@ impl AuditDestination for StoreDestination {
     }
 }
 
+/// The store in `dir`, with the records of calls that were in flight when
+/// a gateway died added first (from the intent journals of dead gateways).
 fn open_existing(dir: &Path) -> Result<AuditStore> {
-    AuditStore::open_existing(dir).map_err(|e| match e {
+    let store = AuditStore::open_existing(dir).map_err(|e| match e {
         AuditError::Missing { path } => anyhow::anyhow!(
             "no audit store at {} (a gateway writes one when given --data-dir)",
             path.display()
         ),
         e => anyhow::Error::new(e).context(format!("{}", dir.display())),
-    })
+    })?;
+    let journal = journal_dir_in(dir);
+    let mut store = StoreDestination(store);
+    let recovered = recover_journals(&journal, &mut store)
+        .with_context(|| format!("cannot recover the audit journal in {}", journal.display()))?;
+    if recovered > 0 {
+        eprintln!(
+            "toolgate: added {recovered} record(s) of calls in flight when a gateway stopped (outcome \"interrupted\") from {}",
+            journal.display()
+        );
+    }
+    Ok(store.0)
 }
 
 fn list(args: &ListArgs, now: u64) -> Result<u8> {
@@ -412,6 +457,7 @@ mod tests {
                 args_sha256: "00".into(),
                 args: None,
                 trace: None,
+                intent: None,
             });
         }
         sink.flush();

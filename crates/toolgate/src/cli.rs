@@ -238,9 +238,11 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         crate::state::audit_dir(&state).as_deref(),
         observer,
     )?;
-    if let (Some(keep), Some(dir)) = (&run.audit_retention, crate::state::audit_dir(&state)) {
-        crate::audit_cmd::keep_audit_for(&dir, keep, audit.clone())?;
-    }
+    crate::audit_cmd::audit_retention(
+        crate::state::audit_dir(&state).as_deref(),
+        run.audit_retention.as_deref(),
+        &audit,
+    )?;
     // The admin API and the webhook run on a small runtime of their own
     // beside the stdio gateway's threads.
     let approvals = crate::state::open_approvals(&state)?;

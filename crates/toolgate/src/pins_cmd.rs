@@ -144,6 +144,7 @@ pub fn run(args: PinsArgs) -> Result<u8> {
                     args_sha256: String::new(),
                     args: None,
                     trace: None,
+                    intent: None,
                 });
                 sink.flush();
             }

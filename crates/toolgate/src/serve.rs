@@ -270,9 +270,11 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         crate::state::audit_dir(&plan.state).as_deref(),
         observer,
     )?;
-    if let (Some(keep), Some(dir)) = (&args.audit_retention, crate::state::audit_dir(&plan.state)) {
-        crate::audit_cmd::keep_audit_for(&dir, keep, audit.clone())?;
-    }
+    crate::audit_cmd::audit_retention(
+        crate::state::audit_dir(&plan.state).as_deref(),
+        args.audit_retention.as_deref(),
+        &audit,
+    )?;
     // Each serving thread runs a single-threaded runtime and serves its
     // connections start to end (see `toolgate_serve::http`); this one also
     // runs the upstreams, the admin API and the reloads.
