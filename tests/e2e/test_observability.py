@@ -491,7 +491,7 @@ def test_bad_otlp_settings_stop_the_gateway_at_start(toolgate_bin, tmp_path, mon
 
     (tmp_path / "policy.json").write_text('{"version": "1", "default": "deny"}', encoding="utf-8")
     for args, env, message in [
-        (["--otlp-endpoint", "https://collector:4318"], {}, "https is not supported"),
+        (["--otlp-endpoint", "collector:4318"], {}, "must start with http:// or https://"),
         (["--otlp-endpoint", "http://c:4318", "--otlp-protocol", "grpc"], {}, "OTLP over gRPC is not supported"),
         ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "protobuf"},
          "OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol \"protobuf\""),
