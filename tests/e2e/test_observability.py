@@ -5,7 +5,9 @@ calls from the Python SDK client (and raw pipes), and the scrape parsed with
 prometheus_client's own text parser, done the way the documented Prometheus
 scrape config says. Traces: a small OTLP/HTTP collector in the test (Python
 http.server) that decodes what the gateway sends with the official
-generated classes of opentelemetry-proto (protobuf) or as OTLP/JSON.
+generated classes of opentelemetry-proto (protobuf) or as OTLP/JSON, over
+plain http or over https with a certificate from a test CA (trustme) that
+the gateway trusts through SSL_CERT_FILE.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import trustme
 import yaml
 from conftest import LEGACY, REPO, wait_for
 from mcp import Client, MCPError
@@ -146,7 +150,7 @@ class Collector:
     """Accepts POST /v1/traces in http/protobuf (decoded with opentelemetry-proto's
     ExportTraceServiceRequest) or http/json, and keeps every span as a dict."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests: list[dict[str, str]] = []
         self.problems: list[str] = []
@@ -185,7 +189,10 @@ class Collector:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @staticmethod
@@ -238,6 +245,20 @@ class Collector:
 def collector():
     c = Collector()
     yield c
+    c.close()
+
+
+@pytest.fixture
+def tls_collector(tmp_path):
+    """(collector, ca_pem): the collector over https, its certificate issued
+    for 127.0.0.1 by a test CA whose certificate is in ca_pem."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_pem = tmp_path / "collector-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    c = Collector(tls=context)
+    yield c, ca_pem
     c.close()
 
 
@@ -465,6 +486,37 @@ def test_run_spans_join_meta_traceparent_and_run_has_metrics(raw_gateway, collec
     assert m.value("toolgate_approvals_pending") == 0
 
 
+def test_spans_reach_an_https_collector_trusted_through_ssl_cert_file(raw_gateway, tls_collector, monkeypatch):
+    collector, ca_pem = tls_collector
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+    policy = {"version": "1", "default": "deny", "tools": {"echo": {}}}
+    raw = raw_gateway(policy, "--name", "probe", "--otlp-endpoint", collector.base)
+    answer = raw.request("tools/call", {
+        "name": "echo", "arguments": {"text": "hi"},
+        "_meta": {"traceparent": f"00-{META_TRACE_ID}-{META_PARENT_ID}-01"},
+    })
+    assert answer["result"]["content"][0]["text"] == "hi", answer
+    [span] = collector.wait_spans(1)
+    assert span["encoding"] == "protobuf"
+    assert (span["trace_id"], span["parent_span_id"]) == (META_TRACE_ID, META_PARENT_ID)
+    assert span["name"] == "tools/call echo" and span["attributes"]["toolgate.outcome"] == "ok"
+    assert collector.base.startswith("https://") and "cannot export" not in raw.gw.stderr()
+
+
+def test_an_https_collector_not_trusted_gets_no_spans(raw_gateway, tls_collector, monkeypatch, tmp_path):
+    collector, _ = tls_collector
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    policy = {"version": "1", "default": "deny", "tools": {"echo": {}}}
+    raw = raw_gateway(policy, "--name", "probe", "--otlp-endpoint", collector.base)
+    answer = raw.request("tools/call", {"name": "echo", "arguments": {"text": "hi"}})
+    assert answer["result"]["content"][0]["text"] == "hi", answer
+    wait_for(lambda: "cannot export" in raw.gw.stderr(), what="the gateway to log the failed export")
+    assert f"{collector.base}/v1/traces" in raw.gw.stderr() and "certificate" in raw.gw.stderr().lower(), raw.gw.stderr()
+    assert collector.spans == []
+
+
 @pytest.mark.anyio
 async def test_a_dead_collector_neither_fails_nor_stops_calls(serve_factory, tmp_path):
     admin_port = free_port()
@@ -491,7 +543,7 @@ def test_bad_otlp_settings_stop_the_gateway_at_start(toolgate_bin, tmp_path, mon
 
     (tmp_path / "policy.json").write_text('{"version": "1", "default": "deny"}', encoding="utf-8")
     for args, env, message in [
-        (["--otlp-endpoint", "https://collector:4318"], {}, "https is not supported"),
+        (["--otlp-endpoint", "collector:4318"], {}, "must start with http:// or https://"),
         (["--otlp-endpoint", "http://c:4318", "--otlp-protocol", "grpc"], {}, "OTLP over gRPC is not supported"),
         ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "protobuf"},
          "OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol \"protobuf\""),

@@ -3,18 +3,21 @@
 //! `send` never waits: a span that finds the queue full is dropped and
 //! counted. The thread gathers spans into batches (up to [`MAX_BATCH`], or
 //! what arrived within [`BATCH_DELAY`] of the first) and POSTs each batch
-//! over a plain TCP connection. A collector that cannot be reached costs
-//! the batch (counted) and a log line at most once a minute; for a second
-//! after a failure, batches are dropped (and counted) without trying.
+//! with a blocking HTTP client (ureq; https through rustls with the ring
+//! provider, checked against the system's trust store). A collector that
+//! cannot be reached costs the batch (counted) and a log line at most once
+//! a minute; for a second after a failure, batches are dropped (and
+//! counted) without trying.
 
 use crate::otlp::{encode_json, encode_protobuf, Source, Span};
 use crate::settings::{OtlpSettings, Protocol};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use rustls::pki_types::CertificateDer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use ureq::Agent;
 
 /// Spans waiting to be exported, at most.
 pub const QUEUE: usize = 4096;
@@ -23,7 +26,11 @@ pub const MAX_BATCH: usize = 512;
 /// How long the first span of a batch waits for others.
 pub const BATCH_DELAY: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// One request, from the connection to the end of the answer, at most.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a collector's answer that is read (then the connection can
+/// be used again); what it says past the status is not needed.
+const MAX_ANSWER: u64 = 64 * 1024;
 /// At most one log line per this long about failed exports.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// After a failed export, batches are dropped (and counted) without trying
@@ -52,12 +59,32 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the exporter thread.
+    /// Starts the exporter thread. An `https://` collector is checked
+    /// against the system's trust store (or the PEM bundle in
+    /// `SSL_CERT_FILE` / the directory in `SSL_CERT_DIR`, when set); finding
+    /// no certificate there is an error now rather than a failed export later.
     pub fn start(
         settings: OtlpSettings,
         service_version: &str,
         log: Log,
     ) -> std::io::Result<Exporter> {
+        let roots = if settings.url.https {
+            trust_roots().map_err(std::io::Error::other)?
+        } else {
+            Vec::new()
+        };
+        Exporter::start_with_roots(settings, service_version, log, roots)
+    }
+
+    /// [`Exporter::start`] with the certificates an https collector is
+    /// checked against passed in.
+    fn start_with_roots(
+        settings: OtlpSettings,
+        service_version: &str,
+        log: Log,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> std::io::Result<Exporter> {
+        let agent = agent(roots);
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(ExportStats::default());
         let thread_stats = stats.clone();
@@ -67,7 +94,7 @@ impl Exporter {
         };
         std::thread::Builder::new()
             .name("toolgate-otlp".into())
-            .spawn(move || run(rx, settings, source, thread_stats, log))?;
+            .spawn(move || run(rx, agent, settings, source, thread_stats, log))?;
         Ok(Exporter { tx, stats })
     }
 
@@ -88,6 +115,7 @@ impl Exporter {
 
 fn run(
     rx: Receiver<Span>,
+    agent: Agent,
     settings: OtlpSettings,
     source: Source,
     stats: Arc<ExportStats>,
@@ -112,13 +140,11 @@ fn run(
             unlogged += 1;
             continue;
         }
-        let sent = connect(&settings).and_then(|stream| {
-            let body = match settings.protocol {
-                Protocol::HttpProtobuf => encode_protobuf(&source, &batch),
-                Protocol::HttpJson => encode_json(&source, &batch),
-            };
-            post(stream, &settings, &body)
-        });
+        let body = match settings.protocol {
+            Protocol::HttpProtobuf => encode_protobuf(&source, &batch),
+            Protocol::HttpJson => encode_json(&source, &batch),
+        };
+        let sent = post(&agent, &settings, &body);
         match sent {
             Ok(()) => {
                 down_until = None;
@@ -146,64 +172,63 @@ fn run(
     }
 }
 
-/// A connection to the collector; `Err` says why there is none.
-fn connect(settings: &OtlpSettings) -> Result<TcpStream, String> {
-    let url = &settings.url;
-    let addrs: Vec<_> = url
-        .authority
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.authority))?
+/// The client: no proxy (as before, and as the upstream client), no
+/// redirects (a collector answers, it does not send elsewhere), every
+/// status handed back to [`post`]; TLS by rustls with the ring provider.
+fn agent(roots: Vec<CertificateDer<'static>>) -> Agent {
+    let roots: Vec<Certificate<'static>> = roots
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
         .collect();
-    let mut last = String::from("no address");
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = format!("cannot connect to {addr}: {e}"),
-        }
-    }
-    stream.ok_or(last)
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(RootCerts::from(roots))
+        .build();
+    Agent::config_builder()
+        .tls_config(tls)
+        .proxy(None)
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .user_agent(concat!("toolgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
 }
 
-/// One POST on `stream`; `Err` says why it failed.
-fn post(mut stream: TcpStream, settings: &OtlpSettings, body: &[u8]) -> Result<(), String> {
-    let url = &settings.url;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
-    let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nUser-Agent: toolgate/{}\r\nConnection: close\r\n",
-        url.path,
-        url.host_header,
-        settings.protocol.content_type(),
-        body.len(),
-        env!("CARGO_PKG_VERSION"),
-    );
-    for (name, value) in &settings.headers {
-        head.push_str(name);
-        head.push_str(": ");
-        head.push_str(value);
-        head.push_str("\r\n");
+/// The certificates an https collector is checked against: the system's
+/// (the same search as the upstream client's).
+fn trust_roots() -> Result<Vec<CertificateDer<'static>>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_string(), ToString::to_string);
+        return Err(format!(
+            "no trusted CA certificates for the https OTLP endpoint ({why}); install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE to a PEM file"
+        ));
     }
-    head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .and_then(|()| stream.flush())
-        .map_err(|e| format!("cannot send: {e}"))?;
-    let mut status = String::new();
-    BufReader::new(std::io::Read::take(&stream, 1024))
-        .read_line(&mut status)
-        .map_err(|e| format!("no answer: {e}"))?;
-    let code = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {:?}", status.trim_end()))?;
+    Ok(found.certs)
+}
+
+/// One POST of `body` to the collector; `Err` says why it failed.
+fn post(agent: &Agent, settings: &OtlpSettings, body: &[u8]) -> Result<(), String> {
+    let mut request = agent
+        .post(settings.url.to_string())
+        .header("Content-Type", settings.protocol.content_type());
+    for (name, value) in &settings.headers {
+        request = request.header(name, value);
+    }
+    let mut answer = request.send(body).map_err(|e| describe(&e))?;
+    let code = answer.status().as_u16();
+    // Read what little the collector said, so the connection can be reused.
+    let _ = answer
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_vec();
     if (200..300).contains(&code) {
         Ok(())
     } else {
@@ -211,12 +236,29 @@ fn post(mut stream: TcpStream, settings: &OtlpSettings, body: &[u8]) -> Result<(
     }
 }
 
+/// An error with its causes, for the log: a TLS failure sits a source or
+/// two below "io: ...".
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::otlp::{StatusCode, KIND_SERVER};
     use crate::settings::HttpUrl;
-    use std::io::Read;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::Mutex;
 
@@ -257,6 +299,54 @@ mod tests {
         panic!("{what}");
     }
 
+    /// Reads one request from `s` (head and body), answers 200, and returns
+    /// the request as text.
+    fn answer_one(mut s: impl Read + Write) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "the connection closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(i) = text.find("\r\n\r\n") {
+                // Header names are case-insensitive (the client sends them
+                // in lower case).
+                let len: usize = text[..i]
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    })
+                    .unwrap()
+                    .1
+                    .trim()
+                    .parse()
+                    .unwrap();
+                if buf.len() >= i + 4 + len {
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
+                    s.flush().unwrap();
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// The request head with header names in lower case, the body as is.
+    fn lower_head(request: &str) -> String {
+        let i = request.find("\r\n\r\n").unwrap();
+        let head: Vec<String> = request[..i]
+            .split("\r\n")
+            .enumerate()
+            .map(|(n, line)| match line.split_once(':') {
+                Some((name, value)) if n > 0 => format!("{}:{value}", name.to_ascii_lowercase()),
+                _ => line.to_string(),
+            })
+            .collect();
+        format!("{}{}", head.join("\r\n"), &request[i..])
+    }
+
     #[test]
     fn spans_reach_a_collector_with_the_headers() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -264,28 +354,8 @@ mod tests {
         let got = Arc::new(Mutex::new(String::new()));
         let g = got.clone();
         std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = s.read(&mut chunk).unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(i) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    if buf.len() >= i + 4 + len {
-                        *g.lock().unwrap() = text;
-                        break;
-                    }
-                }
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                .unwrap();
+            let (s, _) = listener.accept().unwrap();
+            *g.lock().unwrap() = answer_one(s);
         });
         let exporter = Exporter::start(settings(&url), "1", Box::new(|_| {})).unwrap();
         exporter.send(span(1));
@@ -293,17 +363,111 @@ mod tests {
         eventually("the export", || {
             exporter.stats().exported.load(Ordering::Relaxed) == 2
         });
-        let request = got.lock().unwrap().clone();
+        let request = lower_head(&got.lock().unwrap());
         assert!(
             request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
             "{request}"
         );
         assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
         assert!(
-            request.contains("Content-Type: application/json"),
+            request.contains("content-type: application/json"),
             "{request}"
         );
         assert!(request.contains(&"01".repeat(16)) && request.contains(&"02".repeat(16)));
+    }
+
+    /// A TLS collector on loopback with a self-signed certificate for
+    /// 127.0.0.1; returns its URL and that certificate.
+    fn tls_collector(got: Arc<Mutex<Vec<String>>>) -> (String, CertificateDer<'static>) {
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = key.cert.der().clone();
+        let private =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], private)
+        .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/v1/traces", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { return };
+                let tls = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut stream = rustls::StreamOwned::new(tls, tcp);
+                // A client that refuses the certificate ends the handshake:
+                // nothing arrives then.
+                if stream.conn.complete_io(&mut stream.sock).is_ok() {
+                    got.lock().unwrap().push(answer_one(stream));
+                }
+            }
+        });
+        (url, cert)
+    }
+
+    #[test]
+    fn spans_reach_an_https_collector() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (url, cert) = tls_collector(got.clone());
+        let mut settings = settings(&url);
+        settings.protocol = Protocol::HttpProtobuf;
+        let exporter =
+            Exporter::start_with_roots(settings, "1", Box::new(|_| {}), vec![cert]).unwrap();
+        exporter.send(span(7));
+        eventually("the export over https", || {
+            exporter.stats().exported.load(Ordering::Relaxed) == 1
+        });
+        let requests = got.lock().unwrap();
+        assert_eq!(requests.len(), 1);
+        let request = lower_head(&requests[0]);
+        assert!(
+            request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
+        assert!(
+            request.contains("content-type: application/x-protobuf"),
+            "{request}"
+        );
+        assert!(request.contains("s7"), "{request}");
+    }
+
+    #[test]
+    fn an_https_collector_with_an_untrusted_certificate_gets_nothing() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (url, _cert) = tls_collector(got.clone());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        // Trusting no certificate at all: the collector's is not checked in.
+        let exporter = Exporter::start_with_roots(
+            settings(&url),
+            "1",
+            Box::new(move |line| l.lock().unwrap().push(line)),
+            Vec::new(),
+        )
+        .unwrap();
+        exporter.send(span(1));
+        eventually("the failure", || {
+            exporter.stats().failed.load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(exporter.stats().exported.load(Ordering::Relaxed), 0);
+        assert!(got.lock().unwrap().is_empty());
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("cannot export 1 span(s) to https://127.0.0.1:"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].to_lowercase().contains("certificate"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

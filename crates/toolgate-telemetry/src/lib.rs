@@ -10,10 +10,11 @@
 //!   the tool label is bounded.
 //! - `trace_context`: the W3C `traceparent` ([`TraceParent`]), read
 //!   strictly, and random span ids.
-//! - `otlp`: [`Span`] and the OTLP `ExportTraceServiceRequest` in protobuf
-//!   and JSON, encoded here by hand.
+//! - `otlp`: [`Span`] and the OTLP `ExportTraceServiceRequest` built from
+//!   opentelemetry-proto's messages, in protobuf (prost) and OTLP/JSON.
 //! - `exporter`: [`Exporter`], a thread behind a bounded queue that POSTs
-//!   batches to the collector; a full queue drops (and counts).
+//!   batches to the collector (http or https); a full queue drops (and
+//!   counts).
 //! - `settings`: the OTLP settings and the standard `OTEL_*` variables.
 //! - here: [`Observer`], the audit sink's `RecordObserver` that feeds the
 //!   metrics and turns each call record into the gateway's span.

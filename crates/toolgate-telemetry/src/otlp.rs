@@ -1,13 +1,25 @@
-//! Spans and their OTLP encodings: the `ExportTraceServiceRequest` of
-//! opentelemetry-proto as protobuf (`http/protobuf`, written here field by
-//! field: a few varints and length-delimited fields) and as OTLP/JSON
-//! (`http/json`: ids in hex, enums as numbers, 64-bit numbers as strings).
+//! Spans and their OTLP encodings: the `ExportTraceServiceRequest` built
+//! from opentelemetry-proto's generated messages, encoded by prost
+//! (`http/protobuf`) or by their serde mapping (`http/json`, the OTLP/JSON
+//! one: ids in hex, enums as numbers, 64-bit numbers as strings).
+//!
+//! Only this module and the exporter know the wire types: the rest of the
+//! crate builds a [`Span`].
 
 use crate::trace_context::{SpanId, TraceId};
-use serde_json::{json, Value};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1 as proto;
+use prost::Message;
 
 /// `SpanKind.SPAN_KIND_SERVER`.
 pub const KIND_SERVER: u64 = 2;
+
+/// `Span.flags`: whether the parent is remote is known (bit 8).
+const FLAGS_HAS_IS_REMOTE: u32 = 0x100;
+/// `Span.flags`: the parent is remote (bit 9).
+const FLAGS_IS_REMOTE: u32 = 0x200;
 
 /// A span's status (`Status.StatusCode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,207 +63,96 @@ pub struct Source {
     pub service_version: String,
 }
 
-// --- protobuf ---------------------------------------------------------------
-
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
-
-fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, u64::from(field) << 3 | u64::from(wire));
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+fn key_value(key: &str, value: &AttrValue) -> KeyValue {
+    let value = match value {
+        AttrValue::Str(s) => any_value::Value::StringValue(s.clone()),
+        AttrValue::Int(i) => any_value::Value::IntValue(*i),
+        AttrValue::Bool(b) => any_value::Value::BoolValue(*b),
+        AttrValue::Double(d) => any_value::Value::DoubleValue(*d),
+    };
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
     }
-    out.push(v as u8);
 }
 
-fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    key(out, field, LEN);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
+/// The OTLP `Span` of `span`. Its status is always present (an unset one is
+/// an empty message), and its flags say whether the parent is remote.
+fn proto_span(span: &Span) -> proto::Span {
+    let mut flags = u32::from(span.flags) | FLAGS_HAS_IS_REMOTE;
+    if span.parent_span_id.is_some() {
+        flags |= FLAGS_IS_REMOTE;
+    }
+    proto::Span {
+        trace_id: span.trace_id.to_vec(),
+        span_id: span.span_id.to_vec(),
+        trace_state: span.trace_state.clone().unwrap_or_default(),
+        parent_span_id: span.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        flags,
+        name: span.name.clone(),
+        kind: i32::try_from(span.kind).unwrap_or(0),
+        start_time_unix_nano: span.start_unix_ns,
+        end_time_unix_nano: span.end_unix_ns,
+        attributes: span
+            .attributes
+            .iter()
+            .map(|(k, v)| key_value(k, v))
+            .collect(),
+        status: Some(proto::Status {
+            message: span.status_message.clone().unwrap_or_default(),
+            code: span.status as i32,
+        }),
+        ..Default::default()
+    }
 }
 
-/// A length-delimited field whose contents `write` produces.
-fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    write(&mut inner);
-    bytes_field(out, field, &inner);
-}
-
-fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &AttrValue) {
-    message(out, field, |kv| {
-        bytes_field(kv, 1, k.as_bytes());
-        message(kv, 2, |any| match v {
-            AttrValue::Str(s) => bytes_field(any, 1, s.as_bytes()),
-            AttrValue::Bool(b) => {
-                key(any, 2, VARINT);
-                varint(any, u64::from(*b));
-            }
-            AttrValue::Int(i) => {
-                key(any, 3, VARINT);
-                varint(any, *i as u64);
-            }
-            AttrValue::Double(d) => {
-                key(any, 4, FIXED64);
-                any.extend_from_slice(&d.to_le_bytes());
-            }
-        });
-    });
+/// The `ExportTraceServiceRequest` carrying `spans`: one resource
+/// (`service.name`, `service.version`) and one scope (`toolgate`, the
+/// version).
+pub fn request(source: &Source, spans: &[Span]) -> ExportTraceServiceRequest {
+    let resource = Resource {
+        attributes: vec![
+            key_value("service.name", &AttrValue::Str(source.service_name.clone())),
+            key_value(
+                "service.version",
+                &AttrValue::Str(source.service_version.clone()),
+            ),
+        ],
+        ..Default::default()
+    };
+    let scope = InstrumentationScope {
+        name: "toolgate".into(),
+        version: source.service_version.clone(),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![proto::ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![proto::ScopeSpans {
+                scope: Some(scope),
+                spans: spans.iter().map(proto_span).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
 
 /// The protobuf `ExportTraceServiceRequest` carrying `spans`.
 pub fn encode_protobuf(source: &Source, spans: &[Span]) -> Vec<u8> {
-    let mut out = Vec::new();
-    // ExportTraceServiceRequest.resource_spans = 1
-    message(&mut out, 1, |rs| {
-        // ResourceSpans.resource = 1 { attributes = 1 }
-        message(rs, 1, |resource| {
-            key_value(
-                resource,
-                1,
-                "service.name",
-                &AttrValue::Str(source.service_name.clone()),
-            );
-            key_value(
-                resource,
-                1,
-                "service.version",
-                &AttrValue::Str(source.service_version.clone()),
-            );
-        });
-        // ResourceSpans.scope_spans = 2
-        message(rs, 2, |ss| {
-            // ScopeSpans.scope = 1 { name = 1, version = 2 }
-            message(ss, 1, |scope| {
-                bytes_field(scope, 1, b"toolgate");
-                bytes_field(scope, 2, source.service_version.as_bytes());
-            });
-            for span in spans {
-                // ScopeSpans.spans = 2
-                message(ss, 2, |s| encode_span(s, span));
-            }
-        });
-    });
-    out
-}
-
-fn encode_span(s: &mut Vec<u8>, span: &Span) {
-    bytes_field(s, 1, &span.trace_id);
-    bytes_field(s, 2, &span.span_id);
-    if let Some(state) = &span.trace_state {
-        bytes_field(s, 3, state.as_bytes());
-    }
-    if let Some(parent) = &span.parent_span_id {
-        bytes_field(s, 4, parent);
-    }
-    bytes_field(s, 5, span.name.as_bytes());
-    key(s, 6, VARINT);
-    varint(s, span.kind);
-    key(s, 7, FIXED64);
-    s.extend_from_slice(&span.start_unix_ns.to_le_bytes());
-    key(s, 8, FIXED64);
-    s.extend_from_slice(&span.end_unix_ns.to_le_bytes());
-    for (k, v) in &span.attributes {
-        key_value(s, 9, k, v);
-    }
-    // Span.status = 15 { message = 2, code = 3 }
-    message(s, 15, |status| {
-        if let Some(m) = &span.status_message {
-            bytes_field(status, 2, m.as_bytes());
-        }
-        if span.status != StatusCode::Unset {
-            key(status, 3, VARINT);
-            varint(status, span.status as u64);
-        }
-    });
-    // Span.flags = 16 (fixed32): the W3C trace flags, and bit 8 says whether
-    // the parent is remote (bit 9) is known.
-    let mut flags = u32::from(span.flags) | 0x100;
-    if span.parent_span_id.is_some() {
-        flags |= 0x200;
-    }
-    key(s, 16, FIXED32);
-    s.extend_from_slice(&flags.to_le_bytes());
-}
-
-// --- JSON -------------------------------------------------------------------
-
-fn json_value(v: &AttrValue) -> Value {
-    match v {
-        AttrValue::Str(s) => json!({"stringValue": s}),
-        AttrValue::Bool(b) => json!({"boolValue": b}),
-        AttrValue::Int(i) => json!({"intValue": i.to_string()}),
-        AttrValue::Double(d) => json!({"doubleValue": d}),
-    }
-}
-
-fn json_attrs<'a>(attrs: impl Iterator<Item = (&'a str, &'a AttrValue)>) -> Value {
-    Value::Array(
-        attrs
-            .map(|(k, v)| json!({"key": k, "value": json_value(v)}))
-            .collect(),
-    )
+    request(source, spans).encode_to_vec()
 }
 
 /// The OTLP/JSON `ExportTraceServiceRequest` carrying `spans`.
 pub fn encode_json(source: &Source, spans: &[Span]) -> Vec<u8> {
-    let resource = [
-        ("service.name", AttrValue::Str(source.service_name.clone())),
-        (
-            "service.version",
-            AttrValue::Str(source.service_version.clone()),
-        ),
-    ];
-    let spans: Vec<Value> = spans
-        .iter()
-        .map(|span| {
-            let mut v = json!({
-                "traceId": hex::encode(span.trace_id),
-                "spanId": hex::encode(span.span_id),
-                "name": span.name,
-                "kind": span.kind,
-                "startTimeUnixNano": span.start_unix_ns.to_string(),
-                "endTimeUnixNano": span.end_unix_ns.to_string(),
-                "attributes": json_attrs(span.attributes.iter().map(|(k, v)| (*k, v))),
-                "status": {"code": span.status as u64},
-            });
-            if let Some(parent) = &span.parent_span_id {
-                v["parentSpanId"] = json!(hex::encode(parent));
-            }
-            if let Some(state) = &span.trace_state {
-                v["traceState"] = json!(state);
-            }
-            if let Some(m) = &span.status_message {
-                v["status"]["message"] = json!(m);
-            }
-            let mut flags = u32::from(span.flags) | 0x100;
-            if span.parent_span_id.is_some() {
-                flags |= 0x200;
-            }
-            v["flags"] = json!(flags);
-            v
-        })
-        .collect();
-    let body = json!({
-        "resourceSpans": [{
-            "resource": {"attributes": json_attrs(resource.iter().map(|(k, v)| (*k, v)))},
-            "scopeSpans": [{
-                "scope": {"name": "toolgate", "version": source.service_version},
-                "spans": spans,
-            }],
-        }],
-    });
-    serde_json::to_vec(&body).expect("serialisable")
+    serde_json::to_vec(&request(source, spans)).expect("serialisable")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn span() -> Span {
         Span {
@@ -270,25 +171,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn varints() {
-        let mut out = Vec::new();
-        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
-            varint(&mut out, v);
+    /// A root span with every optional part set and every kind of value.
+    fn root_span() -> Span {
+        Span {
+            trace_id: [0xab; 16],
+            span_id: [0xcd; 8],
+            parent_span_id: None,
+            trace_state: Some("k=v".into()),
+            name: "tools/call u".into(),
+            kind: KIND_SERVER,
+            start_unix_ns: u64::MAX - 1,
+            end_unix_ns: u64::MAX,
+            attributes: vec![
+                ("b", AttrValue::Bool(false)),
+                ("d", AttrValue::Double(0.25)),
+                ("i", AttrValue::Int(i64::MIN)),
+                ("s", AttrValue::Str(String::new())),
+            ],
+            status: StatusCode::Ok,
+            status_message: Some("fine".into()),
+            flags: 0,
         }
-        assert_eq!(
-            out,
-            [
-                0x00, 0x01, 0x7f, 0x80, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                0xff, 0xff, 0x01
-            ]
-        );
+    }
+
+    fn source() -> Source {
+        Source {
+            service_name: "svc".into(),
+            service_version: "1.2.3".into(),
+        }
+    }
+
+    fn value(v: any_value::Value) -> Option<AnyValue> {
+        Some(AnyValue { value: Some(v) })
+    }
+
+    fn kv(key: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value(v),
+            key_strindex: 0,
+        }
     }
 
     #[test]
     fn a_span_in_protobuf_field_by_field() {
-        let mut s = Vec::new();
-        encode_span(&mut s, &span());
+        let s = proto_span(&span()).encode_to_vec();
         let mut expected = vec![0x0a, 16];
         expected.extend([0x11; 16]);
         expected.extend([0x12, 8]);
@@ -312,6 +239,93 @@ mod tests {
     }
 
     #[test]
+    fn the_request_decodes_field_by_field() {
+        let body = encode_protobuf(&source(), &[span(), root_span()]);
+        let got = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let expected = ExportTraceServiceRequest {
+            resource_spans: vec![proto::ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", any_value::Value::StringValue("svc".into())),
+                        kv(
+                            "service.version",
+                            any_value::Value::StringValue("1.2.3".into()),
+                        ),
+                    ],
+                    dropped_attributes_count: 0,
+                    entity_refs: Vec::new(),
+                }),
+                scope_spans: vec![proto::ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "toolgate".into(),
+                        version: "1.2.3".into(),
+                        attributes: Vec::new(),
+                        dropped_attributes_count: 0,
+                    }),
+                    spans: vec![
+                        proto::Span {
+                            trace_id: vec![0x11; 16],
+                            span_id: vec![0x22; 8],
+                            trace_state: String::new(),
+                            parent_span_id: vec![0x33; 8],
+                            flags: 0x301,
+                            name: "tools/call t".into(),
+                            kind: proto::span::SpanKind::Server as i32,
+                            start_time_unix_nano: 1,
+                            end_time_unix_nano: 300,
+                            attributes: vec![
+                                kv("a", any_value::Value::StringValue("x".into())),
+                                kv("n", any_value::Value::IntValue(-1)),
+                            ],
+                            dropped_attributes_count: 0,
+                            events: Vec::new(),
+                            dropped_events_count: 0,
+                            links: Vec::new(),
+                            dropped_links_count: 0,
+                            status: Some(proto::Status {
+                                message: String::new(),
+                                code: proto::status::StatusCode::Error as i32,
+                            }),
+                        },
+                        proto::Span {
+                            trace_id: vec![0xab; 16],
+                            span_id: vec![0xcd; 8],
+                            trace_state: "k=v".into(),
+                            parent_span_id: Vec::new(),
+                            // Sampled flag clear; the parent is known not remote.
+                            flags: 0x100,
+                            name: "tools/call u".into(),
+                            kind: proto::span::SpanKind::Server as i32,
+                            start_time_unix_nano: u64::MAX - 1,
+                            end_time_unix_nano: u64::MAX,
+                            attributes: vec![
+                                kv("b", any_value::Value::BoolValue(false)),
+                                kv("d", any_value::Value::DoubleValue(0.25)),
+                                kv("i", any_value::Value::IntValue(i64::MIN)),
+                                kv("s", any_value::Value::StringValue(String::new())),
+                            ],
+                            dropped_attributes_count: 0,
+                            events: Vec::new(),
+                            dropped_events_count: 0,
+                            links: Vec::new(),
+                            dropped_links_count: 0,
+                            status: Some(proto::Status {
+                                message: "fine".into(),
+                                code: proto::status::StatusCode::Ok as i32,
+                            }),
+                        },
+                    ],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        assert_eq!(got, expected);
+        // Nothing but what the schema knows, in its canonical encoding.
+        assert_eq!(got.encode_to_vec(), body);
+    }
+
+    #[test]
     fn json_uses_hex_ids_and_string_times() {
         let source = Source {
             service_name: "svc".into(),
@@ -328,5 +342,43 @@ mod tests {
             body["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
             "svc"
         );
+    }
+
+    #[test]
+    fn json_is_otlp_json_field_by_field() {
+        let body: Value = serde_json::from_slice(&encode_json(&source(), &[root_span()])).unwrap();
+        let rs = &body["resourceSpans"][0];
+        assert_eq!(
+            rs["resource"]["attributes"][1],
+            serde_json::json!({"key": "service.version", "value": {"stringValue": "1.2.3"}})
+        );
+        assert_eq!(rs["scopeSpans"][0]["scope"]["name"], "toolgate");
+        assert_eq!(rs["scopeSpans"][0]["scope"]["version"], "1.2.3");
+        let s = &rs["scopeSpans"][0]["spans"][0];
+        assert_eq!(s["traceId"], "ab".repeat(16));
+        assert_eq!(s["spanId"], "cd".repeat(8));
+        assert_eq!(s["parentSpanId"], "");
+        assert_eq!(s["traceState"], "k=v");
+        assert_eq!(s["name"], "tools/call u");
+        assert_eq!(s["kind"], 2);
+        assert_eq!(s["startTimeUnixNano"], (u64::MAX - 1).to_string());
+        assert_eq!(s["endTimeUnixNano"], u64::MAX.to_string());
+        assert_eq!(s["flags"], 0x100);
+        assert_eq!(
+            s["attributes"],
+            serde_json::json!([
+                {"key": "b", "value": {"boolValue": false}},
+                {"key": "d", "value": {"doubleValue": 0.25}},
+                {"key": "i", "value": {"intValue": i64::MIN.to_string()}},
+                {"key": "s", "value": {"stringValue": ""}},
+            ])
+        );
+        assert_eq!(
+            s["status"],
+            serde_json::json!({"message": "fine", "code": 1})
+        );
+        // And it reads back as the same request.
+        let back: ExportTraceServiceRequest = serde_json::from_value(body).unwrap();
+        assert_eq!(back, request(&source(), &[root_span()]));
     }
 }

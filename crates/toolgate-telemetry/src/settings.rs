@@ -47,30 +47,31 @@ impl Protocol {
     }
 }
 
-/// An `http://host[:port]/path` URL, split for a plain TCP connection.
+/// An `http://` or `https://` `host[:port]/path` URL, checked and split.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpUrl {
-    /// `host:port` (port 80 when the URL has none), to connect to.
+    /// `https://`: the collector is reached over TLS and its certificate is
+    /// checked against the system's trust store (or `SSL_CERT_FILE`).
+    pub https: bool,
+    /// `host:port` (port 80, or 443 for https, when the URL has none).
     pub authority: String,
-    /// The `Host` header.
+    /// The `Host` header: the host and port as the URL wrote them.
     pub host_header: String,
     /// The request target, starting with `/`.
     pub path: String,
 }
 
 impl HttpUrl {
-    /// Reads an `http://` URL. https is refused (the exporter has no TLS: put
-    /// a collector on the same host or network, or a local TLS proxy).
+    /// Reads an `http://` or `https://` URL.
     pub fn parse(url: &str) -> Result<HttpUrl, String> {
         let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
+        let (https, rest) = if lower.starts_with("https://") {
+            (true, &url[8..])
+        } else if lower.starts_with("http://") {
+            (false, &url[7..])
+        } else {
             return Err(format!(
-                "OTLP endpoint {url:?}: https is not supported (use http:// to a local collector or TLS proxy)"
-            ));
-        }
-        let Some(rest) = url.get(7..).filter(|_| lower.starts_with("http://")) else {
-            return Err(format!(
-                "OTLP endpoint must start with http://, found {url:?}"
+                "OTLP endpoint must start with http:// or https://, found {url:?}"
             ));
         };
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -92,10 +93,11 @@ impl HttpUrl {
         };
         let path = path.split('#').next().unwrap_or("");
         Ok(HttpUrl {
+            https,
             authority: if has_port {
                 authority.to_string()
             } else {
-                format!("{authority}:80")
+                format!("{authority}:{}", if https { 443 } else { 80 })
             },
             host_header: authority.to_string(),
             path: if path.is_empty() {
@@ -105,11 +107,19 @@ impl HttpUrl {
             },
         })
     }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.host_header, self.path)
+        write!(f, "{}://{}{}", self.scheme(), self.host_header, self.path)
     }
 }
 
@@ -284,9 +294,17 @@ mod tests {
             HttpUrl::parse("http://[::1]/").unwrap().authority,
             "[::1]:80"
         );
+        let u = HttpUrl::parse("https://collector/v1/traces").unwrap();
+        assert_eq!(
+            (u.https, u.authority.as_str(), u.to_string().as_str()),
+            (true, "collector:443", "https://collector/v1/traces")
+        );
+        let u = HttpUrl::parse("HTTPS://c:4318").unwrap();
+        assert_eq!((u.https, u.authority.as_str()), (true, "c:4318"));
+        assert!(!HttpUrl::parse("http://c").unwrap().https);
         for (bad, why) in [
-            ("https://c:4318", "https is not supported"),
             ("grpc://c:4317", "must start with http://"),
+            ("c:4318", "must start with http:// or https://"),
             ("http://", "has no host"),
             ("http://:4318/", "has no host"),
             ("http://u:p@c/", "credentials"),
