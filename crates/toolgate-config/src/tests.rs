@@ -902,11 +902,11 @@ fn telemetry_loads_every_field() {
 #[test]
 fn telemetry_problems() {
     check(
-        &format!("{MINIMAL}telemetry:\n  service: x\n  service_name: \"\"\n  otlp:\n    endpoint: https://c:4318\n    protocol: grpc\n    headers:\n      \"a b\": x\n      x-key: ${{NOPE}}\n"),
+        &format!("{MINIMAL}telemetry:\n  service: x\n  service_name: \"\"\n  otlp:\n    endpoint: ftp://c:4318\n    protocol: grpc\n    headers:\n      \"a b\": x\n      x-key: ${{NOPE}}\n"),
         &[
             "6:3: telemetry: unknown field \"service\" (expected service_name or otlp)",
             "7:17: telemetry.service_name: must not be empty",
-            "9:15: telemetry.otlp.endpoint: endpoint \"https://c:4318\": https is not supported (use http:// to a collector on a trusted network, or a local TLS proxy)",
+            "9:15: telemetry.otlp.endpoint: url must start with http:// or https://, found \"ftp://c:4318\"",
             "10:15: telemetry.otlp.protocol: OTLP over gRPC is not supported (expected http/protobuf or http/json)",
             "12:7: telemetry.otlp.headers: invalid header name \"a b\"",
             "13:14: telemetry.otlp.headers.x-key: environment variable NOPE is not set (referenced as ${NOPE})",

@@ -530,15 +530,7 @@ impl Validator<'_> {
                 None
             }
             Some(n) => self.string(n, &at("endpoint")).and_then(|s| {
-                let checked = if s.to_ascii_lowercase().starts_with("https://") {
-                    Err(format!(
-                        "endpoint {}: https is not supported (use http:// to a collector on a trusted network, or a local TLS proxy)",
-                        quote(s)
-                    ))
-                } else {
-                    values::check_url(s, values::Schemes::Http)
-                };
-                match checked {
+                match values::check_url(s, values::Schemes::HttpOrHttps) {
                     Ok(()) => Some(s.trim_end_matches('/').to_string()),
                     Err(message) => {
                         self.problem(n.pos, &at("endpoint"), message);
