@@ -99,15 +99,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_message_bytes: usize,
     #[command(flatten)]
-    state: crate::flags::StateArgs,
-    #[command(flatten)]
-    admin: crate::flags::AdminArgs,
-    #[command(flatten)]
-    telemetry: crate::flags::TelemetryArgs,
-    /// Prune audit-trail records older than this (such as 30d), at start and
-    /// every hour; by default records are kept.
-    #[arg(long, value_name = "DURATION")]
-    audit_retention: Option<String>,
+    host: crate::flags::HostArgs,
     /// The server's name in pinned tool definitions and the audit trail
     /// (default: the server's command line).
     #[arg(long, value_name = "NAME")]
@@ -206,10 +198,10 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         audit_args: run.audit_args,
         log_level: run.log_level,
         max_message_bytes: run.max_message_bytes,
-        state: run.state.flags(),
-        admin: run.admin.flags(),
-        telemetry: run.telemetry.flags(),
-        audit_retention: run.audit_retention,
+        state: run.host.state.flags(),
+        admin: run.host.admin.flags(),
+        telemetry: run.host.telemetry.flags(),
+        audit_retention: run.host.audit_retention,
         name: run.name,
         command: run.command,
     })

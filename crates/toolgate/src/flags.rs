@@ -110,3 +110,18 @@ impl TelemetryArgs {
         }
     }
 }
+
+/// What `run` and `serve` both take around their gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// Prune audit-trail records older than this (such as 30d), at start and
+    /// every hour; by default records are kept.
+    #[arg(long, value_name = "DURATION")]
+    pub audit_retention: Option<String>,
+}

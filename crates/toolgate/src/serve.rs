@@ -38,15 +38,7 @@ pub struct ServeArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
     #[command(flatten)]
-    state: crate::flags::StateArgs,
-    #[command(flatten)]
-    admin: crate::flags::AdminArgs,
-    #[command(flatten)]
-    telemetry: crate::flags::TelemetryArgs,
-    /// Prune audit-trail records older than this (such as 30d), at start and
-    /// every hour; by default records are kept.
-    #[arg(long, value_name = "DURATION")]
-    audit_retention: Option<String>,
+    host: crate::flags::HostArgs,
     /// The MCP server command and its arguments (one stdio server).
     #[arg(last = true)]
     command: Vec<String>,
@@ -63,10 +55,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         log_level: args.log_level,
         session_key_env: args.session_key_env,
         workers: args.workers,
-        state: args.state.flags(),
-        admin: args.admin.flags(),
-        telemetry: args.telemetry.flags(),
-        audit_retention: args.audit_retention,
+        state: args.host.state.flags(),
+        admin: args.host.admin.flags(),
+        telemetry: args.host.telemetry.flags(),
+        audit_retention: args.host.audit_retention,
         command: args.command,
     })
 }
