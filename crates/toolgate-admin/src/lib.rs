@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 mod api;
 mod signature;
 mod webhook;

@@ -13,7 +13,7 @@ use toolgate_config::StateStore;
 use toolgate_gateway::clock::rfc3339;
 use toolgate_gateway::{Clock, SystemClock};
 
-use crate::state::StateArgs;
+use crate::flags::StateArgs;
 
 #[derive(Debug, Args)]
 pub struct ApprovalsArgs {
@@ -85,14 +85,14 @@ fn open(args: &StateArgs) -> Result<Option<Arc<dyn ApprovalStore>>> {
              --data-dir) or --state redis://HOST:PORT/DB"
         ),
         StateStore::Embedded => {
-            let dir = crate::state::data_dir(&state);
+            let dir = toolgate_host::stores::data_dir(&state);
             if !dir.join(toolgate_state_sqlite::APPROVALS_DB_FILE).exists() {
                 return Ok(None);
             }
         }
         StateStore::Redis(_) => {}
     }
-    crate::state::open_approvals(&state).map(Some)
+    toolgate_host::stores::open_approvals(&state).map(Some)
 }
 
 fn list(args: &StateArgs, all: bool, as_json: bool, now: u64) -> Result<u8> {
@@ -146,9 +146,12 @@ fn decide(args: DecideArgs, approve: bool, now: u64) -> Result<u8> {
     };
     // The decision goes into the audit trail of the data directory, with who
     // made it and how.
-    if let Some(dir) = crate::state::audit_dir(&args.state.resolve(None)?) {
-        let sink =
-            crate::audit_cmd::open_sink(None, toolgate_gateway::audit::LogLevel::Warn, Some(&dir))?;
+    if let Some(dir) = toolgate_host::stores::audit_dir(&args.state.resolve(None)?) {
+        let sink = toolgate_host::audit::open_sink(
+            None,
+            toolgate_gateway::audit::LogLevel::Warn,
+            Some(&dir),
+        )?;
         toolgate_approvals::ApprovalEvents::decided(
             &toolgate_serve::AuditApprovals(sink.clone()),
             &r,

@@ -1,19 +1,15 @@
 //! `toolgate audit`: list, verify, prune and import the audit trail kept in
-//! the data directory's SQLite store; and [`open_sink`], which the gateways
-//! use to send their records there.
+//! the data directory's SQLite store (the sink the gateways write through
+//! is toolgate-host's `audit`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use toolgate_audit_store::{
-    default_data_dir, parse_rfc3339, AuditError, AuditStore, Filter, StoredRecord,
-};
-use toolgate_gateway::audit::{
-    journal_dir_in, recover_journals, AuditDestination, AuditSink, LogLevel,
-};
+use toolgate_audit_store::{default_data_dir, AuditError, AuditStore, Filter, StoredRecord};
 use toolgate_gateway::{Clock, SystemClock};
+use toolgate_host::audit::parse_time;
 
 /// The decisions a record can hold (`--decision` takes one).
 const DECISIONS: [&str; 10] = [
@@ -119,136 +115,14 @@ pub fn run(args: AuditArgs) -> Result<u8> {
     }
 }
 
-/// The audit sink of a gateway: the `--audit` file if given, and the audit
-/// store in `data_dir` if given (`None`: no store).
-// Until `run` and `serve` call it (they are gaining --data-dir).
-pub fn open_sink(
-    audit_file: Option<&Path>,
-    log_level: LogLevel,
-    data_dir: Option<&Path>,
-) -> Result<AuditSink> {
-    open_sink_observed(audit_file, log_level, data_dir, None)
-}
-
-/// [`open_sink`], with every record shown to `observer` too (metrics, traces).
-pub fn open_sink_observed(
-    audit_file: Option<&Path>,
-    log_level: LogLevel,
-    data_dir: Option<&Path>,
-    observer: Option<Box<dyn toolgate_gateway::audit::RecordObserver>>,
-) -> Result<AuditSink> {
-    let store = match data_dir {
-        Some(dir) => {
-            let store = AuditStore::open(dir)
-                .with_context(|| format!("cannot open the audit store in {}", dir.display()))?;
-            Some(Box::new(StoreDestination(store)) as Box<dyn AuditDestination>)
-        }
-        None => None,
-    };
-    // Calls in flight are in the intent journal: beside the store, else
-    // beside the file.
-    let journal = match (data_dir, audit_file) {
-        (Some(dir), _) => Some(journal_dir_in(dir)),
-        (None, Some(file)) => {
-            let mut name = file.as_os_str().to_os_string();
-            name.push(".journal");
-            Some(PathBuf::from(name))
-        }
-        (None, None) => None,
-    };
-    AuditSink::open_journaled(audit_file, log_level, store, observer, journal.as_deref())
-        .with_context(|| match audit_file {
-            Some(path) => format!("cannot open the audit file {}", path.display()),
-            None => "cannot start the audit writer".to_string(),
-        })
-}
-
-/// Retention of the audit store in `dir` (`None`: no store): `keep` starts
-/// it ([`keep_audit_for`]); without it, says once that the trail is kept
-/// forever and how to bound it.
-pub fn audit_retention(dir: Option<&Path>, keep: Option<&str>, audit: &AuditSink) -> Result<()> {
-    match (dir, keep) {
-        (Some(dir), Some(keep)) => keep_audit_for(dir, keep, audit.clone()),
-        (Some(dir), None) => {
-            audit.log(
-                LogLevel::Warn,
-                &format!(
-                    "the audit trail in {} is kept forever (about 620 bytes a call); bound it with --audit-retention 30d, or prune it with toolgate audit prune --older-than 30d",
-                    dir.join(toolgate_audit_store::DB_FILE).display()
-                ),
-            );
-            Ok(())
-        }
-        (None, _) => Ok(()),
-    }
-}
-
-/// Retention: every hour (and at once), records older than `keep` (such as
-/// "30d") are pruned from the audit store in `dir`; the chain still verifies.
-pub fn keep_audit_for(dir: &Path, keep: &str, audit: AuditSink) -> Result<()> {
-    let now = SystemClock.now_ms();
-    // Checked now, so that a bad value is an error at start.
-    parse_time(keep, now).context("--audit-retention")?;
-    let mut store = AuditStore::open(dir)
-        .with_context(|| format!("cannot open the audit store in {}", dir.display()))?;
-    let keep = keep.to_string();
-    std::thread::Builder::new()
-        .name("toolgate-retention".into())
-        .spawn(move || loop {
-            let now = SystemClock.now_ms();
-            if let Ok(before) = parse_time(&keep, now) {
-                match store.prune(before) {
-                    Ok(report) if report.removed > 0 => audit.log(
-                        LogLevel::Info,
-                        &format!(
-                            "audit retention: pruned {} records older than {keep}",
-                            report.removed
-                        ),
-                    ),
-                    Ok(_) => {}
-                    Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        })
-        .context("cannot start the retention thread")?;
-    Ok(())
-}
-
-/// The audit store as the sink's destination.
-struct StoreDestination(AuditStore);
-
-impl AuditDestination for StoreDestination {
-    fn append(&mut self, records: &[Value]) -> Result<(), String> {
-        let path = self.0.path().display().to_string();
-        self.0
-            .append_all(records)
-            .map(drop)
-            .map_err(|e| format!("{path}: {e}"))
-    }
-}
-
-/// The store in `dir`, with the records of calls that were in flight when
-/// a gateway died added first (from the intent journals of dead gateways).
+/// The store in `dir`, the records of interrupted calls recovered first.
 fn open_existing(dir: &Path) -> Result<AuditStore> {
-    let store = AuditStore::open_existing(dir).map_err(|e| match e {
-        AuditError::Missing { path } => anyhow::anyhow!(
-            "no audit store at {} (a gateway writes one when given --data-dir)",
-            path.display()
-        ),
-        e => anyhow::Error::new(e).context(format!("{}", dir.display())),
-    })?;
-    let journal = journal_dir_in(dir);
-    let mut store = StoreDestination(store);
-    let recovered = recover_journals(&journal, &mut store)
-        .with_context(|| format!("cannot recover the audit journal in {}", journal.display()))?;
-    if recovered > 0 {
+    toolgate_host::audit::open_existing(dir, |recovered, journal| {
         eprintln!(
             "toolgate: added {recovered} record(s) of calls in flight when a gateway stopped (outcome \"interrupted\") from {}",
             journal.display()
         );
-    }
-    Ok(store.0)
+    })
 }
 
 fn list(args: &ListArgs, now: u64) -> Result<u8> {
@@ -400,97 +274,4 @@ fn import(file: &Path, dir: &Path) -> Result<u8> {
         seqs.end.saturating_sub(1)
     );
     Ok(0)
-}
-
-/// A time given on the command line: a duration back from `now`
-/// (`90s`, `30m`, `12h`, `30d`, `2w`) or an RFC 3339 time.
-fn parse_time(text: &str, now: u64) -> Result<u64> {
-    if let Some(ms) = parse_rfc3339(text) {
-        return Ok(ms);
-    }
-    let unit_at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(unit_at);
-    let unit_ms: u64 = match unit {
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => bail!(
-            "{text:?} is neither a duration (like 90s, 30m, 12h, 30d, 2w) nor an RFC 3339 time"
-        ),
-    };
-    let Ok(count) = digits.parse::<u64>() else {
-        bail!("{text:?} is neither a duration (like 90s, 30m, 12h, 30d, 2w) nor an RFC 3339 time");
-    };
-    Ok(now.saturating_sub(count.saturating_mul(unit_ms)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{open_sink, parse_time};
-    use toolgate_audit_store::{AuditStore, Filter};
-    use toolgate_gateway::audit::{LogLevel, Outcome, Record};
-
-    #[test]
-    fn the_sink_writes_the_store_in_the_data_dir() {
-        let dir = std::env::temp_dir().join(format!("toolgate-open-sink-{}", std::process::id()));
-        let data_dir = dir.join("data");
-        let file = dir.join("audit.jsonl");
-        let sink = open_sink(Some(&file), LogLevel::Error, Some(&data_dir)).unwrap();
-        for tool in ["a", "b"] {
-            sink.record(Record {
-                time: 1_795_302_000_123,
-                grant: "local".into(),
-                session: "s".into(),
-                server: Some("fs".into()),
-                tool: tool.into(),
-                decision: "deny",
-                rule: "default".into(),
-                reason: Some("not listed".into()),
-                counters: Vec::new(),
-                decision_us: 3.0,
-                latency_ms: None,
-                outcome: Outcome::Refused,
-                args_sha256: "00".into(),
-                args: None,
-                trace: None,
-                intent: None,
-            });
-        }
-        sink.flush();
-        let mut store = AuditStore::open_existing(&data_dir).unwrap();
-        assert_eq!(store.verify().unwrap().records, 2);
-        let records = store.query(&Filter::default()).unwrap();
-        assert_eq!(records[1].record["tool"], "b");
-        assert_eq!(records[1].record["server"], "fs");
-        assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn times_on_the_command_line() {
-        let now = 1_795_302_000_000;
-        for (text, expected) in [
-            ("90s", Some(now - 90_000)),
-            ("30m", Some(now - 1_800_000)),
-            ("1h", Some(now - 3_600_000)),
-            ("30d", Some(now - 30 * 86_400_000)),
-            ("2w", Some(now - 14 * 86_400_000)),
-            ("0s", Some(now)),
-            ("99999999999w", Some(0)),
-            ("2026-11-21T22:00:00Z", Some(now - 3_600_000)),
-            ("", None),
-            ("h", None),
-            ("1", None),
-            ("1y", None),
-            ("-1h", None),
-            ("1.5h", None),
-            ("yesterday", None),
-        ] {
-            assert_eq!(parse_time(text, now).ok(), expected, "{text:?}");
-        }
-    }
 }

@@ -2,12 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use toolgate_gateway::audit::LogLevel;
-use toolgate_gateway::{run_stdio, StdioOptions, SystemClock};
-use toolgate_policy::{parse_policy, Call, Format, MemoryStore, Policy};
+use toolgate_gateway::SystemClock;
+use toolgate_policy::{Call, MemoryStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,7 +69,7 @@ enum Command {
     Scan(crate::scan::ScanArgs),
     /// The web dashboard on its own, against a data directory or Redis:
     /// `toolgate ui --config FILE`, or `toolgate ui --policy FILE [-- COMMAND ARGS...]`.
-    Ui(crate::console::UiArgs),
+    Ui(crate::ui::UiArgs),
     /// Play an agent's calls through the gateway in front of a real MCP server and print each decision.
     Demo {
         /// The server to run (default: the npm package @modelcontextprotocol/server-everything via npx).
@@ -101,15 +99,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_message_bytes: usize,
     #[command(flatten)]
-    state: crate::state::StateArgs,
-    #[command(flatten)]
-    admin: crate::admin_args::AdminArgs,
-    #[command(flatten)]
-    telemetry: crate::telemetry_args::TelemetryArgs,
-    /// Prune audit-trail records older than this (such as 30d), at start and
-    /// every hour; by default records are kept.
-    #[arg(long, value_name = "DURATION")]
-    audit_retention: Option<String>,
+    host: crate::flags::HostArgs,
     /// The server's name in pinned tool definitions and the audit trail
     /// (default: the server's command line).
     #[arg(long, value_name = "NAME")]
@@ -137,25 +127,12 @@ pub fn dispatch(args: Args) -> Result<u8> {
         Command::Serve(serve) => crate::serve::run(serve),
         Command::Pins(pins) => crate::pins_cmd::run(pins),
         Command::Scan(scan) => crate::scan::run(scan),
-        Command::Ui(ui) => crate::console::run_ui(ui),
+        Command::Ui(ui) => crate::ui::run(ui),
         Command::Demo { server } => crate::demo::run(server),
         Command::Audit(audit) => crate::audit_cmd::run(audit),
         Command::Approvals(approvals) => crate::approvals_cmd::run(approvals),
         Command::Grant { command } => crate::grant::run(command),
     }
-}
-
-/// Reads and validates a policy file; the error text is every diagnostic, one per line.
-pub fn load_policy(path: &Path) -> Result<Policy> {
-    let format = Format::from_path(path).with_context(|| {
-        format!(
-            "{}: unknown policy format (use .json, .yaml or .yml)",
-            path.display()
-        )
-    })?;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_policy(&text, format, &path.display().to_string()).map_err(|d| anyhow::anyhow!("{d}"))
 }
 
 fn validate(files: &[PathBuf]) -> Result<u8> {
@@ -165,7 +142,7 @@ fn validate(files: &[PathBuf]) -> Result<u8> {
             failed |= !crate::config::validate(file);
             continue;
         }
-        match load_policy(file) {
+        match toolgate_host::policy::load_policy(file) {
             Ok(policy) => println!("{}", policy.summary(&file.display().to_string())),
             Err(e) => {
                 eprintln!("{e}");
@@ -177,7 +154,7 @@ fn validate(files: &[PathBuf]) -> Result<u8> {
 }
 
 fn check(file: &Path, tool: &str, args: &str, grant: &str, expect: Option<&str>) -> Result<u8> {
-    let policy = match load_policy(file) {
+    let policy = match toolgate_host::policy::load_policy(file) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
@@ -214,103 +191,18 @@ fn check(file: &Path, tool: &str, args: &str, grant: &str, expect: Option<&str>)
 }
 
 fn run_gateway(run: RunArgs) -> Result<u8> {
-    let policy = match load_policy(&run.policy) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            eprintln!("toolgate: refusing to start with an invalid policy");
-            return Ok(1);
-        }
-    };
-    let state = run.state.resolve(None)?;
-    let admin = crate::admin_args::admin_options(&run.admin, None)?;
-    let server_name = run.name.clone().unwrap_or_else(|| run.command.join(" "));
-    // Metrics with the admin API; traces when a collector is configured.
-    let otlp = crate::telemetry_args::otlp_settings(&run.telemetry, None)?;
-    let (telemetry, observer) =
-        match crate::telemetry_args::start(admin.is_some(), otlp, &server_name, run.log_level)? {
-            Some((telemetry, observer)) => (Some(telemetry), Some(observer)),
-            None => (None, None),
-        };
-    let audit = crate::audit_cmd::open_sink_observed(
-        run.audit.as_deref(),
-        run.log_level,
-        crate::state::audit_dir(&state).as_deref(),
-        observer,
-    )?;
-    crate::audit_cmd::audit_retention(
-        crate::state::audit_dir(&state).as_deref(),
-        run.audit_retention.as_deref(),
-        &audit,
-    )?;
-    // The admin API and the webhook run on a small runtime of their own
-    // beside the stdio gateway's threads.
-    let approvals = crate::state::open_approvals(&state)?;
-    let server_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let metrics = telemetry.map(|telemetry| {
-        Arc::new(crate::telemetry_args::GatewayMetrics {
-            telemetry,
-            approvals: approvals.clone(),
-            upstreams: crate::telemetry_args::child_up(server_name.clone(), server_up.clone()),
-        }) as Arc<dyn toolgate_admin::MetricsSource>
-    });
-    let pins = crate::state::open_pins(&state)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the admin runtime")?;
-    let approval_events = {
-        let _entered = runtime.enter();
-        crate::admin_args::approval_events(admin.as_ref(), &audit)
-    };
-    if let Some(admin) = admin {
-        let console = crate::console::RunConsole {
-            server: server_name.clone(),
-            policy: run.policy.clone(),
-            audit_dir: crate::state::audit_dir(&state),
-            pins: pins.clone(),
-        };
-        runtime.block_on(crate::admin_args::start_admin(
-            admin,
-            approvals.clone(),
-            approval_events.clone(),
-            Some(Arc::new(toolgate_console::Console::new(Arc::new(console)))),
-            std::future::pending(),
-            metrics,
-        ))?;
-    }
-    let opts = StdioOptions {
-        policy: Arc::new(policy),
-        policy_file: Some(run.policy.clone()),
-        store: crate::state::open_store(&state)?,
-        clock: Arc::new(SystemClock),
+    toolgate_host::run::run(toolgate_host::run::RunFlags {
+        policy: run.policy,
         grant: run.grant,
-        audit: audit.clone(),
+        audit: run.audit,
         audit_args: run.audit_args,
+        log_level: run.log_level,
         max_message_bytes: run.max_message_bytes,
-        command: run.command.clone(),
-        forward_signals: true,
-        approvals: approvals.clone(),
-        approval_events,
-        pins,
-        server_name,
-        pins_fail_open: state.fail == toolgate_policy::FailMode::Open,
-        server_up,
-    };
-    let stdin = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("stdin")?;
-    let stdout = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("stdout")?;
-    let code = run_stdio(
-        opts,
-        std::fs::File::from(stdin),
-        std::fs::File::from(stdout),
-    )?;
-    // Exit at once: a read blocked on stdin must not hold the process open.
-    std::process::exit(code);
+        state: run.host.state.flags(),
+        admin: run.host.admin.flags(),
+        telemetry: run.host.telemetry.flags(),
+        audit_retention: run.host.audit_retention,
+        name: run.name,
+        command: run.command,
+    })
 }

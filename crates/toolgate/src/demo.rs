@@ -169,7 +169,7 @@ pub fn run(server: Vec<String>) -> Result<u8> {
          then open http://{} and sign in with that token",
         policy_path.display(),
         server.join(" "),
-        crate::console::DEFAULT_UI_LISTEN
+        toolgate_host::ui::DEFAULT_UI_LISTEN
     );
     Ok(0)
 }

@@ -1,19 +1,18 @@
-//! The `toolgate` command: parses arguments and wires the crates together.
-//! Nothing here decides anything; see ARCHITECTURE.md for the map.
+//! The `toolgate` command: parses what the user wrote (clap), hands it to
+//! the library that builds and runs it (toolgate-host for the gateways),
+//! and prints. Nothing here decides anything; see ARCHITECTURE.md for the map.
 
-mod admin_args;
 mod approvals_cmd;
 mod audit_cmd;
 mod cli;
 mod config;
-mod console;
 mod demo;
+mod flags;
 mod grant;
 mod pins_cmd;
 mod scan;
 mod serve;
-mod state;
-mod telemetry_args;
+mod ui;
 
 use clap::Parser;
 

@@ -22,14 +22,14 @@ enum PinsCommand {
         #[arg(long)]
         changed: bool,
         #[command(flatten)]
-        state: crate::state::StateArgs,
+        state: crate::flags::StateArgs,
     },
     /// The pinned definition against the changed one, line by line.
     Diff {
         /// SERVER/TOOL, as `list` shows it.
         target: String,
         #[command(flatten)]
-        state: crate::state::StateArgs,
+        state: crate::flags::StateArgs,
     },
     /// Accept a changed definition: the tool is no longer held back.
     Accept {
@@ -40,7 +40,7 @@ enum PinsCommand {
         #[arg(long)]
         fingerprint: Option<String>,
         #[command(flatten)]
-        state: crate::state::StateArgs,
+        state: crate::flags::StateArgs,
     },
 }
 
@@ -54,12 +54,12 @@ fn split(target: &str) -> Result<(&str, &str)> {
         })
 }
 
-fn open(state: &crate::state::StateArgs) -> Result<std::sync::Arc<dyn PinStore>> {
+fn open(state: &crate::flags::StateArgs) -> Result<std::sync::Arc<dyn PinStore>> {
     let state = state.resolve(None)?;
     if state.store == toolgate_config::StateStore::Memory {
         bail!("--state memory has no pins to show: use the gateway's --data-dir or --state");
     }
-    crate::state::open_pins(&state)
+    toolgate_host::stores::open_pins(&state)
 }
 
 fn get(store: &dyn PinStore, target: &str) -> Result<Pin> {
@@ -118,8 +118,8 @@ pub fn run(args: PinsArgs) -> Result<u8> {
             let pin = store
                 .accept(server, tool, fingerprint.as_deref())
                 .map_err(|e| anyhow!("{e}"))?;
-            if let Some(dir) = crate::state::audit_dir(&state.resolve(None)?) {
-                let sink = crate::audit_cmd::open_sink(
+            if let Some(dir) = toolgate_host::stores::audit_dir(&state.resolve(None)?) {
+                let sink = toolgate_host::audit::open_sink(
                     None,
                     toolgate_gateway::audit::LogLevel::Warn,
                     Some(&dir),

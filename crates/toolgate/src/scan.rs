@@ -10,12 +10,10 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use toolgate_policy::Format;
 use toolgate_scan::{classify, recommend_policy, Category, Classification};
-use toolgate_upstream::{Backoff, Transport, Upstream, UpstreamEvent, UpstreamSpec};
+use toolgate_upstream::{Transport, UpstreamSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -90,7 +88,8 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let results = runtime.block_on(scan_all(&targets, timeout));
+    let specs: Vec<_> = targets.iter().map(|t| t.spec.clone()).collect();
+    let results = runtime.block_on(toolgate_host::upstreams::scan_all(&specs, timeout));
     drop(runtime);
 
     let mut failed = false;
@@ -172,13 +171,8 @@ fn gateway_name(separator: Option<&str>, prefix: Option<&str>, tool: &str) -> St
 
 /// The servers to scan, and the separator of gateway names (with --config).
 fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<String>)> {
-    let spec = |name: &str, transport: Transport| UpstreamSpec {
-        name: name.to_string(),
-        transport,
-        // A server that dies is reported, not waited for: the first Down fails it.
-        backoff: Backoff::default(),
-        request_timeout: timeout,
-    };
+    let spec =
+        |name: &str, transport: Transport| toolgate_host::upstreams::spec(name, transport, timeout);
     if let Some(path) = &args.config {
         let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
             Ok(c) => c,
@@ -190,24 +184,18 @@ fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<St
             .map(|s| Target {
                 name: s.name.clone(),
                 prefix: s.prefix.clone(),
-                spec: spec(&s.name, transport_of(&s.transport)),
+                spec: spec(
+                    &s.name,
+                    toolgate_host::upstreams::transport_of(&s.transport),
+                ),
             })
             .collect();
         return Ok((targets, Some(config.separator.clone())));
     }
-    let transport = match (&args.upstream, args.command.split_first()) {
-        (Some(url), None) => Transport::Http {
-            url: url.clone(),
-            headers: Vec::new(),
-            protocol: toolgate_upstream::Protocol::Auto,
-        },
-        (None, Some((command, rest))) => Transport::Stdio {
-            command: command.clone(),
-            args: rest.to_vec(),
-            env: Vec::new(),
-            cwd: None,
-        },
-        _ => bail!("give the server: -- COMMAND [ARGS...], --upstream URL or --config FILE"),
+    let Some(transport) =
+        toolgate_host::upstreams::one_server(args.upstream.as_deref(), &args.command)
+    else {
+        bail!("give the server: -- COMMAND [ARGS...], --upstream URL or --config FILE");
     };
     Ok((
         vec![Target {
@@ -217,192 +205,6 @@ fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<St
         }],
         None,
     ))
-}
-
-/// How to reach a configured server (shared with `toolgate serve`).
-pub(crate) fn transport_of(transport: &toolgate_config::ServerTransport) -> Transport {
-    use toolgate_config::ServerTransport as T;
-    let secrets = |h: &Vec<(String, toolgate_config::Secret)>| {
-        h.iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_string()))
-            .collect::<Vec<_>>()
-    };
-    match transport {
-        T::Stdio {
-            command,
-            args,
-            env,
-            cwd,
-        } => Transport::Stdio {
-            command: command.clone(),
-            args: args.clone(),
-            env: secrets(env),
-            cwd: cwd.clone(),
-        },
-        T::Http {
-            url,
-            headers,
-            protocol,
-        } => Transport::Http {
-            url: url.clone(),
-            headers: secrets(headers),
-            protocol: match protocol {
-                toolgate_config::UpstreamProtocol::Auto => toolgate_upstream::Protocol::Auto,
-                toolgate_config::UpstreamProtocol::Handshake => {
-                    toolgate_upstream::Protocol::Handshake
-                }
-                toolgate_config::UpstreamProtocol::Stateless => {
-                    toolgate_upstream::Protocol::Stateless
-                }
-            },
-        },
-        T::Sse { url, headers } => Transport::Sse {
-            url: url.clone(),
-            headers: secrets(headers),
-        },
-    }
-}
-
-/// Lists the tools of each server at once (every page), for `toolgate ui`:
-/// one result per server, in order.
-pub(crate) async fn list_servers(
-    servers: Vec<(String, Transport)>,
-    timeout: Duration,
-) -> Vec<Result<Vec<Value>, String>> {
-    let targets: Vec<Target> = servers
-        .into_iter()
-        .map(|(name, transport)| Target {
-            spec: UpstreamSpec {
-                name: name.clone(),
-                transport,
-                backoff: Backoff::default(),
-                request_timeout: timeout,
-            },
-            prefix: None,
-            name,
-        })
-        .collect();
-    scan_all(&targets, timeout).await
-}
-
-/// What the progress line shows: servers still being scanned, tools found.
-#[derive(Default)]
-struct Progress {
-    tools: AtomicUsize,
-    pending: Mutex<Vec<String>>,
-}
-
-impl Progress {
-    fn line(&self) -> String {
-        let pending = self.pending.lock().unwrap().join(", ");
-        let n = self.tools.load(Ordering::Relaxed);
-        format!(
-            "scanning {pending}\u{2026} {n} {}",
-            if n == 1 { "tool" } else { "tools" }
-        )
-    }
-}
-
-/// Scans every target at once; one result per target, in order.
-async fn scan_all(targets: &[Target], timeout: Duration) -> Vec<Result<Vec<Value>, String>> {
-    let progress = Arc::new(Progress::default());
-    *progress.pending.lock().unwrap() = targets.iter().map(|t| t.name.clone()).collect();
-    let ticker = std::io::stderr().is_terminal().then(|| {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            loop {
-                eprint!("\r\x1b[K{}", progress.line());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    });
-    let handles: Vec<_> = targets
-        .iter()
-        .map(|t| {
-            let spec = t.spec.clone();
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                let name = spec.name.clone();
-                let result = scan_one(spec, timeout, &progress).await;
-                progress.pending.lock().unwrap().retain(|n| *n != name);
-                result
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(handles.len());
-    for handle in handles {
-        results.push(
-            handle
-                .await
-                .unwrap_or_else(|e| Err(format!("the scan stopped: {e}"))),
-        );
-    }
-    if let Some(ticker) = ticker {
-        ticker.abort();
-        eprint!("\r\x1b[K");
-    }
-    results
-}
-
-/// Connects to one server, lists its tools (every page) and disconnects.
-async fn scan_one(
-    spec: UpstreamSpec,
-    timeout: Duration,
-    progress: &Progress,
-) -> Result<Vec<Value>, String> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let upstream = Upstream::start(spec, tx);
-    // The first Down before the tools are listed fails the server at once
-    // (instead of waiting out the restarts).
-    let down = async {
-        loop {
-            match rx.recv().await {
-                Some(UpstreamEvent::Down { reason, .. }) => return reason,
-                Some(_) => {}
-                None => std::future::pending::<()>().await,
-            }
-        }
-    };
-    let result = tokio::select! {
-        biased;
-        listed = async {
-            if !upstream.wait_ready(timeout).await {
-                return Err(format!("not ready within {}s", timeout.as_secs()));
-            }
-            list_tools(&upstream, progress).await
-        } => listed,
-        reason = down => Err(reason),
-    };
-    upstream.shutdown(Duration::from_secs(1)).await;
-    result
-}
-
-async fn list_tools(upstream: &Upstream, progress: &Progress) -> Result<Vec<Value>, String> {
-    let mut tools = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut cursors = HashSet::new();
-    loop {
-        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
-        let result = upstream
-            .request("tools/list", params, None)
-            .await
-            .map_err(|e| format!("tools/list failed: {e}"))?;
-        let page = result
-            .get("tools")
-            .and_then(Value::as_array)
-            .ok_or("tools/list answered without a `tools` array")?;
-        progress.tools.fetch_add(page.len(), Ordering::Relaxed);
-        tools.extend(page.iter().cloned());
-        match result.get("nextCursor").and_then(Value::as_str) {
-            Some(next) if !next.is_empty() => {
-                if !cursors.insert(next.to_string()) {
-                    return Err(format!("tools/list returned the cursor {next:?} twice"));
-                }
-                cursor = Some(next.to_string());
-            }
-            _ => return Ok(tools),
-        }
-    }
 }
 
 /// A serde name (`"Read"`, `"critical"`, `"annotation"`).
@@ -611,7 +413,7 @@ fn write_policy(path: &Path, format: Format, rows: &[Row], strict: bool) -> Resu
         Format::Yaml => to_yaml(&policy)?,
     };
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    crate::cli::load_policy(path).map_err(|e| {
+    toolgate_host::policy::load_policy(path).map_err(|e| {
         anyhow::anyhow!(
             "{e}\nthe policy written to {} is not valid (a bug: please report it)",
             path.display()

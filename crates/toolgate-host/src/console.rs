@@ -1,23 +1,19 @@
 //! The web dashboard's hosts (toolgate-console): what `toolgate serve`
-//! and `toolgate run` show on their admin listener, and `toolgate ui`, the
-//! dashboard on its own against a data directory or Redis.
+//! and `toolgate run` show on their admin listener, and what `toolgate ui`
+//! (the dashboard on its own, [`crate::ui`]) shows.
 //!
 //! [`Reloads`] is how a save waits for the reload: the dashboard pokes the
 //! gateway's policy watcher and waits until the watcher reports the next
 //! reload (or its failure).
 
-use anyhow::{Context, Result};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use toolgate_console::{
-    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server, ServerStatus,
-    Tool,
+    BoxFuture, Catalogue, ConsoleBackend, PolicyFile, Reload, Scope, Server, ServerStatus, Tool,
 };
 use toolgate_serve::Gateway;
-use toolgate_upstream::Transport;
 
 /// How long a save waits for the gateway to confirm its reload.
 const RELOAD_WAIT: Duration = Duration::from_secs(5);
@@ -62,7 +58,7 @@ impl Reloads {
 
     /// For the dashboard, after writing a file: asks for a reload and waits
     /// for one that began after the write (so it read the new file).
-    async fn request(&self) -> Reload {
+    pub async fn request(&self) -> Reload {
         let mut rx = self.done.subscribe();
         let written = self.started.load(std::sync::atomic::Ordering::SeqCst);
         self.poke.notify_one();
@@ -256,9 +252,9 @@ impl ConsoleBackend for RunConsole {
 
 /// `toolgate ui`: servers scanned at start; nothing to reload in-process.
 pub struct UiConsole {
-    servers: Mutex<Vec<Server>>,
-    files: Vec<PolicyFile>,
-    audit_dir: Option<PathBuf>,
+    pub servers: Mutex<Vec<Server>>,
+    pub files: Vec<PolicyFile>,
+    pub audit_dir: Option<PathBuf>,
 }
 
 impl ConsoleBackend for UiConsole {
@@ -288,243 +284,6 @@ impl ConsoleBackend for UiConsole {
             )
         })
     }
-}
-
-#[derive(Debug, clap::Args)]
-pub struct UiArgs {
-    /// A gateway config: its servers are scanned at start and its policy
-    /// files are editable.
-    #[arg(long, conflicts_with_all = ["policy", "upstream", "command"])]
-    config: Option<PathBuf>,
-    /// A policy file to edit (with its server given by --upstream or after
-    /// `--`, to list its tools).
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// A Streamable HTTP MCP server to scan (instead of a command after `--`).
-    #[arg(long, conflicts_with = "command", requires = "policy")]
-    upstream: Option<String>,
-    /// Where the dashboard listens.
-    #[arg(long, default_value = DEFAULT_UI_LISTEN)]
-    listen: SocketAddr,
-    /// The environment variable holding the admin token that signs in (at
-    /// least 16 characters) [default: TOOLGATE_ADMIN_TOKEN; with a config's
-    /// admin section, admin.token_sha256 is used unless this flag is given]
-    #[arg(long, value_name = "VAR")]
-    admin_token_env: Option<String>,
-    #[command(flatten)]
-    state: crate::state::StateArgs,
-    /// How long to wait for each server to start and list its tools.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    timeout: u64,
-    /// The MCP server command and its arguments (with --policy).
-    #[arg(last = true)]
-    command: Vec<String>,
-}
-
-pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:8082";
-
-/// One server to scan: its name, how its tools are named, how to reach it.
-struct Target {
-    name: String,
-    prefix: Option<String>,
-    transport: Transport,
-}
-
-pub fn run_ui(args: UiArgs) -> Result<u8> {
-    match plan_ui(&args) {
-        Ok(plan) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(serve_ui(args, plan))
-        }
-        Err(e) => {
-            eprintln!("toolgate ui: {e:#}");
-            Ok(1)
-        }
-    }
-}
-
-struct UiPlan {
-    files: Vec<PolicyFile>,
-    targets: Vec<Target>,
-    separator: String,
-    state: toolgate_config::StateConfig,
-    admin: toolgate_admin::AdminOptions,
-}
-
-/// The admin token's rules are the admin API's (see admin_args.rs); the
-/// address is always `--listen`.
-fn ui_admin(
-    args: &UiArgs,
-    config: Option<&toolgate_config::AdminConfig>,
-) -> Result<toolgate_admin::AdminOptions> {
-    crate::admin_args::admin_options(
-        &crate::admin_args::AdminArgs {
-            admin_listen: Some(args.listen),
-            admin_token_env: args.admin_token_env.clone(),
-            ..crate::admin_args::AdminArgs::default()
-        },
-        config,
-    )?
-    .context("the dashboard needs an admin token")
-}
-
-fn plan_ui(args: &UiArgs) -> Result<UiPlan> {
-    if let Some(path) = &args.config {
-        let config = toolgate_config::load_config(path, &|name| std::env::var(name).ok())
-            .map_err(|d| anyhow::anyhow!("{d}\ncannot start the dashboard on an invalid config"))?;
-        let admin = ui_admin(args, config.admin.as_ref())?;
-        let targets = config
-            .servers
-            .iter()
-            .map(|s| Target {
-                name: s.name.clone(),
-                prefix: s.prefix.clone(),
-                transport: crate::scan::transport_of(&s.transport),
-            })
-            .collect();
-        return Ok(UiPlan {
-            files: config_policy_files(&config),
-            targets,
-            separator: config.separator.clone(),
-            state: args.state.resolve(Some(&config.state))?,
-            admin,
-        });
-    }
-    let admin = ui_admin(args, None)?;
-    let Some(policy) = &args.policy else {
-        anyhow::bail!("give --config FILE, or --policy FILE (with --upstream URL or -- COMMAND [ARGS...] to list its server's tools)");
-    };
-    if toolgate_policy::Format::from_path(policy).is_none() {
-        anyhow::bail!(
-            "{}: unknown policy format (use .json, .yaml or .yml)",
-            policy.display()
-        );
-    }
-    let transport = match (&args.upstream, args.command.split_first()) {
-        (Some(url), None) => Some(Transport::Http {
-            url: url.clone(),
-            headers: Vec::new(),
-            protocol: toolgate_upstream::Protocol::Auto,
-        }),
-        (None, Some((command, rest))) => Some(Transport::Stdio {
-            command: command.clone(),
-            args: rest.to_vec(),
-            env: Vec::new(),
-            cwd: None,
-        }),
-        _ => None,
-    };
-    Ok(UiPlan {
-        files: vec![PolicyFile {
-            path: policy.clone(),
-            scope: Scope::Gateway,
-        }],
-        targets: transport
-            .map(|transport| Target {
-                name: "server".into(),
-                prefix: None,
-                transport,
-            })
-            .into_iter()
-            .collect(),
-        separator: "__".into(),
-        state: args.state.resolve(None)?,
-        admin,
-    })
-}
-
-async fn serve_ui(args: UiArgs, plan: UiPlan) -> Result<u8> {
-    let audit_dir = crate::state::audit_dir(&plan.state);
-    let approvals = crate::state::open_approvals(&plan.state)?;
-    let audit = crate::audit_cmd::open_sink(
-        None,
-        toolgate_gateway::audit::LogLevel::Warn,
-        audit_dir.as_deref(),
-    )?;
-    let events = crate::admin_args::approval_events(None, &audit);
-    let backend = Arc::new(UiConsole {
-        servers: Mutex::new(
-            plan.targets
-                .iter()
-                .map(|t| Server {
-                    name: t.name.clone(),
-                    status: ServerStatus::Scanning,
-                    tools: Vec::new(),
-                })
-                .collect(),
-        ),
-        files: plan.files,
-        audit_dir,
-    });
-    let timeout = Duration::from_secs(args.timeout.max(1));
-    {
-        let backend = backend.clone();
-        let targets = plan.targets;
-        let separator = plan.separator;
-        tokio::spawn(async move {
-            let specs = targets
-                .iter()
-                .map(|t| (t.name.clone(), t.transport.clone()))
-                .collect();
-            let results = crate::scan::list_servers(specs, timeout).await;
-            let servers = targets
-                .iter()
-                .zip(results)
-                .map(|(t, result)| match result {
-                    Ok(tools) => Server {
-                        name: t.name.clone(),
-                        status: ServerStatus::Ready,
-                        tools: tools
-                            .into_iter()
-                            .filter_map(|definition| {
-                                let original = definition.get("name")?.as_str()?.to_string();
-                                let name = toolgate_serve::catalog::gateway_name(
-                                    t.prefix.as_deref(),
-                                    &separator,
-                                    &original,
-                                );
-                                Some(Tool {
-                                    name,
-                                    original,
-                                    definition,
-                                })
-                            })
-                            .collect(),
-                    },
-                    Err(why) => Server {
-                        name: t.name.clone(),
-                        status: ServerStatus::Failed(why),
-                        tools: Vec::new(),
-                    },
-                })
-                .collect();
-            *backend.servers.lock().expect("servers lock") = servers;
-        });
-    }
-    let console = Arc::new(Console::new(backend));
-    let stop = crate::serve::Shutdown::listen()?;
-    let listener = tokio::net::TcpListener::bind(plan.admin.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", plan.admin.listen))?;
-    let local = listener.local_addr()?;
-    eprintln!("toolgate ui: dashboard on http://{local}/");
-    toolgate_admin::serve_admin_with_console(
-        approvals,
-        events,
-        plan.admin,
-        Some(console),
-        // The standalone dashboard runs no gateway: nothing to measure.
-        None,
-        listener,
-        stop.wait(),
-    )
-    .await;
-    audit.flush();
-    Ok(0)
 }
 
 #[cfg(test)]

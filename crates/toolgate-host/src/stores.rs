@@ -1,6 +1,8 @@
-//! Where counters live: `--state embedded` (the default: a database in the
-//! data directory), `--state memory`, or `--state redis://HOST:PORT/DB`; the
-//! same choices as the config file's `state` section.
+//! The stores a gateway keeps its state in: counters, approvals, pins,
+//! ended sessions and the audit trail's directory, each opened from one
+//! [`StateConfig`] (`--state embedded`, the default: databases in the data
+//! directory; `--state memory`; `--state redis://HOST:PORT/DB`), the same
+//! choices as the config file's `state` section.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -8,33 +10,18 @@ use std::sync::Arc;
 use toolgate_config::{StateConfig, StateStore};
 use toolgate_policy::{CounterStore, FailMode, MemoryStore};
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum FailArg {
-    /// Calls that need counters are refused while the store is unreachable.
-    Closed,
-    /// They are admitted without being counted.
-    Open,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct StateArgs {
-    /// Where counters live: embedded (a database in --data-dir; the default),
-    /// memory (forgotten on exit) or redis://HOST:PORT/DB (shared by replicas).
-    #[arg(long)]
+/// What the user asked of the state on the command line (each `None`:
+/// not given, the config's or the default applies).
+#[derive(Debug, Clone, Default)]
+pub struct StateFlags {
+    /// `--state`: embedded, memory or redis://HOST:PORT/DB.
     pub state: Option<String>,
-    /// The data directory (default: $TOOLGATE_DATA_DIR, else
-    /// $XDG_DATA_HOME/toolgate, else ~/.local/share/toolgate).
-    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// What calls that need counters get while the store is unreachable.
-    #[arg(long, value_enum)]
-    pub state_fail: Option<FailArg>,
-    /// The Redis key prefix (one per deployment).
-    #[arg(long)]
+    pub state_fail: Option<FailMode>,
     pub state_prefix: Option<String>,
 }
 
-impl StateArgs {
+impl StateFlags {
     /// The state settings: the flags given, else the config's, else the defaults.
     pub fn resolve(&self, config: Option<&StateConfig>) -> Result<StateConfig> {
         let mut state = config.cloned().unwrap_or_default();
@@ -52,10 +39,7 @@ impl StateArgs {
             state.data_dir = Some(dir.clone());
         }
         if let Some(fail) = self.state_fail {
-            state.fail = match fail {
-                FailArg::Closed => FailMode::Closed,
-                FailArg::Open => FailMode::Open,
-            };
+            state.fail = fail;
         }
         if let Some(prefix) = &self.state_prefix {
             state.prefix = prefix.clone();

@@ -1,5 +1,5 @@
 //! Metrics and traces for `toolgate run` and `toolgate serve`: the OTLP
-//! flags (`--otlp-endpoint`, `--otlp-protocol`), how they combine with the
+//! flags the user gave (`--otlp-endpoint`, `--otlp-protocol`), how they combine with the
 //! config's `telemetry` section and the standard `OTEL_*` variables (a flag
 //! overrides the config, which overrides the environment), and the wiring:
 //! the audit sink's observer, and what `GET /metrics` renders.
@@ -12,24 +12,17 @@ use toolgate_gateway::audit::{LogLevel, RecordObserver};
 use toolgate_telemetry::settings::{self, DEFAULT_SERVICE_NAME};
 use toolgate_telemetry::{ExportStats, Exporter, HttpUrl, Live, Metrics, OtlpSettings, Protocol};
 
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TelemetryArgs {
-    /// Export a trace span of every tool call over OTLP/HTTP to this
-    /// collector, such as http://127.0.0.1:4318 or https://collector:4318
-    /// (spans go to URL/v1/traces)
-    /// [overrides telemetry.otlp.endpoint and OTEL_EXPORTER_OTLP_ENDPOINT]
-    #[arg(long, value_name = "URL")]
+/// The OTLP flags as the user wrote them (`None`: not given).
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryFlags {
     pub otlp_endpoint: Option<String>,
-    /// http/protobuf (the default) or http/json
-    /// [overrides telemetry.otlp.protocol and OTEL_EXPORTER_OTLP_PROTOCOL]
-    #[arg(long, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<String>,
 }
 
 /// Where spans go, from the flags, the config's `telemetry` section and the
 /// process environment; `None`: no traces.
 pub fn otlp_settings(
-    args: &TelemetryArgs,
+    args: &TelemetryFlags,
     config: Option<&TelemetryConfig>,
 ) -> Result<Option<OtlpSettings>> {
     otlp_settings_with(args, config, &|name| std::env::var(name).ok())
@@ -37,7 +30,7 @@ pub fn otlp_settings(
 
 /// [`otlp_settings`] with the environment passed in.
 fn otlp_settings_with(
-    args: &TelemetryArgs,
+    args: &TelemetryFlags,
     config: Option<&TelemetryConfig>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<OtlpSettings>> {
@@ -187,28 +180,28 @@ pub fn serve_upstreams(gateway: Arc<OnceLock<Weak<toolgate_serve::Gateway>>>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use toolgate_config::{OtlpConfig, Secret};
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        telemetry: TelemetryArgs,
-    }
 
     fn settings(
         flags: &[&str],
         config: Option<&TelemetryConfig>,
         vars: &[(&str, &str)],
     ) -> Result<Option<OtlpSettings>> {
-        let cli = Cli::try_parse_from(std::iter::once("toolgate").chain(flags.iter().copied()))
-            .expect("the flags parse");
+        let mut args = TelemetryFlags::default();
+        for pair in flags.chunks(2) {
+            let value = Some(pair[1].to_string());
+            match pair[0] {
+                "--otlp-endpoint" => args.otlp_endpoint = value,
+                "--otlp-protocol" => args.otlp_protocol = value,
+                other => panic!("unknown flag {other}"),
+            }
+        }
         let env = |name: &str| {
             vars.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         };
-        otlp_settings_with(&cli.telemetry, config, &env)
+        otlp_settings_with(&args, config, &env)
     }
 
     fn config() -> TelemetryConfig {

@@ -1,10 +1,8 @@
-//! The admin API's flags (`--admin-listen`, `--admin-token-env`,
-//! `--webhook-url`, `--webhook-secret-env`), shared by `toolgate run` and
-//! `toolgate serve`, and how they combine with a config's `admin` section
-//! into [`AdminOptions`]: a flag overrides the config field it names.
-
-// `cli.rs` and `serve.rs` start `serve_admin` with what `admin_options`
-// returns; until both are wired, parts of this module are used by tests only.
+//! The admin API's settings: what the user gave (`--admin-listen`,
+//! `--admin-token-env`, `--webhook-url`, `--webhook-secret-env`, shared by
+//! `toolgate run`, `serve` and `ui`) combined with a config's `admin`
+//! section into [`AdminOptions`] (a flag overrides the config field it
+//! names); the approval events a gateway sends; starting the listener.
 
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
@@ -16,24 +14,12 @@ pub const DEFAULT_WEBHOOK_SECRET_ENV: &str = "TOOLGATE_WEBHOOK_SECRET";
 /// The shortest admin token accepted from the environment.
 const MIN_TOKEN_CHARS: usize = 16;
 
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AdminArgs {
-    /// Serve the admin API (out-of-band approvals, docs/admin-api.md) on
-    /// this address, such as 127.0.0.1:8081 [overrides admin.listen]
-    #[arg(long, value_name = "ADDR")]
+/// The admin flags as the user wrote them (`None`: not given).
+#[derive(Debug, Clone, Default)]
+pub struct AdminFlags {
     pub admin_listen: Option<SocketAddr>,
-    /// The environment variable holding the admin API's bearer token
-    /// [default: TOOLGATE_ADMIN_TOKEN; with a config's admin section,
-    /// admin.token_sha256 is used unless this flag is given]
-    #[arg(long, value_name = "VAR")]
     pub admin_token_env: Option<String>,
-    /// POST every new approval request, signed, to this http:// URL
-    /// [overrides admin.webhook.url; needs an admin listener]
-    #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
-    /// The environment variable holding the webhook secret that signs
-    /// webhooks and callbacks [default: TOOLGATE_WEBHOOK_SECRET]
-    #[arg(long, value_name = "VAR")]
     pub webhook_secret_env: Option<String>,
 }
 
@@ -41,7 +27,7 @@ pub struct AdminArgs {
 /// section; `None` when neither asks for an admin listener. Reads the
 /// token and the secret from the process environment.
 pub fn admin_options(
-    args: &AdminArgs,
+    args: &AdminFlags,
     config: Option<&AdminConfig>,
 ) -> Result<Option<AdminOptions>> {
     admin_options_with(args, config, &|name| std::env::var(name).ok())
@@ -49,7 +35,7 @@ pub fn admin_options(
 
 /// [`admin_options`] with the environment passed in.
 fn admin_options_with(
-    args: &AdminArgs,
+    args: &AdminFlags,
     config: Option<&AdminConfig>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<AdminOptions>> {
@@ -193,15 +179,8 @@ pub async fn start_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use std::time::Duration;
     use toolgate_config::{Secret, WebhookConfig};
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        admin: AdminArgs,
-    }
 
     const TOKEN: &str = "a-long-admin-token-123";
 
@@ -218,9 +197,18 @@ mod tests {
     }
 
     fn options(flags: &[&str], config: Option<&AdminConfig>) -> Result<Option<AdminOptions>> {
-        let cli = Cli::try_parse_from(std::iter::once("toolgate").chain(flags.iter().copied()))
-            .expect("the flags parse");
-        admin_options_with(&cli.admin, config, &env)
+        let mut args = AdminFlags::default();
+        for pair in flags.chunks(2) {
+            let value = Some(pair[1].to_string());
+            match pair[0] {
+                "--admin-listen" => args.admin_listen = Some(pair[1].parse().unwrap()),
+                "--admin-token-env" => args.admin_token_env = value,
+                "--webhook-url" => args.webhook_url = value,
+                "--webhook-secret-env" => args.webhook_secret_env = value,
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        admin_options_with(&args, config, &env)
     }
 
     fn error(flags: &[&str], config: Option<&AdminConfig>) -> String {
@@ -292,9 +280,9 @@ mod tests {
         assert!(error(&[&listen[..], &["SHORT"]].concat(), None)
             .starts_with("the admin token in SHORT is too short (3 characters; use at least 16"));
         let no_default = admin_options_with(
-            &AdminArgs {
+            &AdminFlags {
                 admin_listen: Some("127.0.0.1:8081".parse().unwrap()),
-                ..AdminArgs::default()
+                ..AdminFlags::default()
             },
             None,
             &|_| None,
