@@ -69,7 +69,7 @@ impl Exporter {
         log: Log,
     ) -> std::io::Result<Exporter> {
         let roots = if settings.url.https {
-            trust_roots().map_err(std::io::Error::other)?
+            toolgate_tls::trust_roots("the https OTLP endpoint").map_err(std::io::Error::other)?
         } else {
             Vec::new()
         };
@@ -197,22 +197,6 @@ fn agent(roots: Vec<CertificateDer<'static>>) -> Agent {
         .new_agent()
 }
 
-/// The certificates an https collector is checked against: the system's
-/// (the same search as the upstream client's).
-fn trust_roots() -> Result<Vec<CertificateDer<'static>>, String> {
-    let found = rustls_native_certs::load_native_certs();
-    if found.certs.is_empty() {
-        let why = found
-            .errors
-            .first()
-            .map_or_else(|| "none found".to_string(), ToString::to_string);
-        return Err(format!(
-            "no trusted CA certificates for the https OTLP endpoint ({why}); install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE to a PEM file"
-        ));
-    }
-    Ok(found.certs)
-}
-
 /// One POST of `body` to the collector; `Err` says why it failed.
 fn post(agent: &Agent, settings: &OtlpSettings, body: &[u8]) -> Result<(), String> {
     let mut request = agent
@@ -221,7 +205,7 @@ fn post(agent: &Agent, settings: &OtlpSettings, body: &[u8]) -> Result<(), Strin
     for (name, value) in &settings.headers {
         request = request.header(name, value);
     }
-    let mut answer = request.send(body).map_err(|e| describe(&e))?;
+    let mut answer = request.send(body).map_err(|e| toolgate_tls::describe(&e))?;
     let code = answer.status().as_u16();
     // Read what little the collector said, so the connection can be reused.
     let _ = answer
@@ -234,22 +218,6 @@ fn post(agent: &Agent, settings: &OtlpSettings, body: &[u8]) -> Result<(), Strin
     } else {
         Err(format!("the collector answered {code}"))
     }
-}
-
-/// An error with its causes, for the log: a TLS failure sits a source or
-/// two below "io: ...".
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -37,11 +37,10 @@ pub(crate) fn client(uri: &Uri) -> Result<HttpClient, String> {
     // Small JSON-RPC messages must not wait for Nagle's algorithm.
     connector.set_nodelay(true);
     connector.enforce_http(false);
-    let roots = if uri.scheme_str() == Some("https") {
-        trust_roots()?
-    } else {
-        rustls::RootCertStore::empty()
-    };
+    let mut roots = rustls::RootCertStore::empty();
+    if uri.scheme_str() == Some("https") {
+        roots.add_parsable_certificates(toolgate_tls::trust_roots("https")?);
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -54,39 +53,6 @@ pub(crate) fn client(uri: &Uri) -> Result<HttpClient, String> {
         .enable_http1()
         .wrap_connector(connector);
     Ok(HttpClient::new(https))
-}
-
-/// The certificates an https server is checked against.
-fn trust_roots() -> Result<rustls::RootCertStore, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map_or_else(|| "none found".to_string(), ToString::to_string);
-        return Err(format!(
-            "no trusted CA certificates for https ({why}); install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE to a PEM file"
-        ));
-    }
-    Ok(roots)
-}
-
-/// An error with its causes, for the log: a TLS failure sits a few sources
-/// below "client error (Connect)".
-pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Parses an upstream URL: `http` or `https`.
@@ -460,7 +426,11 @@ pub(crate) async fn post(
                 return fail(
                     &conn,
                     origin,
-                    format!("POST to server {} failed: {}", conn.name(), describe(&e)),
+                    format!(
+                        "POST to server {} failed: {}",
+                        conn.name(),
+                        toolgate_tls::describe(&e)
+                    ),
                 );
             }
         };

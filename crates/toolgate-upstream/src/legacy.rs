@@ -44,7 +44,7 @@ pub(crate) fn spawn_post(conn: Arc<Conn>, link: Arc<LegacyLink>, body: Bytes, or
             Err(e) => Some(format!(
                 "POST to server {} failed: {}",
                 conn.name(),
-                crate::http::describe(&e)
+                toolgate_tls::describe(&e)
             )),
         };
         if let (Some(id), Some(reason)) = (origin, failure) {
@@ -140,7 +140,7 @@ async fn connect_once(
         Err(e) => {
             return format!(
                 "GET of the SSE stream failed: {}",
-                crate::http::describe(&e)
+                toolgate_tls::describe(&e)
             )
         }
     };
