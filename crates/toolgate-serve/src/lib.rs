@@ -23,14 +23,24 @@
 //! Upstream connections are `toolgate-upstream`'s; policy decisions are
 //! `toolgate-policy`'s.
 
+mod approvals;
+mod call;
 pub mod catalog;
+mod forward;
 pub mod gateway;
+mod grants;
 mod h1;
 pub mod http;
+mod instances;
 mod legacy;
+mod pins;
 pub mod replay;
 mod rounds;
+mod router;
 pub mod session;
+mod sessions;
+mod streams;
+mod upstreams;
 
 pub use gateway::{
     AuditApprovals, Gateway, GatewayOptions, GrantOptions, ServerOptions, StartError,
