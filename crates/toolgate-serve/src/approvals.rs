@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toolgate_approvals::{
-    call_key, decide_by_client_user, ApprovalEvents, ApprovalRequest, NewRequest, Status,
+    call_key, decide_by_client_user, ApprovalEvents, ApprovalRequest, ApprovalStore, NewRequest,
+    Status,
 };
 use toolgate_gateway::answer::{
     approval_denied_text, approval_input_required, approval_pending_text, approval_question,
@@ -24,6 +25,12 @@ use toolgate_gateway::audit::{AuditSink, Outcome, Record};
 use toolgate_jsonrpc::{args_sha256, result_response};
 use toolgate_policy::{plan_layers, Call, Decision, Layer, Planned};
 use toolgate_upstream::Downstream;
+
+/// Where approval requests are kept, and who is told of them.
+pub(crate) struct Approvals {
+    pub(crate) store: Arc<dyn ApprovalStore>,
+    pub(crate) events: Arc<dyn ApprovalEvents>,
+}
 
 /// What a held call needs to go ahead once approved.
 pub(crate) struct Held {
@@ -170,7 +177,7 @@ impl Gateway {
             ))
         };
         // An approval given earlier for this very call (a retry).
-        let mut approved = match self.approvals.consume(&key, now) {
+        let mut approved = match self.approvals.store.consume(&key, now) {
             Ok(found) => found,
             Err(e) => return unavailable(e),
         };
@@ -186,8 +193,8 @@ impl Gateway {
             };
             let request = match decided {
                 Some(approve) => match decide_by_client_user(
-                    &*self.approvals,
-                    &*self.approval_events,
+                    &*self.approvals.store,
+                    &*self.approvals.events,
                     &request,
                     approve,
                     &new.grant,
@@ -203,10 +210,12 @@ impl Gateway {
                 None => request,
             };
             match &request.status {
-                Status::Approved(_) => match self.approvals.consume(&key, self.clock.now_ms()) {
-                    Ok(found) => approved = found,
-                    Err(e) => return unavailable(e),
-                },
+                Status::Approved(_) => {
+                    match self.approvals.store.consume(&key, self.clock.now_ms()) {
+                        Ok(found) => approved = found,
+                        Err(e) => return unavailable(e),
+                    }
+                }
                 Status::Denied(d) => {
                     let text = approval_denied_text(&tool, &request.id, d);
                     self.audit_approval(
@@ -316,7 +325,7 @@ impl Gateway {
         let mut current = request.clone();
         while current.status == Status::Pending && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(r) = self.approvals.get(&request.id)? {
+            if let Some(r) = self.approvals.store.get(&request.id)? {
                 current = r;
             }
         }
@@ -332,9 +341,9 @@ impl Gateway {
         now: u64,
         received: Instant,
     ) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
-        let request = self.approvals.request(new, now)?;
+        let request = self.approvals.store.request(new, now)?;
         if request.created_ms == now && request.status == Status::Pending {
-            self.approval_events.requested(&request);
+            self.approvals.events.requested(&request);
             self.audit_approval(
                 ctx,
                 &new.tool,
@@ -459,7 +468,7 @@ impl Gateway {
         let answer_result =
             |result: Value| Reply::Json(self.answer(ctx, id, "tools/call", Ok(result)));
         if let (Some(request_id), Some(action)) = (state, action) {
-            let request = match self.approvals.get(&request_id) {
+            let request = match self.approvals.store.get(&request_id) {
                 Ok(Some(r)) if r.key == key => r,
                 Ok(_) => {
                     return answer_result(held_result(
@@ -476,8 +485,8 @@ impl Gateway {
             };
             // Decided before (by an approver): that decision stands.
             let decided = decide_by_client_user(
-                &*self.approvals,
-                &*self.approval_events,
+                &*self.approvals.store,
+                &*self.approvals.events,
                 &request,
                 action == "accept",
                 &new.grant,

@@ -71,7 +71,7 @@ impl Gateway {
                 && relayed.args == args_sha256(arguments)
                 && relayed.expires >= self.clock.now_ms();
             // Taken once: a replay would reach the server again, uncounted.
-            if !same_call || !self.spent.take(relayed, self.clock.now_ms()) {
+            if !same_call || !self.calls.spent.take(relayed, self.clock.now_ms()) {
                 return Reply::Json(foreign_state(id));
             }
         }

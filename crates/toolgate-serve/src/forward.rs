@@ -12,6 +12,7 @@ use crate::replay::{EventLog, KEEP};
 use crate::rounds::Relayed;
 use crate::session::{random_id, Session};
 use crate::streams::ask_client;
+use foldhash::HashMap;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,19 @@ pub const CALL_STATE: &str = "toolgate-call:";
 
 /// How long a parked call waits for the client's retry.
 pub(crate) const PARK_TTL: Duration = Duration::from_secs(300);
+
+/// Requests on their way, each map under its own lock.
+#[derive(Default)]
+pub(crate) struct Calls {
+    /// Client requests in flight, by (session, id), so that
+    /// `notifications/cancelled` can stop them.
+    pub(crate) in_flight: Mutex<HashMap<(String, String), futures_util::future::AbortHandle>>,
+    /// Calls of 2026-07-28 clients parked until the client answers their
+    /// servers' requests, by the key in their `requestState`.
+    pub(crate) parked: Mutex<HashMap<String, Parked>>,
+    /// Sealed `requestState`s of stateless servers already taken.
+    pub(crate) spent: crate::rounds::Spent,
+}
 
 /// A forwarded request whose server asked the client something: it waits
 /// here, still running, for the client's retry with the answers.
@@ -186,7 +200,8 @@ impl Gateway {
             registration,
         ));
         let key = (ctx.session.id.clone(), id.to_string());
-        self.in_flight
+        self.calls
+            .in_flight
             .lock()
             .expect("in-flight lock")
             .insert(key.clone(), abort.clone());
@@ -244,7 +259,7 @@ impl Gateway {
                 let method_name = method.to_string();
                 let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
                 log.push(first);
-                self.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());
+                self.streams.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());
                 let gateway = self.clone();
                 let ctx = ctx.clone();
                 let id = id.clone();
@@ -277,7 +292,7 @@ impl Gateway {
                         }
                     }
                     tokio::time::sleep(KEEP).await;
-                    gateway.logs.lock().expect("logs lock").remove(&writer.id);
+                    gateway.streams.logs.lock().expect("logs lock").remove(&writer.id);
                 });
                 Reply::Stream(log)
             }
@@ -314,7 +329,8 @@ impl Gateway {
             input_requests.insert(rid.to_string(), Value::Object(input));
         }
         let token = random_id();
-        self.parked
+        self.calls
+            .parked
             .lock()
             .expect("parked lock")
             .insert(token.clone(), parked);
@@ -324,7 +340,12 @@ impl Gateway {
         tokio::spawn(async move {
             tokio::time::sleep(PARK_TTL).await;
             if let Some(gateway) = gateway.upgrade() {
-                let expired = gateway.parked.lock().expect("parked lock").remove(&key);
+                let expired = gateway
+                    .calls
+                    .parked
+                    .lock()
+                    .expect("parked lock")
+                    .remove(&key);
                 drop(expired);
             }
         });
@@ -350,7 +371,7 @@ impl Gateway {
         params: &Value,
     ) -> Reply {
         let parked = {
-            let mut parked = self.parked.lock().expect("parked lock");
+            let mut parked = self.calls.parked.lock().expect("parked lock");
             match parked.get(token) {
                 Some(p) if p.grant == ctx.caller.grant.name && p.method == method => {
                     parked.remove(token)
@@ -372,7 +393,12 @@ impl Gateway {
                 parked.session.clone(),
                 Value::String(rid.clone()).to_string(),
             );
-            let waiter = self.waiting.lock().expect("waiting lock").remove(&key);
+            let waiter = self
+                .streams
+                .waiting
+                .lock()
+                .expect("waiting lock")
+                .remove(&key);
             if let Some(waiter) = waiter {
                 let answer = match responses.and_then(|r| r.get(rid)) {
                     Some(response) => Ok(response.clone()),
@@ -398,6 +424,7 @@ impl Gateway {
             .map(Value::to_string)
             .unwrap_or_default();
         if let Some(handle) = self
+            .calls
             .in_flight
             .lock()
             .expect("in-flight lock")
@@ -439,7 +466,7 @@ impl Rounds {
                 let first = upstream
                     .request_answer(method, Some(params), Some(link))
                     .await;
-                crate::rounds::relay(first, relayed, &gateway.key)
+                crate::rounds::relay(first, relayed, &gateway.sessions.key)
             }
         }
     }
@@ -491,6 +518,7 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.handle.abort();
         self.gateway
+            .calls
             .in_flight
             .lock()
             .expect("in-flight lock")

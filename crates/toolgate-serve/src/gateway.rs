@@ -7,7 +7,7 @@
 //! decided first, against every policy that applies (the grant's or the
 //! gateway's, over gateway names, and the server's own, over its names).
 
-use crate::catalog::{Catalog, Naming, ServerLists};
+use crate::catalog::{Catalog, Naming};
 use crate::replay::EventLog;
 use crate::session::{Session, SessionKey};
 use serde_json::{Map, Value};
@@ -17,7 +17,6 @@ pub use crate::approvals::AuditApprovals;
 pub use crate::grants::Caller;
 pub use crate::sessions::SessionRefused;
 use foldhash::{HashMap, HashMapExt};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -36,10 +35,15 @@ pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-2
 /// (the first).
 pub const LEGACY_VERSIONS: &[&str] = &["2024-11-05", "2025-11-25", "2025-06-18", "2025-03-26"];
 
-use crate::forward::Parked;
+use crate::approvals::Approvals;
+use crate::catalog::Lists;
+use crate::forward::Calls;
+use crate::grants::Grants;
 use crate::instances::Instance;
+use crate::instances::Instances;
 use crate::instances::INSTANCE_IDLE;
-use crate::streams::ClientAnswer;
+use crate::pins::Pins;
+use crate::sessions::Sessions;
 use crate::streams::Streams;
 use crate::upstreams::Server;
 /// The stateless protocol version, its envelope's `_meta` keys and its
@@ -112,55 +116,18 @@ pub enum StartError {
 
 pub struct Gateway {
     pub(crate) servers: Vec<Server>,
-    pub(crate) naming: Vec<Naming>,
-    pub(crate) separator: String,
-    pub(crate) lists: Mutex<Vec<Option<ServerLists>>>,
-    pub(crate) catalog: RwLock<Arc<Catalog>>,
-    /// The gateway's policy over gateway names (swapped on reload).
-    pub(crate) policy: RwLock<Option<Arc<Policy>>>,
-    pub(crate) grants: RwLock<Arc<Vec<Arc<GrantOptions>>>>,
-    pub(crate) key: SessionKey,
-    pub(crate) session_ttl: Duration,
+    pub(crate) lists: Lists,
+    pub(crate) grants: Grants,
+    pub(crate) sessions: Sessions,
+    pub(crate) streams: Streams,
+    pub(crate) instances: Instances,
+    pub(crate) calls: Calls,
+    pub(crate) pins: Pins,
+    pub(crate) approvals: Approvals,
     pub(crate) store: Arc<dyn CounterStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) audit: AuditSink,
     pub(crate) audit_args: bool,
-    pub(crate) next_id: AtomicU64,
-    /// Open GET streams, by session id.
-    pub(crate) streams: Mutex<HashMap<String, Streams>>,
-    /// Server-to-client requests waiting for the client's answer, by (session, id).
-    pub(crate) waiting: Mutex<HashMap<(String, String), ClientAnswer>>,
-    /// Client requests in flight, by (session, id), so that
-    /// `notifications/cancelled` can stop them.
-    pub(crate) in_flight: Mutex<HashMap<(String, String), futures_util::future::AbortHandle>>,
-    /// Sealed `requestState`s of stateless servers already taken.
-    pub(crate) spent: crate::rounds::Spent,
-    /// The runtime the gateway was made on: per-session server instances
-    /// run there, not on the serving thread of the request that started
-    /// them, so they live (and are shut down) with the gateway.
-    pub(crate) runtime: tokio::runtime::Handle,
-    /// Calls of 2026-07-28 clients parked until the client answers their
-    /// servers' requests, by the key in their `requestState`.
-    pub(crate) parked: Mutex<HashMap<String, Parked>>,
-    /// Resource subscriptions: uri → sessions.
-    pub(crate) subscriptions: Mutex<HashMap<String, Vec<String>>>,
-    pub(crate) anonymous: Arc<GrantOptions>,
-    /// Started with no grants: every caller is the anonymous grant.
-    pub(crate) anonymous_allowed: bool,
-    /// Streamed answers that can be resumed, by stream id.
-    pub(crate) logs: Mutex<HashMap<String, Arc<EventLog>>>,
-    /// Session tokens already opened (see `open_token`).
-    pub(crate) opened: Mutex<HashMap<String, Arc<Session>>>,
-    pub(crate) approvals: Arc<dyn ApprovalStore>,
-    pub(crate) approval_events: Arc<dyn ApprovalEvents>,
-    pub(crate) pins: Arc<dyn toolgate_pins::PinStore>,
-    pub(crate) pins_fail_open: bool,
-    pub(crate) revocations: Arc<dyn toolgate_revocations::RevocationStore>,
-    /// Tools held back because their definition changed since it was pinned:
-    /// (server index, the server's own tool name).
-    pub(crate) held_back: RwLock<std::collections::HashSet<(usize, String)>>,
-    /// Per-session instances, by (server index, session id).
-    pub(crate) instances: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
 }
 
 /// What to send back for one message.
@@ -231,42 +198,48 @@ impl Gateway {
         let count = servers.len();
         let gateway = Arc::new(Gateway {
             servers,
-            naming,
-            separator: opts.separator,
-            lists: Mutex::new(vec![None; count]),
-            catalog: RwLock::new(Arc::new(Catalog::default())),
-            policy: RwLock::new(opts.policy),
-            anonymous_allowed: opts.grants.is_empty(),
-            grants: RwLock::new(Arc::new(opts.grants.into_iter().map(Arc::new).collect())),
-            key: opts.session_key,
-            session_ttl: opts.session_ttl,
+            lists: Lists {
+                naming,
+                separator: opts.separator,
+                held: Mutex::new(vec![None; count]),
+                merged: RwLock::new(Arc::new(Catalog::default())),
+            },
+            grants: Grants {
+                policy: RwLock::new(opts.policy),
+                anonymous_allowed: opts.grants.is_empty(),
+                list: RwLock::new(Arc::new(opts.grants.into_iter().map(Arc::new).collect())),
+                anonymous: Arc::new(GrantOptions {
+                    name: "anonymous".into(),
+                    token_sha256: [0; 32],
+                    policy: None,
+                    servers: None,
+                }),
+            },
+            sessions: Sessions {
+                key: opts.session_key,
+                ttl: opts.session_ttl,
+                opened: Mutex::new(HashMap::new()),
+                revocations: opts.revocations,
+            },
+            streams: Streams::default(),
+            instances: Instances {
+                map: tokio::sync::Mutex::new(HashMap::new()),
+                runtime: tokio::runtime::Handle::current(),
+            },
+            calls: Calls::default(),
+            pins: Pins {
+                store: opts.pins,
+                fail_open: opts.pins_fail_open,
+                held_back: RwLock::new(std::collections::HashSet::new()),
+            },
+            approvals: Approvals {
+                store: opts.approvals,
+                events: opts.approval_events,
+            },
             store: opts.store,
             clock: opts.clock,
             audit: opts.audit,
             audit_args: opts.audit_args,
-            next_id: AtomicU64::new(1),
-            streams: Mutex::new(HashMap::new()),
-            waiting: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
-            spent: Default::default(),
-            runtime: tokio::runtime::Handle::current(),
-            parked: Mutex::new(HashMap::new()),
-            subscriptions: Mutex::new(HashMap::new()),
-            instances: tokio::sync::Mutex::new(HashMap::new()),
-            approvals: opts.approvals,
-            approval_events: opts.approval_events,
-            pins: opts.pins,
-            pins_fail_open: opts.pins_fail_open,
-            revocations: opts.revocations,
-            held_back: RwLock::new(std::collections::HashSet::new()),
-            opened: Mutex::new(HashMap::new()),
-            logs: Mutex::new(HashMap::new()),
-            anonymous: Arc::new(GrantOptions {
-                name: "anonymous".into(),
-                token_sha256: [0; 32],
-                policy: None,
-                servers: None,
-            }),
         });
         let deadline = Instant::now() + opts.startup_timeout;
         for (index, server) in gateway.servers.iter().enumerate() {
@@ -310,7 +283,7 @@ impl Gateway {
         gateway: Option<Arc<Policy>>,
         servers: &[(String, Option<Arc<Policy>>)],
     ) {
-        *self.policy.write().expect("policy lock") = gateway;
+        *self.grants.policy.write().expect("policy lock") = gateway;
         for (name, policy) in servers {
             if let Some(server) = self.servers.iter().find(|s| &s.name == name) {
                 *server.policy.write().expect("policy lock") = policy.clone();
@@ -323,6 +296,7 @@ impl Gateway {
     pub async fn shutdown(&self, grace: Duration) {
         let instances: Vec<Instance> = self
             .instances
+            .map
             .lock()
             .await
             .drain()

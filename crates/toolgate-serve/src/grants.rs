@@ -3,8 +3,18 @@
 
 use crate::gateway::Gateway;
 use crate::gateway::GrantOptions;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use toolgate_policy::Policy;
+
+/// The credentials in force, and the gateway's policy over gateway names
+/// (both swapped on reload).
+pub(crate) struct Grants {
+    pub(crate) list: RwLock<Arc<Vec<Arc<GrantOptions>>>>,
+    pub(crate) policy: RwLock<Option<Arc<Policy>>>,
+    pub(crate) anonymous: Arc<GrantOptions>,
+    /// Started with no grants: every caller is the anonymous grant.
+    pub(crate) anonymous_allowed: bool,
+}
 
 /// Who is calling: a grant, resolved from the bearer token.
 #[derive(Clone)]
@@ -14,13 +24,13 @@ pub struct Caller {
 
 impl Gateway {
     pub fn has_grants(&self) -> bool {
-        !self.grants.read().expect("grants lock").is_empty()
+        !self.grants.list.read().expect("grants lock").is_empty()
     }
 
     /// Replaces the grants (rotation, revocation); sessions of a grant that is
     /// gone stop working at their next request.
     pub fn set_grants(&self, grants: Vec<GrantOptions>) {
-        *self.grants.write().expect("grants lock") =
+        *self.grants.list.write().expect("grants lock") =
             Arc::new(grants.into_iter().map(Arc::new).collect());
     }
 
@@ -28,12 +38,12 @@ impl Gateway {
     /// caller is the anonymous grant. Every grant's hash is compared, in
     /// constant time, whatever matches.
     pub fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
-        let grants = self.grants.read().expect("grants lock").clone();
+        let grants = self.grants.list.read().expect("grants lock").clone();
         // Anonymous callers only for a gateway that started without grants; one
         // whose last grant was revoked by a reload refuses everyone.
-        if grants.is_empty() && self.anonymous_allowed {
+        if grants.is_empty() && self.grants.anonymous_allowed {
             return Some(Caller {
-                grant: self.anonymous.clone(),
+                grant: self.grants.anonymous.clone(),
             });
         }
         let token = token?;
@@ -55,6 +65,6 @@ impl Gateway {
             .grant
             .policy
             .clone()
-            .or_else(|| self.policy.read().expect("policy lock").clone())
+            .or_else(|| self.grants.policy.read().expect("policy lock").clone())
     }
 }

@@ -5,6 +5,7 @@
 use crate::gateway::rpc;
 use crate::gateway::Gateway;
 use crate::streams::ask_client;
+use foldhash::HashMap;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,15 @@ use toolgate_upstream::{BoxFuture, Downstream, RpcError, Upstream, UpstreamEvent
 
 /// How long a per-session instance may sit unused before it is stopped.
 pub(crate) const INSTANCE_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// The per-session instances, by (server index, session id).
+pub(crate) struct Instances {
+    pub(crate) map: tokio::sync::Mutex<HashMap<(usize, String), Instance>>,
+    /// The runtime the gateway was made on: per-session server instances
+    /// run there, not on the serving thread of the request that started
+    /// them, so they live (and are shut down) with the gateway.
+    pub(crate) runtime: tokio::runtime::Handle,
+}
 
 /// A per-session instance of a server.
 pub(crate) struct Instance {
@@ -28,6 +38,7 @@ impl Gateway {
     pub async fn roots_changed(&self, session: &str) {
         let owned: Vec<Upstream> = self
             .instances
+            .map
             .lock()
             .await
             .iter()
@@ -53,7 +64,7 @@ impl Gateway {
             return Ok(self.servers[server].upstream.clone());
         };
         let key = (server, session.to_string());
-        let mut instances = self.instances.lock().await;
+        let mut instances = self.instances.map.lock().await;
         if let Some(instance) = instances.get_mut(&key) {
             instance.last_used = Instant::now();
             return Ok(instance.upstream.clone());
@@ -66,7 +77,7 @@ impl Gateway {
         });
         let weak = Arc::downgrade(self);
         let upstream = {
-            let _gateways_runtime = self.runtime.enter();
+            let _gateways_runtime = self.instances.runtime.enter();
             let upstream = Upstream::start_owned(spec.clone(), tx, Some(owner));
             let owner = session.to_string();
             tokio::spawn(async move {
@@ -108,7 +119,7 @@ impl Gateway {
     /// Stops per-session instances unused for `idle`.
     pub(crate) async fn reap_instances(&self, idle: Duration) {
         let stale: Vec<Instance> = {
-            let mut instances = self.instances.lock().await;
+            let mut instances = self.instances.map.lock().await;
             let keys: Vec<_> = instances
                 .iter()
                 .filter(|(_, i)| i.last_used.elapsed() > idle)
@@ -161,6 +172,7 @@ impl Downstream for SessionLink {
     fn reachable(&self) -> bool {
         self.gateway.upgrade().is_some_and(|g| {
             g.streams
+                .by_session
                 .lock()
                 .expect("streams lock")
                 .get(&self.session)

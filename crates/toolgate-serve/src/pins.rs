@@ -3,9 +3,18 @@
 
 use crate::gateway::Gateway;
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use toolgate_gateway::audit::{LogLevel, Outcome, Record};
 use toolgate_policy::Policy;
+
+/// The pin store, and the tools held back because their definition changed
+/// since it was pinned: (server index, the server's own tool name).
+pub(crate) struct Pins {
+    pub(crate) store: Arc<dyn toolgate_pins::PinStore>,
+    /// While the pin store cannot be reached: hold tools back (false) or not.
+    pub(crate) fail_open: bool,
+    pub(crate) held_back: RwLock<std::collections::HashSet<(usize, String)>>,
+}
 
 impl Gateway {
     /// Records each listed definition against its pin, and holds back the
@@ -14,7 +23,7 @@ impl Gateway {
     pub(crate) fn check_pins(&self, index: usize, tools: &[Value]) {
         let server = &self.servers[index];
         let mut policies: Vec<Arc<Policy>> = [
-            self.policy.read().expect("policy lock").clone(),
+            self.grants.policy.read().expect("policy lock").clone(),
             self.server_policy(index),
         ]
         .into_iter()
@@ -23,6 +32,7 @@ impl Gateway {
         // Every grant's own policy counts too: one that blocks changed tools wins.
         policies.extend(
             self.grants
+                .list
                 .read()
                 .expect("grants lock")
                 .iter()
@@ -30,13 +40,13 @@ impl Gateway {
         );
         let block = policies.is_empty() || policies.iter().any(|p| p.blocks_changed_tools());
         let now = self.clock.now_ms();
-        let mut held = self.held_back.write().expect("held-back lock");
+        let mut held = self.pins.held_back.write().expect("held-back lock");
         held.retain(|(i, _)| *i != index);
         for tool in tools {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            match self.pins.observe(&server.name, tool, now) {
+            match self.pins.store.observe(&server.name, tool, now) {
                 Ok(toolgate_pins::Observed::Changed { first }) => {
                     if first {
                         self.audit.log(
@@ -80,7 +90,7 @@ impl Gateway {
                     }
                 }
                 Ok(_) => {}
-                Err(_) if self.pins_fail_open => {}
+                Err(_) if self.pins.fail_open => {}
                 Err(e) => {
                     // Fail closed: a definition that cannot be checked is held back.
                     self.audit.log(
@@ -96,6 +106,7 @@ impl Gateway {
     pub(crate) fn is_held_back(&self, server: usize, original: &str) -> bool {
         let key = (server, original.to_string());
         if !self
+            .pins
             .held_back
             .read()
             .expect("held-back lock")
@@ -105,9 +116,13 @@ impl Gateway {
         }
         // Accepted since (`toolgate pins accept`, perhaps on another machine)?
         let name = &self.servers[server].name;
-        match self.pins.get(name, original) {
+        match self.pins.store.get(name, original) {
             Ok(Some(pin)) if !pin.is_changed() => {
-                self.held_back.write().expect("held-back lock").remove(&key);
+                self.pins
+                    .held_back
+                    .write()
+                    .expect("held-back lock")
+                    .remove(&key);
                 self.broadcast_list_changed();
                 false
             }

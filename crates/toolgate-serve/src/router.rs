@@ -54,7 +54,10 @@ impl Gateway {
         if let Some(instructions) = self.instructions(caller) {
             result["instructions"] = Value::String(instructions);
         }
-        (result_response(id, result), self.key.seal(&session))
+        (
+            result_response(id, result),
+            self.sessions.key.seal(&session),
+        )
     }
 
     pub(crate) fn capabilities(&self, caller: &Caller) -> Value {
@@ -119,7 +122,7 @@ impl Gateway {
                     return self.resume(ctx, id, method, token, &params).await;
                 }
                 if let Some(sealed) = state.strip_prefix(UPSTREAM_STATE) {
-                    match Relayed::open(&self.key, sealed) {
+                    match Relayed::open(&self.sessions.key, sealed) {
                         // Boxed: every call's future stays as small as before.
                         Some(call) if method == "tools/call" => relayed = Some(Box::new(call)),
                         _ => return Reply::Json(foreign_state(id)),
@@ -227,7 +230,8 @@ impl Gateway {
                 {
                     Some(server) => {
                         if method == "resources/subscribe" {
-                            self.subscriptions
+                            self.streams
+                                .subscriptions
                                 .lock()
                                 .expect("subscriptions lock")
                                 .entry(uri)
@@ -235,6 +239,7 @@ impl Gateway {
                                 .push(ctx.session.id.clone());
                         } else if method == "resources/unsubscribe" {
                             if let Some(s) = self
+                                .streams
                                 .subscriptions
                                 .lock()
                                 .expect("subscriptions lock")

@@ -7,12 +7,23 @@ use crate::gateway::{META_CAPS, STATELESS_VERSION};
 use crate::grants::Caller;
 use crate::instances::Instance;
 use crate::session::Session;
+use crate::session::SessionKey;
+use foldhash::HashMap;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How many opened session tokens are remembered (about 300 bytes each).
 pub(crate) const OPENED_CAPACITY: usize = 16 * 1024;
+
+/// The sessions this process has opened, and whether they were ended.
+pub(crate) struct Sessions {
+    pub(crate) key: SessionKey,
+    pub(crate) ttl: Duration,
+    /// Session tokens already opened (see `open_token`).
+    pub(crate) opened: Mutex<HashMap<String, Arc<Session>>>,
+    pub(crate) revocations: Arc<dyn toolgate_revocations::RevocationStore>,
+}
 
 /// Why a request's session is not continued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +39,7 @@ impl Gateway {
     pub async fn close_session(&self, session: &str) {
         self.end_session(session);
         let mine: Vec<Instance> = {
-            let mut instances = self.instances.lock().await;
+            let mut instances = self.instances.map.lock().await;
             let keys: Vec<_> = instances
                 .keys()
                 .filter(|(_, s)| s == session)
@@ -48,7 +59,8 @@ impl Gateway {
     pub fn session(&self, caller: &Caller, token: &str) -> Option<Arc<Session>> {
         let session = self.open_token(token)?;
         let age = (self.clock.now_ms() / 1000).saturating_sub(session.created);
-        (session.grant == caller.grant.name && age <= self.session_ttl.as_secs()).then_some(session)
+        (session.grant == caller.grant.name && age <= self.sessions.ttl.as_secs())
+            .then_some(session)
     }
 
     /// [`Gateway::session`], unless the session was ended (`DELETE`) on
@@ -63,6 +75,7 @@ impl Gateway {
             .session(caller, token)
             .ok_or(SessionRefused::NotFound)?;
         match self
+            .sessions
             .revocations
             .is_revoked(&session.id, self.clock.now_ms())
         {
@@ -81,10 +94,11 @@ impl Gateway {
         // `session` accepts an age up to the TTL in whole seconds.
         let until_ms = session
             .created
-            .saturating_add(self.session_ttl.as_secs())
+            .saturating_add(self.sessions.ttl.as_secs())
             .saturating_add(1)
             .saturating_mul(1000);
-        self.revocations
+        self.sessions
+            .revocations
             .revoke(&session.id, self.clock.now_ms(), until_ms)
     }
 
@@ -92,11 +106,11 @@ impl Gateway {
     /// opened: a token never changes meaning, and decrypting it on every
     /// request costs more than the rest of the request's bookkeeping.
     pub(crate) fn open_token(&self, token: &str) -> Option<Arc<Session>> {
-        if let Some(session) = self.opened.lock().expect("opened lock").get(token) {
+        if let Some(session) = self.sessions.opened.lock().expect("opened lock").get(token) {
             return Some(session.clone());
         }
-        let session = Arc::new(self.key.open(token)?);
-        let mut opened = self.opened.lock().expect("opened lock");
+        let session = Arc::new(self.sessions.key.open(token)?);
+        let mut opened = self.sessions.opened.lock().expect("opened lock");
         if opened.len() >= OPENED_CAPACITY {
             opened.clear();
         }

@@ -6,9 +6,10 @@ use crate::gateway::rpc;
 use crate::gateway::Gateway;
 use crate::grants::Caller;
 use crate::replay::EventLog;
+use foldhash::HashMap;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use toolgate_jsonrpc::INTERNAL_ERROR;
@@ -17,9 +18,24 @@ use toolgate_upstream::{BoxFuture, RpcError};
 /// A session's open GET streams, and the servers its grant may reach
 /// (`None`: all), so that a server's notifications reach no one else.
 #[derive(Default)]
-pub(crate) struct Streams {
+pub(crate) struct SessionStreams {
     pub(crate) servers: Option<Vec<String>>,
     pub(crate) senders: Vec<mpsc::UnboundedSender<Value>>,
+}
+
+/// What goes from servers to sessions, each map under its own lock.
+#[derive(Default)]
+pub(crate) struct Streams {
+    /// Open GET streams, by session id.
+    pub(crate) by_session: Mutex<HashMap<String, SessionStreams>>,
+    /// Resource subscriptions: uri → sessions.
+    pub(crate) subscriptions: Mutex<HashMap<String, Vec<String>>>,
+    /// Streamed answers that can be resumed, by stream id.
+    pub(crate) logs: Mutex<HashMap<String, Arc<EventLog>>>,
+    /// Server-to-client requests waiting for the client's answer, by (session, id).
+    pub(crate) waiting: Mutex<HashMap<(String, String), ClientAnswer>>,
+    /// The ids the gateway gives server-to-client requests.
+    pub(crate) next_id: AtomicU64,
 }
 
 /// Where a client's answer to a server-to-client request goes.
@@ -37,7 +53,7 @@ impl Gateway {
     /// To every open stream; with `server`, only to sessions whose grant may
     /// reach that server.
     pub(crate) fn broadcast_from(&self, server: Option<&str>, message: Value) {
-        let mut streams = self.streams.lock().expect("streams lock");
+        let mut streams = self.streams.by_session.lock().expect("streams lock");
         for stream in streams.values_mut() {
             let reaches = match (server, &stream.servers) {
                 (Some(server), Some(allowed)) => allowed.iter().any(|a| a == server),
@@ -52,7 +68,13 @@ impl Gateway {
 
     /// Sends a message on a session's GET streams; false when it has none.
     pub(crate) fn send_to_session(&self, session: &str, message: &Value) -> bool {
-        match self.streams.lock().expect("streams lock").get_mut(session) {
+        match self
+            .streams
+            .by_session
+            .lock()
+            .expect("streams lock")
+            .get_mut(session)
+        {
             Some(stream) => {
                 stream.senders.retain(|s| s.send(message.clone()).is_ok());
                 !stream.senders.is_empty()
@@ -64,7 +86,7 @@ impl Gateway {
     /// Registers a GET stream for a session.
     pub fn open_stream(&self, caller: &Caller, session: &str) -> mpsc::UnboundedReceiver<Value> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut streams = self.streams.lock().expect("streams lock");
+        let mut streams = self.streams.by_session.lock().expect("streams lock");
         let stream = streams.entry(session.to_string()).or_default();
         stream.servers = caller.grant.servers.clone();
         stream.senders.push(tx);
@@ -74,14 +96,25 @@ impl Gateway {
     /// The streamed answer a `Last-Event-ID` names, if this process has it and
     /// it belongs to the session.
     pub fn resumable(&self, session: &str, stream: &str) -> Option<Arc<EventLog>> {
-        let log = self.logs.lock().expect("logs lock").get(stream).cloned()?;
+        let log = self
+            .streams
+            .logs
+            .lock()
+            .expect("logs lock")
+            .get(stream)
+            .cloned()?;
         (log.session == session).then_some(log)
     }
 
     /// Ends a session's streams and subscriptions.
     pub(crate) fn end_session(&self, session: &str) {
-        self.streams.lock().expect("streams lock").remove(session);
+        self.streams
+            .by_session
+            .lock()
+            .expect("streams lock")
+            .remove(session);
         for sessions in self
+            .streams
             .subscriptions
             .lock()
             .expect("subscriptions lock")
@@ -95,6 +128,7 @@ impl Gateway {
     pub fn client_response(&self, session: &str, message: &Value) {
         let id = message.get("id").map(Value::to_string).unwrap_or_default();
         let waiter = self
+            .streams
             .waiting
             .lock()
             .expect("waiting lock")
@@ -132,11 +166,12 @@ pub(crate) fn ask_client(
 ) -> BoxFuture<Result<Value, RpcError>> {
     let id = format!(
         "toolgate-{}",
-        gateway.next_id.fetch_add(1, Ordering::Relaxed)
+        gateway.streams.next_id.fetch_add(1, Ordering::Relaxed)
     );
     let (done, wait) = oneshot::channel();
     let key = (session.to_string(), Value::String(id.clone()).to_string());
     gateway
+        .streams
         .waiting
         .lock()
         .expect("waiting lock")
@@ -149,13 +184,23 @@ pub(crate) fn ask_client(
     let gateway = gateway.clone();
     Box::pin(async move {
         if !sent {
-            gateway.waiting.lock().expect("waiting lock").remove(&key);
+            gateway
+                .streams
+                .waiting
+                .lock()
+                .expect("waiting lock")
+                .remove(&key);
             return Err(rpc(INTERNAL_ERROR, "the client is gone"));
         }
         match tokio::time::timeout(Duration::from_secs(300), wait).await {
             Ok(Ok(answer)) => answer,
             _ => {
-                gateway.waiting.lock().expect("waiting lock").remove(&key);
+                gateway
+                    .streams
+                    .waiting
+                    .lock()
+                    .expect("waiting lock")
+                    .remove(&key);
                 Err(rpc(INTERNAL_ERROR, "the client did not answer"))
             }
         }

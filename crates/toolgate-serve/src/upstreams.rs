@@ -33,7 +33,7 @@ impl Gateway {
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().expect("catalog lock").clone()
+        self.lists.merged.read().expect("catalog lock").clone()
     }
 
     /// Each server's name and whether it is connected now, in config order
@@ -57,7 +57,7 @@ impl Gateway {
                     // servers' Ready events fetch nothing again. Clients hear
                     // of it only when what they may list changed.
                     if let Some(i) = self.index_of(&server) {
-                        let held = self.lists.lock().expect("lists lock")[i].is_some();
+                        let held = self.lists.held.lock().expect("lists lock")[i].is_some();
                         if !held && self.refresh(i).await {
                             self.broadcast_list_changed();
                         }
@@ -69,7 +69,7 @@ impl Gateway {
                         &format!("server {server:?} is down: {reason}"),
                     );
                     if let Some(i) = self.index_of(&server) {
-                        self.lists.lock().expect("lists lock")[i] = None;
+                        self.lists.held.lock().expect("lists lock")[i] = None;
                         self.rebuild();
                         self.broadcast_list_changed();
                     }
@@ -100,6 +100,7 @@ impl Gateway {
                             .unwrap_or_default()
                             .to_string();
                         let sessions = self
+                            .streams
                             .subscriptions
                             .lock()
                             .expect("subscriptions lock")
@@ -152,7 +153,7 @@ impl Gateway {
         }
         self.check_pins(index, &lists.tools);
         let changed = {
-            let mut all = self.lists.lock().expect("lists lock");
+            let mut all = self.lists.held.lock().expect("lists lock");
             let changed = all[index].as_ref() != Some(&lists);
             all[index] = Some(lists);
             changed
@@ -191,12 +192,12 @@ impl Gateway {
     }
 
     pub(crate) fn rebuild(&self) {
-        let lists = self.lists.lock().expect("lists lock").clone();
-        let catalog = Catalog::build(&self.naming, &lists, &self.separator);
+        let lists = self.lists.held.lock().expect("lists lock").clone();
+        let catalog = Catalog::build(&self.lists.naming, &lists, &self.lists.separator);
         for conflict in &catalog.conflicts {
             self.audit.log(LogLevel::Warn, conflict);
         }
-        *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
+        *self.lists.merged.write().expect("catalog lock") = Arc::new(catalog);
     }
 
     pub(crate) fn reachable(&self, caller: &Caller) -> impl Iterator<Item = (usize, &Server)> + '_ {
