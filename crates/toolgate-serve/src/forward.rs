@@ -12,6 +12,7 @@ use crate::replay::{EventLog, KEEP};
 use crate::rounds::Relayed;
 use crate::session::{random_id, Session};
 use crate::streams::ask_client;
+use crate::upstreams::{AnyUpstream, Upstream};
 use foldhash::HashMap;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
@@ -21,7 +22,7 @@ use toolgate_gateway::answer::Era;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
 };
-use toolgate_upstream::{Answer, BoxFuture, CallError, Downstream, RpcError, Upstream};
+use toolgate_upstream::{Answer, BoxFuture, CallError, Downstream, RpcError};
 
 /// Runs when a forwarded request has its answer (audit, quota).
 pub(crate) type OnDone = Box<dyn FnOnce(&Result<Answer, CallError>) + Send>;
@@ -449,7 +450,7 @@ impl Rounds {
     /// answers through.
     pub(crate) async fn run(
         self: Box<Self>,
-        upstream: &Upstream,
+        upstream: &AnyUpstream,
         method: &str,
         params: Value,
         link: Arc<ClientLink>,

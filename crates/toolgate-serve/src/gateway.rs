@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 pub use crate::approvals::AuditApprovals;
 pub use crate::grants::Caller;
 pub use crate::sessions::SessionRefused;
+use crate::upstreams::{AnyUpstream, Upstream};
 use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use toolgate_gateway::answer::Era;
 use toolgate_gateway::audit::{AuditSink, LogLevel};
 use toolgate_gateway::Clock;
 use toolgate_policy::{CounterStore, Policy};
-use toolgate_upstream::{RpcError, Upstream, UpstreamSpec};
+use toolgate_upstream::{RpcError, UpstreamEvent, UpstreamSpec};
 
 /// The protocol versions of the handshake era the gateway speaks to clients.
 pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -179,6 +180,18 @@ impl Gateway {
     /// Starts every upstream and waits (up to `startup_timeout`) for them to
     /// be ready; a name conflict among the servers that came up is an error.
     pub async fn start(opts: GatewayOptions) -> Result<Arc<Gateway>, StartError> {
+        Gateway::start_with(opts, |spec, events| {
+            AnyUpstream::Real(toolgate_upstream::Upstream::start(spec, events))
+        })
+        .await
+    }
+
+    /// [`Gateway::start`], each server reached through what `connect` makes
+    /// of its spec (tests give fakes).
+    pub(crate) async fn start_with(
+        opts: GatewayOptions,
+        connect: impl Fn(UpstreamSpec, mpsc::UnboundedSender<UpstreamEvent>) -> AnyUpstream,
+    ) -> Result<Arc<Gateway>, StartError> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut servers = Vec::new();
         let mut naming = Vec::new();
@@ -192,7 +205,7 @@ impl Gateway {
                 name: s.name,
                 policy: RwLock::new(s.policy),
                 per_session: s.per_session.then(|| s.spec.clone()),
-                upstream: Upstream::start(s.spec, events_tx.clone()),
+                upstream: connect(s.spec, events_tx.clone()),
             });
         }
         let count = servers.len();

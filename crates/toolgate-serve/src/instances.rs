@@ -5,13 +5,14 @@
 use crate::gateway::rpc;
 use crate::gateway::Gateway;
 use crate::streams::ask_client;
+use crate::upstreams::{AnyUpstream, Upstream};
 use foldhash::HashMap;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use toolgate_jsonrpc::INTERNAL_ERROR;
-use toolgate_upstream::{BoxFuture, Downstream, RpcError, Upstream, UpstreamEvent};
+use toolgate_upstream::{BoxFuture, Downstream, RpcError, UpstreamEvent};
 
 /// How long a per-session instance may sit unused before it is stopped.
 pub(crate) const INSTANCE_IDLE: Duration = Duration::from_secs(15 * 60);
@@ -27,7 +28,7 @@ pub(crate) struct Instances {
 
 /// A per-session instance of a server.
 pub(crate) struct Instance {
-    pub(crate) upstream: Upstream,
+    pub(crate) upstream: AnyUpstream,
     pub(crate) last_used: Instant,
 }
 
@@ -36,7 +37,7 @@ impl Gateway {
     /// session's own per-session server instances (a shared server serves
     /// many sessions, whose roots differ, so it is not told).
     pub async fn roots_changed(&self, session: &str) {
-        let owned: Vec<Upstream> = self
+        let owned: Vec<AnyUpstream> = self
             .instances
             .map
             .lock()
@@ -59,7 +60,7 @@ impl Gateway {
         self: &Arc<Self>,
         server: usize,
         session: &str,
-    ) -> Result<Upstream, RpcError> {
+    ) -> Result<AnyUpstream, RpcError> {
         let Some(spec) = &self.servers[server].per_session else {
             return Ok(self.servers[server].upstream.clone());
         };
@@ -78,7 +79,11 @@ impl Gateway {
         let weak = Arc::downgrade(self);
         let upstream = {
             let _gateways_runtime = self.instances.runtime.enter();
-            let upstream = Upstream::start_owned(spec.clone(), tx, Some(owner));
+            let upstream = AnyUpstream::Real(toolgate_upstream::Upstream::start_owned(
+                spec.clone(),
+                tx,
+                Some(owner),
+            ));
             let owner = session.to_string();
             tokio::spawn(async move {
                 while let Some(event) = rx.recv().await {

@@ -13,6 +13,7 @@ use crate::gateway::{rpc, STATELESS_VERSION};
 use crate::grants::Caller;
 use crate::rounds::{Relayed, UPSTREAM_STATE};
 use crate::session::{random_id, Session};
+use crate::upstreams::Upstream as _;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use toolgate_gateway::answer::Era;
@@ -380,3 +381,6 @@ pub(crate) fn is_cacheable(method: &str) -> bool {
             | "server/discover"
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,7 @@ use crate::grants::Caller;
 use crate::instances::Instance;
 use crate::session::Session;
 use crate::session::SessionKey;
+use crate::upstreams::Upstream as _;
 use foldhash::HashMap;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};

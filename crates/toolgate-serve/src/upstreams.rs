@@ -6,11 +6,13 @@ use crate::catalog::{Catalog, ServerLists};
 use crate::gateway::Gateway;
 use crate::grants::Caller;
 use serde_json::{json, Value};
+use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use toolgate_gateway::audit::LogLevel;
 use toolgate_policy::Policy;
-use toolgate_upstream::{Upstream, UpstreamEvent, UpstreamSpec};
+use toolgate_upstream::{Answer, CallError, Downstream, ServerInfo, UpstreamEvent, UpstreamSpec};
 
 pub(crate) struct Server {
     pub(crate) name: String,
@@ -18,10 +20,119 @@ pub(crate) struct Server {
     pub(crate) policy: RwLock<Option<Arc<Policy>>>,
     /// `server name` + U+001E: keeps this server's counters apart.
     pub(crate) key_prefix: String,
-    pub(crate) upstream: Upstream,
+    pub(crate) upstream: AnyUpstream,
     /// `Some` for per-session servers: how to start another instance.
     pub(crate) per_session: Option<UpstreamSpec>,
 }
+
+/// What the router needs of an upstream server: implemented by
+/// `toolgate_upstream::Upstream`, and by fakes in tests.
+pub(crate) trait Upstream: Clone + Send + Sync + 'static {
+    /// The server's initialize result while connected, `None` otherwise.
+    fn info(&self) -> Option<Arc<ServerInfo>>;
+    /// Connected and spoken to statelessly (2026-07-28).
+    fn is_stateless(&self) -> bool;
+    /// Waits until the server is ready (or `timeout` passes); true when ready.
+    fn wait_ready(&self, timeout: Duration) -> impl Future<Output = bool> + Send;
+    /// A request, with the answer as the server sent it when that is cheaper.
+    fn request_answer(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send;
+    /// A request, with the answer parsed.
+    fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> impl Future<Output = Result<Value, CallError>> + Send {
+        async move {
+            self.request_answer(method, params, downstream)
+                .await?
+                .into_value()
+        }
+    }
+    fn notify(&self, method: &str, params: Option<Value>) -> impl Future<Output = ()> + Send;
+    /// Stops the connection, waiting up to `grace`.
+    fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl Upstream for toolgate_upstream::Upstream {
+    fn info(&self) -> Option<Arc<ServerInfo>> {
+        toolgate_upstream::Upstream::info(self)
+    }
+    fn is_stateless(&self) -> bool {
+        toolgate_upstream::Upstream::is_stateless(self)
+    }
+    fn wait_ready(&self, timeout: Duration) -> impl Future<Output = bool> + Send {
+        toolgate_upstream::Upstream::wait_ready(self, timeout)
+    }
+    fn request_answer(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send {
+        toolgate_upstream::Upstream::request_answer(self, method, params, downstream)
+    }
+    fn notify(&self, method: &str, params: Option<Value>) -> impl Future<Output = ()> + Send {
+        toolgate_upstream::Upstream::notify(self, method, params)
+    }
+    fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send {
+        toolgate_upstream::Upstream::shutdown(self, grace)
+    }
+}
+
+/// The upstream a server is reached through, chosen when it starts: an enum
+/// rather than a trait object, so that a call costs no allocation and no
+/// indirect call; tests add their fakes as a variant.
+#[derive(Clone)]
+pub(crate) enum AnyUpstream {
+    Real(toolgate_upstream::Upstream),
+    #[cfg(test)]
+    Fake(fake::FakeServer),
+}
+
+macro_rules! each {
+    ($self:ident, $u:ident => $e:expr) => {
+        match $self {
+            AnyUpstream::Real($u) => $e,
+            #[cfg(test)]
+            AnyUpstream::Fake($u) => $e,
+        }
+    };
+}
+
+impl Upstream for AnyUpstream {
+    fn info(&self) -> Option<Arc<ServerInfo>> {
+        each!(self, u => u.info())
+    }
+    fn is_stateless(&self) -> bool {
+        each!(self, u => u.is_stateless())
+    }
+    async fn wait_ready(&self, timeout: Duration) -> bool {
+        each!(self, u => u.wait_ready(timeout).await)
+    }
+    async fn request_answer(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> Result<Answer, CallError> {
+        each!(self, u => u.request_answer(method, params, downstream).await)
+    }
+    async fn notify(&self, method: &str, params: Option<Value>) {
+        each!(self, u => u.notify(method, params).await)
+    }
+    async fn shutdown(&self, grace: Duration) {
+        each!(self, u => u.shutdown(grace).await)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake;
 
 impl Gateway {
     /// Each server, and whether it is connected now (for `toolgate_upstream_up`).
@@ -164,7 +275,7 @@ impl Gateway {
 
     pub(crate) async fn list_all(
         &self,
-        upstream: &Upstream,
+        upstream: &AnyUpstream,
         method: &str,
         field: &str,
     ) -> Vec<Value> {
