@@ -7,6 +7,8 @@
 //! are routed by the server that listed them. Two servers offering the same
 //! gateway name is a conflict: the name goes to the server listed first in
 //! the config, and the conflict is reported (at start-up it is an error).
+//! `Lists` holds each server's lists as last fetched and the catalogue
+//! merged from them.
 
 use serde_json::Value;
 // foldhash (keyed per process): these maps are looked up on every call.

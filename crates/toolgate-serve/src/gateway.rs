@@ -1,11 +1,12 @@
-//! The gateway's state and what it does with each MCP message: one
-//! `Gateway` per process, shared by every connection.
+//! The gateway's state: one `Gateway` per process, shared by every
+//! connection, made of parts that each own their state and lock (`Lists`,
+//! `Grants`, `Sessions`, `Streams`, `Instances`, `Calls`, `Pins`,
+//! `Approvals`); its options, start-up, reload and shutdown; and the types
+//! a message is handled with (`Context`, `Reply`).
 //!
 //! The gateway is an MCP server to its clients and an MCP client to each
-//! upstream server (`toolgate-upstream`). Requests that name a tool, prompt
-//! or resource are routed to the server that owns it; `tools/call` is
-//! decided first, against every policy that applies (the grant's or the
-//! gateway's, over gateway names, and the server's own, over its names).
+//! upstream server (`toolgate-upstream`); what it does with each message is
+//! in `router`.
 
 use crate::catalog::{Catalog, Naming};
 use crate::replay::EventLog;
