@@ -23,8 +23,8 @@ use toolgate_upstream::{Answer, RpcError};
 impl Gateway {
     /// A new session for an `initialize` request; returns the answer and the
     /// token. `versions`: what the transport speaks, the first when the
-    /// client asks for none of them ([`HANDSHAKE_VERSIONS`] for `/mcp`,
-    /// [`LEGACY_VERSIONS`] for `/sse`).
+    /// client asks for none of them ([`HANDSHAKE_VERSIONS`](crate::gateway::HANDSHAKE_VERSIONS) for `/mcp`,
+    /// [`LEGACY_VERSIONS`](crate::gateway::LEGACY_VERSIONS) for `/sse`).
     pub fn initialize(
         &self,
         caller: &Caller,
