@@ -7,10 +7,13 @@
 //! are routed by the server that listed them. Two servers offering the same
 //! gateway name is a conflict: the name goes to the server listed first in
 //! the config, and the conflict is reported (at start-up it is an error).
+//! `Lists` holds each server's lists as last fetched and the catalogue
+//! merged from them.
 
 use serde_json::Value;
 // foldhash (keyed per process): these maps are looked up on every call.
 use foldhash::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// One server's lists as it last answered them (`None` while it is down).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -163,6 +166,15 @@ impl Catalog {
             .max_by_key(|(len, _)| *len)
             .map(|(_, server)| server)
     }
+}
+
+/// The servers' lists as last fetched, and the catalogue merged from them.
+pub(crate) struct Lists {
+    pub(crate) naming: Vec<Naming>,
+    pub(crate) separator: String,
+    /// Each server's lists, by server index (`None`: not fetched, or down).
+    pub(crate) held: Mutex<Vec<Option<ServerLists>>>,
+    pub(crate) merged: RwLock<Arc<Catalog>>,
 }
 
 #[cfg(test)]

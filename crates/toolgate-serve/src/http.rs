@@ -16,25 +16,28 @@ use crate::gateway::{
 use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
 use crate::replay::EventLog;
-use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::body::Frame;
-use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN,
-};
+use headers::{check_routing_headers, header, LAST_EVENT_ID, MCP_SESSION_ID};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
+use sse::{sse, sse_log, sse_response};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use toolgate_gateway::answer::Era;
 use toolgate_gateway::audit::LogLevel;
 use toolgate_jsonrpc::{error_response, StrictError, INVALID_REQUEST, PARSE_ERROR};
+
+mod headers;
+mod sse;
+
+pub(crate) use headers::Heads;
+pub(crate) use sse::event_frame;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -226,73 +229,6 @@ fn rpc_error(
     data: Option<Value>,
 ) -> Response<Body> {
     json_response(status, &error_response(id, code, message, data))
-}
-
-// Header names, parsed once (a lookup by `&str` parses the name each time).
-static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
-static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
-static MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
-fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The headers a message is decided on, read in one pass over the request's
-/// headers (a lookup each would cost more). Each is the first value given,
-/// as [`header`] reads it.
-#[derive(Default)]
-pub(crate) struct Heads<'a> {
-    mcp_method: Option<Option<&'a str>>,
-    mcp_name: Option<Option<&'a str>>,
-    protocol_version: Option<Option<&'a str>>,
-    session_id: Option<Option<&'a str>>,
-    traceparent: Option<Option<&'a str>>,
-    tracestate: Option<Option<&'a str>>,
-    /// How often `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version` came.
-    routing_counts: [u8; 3],
-    /// The message came over the legacy HTTP+SSE transport (2024-11-05).
-    pub(crate) legacy: bool,
-    /// The text of a single `tools/call`'s arguments, when they hold a
-    /// non-integer number (see `inexact_arguments_text`).
-    pub(crate) arguments_text: Option<Box<str>>,
-}
-
-impl<'a> Heads<'a> {
-    pub(crate) fn of(headers: &'a HeaderMap) -> Heads<'a> {
-        let mut heads = Heads::default();
-        for (name, value) in headers {
-            let (slot, routing) = if *name == MCP_METHOD {
-                (&mut heads.mcp_method, Some(0))
-            } else if *name == MCP_NAME {
-                (&mut heads.mcp_name, Some(1))
-            } else if *name == MCP_PROTOCOL_VERSION {
-                (&mut heads.protocol_version, Some(2))
-            } else if *name == MCP_SESSION_ID {
-                (&mut heads.session_id, None)
-            } else if *name == TRACEPARENT {
-                (&mut heads.traceparent, None)
-            } else if *name == TRACESTATE {
-                (&mut heads.tracestate, None)
-            } else {
-                continue;
-            };
-            if let Some(i) = routing {
-                heads.routing_counts[i] = heads.routing_counts[i].saturating_add(1);
-            }
-            if slot.is_none() {
-                *slot = Some(value.to_str().ok());
-            }
-        }
-        heads
-    }
-
-    fn get(slot: Option<Option<&'a str>>) -> Option<&'a str> {
-        slot.flatten()
-    }
 }
 
 /// What a request's head alone decides, before any of its body is read
@@ -584,83 +520,6 @@ pub(crate) enum Answer {
     Http(Response<Body>),
 }
 
-/// Decodes an `Mcp-Name` header (`=?base64?...?=` for values that do not fit a header).
-fn decode_header_value(value: &str) -> Option<String> {
-    match value
-        .strip_prefix("=?base64?")
-        .and_then(|v| v.strip_suffix("?="))
-    {
-        Some(payload) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(payload)
-                .ok()?;
-            String::from_utf8(bytes).ok()
-        }
-        None => Some(value.to_string()),
-    }
-}
-
-fn name_param(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
-}
-
-/// The routing headers must agree with the body: the gateway decides on the
-/// body, and a proxy or server in front that routes on headers must not see
-/// a different call.
-fn check_routing_headers(
-    heads: &Heads<'_>,
-    id: &Value,
-    method: &str,
-    params: &Value,
-) -> Result<(), Response<Body>> {
-    let mismatch = |what: &str| {
-        Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            id,
-            HEADER_MISMATCH,
-            &format!("Header mismatch: {what}"),
-            None,
-        ))
-    };
-    for ((name, count), slot) in [&MCP_METHOD, &MCP_NAME, &MCP_PROTOCOL_VERSION]
-        .into_iter()
-        .zip(heads.routing_counts)
-        .zip([heads.mcp_method, heads.mcp_name, heads.protocol_version])
-    {
-        if count > 1 {
-            return mismatch(&format!("{name} is repeated"));
-        }
-        // Present but not visible ASCII: a header that a proxy in front may
-        // read one way and the gateway another is no header to route on
-        // (a value that cannot be sent as text is base64-wrapped).
-        if slot == Some(None) {
-            return mismatch(&format!("{name} is not readable (not visible ASCII)"));
-        }
-    }
-    if let Some(m) = Heads::get(heads.mcp_method) {
-        if m != method {
-            return mismatch("Mcp-Method does not match the body's method");
-        }
-    }
-    if let Some(key) = name_param(method) {
-        let body = params.get(key).and_then(Value::as_str);
-        match (Heads::get(heads.mcp_name), body) {
-            (Some(h), Some(b)) if decode_header_value(h).as_deref() != Some(b) => {
-                return mismatch(&format!("Mcp-Name does not match the body's {key}"));
-            }
-            (Some(_), None) => {
-                return mismatch(&format!("Mcp-Name is set but the body has no {key}"))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 pub(crate) async fn message(
     gateway: &Arc<Gateway>,
     caller: &Caller,
@@ -924,50 +783,6 @@ async fn legacy_post(
     }
 }
 
-pub(crate) fn event_frame(id: Option<&str>, message: &Value) -> Frame<Bytes> {
-    let mut event = Vec::with_capacity(128);
-    if let Some(id) = id {
-        event.extend_from_slice(b"id: ");
-        event.extend_from_slice(id.as_bytes());
-        event.push(b'\n');
-    }
-    event.extend_from_slice(b"event: message\ndata: ");
-    serde_json::to_writer(&mut event, message).expect("serialisable");
-    event.extend_from_slice(b"\n\n");
-    Frame::data(Bytes::from(event))
-}
-
-fn sse_response(body: Body) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(body)
-        .expect("valid response")
-}
-
-/// An SSE stream of messages with no ids (the GET stream).
-fn sse(mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
-    let stream = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|m| m.map(|message| Ok::<_, Infallible>(event_frame(None, &message))))
-    });
-    sse_response(StreamBody::new(stream).boxed())
-}
-
-/// A streamed answer from its `from`th event on, each event with its id.
-fn sse_log(log: Arc<EventLog>, from: usize) -> Response<Body> {
-    let stream = futures_util::stream::unfold((log, from), |(log, index)| async move {
-        let message = log.get(index).await?;
-        let id = format!("{}/{index}", log.id);
-        Some((
-            Ok::<_, Infallible>(event_frame(Some(&id), &message)),
-            (log, index + 1),
-        ))
-    });
-    sse_response(StreamBody::new(stream).boxed())
-}
-
 fn get(gateway: &Arc<Gateway>, caller: &Caller, headers: &HeaderMap) -> Response<Body> {
     if !header(headers, &ACCEPT).is_some_and(|a| a.contains("text/event-stream")) {
         return text(
@@ -1025,75 +840,4 @@ fn session_unavailable(why: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_are_read_as_single_lookups_would_read_them() {
-        let mut headers = HeaderMap::new();
-        headers.append(&MCP_METHOD, HeaderValue::from_static("tools/call"));
-        headers.append(&MCP_METHOD, HeaderValue::from_static("tools/list"));
-        headers.append(&MCP_NAME, HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        headers.append(&MCP_NAME, HeaderValue::from_static("echo"));
-        headers.append(&MCP_SESSION_ID, HeaderValue::from_static("token"));
-        headers.append("x-other", HeaderValue::from_static("ignored"));
-        let heads = Heads::of(&headers);
-        // The first value, as `header` reads it: not valid UTF-8 is no value.
-        assert_eq!(Heads::get(heads.mcp_method), header(&headers, &MCP_METHOD));
-        assert_eq!(Heads::get(heads.mcp_method), Some("tools/call"));
-        assert_eq!(Heads::get(heads.mcp_name), header(&headers, &MCP_NAME));
-        assert_eq!(Heads::get(heads.mcp_name), None);
-        assert_eq!(Heads::get(heads.session_id), Some("token"));
-        assert_eq!(Heads::get(heads.protocol_version), None);
-        assert_eq!(Heads::get(heads.traceparent), None);
-        assert_eq!(heads.routing_counts, [2, 2, 0]);
-    }
-
-    #[test]
-    fn an_unreadable_routing_header_is_a_mismatch() {
-        let params = json!({"name": "echo"});
-        let check = |name: &HeaderName, value: &[u8]| {
-            let mut headers = HeaderMap::new();
-            headers.append(name, HeaderValue::from_bytes(value).unwrap());
-            check_routing_headers(&Heads::of(&headers), &json!(1), "tools/call", &params).is_ok()
-        };
-        assert!(check(&MCP_NAME, b"echo"));
-        assert!(check(&MCP_METHOD, b"tools/call"));
-        assert!(!check(&MCP_NAME, b"delete\xe9all"), "not ASCII: not absent");
-        assert!(!check(&MCP_METHOD, b"tools/call\xff"));
-        assert!(!check(&MCP_PROTOCOL_VERSION, b"2026-07-28\x80"));
-        assert!(!check(&MCP_NAME, b"other"));
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for host in [
-            "localhost",
-            "localhost:8080",
-            "127.0.0.1:9",
-            "[::1]:80",
-            "[::1]",
-        ] {
-            assert!(is_loopback_host(host), "{host}");
-        }
-        for host in [
-            "evil.example",
-            "evil.example:8080",
-            "localhost.evil.example",
-            "127.0.0.2",
-            "",
-        ] {
-            assert!(!is_loopback_host(host), "{host}");
-        }
-    }
-
-    #[test]
-    fn header_values_decode() {
-        assert_eq!(decode_header_value("echo").as_deref(), Some("echo"));
-        assert_eq!(
-            decode_header_value("=?base64?w6ljaG8=?=").as_deref(),
-            Some("écho")
-        );
-        assert_eq!(decode_header_value("=?base64?***?="), None);
-    }
-}
+mod tests;

@@ -16,10 +16,11 @@
 //!   uncounted) is refused.
 
 use crate::session::SessionKey;
+use crate::upstreams::Upstream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use toolgate_upstream::{Answer, CallError, Downstream, RpcError, Upstream};
+use toolgate_upstream::{Answer, CallError, Downstream, RpcError};
 
 /// `requestState` of a server's input-required answer, sealed by the
 /// gateway: this prefix and the sealed [`Relayed`].
@@ -139,7 +140,7 @@ pub fn relay(
 /// server's state. A request the client refuses ends the call with the
 /// client's error.
 pub async fn ask_rounds(
-    upstream: &Upstream,
+    upstream: &impl Upstream,
     method: &str,
     params: Value,
     client: Arc<dyn Downstream>,

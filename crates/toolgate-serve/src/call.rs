@@ -1,0 +1,322 @@
+//! `tools/call`: the decision against every policy that applies (the
+//! grant's or the gateway's over gateway names, the server's own over its
+//! names), the quota it takes and gives back, and its audit record.
+
+use crate::approvals::held_result;
+use crate::forward::OnDone;
+use crate::gateway::Context;
+use crate::gateway::Gateway;
+use crate::gateway::Reply;
+use crate::rounds::Relayed;
+use crate::router::foreign_state;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use toolgate_gateway::answer::{refusal, unknown_tool};
+use toolgate_gateway::audit::{decision_facts, CallTrace, Outcome, Record};
+use toolgate_jsonrpc::{args_sha256, error_response, INVALID_PARAMS};
+use toolgate_policy::{plan_layers, Call, Decision, Grant, Layer, Planned};
+use toolgate_upstream::{Answer, CallError};
+
+impl Gateway {
+    /// `relayed`: the call a retry continues (its sealed `requestState`).
+    pub(crate) async fn call_tool(
+        self: &Arc<Self>,
+        ctx: &Context,
+        id: &Value,
+        params: Value,
+        relayed: Option<Box<Relayed>>,
+    ) -> Reply {
+        let received = Instant::now();
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            return Reply::Json(error_response(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: tools/call needs a name",
+                None,
+            ));
+        };
+        // Borrowed, not copied: the call's params go upstream as they are.
+        let arguments = params.get("arguments").unwrap_or(&Value::Null);
+        if !(arguments.is_object() || arguments.is_null()) {
+            return Reply::Json(error_response(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: params.arguments must be an object",
+                None,
+            ));
+        }
+        let catalog = self.catalog();
+        let Some(entry) = catalog
+            .tool(name)
+            .filter(|e| self.may_reach(&ctx.caller, e.server))
+        else {
+            self.audit_refusal(
+                ctx,
+                name,
+                &Decision::Unknown {
+                    rule: toolgate_policy::RuleRef::clone(&unknown_rule()),
+                },
+                arguments,
+                received,
+                None,
+            );
+            return Reply::Json(unknown_tool(id, name));
+        };
+        let server = &self.servers[entry.server];
+        if let Some(relayed) = &relayed {
+            let same_call = relayed.grant == ctx.caller.grant.name
+                && relayed.server == server.name
+                && relayed.tool == entry.original
+                && relayed.args == args_sha256(arguments)
+                && relayed.expires >= self.clock.now_ms();
+            // Taken once: a replay would reach the server again, uncounted.
+            if !same_call || !self.calls.spent.take(relayed, self.clock.now_ms()) {
+                return Reply::Json(foreign_state(id));
+            }
+        }
+        if self.is_held_back(entry.server, &entry.original) {
+            let text = format!(
+                "toolgate held back this call to \"{name}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
+                server = server.name,
+                tool = entry.original
+            );
+            let facts = json!({"decision": "pin_changed", "tool": name, "reason": "the tool's definition changed since it was pinned"});
+            return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
+        }
+        let now = self.clock.now_ms();
+        let gateway_policy = self.gateway_policy(&ctx.caller);
+        let server_policy = self.server_policy(entry.server);
+        let mut layers = Vec::with_capacity(2);
+        let gateway_call = Call {
+            tool: name,
+            arguments,
+            arguments_text: ctx.arguments_text.as_deref(),
+            grant: &ctx.caller.grant.name,
+            session: &ctx.session.id,
+        };
+        if let Some(policy) = gateway_policy.as_deref() {
+            layers.push(Layer {
+                policy,
+                call: gateway_call,
+                key_prefix: "",
+            });
+        }
+        if let Some(policy) = server_policy.as_deref() {
+            layers.push(Layer {
+                policy,
+                call: Call {
+                    tool: &entry.original,
+                    ..gateway_call
+                },
+                key_prefix: &server.key_prefix,
+            });
+        }
+        let decision = if layers.is_empty() {
+            // Configuration guarantees a policy for every server; fail closed anyway.
+            Decision::Unknown {
+                rule: unknown_rule(),
+            }
+        } else {
+            match plan_layers(&layers) {
+                Planned::Decided(decision) => decision,
+                // A retry was counted when the call began.
+                Planned::Draw(plan) if plan.draws.is_empty() || relayed.is_some() => {
+                    plan.conclude(Ok(Default::default()))
+                }
+                Planned::Draw(plan) => {
+                    let draws = plan.draws.clone();
+                    let result = self.store.acquire_async(draws, now).await;
+                    plan.conclude(result)
+                }
+            }
+        };
+        if let Some(relayed) = relayed {
+            // Checked again (a tool denied or hidden since stays refused), but
+            // neither counted nor audited again; an approval was given when
+            // the call began.
+            if !matches!(
+                decision,
+                Decision::Allow { .. } | Decision::ApprovalRequired { .. }
+            ) {
+                return self.refuse(ctx, id, name, &decision, arguments, received, &server.name);
+            }
+            let mut upstream_params = params;
+            upstream_params["name"] = Value::String(entry.original.clone());
+            if let Value::Object(p) = &mut upstream_params {
+                match relayed.state {
+                    Some(state) => p.insert("requestState".into(), Value::String(state)),
+                    None => p.remove("requestState"),
+                };
+            }
+            return self
+                .forward(ctx, id, entry.server, "tools/call", upstream_params, None)
+                .await;
+        }
+        if let Decision::ApprovalRequired { .. } = &decision {
+            return self
+                .held_call(
+                    ctx,
+                    id,
+                    entry.server,
+                    &entry.original,
+                    name,
+                    params.clone(),
+                    arguments.clone(),
+                    decision,
+                    received,
+                )
+                .await;
+        }
+        let Decision::Allow { grant: taken, .. } = &decision else {
+            return self.refuse(ctx, id, name, &decision, arguments, received, &server.name);
+        };
+        let taken = taken.clone();
+        let record = self.record(
+            ctx,
+            name,
+            &decision,
+            arguments,
+            received,
+            Some(&server.name),
+        );
+        let mut upstream_params = params;
+        upstream_params["name"] = Value::String(entry.original.clone());
+        let on_done = call_done(self.clone(), taken, record, received);
+        self.forward(
+            ctx,
+            id,
+            entry.server,
+            "tools/call",
+            upstream_params,
+            Some(on_done),
+        )
+        .await
+    }
+
+    pub(crate) fn record(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        decision: &Decision,
+        arguments: &Value,
+        received: Instant,
+        server: Option<&str>,
+    ) -> Option<Record> {
+        let record = self.call_record(ctx, tool, arguments, received, server)?;
+        let (kind, rule, reason) = decision_facts(decision);
+        Some(Record {
+            decision: kind,
+            rule,
+            reason,
+            counters: match decision {
+                Decision::Allow { grant, .. } => grant.taken.clone(),
+                _ => Vec::new(),
+            },
+            ..record
+        })
+    }
+
+    /// The audit record of a call, before the decision's facts are filled in;
+    /// `None` when nothing would receive it (then nothing is built or hashed).
+    pub(crate) fn call_record(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        arguments: &Value,
+        received: Instant,
+        server: Option<&str>,
+    ) -> Option<Record> {
+        self.audit.enabled().then(|| Record {
+            time: self.clock.now_ms(),
+            grant: ctx.caller.grant.name.clone(),
+            session: ctx.session.id.clone(),
+            server: server.map(str::to_string),
+            tool: tool.to_string(),
+            decision: "",
+            rule: String::new(),
+            reason: None,
+            counters: Vec::new(),
+            decision_us: received.elapsed().as_secs_f64() * 1e6,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            // Only the audit trail reads the hash: metrics and traces alone skip it.
+            args_sha256: if self.audit.keeps_records() {
+                args_sha256(arguments)
+            } else {
+                String::new()
+            },
+            args: self.audit_args.then(|| arguments.clone()),
+            trace: Some(Box::new(CallTrace {
+                traceparent: ctx.trace.as_ref().map(|t| t.0.clone()),
+                tracestate: ctx.trace.as_ref().and_then(|t| t.1.clone()),
+                protocol_version: Some(ctx.session.version.clone()),
+                ..CallTrace::received_at(received)
+            })),
+            intent: None,
+        })
+    }
+
+    pub(crate) fn audit_refusal(
+        &self,
+        ctx: &Context,
+        tool: &str,
+        decision: &Decision,
+        arguments: &Value,
+        received: Instant,
+        server: Option<&str>,
+    ) {
+        if let Some(record) = self.record(ctx, tool, decision, arguments, received, server) {
+            self.audit.record(record);
+        }
+    }
+
+    /// Audits a refused call and answers it with the refusal.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn refuse(
+        &self,
+        ctx: &Context,
+        id: &Value,
+        name: &str,
+        decision: &Decision,
+        arguments: &Value,
+        received: Instant,
+        server: &str,
+    ) -> Reply {
+        self.audit_refusal(ctx, name, decision, arguments, received, Some(server));
+        Reply::Json(refusal(id, name, decision, ctx.era).expect("not an allow"))
+    }
+}
+
+pub(crate) fn unknown_rule() -> toolgate_policy::RuleRef {
+    // The rule named for calls to tools no server offers.
+    toolgate_policy::RuleRef::from_static("unknown")
+}
+
+/// What happens when a forwarded `tools/call` is answered: only a JSON-RPC
+/// error says the call did not happen, so only then does its quota go back (a
+/// lost connection may have lost only the answer: fail closed); the audit
+/// record gets the outcome and the latency.
+pub(crate) fn call_done(
+    gateway: Arc<Gateway>,
+    taken: Grant,
+    record: Option<Record>,
+    received: Instant,
+) -> OnDone {
+    // Durable before the call is forwarded (it is, once this returns).
+    let record = record.map(|r| gateway.audit.intend(r));
+    Box::new(move |result: &Result<Answer, CallError>| {
+        if matches!(result, Err(CallError::Rpc(_))) {
+            gateway.store.release(&taken);
+        }
+        if let Some(mut record) = record {
+            record.outcome = match result {
+                Ok(_) => Outcome::Ok,
+                Err(CallError::Rpc(_)) => Outcome::Error,
+                Err(_) => Outcome::NoResponse,
+            };
+            record.latency_ms = Some(received.elapsed().as_secs_f64() * 1e3);
+            gateway.audit.record(record);
+        }
+    })
+}

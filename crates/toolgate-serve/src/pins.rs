@@ -1,0 +1,132 @@
+//! Pinned tool definitions: each listed tool checked against its pin, and
+//! the tools held back because their definition changed since.
+
+use crate::gateway::Gateway;
+use serde_json::Value;
+use std::sync::{Arc, RwLock};
+use toolgate_gateway::audit::{LogLevel, Outcome, Record};
+use toolgate_policy::Policy;
+
+/// The pin store, and the tools held back because their definition changed
+/// since it was pinned: (server index, the server's own tool name).
+pub(crate) struct Pins {
+    pub(crate) store: Arc<dyn toolgate_pins::PinStore>,
+    /// While the pin store cannot be reached: hold tools back (false) or not.
+    pub(crate) fail_open: bool,
+    pub(crate) held_back: RwLock<std::collections::HashSet<(usize, String)>>,
+}
+
+impl Gateway {
+    /// Records each listed definition against its pin, and holds back the
+    /// tools whose definition changed (unless every policy that applies says
+    /// `pins.on_change: warn`).
+    pub(crate) fn check_pins(&self, index: usize, tools: &[Value]) {
+        let server = &self.servers[index];
+        let mut policies: Vec<Arc<Policy>> = [
+            self.grants.policy.read().expect("policy lock").clone(),
+            self.server_policy(index),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Every grant's own policy counts too: one that blocks changed tools wins.
+        policies.extend(
+            self.grants
+                .list
+                .read()
+                .expect("grants lock")
+                .iter()
+                .filter_map(|g| g.policy.clone()),
+        );
+        let block = policies.is_empty() || policies.iter().any(|p| p.blocks_changed_tools());
+        let now = self.clock.now_ms();
+        let mut held = self.pins.held_back.write().expect("held-back lock");
+        held.retain(|(i, _)| *i != index);
+        for tool in tools {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.pins.store.observe(&server.name, tool, now) {
+                Ok(toolgate_pins::Observed::Changed { first }) => {
+                    if first {
+                        self.audit.log(
+                            LogLevel::Warn,
+                            &format!(
+                                "tool {name:?} of server {:?} changed its definition since it was pinned: {} (toolgate pins diff {}/{name})",
+                                server.name,
+                                if block { "held back until the change is accepted" } else { "allowed (pins.on_change: warn)" },
+                                server.name
+                            ),
+                        );
+                        if self.audit.enabled() {
+                            self.audit.record(Record {
+                                time: now,
+                                grant: String::new(),
+                                session: String::new(),
+                                server: Some(server.name.clone()),
+                                tool: name.to_string(),
+                                decision: if block {
+                                    "pin_changed"
+                                } else {
+                                    "pin_changed_warn"
+                                },
+                                rule: "pins".into(),
+                                reason: Some(
+                                    "the tool's definition differs from the pinned one".into(),
+                                ),
+                                counters: Vec::new(),
+                                decision_us: 0.0,
+                                latency_ms: None,
+                                outcome: Outcome::Refused,
+                                args_sha256: String::new(),
+                                args: None,
+                                trace: None,
+                                intent: None,
+                            });
+                        }
+                    }
+                    if block {
+                        held.insert((index, name.to_string()));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if self.pins.fail_open => {}
+                Err(e) => {
+                    // Fail closed: a definition that cannot be checked is held back.
+                    self.audit.log(
+                        LogLevel::Error,
+                        &format!("pins: {e}; tool {name:?} is held back"),
+                    );
+                    held.insert((index, name.to_string()));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_held_back(&self, server: usize, original: &str) -> bool {
+        let key = (server, original.to_string());
+        if !self
+            .pins
+            .held_back
+            .read()
+            .expect("held-back lock")
+            .contains(&key)
+        {
+            return false;
+        }
+        // Accepted since (`toolgate pins accept`, perhaps on another machine)?
+        let name = &self.servers[server].name;
+        match self.pins.store.get(name, original) {
+            Ok(Some(pin)) if !pin.is_changed() => {
+                self.pins
+                    .held_back
+                    .write()
+                    .expect("held-back lock")
+                    .remove(&key);
+                self.broadcast_list_changed();
+                false
+            }
+            _ => true,
+        }
+    }
+}
