@@ -5,10 +5,10 @@
 //! stays in force. Counters live in the store, keyed by counter name, so a
 //! reload never resets them.
 
-use crate::audit::{AuditSink, LogLevel};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+use toolgate_audit::{AuditSink, LogLevel};
 use toolgate_policy::{parse_policy, Format, Policy};
 
 /// The policy in force.

@@ -11,13 +11,7 @@
 //! When the server exits, every call in flight is answered with an error at
 //! once and the gateway exits with the server's status.
 
-use crate::answer::{
-    approval_denied_text, approval_input_required, approval_pending_text, approval_question,
-    refusal, unknown_tool, Era, APPROVAL_INPUT, APPROVAL_STATE,
-};
-use crate::audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use crate::child;
-use crate::clock::Clock;
 use crate::frame::{Frame, FrameReader};
 use crate::reload::{watch_policy_file, LivePolicy};
 use serde_json::value::RawValue;
@@ -31,6 +25,12 @@ use std::time::{Duration, Instant};
 use toolgate_approvals::{
     call_key, decide_by_client_user, ApprovalEvents, ApprovalStore, NewRequest, Status,
 };
+use toolgate_audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
+use toolgate_call::answer::{
+    approval_denied_text, approval_input_required, approval_pending_text, approval_question,
+    refusal, unknown_tool, Era, APPROVAL_INPUT, APPROVAL_STATE,
+};
+use toolgate_clock::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, incoming, one_line, peek, read_message, Id, Incoming,
     Read as Framed, StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
@@ -1392,7 +1392,7 @@ fn open_request(
             format!(
                 "approval request {} (expires {})",
                 request.id,
-                crate::clock::rfc3339(request.expires_ms)
+                toolgate_clock::rfc3339(request.expires_ms)
             ),
         );
     }
@@ -1564,7 +1564,7 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
             return held_answer(
                 held,
                 text,
-                json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": crate::clock::rfc3339(request.expires_ms), "reason": reason, "rule": rule.as_str(), "tool": tool}),
+                json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": toolgate_clock::rfc3339(request.expires_ms), "reason": reason, "rule": rule.as_str(), "tool": tool}),
             );
         }
     }

@@ -134,7 +134,7 @@ fn check_webhook_url(url: &str) -> Result<()> {
 /// one is configured. Call inside a tokio runtime (the webhook sends from a task).
 pub fn approval_events(
     admin: Option<&AdminOptions>,
-    audit: &toolgate_gateway::audit::AuditSink,
+    audit: &toolgate_audit::AuditSink,
 ) -> std::sync::Arc<dyn toolgate_approvals::ApprovalEvents> {
     let recorder: std::sync::Arc<dyn toolgate_approvals::ApprovalEvents> =
         std::sync::Arc::new(toolgate_serve::AuditApprovals(audit.clone()));
@@ -144,7 +144,7 @@ pub fn approval_events(
             std::sync::Arc::new(toolgate_admin::WebhookNotifier::with_log(
                 webhook,
                 recorder,
-                move |line| log.log(toolgate_gateway::audit::LogLevel::Warn, &line),
+                move |line| log.log(toolgate_audit::LogLevel::Warn, &line),
             ))
         }
         None => recorder,

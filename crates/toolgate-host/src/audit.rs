@@ -8,11 +8,9 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use toolgate_audit::{journal_dir_in, recover_journals, AuditDestination, AuditSink, LogLevel};
 use toolgate_audit_store::{parse_rfc3339, AuditError, AuditStore};
-use toolgate_gateway::audit::{
-    journal_dir_in, recover_journals, AuditDestination, AuditSink, LogLevel,
-};
-use toolgate_gateway::{Clock, SystemClock};
+use toolgate_clock::{Clock, SystemClock};
 
 /// The audit sink of a gateway: the `--audit` file if given, and the audit
 /// store in `data_dir` if given (`None`: no store).
@@ -29,7 +27,7 @@ pub fn open_sink_observed(
     audit_file: Option<&Path>,
     log_level: LogLevel,
     data_dir: Option<&Path>,
-    observer: Option<Box<dyn toolgate_gateway::audit::RecordObserver>>,
+    observer: Option<Box<dyn toolgate_audit::RecordObserver>>,
 ) -> Result<AuditSink> {
     let store = match data_dir {
         Some(dir) => {
@@ -172,8 +170,8 @@ pub fn parse_time(text: &str, now: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::{open_sink, parse_time};
+    use toolgate_audit::{LogLevel, Outcome, Record};
     use toolgate_audit_store::{AuditStore, Filter};
-    use toolgate_gateway::audit::{LogLevel, Outcome, Record};
 
     #[test]
     fn the_sink_writes_the_store_in_the_data_dir() {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use toolgate_admin::AdminOptions;
 use toolgate_approvals::{ApprovalEvents, ApprovalStore};
+use toolgate_audit::{AuditSink, LogLevel};
 use toolgate_config::StateConfig;
-use toolgate_gateway::audit::{AuditSink, LogLevel};
 use toolgate_telemetry::OtlpSettings;
 
 /// The built settings both gateways share.

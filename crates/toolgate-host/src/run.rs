@@ -7,8 +7,9 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use toolgate_gateway::audit::LogLevel;
-use toolgate_gateway::{run_stdio, StdioOptions, SystemClock};
+use toolgate_audit::LogLevel;
+use toolgate_clock::SystemClock;
+use toolgate_gateway::{run_stdio, StdioOptions};
 
 /// `toolgate run` as the user asked for it.
 #[derive(Debug, Clone)]

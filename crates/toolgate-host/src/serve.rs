@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use toolgate_gateway::audit::{AuditSink, LogLevel};
-use toolgate_gateway::SystemClock;
+use toolgate_audit::{AuditSink, LogLevel};
+use toolgate_clock::SystemClock;
 use toolgate_serve::{
     serve, Gateway, GatewayOptions, GrantOptions, HttpOptions, ServerOptions, SessionKey,
 };

@@ -7,8 +7,8 @@
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use toolgate_audit::{LogLevel, RecordObserver};
 use toolgate_config::{OtlpProtocol, TelemetryConfig};
-use toolgate_gateway::audit::{LogLevel, RecordObserver};
 use toolgate_telemetry::settings::{self, DEFAULT_SERVICE_NAME};
 use toolgate_telemetry::{ExportStats, Exporter, HttpUrl, Live, Metrics, OtlpSettings, Protocol};
 
@@ -140,7 +140,7 @@ pub struct GatewayMetrics {
 
 impl toolgate_admin::MetricsSource for GatewayMetrics {
     fn render(&self) -> String {
-        let now = toolgate_gateway::Clock::now_ms(&toolgate_gateway::SystemClock);
+        let now = toolgate_clock::Clock::now_ms(&toolgate_clock::SystemClock);
         let approvals_pending = self
             .approvals
             .list(true, now)

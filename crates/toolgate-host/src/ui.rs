@@ -132,11 +132,8 @@ fn plan_ui(args: &UiFlags) -> Result<UiPlan> {
 async fn serve_ui(args: UiFlags, plan: UiPlan) -> Result<u8> {
     let audit_dir = crate::stores::audit_dir(&plan.state);
     let approvals = crate::stores::open_approvals(&plan.state)?;
-    let audit = crate::audit::open_sink(
-        None,
-        toolgate_gateway::audit::LogLevel::Warn,
-        audit_dir.as_deref(),
-    )?;
+    let audit =
+        crate::audit::open_sink(None, toolgate_audit::LogLevel::Warn, audit_dir.as_deref())?;
     let events = crate::admin::approval_events(None, &audit);
     let backend = Arc::new(UiConsole {
         servers: Mutex::new(

@@ -17,11 +17,11 @@ use toolgate_approvals::{
     call_key, decide_by_client_user, ApprovalEvents, ApprovalRequest, ApprovalStore, NewRequest,
     Status,
 };
-use toolgate_gateway::answer::{
+use toolgate_audit::{AuditSink, Outcome, Record};
+use toolgate_call::answer::{
     approval_denied_text, approval_input_required, approval_pending_text, approval_question,
     refusal, Era, APPROVAL_INPUT, APPROVAL_STATE,
 };
-use toolgate_gateway::audit::{AuditSink, Outcome, Record};
 use toolgate_jsonrpc::{args_sha256, result_response};
 use toolgate_policy::{plan_layers, Call, Decision, Layer, Planned};
 use toolgate_upstream::Downstream;
@@ -55,7 +55,7 @@ pub(crate) fn held_result(text: String, facts: Value) -> Value {
 }
 
 pub(crate) fn rfc3339(ms: u64) -> String {
-    toolgate_gateway::clock::rfc3339(ms)
+    toolgate_clock::rfc3339(ms)
 }
 
 impl Gateway {

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use toolgate_gateway::answer::Era;
+use toolgate_call::answer::Era;
 use toolgate_jsonrpc::{
     args_sha256, error_response, result_response, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND,
 };

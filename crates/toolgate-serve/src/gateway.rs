@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use toolgate_approvals::{ApprovalEvents, ApprovalStore};
-use toolgate_gateway::answer::Era;
-use toolgate_gateway::audit::{AuditSink, LogLevel};
-use toolgate_gateway::Clock;
+use toolgate_audit::{AuditSink, LogLevel};
+use toolgate_call::answer::Era;
+use toolgate_clock::Clock;
 use toolgate_policy::{CounterStore, Policy};
 use toolgate_upstream::{RpcError, UpstreamEvent, UpstreamSpec};
 

@@ -29,8 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use toolgate_gateway::answer::Era;
-use toolgate_gateway::audit::LogLevel;
+use toolgate_audit::LogLevel;
+use toolgate_call::answer::Era;
 use toolgate_jsonrpc::{error_response, StrictError, INVALID_REQUEST, PARSE_ERROR};
 
 mod headers;

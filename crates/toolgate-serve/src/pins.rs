@@ -4,7 +4,7 @@
 use crate::gateway::Gateway;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
-use toolgate_gateway::audit::{LogLevel, Outcome, Record};
+use toolgate_audit::{LogLevel, Outcome, Record};
 use toolgate_policy::Policy;
 
 /// The pin store, and the tools held back because their definition changed

@@ -16,7 +16,7 @@ use crate::session::{random_id, Session};
 use crate::upstreams::Upstream as _;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use toolgate_gateway::answer::Era;
+use toolgate_call::answer::Era;
 use toolgate_jsonrpc::{error_response, result_response, INVALID_PARAMS, METHOD_NOT_FOUND};
 use toolgate_upstream::{Answer, RpcError};
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use toolgate_gateway::audit::LogLevel;
+use toolgate_audit::LogLevel;
 use toolgate_policy::Policy;
 use toolgate_upstream::{Answer, CallError, Downstream, ServerInfo, UpstreamEvent, UpstreamSpec};
 

@@ -42,7 +42,7 @@ pub use otlp::{AttrValue, Span, StatusCode};
 pub use settings::{HttpUrl, OtlpSettings, Protocol};
 pub use trace_context::TraceParent;
 
-use toolgate_gateway::audit::{Outcome, Record, RecordObserver};
+use toolgate_audit::{Outcome, Record, RecordObserver};
 
 /// The longest tool name put in a span's name and attributes.
 const MAX_TOOL_CHARS: usize = 256;
@@ -167,7 +167,7 @@ pub fn span_of(
 mod tests {
     use super::*;
     use crate::trace_context::Ids;
-    use toolgate_gateway::audit::CallTrace;
+    use toolgate_audit::CallTrace;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -11,7 +11,7 @@
 use crate::exposition::{Exposition, Kind};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use toolgate_gateway::audit::{Outcome, Record};
+use toolgate_audit::{Outcome, Record};
 
 /// Distinct tool label values, at most.
 pub const MAX_TOOLS: usize = 1000;

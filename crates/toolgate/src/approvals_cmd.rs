@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::Arc;
 use toolgate_approvals::{ApprovalError, ApprovalRequest, ApprovalStore, Decided, Status, Via};
+use toolgate_clock::rfc3339;
+use toolgate_clock::{Clock, SystemClock};
 use toolgate_config::StateStore;
-use toolgate_gateway::clock::rfc3339;
-use toolgate_gateway::{Clock, SystemClock};
 
 use crate::flags::StateArgs;
 
@@ -147,11 +147,8 @@ fn decide(args: DecideArgs, approve: bool, now: u64) -> Result<u8> {
     // The decision goes into the audit trail of the data directory, with who
     // made it and how.
     if let Some(dir) = toolgate_host::stores::audit_dir(&args.state.resolve(None)?) {
-        let sink = toolgate_host::audit::open_sink(
-            None,
-            toolgate_gateway::audit::LogLevel::Warn,
-            Some(&dir),
-        )?;
+        let sink =
+            toolgate_host::audit::open_sink(None, toolgate_audit::LogLevel::Warn, Some(&dir))?;
         toolgate_approvals::ApprovalEvents::decided(
             &toolgate_serve::AuditApprovals(sink.clone()),
             &r,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use toolgate_audit_store::{default_data_dir, AuditError, AuditStore, Filter, StoredRecord};
-use toolgate_gateway::{Clock, SystemClock};
+use toolgate_clock::{Clock, SystemClock};
 use toolgate_host::audit::parse_time;
 
 /// The decisions a record can hold (`--decision` takes one).
@@ -230,7 +230,7 @@ fn prune(dir: &Path, before: u64) -> Result<u8> {
             println!(
                 "pruned {} records older than {}; the chain starts after record {}",
                 report.removed,
-                toolgate_gateway::clock::rfc3339(before),
+                toolgate_clock::rfc3339(before),
                 report.pruned_through
             );
             Ok(0)

@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use toolgate_gateway::audit::LogLevel;
-use toolgate_gateway::SystemClock;
+use toolgate_audit::LogLevel;
+use toolgate_clock::SystemClock;
 use toolgate_policy::{Call, MemoryStore};
 
 #[derive(Debug, Parser)]
@@ -173,9 +173,9 @@ fn check(file: &Path, tool: &str, args: &str, grant: &str, expect: Option<&str>)
         grant,
         session: "check",
     };
-    let now = toolgate_gateway::Clock::now_ms(&SystemClock);
+    let now = toolgate_clock::Clock::now_ms(&SystemClock);
     let decision = policy.decide(&call, &MemoryStore::new(), now);
-    let (kind, rule, reason) = toolgate_gateway::audit::decision_facts(&decision);
+    let (kind, rule, reason) = toolgate_audit::decision_facts(&decision);
     println!("decision: {kind}");
     println!("rule: {rule}");
     if let Some(reason) = reason {

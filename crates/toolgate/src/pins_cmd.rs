@@ -121,11 +121,11 @@ pub fn run(args: PinsArgs) -> Result<u8> {
             if let Some(dir) = toolgate_host::stores::audit_dir(&state.resolve(None)?) {
                 let sink = toolgate_host::audit::open_sink(
                     None,
-                    toolgate_gateway::audit::LogLevel::Warn,
+                    toolgate_audit::LogLevel::Warn,
                     Some(&dir),
                 )?;
-                sink.record(toolgate_gateway::audit::Record {
-                    time: toolgate_gateway::Clock::now_ms(&toolgate_gateway::SystemClock),
+                sink.record(toolgate_audit::Record {
+                    time: toolgate_clock::Clock::now_ms(&toolgate_clock::SystemClock),
                     grant: String::new(),
                     session: String::new(),
                     server: Some(pin.server.clone()),
@@ -140,7 +140,7 @@ pub fn run(args: PinsArgs) -> Result<u8> {
                     counters: Vec::new(),
                     decision_us: 0.0,
                     latency_ms: None,
-                    outcome: toolgate_gateway::audit::Outcome::Refused,
+                    outcome: toolgate_audit::Outcome::Refused,
                     args_sha256: String::new(),
                     args: None,
                     trace: None,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use toolgate_gateway::audit::LogLevel;
+use toolgate_audit::LogLevel;
 use toolgate_host::serve::ServeFlags;
 
 #[derive(Debug, clap::Args)]

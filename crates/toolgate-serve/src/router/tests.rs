@@ -8,8 +8,8 @@ use crate::upstreams::AnyUpstream;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use toolgate_gateway::answer::Era;
-use toolgate_gateway::audit::{AuditSink, LogLevel};
+use toolgate_audit::{AuditSink, LogLevel};
+use toolgate_call::answer::Era;
 use toolgate_policy::{parse_policy, Format};
 use toolgate_upstream::{Backoff, Transport, UpstreamSpec};
 
@@ -45,7 +45,7 @@ async fn gateway(a: &FakeServer, b: &FakeServer) -> Arc<Gateway> {
         session_key: SessionKey::random(),
         session_ttl: Duration::from_secs(3600),
         store: Arc::new(toolgate_policy::MemoryStore::default()),
-        clock: Arc::new(toolgate_gateway::SystemClock),
+        clock: Arc::new(toolgate_clock::SystemClock),
         audit: AuditSink::open(None, LogLevel::Error).expect("no audit file"),
         audit_args: false,
         startup_timeout: Duration::from_secs(1),

@@ -1,4 +1,10 @@
-//! Time, passed in: the gateway never reads the system clock directly.
+//! Time, passed in: the gateways never read the system clock directly.
+//!
+//! [`Clock`] is what every part that needs the time takes; [`SystemClock`]
+//! is the real one and [`ManualClock`] the one tests hold still and move by
+//! hand. [`rfc3339`] writes a time as the audit trail and the APIs show it.
+//!
+//! Invariants: no IO; this is the one module that reads the system clock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 use toolgate_policy::Millis;
@@ -18,6 +24,28 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as Millis)
             .unwrap_or(0)
+    }
+}
+
+/// A clock that stands still until it is moved: for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn at(ms: Millis) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicU64::new(ms))
+    }
+    pub fn set(&self, ms: Millis) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -44,7 +72,17 @@ pub fn rfc3339(ms: Millis) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let clock = ManualClock::at(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.advance(500);
+        assert_eq!(clock.now_ms(), 1_500);
+        clock.set(7);
+        assert_eq!(clock.now_ms(), 7);
+    }
 
     #[test]
     fn formats_known_instants() {

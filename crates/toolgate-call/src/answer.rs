@@ -120,7 +120,7 @@ pub fn approval_pending_text(
     format!(
         "toolgate: the call to \"{tool}\" needs approval ({reason}) and is waiting for it: approval request {} expires at {}. Once it is approved, send the identical call again and it will run once.",
         request.id,
-        crate::clock::rfc3339(request.expires_ms)
+        toolgate_clock::rfc3339(request.expires_ms)
     )
 }
 
@@ -138,7 +138,7 @@ pub fn approval_question(
         new.reason,
         readable_arguments(&new.arguments),
         request.id,
-        crate::clock::rfc3339(request.expires_ms),
+        toolgate_clock::rfc3339(request.expires_ms),
     );
     json!({"mode": "form", "message": message, "requestedSchema": {"type": "object", "properties": {}}})
 }

@@ -24,11 +24,11 @@
 //! returned survives `kill -9` and any crash of the process, not a loss of
 //! power.
 
-use crate::clock::rfc3339;
 use serde_json::Value;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
+use toolgate_clock::rfc3339;
 use toolgate_policy::{Decision, Millis, Taken};
 
 mod journal;
