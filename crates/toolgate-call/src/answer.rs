@@ -179,3 +179,138 @@ fn readable_arguments(arguments: &Value) -> String {
     }
     serde_json::to_string_pretty(&shorten(arguments)).unwrap_or_default()
 }
+
+/// A call held back by something other than the policy's own decision: a
+/// pin, or the approval of a `require_approval` rule. Both gateways answer
+/// these through [`HeldBack::result`]: one place for each text and each
+/// `structuredContent.toolgate` field.
+#[derive(Debug)]
+pub enum HeldBack<'a> {
+    /// The server changed the tool's definition since it was pinned.
+    PinChanged { server: &'a str, tool: &'a str },
+    /// The pin store cannot be reached (fail closed).
+    PinUnavailable { why: &'a str },
+    /// The approval store cannot be reached (fail closed).
+    StateUnavailable { why: &'a str },
+    /// An approval answer that belongs to another call.
+    ForeignAnswer,
+    /// The retry of an approval round whose rule no longer holds the call.
+    NoLongerHeld,
+    /// No one can approve: the client cannot be asked and the rule allows
+    /// no other approvers.
+    Unaskable { rule: &'a str, reason: &'a str },
+    /// A person refused the call.
+    Denied {
+        request_id: &'a str,
+        decided: &'a toolgate_approvals::Decided,
+    },
+    /// The call waits for a person.
+    Pending {
+        request: &'a toolgate_approvals::ApprovalRequest,
+        reason: &'a str,
+        rule: &'a str,
+    },
+}
+
+impl HeldBack<'_> {
+    /// What the agent reads.
+    pub fn text(&self, tool: &str) -> String {
+        match self {
+            HeldBack::PinChanged { server, tool: original } => format!(
+                "toolgate held back this call to \"{tool}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{original}, then toolgate pins accept {server}/{original})"
+            ),
+            HeldBack::PinUnavailable { why } => format!(
+                "toolgate refused this call to \"{tool}\": its pinned definition cannot be checked ({why}); calls are refused until the state store is back"
+            ),
+            HeldBack::StateUnavailable { why } => {
+                format!("toolgate held back this call to \"{tool}\": {why}; it did not run")
+            }
+            HeldBack::ForeignAnswer => format!(
+                "toolgate: the approval answer does not belong to this call to \"{tool}\"; it did not run"
+            ),
+            HeldBack::NoLongerHeld => {
+                format!("toolgate: the call to \"{tool}\" is no longer held for approval")
+            }
+            HeldBack::Unaskable { rule, reason } => format!(
+                "toolgate held back this call to \"{tool}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})"
+            ),
+            HeldBack::Denied { request_id, decided } => {
+                approval_denied_text(tool, request_id, decided)
+            }
+            HeldBack::Pending { request, reason, .. } => {
+                approval_pending_text(tool, reason, request)
+            }
+        }
+    }
+
+    /// The facts for programs (`structuredContent.toolgate`).
+    pub fn facts(&self, tool: &str) -> Value {
+        match self {
+            HeldBack::PinChanged { .. } => {
+                json!({"decision": "pin_changed", "tool": tool, "reason": "the tool's definition changed since it was pinned"})
+            }
+            HeldBack::PinUnavailable { why } => {
+                json!({"decision": "state_unavailable", "tool": tool, "reason": why})
+            }
+            HeldBack::StateUnavailable { why } => {
+                json!({"decision": "state_unavailable", "reason": why, "tool": tool})
+            }
+            HeldBack::ForeignAnswer | HeldBack::NoLongerHeld => {
+                json!({"decision": "approval_required", "tool": tool})
+            }
+            HeldBack::Unaskable { rule, reason } => {
+                json!({"decision": "approval_required", "rule": rule, "reason": reason, "tool": tool})
+            }
+            HeldBack::Denied {
+                request_id,
+                decided,
+            } => json!({
+                "decision": "approval_denied",
+                "approval_id": request_id,
+                "by": decided.by,
+                "via": decided.via.as_str(),
+                "reason": decided.reason,
+                "tool": tool,
+            }),
+            HeldBack::Pending {
+                request,
+                reason,
+                rule,
+            } => json!({
+                "decision": "approval_pending",
+                "approval_id": request.id,
+                "expires_at": toolgate_clock::rfc3339(request.expires_ms),
+                "reason": reason,
+                "rule": rule,
+                "tool": tool,
+            }),
+        }
+    }
+
+    /// The tool result the client gets: the text, `isError`, the facts;
+    /// `resultType: complete` for a 2026-07-28 request.
+    pub fn result(&self, tool: &str, era: Era) -> Value {
+        let mut result = self.tool_result(tool);
+        if era == Era::Stateless {
+            result["resultType"] = json!("complete");
+        }
+        result
+    }
+}
+
+impl HeldBack<'_> {
+    /// [`HeldBack::result`] without `resultType` (for a caller that adds it
+    /// with the rest of the answer).
+    pub fn tool_result(&self, tool: &str) -> Value {
+        held_result(self.text(tool), self.facts(tool))
+    }
+}
+
+/// A refusal's tool result: `text` for the model, `facts` for programs.
+pub fn held_result(text: String, facts: Value) -> Value {
+    json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "structuredContent": {"toolgate": facts},
+    })
+}

@@ -27,8 +27,8 @@ use toolgate_approvals::{
 };
 use toolgate_audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
 use toolgate_call::answer::{
-    approval_denied_text, approval_input_required, approval_pending_text, approval_question,
-    refusal, unknown_tool, Era, APPROVAL_INPUT, APPROVAL_STATE,
+    approval_input_required, approval_question, refusal, unknown_tool, Era, HeldBack,
+    APPROVAL_INPUT, APPROVAL_STATE,
 };
 use toolgate_clock::Clock;
 use toolgate_jsonrpc::{
@@ -732,36 +732,24 @@ fn police_call(
         }
     };
     let tool: &str = &name;
-    let pin_refusal = match pin_check(shared, tool) {
+    let verdict = pin_check(shared, tool);
+    let held_back = match &verdict {
         PinCheck::Clear => None,
-        PinCheck::Changed => Some((
-            format!(
-                "toolgate held back this call to \"{tool}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
-                server = shared.server_name
-            ),
-            "pin_changed",
-            "the tool's definition changed since it was pinned".to_string(),
-        )),
-        PinCheck::Unavailable(why) => Some((
-            format!("toolgate refused this call to \"{tool}\": its pinned definition cannot be checked ({why}); calls are refused until the state store is back"),
-            "state_unavailable",
-            why,
-        )),
+        PinCheck::Changed => Some(HeldBack::PinChanged {
+            server: &shared.server_name,
+            tool,
+        }),
+        PinCheck::Unavailable(why) => Some(HeldBack::PinUnavailable { why }),
     };
-    if let Some((text, decision, reason)) = pin_refusal {
+    if let Some(held_back) = held_back {
         let era = Era::of_meta(
             meta.and_then(|m| serde_json::from_str(m.get()).ok())
                 .as_ref(),
         );
-        let mut result = json!({
-            "content": [{"type": "text", "text": text}],
-            "isError": true,
-            "structuredContent": {"toolgate": {"decision": decision, "tool": tool, "reason": reason}},
-        });
-        if era == Era::Stateless {
-            result["resultType"] = json!("complete");
-        }
-        return Route::Answer(toolgate_jsonrpc::result_response(&Value::Null, result));
+        return Route::Answer(toolgate_jsonrpc::result_response(
+            &Value::Null,
+            held_back.result(tool, era),
+        ));
     }
     if !(arguments.is_object() || arguments.is_null()) {
         return Route::Answer(error_response(
@@ -1270,16 +1258,11 @@ fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
     }
 }
 
-fn held_answer(held: &HeldCall, text: String, facts: Value) -> HeldOutcome {
-    let mut result = json!({
-        "content": [{"type": "text", "text": text}],
-        "isError": true,
-        "structuredContent": {"toolgate": facts},
-    });
-    if held.era == Era::Stateless {
-        result["resultType"] = json!("complete");
-    }
-    HeldOutcome::Answer(toolgate_jsonrpc::result_response(&Value::Null, result))
+fn held_answer(held: &HeldCall, held_back: HeldBack<'_>) -> HeldOutcome {
+    HeldOutcome::Answer(toolgate_jsonrpc::result_response(
+        &Value::Null,
+        held_back.result(&held.tool, held.era),
+    ))
 }
 
 fn audit_approval(
@@ -1413,8 +1396,9 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
     let unavailable = |e: toolgate_approvals::ApprovalError| {
         held_answer(
             held,
-            format!("toolgate held back this call to \"{tool}\": {e}; it did not run"),
-            json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool}),
+            HeldBack::StateUnavailable {
+                why: &e.to_string(),
+            },
         )
     };
     let key = call_key(
@@ -1448,18 +1432,21 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                     )
                     .unwrap_or(r);
                     if let Status::Denied(d) = &decided.status {
-                        let text = approval_denied_text(tool, &decided.id, d);
-                        audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
-                        return held_answer(held, text, json!({"decision": "approval_denied", "approval_id": decided.id, "by": d.by, "via": d.via.as_str(), "tool": tool}));
+                        let held_back = HeldBack::Denied {
+                            request_id: &decided.id,
+                            decided: d,
+                        };
+                        audit_approval(
+                            shared,
+                            held,
+                            "approval_denied",
+                            rule.as_str(),
+                            held_back.text(tool),
+                        );
+                        return held_answer(held, held_back);
                     }
                 }
-                Ok(_) => {
-                    return held_answer(
-                        held,
-                        format!("toolgate: the approval answer does not belong to this call to \"{tool}\"; it did not run"),
-                        json!({"decision": "approval_required", "tool": tool}),
-                    )
-                }
+                Ok(_) => return held_answer(held, HeldBack::ForeignAnswer),
                 Err(e) => return unavailable(e),
             }
         } else {
@@ -1486,19 +1473,18 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 .as_ref()
                 .is_some_and(|caps| caps.get("elicitation").is_some());
         if !ask_client && !approval.via_admin {
-            let text = format!("toolgate held back this call to \"{tool}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
+            let held_back = HeldBack::Unaskable {
+                rule: rule.as_str(),
+                reason,
+            };
             audit_approval(
                 shared,
                 held,
                 "approval_required",
                 rule.as_str(),
-                text.clone(),
+                held_back.text(tool),
             );
-            return held_answer(
-                held,
-                text,
-                json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": tool}),
-            );
+            return held_answer(held, held_back);
         }
         let request = match open_request(shared, held, &new, now) {
             Ok(r) => r,
@@ -1542,30 +1528,35 @@ fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 Err(e) => return unavailable(e),
             },
             Status::Denied(d) => {
-                let text = approval_denied_text(tool, &request.id, d);
-                audit_approval(shared, held, "approval_denied", rule.as_str(), text.clone());
-                return held_answer(
+                let held_back = HeldBack::Denied {
+                    request_id: &request.id,
+                    decided: d,
+                };
+                audit_approval(
+                    shared,
                     held,
-                    text,
-                    json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool}),
+                    "approval_denied",
+                    rule.as_str(),
+                    held_back.text(tool),
                 );
+                return held_answer(held, held_back);
             }
             _ => {}
         }
         if approved.is_none() {
-            let text = approval_pending_text(tool, reason, &request);
+            let held_back = HeldBack::Pending {
+                request: &request,
+                reason,
+                rule: rule.as_str(),
+            };
             audit_approval(
                 shared,
                 held,
                 "approval_pending",
                 rule.as_str(),
-                text.clone(),
+                held_back.text(tool),
             );
-            return held_answer(
-                held,
-                text,
-                json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": toolgate_clock::rfc3339(request.expires_ms), "reason": reason, "rule": rule.as_str(), "tool": tool}),
-            );
+            return held_answer(held, held_back);
         }
     }
     let approved = approved.expect("checked above");

@@ -10,7 +10,7 @@ use crate::forward::GateOutcome;
 use crate::gateway::Context;
 use crate::gateway::Gateway;
 use crate::gateway::Reply;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use toolgate_approvals::{
@@ -19,8 +19,8 @@ use toolgate_approvals::{
 };
 use toolgate_audit::{AuditSink, Outcome, Record};
 use toolgate_call::answer::{
-    approval_denied_text, approval_input_required, approval_pending_text, approval_question,
-    refusal, Era, APPROVAL_INPUT, APPROVAL_STATE,
+    approval_input_required, approval_question, refusal, Era, HeldBack, APPROVAL_INPUT,
+    APPROVAL_STATE,
 };
 use toolgate_jsonrpc::{args_sha256, result_response};
 use toolgate_policy::{plan_layers, Call, Decision, Layer, Planned};
@@ -46,14 +46,6 @@ pub(crate) struct Held {
 }
 
 /// A refusal-like tool result (`isError`) with the facts for programs.
-pub(crate) fn held_result(text: String, facts: Value) -> Value {
-    json!({
-        "content": [{"type": "text", "text": text}],
-        "isError": true,
-        "structuredContent": {"toolgate": facts},
-    })
-}
-
 pub(crate) fn rfc3339(ms: u64) -> String {
     toolgate_clock::rfc3339(ms)
 }
@@ -110,19 +102,26 @@ impl Gateway {
                 .await;
         }
         if !ask_client && !approval.via_admin {
-            let text = format!("toolgate held back this call to \"{name}\": {reason}; this client cannot be asked (it does not support elicitation) and the rule allows no other approvers (rule {rule})");
-            let facts = json!({"decision": "approval_required", "rule": rule.as_str(), "reason": reason, "tool": name});
+            let held_back = HeldBack::Unaskable {
+                rule: rule.as_str(),
+                reason: &reason,
+            };
             self.audit_approval(
                 ctx,
                 name,
                 &arguments,
                 "approval_required",
                 rule.as_str(),
-                Some(text.clone()),
+                Some(held_back.text(name)),
                 received,
                 new.server.as_deref(),
             );
-            return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
+            return Reply::Json(self.answer(
+                ctx,
+                id,
+                "tools/call",
+                Ok(held_back.tool_result(name)),
+            ));
         }
         let held = Held {
             key,
@@ -170,11 +169,12 @@ impl Gateway {
         } = held;
         let now = self.clock.now_ms();
         let unavailable = |e: toolgate_approvals::ApprovalError| {
-            let text = format!("toolgate held back this call to \"{tool}\": {e}; it did not run");
-            GateOutcome::Answer(held_result(
-                text,
-                json!({"decision": "state_unavailable", "reason": e.to_string(), "tool": tool}),
-            ))
+            GateOutcome::Answer(
+                HeldBack::StateUnavailable {
+                    why: &e.to_string(),
+                }
+                .tool_result(&tool),
+            )
         };
         // An approval given earlier for this very call (a retry).
         let mut approved = match self.approvals.store.consume(&key, now) {
@@ -217,40 +217,41 @@ impl Gateway {
                     }
                 }
                 Status::Denied(d) => {
-                    let text = approval_denied_text(&tool, &request.id, d);
+                    let held_back = HeldBack::Denied {
+                        request_id: &request.id,
+                        decided: d,
+                    };
                     self.audit_approval(
                         &ctx,
                         &tool,
                         &arguments,
                         "approval_denied",
                         &new.rule,
-                        Some(text.clone()),
+                        Some(held_back.text(&tool)),
                         received,
                         new.server.as_deref(),
                     );
-                    return GateOutcome::Answer(held_result(
-                        text,
-                        json!({"decision": "approval_denied", "approval_id": request.id, "by": d.by, "via": d.via.as_str(), "reason": d.reason, "tool": tool}),
-                    ));
+                    return GateOutcome::Answer(held_back.tool_result(&tool));
                 }
                 _ => {}
             }
             if approved.is_none() {
-                let text = approval_pending_text(&tool, &new.reason, &request);
+                let held_back = HeldBack::Pending {
+                    request: &request,
+                    reason: &new.reason,
+                    rule: &new.rule,
+                };
                 self.audit_approval(
                     &ctx,
                     &tool,
                     &arguments,
                     "approval_pending",
                     &new.rule,
-                    Some(text.clone()),
+                    Some(held_back.text(&tool)),
                     received,
                     new.server.as_deref(),
                 );
-                return GateOutcome::Answer(held_result(
-                    text,
-                    json!({"decision": "approval_pending", "approval_id": request.id, "expires_at": rfc3339(request.expires_ms), "reason": new.reason, "rule": new.rule, "tool": tool}),
-                ));
+                return GateOutcome::Answer(held_back.tool_result(&tool));
             }
         }
         let approved = approved.expect("checked above");
@@ -470,17 +471,14 @@ impl Gateway {
         if let (Some(request_id), Some(action)) = (state, action) {
             let request = match self.approvals.store.get(&request_id) {
                 Ok(Some(r)) if r.key == key => r,
-                Ok(_) => {
-                    return answer_result(held_result(
-                        format!("toolgate: the approval answer does not belong to this call to \"{}\"; it did not run", new.tool),
-                        json!({"decision": "approval_required", "tool": new.tool}),
-                    ))
-                }
+                Ok(_) => return answer_result(HeldBack::ForeignAnswer.tool_result(&new.tool)),
                 Err(e) => {
-                    return answer_result(held_result(
-                        format!("toolgate held back this call to \"{}\": {e}; it did not run", new.tool),
-                        json!({"decision": "state_unavailable", "tool": new.tool}),
-                    ))
+                    return answer_result(
+                        HeldBack::StateUnavailable {
+                            why: &e.to_string(),
+                        }
+                        .tool_result(&new.tool),
+                    )
                 }
             };
             // Decided before (by an approver): that decision stands.
@@ -494,21 +492,21 @@ impl Gateway {
             )
             .unwrap_or(request);
             if let Status::Denied(d) = &decided.status {
-                let text = approval_denied_text(&new.tool, &decided.id, d);
+                let held_back = HeldBack::Denied {
+                    request_id: &decided.id,
+                    decided: d,
+                };
                 self.audit_approval(
                     ctx,
                     &new.tool,
                     &new.arguments,
                     "approval_denied",
                     &new.rule,
-                    Some(text.clone()),
+                    Some(held_back.text(&new.tool)),
                     received,
                     new.server.as_deref(),
                 );
-                return answer_result(held_result(
-                    text,
-                    json!({"decision": "approval_denied", "approval_id": decided.id, "by": d.by, "via": d.via.as_str(), "tool": new.tool}),
-                ));
+                return answer_result(held_back.tool_result(&new.tool));
             }
             // Run (or refuse) as for any decided request; our fields do not go upstream.
             if let Value::Object(p) = &mut params {
@@ -531,15 +529,7 @@ impl Gateway {
                 },
                 plan: match self.plan_of(ctx, server, &new) {
                     Some(plan) => plan,
-                    None => {
-                        return answer_result(held_result(
-                            format!(
-                                "toolgate: the call to \"{}\" is no longer held for approval",
-                                new.tool
-                            ),
-                            json!({"decision": "approval_required", "tool": new.tool}),
-                        ))
-                    }
+                    None => return answer_result(HeldBack::NoLongerHeld.tool_result(&new.tool)),
                 },
                 ask_client: false,
                 tool: new.tool.clone(),
@@ -560,13 +550,12 @@ impl Gateway {
         let request = match self.open_request(ctx, &new, now, received) {
             Ok(r) => r,
             Err(e) => {
-                return answer_result(held_result(
-                    format!(
-                        "toolgate held back this call to \"{}\": {e}; it did not run",
-                        new.tool
-                    ),
-                    json!({"decision": "state_unavailable", "tool": new.tool}),
-                ))
+                return answer_result(
+                    HeldBack::StateUnavailable {
+                        why: &e.to_string(),
+                    }
+                    .tool_result(&new.tool),
+                )
             }
         };
         Reply::Json(result_response(id, approval_input_required(&new, &request)))

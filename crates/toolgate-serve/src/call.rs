@@ -2,18 +2,17 @@
 //! grant's or the gateway's over gateway names, the server's own over its
 //! names), the quota it takes and gives back, and its audit record.
 
-use crate::approvals::held_result;
 use crate::forward::OnDone;
 use crate::gateway::Context;
 use crate::gateway::Gateway;
 use crate::gateway::Reply;
 use crate::rounds::Relayed;
 use crate::router::foreign_state;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use toolgate_audit::{decision_facts, CallTrace, Outcome, Record};
-use toolgate_call::answer::{refusal, unknown_tool};
+use toolgate_call::answer::{refusal, unknown_tool, HeldBack};
 use toolgate_jsonrpc::{args_sha256, error_response, INVALID_PARAMS};
 use toolgate_policy::{plan_layers, Call, Decision, Grant, Layer, Planned};
 use toolgate_upstream::{Answer, CallError};
@@ -76,13 +75,16 @@ impl Gateway {
             }
         }
         if self.is_held_back(entry.server, &entry.original) {
-            let text = format!(
-                "toolgate held back this call to \"{name}\": the server changed the tool's definition since it was pinned, and the change has not been accepted (toolgate pins diff {server}/{tool}, then toolgate pins accept {server}/{tool})",
-                server = server.name,
-                tool = entry.original
-            );
-            let facts = json!({"decision": "pin_changed", "tool": name, "reason": "the tool's definition changed since it was pinned"});
-            return Reply::Json(self.answer(ctx, id, "tools/call", Ok(held_result(text, facts))));
+            let held_back = HeldBack::PinChanged {
+                server: &server.name,
+                tool: &entry.original,
+            };
+            return Reply::Json(self.answer(
+                ctx,
+                id,
+                "tools/call",
+                Ok(held_back.tool_result(name)),
+            ));
         }
         let now = self.clock.now_ms();
         let gateway_policy = self.gateway_policy(&ctx.caller);
