@@ -7,8 +7,6 @@
 //!   `tools/call` requests (decided by the policy before they reach the
 //!   server).
 //! - [`frame`]: newline-delimited framing with a size limit.
-//! - [`child`]: spawning the server so that it never outlives the gateway,
-//!   and forwarding signals to it.
 //! - [`reload`]: the policy in force, swapped when its file changes.
 //!
 //! The policy itself (rules, conditions, counters) lives in `toolgate-policy`,
@@ -16,7 +14,6 @@
 //! `toolgate-call`, the audit trail in `toolgate-audit`, time in
 //! `toolgate-clock`. This crate only feeds calls in and acts on decisions.
 
-pub mod child;
 pub mod frame;
 pub mod reload;
 pub mod stdio;

@@ -11,7 +11,6 @@
 //! When the server exits, every call in flight is answered with an error at
 //! once and the gateway exits with the server's status.
 
-use crate::child;
 use crate::frame::{Frame, FrameReader};
 use crate::reload::{watch_policy_file, LivePolicy};
 use serde_json::value::RawValue;
@@ -30,6 +29,7 @@ use toolgate_call::answer::{
     approval_input_required, approval_question, refusal, unknown_tool, Era, HeldBack,
     APPROVAL_INPUT, APPROVAL_STATE,
 };
+use toolgate_child as child;
 use toolgate_clock::Clock;
 use toolgate_jsonrpc::{
     args_sha256, error_response, incoming, one_line, peek, read_message, Id, Incoming,

@@ -53,42 +53,20 @@ pub(crate) async fn supervise(conn: Arc<Conn>, cmd: StdioCommand) {
 }
 
 fn spawn(cmd: &StdioCommand) -> std::io::Result<Child> {
-    let mut c = Command::new(&cmd.command);
+    let mut c = std::process::Command::new(&cmd.command);
     c.args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        .stderr(Stdio::inherit());
     if let Some(dir) = &cmd.cwd {
         c.current_dir(dir);
     }
-    die_with_parent(&mut c);
+    toolgate_child::die_with_parent(&mut c);
+    let mut c = Command::from(c);
+    c.kill_on_drop(true);
     c.spawn()
 }
-
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe system calls (prctl, getppid, raise).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::raise(libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
 
 /// Serves one child until it dies (returns why) or shutdown is asked for
 /// (returns `None` once the child is gone).

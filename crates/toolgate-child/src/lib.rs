@@ -1,9 +1,10 @@
-//! The upstream server as a child process.
+//! An MCP server as a child process of the gateway, started one way for
+//! `toolgate run` and for `toolgate serve`'s stdio upstreams.
 //!
 //! Its stdin and stdout are the gateway's pipes to it; its stderr is the
-//! gateway's stderr; its environment is the gateway's. On Linux the kernel
-//! kills it if the gateway dies, even by SIGKILL (`PR_SET_PDEATHSIG`), so it
-//! never outlives the gateway.
+//! gateway's stderr. On Linux the kernel kills it if the gateway dies, even
+//! by SIGKILL (`PR_SET_PDEATHSIG`, set by [`die_with_parent`], the one place
+//! that does it), so it never outlives the gateway.
 
 use std::process::{Child, Command, Stdio};
 
@@ -34,9 +35,10 @@ pub fn spawn(command: &[String]) -> Result<Child, SpawnError> {
     })
 }
 
+/// Makes the child `cmd` starts die with this process (Linux).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the child between fork and exec and only
@@ -56,7 +58,7 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
+pub fn die_with_parent(_cmd: &mut Command) {}
 
 /// Sends `signal` to the process `pid`.
 #[allow(unsafe_code)]
