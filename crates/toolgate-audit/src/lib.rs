@@ -157,6 +157,35 @@ impl CallTrace {
 }
 
 impl Record {
+    /// The record of a tool whose definition changed since it was pinned
+    /// (`kind`: `pin_changed` when it is held back, `pin_changed_warn`).
+    pub fn pin_changed(
+        time: Millis,
+        (grant, session): (String, String),
+        server: &str,
+        tool: &str,
+        kind: &'static str,
+    ) -> Record {
+        Record {
+            time,
+            grant,
+            session,
+            server: Some(server.to_string()),
+            tool: tool.to_string(),
+            decision: kind,
+            rule: "pins".into(),
+            reason: Some("the tool's definition differs from the pinned one".into()),
+            counters: Vec::new(),
+            decision_us: 0.0,
+            latency_ms: None,
+            outcome: Outcome::Refused,
+            args_sha256: String::new(),
+            args: None,
+            trace: None,
+            intent: None,
+        }
+    }
+
     /// The record's JSON line (without the newline).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(RecordJson {

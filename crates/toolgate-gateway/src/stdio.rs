@@ -1108,24 +1108,13 @@ fn pin_audit(shared: &Shared, tool: &str, kind: &'static str) {
     if !shared.audit.enabled() {
         return;
     }
-    shared.audit.record(Record {
-        time: shared.clock.now_ms(),
-        grant: shared.grant.clone(),
-        session: shared.session.clone(),
-        server: Some(shared.server_name.clone()),
-        tool: tool.to_string(),
-        decision: kind,
-        rule: "pins".into(),
-        reason: Some("the tool's definition differs from the pinned one".into()),
-        counters: Vec::new(),
-        decision_us: 0.0,
-        latency_ms: None,
-        outcome: Outcome::Refused,
-        args_sha256: String::new(),
-        args: None,
-        trace: None,
-        intent: None,
-    });
+    shared.audit.record(Record::pin_changed(
+        shared.clock.now_ms(),
+        (shared.grant.clone(), shared.session.clone()),
+        &shared.server_name,
+        tool,
+        kind,
+    ));
 }
 
 /// The server is gone: every request still waiting gets an error now.

@@ -4,7 +4,7 @@
 use crate::gateway::Gateway;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
-use toolgate_audit::{LogLevel, Outcome, Record};
+use toolgate_audit::{LogLevel, Record};
 use toolgate_policy::Policy;
 
 /// The pin store, and the tools held back because their definition changed
@@ -59,30 +59,17 @@ impl Gateway {
                             ),
                         );
                         if self.audit.enabled() {
-                            self.audit.record(Record {
-                                time: now,
-                                grant: String::new(),
-                                session: String::new(),
-                                server: Some(server.name.clone()),
-                                tool: name.to_string(),
-                                decision: if block {
+                            self.audit.record(Record::pin_changed(
+                                now,
+                                (String::new(), String::new()),
+                                &server.name,
+                                name,
+                                if block {
                                     "pin_changed"
                                 } else {
                                     "pin_changed_warn"
                                 },
-                                rule: "pins".into(),
-                                reason: Some(
-                                    "the tool's definition differs from the pinned one".into(),
-                                ),
-                                counters: Vec::new(),
-                                decision_us: 0.0,
-                                latency_ms: None,
-                                outcome: Outcome::Refused,
-                                args_sha256: String::new(),
-                                args: None,
-                                trace: None,
-                                intent: None,
-                            });
+                            ));
                         }
                     }
                     if block {
