@@ -94,7 +94,7 @@ pub async fn serve_admin_with_console(
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
-    let acceptor = crate::accept::Acceptor::new(listener, crate::accept::MAX_CONNECTIONS);
+    let acceptor = toolgate_listen::Acceptor::new(listener, toolgate_listen::MAX_CONNECTIONS);
     loop {
         let (stream, slot) = tokio::select! {
             accepted = acceptor.accept() => accepted,

@@ -22,7 +22,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod accept;
 mod api;
 mod signature;
 mod webhook;

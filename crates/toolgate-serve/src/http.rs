@@ -77,12 +77,13 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = Workers::start(opts.workers);
     tokio::pin!(shutdown);
+    // At most MAX_CONNECTIONS at once (each agent may hold a GET stream
+    // open besides its requests); out of descriptors, the loop backs off
+    // instead of spinning.
+    let acceptor = toolgate_listen::Acceptor::new(listener, MAX_CONNECTIONS);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => continue,
-            },
+        let (stream, slot) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -92,6 +93,7 @@ pub async fn serve(
         let stopped = stopped.clone();
         let limits = limits.clone();
         workers.spawn(stream, move |stream| async move {
+            let _slot = slot;
             h1::connection(
                 stream,
                 limits,
@@ -102,7 +104,7 @@ pub async fn serve(
             .await;
         });
     }
-    drop(listener);
+    drop(acceptor);
     drop(stopped);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(opts.shutdown_grace, stop.closed()).await;
@@ -177,6 +179,10 @@ impl Workers {
         });
     }
 }
+
+/// The client connections `toolgate serve` holds at once; the next waits
+/// for one to close.
+pub const MAX_CONNECTIONS: usize = 16 * 1024;
 
 /// How long a client may take to send one whole request; an idle
 /// keep-alive connection is closed after this long.

@@ -1,5 +1,5 @@
-//! One accept loop for every listener the binary starts (admin API,
-//! dashboard, `/metrics`): at most `max` connections at once (the next
+//! One accept loop for every listener toolgate opens (`/mcp` of `toolgate
+//! serve`, the admin API, dashboard and `/metrics`): at most `max` connections at once (the next
 //! accept waits for a slot), and a listener out of file descriptors
 //! (EMFILE, ENFILE) backs off instead of spinning on the error.
 
