@@ -237,3 +237,14 @@ def test_arguments_with_200000_distinct_keys_do_not_hold_the_gateway(raw_gateway
     raw.send_bytes(dup.encode() + b"\n")
     answer = raw.recv()
     assert answer["id"] == 78 and answer["error"]["code"] == -32600, answer
+
+
+def test_a_tools_list_answer_the_gateway_cannot_read_is_not_passed_on_unfiltered(raw_gateway, monkeypatch):
+    monkeypatch.setenv("BATCH_SERVER_LIST_NAN", "1")
+    raw = raw_gateway(BATCH_POLICY, server_command=[sys.executable, str(BATCH_SERVER)])
+    raw.send_bytes(b'{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{}}\n')
+    line = raw.recv_line()
+    assert b"delete_all" not in line, line
+    answer = json.loads(line)
+    assert answer["id"] == 4 and answer["error"]["code"] == -32603, answer
+    assert raw.call("echo", {"text": "x"})["result"]["content"][0]["text"] == "x"

@@ -3,6 +3,7 @@ revision of MCP allowed: an array is a batch, and every request in it is run
 (an inner array too, as a lenient server would). It has the probe server's
 `echo` and `delete_all` tools, and logs every tools/call it runs to
 $PROBE_LOG, like the probe server, so tests can assert on what it ran.
+With BATCH_SERVER_LIST_NAN set, its tools/list answer holds a NaN.
 
 Written without an SDK on purpose: no SDK accepts batches any more, and a
 gateway must be safe in front of a server that does.
@@ -45,6 +46,10 @@ def handle(message):
         }
     elif method == "tools/list":
         result = {"tools": TOOLS}
+        if os.environ.get("BATCH_SERVER_LIST_NAN"):
+            # Not JSON (Python's json writes and reads NaN): a lenient client
+            # would read it, hidden tools and all.
+            result["score"] = float("nan")
     elif method == "tools/call":
         name, arguments = params.get("name"), params.get("arguments") or {}
         log_call(name, arguments)

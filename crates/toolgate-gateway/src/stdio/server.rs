@@ -63,7 +63,17 @@ pub(super) fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
                 filter_tools_list(shared, &mut value);
                 toolgate_jsonrpc::to_vec_with_id(&value, &entry.client_id)
             }
-            Err(_) => bytes,
+            // Not filtered, not passed on: a lenient client could read the
+            // tools the policy hides in it.
+            Err(e) => toolgate_jsonrpc::to_vec_with_id(
+                &error_response(
+                    &Value::Null,
+                    INTERNAL_ERROR,
+                    &format!("the server's tools/list answer cannot be read: {e}"),
+                    None,
+                ),
+                &entry.client_id,
+            ),
         },
     }
 }
