@@ -78,7 +78,7 @@ class ServeGateway:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             text = self.stderr_path.read_bytes()[offset:].decode("utf-8", "replace")
-            m = re.search(r"toolgate serve: listening on (\d[0-9.:]+)", text)
+            m = re.search(r"toolgate serve: listening on (\S+) \(MCP endpoint", text)
             if m:
                 self.addr = m.group(1)
                 return self

@@ -353,7 +353,9 @@ async fn serve_until_signal(
             reloads,
         ));
     }
-    eprintln!("toolgate serve: listening on {local} (MCP endpoint http://{local}/mcp)");
+    // One write: a reader of stderr never sees half the address.
+    let line = format!("toolgate serve: listening on {local} (MCP endpoint http://{local}/mcp)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let grace = http.shutdown_grace;
     let http = HttpOptions {
         listen: local,

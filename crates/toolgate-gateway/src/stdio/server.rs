@@ -37,7 +37,9 @@ pub(super) fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return batch_from_server(shared, bytes);
     }
-    let Some(p) = peek(&bytes) else { return bytes };
+    let Some(p) = peek(&bytes) else {
+        return unreadable(shared, bytes);
+    };
     if p.method.is_some() {
         return bytes;
     }
@@ -78,6 +80,45 @@ pub(super) fn answer_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// A server line that is not JSON the gateway can read (`NaN`, say, which a
+/// lenient client would read): while a `tools/list` is in flight it could be
+/// that answer, unfiltered, so it goes no further and every `tools/list` in
+/// flight is answered with an error instead. Otherwise it passes as it came.
+fn unreadable(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
+    let lists: Vec<Entry> = {
+        let mut pending = shared.pending.lock().expect("pending lock");
+        let ids: Vec<Id> = pending
+            .iter()
+            .filter(|(_, e)| matches!(e.what, Pending::List))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter().filter_map(|id| pending.remove(id)).collect()
+    };
+    if lists.is_empty() {
+        return bytes;
+    }
+    shared.audit.log(
+        LogLevel::Warn,
+        "the server sent a message that is not JSON while a tools/list was in flight; it was not passed on",
+    );
+    let mut out = Vec::new();
+    for (i, entry) in lists.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(&toolgate_jsonrpc::to_vec_with_id(
+            &error_response(
+                &Value::Null,
+                INTERNAL_ERROR,
+                "the server's tools/list answer cannot be read",
+                None,
+            ),
+            &entry.client_id,
+        ));
+    }
+    out
+}
+
 /// Takes the entry of the request a server answer names; a held call's is
 /// left in place (it was never forwarded, so the answer is not to it).
 pub(super) fn take_entry(shared: &Shared, id: Id) -> Option<Entry> {
@@ -107,7 +148,7 @@ pub(super) fn take_entry(shared: &Shared, id: Id) -> Option<Entry> {
 
 pub(super) fn batch_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     let Ok(Value::Array(mut items)) = serde_json::from_slice::<Value>(&bytes) else {
-        return bytes;
+        return unreadable(shared, bytes);
     };
     let mut spelled: Vec<Option<Box<str>>> = Vec::with_capacity(items.len());
     for item in &mut items {
