@@ -317,7 +317,7 @@ fn check_host(opts: &AdminOptions, headers: &HeaderMap) -> Result<(), Refusal> {
     let host = header(headers, "host").unwrap_or_default();
     if opts.listen.ip().is_loopback() {
         let admin_url_host = opts.webhook.as_ref().map(|w| authority(&w.admin_url));
-        let allowed = is_loopback_host(host)
+        let allowed = toolgate_listen::is_loopback_host(host)
             || host == opts.listen.to_string()
             || admin_url_host.is_some_and(|a| !a.is_empty() && a.eq_ignore_ascii_case(host));
         if !allowed {
@@ -330,7 +330,7 @@ fn check_host(opts: &AdminOptions, headers: &HeaderMap) -> Result<(), Refusal> {
         let web = origin.starts_with("http://") || origin.starts_with("https://");
         let origin_host = authority(origin);
         let allowed = web
-            && (is_loopback_host(origin_host)
+            && (toolgate_listen::is_loopback_host(origin_host)
                 || (!host.is_empty() && origin_host.eq_ignore_ascii_case(host)));
         if !allowed {
             return Err(Refusal::Forbidden(format!(
@@ -345,22 +345,6 @@ fn check_host(opts: &AdminOptions, headers: &HeaderMap) -> Result<(), Refusal> {
 fn authority(url: &str) -> &str {
     let rest = url.split_once("://").map_or("", |(_, rest)| rest);
     rest.split(['/', '?', '#']).next().unwrap_or("")
-}
-
-/// `localhost`, `127.0.0.1` or `::1`, with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        })
-    };
-    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// The bearer token's SHA-256 against the admin token's, in constant time.

@@ -8,6 +8,25 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Whether a `Host` (or an `Origin`'s host) names this machine: `localhost`,
+/// `127.0.0.1` or `::1`, with or without a port. A loopback listener takes
+/// only these (and its own address): the DNS-rebinding check of `/mcp` and
+/// of the admin listener alike.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
 /// The connections a listener serves at once unless told otherwise.
 pub const MAX_CONNECTIONS: usize = 1024;
 

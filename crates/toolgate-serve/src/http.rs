@@ -311,26 +311,11 @@ async fn handle(
     }
 }
 
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        })
-    };
-    matches!(name, "localhost" | "127.0.0.1" | "::1")
-}
-
 fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), Response<Body>> {
     let enforce_host = opts.listen.ip().is_loopback() || !opts.allowed_hosts.is_empty();
     if enforce_host {
         let host = header(headers, &HOST).unwrap_or_default();
-        let allowed = is_loopback_host(host)
+        let allowed = toolgate_listen::is_loopback_host(host)
             || host == opts.listen.to_string()
             || opts
                 .allowed_hosts
@@ -347,7 +332,7 @@ fn check_host_and_origin(opts: &HttpOptions, headers: &HeaderMap) -> Result<(), 
         let host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
         let allowed = opts.allowed_origins.iter().any(|o| o == origin)
             || (origin.starts_with("http://") || origin.starts_with("https://"))
-                && is_loopback_host(host);
+                && toolgate_listen::is_loopback_host(host);
         if !allowed {
             return Err(text(
                 StatusCode::FORBIDDEN,

@@ -103,6 +103,7 @@ fn unreadable(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
     );
     let mut out = Vec::new();
     for (i, entry) in lists.iter().enumerate() {
+        forget_rewrite(shared, entry);
         if i > 0 {
             out.push(b'\n');
         }
@@ -134,6 +135,12 @@ pub(super) fn take_entry(shared: &Shared, id: Id) -> Option<Entry> {
     }
     let entry = pending.remove(&id)?;
     drop(pending);
+    forget_rewrite(shared, &entry);
+    Some(entry)
+}
+
+/// A request that is no longer in flight no longer needs its id mapped.
+fn forget_rewrite(shared: &Shared, entry: &Entry) {
     if entry.rewritten {
         if let Some(client) = Id::from_raw(&entry.client_id) {
             shared
@@ -143,7 +150,6 @@ pub(super) fn take_entry(shared: &Shared, id: Id) -> Option<Entry> {
                 .remove(&client);
         }
     }
-    Some(entry)
 }
 
 pub(super) fn batch_from_server(shared: &Shared, bytes: Vec<u8>) -> Vec<u8> {
@@ -237,6 +243,7 @@ pub(super) fn fail_in_flight(shared: &Shared) {
             .collect()
     };
     for entry in drained {
+        forget_rewrite(shared, &entry);
         shared.answer(
             &entry.client_id,
             &error_response(

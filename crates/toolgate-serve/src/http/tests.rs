@@ -48,7 +48,7 @@ fn loopback_hosts() {
         "[::1]:80",
         "[::1]",
     ] {
-        assert!(is_loopback_host(host), "{host}");
+        assert!(toolgate_listen::is_loopback_host(host), "{host}");
     }
     for host in [
         "evil.example",
@@ -57,7 +57,7 @@ fn loopback_hosts() {
         "127.0.0.2",
         "",
     ] {
-        assert!(!is_loopback_host(host), "{host}");
+        assert!(!toolgate_listen::is_loopback_host(host), "{host}");
     }
 }
 
