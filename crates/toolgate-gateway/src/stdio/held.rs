@@ -128,6 +128,19 @@ pub(super) fn audit_approval(
     }
 }
 
+/// A held call refused: the refusal in the audit trail (under `kind` and
+/// `rule`), and the same refusal as the client's answer.
+fn refuse(
+    shared: &Shared,
+    held: &HeldCall,
+    kind: &'static str,
+    rule: &str,
+    held_back: HeldBack<'_>,
+) -> HeldOutcome {
+    audit_approval(shared, held, kind, rule, held_back.text(&held.tool));
+    held_answer(held, held_back)
+}
+
 /// The live approval request for a held call, or a new one: a new request is
 /// announced (webhook) and put in the audit trail.
 pub(super) fn open_request(
@@ -208,14 +221,7 @@ pub(super) fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                             request_id: &decided.id,
                             decided: d,
                         };
-                        audit_approval(
-                            shared,
-                            held,
-                            "approval_denied",
-                            rule.as_str(),
-                            held_back.text(tool),
-                        );
-                        return held_answer(held, held_back);
+                        return refuse(shared, held, "approval_denied", rule.as_str(), held_back);
                     }
                 }
                 Ok(_) => return held_answer(held, HeldBack::ForeignAnswer),
@@ -249,14 +255,7 @@ pub(super) fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 rule: rule.as_str(),
                 reason,
             };
-            audit_approval(
-                shared,
-                held,
-                "approval_required",
-                rule.as_str(),
-                held_back.text(tool),
-            );
-            return held_answer(held, held_back);
+            return refuse(shared, held, "approval_required", rule.as_str(), held_back);
         }
         let request = match open_request(shared, held, &new, now) {
             Ok(r) => r,
@@ -304,14 +303,7 @@ pub(super) fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                     request_id: &request.id,
                     decided: d,
                 };
-                audit_approval(
-                    shared,
-                    held,
-                    "approval_denied",
-                    rule.as_str(),
-                    held_back.text(tool),
-                );
-                return held_answer(held, held_back);
+                return refuse(shared, held, "approval_denied", rule.as_str(), held_back);
             }
             _ => {}
         }
@@ -321,14 +313,7 @@ pub(super) fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
                 reason,
                 rule: rule.as_str(),
             };
-            audit_approval(
-                shared,
-                held,
-                "approval_pending",
-                rule.as_str(),
-                held_back.text(tool),
-            );
-            return held_answer(held, held_back);
+            return refuse(shared, held, "approval_pending", rule.as_str(), held_back);
         }
     }
     let approved = approved.expect("checked above");
