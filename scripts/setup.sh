@@ -2,6 +2,7 @@
 # Installs what the test suite needs besides the Rust toolchain:
 #   .venv/             Python virtualenv with tests/requirements.txt (mcp SDK, pytest, jsonschema)
 #   tests/node/        npm ci of the pinned MCP servers (server-everything, TypeScript SDK)
+#   tests/conformance/ npm ci of the official conformance suite and its reference server
 #   redis-server       Debian's redis-server package, for the Redis counter store's tests
 #   chromium           Debian's chromium and chromium-driver packages, for the dashboard's
 #                      browser tests (tests/e2e/test_dashboard.py)
@@ -71,17 +72,34 @@ else
     echo "$py_hash" >"$py_stamp"
 fi
 
-# --- Node: tests/node/node_modules -----------------------------------------
-node_dir="$root/tests/node"
-node_stamp="$node_dir/node_modules/.toolgate-lock.sha256"
+# --- Node: npm ci of each pinned package set ---------------------------------
+#   tests/node                        MCP servers and the TypeScript SDK
+#   tests/conformance/reference-server the conformance suite's reference server
+#   tests/conformance/suite           the official conformance suite
 HASH_SALT="$(node --version)"
-node_hash="$(hash_of "$node_dir/package.json" "$node_dir/package-lock.json")"
-if [[ -f "$node_stamp" && "$(cat "$node_stamp")" == "$node_hash" ]]; then
-    echo "setup.sh: tests/node/node_modules up to date"
-else
-    echo "setup.sh: npm ci in tests/node"
-    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$node_hash" >"$node_stamp"
+npm_ci() {
+    local dir="$root/$1"
+    local stamp="$dir/node_modules/.toolgate-lock.sha256"
+    local hash
+    hash="$(hash_of "$dir/package.json" "$dir/package-lock.json")"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$hash" ]]; then
+        echo "setup.sh: $1/node_modules up to date"
+    else
+        echo "setup.sh: npm ci in $1"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$hash" >"$stamp"
+    fi
+}
+npm_ci tests/node
+npm_ci tests/conformance/reference-server
+npm_ci tests/conformance/suite
+# The suite imports fs.globSync, which Node 20 lacks; it only uses it to sum up
+# result folders, which the tests read themselves: on Node < 22 the import is
+# replaced by a function that finds nothing.
+suite_js="$root/tests/conformance/suite/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+if ((node_major < 22)) && grep -q 'globSync as a,' "$suite_js"; then
+    sed -i -e '2s/existsSync as i,globSync as a,/existsSync as i,/' -e '2s/^/const a=()=>[];/' "$suite_js"
+    grep -q 'globSync as a,' "$suite_js" && { echo "setup.sh: could not patch $suite_js for Node $node_major" >&2; exit 1; }
 fi
 
 # --- redis-server (toolgate-state-redis tests and bench) -------------------
