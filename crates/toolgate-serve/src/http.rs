@@ -11,7 +11,7 @@
 
 use crate::gateway::{
     Caller, Context, Gateway, Reply, SessionRefused, HANDSHAKE_VERSIONS, HEADER_MISMATCH,
-    LEGACY_VERSIONS, META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
+    LEGACY_VERSIONS, META_CAPS, META_VERSION, STATELESS_VERSION, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
@@ -31,7 +31,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use toolgate_audit::LogLevel;
 use toolgate_call::answer::Era;
-use toolgate_jsonrpc::{error_response, StrictError, INVALID_REQUEST, PARSE_ERROR};
+use toolgate_jsonrpc::{
+    error_response, StrictError, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+};
 
 mod headers;
 mod sse;
@@ -592,8 +594,24 @@ pub(crate) async fn message(
             return Answer::Http(response);
         }
     }
+    let header_version = Heads::get(heads.protocol_version);
+    if meta_version.is_some() || header_version == Some(STATELESS_VERSION) {
+        if let Some(method) = method.as_deref().filter(|_| id.is_some()) {
+            if let Err(why) = envelope_problem(&params) {
+                return Answer::Http(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &rid,
+                    INVALID_PARAMS,
+                    &format!("Invalid params: {why}"),
+                    None,
+                ));
+            }
+            if REMOVED_IN_STATELESS.contains(&method) {
+                return Answer::Http(method_not_found(&rid, method));
+            }
+        }
+    }
     if let Some(version) = meta_version {
-        let header_version = Heads::get(heads.protocol_version);
         if header_version.is_none() || header_version != version.as_str() {
             return Answer::Http(rpc_error(StatusCode::BAD_REQUEST, &rid, HEADER_MISMATCH,
                 "Header mismatch: MCP-Protocol-Version does not match the request's protocol version", None));
@@ -618,7 +636,13 @@ pub(crate) async fn message(
             trace: trace.clone(),
             arguments_text: heads.arguments_text.clone(),
         };
-        return Answer::Reply(gateway.request(&ctx, &id, &method, params).await, None);
+        return match gateway.request(&ctx, &id, &method, params).await {
+            // 2026-07-28: a method the server does not have is a 404.
+            Reply::Json(v) if v.pointer("/error/code") == Some(&json!(METHOD_NOT_FOUND)) => {
+                Answer::Http(json_response(StatusCode::NOT_FOUND, &v))
+            }
+            reply => Answer::Reply(reply, None),
+        };
     }
 
     if method.as_deref() == Some("initialize") {
@@ -720,6 +744,44 @@ pub(crate) async fn message(
             "neither a request, a notification nor a response",
         ),
     }
+}
+
+/// Methods of the handshake era that 2026-07-28 removed: a stateless client
+/// asking for one gets 404 and -32601, as for any method the server lacks.
+const REMOVED_IN_STATELESS: &[&str] = &[
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+fn method_not_found(id: &Value, method: &str) -> Response<Body> {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        id,
+        METHOD_NOT_FOUND,
+        &format!("Method not found: {method}"),
+        None,
+    )
+}
+
+/// What is wrong with a 2026-07-28 request's envelope: every request carries
+/// `_meta` with its protocol version and the client's capabilities.
+fn envelope_problem(params: &Value) -> Result<(), &'static str> {
+    let Some(meta) = params.get("_meta") else {
+        return Err("a 2026-07-28 request needs params._meta");
+    };
+    if !meta.is_object() {
+        return Err("params._meta must be an object");
+    }
+    if !meta.get(META_VERSION).is_some_and(Value::is_string) {
+        return Err("params._meta needs io.modelcontextprotocol/protocolVersion");
+    }
+    if !meta.get(META_CAPS).is_some_and(Value::is_object) {
+        return Err("params._meta needs io.modelcontextprotocol/clientCapabilities");
+    }
+    Ok(())
 }
 
 /// `GET /sse`: a legacy (2024-11-05) client's event stream.
