@@ -88,3 +88,53 @@ def test_serve_reloads_config_policies_without_dropping_sessions(serve_factory):
         wait_for(lambda: "previous config stays in force" in gw.stderr(), 3, "the invalid config to be reported")
         assert echo()["result"]["structuredContent"]["toolgate"]["reason"] == "now denied"
     assert gw.received_tools() == allowed
+
+
+def test_a_reload_reaches_2026_clients_on_their_subscriptions_listen_streams(serve_factory):
+    """A 2026-07-28 client has no GET stream: it hears of list changes on a
+    `subscriptions/listen` stream, acknowledged first, each notification tagged
+    with the subscription's id, and only the kinds it asked for."""
+    import threading
+
+    import httpx2
+    from conftest import MODERN, MODERN_META
+
+    gw = serve_factory({"policy": "policy.json", "servers": {"probe": probe_server()}},
+                       {"policy.json": {"version": "1", "default": "allow"}})
+    frames: dict[str, list[dict]] = {"tools": [], "prompts": []}
+
+    def listen(kind: str, filter: dict) -> None:
+        body = {"jsonrpc": "2.0", "id": f"listen-{kind}", "method": "subscriptions/listen",
+                "params": {"_meta": MODERN_META, "notifications": filter}}
+        with gw.http() as http, http.stream(
+                "POST", gw.url, json=body, headers={"mcp-protocol-version": MODERN, "mcp-method": "subscriptions/listen"},
+                timeout=15) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            try:
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        frames[kind].append(json.loads(line[5:]))
+                        if len(frames[kind]) == 2:
+                            return
+            except httpx2.HTTPError:
+                return  # the gateway stopped at the end of the test
+
+    threads = [threading.Thread(target=listen, args=("tools", {"toolsListChanged": True}), daemon=True),
+               threading.Thread(target=listen, args=("prompts", {"promptsListChanged": True}), daemon=True)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: frames["tools"] and frames["prompts"], 5, "both listen streams to be acknowledged")
+    for kind, asked in (("tools", "toolsListChanged"), ("prompts", "promptsListChanged")):
+        ack = frames[kind][0]
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == f"listen-{kind}"
+        assert ack["params"]["notifications"] == {asked: True}
+    # A policy edit may change what the grant can list: list_changed goes out.
+    write(gw.dir / "policy.json", {"version": "1", "default": "allow", "tools": {"echo": {"action": "hide"}}})
+    wait_for(lambda: len(frames["tools"]) == 2, 5, "the tools list change on the tools stream")
+    change = frames["tools"][1]
+    assert change["method"] == "notifications/tools/list_changed"
+    assert change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen-tools"
+    time.sleep(0.5)
+    # The prompts-only stream was not told of a tools change.
+    assert frames["prompts"][1:] == []

@@ -16,13 +16,14 @@ use crate::gateway::{
 use crate::h1::{self, BodyError, Req};
 use crate::legacy::LegacySessions;
 use crate::replay::EventLog;
+use crate::streams::Listen;
 use bytes::Bytes;
 use headers::{check_routing_headers, header, LAST_EVENT_ID, MCP_SESSION_ID};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
-use sse::{sse, sse_log, sse_response};
+use sse::{sse, sse_listen, sse_log, sse_response};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,6 +110,9 @@ pub async fn serve(
     drop(acceptor);
     drop(stopped);
     let _ = stop.send(true);
+    // Event streams (GET, subscriptions/listen) never finish by themselves:
+    // they end now, calls in flight get the grace time.
+    gateway.end_streams();
     let _ = tokio::time::timeout(opts.shutdown_grace, stop.closed()).await;
 }
 
@@ -628,6 +632,18 @@ pub(crate) async fn message(
         let (Some(method), Some(id)) = (method, id) else {
             return Answer::Reply(Reply::Accepted, None);
         };
+        if method == "subscriptions/listen" {
+            return match Listen::of(&id, &params) {
+                Ok(listen) => Answer::Http(sse_listen(listen, gateway.open_listen(caller))),
+                Err(why) => Answer::Http(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &id,
+                    INVALID_PARAMS,
+                    &format!("Invalid params: {why}"),
+                    None,
+                )),
+            };
+        }
         let session = gateway.stateless_session(caller, &params["_meta"]);
         let ctx = Context {
             caller: caller.clone(),

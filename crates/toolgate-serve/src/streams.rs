@@ -1,4 +1,5 @@
-//! Messages from servers to sessions: the sessions' GET streams, resource
+//! Messages from servers to sessions: the sessions' GET streams, the
+//! `subscriptions/listen` streams of 2026-07-28 clients, resource
 //! subscriptions, the streamed answers kept for resumption, and server
 //! requests waiting for a client's answer.
 
@@ -41,7 +42,93 @@ pub(crate) struct Streams {
 /// Where a client's answer to a server-to-client request goes.
 pub(crate) type ClientAnswer = oneshot::Sender<Result<Value, RpcError>>;
 
+/// The `_meta` key that ties a notification to its `subscriptions/listen`.
+pub(crate) const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// What a 2026-07-28 `subscriptions/listen` asked for and the gateway
+/// delivers: list changes of tools, prompts and resources, each tagged with
+/// the subscription's id (the id of the listen request).
+pub(crate) struct Listen {
+    id: Value,
+    tools: bool,
+    prompts: bool,
+    resources: bool,
+}
+
+impl Listen {
+    pub(crate) fn of(id: &Value, params: &Value) -> Result<Listen, &'static str> {
+        let filter = match params.get("notifications") {
+            None | Some(Value::Null) => serde_json::Map::new(),
+            Some(Value::Object(filter)) => filter.clone(),
+            Some(_) => return Err("params.notifications must be an object"),
+        };
+        let wants = |key: &str| filter.get(key).and_then(Value::as_bool) == Some(true);
+        Ok(Listen {
+            id: id.clone(),
+            tools: wants("toolsListChanged"),
+            prompts: wants("promptsListChanged"),
+            resources: wants("resourcesListChanged"),
+        })
+    }
+
+    /// The first message of the stream: the subscription's id and the part of
+    /// the filter the gateway honours.
+    pub(crate) fn acknowledgement(&self) -> Value {
+        let mut honoured = serde_json::Map::new();
+        for (key, wanted) in [
+            ("toolsListChanged", self.tools),
+            ("promptsListChanged", self.prompts),
+            ("resourcesListChanged", self.resources),
+        ] {
+            if wanted {
+                honoured.insert(key.into(), Value::Bool(true));
+            }
+        }
+        json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"_meta": {SUBSCRIPTION_ID: self.id}, "notifications": honoured},
+        })
+    }
+
+    /// A message as the stream carries it; `None` for what was not asked for.
+    pub(crate) fn deliver(&self, mut message: Value) -> Option<Value> {
+        let wanted = match message.get("method").and_then(Value::as_str)? {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            _ => false,
+        };
+        if !wanted {
+            return None;
+        }
+        let object = message.as_object_mut()?;
+        let params = object.entry("params").or_insert_with(|| json!({}));
+        if !params.is_object() {
+            *params = json!({});
+        }
+        let meta = params
+            .as_object_mut()?
+            .entry("_meta")
+            .or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        meta.as_object_mut()?
+            .insert(SUBSCRIPTION_ID.into(), self.id.clone());
+        Some(message)
+    }
+}
+
 impl Gateway {
+    /// A `subscriptions/listen` stream: it hears what a session's GET stream
+    /// hears (list changes of the servers the grant may reach), until the
+    /// client goes away.
+    pub(crate) fn open_listen(&self, caller: &Caller) -> mpsc::UnboundedReceiver<Value> {
+        let n = self.streams.next_id.fetch_add(1, Ordering::Relaxed);
+        self.open_stream(caller, &format!("listen:{n}"))
+    }
+
     pub(crate) fn broadcast_list_changed(&self) {
         self.broadcast(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
     }
@@ -104,6 +191,15 @@ impl Gateway {
             .get(stream)
             .cloned()?;
         (log.session == session).then_some(log)
+    }
+
+    /// Ends every open event stream (at shutdown).
+    pub(crate) fn end_streams(&self) {
+        self.streams
+            .by_session
+            .lock()
+            .expect("streams lock")
+            .clear();
     }
 
     /// Ends a session's streams and subscriptions.

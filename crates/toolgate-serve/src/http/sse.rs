@@ -3,6 +3,7 @@
 
 use super::Body;
 use crate::replay::EventLog;
+use crate::streams::Listen;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -10,6 +11,7 @@ use hyper::{Response, StatusCode};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::mpsc;
 
 pub(crate) fn event_frame(id: Option<&str>, message: &Value) -> Frame<Bytes> {
@@ -39,6 +41,27 @@ pub(super) fn sse(mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
     let stream = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)
             .map(|m| m.map(|message| Ok::<_, Infallible>(event_frame(None, &message))))
+    });
+    sse_response(StreamBody::new(stream).boxed())
+}
+
+/// A `subscriptions/listen` stream: its acknowledgement, then what it asked for.
+pub(super) fn sse_listen(listen: Listen, mut rx: mpsc::UnboundedReceiver<Value>) -> Response<Body> {
+    let mut first = Some(listen.acknowledgement());
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        if let Some(ack) = first.take() {
+            return Poll::Ready(Some(Ok::<_, Infallible>(event_frame(None, &ack))));
+        }
+        loop {
+            match std::task::ready!(rx.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(message) => {
+                    if let Some(message) = listen.deliver(message) {
+                        return Poll::Ready(Some(Ok(event_frame(None, &message))));
+                    }
+                }
+            }
+        }
     });
     sse_response(StreamBody::new(stream).boxed())
 }
