@@ -17,13 +17,15 @@
 //!   [`check_draws`] is the check every store makes before it takes.
 //!
 //! - [`document`] exposes the spanned readers and tree to other crates that
-//!   read their own files the same way (toolgate-config).
+//!   read their own files the same way (toolgate-config); [`check`] the
+//!   checks validators of that tree make.
 //!
 //! Invariants: no IO (the caller passes the text and the clock), no async,
 //! no threads. A refusal is a value ([`Decision`]), not an error.
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 mod condition;
 mod decimal;
 mod glob;
