@@ -18,7 +18,8 @@
 //!
 //! - [`document`] exposes the spanned readers and tree to other crates that
 //!   read their own files the same way (toolgate-config); [`check`] the
-//!   checks validators of that tree make.
+//!   checks validators of that tree make, and [`duration`] the one grammar
+//!   of durations written in a document.
 //!
 //! Invariants: no IO (the caller passes the text and the clock), no async,
 //! no threads. A refusal is a value ([`Decision`]), not an error.
@@ -28,6 +29,7 @@
 pub mod check;
 mod condition;
 mod decimal;
+pub mod duration;
 mod glob;
 mod json;
 mod load;

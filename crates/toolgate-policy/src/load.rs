@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use crate::check::{field, Checker};
 use crate::condition::{ArgPath, Condition, Op, Operand, OP_NAMES};
 use crate::decimal::Bound;
+use crate::duration;
 use crate::glob::{is_pattern, Pattern};
 use crate::policy::{
     number, window_name, Action, Approval, Cost, DefaultAction, Limit, Policy, Rule, RuleRef, Scope,
@@ -18,7 +19,7 @@ use crate::tree::{push_index, push_key, quote, Node, Pos, Problem, Value};
 use crate::WindowMs;
 
 /// The longest window: 365 days, in seconds.
-pub(crate) const MAX_WINDOW_SECONDS: u64 = 31_536_000;
+pub(crate) const MAX_WINDOW_SECONDS: u64 = duration::MAX_SECONDS;
 /// Compiled-size limit for condition regexes.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -398,24 +399,9 @@ impl Validator {
                 .as_f64()
                 .filter(|s| s.fract() == 0.0 && *s >= 0.0)
                 .map(|s| s as u64 * 1000),
-            Value::String(text) => {
-                let (digits, unit) = text.split_at(
-                    text.find(|c: char| !c.is_ascii_digit())
-                        .unwrap_or(text.len()),
-                );
-                let factor = match unit {
-                    "s" => Some(1_000),
-                    "m" => Some(60_000),
-                    "h" => Some(3_600_000),
-                    "d" => Some(86_400_000),
-                    _ => None,
-                };
-                digits
-                    .parse::<u64>()
-                    .ok()
-                    .zip(factor)
-                    .map(|(n, f)| n.saturating_mul(f))
-            }
+            Value::String(text) => duration::parse(text)
+                .filter(|written| written.unit != duration::Unit::Millis)
+                .and_then(|written| written.whole_millis()),
             _ => None,
         };
         match ms {
