@@ -179,34 +179,8 @@ impl Reader<'_> {
                 key_pos,
                 value,
             });
-            self.skip_whitespace();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                    self.skip_whitespace();
-                    if self.peek() == Some('}') {
-                        return Err(error(self.pos, "trailing comma before '}'"));
-                    }
-                }
-                Some('}') => {
-                    self.bump();
-                    return Ok(Value::Object(members));
-                }
-                None => {
-                    return Err(error(
-                        open,
-                        "this object is not closed (expected '}' before the end of the file)",
-                    ))
-                }
-                other => {
-                    return Err(error(
-                        self.pos,
-                        format!(
-                            "expected ',' or '}}' after a value, found {}",
-                            describe(other)
-                        ),
-                    ))
-                }
+            if self.after_item(open, '}', "object")? {
+                return Ok(Value::Object(members));
             }
         }
     }
@@ -232,35 +206,42 @@ impl Reader<'_> {
                 ));
             }
             items.push(self.value(depth + 1)?);
-            self.skip_whitespace();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                    self.skip_whitespace();
-                    if self.peek() == Some(']') {
-                        return Err(error(self.pos, "trailing comma before ']'"));
-                    }
-                }
-                Some(']') => {
-                    self.bump();
-                    return Ok(Value::Array(items));
-                }
-                None => {
-                    return Err(error(
-                        open,
-                        "this array is not closed (expected ']' before the end of the file)",
-                    ))
-                }
-                other => {
-                    return Err(error(
-                        self.pos,
-                        format!(
-                            "expected ',' or ']' after a value, found {}",
-                            describe(other)
-                        ),
-                    ))
-                }
+            if self.after_item(open, ']', "array")? {
+                return Ok(Value::Array(items));
             }
+        }
+    }
+
+    /// After a member or an item: `,` and more (a trailing comma is
+    /// refused), or `close`; whether the object or array ended.
+    fn after_item(&mut self, open: Pos, close: char, what: &str) -> Result<bool> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(',') => {
+                self.bump();
+                self.skip_whitespace();
+                if self.peek() == Some(close) {
+                    return Err(error(self.pos, format!("trailing comma before '{close}'")));
+                }
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.bump();
+                Ok(true)
+            }
+            None => Err(error(
+                open,
+                format!(
+                    "this {what} is not closed (expected '{close}' before the end of the file)"
+                ),
+            )),
+            other => Err(error(
+                self.pos,
+                format!(
+                    "expected ',' or '{close}' after a value, found {}",
+                    describe(other)
+                ),
+            )),
         }
     }
 
