@@ -195,6 +195,79 @@ pub fn is_live(r: &ApprovalRequest, now: u64) -> bool {
     !r.is_expired(now) && matches!(r.status, Status::Pending | Status::Approved(_))
 }
 
+/// Whether a request is waiting for a decision: pending and not expired
+/// (what `list` with `pending_only` shows).
+pub fn is_open(r: &ApprovalRequest, now: u64) -> bool {
+    r.status == Status::Pending && !r.is_expired(now)
+}
+
+/// The order of `list`: newest first (ties by id, highest first).
+pub fn sort_newest_first(requests: &mut [ApprovalRequest]) {
+    requests.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+}
+
+/// The rule of `consume`, shared by every store: the status of an approved,
+/// unexpired request once its call runs at `now` (`None` for any other
+/// request).
+pub fn apply_consume(r: &ApprovalRequest, now: u64) -> Option<Status> {
+    match &r.status {
+        Status::Approved(decided) if !r.is_expired(now) => Some(Status::Used {
+            decided: decided.clone(),
+            used_at_ms: now,
+        }),
+        _ => None,
+    }
+}
+
+/// What was asked, the part of a request that never changes, as stores
+/// keep it beside the expiry and status they track (the field order is part
+/// of their stored forms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asked {
+    pub id: String,
+    pub key: String,
+    pub grant: String,
+    pub server: Option<String>,
+    pub tool: String,
+    pub arguments: Value,
+    pub reason: String,
+    pub rule: String,
+    pub created_ms: u64,
+}
+
+impl Asked {
+    pub fn of(r: &ApprovalRequest) -> Asked {
+        Asked {
+            id: r.id.clone(),
+            key: r.key.clone(),
+            grant: r.grant.clone(),
+            server: r.server.clone(),
+            tool: r.tool.clone(),
+            arguments: r.arguments.clone(),
+            reason: r.reason.clone(),
+            rule: r.rule.clone(),
+            created_ms: r.created_ms,
+        }
+    }
+
+    /// The request with this expiry and status.
+    pub fn into_request(self, expires_ms: u64, status: Status) -> ApprovalRequest {
+        ApprovalRequest {
+            id: self.id,
+            key: self.key,
+            grant: self.grant,
+            server: self.server,
+            tool: self.tool,
+            arguments: self.arguments,
+            reason: self.reason,
+            rule: self.rule,
+            created_ms: self.created_ms,
+            expires_ms,
+            status,
+        }
+    }
+}
+
 /// The rules of `decide`, shared by every store: the new status or the error.
 pub fn apply_decision(
     r: &ApprovalRequest,
@@ -250,10 +323,10 @@ impl ApprovalStore for MemoryApprovals {
         let requests = self.requests.lock().expect("approvals lock");
         let mut out: Vec<_> = requests
             .values()
-            .filter(|r| !pending_only || (r.status == Status::Pending && !r.is_expired(now)))
+            .filter(|r| !pending_only || is_open(r, now))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        sort_newest_first(&mut out);
         Ok(out)
     }
 
@@ -274,18 +347,13 @@ impl ApprovalStore for MemoryApprovals {
 
     fn consume(&self, key: &str, now: u64) -> Result<Option<ApprovalRequest>, ApprovalError> {
         let mut requests = self.requests.lock().expect("approvals lock");
-        let found = requests.values_mut().find(|r| {
-            r.key == key && !r.is_expired(now) && matches!(r.status, Status::Approved(_))
-        });
-        Ok(found.map(|r| {
-            if let Status::Approved(decided) = &r.status {
-                r.status = Status::Used {
-                    decided: decided.clone(),
-                    used_at_ms: now,
-                };
+        for r in requests.values_mut().filter(|r| r.key == key) {
+            if let Some(used) = apply_consume(r, now) {
+                r.status = used;
+                return Ok(Some(r.clone()));
             }
-            r.clone()
-        }))
+        }
+        Ok(None)
     }
 }
 
