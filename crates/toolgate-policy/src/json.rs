@@ -41,6 +41,14 @@ struct Reader<'a> {
 
 type Result<T> = std::result::Result<T, Problem>;
 
+/// The object or array opened at `open` has no `close` before the end.
+fn unclosed(open: Pos, close: char, what: &str) -> Problem {
+    error(
+        open,
+        format!("this {what} is not closed (expected '{close}' before the end of the file)"),
+    )
+}
+
 fn error(pos: Pos, message: impl Into<String>) -> Problem {
     Problem {
         pos,
@@ -134,25 +142,16 @@ impl Reader<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value> {
-        let open = self.pos;
-        if depth >= MAX_DEPTH {
-            return Err(error(open, "the document is nested too deeply"));
-        }
-        self.bump(); // {
+        let (open, empty) = self.enter(depth, '}')?;
         let mut members = Vec::new();
-        self.skip_whitespace();
-        if self.peek() == Some('}') {
-            self.bump();
+        if empty {
             return Ok(Value::Object(members));
         }
         loop {
             self.skip_whitespace();
             let key_pos = self.pos;
             if self.peek().is_none() {
-                return Err(error(
-                    open,
-                    "this object is not closed (expected '}' before the end of the file)",
-                ));
+                return Err(unclosed(open, '}', "object"));
             }
             if self.peek() != Some('"') {
                 return Err(error(
@@ -186,30 +185,37 @@ impl Reader<'_> {
     }
 
     fn array(&mut self, depth: usize) -> Result<Value> {
-        let open = self.pos;
-        if depth >= MAX_DEPTH {
-            return Err(error(open, "the document is nested too deeply"));
-        }
-        self.bump(); // [
+        let (open, empty) = self.enter(depth, ']')?;
         let mut items = Vec::new();
-        self.skip_whitespace();
-        if self.peek() == Some(']') {
-            self.bump();
+        if empty {
             return Ok(Value::Array(items));
         }
         loop {
             self.skip_whitespace();
             if self.peek().is_none() {
-                return Err(error(
-                    open,
-                    "this array is not closed (expected ']' before the end of the file)",
-                ));
+                return Err(unclosed(open, ']', "array"));
             }
             items.push(self.value(depth + 1)?);
             if self.after_item(open, ']', "array")? {
                 return Ok(Value::Array(items));
             }
         }
+    }
+
+    /// Steps into an object or array at its opening bracket: where it
+    /// opens, and whether `close` follows at once (it is empty).
+    fn enter(&mut self, depth: usize, close: char) -> Result<(Pos, bool)> {
+        let open = self.pos;
+        if depth >= MAX_DEPTH {
+            return Err(error(open, "the document is nested too deeply"));
+        }
+        self.bump();
+        self.skip_whitespace();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.bump();
+        }
+        Ok((open, empty))
     }
 
     /// After a member or an item: `,` and more (a trailing comma is
@@ -229,12 +235,7 @@ impl Reader<'_> {
                 self.bump();
                 Ok(true)
             }
-            None => Err(error(
-                open,
-                format!(
-                    "this {what} is not closed (expected '{close}' before the end of the file)"
-                ),
-            )),
+            None => Err(unclosed(open, close, what)),
             other => Err(error(
                 self.pos,
                 format!(

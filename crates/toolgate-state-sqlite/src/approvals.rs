@@ -287,3 +287,27 @@ fn from_json(text: &str) -> Result<ApprovalRequest, Failure> {
     let s: Stored = serde_json::from_str(text).map_err(|e| Failure::Json(e.to_string()))?;
     Ok(s.asked.into_request(s.expires_ms, s.decision))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as `approvals.db` holds it: the request's fields in order, its
+    /// expiry, then its status under `decision`.
+    const STORED: &str = r#"{"id":"apr_0123456789abcdef","key":"k","grant":"g","server":null,"tool":"t","arguments":{"b":[],"a":0.1},"reason":"r","rule":"tools[\"t\"]","created_ms":1,"expires_ms":11,"decision":{"state":"pending"}}"#;
+
+    #[test]
+    fn the_stored_layout_reads_and_writes_back_the_same() {
+        let Ok(r) = from_json(STORED) else {
+            panic!("a stored row")
+        };
+        assert_eq!(r.id, "apr_0123456789abcdef");
+        assert_eq!(r.arguments, serde_json::json!({"b": [], "a": 0.1}));
+        assert_eq!((r.created_ms, r.expires_ms), (1, 11));
+        assert_eq!(r.status, Status::Pending);
+        let Ok(text) = to_json(&r) else {
+            panic!("encodes")
+        };
+        assert_eq!(text, STORED);
+    }
+}
