@@ -219,52 +219,33 @@ pub fn apply_consume(r: &ApprovalRequest, now: u64) -> Option<Status> {
     }
 }
 
-/// What was asked, the part of a request that never changes, as stores
-/// keep it beside the expiry and status they track (the field order is part
-/// of their stored forms).
+/// What was asked, the part of a request that never changes: its JSON
+/// object without `expires_ms` and `status` (the other fields in their
+/// order), as stores keep it beside the expiry and status they track.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Asked {
-    pub id: String,
-    pub key: String,
-    pub grant: String,
-    pub server: Option<String>,
-    pub tool: String,
-    pub arguments: Value,
-    pub reason: String,
-    pub rule: String,
-    pub created_ms: u64,
-}
+#[serde(transparent)]
+pub struct Asked(serde_json::Map<String, Value>);
 
 impl Asked {
     pub fn of(r: &ApprovalRequest) -> Asked {
-        Asked {
-            id: r.id.clone(),
-            key: r.key.clone(),
-            grant: r.grant.clone(),
-            server: r.server.clone(),
-            tool: r.tool.clone(),
-            arguments: r.arguments.clone(),
-            reason: r.reason.clone(),
-            rule: r.rule.clone(),
-            created_ms: r.created_ms,
-        }
+        let mut fields = match serde_json::to_value(r) {
+            Ok(Value::Object(fields)) => fields,
+            _ => unreachable!("a request serializes as a JSON object"),
+        };
+        // The last two fields: removing them keeps the others' order.
+        fields.remove("status");
+        fields.remove("expires_ms");
+        Asked(fields)
     }
 
-    /// The request with this expiry and status.
-    pub fn into_request(self, expires_ms: u64, status: Status) -> ApprovalRequest {
-        ApprovalRequest {
-            id: self.id,
-            key: self.key,
-            grant: self.grant,
-            server: self.server,
-            tool: self.tool,
-            arguments: self.arguments,
-            reason: self.reason,
-            rule: self.rule,
-            created_ms: self.created_ms,
-            expires_ms,
-            status,
-        }
+    /// The request with this expiry and status; an error names what a
+    /// stored request lacks.
+    pub fn into_request(self, expires_ms: u64, status: Status) -> Result<ApprovalRequest, String> {
+        let mut fields = self.0;
+        fields.insert("expires_ms".into(), expires_ms.into());
+        let status = serde_json::to_value(status).map_err(|e| e.to_string())?;
+        fields.insert("status".into(), status);
+        serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
     }
 }
 

@@ -304,7 +304,7 @@ fn from_record(bytes: &[u8]) -> Result<ApprovalRequest, String> {
         },
         other => return Err(format!("unknown state {other:?}")),
     };
-    Ok(record.request.into_request(record.expires_ms, status))
+    record.request.into_request(record.expires_ms, status)
 }
 
 /// A state name from a script as the `&'static str` of [`Status::name`].

@@ -285,7 +285,9 @@ fn to_json(r: &ApprovalRequest) -> Result<String, Failure> {
 
 fn from_json(text: &str) -> Result<ApprovalRequest, Failure> {
     let s: Stored = serde_json::from_str(text).map_err(|e| Failure::Json(e.to_string()))?;
-    Ok(s.asked.into_request(s.expires_ms, s.decision))
+    s.asked
+        .into_request(s.expires_ms, s.decision)
+        .map_err(Failure::Json)
 }
 
 #[cfg(test)]
