@@ -142,62 +142,67 @@ impl Reader<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value> {
-        let (open, empty) = self.enter(depth, '}')?;
-        let mut members = Vec::new();
-        if empty {
-            return Ok(Value::Object(members));
-        }
-        loop {
-            self.skip_whitespace();
-            let key_pos = self.pos;
-            if self.peek().is_none() {
-                return Err(unclosed(open, '}', "object"));
-            }
-            if self.peek() != Some('"') {
+        let members = self.items(depth, '}', "object", |reader| {
+            let key_pos = reader.pos;
+            if reader.peek() != Some('"') {
                 return Err(error(
                     key_pos,
                     format!(
                         "expected a string key in double quotes, found {}",
-                        describe(self.peek())
+                        describe(reader.peek())
                     ),
                 ));
             }
-            let key = self.string()?;
-            self.skip_whitespace();
-            if self.peek() != Some(':') {
+            let key = reader.string()?;
+            reader.skip_whitespace();
+            if reader.peek() != Some(':') {
                 return Err(error(
-                    self.pos,
-                    format!("expected ':' after a key, found {}", describe(self.peek())),
+                    reader.pos,
+                    format!(
+                        "expected ':' after a key, found {}",
+                        describe(reader.peek())
+                    ),
                 ));
             }
-            self.bump();
-            self.skip_whitespace();
-            let value = self.value(depth + 1)?;
-            members.push(Member {
+            reader.bump();
+            reader.skip_whitespace();
+            let value = reader.value(depth + 1)?;
+            Ok(Member {
                 key,
                 key_pos,
                 value,
-            });
-            if self.after_item(open, '}', "object")? {
-                return Ok(Value::Object(members));
-            }
-        }
+            })
+        })?;
+        Ok(Value::Object(members))
     }
 
     fn array(&mut self, depth: usize) -> Result<Value> {
-        let (open, empty) = self.enter(depth, ']')?;
+        let items = self.items(depth, ']', "array", |reader| reader.value(depth + 1))?;
+        Ok(Value::Array(items))
+    }
+
+    /// The members of an object or the items of an array, each read by
+    /// `each` (at its first character), up to `close`.
+    fn items<T>(
+        &mut self,
+        depth: usize,
+        close: char,
+        what: &str,
+        mut each: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let (open, empty) = self.enter(depth, close)?;
         let mut items = Vec::new();
         if empty {
-            return Ok(Value::Array(items));
+            return Ok(items);
         }
         loop {
             self.skip_whitespace();
             if self.peek().is_none() {
-                return Err(unclosed(open, ']', "array"));
+                return Err(unclosed(open, close, what));
             }
-            items.push(self.value(depth + 1)?);
-            if self.after_item(open, ']', "array")? {
-                return Ok(Value::Array(items));
+            items.push(each(self)?);
+            if self.after_item(open, close, what)? {
+                return Ok(items);
             }
         }
     }
