@@ -195,6 +195,60 @@ pub fn is_live(r: &ApprovalRequest, now: u64) -> bool {
     !r.is_expired(now) && matches!(r.status, Status::Pending | Status::Approved(_))
 }
 
+/// Whether a request is waiting for a decision: pending and not expired
+/// (what `list` with `pending_only` shows).
+pub fn is_open(r: &ApprovalRequest, now: u64) -> bool {
+    r.status == Status::Pending && !r.is_expired(now)
+}
+
+/// The order of `list`: newest first (ties by id, highest first).
+pub fn sort_newest_first(requests: &mut [ApprovalRequest]) {
+    requests.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+}
+
+/// The rule of `consume`, shared by every store: the status of an approved,
+/// unexpired request once its call runs at `now` (`None` for any other
+/// request).
+pub fn apply_consume(r: &ApprovalRequest, now: u64) -> Option<Status> {
+    match &r.status {
+        Status::Approved(decided) if !r.is_expired(now) => Some(Status::Used {
+            decided: decided.clone(),
+            used_at_ms: now,
+        }),
+        _ => None,
+    }
+}
+
+/// What was asked, the part of a request that never changes: its JSON
+/// object without `expires_ms` and `status` (the other fields in their
+/// order), as stores keep it beside the expiry and status they track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Asked(serde_json::Map<String, Value>);
+
+impl Asked {
+    pub fn of(r: &ApprovalRequest) -> Asked {
+        let mut fields = match serde_json::to_value(r) {
+            Ok(Value::Object(fields)) => fields,
+            _ => unreachable!("a request serializes as a JSON object"),
+        };
+        // The last two fields: removing them keeps the others' order.
+        fields.remove("status");
+        fields.remove("expires_ms");
+        Asked(fields)
+    }
+
+    /// The request with this expiry and status; an error names what a
+    /// stored request lacks.
+    pub fn into_request(self, expires_ms: u64, status: Status) -> Result<ApprovalRequest, String> {
+        let mut fields = self.0;
+        fields.insert("expires_ms".into(), expires_ms.into());
+        let status = serde_json::to_value(status).map_err(|e| e.to_string())?;
+        fields.insert("status".into(), status);
+        serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
+    }
+}
+
 /// The rules of `decide`, shared by every store: the new status or the error.
 pub fn apply_decision(
     r: &ApprovalRequest,
@@ -250,10 +304,10 @@ impl ApprovalStore for MemoryApprovals {
         let requests = self.requests.lock().expect("approvals lock");
         let mut out: Vec<_> = requests
             .values()
-            .filter(|r| !pending_only || (r.status == Status::Pending && !r.is_expired(now)))
+            .filter(|r| !pending_only || is_open(r, now))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        sort_newest_first(&mut out);
         Ok(out)
     }
 
@@ -274,18 +328,13 @@ impl ApprovalStore for MemoryApprovals {
 
     fn consume(&self, key: &str, now: u64) -> Result<Option<ApprovalRequest>, ApprovalError> {
         let mut requests = self.requests.lock().expect("approvals lock");
-        let found = requests.values_mut().find(|r| {
-            r.key == key && !r.is_expired(now) && matches!(r.status, Status::Approved(_))
-        });
-        Ok(found.map(|r| {
-            if let Status::Approved(decided) = &r.status {
-                r.status = Status::Used {
-                    decided: decided.clone(),
-                    used_at_ms: now,
-                };
+        for r in requests.values_mut().filter(|r| r.key == key) {
+            if let Some(used) = apply_consume(r, now) {
+                r.status = used;
+                return Ok(Some(r.clone()));
             }
-            r.clone()
-        }))
+        }
+        Ok(None)
     }
 }
 

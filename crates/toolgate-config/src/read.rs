@@ -212,31 +212,10 @@ mod tests {
         let read = read_toml("# é\nlisten = \"x\"\n[servers.a]\ncommand = \"é\"\n");
         assert!(read.errors.is_empty(), "{:?}", read.errors);
         let root = read.root.unwrap();
-        let Value::Object(top) = &root.value else {
-            panic!()
-        };
-        assert_eq!(top[0].key_pos, Pos { line: 2, column: 1 });
-        assert_eq!(
-            top[0].value.pos,
-            Pos {
-                line: 2,
-                column: 10
-            }
-        );
-        let Value::Object(servers) = &top[1].value.value else {
-            panic!()
-        };
-        let Value::Object(a) = &servers[0].value.value else {
-            panic!()
-        };
-        assert_eq!(a[0].key_pos, Pos { line: 4, column: 1 });
-        assert_eq!(
-            a[0].value.pos,
-            Pos {
-                line: 4,
-                column: 11
-            }
-        );
+        let top = root.members();
+        assert_eq!(top[0].positions(), (Pos::new(2, 1), Pos::new(2, 10)));
+        let a = top[1].value.members()[0].value.members();
+        assert_eq!(a[0].positions(), (Pos::new(4, 1), Pos::new(4, 11)));
     }
 
     #[test]

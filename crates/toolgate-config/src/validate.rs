@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use toolgate_policy::document::{push_index, push_key, Member, Node, Pos, Value};
+use toolgate_policy::check::{field, member, Checker};
+use toolgate_policy::document::{push_key, Member, Node, Pos, Value};
 use toolgate_policy::{parse_policy, Diagnostic, Diagnostics, Format};
 
 use crate::config::{
@@ -152,24 +153,7 @@ struct GrantSeen {
     servers: Option<Vec<String>>,
 }
 
-fn field<'n>(members: &'n [Member], name: &str) -> Option<&'n Node> {
-    members.iter().find(|m| m.key == name).map(|m| &m.value)
-}
-
-fn member<'n>(members: &'n [Member], name: &str) -> Option<&'n Member> {
-    members.iter().find(|m| m.key == name)
-}
-
-/// "a, b, c or d"
-fn list(names: &[&str]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [init @ .., last] => format!("{} or {last}", init.join(", ")),
-    }
-}
-
-impl Validator<'_> {
+impl Checker for Validator<'_> {
     fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
         self.found.push((
             pos,
@@ -182,55 +166,9 @@ impl Validator<'_> {
             },
         ));
     }
+}
 
-    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
-        let found = node.value.kind();
-        self.problem(
-            node.pos,
-            path,
-            format!("expected {expected}, found {found}"),
-        );
-    }
-
-    /// Checks that `node` is an object with only `allowed` keys.
-    fn object<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<&'n [Member]> {
-        let members = self.members(node, path)?;
-        for member in members {
-            if !allowed.contains(&member.key.as_str()) {
-                self.problem(
-                    member.key_pos,
-                    path,
-                    format!(
-                        "unknown field {} (expected {})",
-                        quote(&member.key),
-                        list(allowed)
-                    ),
-                );
-            }
-        }
-        Some(members)
-    }
-
-    fn members<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Member]> {
-        match &node.value {
-            Value::Object(members) => Some(members),
-            _ => {
-                self.wrong_type(node, path, "an object");
-                None
-            }
-        }
-    }
-
-    fn string<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
-        match &node.value {
-            Value::String(s) => Some(s),
-            _ => {
-                self.wrong_type(node, path, "a string");
-                None
-            }
-        }
-    }
-
+impl Validator<'_> {
     fn non_empty_string<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
         let s = self.string(node, path)?;
         if s.is_empty() {
@@ -240,31 +178,42 @@ impl Validator<'_> {
         Some(s)
     }
 
-    fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
-        match &node.value {
-            Value::Bool(b) => Some(*b),
-            _ => {
-                self.wrong_type(node, path, "a boolean");
-                None
-            }
-        }
+    fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<(String, Pos, String)>> {
+        self.array(node, path, "an array of strings", |v, item, item_path| {
+            v.string(item, item_path)
+                .map(|s| (s.to_string(), item.pos, item_path.to_string()))
+        })
     }
 
-    fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<(String, Pos, String)>> {
-        let Value::Array(items) = &node.value else {
-            self.wrong_type(node, path, "an array of strings");
-            return None;
+    /// The environment variable named by the field `name` (or `default` and
+    /// its position when the field is absent), with the position problems
+    /// about the variable are reported at.
+    fn env_name<'n>(
+        &mut self,
+        members: &'n [Member],
+        name: &str,
+        path: &str,
+        default: (&'static str, Pos),
+    ) -> (Option<&'n str>, Pos) {
+        let Some(n) = field(members, name) else {
+            return (Some(default.0), default.1);
         };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (index, item) in items.iter().enumerate() {
-            let item_path = push_index(path, index);
-            match self.string(item, &item_path) {
-                Some(s) => out.push((s.to_string(), item.pos, item_path)),
-                None => ok = false,
+        let var = self.string(n, path).and_then(|s| {
+            if values::is_env_name(s) {
+                Some(s)
+            } else {
+                self.problem(
+                    n.pos,
+                    path,
+                    format!(
+                        "invalid environment variable name {} (expected letters, digits and _, not starting with a digit)",
+                        quote(s)
+                    ),
+                );
+                None
             }
-        }
-        ok.then_some(out)
+        });
+        (var, n.pos)
     }
 
     fn duration(&mut self, node: &Node, path: &str, zero_ok: bool) -> Option<Duration> {
@@ -659,27 +608,12 @@ impl Validator<'_> {
         let Some(members) = members else {
             return (None, None);
         };
-        let (var, var_pos) = match field(members, "key_env") {
-            None => (Some(DEFAULT_SESSION_KEY_ENV), pos),
-            Some(n) => {
-                let var = self.string(n, "sessions.key_env").and_then(|s| {
-                    if values::is_env_name(s) {
-                        Some(s)
-                    } else {
-                        self.problem(
-                            n.pos,
-                            "sessions.key_env",
-                            format!(
-                                "invalid environment variable name {} (expected letters, digits and _, not starting with a digit)",
-                                quote(s)
-                            ),
-                        );
-                        None
-                    }
-                });
-                (var, n.pos)
-            }
-        };
+        let (var, var_pos) = self.env_name(
+            members,
+            "key_env",
+            "sessions.key_env",
+            (DEFAULT_SESSION_KEY_ENV, pos),
+        );
         let key = var.and_then(|var| match (self.env)(var) {
             None => Some(None),
             Some(value) => {

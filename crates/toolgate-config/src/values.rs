@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use toolgate_policy::duration;
+
 /// The longest duration a config holds (a year), so arithmetic cannot overflow.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(duration::MAX_SECONDS);
 
 pub(crate) const DURATION_EXPECTED: &str =
     "a number with a unit ms, s, m, h or d, such as \"30s\", or a number of seconds";
@@ -18,23 +20,8 @@ pub(crate) fn duration_text(text: &str) -> Result<Duration, String> {
             quote(text)
         )
     };
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(invalid)?;
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(invalid()),
-    };
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return Err(invalid());
-    }
-    let number: f64 = number.parse().map_err(|_| invalid())?;
-    duration_seconds(number * scale)
+    let written = duration::parse(text).ok_or_else(invalid)?;
+    duration_seconds(written.seconds())
         .map_err(|_| format!("duration {} is longer than a year", quote(text)))
 }
 

@@ -170,15 +170,8 @@ fn all(truths: impl Iterator<Item = Truth>) -> Truth {
 /// One of them true: true as soon as one is certainly true, else unknown
 /// if one is unknown.
 fn any(truths: impl Iterator<Item = Truth>) -> Truth {
-    let mut known = true;
-    for truth in truths {
-        match truth {
-            Some(true) => return Some(true),
-            None => known = false,
-            Some(false) => {}
-        }
-    }
-    known.then_some(false)
+    let not = |truth: Truth| truth.map(|b| !b);
+    not(all(truths.map(not)))
 }
 
 /// The argument at a condition's path: as serde_json read it, or, when it

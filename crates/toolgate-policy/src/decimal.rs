@@ -38,30 +38,13 @@ impl Decimal {
     pub(crate) fn parse(text: &str) -> Option<Decimal> {
         let bytes = text.as_bytes();
         let mut i = 0;
-        let negative = match bytes.first() {
-            Some(b'-') => {
-                i += 1;
-                true
-            }
-            Some(b'+') => {
-                i += 1;
-                false
-            }
-            _ => false,
-        };
-        let int_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let int_digits = &text[int_start..i];
+        let negative = sign(bytes, &mut i);
+        let int_digits = &text[i..digits_end(bytes, &mut i)];
         let mut frac_digits = "";
         if bytes.get(i) == Some(&b'.') {
             i += 1;
             let frac_start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            frac_digits = &text[frac_start..i];
+            frac_digits = &text[frac_start..digits_end(bytes, &mut i)];
         }
         if int_digits.is_empty() && frac_digits.is_empty() {
             return None;
@@ -69,17 +52,7 @@ impl Decimal {
         let mut written_exponent: i64 = 0;
         if matches!(bytes.get(i), Some(b'e' | b'E')) {
             i += 1;
-            let exponent_negative = match bytes.get(i) {
-                Some(b'-') => {
-                    i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    i += 1;
-                    false
-                }
-                _ => false,
-            };
+            let exponent_negative = sign(bytes, &mut i);
             let start = i;
             while i < bytes.len() && bytes[i].is_ascii_digit() {
                 written_exponent = written_exponent
@@ -293,6 +266,29 @@ fn next_up(x: f64) -> f64 {
 
 fn next_down(x: f64) -> f64 {
     -next_up(-x)
+}
+
+/// Reads an optional `-` or `+` at `*i`; whether it was `-`.
+fn sign(bytes: &[u8], i: &mut usize) -> bool {
+    match bytes.get(*i) {
+        Some(b'-') => {
+            *i += 1;
+            true
+        }
+        Some(b'+') => {
+            *i += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Skips the ASCII digits from `*i`; where they end.
+fn digits_end(bytes: &[u8], i: &mut usize) -> usize {
+    while *i < bytes.len() && bytes[*i].is_ascii_digit() {
+        *i += 1;
+    }
+    *i
 }
 
 #[cfg(test)]

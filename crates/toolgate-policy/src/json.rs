@@ -41,6 +41,14 @@ struct Reader<'a> {
 
 type Result<T> = std::result::Result<T, Problem>;
 
+/// The object or array opened at `open` has no `close` before the end.
+fn unclosed(open: Pos, close: char, what: &str) -> Problem {
+    error(
+        open,
+        format!("this {what} is not closed (expected '{close}' before the end of the file)"),
+    )
+}
+
 fn error(pos: Pos, message: impl Into<String>) -> Problem {
     Problem {
         pos,
@@ -134,133 +142,112 @@ impl Reader<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value> {
-        let open = self.pos;
-        if depth >= MAX_DEPTH {
-            return Err(error(open, "the document is nested too deeply"));
-        }
-        self.bump(); // {
-        let mut members = Vec::new();
-        self.skip_whitespace();
-        if self.peek() == Some('}') {
-            self.bump();
-            return Ok(Value::Object(members));
-        }
-        loop {
-            self.skip_whitespace();
-            let key_pos = self.pos;
-            if self.peek().is_none() {
-                return Err(error(
-                    open,
-                    "this object is not closed (expected '}' before the end of the file)",
-                ));
-            }
-            if self.peek() != Some('"') {
+        let members = self.items(depth, '}', "object", |reader| {
+            let key_pos = reader.pos;
+            if reader.peek() != Some('"') {
                 return Err(error(
                     key_pos,
                     format!(
                         "expected a string key in double quotes, found {}",
-                        describe(self.peek())
+                        describe(reader.peek())
                     ),
                 ));
             }
-            let key = self.string()?;
-            self.skip_whitespace();
-            if self.peek() != Some(':') {
+            let key = reader.string()?;
+            reader.skip_whitespace();
+            if reader.peek() != Some(':') {
                 return Err(error(
-                    self.pos,
-                    format!("expected ':' after a key, found {}", describe(self.peek())),
+                    reader.pos,
+                    format!(
+                        "expected ':' after a key, found {}",
+                        describe(reader.peek())
+                    ),
                 ));
             }
-            self.bump();
-            self.skip_whitespace();
-            let value = self.value(depth + 1)?;
-            members.push(Member {
+            reader.bump();
+            reader.skip_whitespace();
+            let value = reader.value(depth + 1)?;
+            Ok(Member {
                 key,
                 key_pos,
                 value,
-            });
-            self.skip_whitespace();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                    self.skip_whitespace();
-                    if self.peek() == Some('}') {
-                        return Err(error(self.pos, "trailing comma before '}'"));
-                    }
-                }
-                Some('}') => {
-                    self.bump();
-                    return Ok(Value::Object(members));
-                }
-                None => {
-                    return Err(error(
-                        open,
-                        "this object is not closed (expected '}' before the end of the file)",
-                    ))
-                }
-                other => {
-                    return Err(error(
-                        self.pos,
-                        format!(
-                            "expected ',' or '}}' after a value, found {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-            }
-        }
+            })
+        })?;
+        Ok(Value::Object(members))
     }
 
     fn array(&mut self, depth: usize) -> Result<Value> {
-        let open = self.pos;
-        if depth >= MAX_DEPTH {
-            return Err(error(open, "the document is nested too deeply"));
-        }
-        self.bump(); // [
+        let items = self.items(depth, ']', "array", |reader| reader.value(depth + 1))?;
+        Ok(Value::Array(items))
+    }
+
+    /// The members of an object or the items of an array, each read by
+    /// `each` (at its first character), up to `close`.
+    fn items<T>(
+        &mut self,
+        depth: usize,
+        close: char,
+        what: &str,
+        mut each: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let (open, empty) = self.enter(depth, close)?;
         let mut items = Vec::new();
-        self.skip_whitespace();
-        if self.peek() == Some(']') {
-            self.bump();
-            return Ok(Value::Array(items));
+        if empty {
+            return Ok(items);
         }
         loop {
             self.skip_whitespace();
             if self.peek().is_none() {
-                return Err(error(
-                    open,
-                    "this array is not closed (expected ']' before the end of the file)",
-                ));
+                return Err(unclosed(open, close, what));
             }
-            items.push(self.value(depth + 1)?);
-            self.skip_whitespace();
-            match self.peek() {
-                Some(',') => {
-                    self.bump();
-                    self.skip_whitespace();
-                    if self.peek() == Some(']') {
-                        return Err(error(self.pos, "trailing comma before ']'"));
-                    }
-                }
-                Some(']') => {
-                    self.bump();
-                    return Ok(Value::Array(items));
-                }
-                None => {
-                    return Err(error(
-                        open,
-                        "this array is not closed (expected ']' before the end of the file)",
-                    ))
-                }
-                other => {
-                    return Err(error(
-                        self.pos,
-                        format!(
-                            "expected ',' or ']' after a value, found {}",
-                            describe(other)
-                        ),
-                    ))
-                }
+            items.push(each(self)?);
+            if self.after_item(open, close, what)? {
+                return Ok(items);
             }
+        }
+    }
+
+    /// Steps into an object or array at its opening bracket: where it
+    /// opens, and whether `close` follows at once (it is empty).
+    fn enter(&mut self, depth: usize, close: char) -> Result<(Pos, bool)> {
+        let open = self.pos;
+        if depth >= MAX_DEPTH {
+            return Err(error(open, "the document is nested too deeply"));
+        }
+        self.bump();
+        self.skip_whitespace();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.bump();
+        }
+        Ok((open, empty))
+    }
+
+    /// After a member or an item: `,` and more (a trailing comma is
+    /// refused), or `close`; whether the object or array ended.
+    fn after_item(&mut self, open: Pos, close: char, what: &str) -> Result<bool> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(',') => {
+                self.bump();
+                self.skip_whitespace();
+                if self.peek() == Some(close) {
+                    return Err(error(self.pos, format!("trailing comma before '{close}'")));
+                }
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.bump();
+                Ok(true)
+            }
+            None => Err(unclosed(open, close, what)),
+            other => Err(error(
+                self.pos,
+                format!(
+                    "expected ',' or '{close}' after a value, found {}",
+                    describe(other)
+                ),
+            )),
         }
     }
 

@@ -12,18 +12,24 @@
 //!   on ([`Draw`]).
 //! - [`Policy::decide`] adds the one stateful step: drawing on a
 //!   [`CounterStore`] all-or-nothing. [`MemoryStore`] is the in-memory store;
-//!   each counter key is a bounded sliding log (`window`).
+//!   each counter key is a bounded sliding log ([`window`], public with its
+//!   stored form, so the embedded store keeps the very same log), and
+//!   [`check_draws`] is the check every store makes before it takes.
 //!
 //! - [`document`] exposes the spanned readers and tree to other crates that
-//!   read their own files the same way (toolgate-config).
+//!   read their own files the same way (toolgate-config); [`check`] the
+//!   checks validators of that tree make, and [`duration`] the one grammar
+//!   of durations written in a document.
 //!
 //! Invariants: no IO (the caller passes the text and the clock), no async,
 //! no threads. A refusal is a value ([`Decision`]), not an error.
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 mod condition;
 mod decimal;
+pub mod duration;
 mod glob;
 mod json;
 mod load;
@@ -31,7 +37,7 @@ mod policy;
 mod store;
 pub mod suite;
 mod tree;
-mod window;
+pub mod window;
 mod yaml;
 
 use std::fmt;
@@ -67,7 +73,9 @@ pub use policy::{
     decide_layers, plan_layers, Approval, Call, Decision, DefaultAction, Draw, Evaluation, Layer,
     Plan, Planned, Policy, RuleRef,
 };
-pub use store::{BoxFuture, CounterStore, Exhausted, FailMode, Grant, MemoryStore, Refusal, Taken};
+pub use store::{
+    check_draws, BoxFuture, CounterStore, Exhausted, FailMode, Grant, MemoryStore, Refusal, Taken,
+};
 
 /// Milliseconds since the Unix epoch, passed in by the caller (a clock).
 pub type Millis = u64;

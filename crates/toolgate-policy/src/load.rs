@@ -7,17 +7,19 @@ use std::collections::HashMap;
 use regex::RegexBuilder;
 use serde_json::Value as Json;
 
+use crate::check::{field, Checker};
 use crate::condition::{ArgPath, Condition, Op, Operand, OP_NAMES};
 use crate::decimal::Bound;
+use crate::duration;
 use crate::glob::{is_pattern, Pattern};
 use crate::policy::{
     number, window_name, Action, Approval, Cost, DefaultAction, Limit, Policy, Rule, RuleRef, Scope,
 };
-use crate::tree::{push_index, push_key, quote, Member, Node, Pos, Problem, Value};
+use crate::tree::{push_index, push_key, quote, Node, Pos, Problem, Value};
 use crate::WindowMs;
 
 /// The longest window: 365 days, in seconds.
-pub(crate) const MAX_WINDOW_SECONDS: u64 = 31_536_000;
+pub(crate) const MAX_WINDOW_SECONDS: u64 = duration::MAX_SECONDS;
 /// Compiled-size limit for condition regexes.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -63,16 +65,7 @@ struct Validator {
     counter_order: Vec<(String, WindowMs)>,
 }
 
-/// "a, b, c or d"
-fn list(names: &[&str]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [init @ .., last] => format!("{} or {last}", init.join(", ")),
-    }
-}
-
-impl Validator {
+impl Checker for Validator {
     fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             pos,
@@ -80,75 +73,14 @@ impl Validator {
             message: message.into(),
         });
     }
+}
 
-    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
-        let found = node.value.kind();
-        self.problem(
-            node.pos,
-            path,
-            format!("expected {expected}, found {found}"),
-        );
-    }
-
-    /// Checks that `node` is an object with only `allowed` keys.
-    fn object<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<&'n [Member]> {
-        let members = self.members(node, path)?;
-        for member in members {
-            if !allowed.contains(&member.key.as_str()) {
-                self.problem(
-                    member.key_pos,
-                    path,
-                    format!(
-                        "unknown field {} (expected {})",
-                        quote(&member.key),
-                        list(allowed)
-                    ),
-                );
-            }
-        }
-        Some(members)
-    }
-
-    /// Checks that `node` is an object (any keys).
-    fn members<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Member]> {
-        match &node.value {
-            Value::Object(members) => Some(members),
-            _ => {
-                self.wrong_type(node, path, "an object");
-                None
-            }
-        }
-    }
-
-    fn required<'n>(
-        &mut self,
-        object: &Node,
-        members: &'n [Member],
-        path: &str,
-        name: &str,
-    ) -> Option<&'n Node> {
-        let found = field(members, name);
-        if found.is_none() {
-            self.problem(object.pos, path, format!("missing field {}", quote(name)));
-        }
-        found
-    }
-
-    fn string<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
-        match &node.value {
-            Value::String(s) => Some(s),
-            _ => {
-                self.wrong_type(node, path, "a string");
-                None
-            }
-        }
-    }
-
+impl Validator {
     fn policy(&mut self, root: &Node) -> Option<Policy> {
         let members = self.object(root, "", TOP_FIELDS)?;
         let mut ok = true;
 
-        if let Some(node) = self.required(root, members, "", "version") {
+        if let Some(node) = self.required(root.pos, members, "", "version", None) {
             match &node.value {
                 Value::String(s) if s == "1" => {}
                 Value::String(s) => {
@@ -162,7 +94,7 @@ impl Validator {
             }
         }
 
-        let default = match self.required(root, members, "", "default") {
+        let default = match self.required(root.pos, members, "", "default", None) {
             Some(node) => match self.string(node, "default") {
                 Some("allow") => Some(DefaultAction::Allow),
                 Some("deny") => Some(DefaultAction::Deny),
@@ -467,24 +399,9 @@ impl Validator {
                 .as_f64()
                 .filter(|s| s.fract() == 0.0 && *s >= 0.0)
                 .map(|s| s as u64 * 1000),
-            Value::String(text) => {
-                let (digits, unit) = text.split_at(
-                    text.find(|c: char| !c.is_ascii_digit())
-                        .unwrap_or(text.len()),
-                );
-                let factor = match unit {
-                    "s" => Some(1_000),
-                    "m" => Some(60_000),
-                    "h" => Some(3_600_000),
-                    "d" => Some(86_400_000),
-                    _ => None,
-                };
-                digits
-                    .parse::<u64>()
-                    .ok()
-                    .zip(factor)
-                    .map(|(n, f)| n.saturating_mul(f))
-            }
+            Value::String(text) => duration::parse(text)
+                .filter(|written| written.unit != duration::Unit::Millis)
+                .and_then(|written| written.whole_millis()),
             _ => None,
         };
         match ms {
@@ -506,19 +423,7 @@ impl Validator {
     }
 
     fn limits(&mut self, node: &Node, path: &str) -> Option<Vec<Limit>> {
-        let Value::Array(items) = &node.value else {
-            self.wrong_type(node, path, "an array of limits");
-            return None;
-        };
-        let mut limits = Vec::with_capacity(items.len());
-        let mut ok = true;
-        for (index, item) in items.iter().enumerate() {
-            match self.limit(item, &push_index(path, index)) {
-                Some(limit) => limits.push(limit),
-                None => ok = false,
-            }
-        }
-        ok.then_some(limits)
+        self.array(node, path, "an array of limits", Self::limit)
     }
 
     fn limit(&mut self, node: &Node, path: &str) -> Option<Limit> {
@@ -526,7 +431,7 @@ impl Validator {
         let problems_before = self.problems.len();
 
         let counter = self
-            .required(node, members, path, "counter")
+            .required(node.pos, members, path, "counter", None)
             .and_then(|value| {
                 let counter_path = push_key(path, "counter");
                 let name = self.string(value, &counter_path)?;
@@ -546,32 +451,34 @@ impl Validator {
             });
 
         let window = self
-            .required(node, members, path, "window")
+            .required(node.pos, members, path, "window", None)
             .and_then(|value| {
                 self.window(value, &push_key(path, "window"))
                     .map(|w| (w, value.pos))
             });
 
-        let max = self.required(node, members, path, "max").and_then(|value| {
-            let max_path = push_key(path, "max");
-            match &value.value {
-                Value::Number(n) => match n.as_f64() {
-                    Some(max) if max > 0.0 && max.is_finite() => Some(max),
+        let max = self
+            .required(node.pos, members, path, "max", None)
+            .and_then(|value| {
+                let max_path = push_key(path, "max");
+                match &value.value {
+                    Value::Number(n) => match n.as_f64() {
+                        Some(max) if max > 0.0 && max.is_finite() => Some(max),
+                        _ => {
+                            self.problem(
+                                value.pos,
+                                &max_path,
+                                format!("max must be greater than 0, found {n}"),
+                            );
+                            None
+                        }
+                    },
                     _ => {
-                        self.problem(
-                            value.pos,
-                            &max_path,
-                            format!("max must be greater than 0, found {n}"),
-                        );
+                        self.wrong_type(value, &max_path, "a number");
                         None
                     }
-                },
-                _ => {
-                    self.wrong_type(value, &max_path, "a number");
-                    None
                 }
-            }
-        });
+            });
 
         let scope = match field(members, "scope") {
             None => Some(Scope::Grant),
@@ -737,26 +644,14 @@ impl Validator {
     }
 
     fn conditions(&mut self, node: &Node, path: &str) -> Option<Vec<Condition>> {
-        let Value::Array(items) = &node.value else {
-            self.wrong_type(node, path, "an array of conditions");
-            return None;
-        };
-        let mut conditions = Vec::with_capacity(items.len());
-        let mut ok = true;
-        for (index, item) in items.iter().enumerate() {
-            match self.condition(item, &push_index(path, index)) {
-                Some(condition) => conditions.push(condition),
-                None => ok = false,
-            }
-        }
-        ok.then_some(conditions)
+        self.array(node, path, "an array of conditions", Self::condition)
     }
 
     fn condition(&mut self, node: &Node, path: &str) -> Option<Condition> {
         let members = self.object(node, path, CONDITION_FIELDS)?;
         let problems_before = self.problems.len();
 
-        let arg_path = self.required(node, members, path, "path").and_then(|value| {
+        let arg_path = self.required(node.pos, members, path, "path", None).and_then(|value| {
             let path_path = push_key(path, "path");
             let text = self.string(value, &path_path)?;
             let parsed = ArgPath::parse(text);
@@ -778,7 +673,7 @@ impl Validator {
         let value_node = field(members, "value");
         let value_path = push_key(path, "value");
         let op = self
-            .required(node, members, path, "op")
+            .required(node.pos, members, path, "op", None)
             .and_then(|op_node| {
                 let op_path = push_key(path, "op");
                 let name = self.string(op_node, &op_path)?;
@@ -896,10 +791,6 @@ impl Validator {
             reason,
         })
     }
-}
-
-fn field<'n>(members: &'n [Member], name: &str) -> Option<&'n Node> {
-    members.iter().find(|m| m.key == name).map(|m| &m.value)
 }
 
 fn describe_window(ms: WindowMs) -> String {

@@ -86,6 +86,21 @@ pub struct Taken {
     pub window: WindowMs,
 }
 
+impl Taken {
+    /// `draw` taken at `now`, leaving `used` units in its window.
+    pub fn new(draw: &Draw, now: Millis, used: f64) -> Taken {
+        Taken {
+            key: draw.key.clone(),
+            counter: draw.counter.clone(),
+            at: now,
+            cost: draw.cost,
+            used,
+            max: draw.max,
+            window: draw.window,
+        }
+    }
+}
+
 /// Why `acquire` refused: the first draw (in draw order) that did not fit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exhausted {
@@ -96,6 +111,45 @@ pub struct Exhausted {
     /// Units in the window now, for the refusing counter.
     pub used: f64,
     pub max: f64,
+}
+
+impl Exhausted {
+    /// `draw` refused with `used` units in its window.
+    pub fn new(draw: &Draw, retry_after_ms: u64, used: f64) -> Exhausted {
+        Exhausted {
+            counter: draw.counter.clone(),
+            rule: draw.rule.clone(),
+            retry_after_ms,
+            used,
+            max: draw.max,
+        }
+    }
+}
+
+/// The check half of an all-or-nothing acquire: every draw of a call
+/// against its key's log, earlier draws of the call on the same key
+/// counting too. `room(draw, extra)` answers for one draw (with `extra` units
+/// already drawn on its key by this call) and the units its log holds. The
+/// refusal names the first draw that does not fit and waits for all of them.
+pub fn check_draws(
+    draws: &[Draw],
+    mut room: impl FnMut(&Draw, f64) -> (Room, f64),
+) -> Result<(), Exhausted> {
+    let mut refused: Option<Exhausted> = None;
+    for (i, draw) in draws.iter().enumerate() {
+        let extra: f64 = draws[..i]
+            .iter()
+            .filter(|d| d.key == draw.key)
+            .map(|d| d.cost)
+            .sum();
+        if let (Room::Full { retry_after_ms }, used) = room(draw, extra) {
+            match &mut refused {
+                None => refused = Some(Exhausted::new(draw, retry_after_ms, used)),
+                Some(first) => first.retry_after_ms = first.retry_after_ms.max(retry_after_ms),
+            }
+        }
+    }
+    refused.map_or(Ok(()), Err)
 }
 
 /// In-memory counter store: one mutex around a map from draw key to its
@@ -164,45 +218,23 @@ impl State {
             window.set_length(draw.window);
             window.expire(now);
             if let Room::Full { retry_after_ms } = window.room(now, 0.0, draw.cost, draw.max) {
-                return Err(exhausted(draw, retry_after_ms, window.used()));
+                return Err(Exhausted::new(draw, retry_after_ms, window.used()));
             }
             window.take(now, draw.cost);
             return Ok(Grant {
-                taken: vec![taken(draw, now, window.used())],
+                taken: vec![Taken::new(draw, now, window.used())],
             });
         }
         let mut window = Window::new(draw.window);
         if let Room::Full { retry_after_ms } = window.room(now, 0.0, draw.cost, draw.max) {
-            return Err(exhausted(draw, retry_after_ms, 0.0));
+            return Err(Exhausted::new(draw, retry_after_ms, 0.0));
         }
         window.take(now, draw.cost);
         let grant = Grant {
-            taken: vec![taken(draw, now, window.used())],
+            taken: vec![Taken::new(draw, now, window.used())],
         };
         self.windows.insert(draw.key.clone(), window);
         Ok(grant)
-    }
-}
-
-fn exhausted(draw: &Draw, retry_after_ms: u64, used: f64) -> Exhausted {
-    Exhausted {
-        counter: draw.counter.clone(),
-        rule: draw.rule.clone(),
-        retry_after_ms,
-        used,
-        max: draw.max,
-    }
-}
-
-fn taken(draw: &Draw, now: Millis, used: f64) -> Taken {
-    Taken {
-        key: draw.key.clone(),
-        counter: draw.counter.clone(),
-        at: now,
-        cost: draw.cost,
-        used,
-        max: draw.max,
-        window: draw.window,
     }
 }
 
@@ -228,15 +260,8 @@ impl MemoryStore {
         }
 
         // Check every draw; none is taken unless all fit.
-        let mut refused: Option<Exhausted> = None;
-        for (i, draw) in draws.iter().enumerate() {
-            // Earlier draws of this call on the same key count too.
-            let extra: f64 = draws[..i]
-                .iter()
-                .filter(|d| d.key == draw.key)
-                .map(|d| d.cost)
-                .sum();
-            let (room, used) = match state.windows.get_mut(&draw.key) {
+        check_draws(draws, |draw, extra| {
+            match state.windows.get_mut(&draw.key) {
                 Some(window) => {
                     window.set_length(draw.window);
                     window.expire(now);
@@ -246,17 +271,8 @@ impl MemoryStore {
                     Window::new(draw.window).room(now, extra, draw.cost, draw.max),
                     0.0,
                 ),
-            };
-            if let Room::Full { retry_after_ms } = room {
-                match &mut refused {
-                    None => refused = Some(exhausted(draw, retry_after_ms, used)),
-                    Some(first) => first.retry_after_ms = first.retry_after_ms.max(retry_after_ms),
-                }
             }
-        }
-        if let Some(exhausted) = refused {
-            return Err(exhausted);
-        }
+        })?;
 
         // Commit every draw.
         let mut taken = Vec::with_capacity(draws.len());
@@ -270,7 +286,7 @@ impl MemoryStore {
                 continue; // inserted just above
             };
             window.take(now, draw.cost);
-            taken.push(self::taken(draw, now, window.used()));
+            taken.push(Taken::new(draw, now, window.used()));
         }
         Ok(Grant { taken })
     }

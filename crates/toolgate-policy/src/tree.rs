@@ -18,6 +18,10 @@ pub struct Pos {
 
 impl Pos {
     pub const START: Pos = Pos { line: 1, column: 1 };
+
+    pub const fn new(line: usize, column: usize) -> Pos {
+        Pos { line, column }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +106,23 @@ pub struct Member {
     pub key: String,
     pub key_pos: Pos,
     pub value: Node,
+}
+
+impl Node {
+    /// The members of an object (none for any other value).
+    pub fn members(&self) -> &[Member] {
+        match &self.value {
+            Value::Object(members) => members,
+            _ => &[],
+        }
+    }
+}
+
+impl Member {
+    /// Where the key and where the value start.
+    pub fn positions(&self) -> (Pos, Pos) {
+        (self.key_pos, self.value.pos)
+    }
 }
 
 impl Value {

@@ -1,4 +1,5 @@
-//! The sliding log behind one counter key.
+//! The sliding log behind one counter key, and its stored form: every
+//! counter store (in memory here, SQLite and Redis elsewhere) keeps this log.
 //!
 //! A limit admits at most `max` units in any interval of length `window`.
 //! The log holds entries `(start, end, units)`; an admission less than
@@ -7,6 +8,10 @@
 //! expires when `end + window <= now`. That is exact for calls more than
 //! `window / 64` apart and conservative otherwise: merged units are kept up
 //! to `window / 64` longer than they need to be, never shorter.
+//!
+//! Stored ([`Window::encode`], [`Window::decode`]), a log is 24 bytes per
+//! entry: start and end as little-endian `u64` milliseconds, units as a
+//! little-endian `f64`.
 
 use std::collections::VecDeque;
 
@@ -15,22 +20,27 @@ use crate::Millis;
 /// Slack for float sums of fractional costs (units are checked as `f64`).
 const EPSILON: f64 = 1e-9;
 
-#[derive(Debug, Clone, Copy)]
+/// Bytes of one stored entry.
+const ENTRY_BYTES: usize = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Entry {
     start: Millis,
     end: Millis,
     units: f64,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Window {
+/// The sliding log of one counter key (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
     length: u64,
     entries: VecDeque<Entry>,
     total: f64,
 }
 
 /// The answer to "may `cost` more units be taken now?".
-pub(crate) enum Room {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
     Fits,
     /// Does not fit; it will after this many milliseconds (or never, when
     /// the cost is above `max`: then the window length is reported).
@@ -39,8 +49,14 @@ pub(crate) enum Room {
     },
 }
 
+/// A stored log that is not a whole number of entries long (its length in
+/// bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub usize);
+
 impl Window {
-    pub(crate) fn new(length: u64) -> Window {
+    /// An empty log for a window of `length` milliseconds.
+    pub fn new(length: u64) -> Window {
         Window {
             length: length.max(1),
             entries: VecDeque::new(),
@@ -49,16 +65,65 @@ impl Window {
     }
 
     /// The window length can change when a policy is reloaded; the log stays.
-    pub(crate) fn set_length(&mut self, length: u64) {
+    pub fn set_length(&mut self, length: u64) {
         self.length = length.max(1);
     }
 
-    /// Drops entries that no longer count at `now`.
-    pub(crate) fn expire(&mut self, now: Millis) {
+    /// The window length in milliseconds.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Reads a stored log; `length` is the window length of the draw now.
+    pub fn decode(bytes: &[u8], length: u64) -> Result<Window, Malformed> {
+        if bytes.len() % ENTRY_BYTES != 0 {
+            return Err(Malformed(bytes.len()));
+        }
+        let mut window = Window::new(length);
+        window.entries.reserve(bytes.len() / ENTRY_BYTES);
+        for chunk in bytes.chunks_exact(ENTRY_BYTES) {
+            let word = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
+                b
+            };
+            let entry = Entry {
+                start: u64::from_le_bytes(word(0)),
+                end: u64::from_le_bytes(word(1)),
+                units: f64::from_le_bytes(word(2)),
+            };
+            window.total += entry.units;
+            window.entries.push_back(entry);
+        }
+        Ok(window)
+    }
+
+    /// The stored form (see the module docs), written over `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(self.entries.len() * ENTRY_BYTES);
+        for entry in &self.entries {
+            out.extend_from_slice(&entry.start.to_le_bytes());
+            out.extend_from_slice(&entry.end.to_le_bytes());
+            out.extend_from_slice(&entry.units.to_le_bytes());
+        }
+    }
+
+    /// When every entry has expired (a stored log may then be swept).
+    pub fn empty_at(&self) -> Millis {
+        self.entries
+            .back()
+            .map_or(0, |last| last.end.saturating_add(self.length))
+    }
+
+    /// Drops entries that no longer count at `now`; whether any were dropped.
+    pub fn expire(&mut self, now: Millis) -> bool {
+        let mut expired = false;
         while let Some(first) = self.entries.front() {
             if first.end.saturating_add(self.length) <= now {
                 self.total -= first.units;
                 self.entries.pop_front();
+                expired = true;
             } else {
                 break;
             }
@@ -66,22 +131,27 @@ impl Window {
         if self.entries.is_empty() || self.total < 0.0 {
             self.total = 0.0;
         }
+        expired
     }
 
     /// Units taken in the window ending at the last `expire`.
-    pub(crate) fn used(&self) -> f64 {
+    pub fn used(&self) -> f64 {
         self.total
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Entries in the log (at most about 65 once expired).
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Whether `extra + cost` units fit under `max` (after `expire(now)`).
     /// `extra` is what earlier draws of the same call put on this key.
-    pub(crate) fn room(&self, now: Millis, extra: f64, cost: f64, max: f64) -> Room {
-        let needed = self.total + extra + cost;
-        if needed <= max + EPSILON {
+    pub fn room(&self, now: Millis, extra: f64, cost: f64, max: f64) -> Room {
+        if self.total + extra + cost <= max + EPSILON {
             return Room::Fits;
         }
         if extra + cost > max + EPSILON {
@@ -105,15 +175,16 @@ impl Window {
     }
 
     /// Records `cost` units taken at `now`.
-    pub(crate) fn take(&mut self, now: Millis, cost: f64) {
+    pub fn take(&mut self, now: Millis, cost: f64) {
         if cost <= 0.0 {
             return;
         }
         self.total += cost;
         let merge_span = (self.length / 64).max(1);
         if let Some(last) = self.entries.back_mut() {
-            // A clock that steps back merges into the newest entry: its units
-            // then expire with it, which is later than they would otherwise.
+            // A clock that steps back (or another process's clock a little
+            // behind this one) merges into the newest entry: its units then
+            // expire with it, later than they would otherwise, never sooner.
             if now < last.end || now - last.start < merge_span {
                 last.end = last.end.max(now);
                 last.units += cost;
@@ -128,17 +199,17 @@ impl Window {
     }
 
     /// Gives back `cost` units taken at `at`, if the entry holding them is
-    /// still in the log.
-    pub(crate) fn give_back(&mut self, at: Millis, cost: f64) {
+    /// still in the log; whether anything was given back.
+    pub fn give_back(&mut self, at: Millis, cost: f64) -> bool {
         if cost <= 0.0 {
-            return;
+            return false;
         }
         let Some(index) = self
             .entries
             .iter()
             .position(|e| e.start <= at && at <= e.end)
         else {
-            return;
+            return false;
         };
         let entry = &mut self.entries[index];
         let returned = cost.min(entry.units);
@@ -151,11 +222,7 @@ impl Window {
         if self.entries.is_empty() {
             self.total = 0.0;
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn entry_count(&self) -> usize {
-        self.entries.len()
+        true
     }
 }
 
@@ -176,12 +243,45 @@ mod tests {
         }
     }
 
+    fn round_trip(w: &Window) -> Window {
+        let mut bytes = Vec::new();
+        w.encode(&mut bytes);
+        Window::decode(&bytes, w.length()).expect("a log it encoded")
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut w = Window::new(MINUTE);
+        assert_eq!(round_trip(&w), w);
+        w.take(1_700_000_000_000, 1.5);
+        w.take(1_700_000_010_000, 0.25);
+        assert_eq!(round_trip(&w), w);
+    }
+
+    #[test]
+    fn the_stored_form_is_24_bytes_an_entry() {
+        let mut w = Window::new(MINUTE);
+        w.take(1, 0.5);
+        let mut bytes = Vec::new();
+        w.encode(&mut bytes);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.extend_from_slice(&0.5f64.to_le_bytes());
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_log_that_is_not_whole_entries_is_refused() {
+        assert_eq!(Window::decode(&[0; 25], MINUTE), Err(Malformed(25)));
+    }
+
     #[test]
     fn entries_stay_bounded_under_dense_calls() {
         let mut w = Window::new(MINUTE);
         for t in 0..(3 * MINUTE) {
             admit(&mut w, t, 1.0, 1e12);
-            assert!(w.entry_count() <= 66, "{} entries at {t}", w.entry_count());
+            assert!(w.len() <= 66, "{} entries at {t}", w.len());
         }
     }
 
@@ -207,11 +307,23 @@ mod tests {
         let mut w = Window::new(MINUTE);
         w.take(0, 3.0);
         w.take(30_000, 2.0);
-        w.give_back(30_000, 5.0);
+        assert!(w.give_back(30_000, 5.0));
         assert_eq!(w.used(), 3.0);
-        w.give_back(12_345, 1.0); // no entry holds it
+        assert!(!w.give_back(12_345, 1.0), "no entry holds it");
         assert_eq!(w.used(), 3.0);
-        w.give_back(0, 1.0);
+        assert!(w.give_back(0, 1.0));
         assert_eq!(w.used(), 2.0);
+    }
+
+    #[test]
+    fn the_log_is_empty_one_window_after_its_newest_entry() {
+        let mut w = Window::new(MINUTE);
+        w.take(1_000, 1.0);
+        w.take(5_000, 1.0);
+        assert_eq!(w.empty_at(), 5_000 + MINUTE);
+        assert!(w.expire(1_000 + MINUTE));
+        assert!(!w.is_empty());
+        assert!(w.expire(5_000 + MINUTE));
+        assert!(w.is_empty());
     }
 }

@@ -368,31 +368,12 @@ mod tests {
     fn positions_are_one_based() {
         let read = read("version: \"1\"\ntools:\n  send_text:\n    action: deny\n");
         let root = read.root.unwrap();
-        let Value::Object(members) = &root.value else {
-            panic!()
-        };
-        assert_eq!(members[0].key_pos, Pos { line: 1, column: 1 });
-        assert_eq!(
-            members[0].value.pos,
-            Pos {
-                line: 1,
-                column: 10
-            }
-        );
-        let Value::Object(tools) = &members[1].value.value else {
-            panic!()
-        };
-        assert_eq!(tools[0].key_pos, Pos { line: 3, column: 3 });
-        let Value::Object(rule) = &tools[0].value.value else {
-            panic!()
-        };
-        assert_eq!(
-            rule[0].value.pos,
-            Pos {
-                line: 4,
-                column: 13
-            }
-        );
+        let members = root.members();
+        assert_eq!(members[0].positions(), (Pos::new(1, 1), Pos::new(1, 10)));
+        let tools = members[1].value.members();
+        assert_eq!(tools[0].key_pos, Pos::new(3, 3));
+        let rule = tools[0].value.members();
+        assert_eq!(rule[0].value.pos, Pos::new(4, 13));
     }
 
     #[test]

@@ -30,12 +30,13 @@
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use toolgate_approvals::{
-    call_key, pending, ApprovalError, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status,
+    call_key, is_open, pending, sort_newest_first, ApprovalError, ApprovalRequest, ApprovalStore,
+    Asked, Decided, NewRequest, Status,
 };
 
 use crate::link::{ConnectionOptions, Link, LinkError};
 use crate::script::{Invocation, Lua};
-use crate::{redact, StateError};
+use crate::StateError;
 
 /// How long a request stays stored after it expired: one day.
 pub const GRACE_MS: u64 = 24 * 60 * 60 * 1000;
@@ -92,13 +93,9 @@ impl RedisApprovals {
         prefix: &str,
         options: ConnectionOptions,
     ) -> Result<RedisApprovals, StateError> {
-        let client = redis::Client::open(url).map_err(|e| StateError::InvalidUrl {
-            url: redact(url),
-            reason: e.to_string(),
-        })?;
-        let address = client.get_connection_info().addr.to_string();
+        let (link, address) = Link::connect(url, options, &SCRIPTS)?;
         Ok(RedisApprovals {
-            link: Link::start(client, options, &SCRIPTS)?,
+            link,
             records: format!("{prefix}:apr:"),
             live: format!("{prefix}:aprkey:"),
             index: format!("{prefix}:aprs"),
@@ -213,11 +210,11 @@ impl ApprovalStore for RedisApprovals {
                 return Err(self.odd(&LIST, &reply));
             };
             let r = self.read(bytes)?;
-            if !pending_only || (r.status == Status::Pending && !r.is_expired(now)) {
+            if !pending_only || is_open(&r, now) {
                 out.push(r);
             }
         }
-        out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        sort_newest_first(&mut out);
         Ok(out)
     }
 
@@ -273,21 +270,7 @@ struct Record {
     state: String,
     decided: Option<Decided>,
     used_at_ms: Option<u64>,
-    request: Body,
-}
-
-/// What the gateway asked, as it asked it.
-#[derive(Serialize, Deserialize)]
-struct Body {
-    id: String,
-    key: String,
-    grant: String,
-    server: Option<String>,
-    tool: String,
-    arguments: serde_json::Value,
-    reason: String,
-    rule: String,
-    created_ms: u64,
+    request: Asked,
 }
 
 /// The record of a new (pending) request.
@@ -297,17 +280,7 @@ fn to_record(r: &ApprovalRequest) -> Result<String, ApprovalError> {
         state: r.status.name().to_string(),
         decided: None,
         used_at_ms: None,
-        request: Body {
-            id: r.id.clone(),
-            key: r.key.clone(),
-            grant: r.grant.clone(),
-            server: r.server.clone(),
-            tool: r.tool.clone(),
-            arguments: r.arguments.clone(),
-            reason: r.reason.clone(),
-            rule: r.rule.clone(),
-            created_ms: r.created_ms,
-        },
+        request: Asked::of(r),
     };
     serde_json::to_string(&record)
         .map_err(|e| ApprovalError::Unavailable(format!("cannot encode the request: {e}")))
@@ -331,20 +304,7 @@ fn from_record(bytes: &[u8]) -> Result<ApprovalRequest, String> {
         },
         other => return Err(format!("unknown state {other:?}")),
     };
-    let b = record.request;
-    Ok(ApprovalRequest {
-        id: b.id,
-        key: b.key,
-        grant: b.grant,
-        server: b.server,
-        tool: b.tool,
-        arguments: b.arguments,
-        reason: b.reason,
-        rule: b.rule,
-        created_ms: b.created_ms,
-        expires_ms: record.expires_ms,
-        status,
-    })
+    record.request.into_request(record.expires_ms, status)
 }
 
 /// A state name from a script as the `&'static str` of [`Status::name`].

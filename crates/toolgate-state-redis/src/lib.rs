@@ -131,13 +131,9 @@ impl RedisStore {
         fail: FailMode,
         options: ConnectionOptions,
     ) -> Result<RedisStore, StateError> {
-        let client = redis::Client::open(url).map_err(|e| StateError::InvalidUrl {
-            url: redact(url),
-            reason: e.to_string(),
-        })?;
-        let address = client.get_connection_info().addr.to_string();
+        let (link, address) = Link::connect(url, options, &script::ALL)?;
         Ok(RedisStore {
-            link: Link::start(client, options, &script::ALL)?,
+            link,
             keys: Keys::new(prefix),
             fail,
             address,

@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::script::{Invocation, Lua};
+use crate::{redact, StateError};
 
 /// How long the store waits for Redis, and how often it tries again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,22 @@ struct Attempts {
 }
 
 impl Link {
+    /// The link to the Redis at `url` with `scripts`, and the server's
+    /// `HOST:PORT` (for messages). Only a malformed URL, or a thread that
+    /// cannot be started, is an error: the server is reached later.
+    pub(crate) fn connect(
+        url: &str,
+        options: ConnectionOptions,
+        scripts: &'static [&'static Lua],
+    ) -> Result<(Link, String), StateError> {
+        let client = redis::Client::open(url).map_err(|e| StateError::InvalidUrl {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
+        let address = client.get_connection_info().addr.to_string();
+        Ok((Link::start(client, options, scripts)?, address))
+    }
+
     /// Starts the connection thread and a first attempt to connect (a
     /// failure is only remembered: calls report it until the cooldown ends).
     /// `scripts` are loaded on every new connection.

@@ -14,7 +14,7 @@ use toolgate_revocations::{RevocationError, RevocationStore};
 
 use crate::link::{ConnectionOptions, Link, LinkError};
 use crate::script::{Invocation, Lua};
-use crate::{redact, StateError};
+use crate::StateError;
 
 static REVOKE: Lua = Lua::new("revoke.lua", include_str!("revoke.lua"));
 static REVOKED: Lua = Lua::new("revoked.lua", include_str!("revoked.lua"));
@@ -51,13 +51,9 @@ impl RedisRevocations {
         prefix: &str,
         options: ConnectionOptions,
     ) -> Result<RedisRevocations, StateError> {
-        let client = redis::Client::open(url).map_err(|e| StateError::InvalidUrl {
-            url: redact(url),
-            reason: e.to_string(),
-        })?;
-        let address = client.get_connection_info().addr.to_string();
+        let (link, address) = Link::connect(url, options, &SCRIPTS)?;
         Ok(RedisRevocations {
-            link: Link::start(client, options, &SCRIPTS)?,
+            link,
             keys: format!("{prefix}:rev:"),
             address,
         })

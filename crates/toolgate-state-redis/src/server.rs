@@ -4,7 +4,30 @@
 use std::io;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::ConnectionOptions;
+
+/// A key prefix no other store of this process uses (`kind`, the process
+/// id and a count), so stores sharing one server in tests never meet.
+pub fn unique_prefix(kind: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{kind}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Connection options with a short cooldown, so outage tests do not wait
+/// long for recovery.
+pub fn quick_options() -> ConnectionOptions {
+    ConnectionOptions {
+        cooldown: Duration::from_millis(50),
+        ..ConnectionOptions::default()
+    }
+}
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]

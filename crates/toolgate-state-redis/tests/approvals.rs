@@ -2,15 +2,14 @@
 //! free loopback port (and kills when it ends). Without redis-server
 //! installed these tests fail, saying to run ./scripts/setup.sh.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use redis::Commands;
 use serde_json::json;
 use toolgate_approvals::{ApprovalError, ApprovalStore, Decided, NewRequest, Status, Via};
-use toolgate_state_redis::server::{free_port, RedisServer};
-use toolgate_state_redis::{ConnectionOptions, RedisApprovals, GRACE_MS};
+use toolgate_state_redis::server::{free_port, quick_options, unique_prefix, RedisServer};
+use toolgate_state_redis::{RedisApprovals, GRACE_MS};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -20,23 +19,11 @@ fn server() -> RedisServer {
 
 /// A prefix no other store in this run uses.
 fn prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "apr{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn quick() -> ConnectionOptions {
-    ConnectionOptions {
-        cooldown: Duration::from_millis(50),
-        ..ConnectionOptions::default()
-    }
+    unique_prefix("apr")
 }
 
 fn store(server: &RedisServer, prefix: &str) -> RedisApprovals {
-    RedisApprovals::connect_with(&server.url(), prefix, quick()).expect("store")
+    RedisApprovals::connect_with(&server.url(), prefix, quick_options()).expect("store")
 }
 
 fn redis(server: &RedisServer) -> redis::Connection {

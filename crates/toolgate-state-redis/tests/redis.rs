@@ -3,12 +3,11 @@
 //! these tests fail, saying to run ./scripts/setup.sh.
 
 use std::net::{Ipv4Addr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use toolgate_policy::{CounterStore, Draw, FailMode, Grant, MemoryStore, Refusal, RuleRef};
-use toolgate_state_redis::server::{free_port, RedisServer};
+use toolgate_state_redis::server::{free_port, quick_options, unique_prefix, RedisServer};
 use toolgate_state_redis::{ConnectionOptions, RedisStore};
 
 const T0: u64 = 1_700_000_000_000;
@@ -20,24 +19,11 @@ fn server() -> RedisServer {
 
 /// A prefix no other store in this run uses.
 fn prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "test{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Short cooldown, so outage tests do not wait long for recovery.
-fn quick() -> ConnectionOptions {
-    ConnectionOptions {
-        cooldown: Duration::from_millis(50),
-        ..ConnectionOptions::default()
-    }
+    unique_prefix("test")
 }
 
 fn store(server: &RedisServer, prefix: &str, fail: FailMode) -> RedisStore {
-    RedisStore::connect_with(&server.url(), prefix, fail, quick()).expect("store")
+    RedisStore::connect_with(&server.url(), prefix, fail, quick_options()).expect("store")
 }
 
 fn draw(counter: &str, max: f64, cost: f64, window: u64) -> Draw {
@@ -300,7 +286,7 @@ fn fails_open_while_redis_is_down_and_counts_again_on_restart() {
 fn a_server_that_is_not_up_yet_is_used_once_it_is() {
     let port = free_port().unwrap();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let store = RedisStore::connect_with(&url, &prefix(), FailMode::Closed, quick())
+    let store = RedisStore::connect_with(&url, &prefix(), FailMode::Closed, quick_options())
         .expect("an unreachable server is not an error");
     let d = [draw("late", 1.0, 1.0, MINUTE)];
     match store.acquire(&d, T0) {

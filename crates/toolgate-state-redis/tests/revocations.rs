@@ -3,29 +3,18 @@
 //! expiry, and an unreachable server refusing to answer (never "not
 //! revoked").
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
 use redis::Commands;
 use toolgate_revocations::{RevocationError, RevocationStore};
-use toolgate_state_redis::server::RedisServer;
-use toolgate_state_redis::{ConnectionOptions, RedisRevocations};
+use toolgate_state_redis::server::{quick_options, unique_prefix, RedisServer};
+use toolgate_state_redis::RedisRevocations;
 
+/// A prefix no other store in this run uses.
 fn prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "rev{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_prefix("rev")
 }
 
 fn store(server: &RedisServer, prefix: &str) -> RedisRevocations {
-    let quick = ConnectionOptions {
-        cooldown: Duration::from_millis(50),
-        ..ConnectionOptions::default()
-    };
-    RedisRevocations::connect_with(&server.url(), prefix, quick).expect("store")
+    RedisRevocations::connect_with(&server.url(), prefix, quick_options()).expect("store")
 }
 
 #[test]

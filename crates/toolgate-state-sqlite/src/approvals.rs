@@ -28,13 +28,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use toolgate_approvals::{
-    apply_decision, call_key, pending, ApprovalError, ApprovalRequest, ApprovalStore, Decided,
-    NewRequest, Status,
+    apply_consume, apply_decision, call_key, pending, ApprovalError, ApprovalRequest,
+    ApprovalStore, Asked, Decided, NewRequest, Status,
 };
 
-use crate::db::{self, Schema};
+use crate::db::{self, to_sql, Schema};
 use crate::StateError;
 
 /// The approvals database file inside the data directory.
@@ -108,17 +107,12 @@ impl SqliteApprovals {
     /// when they do not exist yet; waits up to 5 s for another connection's
     /// write lock.
     pub fn open(dir: &Path) -> Result<SqliteApprovals, StateError> {
-        SqliteApprovals::open_with(dir, Duration::from_secs(5))
+        SqliteApprovals::open_with(dir, db::BUSY_TIMEOUT)
     }
 
     /// [`SqliteApprovals::open`] with another busy timeout.
     pub fn open_with(dir: &Path, busy_timeout: Duration) -> Result<SqliteApprovals, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(APPROVALS_DB_FILE);
-        let db = db::open(&path, busy_timeout, &SCHEMA)?;
+        let (path, db) = db::open_in(dir, APPROVALS_DB_FILE, busy_timeout, &SCHEMA)?;
         Ok(SqliteApprovals {
             path,
             db: Mutex::new(db),
@@ -239,17 +233,14 @@ impl ApprovalStore for SqliteApprovals {
             let Some(mut r) = select_one(db, SELECT_APPROVED, params![key, to_sql(now)])? else {
                 return Ok(None);
             };
-            let Status::Approved(decided) = &r.status else {
+            let Some(used) = apply_consume(&r, now) else {
                 return Err(Failure::Json(format!(
                     "request {} is stored as approved but reads as {}",
                     r.id,
                     r.status.name()
                 )));
             };
-            r.status = Status::Used {
-                decided: decided.clone(),
-                used_at_ms: now,
-            };
+            r.status = used;
             save(db, &r)?;
             Ok(Some(r))
         })
@@ -277,30 +268,15 @@ fn save(db: &Connection, r: &ApprovalRequest) -> Result<(), Failure> {
 /// A request as stored: its status nested under `decision`.
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    id: String,
-    key: String,
-    grant: String,
-    server: Option<String>,
-    tool: String,
-    arguments: Value,
-    reason: String,
-    rule: String,
-    created_ms: u64,
+    #[serde(flatten)]
+    asked: Asked,
     expires_ms: u64,
     decision: Status,
 }
 
 fn to_json(r: &ApprovalRequest) -> Result<String, Failure> {
     let stored = Stored {
-        id: r.id.clone(),
-        key: r.key.clone(),
-        grant: r.grant.clone(),
-        server: r.server.clone(),
-        tool: r.tool.clone(),
-        arguments: r.arguments.clone(),
-        reason: r.reason.clone(),
-        rule: r.rule.clone(),
-        created_ms: r.created_ms,
+        asked: Asked::of(r),
         expires_ms: r.expires_ms,
         decision: r.status.clone(),
     };
@@ -309,22 +285,31 @@ fn to_json(r: &ApprovalRequest) -> Result<String, Failure> {
 
 fn from_json(text: &str) -> Result<ApprovalRequest, Failure> {
     let s: Stored = serde_json::from_str(text).map_err(|e| Failure::Json(e.to_string()))?;
-    Ok(ApprovalRequest {
-        id: s.id,
-        key: s.key,
-        grant: s.grant,
-        server: s.server,
-        tool: s.tool,
-        arguments: s.arguments,
-        reason: s.reason,
-        rule: s.rule,
-        created_ms: s.created_ms,
-        expires_ms: s.expires_ms,
-        status: s.decision,
-    })
+    s.asked
+        .into_request(s.expires_ms, s.decision)
+        .map_err(Failure::Json)
 }
 
-/// Milliseconds as an SQLite integer (clamped; real times are far below).
-fn to_sql(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as `approvals.db` holds it: the request's fields in order, its
+    /// expiry, then its status under `decision`.
+    const STORED: &str = r#"{"id":"apr_0123456789abcdef","key":"k","grant":"g","server":null,"tool":"t","arguments":{"b":[],"a":0.1},"reason":"r","rule":"tools[\"t\"]","created_ms":1,"expires_ms":11,"decision":{"state":"pending"}}"#;
+
+    #[test]
+    fn the_stored_layout_reads_and_writes_back_the_same() {
+        let Ok(r) = from_json(STORED) else {
+            panic!("a stored row")
+        };
+        assert_eq!(r.id, "apr_0123456789abcdef");
+        assert_eq!(r.arguments, serde_json::json!({"b": [], "a": 0.1}));
+        assert_eq!((r.created_ms, r.expires_ms), (1, 11));
+        assert_eq!(r.status, Status::Pending);
+        let Ok(text) = to_json(&r) else {
+            panic!("encodes")
+        };
+        assert_eq!(text, STORED);
+    }
 }

@@ -6,14 +6,15 @@
 //! counters(key TEXT PRIMARY KEY, window_ms INTEGER, empty_at INTEGER, log BLOB)
 //! ```
 //!
-//! `log` is the key's sliding log (`log`), `window_ms` the window length it
+//! `log` is the key's sliding log (`toolgate_policy::window`, in its stored
+//! form), `window_ms` the window length it
 //! was last used with, and `empty_at` when every entry of the log has
 //! expired, after which the row may be swept.
 //!
 //! `approvals.db` (see `approvals`) has one table, one row per approval
 //! request. Each file keeps its own schema version in `PRAGMA user_version`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -49,6 +50,31 @@ const WAL_AUTOCHECKPOINT: i64 = 4000;
 
 /// After a checkpoint the WAL file is truncated back to this size (bytes).
 const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// How long a connection waits for another's write lock by default.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating the directory and the file if needed) the database
+/// `file` in `dir` with [`open`]; its path and the connection.
+pub(crate) fn open_in(
+    dir: &Path,
+    file: &str,
+    busy_timeout: Duration,
+    schema: &Schema,
+) -> Result<(PathBuf, Connection), StateError> {
+    std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(file);
+    let db = open(&path, busy_timeout, schema)?;
+    Ok((path, db))
+}
+
+/// Milliseconds as an SQLite integer (clamped; real times are far below).
+pub(crate) fn to_sql(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
 
 /// Opens (creating if needed) the database at `path` with the settings every
 /// connection uses, and creates or checks the schema.

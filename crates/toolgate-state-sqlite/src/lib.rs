@@ -9,7 +9,6 @@
 //!
 //! - `store`: [`SqliteStore`], one connection behind a mutex; each acquire
 //!   and release is one transaction of prepared, cached statements.
-//! - `log`: the sliding log of one counter key and its stored form.
 //! - `db`: opening a file, the connection settings, and the schemas.
 //! - `approvals`: [`SqliteApprovals`], the
 //!   [`toolgate_approvals::ApprovalStore`] of requests held for a person's
@@ -35,7 +34,8 @@
 //!   batched or cached across transactions.
 //! - **The window guarantee** of the in-memory store: never more than `max`
 //!   units admitted in any interval of `window` length. Each key's row holds
-//!   the same sliding log as [`toolgate_policy::MemoryStore`]: entries
+//!   the sliding log of [`toolgate_policy::window`], the one
+//!   [`toolgate_policy::MemoryStore`] keeps, in its stored form: entries
 //!   `(start, end, units)`, where an admission within `window / 64` of the
 //!   newest entry's start merges into it (about 65 entries, 1.6 KB, at most
 //!   per key), and an entry counts until `end + window`. Expired entries
@@ -85,7 +85,6 @@
 
 mod approvals;
 mod db;
-mod log;
 mod revocations;
 mod store;
 

@@ -17,12 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::Connection;
 use toolgate_revocations::{RevocationError, RevocationStore};
 
-use crate::db::{self, Schema};
+use crate::db::{self, to_sql, Schema};
 use crate::StateError;
 
 /// The revocations database file inside the data directory.
@@ -61,12 +60,7 @@ impl SqliteRevocations {
     /// Opens the store in `dir`, creating the directory and the file when
     /// they do not exist yet.
     pub fn open(dir: &Path) -> Result<SqliteRevocations, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(REVOCATIONS_DB_FILE);
-        let db = db::open(&path, Duration::from_secs(5), &SCHEMA)?;
+        let (path, db) = db::open_in(dir, REVOCATIONS_DB_FILE, db::BUSY_TIMEOUT, &SCHEMA)?;
         Ok(SqliteRevocations {
             path,
             db: Mutex::new(db),
@@ -82,10 +76,6 @@ impl SqliteRevocations {
     fn unavailable(&self, e: rusqlite::Error) -> RevocationError {
         RevocationError::Unavailable(format!("{}: {e}", self.path.display()))
     }
-}
-
-fn to_sql(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 impl RevocationStore for SqliteRevocations {

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::db::{self, to_sql};
+use crate::StateError;
 use rusqlite::{params, Connection, OptionalExtension};
-use toolgate_policy::{CounterStore, Draw, Exhausted, FailMode, Grant, Millis, Refusal, Taken};
-
-use crate::log::{Log, Malformed, Room};
-use crate::{db, StateError};
+use toolgate_policy::window::{Malformed, Window};
+use toolgate_policy::{
+    check_draws, CounterStore, Draw, Exhausted, FailMode, Grant, Millis, Refusal, Taken,
+};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "counters.db";
@@ -22,7 +24,7 @@ pub const DB_FILE: &str = "counters.db";
 const SWEEP_EVERY: u32 = 8192;
 
 const SELECT_LOG: &str = "SELECT rowid, log FROM counters WHERE key = ?1";
-const SELECT_WINDOW_LOG: &str = "SELECT rowid, window_ms, log FROM counters WHERE key = ?1";
+const SELECT_LOG_WINDOW: &str = "SELECT rowid, log, window_ms FROM counters WHERE key = ?1";
 const UPDATE_LOG: &str =
     "UPDATE counters SET window_ms = ?2, empty_at = ?3, log = ?4 WHERE rowid = ?1";
 const INSERT_LOG: &str =
@@ -44,7 +46,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             fail: FailMode::Closed,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: db::BUSY_TIMEOUT,
         }
     }
 }
@@ -100,7 +102,7 @@ impl Failure {
 struct Loaded<'a> {
     key: &'a str,
     rowid: Option<i64>,
-    log: Log,
+    log: Window,
 }
 
 impl SqliteStore {
@@ -118,12 +120,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with every option.
     pub fn open_with(dir: &Path, options: Options) -> Result<SqliteStore, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(DB_FILE);
-        let db = db::open(&path, options.busy_timeout, &db::COUNTERS)?;
+        let (path, db) = db::open_in(dir, DB_FILE, options.busy_timeout, &db::COUNTERS)?;
         Ok(SqliteStore {
             path,
             fail: options.fail,
@@ -239,32 +236,50 @@ impl Conn {
         self.transaction(|conn| Ok(conn.db.prepare_cached(SWEEP)?.execute([to_sql(now)])?))
     }
 
-    fn load<'a>(&mut self, key: &'a str, window: u64) -> Result<Loaded<'a>, Failure> {
+    /// The row of `key`: its rowid and its log, read with window length
+    /// `window`, or with the length it was last drawn with (`None`).
+    fn row(&mut self, key: &str, window: Option<u64>) -> Result<Option<(i64, Window)>, Failure> {
+        let sql = if window.is_some() {
+            SELECT_LOG
+        } else {
+            SELECT_LOG_WINDOW
+        };
         let found = self
             .db
-            .prepare_cached(SELECT_LOG)?
+            .prepare_cached(sql)?
             .query_row([key], |row| {
+                let length = match window {
+                    Some(length) => length,
+                    None => u64::try_from(row.get::<_, i64>(2)?).unwrap_or(1),
+                };
                 let rowid: i64 = row.get(0)?;
                 let bytes = row.get_ref(1)?.as_blob()?;
-                Ok((rowid, Log::decode(bytes, window)))
+                Ok((rowid, Window::decode(bytes, length)))
             })
             .optional()?;
         match found {
-            None => Ok(Loaded {
-                key,
-                rowid: None,
-                log: Log::new(window),
-            }),
-            Some((rowid, Ok(log))) => Ok(Loaded {
-                key,
-                rowid: Some(rowid),
-                log,
-            }),
+            None => Ok(None),
+            Some((rowid, Ok(log))) => Ok(Some((rowid, log))),
             Some((_, Err(Malformed(bytes)))) => Err(Failure::Malformed {
                 key: key.to_string(),
                 bytes,
             }),
         }
+    }
+
+    fn load<'a>(&mut self, key: &'a str, window: u64) -> Result<Loaded<'a>, Failure> {
+        Ok(match self.row(key, Some(window))? {
+            None => Loaded {
+                key,
+                rowid: None,
+                log: Window::new(window),
+            },
+            Some((rowid, log)) => Loaded {
+                key,
+                rowid: Some(rowid),
+                log,
+            },
+        })
     }
 
     fn save(&mut self, loaded: &Loaded<'_>) -> Result<(), Failure> {
@@ -311,25 +326,13 @@ impl Conn {
         }
 
         // Check every draw; none is taken unless all fit.
-        let mut refused: Option<Exhausted> = None;
-        for (i, draw) in draws.iter().enumerate() {
-            // Earlier draws of this call on the same key count too.
-            let extra: f64 = draws[..i]
-                .iter()
-                .filter(|d| d.key == draw.key)
-                .map(|d| d.cost)
-                .sum();
+        let checked = check_draws(draws, |draw, extra| {
             let log = &mut find(&mut logs, &draw.key).log;
             log.set_length(draw.window);
             log.expire(now);
-            if let Room::Full { retry_after_ms } = log.room(now, extra, draw.cost, draw.max) {
-                match &mut refused {
-                    None => refused = Some(exhausted(draw, retry_after_ms, log.used())),
-                    Some(first) => first.retry_after_ms = first.retry_after_ms.max(retry_after_ms),
-                }
-            }
-        }
-        if let Some(exhausted) = refused {
+            (log.room(now, extra, draw.cost, draw.max), log.used())
+        });
+        if let Err(exhausted) = checked {
             // Nothing is written: expired entries go with the next admission.
             return Ok(Err(exhausted));
         }
@@ -338,15 +341,7 @@ impl Conn {
         for draw in draws {
             let log = &mut find(&mut logs, &draw.key).log;
             log.take(now, draw.cost);
-            taken.push(Taken {
-                key: draw.key.clone(),
-                counter: draw.counter.clone(),
-                at: now,
-                cost: draw.cost,
-                used: log.used(),
-                max: draw.max,
-                window: draw.window,
-            });
+            taken.push(Taken::new(draw, now, log.used()));
         }
         for loaded in &logs {
             self.save(loaded)?;
@@ -366,26 +361,10 @@ impl Conn {
     }
 
     fn used(&mut self, key: &str, now: Millis) -> Result<f64, Failure> {
-        let found = self
-            .db
-            .prepare_cached(SELECT_WINDOW_LOG)?
-            .query_row([key], |row| {
-                let window: i64 = row.get(1)?;
-                let bytes = row.get_ref(2)?.as_blob()?;
-                Ok(Log::decode(bytes, u64::try_from(window).unwrap_or(1)))
-            })
-            .optional()?;
-        match found {
-            None => Ok(0.0),
-            Some(Ok(mut log)) => {
-                log.expire(now);
-                Ok(log.used())
-            }
-            Some(Err(Malformed(bytes))) => Err(Failure::Malformed {
-                key: key.to_string(),
-                bytes,
-            }),
-        }
+        Ok(self.row(key, None)?.map_or(0.0, |(_, mut log)| {
+            log.expire(now);
+            log.used()
+        }))
     }
 }
 
@@ -393,19 +372,4 @@ fn find<'l, 'k>(logs: &'l mut [Loaded<'k>], key: &str) -> &'l mut Loaded<'k> {
     logs.iter_mut()
         .find(|l| l.key == key)
         .expect("every draw's key was loaded")
-}
-
-fn exhausted(draw: &Draw, retry_after_ms: u64, used: f64) -> Exhausted {
-    Exhausted {
-        counter: draw.counter.clone(),
-        rule: draw.rule.clone(),
-        retry_after_ms,
-        used,
-        max: draw.max,
-    }
-}
-
-/// Milliseconds as an SQLite integer (clamped; real times are far below).
-fn to_sql(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
 }

@@ -3,14 +3,14 @@
 //!
 //! Tests that need other processes re-run this test binary with
 //! `TOOLGATE_APPROVALS_CHILD` set to a role; the test named in the command
-//! line then plays that role instead of its own (see `child`).
+//! line then plays that role instead of its own (see `common`).
 
-use std::io::{BufRead, BufReader, Lines, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{say, wait_for_file, ChildTest, Roles};
 use serde_json::json;
 use toolgate_approvals::{
     ApprovalError, ApprovalRequest, ApprovalStore, Decided, NewRequest, Status, Via,
@@ -18,8 +18,10 @@ use toolgate_approvals::{
 use toolgate_state_sqlite::{SqliteApprovals, StateError, APPROVALS_DB_FILE, RETENTION_MS};
 
 const T0: u64 = 1_700_000_000_000;
-const CHILD: &str = "TOOLGATE_APPROVALS_CHILD";
-const CHILD_DIR: &str = "TOOLGATE_APPROVALS_DIR";
+const ROLES: Roles = Roles {
+    role: "TOOLGATE_APPROVALS_CHILD",
+    dir: "TOOLGATE_APPROVALS_DIR",
+};
 
 /// A store in a temporary directory that goes when the store does.
 struct InTempDir {
@@ -74,72 +76,6 @@ fn by(name: &str) -> Decided {
 
 // ---- child processes ------------------------------------------------------
 
-/// The role this process plays when a parent test started it, if any.
-fn child() -> Option<(String, PathBuf)> {
-    let role = std::env::var(CHILD).ok()?;
-    let dir = std::env::var_os(CHILD_DIR).expect("a child is given a directory");
-    Some((role, PathBuf::from(dir)))
-}
-
-/// A copy of this test binary playing a role for a parent test.
-struct ChildTest {
-    process: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl ChildTest {
-    fn spawn(test: &str, role: &str, dir: &Path) -> ChildTest {
-        let mut process = Command::new(std::env::current_exe().expect("the test binary"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD, role)
-            .env(CHILD_DIR, dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn a child test process");
-        let stdout = process.stdout.take().expect("piped stdout");
-        ChildTest {
-            process,
-            lines: BufReader::new(stdout).lines(),
-        }
-    }
-
-    /// What the child says next (the text after `child: `).
-    fn says(&mut self) -> String {
-        loop {
-            match self.lines.next() {
-                Some(Ok(line)) => {
-                    if let Some((_, said)) = line.split_once("child: ") {
-                        return said.to_string();
-                    }
-                }
-                Some(Err(e)) => panic!("reading the child's output: {e}"),
-                None => panic!("the child ended without reporting"),
-            }
-        }
-    }
-
-    fn succeeds(mut self) {
-        assert!(
-            self.process.wait().expect("reap").success(),
-            "a child failed"
-        );
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "child: {line}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
-}
-
-fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "the parent never said go");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
 // ---- the shared suite -----------------------------------------------------
 
 #[test]
@@ -155,7 +91,7 @@ fn the_sqlite_approvals_pass_the_suite() {
 
 #[test]
 fn a_request_made_decided_and_consumed_by_three_processes_runs_once() {
-    if let Some((role, dir)) = child() {
+    if let Some((role, dir)) = ROLES.child() {
         let store = SqliteApprovals::open(&dir).expect("child opens");
         let call = new("transfer", json!({"amount": 100, "to": "bob"}));
         match role.as_str() {
@@ -185,7 +121,7 @@ fn a_request_made_decided_and_consumed_by_three_processes_runs_once() {
     let data = dir.path().join("data");
 
     // A gateway process makes the request...
-    let mut requester = ChildTest::spawn(TEST, "request", &data);
+    let mut requester = ROLES.spawn(TEST, "request", &data);
     let said = requester.says();
     requester.succeeds();
     let (id, key) = said.split_once(' ').expect("id and key");
@@ -206,7 +142,7 @@ fn a_request_made_decided_and_consumed_by_three_processes_runs_once() {
     assert_eq!(again.id, id, "the same call from another process");
 
     // ...`toolgate approvals approve` in another process decides it...
-    let mut approver = ChildTest::spawn(TEST, &format!("approve {id}"), &data);
+    let mut approver = ROLES.spawn(TEST, &format!("approve {id}"), &data);
     assert_eq!(approver.says(), "approved");
     approver.succeeds();
     assert!(matches!(
@@ -216,7 +152,7 @@ fn a_request_made_decided_and_consumed_by_three_processes_runs_once() {
 
     // ...and four gateway processes race to run the call: one does.
     let mut racers: Vec<ChildTest> = (0..4)
-        .map(|_| ChildTest::spawn(TEST, &format!("consume {key}"), &data))
+        .map(|_| ROLES.spawn(TEST, &format!("consume {key}"), &data))
         .collect();
     for racer in &mut racers {
         assert_eq!(racer.says(), "ready");

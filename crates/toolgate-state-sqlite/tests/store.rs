@@ -3,22 +3,25 @@
 //!
 //! Tests that need other processes re-run this test binary with
 //! `TOOLGATE_STATE_SQLITE_CHILD` set to a role; the test named in the command
-//! line then plays that role instead of its own (see `child`).
+//! line then plays that role instead of its own (see `common`).
 
-use std::io::{BufRead, BufReader, Lines, Write};
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{say, ChildTest, Roles};
 use toolgate_policy::{CounterStore, Draw, FailMode, Grant, Millis, Refusal, RuleRef};
 use toolgate_state_sqlite::{Options, SqliteStore, StateError, DB_FILE};
 
 const T0: Millis = 1_700_000_000_000;
 const MINUTE: u64 = 60_000;
-const CHILD: &str = "TOOLGATE_STATE_SQLITE_CHILD";
-const CHILD_DIR: &str = "TOOLGATE_STATE_SQLITE_DIR";
+const ROLES: Roles = Roles {
+    role: "TOOLGATE_STATE_SQLITE_CHILD",
+    dir: "TOOLGATE_STATE_SQLITE_DIR",
+};
 
 /// A store in a temporary directory that goes when the store does.
 struct InTempDir {
@@ -62,60 +65,6 @@ fn admit_count(store: &SqliteStore, d: &Draw, calls: u64, start: Millis) -> usiz
 }
 
 // ---- child processes ------------------------------------------------------
-
-/// The role this process plays when a parent test started it, if any.
-fn child() -> Option<(String, PathBuf)> {
-    let role = std::env::var(CHILD).ok()?;
-    let dir = std::env::var_os(CHILD_DIR).expect("a child is given a directory");
-    Some((role, PathBuf::from(dir)))
-}
-
-/// A copy of this test binary playing a role for a parent test.
-struct ChildTest {
-    process: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl ChildTest {
-    /// Re-runs this test binary for `test` only, as a child playing `role`.
-    fn spawn(test: &str, role: &str, dir: &Path) -> ChildTest {
-        let mut process = Command::new(std::env::current_exe().expect("the test binary"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD, role)
-            .env(CHILD_DIR, dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn a child test process");
-        let stdout = process.stdout.take().expect("piped stdout");
-        ChildTest {
-            process,
-            lines: BufReader::new(stdout).lines(),
-        }
-    }
-
-    /// Reads the child's stdout up to the next line holding `child: `; what
-    /// follows it.
-    fn says(&mut self) -> String {
-        loop {
-            match self.lines.next() {
-                // libtest has written "test NAME ... " on the same line.
-                Some(Ok(line)) => {
-                    if let Some((_, said)) = line.split_once("child: ") {
-                        return said.to_string();
-                    }
-                }
-                Some(Err(e)) => panic!("reading the child's output: {e}"),
-                None => panic!("the child ended without reporting"),
-            }
-        }
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "child: {line}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
-}
 
 // ---- the shared suite -----------------------------------------------------
 
@@ -166,7 +115,7 @@ fn a_grant_taken_before_a_restart_is_released_after_it() {
 #[test]
 fn kill_9_keeps_what_was_taken() {
     let d = draw("kill9", 5.0);
-    if let Some((role, dir)) = child() {
+    if let Some((role, dir)) = ROLES.child() {
         assert_eq!(role, "take 3 then wait to be killed");
         let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
         assert_eq!(admit_count(&store, &d, 3, T0), 3);
@@ -177,7 +126,7 @@ fn kill_9_keeps_what_was_taken() {
     }
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = ChildTest::spawn(
+    let mut child = ROLES.spawn(
         "kill_9_keeps_what_was_taken",
         "take 3 then wait to be killed",
         dir.path(),
@@ -203,7 +152,7 @@ fn kill_9_keeps_what_was_taken() {
 #[test]
 fn four_processes_share_one_budget_exactly() {
     let d = draw("shared", 50.0);
-    if let Some((role, dir)) = child() {
+    if let Some((role, dir)) = ROLES.child() {
         assert_eq!(role, "hammer");
         let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
         say("ready");
@@ -224,7 +173,7 @@ fn four_processes_share_one_budget_exactly() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).expect("data dir");
     let mut children: Vec<ChildTest> = (0..4)
-        .map(|_| ChildTest::spawn("four_processes_share_one_budget_exactly", "hammer", &data))
+        .map(|_| ROLES.spawn("four_processes_share_one_budget_exactly", "hammer", &data))
         .collect();
     for child in &mut children {
         assert_eq!(child.says(), "ready");

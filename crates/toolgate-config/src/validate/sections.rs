@@ -27,21 +27,25 @@ impl Validator<'_> {
         let path = "telemetry.otlp";
         let members = self.object(&m.value, path, OTLP_FIELDS)?;
         let at = |name: &str| push_key(path, name);
-        let endpoint = match field(members, "endpoint") {
-            None => {
-                self.problem(m.key_pos, path, "missing field \"endpoint\" (the collector's base URL, such as http://127.0.0.1:4318)");
-                None
-            }
-            Some(n) => self.string(n, &at("endpoint")).and_then(|s| {
-                match values::check_url(s, values::Schemes::HttpOrHttps) {
-                    Ok(()) => Some(s.trim_end_matches('/').to_string()),
-                    Err(message) => {
-                        self.problem(n.pos, &at("endpoint"), message);
-                        None
+        let endpoint = self
+            .required(
+                m.key_pos,
+                members,
+                path,
+                "endpoint",
+                Some("the collector's base URL, such as http://127.0.0.1:4318"),
+            )
+            .and_then(|n| {
+                self.string(n, &at("endpoint")).and_then(|s| {
+                    match values::check_url(s, values::Schemes::HttpOrHttps) {
+                        Ok(()) => Some(s.trim_end_matches('/').to_string()),
+                        Err(message) => {
+                            self.problem(n.pos, &at("endpoint"), message);
+                            None
+                        }
                     }
-                }
-            }),
-        };
+                })
+            });
         let protocol = match field(members, "protocol") {
             None => Some(OtlpProtocol::HttpProtobuf),
             Some(n) => match self.string(n, &at("protocol"))? {
@@ -242,34 +246,15 @@ impl Validator<'_> {
                     }
                 })
         };
-        let url = match field(members, "url") {
-            None => {
-                self.problem(m.key_pos, path, "missing field \"url\"");
-                None
-            }
-            Some(n) => url_checked(self, n, &at("url")),
-        };
-        let (var, var_pos) = match field(members, "secret_env") {
-            None => (Some(DEFAULT_WEBHOOK_SECRET_ENV), m.key_pos),
-            Some(n) => {
-                let var = self.string(n, &at("secret_env")).and_then(|s| {
-                    if values::is_env_name(s) {
-                        Some(s)
-                    } else {
-                        self.problem(
-                            n.pos,
-                            &at("secret_env"),
-                            format!(
-                                "invalid environment variable name {} (expected letters, digits and _, not starting with a digit)",
-                                quote(s)
-                            ),
-                        );
-                        None
-                    }
-                });
-                (var, n.pos)
-            }
-        };
+        let url = self
+            .required(m.key_pos, members, path, "url", None)
+            .and_then(|n| url_checked(self, n, &at("url")));
+        let (var, var_pos) = self.env_name(
+            members,
+            "secret_env",
+            &at("secret_env"),
+            (DEFAULT_WEBHOOK_SECRET_ENV, m.key_pos),
+        );
         let secret = var.and_then(|var| match (self.env)(var) {
             Some(value) if !value.is_empty() => Some(Secret::new(value)),
             found => {
