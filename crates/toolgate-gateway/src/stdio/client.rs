@@ -393,7 +393,12 @@ pub(super) fn police_call(
         .get()
         .decide(&call, shared.store.as_ref(), now);
     let meta_text = meta.map(RawValue::get);
-    let record = decision_record(shared, tool, arguments, &decision, received, meta_text);
+    let record = decision_record(
+        &shared.audit,
+        &*shared.clock,
+        &call_facts(shared, tool, arguments, received, meta_text),
+        &decision,
+    );
     if let Decision::ApprovalRequired { .. } = decision {
         let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
         let era = Era::of_meta(meta.as_ref());
@@ -427,10 +432,7 @@ pub(super) fn police_call(
     }
     match decision {
         Decision::Allow { grant, .. } => {
-            let record = record.map(|mut r| {
-                r.counters = grant.taken.clone();
-                shared.audit.intend(r)
-            });
+            let record = record.map(|r| shared.audit.intend(r));
             let flight = CallInFlight {
                 grant,
                 started: received,
