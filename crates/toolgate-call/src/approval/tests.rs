@@ -8,7 +8,7 @@ use crate::record::TraceContext;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use toolgate_approvals::{MemoryApprovals, NoEvents, Via};
+use toolgate_approvals::{MemoryApprovals, NoEvents, Unreachable, Via};
 use toolgate_audit::{AuditDestination, LogLevel};
 use toolgate_clock::ManualClock;
 use toolgate_policy::{Call, Format, MemoryStore};
@@ -314,37 +314,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// An approval store that cannot be reached.
-struct Down;
-
-impl ApprovalStore for Down {
-    fn request(&self, _: &NewRequest, _: u64) -> Result<ApprovalRequest, ApprovalError> {
-        Err(down())
-    }
-    fn get(&self, _: &str) -> Result<Option<ApprovalRequest>, ApprovalError> {
-        Err(down())
-    }
-    fn list(&self, _: bool, _: u64) -> Result<Vec<ApprovalRequest>, ApprovalError> {
-        Err(down())
-    }
-    fn decide(
-        &self,
-        _: &str,
-        _: bool,
-        _: Decided,
-        _: u64,
-    ) -> Result<ApprovalRequest, ApprovalError> {
-        Err(down())
-    }
-    fn consume(&self, _: &str, _: u64) -> Result<Option<ApprovalRequest>, ApprovalError> {
-        Err(down())
-    }
-}
-
-fn down() -> ApprovalError {
-    ApprovalError::Unavailable("down".into())
-}
-
 fn admin(now: u64) -> Decided {
     Decided {
         by: "admin".into(),
@@ -431,7 +400,7 @@ fn run(case: &Case) -> Result<(), String> {
     let clock = Arc::new(ManualClock::at(START));
     let memory = Arc::new(MemoryApprovals::new());
     let store: Arc<dyn ApprovalStore> = match case.before {
-        Before::StoreDown => Arc::new(Down),
+        Before::StoreDown => Arc::new(Unreachable("down".into())),
         _ => memory.clone(),
     };
     let counters = MemoryStore::new();
