@@ -22,19 +22,43 @@ pub enum TraceContext<'a> {
 /// What a gateway knows about a call, for its audit records.
 #[derive(Debug, Clone, Copy)]
 pub struct CallFacts<'a> {
+    pub received: Instant,
+    /// The tool as the client named it.
+    pub tool: &'a str,
+    pub arguments: &'a Value,
     pub grant: &'a str,
     pub session: &'a str,
     /// The upstream server's name (`None` in `toolgate run`, which has one).
     pub server: Option<&'a str>,
-    /// The tool as the client named it.
-    pub tool: &'a str,
-    pub arguments: &'a Value,
-    pub received: Instant,
     pub trace: TraceContext<'a>,
     /// The call's MCP protocol version, when the gateway knows it.
     pub protocol_version: Option<&'a str>,
     /// The raw arguments go in the record (`--audit-args`).
     pub keep_args: bool,
+}
+
+impl<'a> CallFacts<'a> {
+    /// A call by `grant` in `session`: no server named, no trace context or
+    /// protocol version known, its raw arguments not kept.
+    pub fn new(
+        grant: &'a str,
+        session: &'a str,
+        tool: &'a str,
+        arguments: &'a Value,
+        received: Instant,
+    ) -> Self {
+        CallFacts {
+            received,
+            tool,
+            arguments,
+            grant,
+            session,
+            server: None,
+            trace: TraceContext::Known(None),
+            protocol_version: None,
+            keep_args: false,
+        }
+    }
 }
 
 /// The audit record of a call under `kind`, `rule` and `reason`; `None` when

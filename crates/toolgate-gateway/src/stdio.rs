@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use toolgate_approvals::{ApprovalEvents, ApprovalStore};
 use toolgate_audit::{AuditSink, LogLevel, Outcome, Record};
 use toolgate_call::answer::{refusal, unknown_tool, Era, HeldBack, APPROVAL_INPUT, APPROVAL_STATE};
-use toolgate_call::record::decision_record;
+use toolgate_call::record::{decision_record, CallFacts, TraceContext};
 use toolgate_child as child;
 use toolgate_clock::Clock;
 use toolgate_jsonrpc::{
@@ -37,13 +37,11 @@ use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
 mod client;
 mod held;
 mod pins;
-mod record;
 mod server;
 
 use client::*;
 use held::*;
 use pins::*;
-use record::*;
 use server::*;
 
 /// Everything `run_stdio` needs; the outside world comes in here.

@@ -201,12 +201,7 @@ impl Gateway {
         server: Option<&'a str>,
     ) -> CallFacts<'a> {
         CallFacts {
-            grant: &ctx.caller.grant.name,
-            session: &ctx.session.id,
             server,
-            tool,
-            arguments,
-            received,
             trace: TraceContext::Known(
                 ctx.trace
                     .as_ref()
@@ -214,6 +209,13 @@ impl Gateway {
             ),
             protocol_version: Some(&ctx.session.version),
             keep_args: self.audit_args,
+            ..CallFacts::new(
+                &ctx.caller.grant.name,
+                &ctx.session.id,
+                tool,
+                arguments,
+                received,
+            )
         }
     }
 

@@ -396,7 +396,11 @@ pub(super) fn police_call(
     let record = decision_record(
         &shared.audit,
         &*shared.clock,
-        &call_facts(shared, tool, arguments, received, meta_text),
+        &CallFacts {
+            trace: TraceContext::Meta(meta_text),
+            keep_args: shared.audit_args,
+            ..CallFacts::new(&shared.grant, &shared.session, tool, arguments, received)
+        },
         &decision,
     );
     if let Decision::ApprovalRequired { .. } = decision {

@@ -143,13 +143,17 @@ pub(super) async fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome
         unreachable!("only held calls come here")
     };
     let view = approval::Held {
-        call: call_facts(
-            shared,
-            &held.tool,
-            &held.arguments,
-            held.received,
-            held.meta.as_deref(),
-        ),
+        call: CallFacts {
+            trace: TraceContext::Meta(held.meta.as_deref()),
+            keep_args: shared.audit_args,
+            ..CallFacts::new(
+                &shared.grant,
+                &shared.session,
+                &held.tool,
+                &held.arguments,
+                held.received,
+            )
+        },
         server: Some(&shared.server_name),
         rule: rule.as_str(),
         reason,
