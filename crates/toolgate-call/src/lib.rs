@@ -7,6 +7,7 @@
 //! - [`approval`]: the flow of a call a `require_approval` rule holds, from
 //!   the question to the approved call's quota, with its audit records.
 //! - [`record`]: the one constructor of a call's audit record.
+//! - [`verdict`]: a decided call forwarded, held or answered (audited).
 //!
 //! Invariants: no IO of its own (stores, clock, timer, audit sink and the
 //! way to ask the client are passed in); both gateways build their refusals
@@ -16,5 +17,6 @@
 pub mod answer;
 pub mod approval;
 pub mod record;
+pub mod verdict;
 
 pub use answer::Era;

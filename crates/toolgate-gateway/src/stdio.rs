@@ -23,8 +23,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolgate_approvals::{ApprovalEvents, ApprovalStore};
 use toolgate_audit::{AuditSink, LogLevel, Outcome, Record};
-use toolgate_call::answer::{refusal, unknown_tool, Era, HeldBack, APPROVAL_INPUT, APPROVAL_STATE};
-use toolgate_call::record::{decision_record, CallFacts, TraceContext};
+use toolgate_call::answer::{Era, HeldBack, APPROVAL_INPUT, APPROVAL_STATE};
+use toolgate_call::record::{CallFacts, TraceContext};
+use toolgate_call::verdict::{verdict, Verdict};
 use toolgate_child as child;
 use toolgate_clock::Clock;
 use toolgate_jsonrpc::{

@@ -12,8 +12,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use toolgate_audit::{Outcome, Record};
-use toolgate_call::answer::{refusal, unknown_tool, HeldBack};
-use toolgate_call::record::{audit_decision, decision_record, CallFacts, TraceContext};
+use toolgate_call::answer::HeldBack;
+use toolgate_call::record::{CallFacts, TraceContext};
+use toolgate_call::verdict::{refuse, verdict, Verdict};
 use toolgate_jsonrpc::{args_sha256, error_response, INVALID_PARAMS};
 use toolgate_policy::{plan_layers, Call, Decision, Grant, Layer, Planned};
 use toolgate_upstream::{Answer, CallError};
@@ -51,17 +52,18 @@ impl Gateway {
             .tool(name)
             .filter(|e| self.may_reach(&ctx.caller, e.server))
         else {
-            self.audit_refusal(
-                ctx,
-                name,
-                &Decision::Unknown {
-                    rule: toolgate_policy::RuleRef::clone(&unknown_rule()),
-                },
-                arguments,
-                received,
-                None,
-            );
-            return Reply::Json(unknown_tool(id, name));
+            let unknown = Decision::Unknown {
+                rule: unknown_rule(),
+            };
+            let call = self.call_facts(ctx, name, arguments, received, None);
+            return Reply::Json(refuse(
+                &self.audit,
+                &*self.clock,
+                &call,
+                &unknown,
+                id,
+                ctx.era,
+            ));
         };
         let server = &self.servers[entry.server];
         if let Some(relayed) = &relayed {
@@ -156,27 +158,27 @@ impl Gateway {
                 .forward(ctx, id, entry.server, "tools/call", upstream_params, None)
                 .await;
         }
-        if let Decision::ApprovalRequired { .. } = &decision {
-            return self
-                .held_call(
-                    ctx,
-                    id,
-                    entry.server,
-                    &entry.original,
-                    name,
-                    params.clone(),
-                    arguments.clone(),
-                    decision,
-                    received,
-                )
-                .await;
-        }
-        let Decision::Allow { grant: taken, .. } = &decision else {
-            return self.refuse(ctx, id, name, &decision, arguments, received, &server.name);
-        };
-        let taken = taken.clone();
         let call = self.call_facts(ctx, name, arguments, received, Some(&server.name));
-        let record = decision_record(&self.audit, &*self.clock, &call, &decision);
+        let (taken, record) =
+            match verdict(&self.audit, &*self.clock, &call, decision, id, || ctx.era) {
+                Verdict::Forward { taken, record } => (taken, record),
+                Verdict::Answer(answer) => return Reply::Json(answer),
+                Verdict::Hold(decision) => {
+                    return self
+                        .held_call(
+                            ctx,
+                            id,
+                            entry.server,
+                            &entry.original,
+                            name,
+                            params.clone(),
+                            arguments.clone(),
+                            decision,
+                            received,
+                        )
+                        .await
+                }
+            };
         let mut upstream_params = params;
         upstream_params["name"] = Value::String(entry.original.clone());
         let on_done = call_done(self.clone(), taken, record, received);
@@ -219,19 +221,6 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn audit_refusal(
-        &self,
-        ctx: &Context,
-        tool: &str,
-        decision: &Decision,
-        arguments: &Value,
-        received: Instant,
-        server: Option<&str>,
-    ) {
-        let call = self.call_facts(ctx, tool, arguments, received, server);
-        audit_decision(&self.audit, &*self.clock, &call, decision);
-    }
-
     /// Audits a refused call and answers it with the refusal.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn refuse(
@@ -244,8 +233,15 @@ impl Gateway {
         received: Instant,
         server: &str,
     ) -> Reply {
-        self.audit_refusal(ctx, name, decision, arguments, received, Some(server));
-        Reply::Json(refusal(id, name, decision, ctx.era).expect("not an allow"))
+        let call = self.call_facts(ctx, name, arguments, received, Some(server));
+        Reply::Json(refuse(
+            &self.audit,
+            &*self.clock,
+            &call,
+            decision,
+            id,
+            ctx.era,
+        ))
     }
 }
 
