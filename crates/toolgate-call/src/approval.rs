@@ -151,6 +151,8 @@ pub enum Round<'a> {
 }
 
 /// What becomes of a held call.
+// Returned once per held call and taken apart at once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// Approved, and its quota taken: forward it. `record` (when the audit
@@ -183,7 +185,7 @@ pub enum Refusal {
     },
     /// It waits for a person.
     Pending {
-        request: ApprovalRequest,
+        request: Box<ApprovalRequest>,
         reason: String,
         rule: String,
     },
@@ -398,7 +400,7 @@ impl Flow<'_> {
             }
             if approved.is_none() {
                 let refused = Refusal::Pending {
-                    request,
+                    request: Box::new(request),
                     reason: held.reason.to_owned(),
                     rule: held.rule.to_owned(),
                 };

@@ -10,6 +10,9 @@ use toolgate_clock::Clock;
 use toolgate_policy::{Decision, Grant};
 
 /// What becomes of a decided call.
+// Returned once per call and taken apart at once: an allowed call's record
+// is not worth an allocation of its own.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Verdict {
     /// Forward it: the quota it took (given back if the server answers with
