@@ -19,4 +19,7 @@ pub mod approval;
 pub mod record;
 pub mod verdict;
 
+#[cfg(test)]
+mod trail;
+
 pub use answer::Era;

@@ -64,21 +64,10 @@ pub fn refuse(
 mod tests {
     use super::*;
     use crate::record::TraceContext;
+    use crate::trail::Trail;
     use serde_json::json;
-    use std::sync::{Arc, Mutex};
-    use toolgate_audit::{AuditDestination, LogLevel};
     use toolgate_clock::ManualClock;
     use toolgate_policy::{Call, Format, MemoryStore};
-
-    #[derive(Clone, Default)]
-    struct Trail(Arc<Mutex<Vec<Value>>>);
-
-    impl AuditDestination for Trail {
-        fn append(&mut self, records: &[Value]) -> Result<(), String> {
-            self.0.lock().unwrap().extend_from_slice(records);
-            Ok(())
-        }
-    }
 
     const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
         "read": {"action": "allow", "limits": [{"counter": "reads", "window": "minute", "max": 1, "scope": "grant"}]},
@@ -105,9 +94,7 @@ mod tests {
         let clock = ManualClock::at(1_800_000_000_000);
         for (tool, before, expected, answer, records) in cases {
             let trail = Trail::default();
-            let sink =
-                AuditSink::open_with_store(None, LogLevel::Warn, Some(Box::new(trail.clone())))
-                    .unwrap();
+            let sink = trail.sink();
             let store = MemoryStore::new();
             let arguments = json!({});
             let call = Call {
@@ -151,14 +138,7 @@ mod tests {
                 }
             };
             assert_eq!((kind, &decided), (*expected, answer), "{tool}");
-            sink.flush();
-            let kinds: Vec<String> = trail
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|r| r["decision"].as_str().unwrap_or_default().to_string())
-                .collect();
+            let kinds = trail.kinds(&sink);
             assert_eq!(kinds, *records, "{tool}");
         }
     }

@@ -5,11 +5,11 @@
 
 use super::*;
 use crate::record::TraceContext;
+use crate::trail::Trail;
 use serde_json::json;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 use toolgate_approvals::{MemoryApprovals, NoEvents, Unreachable, Via};
-use toolgate_audit::{AuditDestination, LogLevel};
 use toolgate_clock::ManualClock;
 use toolgate_policy::{Call, Format, MemoryStore};
 
@@ -368,17 +368,6 @@ impl AskClient for User {
     }
 }
 
-/// The records, as the audit trail would keep them.
-#[derive(Clone, Default)]
-struct Trail(Arc<Mutex<Vec<Value>>>);
-
-impl AuditDestination for Trail {
-    fn append(&mut self, records: &[Value]) -> Result<(), String> {
-        self.0.lock().unwrap().extend_from_slice(records);
-        Ok(())
-    }
-}
-
 fn policy(text: &str) -> toolgate_policy::Policy {
     toolgate_policy::parse_policy(text, Format::Json, "policy.json").expect("a policy")
 }
@@ -405,8 +394,7 @@ fn run(case: &Case) -> Result<(), String> {
     };
     let counters = MemoryStore::new();
     let trail = Trail::default();
-    let sink = AuditSink::open_with_store(None, LogLevel::Warn, Some(Box::new(trail.clone())))
-        .expect("a sink");
+    let sink = trail.sink();
     let arguments = json!({"to": "bob", "cents": 500});
     let policy = policy(case.policy);
     let call = Call {
@@ -568,14 +556,7 @@ fn run(case: &Case) -> Result<(), String> {
     if taken != case.counters {
         return Err(format!("counters {taken:?}, expected {:?}", case.counters));
     }
-    sink.flush();
-    let kinds: Vec<String> = trail
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r["decision"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let kinds = trail.kinds(&sink);
     if kinds != case.records {
         return Err(format!("records {kinds:?}, expected {:?}", case.records));
     }
