@@ -22,8 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use toolgate_admin::{serve_admin, AdminOptions, MetricsSource, Webhook, WebhookNotifier};
 use toolgate_approvals::{
-    ApprovalError, ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, MemoryApprovals,
-    NewRequest, Via,
+    ApprovalEvents, ApprovalRequest, ApprovalStore, Decided, MemoryApprovals, NewRequest, Via,
 };
 
 const TOKEN: &str = "admin-token-for-tests";
@@ -640,33 +639,6 @@ async fn decisions_on_unknown_expired_and_bad_input_are_refused() {
     admin.stop().await;
 }
 
-/// A store that cannot be reached.
-struct DownStore;
-
-impl ApprovalStore for DownStore {
-    fn request(&self, _: &NewRequest, _: u64) -> Result<ApprovalRequest, ApprovalError> {
-        Err(ApprovalError::Unavailable("connection refused".into()))
-    }
-    fn get(&self, _: &str) -> Result<Option<ApprovalRequest>, ApprovalError> {
-        Err(ApprovalError::Unavailable("connection refused".into()))
-    }
-    fn list(&self, _: bool, _: u64) -> Result<Vec<ApprovalRequest>, ApprovalError> {
-        Err(ApprovalError::Unavailable("connection refused".into()))
-    }
-    fn decide(
-        &self,
-        _: &str,
-        _: bool,
-        _: Decided,
-        _: u64,
-    ) -> Result<ApprovalRequest, ApprovalError> {
-        Err(ApprovalError::Unavailable("connection refused".into()))
-    }
-    fn consume(&self, _: &str, _: u64) -> Result<Option<ApprovalRequest>, ApprovalError> {
-        Err(ApprovalError::Unavailable("connection refused".into()))
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_store_is_503_unavailable() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -677,7 +649,7 @@ async fn an_unreachable_store_is_503_unavailable() {
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_admin(
-        Arc::new(DownStore),
+        Arc::new(toolgate_approvals::Unreachable("connection refused".into())),
         Arc::new(Recorder::default()),
         opts,
         listener,

@@ -338,6 +338,40 @@ impl ApprovalStore for MemoryApprovals {
     }
 }
 
+/// A store that cannot be reached: every operation fails with
+/// [`ApprovalError::Unavailable`] and this message (tests of fail-closed paths).
+pub struct Unreachable(pub String);
+
+impl Unreachable {
+    fn fail<T>(&self) -> Result<T, ApprovalError> {
+        Err(ApprovalError::Unavailable(self.0.clone()))
+    }
+}
+
+impl ApprovalStore for Unreachable {
+    fn request(&self, _: &NewRequest, _: u64) -> Result<ApprovalRequest, ApprovalError> {
+        self.fail()
+    }
+    fn get(&self, _: &str) -> Result<Option<ApprovalRequest>, ApprovalError> {
+        self.fail()
+    }
+    fn list(&self, _: bool, _: u64) -> Result<Vec<ApprovalRequest>, ApprovalError> {
+        self.fail()
+    }
+    fn decide(
+        &self,
+        _: &str,
+        _: bool,
+        _: Decided,
+        _: u64,
+    ) -> Result<ApprovalRequest, ApprovalError> {
+        self.fail()
+    }
+    fn consume(&self, _: &str, _: u64) -> Result<Option<ApprovalRequest>, ApprovalError> {
+        self.fail()
+    }
+}
+
 /// Told about every new approval request and every decision (the webhook,
 /// the audit trail). Must not block: queue and return.
 pub trait ApprovalEvents: Send + Sync {

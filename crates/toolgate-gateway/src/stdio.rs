@@ -21,19 +21,16 @@ use std::io::{BufWriter, Read, Write};
 use std::process::Child;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use toolgate_approvals::{
-    call_key, decide_by_client_user, ApprovalEvents, ApprovalStore, NewRequest, Status,
-};
-use toolgate_audit::{decision_facts, AuditSink, CallTrace, LogLevel, Outcome, Record};
-use toolgate_call::answer::{
-    approval_input_required, approval_question, refusal, unknown_tool, Era, HeldBack,
-    APPROVAL_INPUT, APPROVAL_STATE,
-};
+use toolgate_approvals::{ApprovalEvents, ApprovalStore};
+use toolgate_audit::{AuditSink, LogLevel, Outcome, Record};
+use toolgate_call::answer::{Era, HeldBack, APPROVAL_INPUT, APPROVAL_STATE};
+use toolgate_call::record::{CallFacts, TraceContext};
+use toolgate_call::verdict::{verdict, Verdict};
 use toolgate_child as child;
 use toolgate_clock::Clock;
 use toolgate_jsonrpc::{
-    args_sha256, error_response, incoming, one_line, peek, read_message, Id, Incoming,
-    Read as Framed, StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
+    error_response, incoming, one_line, peek, read_message, Id, Incoming, Read as Framed,
+    StrictError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR,
 };
 use toolgate_pins::{Observed, PinStore};
 use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
@@ -41,13 +38,11 @@ use toolgate_policy::{Call, CounterStore, Decision, Grant, Policy};
 mod client;
 mod held;
 mod pins;
-mod record;
 mod server;
 
 use client::*;
 use held::*;
 use pins::*;
-use record::*;
 use server::*;
 
 /// Everything `run_stdio` needs; the outside world comes in here.
@@ -149,7 +144,7 @@ struct Shared {
     /// The client's capabilities, from its initialize request.
     client_caps: Mutex<Option<Value>>,
     /// Requests of the gateway's own to the client (elicitation), by id.
-    asking: Mutex<HashMap<Id, mpsc::Sender<Value>>>,
+    asking: Mutex<HashMap<Id, tokio::sync::oneshot::Sender<Value>>>,
     next_ask: std::sync::atomic::AtomicU64,
     pins: Arc<dyn PinStore>,
     server_name: String,

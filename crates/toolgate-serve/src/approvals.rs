@@ -1,7 +1,8 @@
-//! Calls a `require_approval` rule holds: asked of the client's user
-//! (elicitation, or an input-required round in 2026-07-28), or held for an
-//! approver, then run, refused or answered as pending; and the audit trail of
-//! approval decisions made outside the gateway.
+//! `toolgate serve`'s side of a call a `require_approval` rule holds: the
+//! flow itself is `toolgate_call::approval`; here the call is put through it
+//! over HTTP (the question asked over the call's stream, or as an
+//! input-required result in 2026-07-28), and approval decisions made outside
+//! the gateway are put in the audit trail.
 
 use crate::call::call_done;
 use crate::forward::ClientLink;
@@ -12,18 +13,13 @@ use crate::gateway::Gateway;
 use crate::gateway::Reply;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use toolgate_approvals::{
-    call_key, decide_by_client_user, ApprovalEvents, ApprovalRequest, ApprovalStore, NewRequest,
-    Status,
-};
+use std::time::Instant;
+use toolgate_approvals::{ApprovalEvents, ApprovalRequest, ApprovalStore, Status};
 use toolgate_audit::{AuditSink, Outcome, Record};
-use toolgate_call::answer::{
-    approval_input_required, approval_question, refusal, Era, HeldBack, APPROVAL_INPUT,
-    APPROVAL_STATE,
-};
+use toolgate_call::answer::{Era, APPROVAL_INPUT, APPROVAL_STATE};
+use toolgate_call::approval::{self, Approvers, AskClient, Flow, Refusal, Round, TokioSleep};
 use toolgate_jsonrpc::{args_sha256, result_response};
-use toolgate_policy::{plan_layers, Call, Decision, Layer, Planned};
+use toolgate_policy::{plan_layers, BoxFuture, Call, Decision, Layer, Planned};
 use toolgate_upstream::Downstream;
 
 /// Where approval requests are kept, and who is told of them.
@@ -32,12 +28,15 @@ pub(crate) struct Approvals {
     pub(crate) events: Arc<dyn ApprovalEvents>,
 }
 
-/// What a held call needs to go ahead once approved.
+/// A held call, with what it needs to go ahead once approved.
 pub(crate) struct Held {
-    pub(crate) key: String,
-    pub(crate) new: NewRequest,
+    pub(crate) server: String,
+    pub(crate) rule: String,
+    pub(crate) reason: String,
     pub(crate) approval: toolgate_policy::Approval,
     pub(crate) plan: toolgate_policy::Plan,
+    pub(crate) approvers: Approvers,
+    /// The client's user can be asked (elicitation over the call's stream).
     pub(crate) ask_client: bool,
     pub(crate) tool: String,
     pub(crate) arguments: Value,
@@ -45,12 +44,66 @@ pub(crate) struct Held {
     pub(crate) received: Instant,
 }
 
-/// A refusal-like tool result (`isError`) with the facts for programs.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    toolgate_clock::rfc3339(ms)
+/// Asks the client's user over the call's stream.
+struct Elicit(Arc<ClientLink>);
+
+impl AskClient for Elicit {
+    fn ask<'a>(&'a self, _: &'a ApprovalRequest, question: Value) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            let answer = self
+                .0
+                .request("elicitation/create".into(), Some(question))
+                .await;
+            answer
+                .ok()
+                .map(|r| r.get("action").and_then(Value::as_str) == Some("accept"))
+        })
+    }
 }
 
 impl Gateway {
+    /// The approval flow, on this gateway's stores, clock and audit sink.
+    fn flow(&self) -> Flow<'_> {
+        Flow {
+            store: &*self.approvals.store,
+            events: &*self.approvals.events,
+            clock: &*self.clock,
+            sleep: &TokioSleep,
+            counters: &*self.store,
+            audit: &self.audit,
+        }
+    }
+
+    /// `held` as the approval flow reads it.
+    fn held<'a>(&'a self, held: &'a Held) -> approval::Held<'a> {
+        approval::Held {
+            call: self.call_facts(
+                &held.ctx,
+                &held.tool,
+                &held.arguments,
+                held.received,
+                Some(&held.server),
+            ),
+            server: Some(&held.server),
+            rule: &held.rule,
+            reason: &held.reason,
+            approval: &held.approval,
+            plan: &held.plan,
+        }
+    }
+
+    /// The answer to a held call the flow answered before it went upstream.
+    fn answer_held(&self, held: &Held, id: &Value, outcome: approval::Outcome) -> Reply {
+        let result = match outcome {
+            approval::Outcome::InputRequired(result) => {
+                return Reply::Json(result_response(id, result))
+            }
+            approval::Outcome::Refused(refused) => refused.result(&held.tool, held.ctx.era),
+            approval::Outcome::Run { .. } => unreachable!("only answers come here"),
+        };
+        Reply::Json(self.answer(&held.ctx, id, "tools/call", Ok(result)))
+    }
+
     /// A call a `require_approval` rule holds: run at once if an approval for
     /// the identical call is waiting; else ask the client's user (elicitation)
     /// or wait for an approver for the hold time, then run it, refuse it, or
@@ -77,67 +130,55 @@ impl Gateway {
         else {
             unreachable!("only held calls come here")
         };
-        let server_name = self.servers[server].name.clone();
-        let key = call_key(&ctx.caller.grant.name, Some(&server_name), name, &arguments);
-        let new = NewRequest {
-            grant: ctx.caller.grant.name.clone(),
-            server: Some(server_name),
-            tool: name.to_string(),
-            arguments: arguments.clone(),
-            reason: reason.clone(),
+        let elicitation = ctx.session.caps.get("elicitation").is_some();
+        let mut held = Held {
+            server: self.servers[server].name.clone(),
             rule: rule.to_string(),
-            expires_in_ms: approval.expires_ms,
-        };
-        let ask_client = approval.via_client
-            && ctx.era == Era::Handshake
-            && ctx.session.caps.get("elicitation").is_some();
-        // 2026-07-28: no server-to-client requests; the question goes back as
-        // an input-required result, and the answer comes with the retry.
-        if approval.via_client
-            && ctx.era == Era::Stateless
-            && ctx.session.caps.get("elicitation").is_some()
-        {
-            return self
-                .input_required_round(ctx, id, server, original, params, new, received)
-                .await;
-        }
-        if !ask_client && !approval.via_admin {
-            let held_back = HeldBack::Unaskable {
-                rule: rule.as_str(),
-                reason: &reason,
-            };
-            self.audit_approval(
-                ctx,
-                name,
-                &arguments,
-                "approval_required",
-                rule.as_str(),
-                Some(held_back.text(name)),
-                received,
-                new.server.as_deref(),
-            );
-            return Reply::Json(self.answer(
-                ctx,
-                id,
-                "tools/call",
-                Ok(held_back.tool_result(name)),
-            ));
-        }
-        let held = Held {
-            key,
-            new,
+            reason,
             approval,
             plan,
-            ask_client,
+            approvers: Approvers::OfTheRule,
+            ask_client: approval.via_client && ctx.era == Era::Handshake && elicitation,
             tool: name.to_string(),
             arguments,
             ctx: ctx.clone(),
             received,
         };
+        let mut upstream_params = params;
+        // 2026-07-28: no server-to-client requests; the question goes back as
+        // an input-required result, and the answer comes with the retry.
+        if approval.via_client && ctx.era == Era::Stateless && elicitation {
+            let state = upstream_params
+                .get("requestState")
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix(APPROVAL_STATE));
+            let action = upstream_params
+                .pointer(&format!("/inputResponses/{APPROVAL_INPUT}/action"))
+                .and_then(Value::as_str);
+            let round = match (state, action) {
+                (Some(request_id), Some(action)) => Round::Retry { request_id, action },
+                _ => Round::First,
+            };
+            if let Some(answered) = self.flow().round(&self.held(&held), round) {
+                return self.answer_held(&held, id, answered);
+            }
+            // The answer approved: run as for any decided request, planned
+            // again; our fields do not go upstream.
+            strip_round_trip(&mut upstream_params);
+            held.plan = match self.plan_of(ctx, server, &held.tool, &held.arguments) {
+                Some(plan) => plan,
+                None => {
+                    let refused = approval::Outcome::Refused(Refusal::NoLongerHeld);
+                    return self.answer_held(&held, id, refused);
+                }
+            };
+            held.approvers = Approvers::AnswerGiven;
+        } else if let Some(refused) = self.flow().unaskable(&self.held(&held), held.ask_client) {
+            return self.answer_held(&held, id, refused);
+        }
         let gateway = self.clone();
         let gate: Gate =
             Box::new(move |link| Box::pin(async move { gateway.decide_held(link, held).await }));
-        let mut upstream_params = params;
         upstream_params["name"] = Value::String(original.to_string());
         self.forward_gated(
             ctx,
@@ -151,237 +192,41 @@ impl Gateway {
         .await
     }
 
+    /// The held call on its way upstream: approved (or not) through the
+    /// flow, asking the client over the call's stream.
     pub(crate) async fn decide_held(
         self: Arc<Self>,
         link: Arc<ClientLink>,
         held: Held,
     ) -> GateOutcome {
-        let Held {
-            key,
-            new,
-            approval,
-            plan,
-            ask_client,
-            tool,
-            arguments,
-            ctx,
-            received,
-        } = held;
-        let now = self.clock.now_ms();
-        let unavailable = |e: toolgate_approvals::ApprovalError| {
-            GateOutcome::Answer(
-                HeldBack::StateUnavailable {
-                    why: &e.to_string(),
-                }
-                .tool_result(&tool),
-            )
-        };
-        // An approval given earlier for this very call (a retry).
-        let mut approved = match self.approvals.store.consume(&key, now) {
-            Ok(found) => found,
-            Err(e) => return unavailable(e),
-        };
-        if approved.is_none() {
-            let request = match self.open_request(&ctx, &new, now, received) {
-                Ok(r) => r,
-                Err(e) => return unavailable(e),
-            };
-            let decided = if ask_client {
-                self.ask_client(&link, &request, &new).await
-            } else {
-                None
-            };
-            let request = match decided {
-                Some(approve) => match decide_by_client_user(
-                    &*self.approvals.store,
-                    &*self.approvals.events,
-                    &request,
-                    approve,
-                    &new.grant,
-                    self.clock.now_ms(),
-                ) {
-                    Ok(r) => r,
-                    Err(e) => return unavailable(e),
-                },
-                None if approval.via_admin => match self.hold(&request, approval.hold_ms).await {
-                    Ok(r) => r,
-                    Err(e) => return unavailable(e),
-                },
-                None => request,
-            };
-            match &request.status {
-                Status::Approved(_) => {
-                    match self.approvals.store.consume(&key, self.clock.now_ms()) {
-                        Ok(found) => approved = found,
-                        Err(e) => return unavailable(e),
-                    }
-                }
-                Status::Denied(d) => {
-                    let held_back = HeldBack::Denied {
-                        request_id: &request.id,
-                        decided: d,
-                    };
-                    self.audit_approval(
-                        &ctx,
-                        &tool,
-                        &arguments,
-                        "approval_denied",
-                        &new.rule,
-                        Some(held_back.text(&tool)),
-                        received,
-                        new.server.as_deref(),
-                    );
-                    return GateOutcome::Answer(held_back.tool_result(&tool));
-                }
-                _ => {}
+        let elicit = Elicit(link);
+        let ask = held.ask_client.then_some(&elicit as &dyn AskClient);
+        let outcome = self
+            .flow()
+            .hold(&self.held(&held), ask, held.approvers)
+            .await;
+        match outcome {
+            approval::Outcome::Run { taken, record } => {
+                GateOutcome::Proceed(Some(call_done(self.clone(), taken, record, held.received)))
             }
-            if approved.is_none() {
-                let held_back = HeldBack::Pending {
-                    request: &request,
-                    reason: &new.reason,
-                    rule: &new.rule,
-                };
-                self.audit_approval(
-                    &ctx,
-                    &tool,
-                    &arguments,
-                    "approval_pending",
-                    &new.rule,
-                    Some(held_back.text(&tool)),
-                    received,
-                    new.server.as_deref(),
-                );
-                return GateOutcome::Answer(held_back.tool_result(&tool));
+            approval::Outcome::Refused(refused) => {
+                GateOutcome::Answer(refused.result(&held.tool, held.ctx.era))
             }
-        }
-        let approved = approved.expect("checked above");
-        // Approved: the call runs now, and only now takes its quota.
-        let draws = plan.draws.clone();
-        let result = if draws.is_empty() {
-            Ok(Default::default())
-        } else {
-            self.store.acquire_async(draws, self.clock.now_ms()).await
-        };
-        let decision = plan.conclude(result);
-        let Decision::Allow { grant: taken, .. } = &decision else {
-            self.audit_refusal(
-                &ctx,
-                &tool,
-                &decision,
-                &arguments,
-                received,
-                new.server.as_deref(),
-            );
-            let answer = refusal(&Value::Null, &tool, &decision, ctx.era).expect("not an allow");
-            return GateOutcome::Answer(answer["result"].clone());
-        };
-        let taken = taken.clone();
-        let mut record = self.record(
-            &ctx,
-            &tool,
-            &decision,
-            &arguments,
-            received,
-            new.server.as_deref(),
-        );
-        if let Some(record) = &mut record {
-            record.reason = Some(match &approved.status {
-                Status::Used { decided, .. } => format!(
-                    "approved by {} via {} (approval request {})",
-                    decided.by,
-                    decided.via.as_str(),
-                    approved.id
-                ),
-                _ => format!("approval request {}", approved.id),
-            });
-        }
-        GateOutcome::Proceed(Some(call_done(self.clone(), taken, record, received)))
-    }
-
-    /// Asks the client's user through elicitation; `Some(true)` accept,
-    /// `Some(false)` decline or cancel, `None` when the client could not be asked.
-    pub(crate) async fn ask_client(
-        &self,
-        link: &Arc<ClientLink>,
-        request: &ApprovalRequest,
-        new: &NewRequest,
-    ) -> Option<bool> {
-        let params = approval_question(new, request);
-        match link
-            .request("elicitation/create".into(), Some(params))
-            .await
-        {
-            Ok(result) => Some(result.get("action").and_then(Value::as_str) == Some("accept")),
-            Err(_) => None,
+            approval::Outcome::InputRequired(result) => GateOutcome::Answer(result),
         }
     }
+}
 
-    /// Waits up to `hold_ms` for an approver's decision.
-    pub(crate) async fn hold(
-        &self,
-        request: &ApprovalRequest,
-        hold_ms: u64,
-    ) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
-        let deadline = Instant::now() + Duration::from_millis(hold_ms);
-        let mut current = request.clone();
-        while current.status == Status::Pending && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(r) = self.approvals.store.get(&request.id)? {
-                current = r;
+/// The call of a round-trip retry, without toolgate's `requestState` and its
+/// entry in `inputResponses`: the server sees the call as the client first made it.
+fn strip_round_trip(params: &mut Value) {
+    if let Value::Object(p) = params {
+        p.remove("requestState");
+        if let Some(Value::Object(responses)) = p.get_mut("inputResponses") {
+            responses.remove(APPROVAL_INPUT);
+            if responses.is_empty() {
+                p.remove("inputResponses");
             }
-        }
-        Ok(current)
-    }
-
-    /// The live approval request for a held call, or a new one: a new
-    /// request is announced (webhook) and put in the audit trail.
-    pub(crate) fn open_request(
-        &self,
-        ctx: &Context,
-        new: &NewRequest,
-        now: u64,
-        received: Instant,
-    ) -> Result<ApprovalRequest, toolgate_approvals::ApprovalError> {
-        let request = self.approvals.store.request(new, now)?;
-        if request.created_ms == now && request.status == Status::Pending {
-            self.approvals.events.requested(&request);
-            self.audit_approval(
-                ctx,
-                &new.tool,
-                &new.arguments,
-                "approval_requested",
-                &new.rule,
-                Some(format!(
-                    "approval request {} (expires {})",
-                    request.id,
-                    rfc3339(request.expires_ms)
-                )),
-                received,
-                new.server.as_deref(),
-            );
-        }
-        Ok(request)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn audit_approval(
-        &self,
-        ctx: &Context,
-        tool: &str,
-        arguments: &Value,
-        kind: &'static str,
-        rule: &str,
-        reason: Option<String>,
-        received: Instant,
-        server: Option<&str>,
-    ) {
-        if let Some(record) = self.call_record(ctx, tool, arguments, received, server) {
-            self.audit.record(Record {
-                decision: kind,
-                rule: rule.to_string(),
-                reason,
-                ..record
-            });
         }
     }
 }
@@ -440,141 +285,21 @@ impl ApprovalEvents for AuditApprovals {
 }
 
 impl Gateway {
-    /// The 2026-07-28 way to ask the client's user: the first call gets an
-    /// input-required result carrying the elicitation; the retry carries the
-    /// answer (and the approval request's id in `requestState`). The answer
-    /// decides only the request of this very call.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn input_required_round(
-        self: &Arc<Self>,
-        ctx: &Context,
-        id: &Value,
-        server: usize,
-        original: &str,
-        mut params: Value,
-        new: NewRequest,
-        received: Instant,
-    ) -> Reply {
-        let now = self.clock.now_ms();
-        let key = call_key(&new.grant, new.server.as_deref(), &new.tool, &new.arguments);
-        let state = params
-            .get("requestState")
-            .and_then(Value::as_str)
-            .and_then(|s| s.strip_prefix(APPROVAL_STATE))
-            .map(str::to_string);
-        let action = params
-            .pointer(&format!("/inputResponses/{APPROVAL_INPUT}/action"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let answer_result =
-            |result: Value| Reply::Json(self.answer(ctx, id, "tools/call", Ok(result)));
-        if let (Some(request_id), Some(action)) = (state, action) {
-            let request = match self.approvals.store.get(&request_id) {
-                Ok(Some(r)) if r.key == key => r,
-                Ok(_) => return answer_result(HeldBack::ForeignAnswer.tool_result(&new.tool)),
-                Err(e) => {
-                    return answer_result(
-                        HeldBack::StateUnavailable {
-                            why: &e.to_string(),
-                        }
-                        .tool_result(&new.tool),
-                    )
-                }
-            };
-            // Decided before (by an approver): that decision stands.
-            let decided = decide_by_client_user(
-                &*self.approvals.store,
-                &*self.approvals.events,
-                &request,
-                action == "accept",
-                &new.grant,
-                now,
-            )
-            .unwrap_or(request);
-            if let Status::Denied(d) = &decided.status {
-                let held_back = HeldBack::Denied {
-                    request_id: &decided.id,
-                    decided: d,
-                };
-                self.audit_approval(
-                    ctx,
-                    &new.tool,
-                    &new.arguments,
-                    "approval_denied",
-                    &new.rule,
-                    Some(held_back.text(&new.tool)),
-                    received,
-                    new.server.as_deref(),
-                );
-                return answer_result(held_back.tool_result(&new.tool));
-            }
-            // Run (or refuse) as for any decided request; our fields do not go upstream.
-            if let Value::Object(p) = &mut params {
-                p.remove("requestState");
-                if let Some(Value::Object(responses)) = p.get_mut("inputResponses") {
-                    responses.remove(APPROVAL_INPUT);
-                    if responses.is_empty() {
-                        p.remove("inputResponses");
-                    }
-                }
-            }
-            let held = Held {
-                key,
-                new: new.clone(),
-                approval: toolgate_policy::Approval {
-                    via_client: false,
-                    via_admin: false,
-                    hold_ms: 0,
-                    expires_ms: 0,
-                },
-                plan: match self.plan_of(ctx, server, &new) {
-                    Some(plan) => plan,
-                    None => return answer_result(HeldBack::NoLongerHeld.tool_result(&new.tool)),
-                },
-                ask_client: false,
-                tool: new.tool.clone(),
-                arguments: new.arguments.clone(),
-                ctx: ctx.clone(),
-                received,
-            };
-            let gateway = self.clone();
-            let gate: Gate = Box::new(move |link| {
-                Box::pin(async move { gateway.decide_held(link, held).await })
-            });
-            params["name"] = Value::String(original.to_string());
-            return self
-                .forward_gated(ctx, id, server, "tools/call", params, None, Some(gate))
-                .await;
-        }
-        // First round: make (or find) the request and ask.
-        let request = match self.open_request(ctx, &new, now, received) {
-            Ok(r) => r,
-            Err(e) => {
-                return answer_result(
-                    HeldBack::StateUnavailable {
-                        why: &e.to_string(),
-                    }
-                    .tool_result(&new.tool),
-                )
-            }
-        };
-        Reply::Json(result_response(id, approval_input_required(&new, &request)))
-    }
-
     /// The draws of a held call, planned again (for the retry of a round trip).
     pub(crate) fn plan_of(
         &self,
         ctx: &Context,
         server: usize,
-        new: &NewRequest,
+        tool: &str,
+        arguments: &Value,
     ) -> Option<toolgate_policy::Plan> {
         let catalog = self.catalog();
-        let entry = catalog.tool(&new.tool)?;
+        let entry = catalog.tool(tool)?;
         let gateway_policy = self.gateway_policy(&ctx.caller);
         let server_policy = self.server_policy(server);
         let call = Call {
-            tool: &new.tool,
-            arguments: &new.arguments,
+            tool,
+            arguments,
             arguments_text: None,
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,

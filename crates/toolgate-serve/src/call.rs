@@ -11,8 +11,10 @@ use crate::router::foreign_state;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
-use toolgate_audit::{decision_facts, CallTrace, Outcome, Record};
-use toolgate_call::answer::{refusal, unknown_tool, HeldBack};
+use toolgate_audit::{Outcome, Record};
+use toolgate_call::answer::HeldBack;
+use toolgate_call::record::{CallFacts, TraceContext};
+use toolgate_call::verdict::{refuse, verdict, Verdict};
 use toolgate_jsonrpc::{args_sha256, error_response, INVALID_PARAMS};
 use toolgate_policy::{plan_layers, Call, Decision, Grant, Layer, Planned};
 use toolgate_upstream::{Answer, CallError};
@@ -50,17 +52,18 @@ impl Gateway {
             .tool(name)
             .filter(|e| self.may_reach(&ctx.caller, e.server))
         else {
-            self.audit_refusal(
-                ctx,
-                name,
-                &Decision::Unknown {
-                    rule: toolgate_policy::RuleRef::clone(&unknown_rule()),
-                },
-                arguments,
-                received,
-                None,
-            );
-            return Reply::Json(unknown_tool(id, name));
+            let unknown = Decision::Unknown {
+                rule: unknown_rule(),
+            };
+            let call = self.call_facts(ctx, name, arguments, received, None);
+            return Reply::Json(refuse(
+                &self.audit,
+                &*self.clock,
+                &call,
+                &unknown,
+                id,
+                ctx.era,
+            ));
         };
         let server = &self.servers[entry.server];
         if let Some(relayed) = &relayed {
@@ -155,33 +158,27 @@ impl Gateway {
                 .forward(ctx, id, entry.server, "tools/call", upstream_params, None)
                 .await;
         }
-        if let Decision::ApprovalRequired { .. } = &decision {
-            return self
-                .held_call(
-                    ctx,
-                    id,
-                    entry.server,
-                    &entry.original,
-                    name,
-                    params.clone(),
-                    arguments.clone(),
-                    decision,
-                    received,
-                )
-                .await;
-        }
-        let Decision::Allow { grant: taken, .. } = &decision else {
-            return self.refuse(ctx, id, name, &decision, arguments, received, &server.name);
-        };
-        let taken = taken.clone();
-        let record = self.record(
-            ctx,
-            name,
-            &decision,
-            arguments,
-            received,
-            Some(&server.name),
-        );
+        let call = self.call_facts(ctx, name, arguments, received, Some(&server.name));
+        let (taken, record) =
+            match verdict(&self.audit, &*self.clock, &call, decision, id, || ctx.era) {
+                Verdict::Forward { taken, record } => (taken, record),
+                Verdict::Answer(answer) => return Reply::Json(answer),
+                Verdict::Hold(decision) => {
+                    return self
+                        .held_call(
+                            ctx,
+                            id,
+                            entry.server,
+                            &entry.original,
+                            name,
+                            params.clone(),
+                            arguments.clone(),
+                            decision,
+                            received,
+                        )
+                        .await
+                }
+            };
         let mut upstream_params = params;
         upstream_params["name"] = Value::String(entry.original.clone());
         let on_done = call_done(self.clone(), taken, record, received);
@@ -196,80 +193,31 @@ impl Gateway {
         .await
     }
 
-    pub(crate) fn record(
+    /// What the audit record of a call needs to know about it.
+    pub(crate) fn call_facts<'a>(
         &self,
-        ctx: &Context,
-        tool: &str,
-        decision: &Decision,
-        arguments: &Value,
+        ctx: &'a Context,
+        tool: &'a str,
+        arguments: &'a Value,
         received: Instant,
-        server: Option<&str>,
-    ) -> Option<Record> {
-        let record = self.call_record(ctx, tool, arguments, received, server)?;
-        let (kind, rule, reason) = decision_facts(decision);
-        Some(Record {
-            decision: kind,
-            rule,
-            reason,
-            counters: match decision {
-                Decision::Allow { grant, .. } => grant.taken.clone(),
-                _ => Vec::new(),
-            },
-            ..record
-        })
-    }
-
-    /// The audit record of a call, before the decision's facts are filled in;
-    /// `None` when nothing would receive it (then nothing is built or hashed).
-    pub(crate) fn call_record(
-        &self,
-        ctx: &Context,
-        tool: &str,
-        arguments: &Value,
-        received: Instant,
-        server: Option<&str>,
-    ) -> Option<Record> {
-        self.audit.enabled().then(|| Record {
-            time: self.clock.now_ms(),
-            grant: ctx.caller.grant.name.clone(),
-            session: ctx.session.id.clone(),
-            server: server.map(str::to_string),
-            tool: tool.to_string(),
-            decision: "",
-            rule: String::new(),
-            reason: None,
-            counters: Vec::new(),
-            decision_us: received.elapsed().as_secs_f64() * 1e6,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            // Only the audit trail reads the hash: metrics and traces alone skip it.
-            args_sha256: if self.audit.keeps_records() {
-                args_sha256(arguments)
-            } else {
-                String::new()
-            },
-            args: self.audit_args.then(|| arguments.clone()),
-            trace: Some(Box::new(CallTrace {
-                traceparent: ctx.trace.as_ref().map(|t| t.0.clone()),
-                tracestate: ctx.trace.as_ref().and_then(|t| t.1.clone()),
-                protocol_version: Some(ctx.session.version.clone()),
-                ..CallTrace::received_at(received)
-            })),
-            intent: None,
-        })
-    }
-
-    pub(crate) fn audit_refusal(
-        &self,
-        ctx: &Context,
-        tool: &str,
-        decision: &Decision,
-        arguments: &Value,
-        received: Instant,
-        server: Option<&str>,
-    ) {
-        if let Some(record) = self.record(ctx, tool, decision, arguments, received, server) {
-            self.audit.record(record);
+        server: Option<&'a str>,
+    ) -> CallFacts<'a> {
+        CallFacts {
+            server,
+            trace: TraceContext::Known(
+                ctx.trace
+                    .as_ref()
+                    .map(|(traceparent, tracestate)| (traceparent.as_str(), tracestate.as_deref())),
+            ),
+            protocol_version: Some(&ctx.session.version),
+            keep_args: self.audit_args,
+            ..CallFacts::new(
+                &ctx.caller.grant.name,
+                &ctx.session.id,
+                tool,
+                arguments,
+                received,
+            )
         }
     }
 
@@ -285,8 +233,15 @@ impl Gateway {
         received: Instant,
         server: &str,
     ) -> Reply {
-        self.audit_refusal(ctx, name, decision, arguments, received, Some(server));
-        Reply::Json(refusal(id, name, decision, ctx.era).expect("not an allow"))
+        let call = self.call_facts(ctx, name, arguments, received, Some(server));
+        Reply::Json(refuse(
+            &self.audit,
+            &*self.clock,
+            &call,
+            decision,
+            id,
+            ctx.era,
+        ))
     }
 }
 

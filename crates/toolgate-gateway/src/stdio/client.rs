@@ -352,8 +352,8 @@ pub(super) fn police_call(
         }
     };
     let tool: &str = &name;
-    let verdict = pin_check(shared, tool);
-    let held_back = match &verdict {
+    let pinned = pin_check(shared, tool);
+    let held_back = match &pinned {
         PinCheck::Clear => None,
         PinCheck::Changed => Some(HeldBack::PinChanged {
             server: &shared.server_name,
@@ -393,64 +393,63 @@ pub(super) fn police_call(
         .get()
         .decide(&call, shared.store.as_ref(), now);
     let meta_text = meta.map(RawValue::get);
-    let record = decision_record(shared, tool, arguments, &decision, received, meta_text);
-    if let Decision::ApprovalRequired { .. } = decision {
-        let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
-        let era = Era::of_meta(meta.as_ref());
-        let elicitation_2026 = meta
-            .as_ref()
-            .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
-            .is_some_and(|caps| caps.get("elicitation").is_some());
-        let answer = request_state
-            .as_deref()
-            .and_then(|s| s.strip_prefix(APPROVAL_STATE))
-            .map(str::to_string)
-            .zip(
-                input_responses
-                    .as_ref()
-                    .and_then(|r| r.pointer(&format!("/{APPROVAL_INPUT}/action")))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            );
-        return Route::Hold(Box::new(HeldCall {
-            meta: meta_text.map(str::to_string),
-            id: server_id.clone(),
-            client_id: client_id.into(),
-            tool: tool.to_owned(),
-            arguments: arguments.clone(),
-            decision,
-            era,
-            received,
-            elicitation_2026,
-            answer,
-        }));
-    }
-    match decision {
-        Decision::Allow { grant, .. } => {
-            let record = record.map(|mut r| {
-                r.counters = grant.taken.clone();
-                shared.audit.intend(r)
-            });
+    let facts = CallFacts {
+        trace: TraceContext::Meta(meta_text),
+        keep_args: shared.audit_args,
+        ..CallFacts::new(&shared.grant, &shared.session, tool, arguments, received)
+    };
+    let era_of_meta = || {
+        Era::of_meta(
+            meta.and_then(|m| serde_json::from_str(m.get()).ok())
+                .as_ref(),
+        )
+    };
+    let decision = match verdict(
+        &shared.audit,
+        &*shared.clock,
+        &facts,
+        decision,
+        &Value::Null,
+        era_of_meta,
+    ) {
+        Verdict::Forward { taken, record } => {
             let flight = CallInFlight {
-                grant,
+                grant: taken,
                 started: received,
-                record,
+                record: record.map(|r| shared.audit.intend(r)),
             };
-            Route::Pass(Pending::Call(Box::new(flight)))
+            return Route::Pass(Pending::Call(Box::new(flight)));
         }
-        refused => {
-            if let Some(record) = record {
-                shared.audit.record(record);
-            }
-            let id = Value::Null;
-            if let Decision::Unknown { .. } = refused {
-                return Route::Answer(unknown_tool(&id, tool));
-            }
-            let era = Era::of_meta(
-                meta.and_then(|m| serde_json::from_str(m.get()).ok())
-                    .as_ref(),
-            );
-            Route::Answer(refusal(&id, tool, &refused, era).expect("not an allow"))
-        }
-    }
+        Verdict::Answer(answer) => return Route::Answer(answer),
+        Verdict::Hold(decision) => decision,
+    };
+    let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(m.get()).ok());
+    let era = Era::of_meta(meta.as_ref());
+    let elicitation_2026 = meta
+        .as_ref()
+        .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+        .is_some_and(|caps| caps.get("elicitation").is_some());
+    let answer = request_state
+        .as_deref()
+        .and_then(|s| s.strip_prefix(APPROVAL_STATE))
+        .map(str::to_string)
+        .zip(
+            input_responses
+                .as_ref()
+                .and_then(|r| r.pointer(&format!("/{APPROVAL_INPUT}/action")))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        );
+    Route::Hold(Box::new(HeldCall {
+        meta: meta_text.map(str::to_string),
+        id: server_id.clone(),
+        client_id: client_id.into(),
+        tool: tool.to_owned(),
+        arguments: arguments.clone(),
+        decision,
+        era,
+        received,
+        elicitation_2026,
+        answer,
+    }))
 }

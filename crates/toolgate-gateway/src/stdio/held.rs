@@ -1,8 +1,13 @@
 //! Calls a `require_approval` rule holds, each decided on a thread of its
-//! own: approvals asked of the client (elicitation, or an input-required
-//! round for a 2026-07-28 client) or of an approver, then run or refused.
+//! own by the approval flow of `toolgate_call::approval`, driven on a
+//! current-thread runtime: the client's user is asked over stdio
+//! (elicitation, or an input-required round for a 2026-07-28 client), then
+//! the call is written to the server or answered.
 
 use super::*;
+use toolgate_approvals::ApprovalRequest;
+use toolgate_call::approval::{self, within, AskClient, Flow, Round, TokioSleep};
+use toolgate_policy::BoxFuture;
 
 /// A call a require_approval rule holds, with what it needs to go ahead.
 pub(super) struct HeldCall {
@@ -41,7 +46,7 @@ pub(super) fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
     let shared = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("toolgate-approval".into())
-        .spawn(move || match decide_held(&shared, &held) {
+        .spawn(move || match run_held(&shared, &held) {
             HeldOutcome::Answer(answer) => {
                 shared
                     .pending
@@ -99,75 +104,35 @@ pub(super) fn hold_call(shared: &Arc<Shared>, held: HeldCall, bytes: Vec<u8>) {
     }
 }
 
-pub(super) fn held_answer(held: &HeldCall, held_back: HeldBack<'_>) -> HeldOutcome {
-    HeldOutcome::Answer(toolgate_jsonrpc::result_response(
-        &Value::Null,
-        held_back.result(&held.tool, held.era),
-    ))
-}
-
-pub(super) fn audit_approval(
-    shared: &Shared,
-    held: &HeldCall,
-    kind: &'static str,
-    rule: &str,
-    reason: String,
-) {
-    let record = call_record(
-        shared,
-        &held.tool,
-        &held.arguments,
-        kind,
-        rule.to_string(),
-        Some(reason),
-        held.received,
-        held.meta.as_deref(),
-    );
-    if let Some(record) = record {
-        shared.audit.record(record);
+/// [`decide_held`] on a runtime of the held call's thread.
+fn run_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(decide_held(shared, held)),
+        Err(e) => HeldOutcome::Answer(error_response(
+            &Value::Null,
+            INTERNAL_ERROR,
+            &format!("cannot wait for the approval of this call ({e}); it did not run"),
+            None,
+        )),
     }
 }
 
-/// A held call refused: the refusal in the audit trail (under `kind` and
-/// `rule`), and the same refusal as the client's answer.
-fn refuse(
-    shared: &Shared,
-    held: &HeldCall,
-    kind: &'static str,
-    rule: &str,
-    held_back: HeldBack<'_>,
-) -> HeldOutcome {
-    audit_approval(shared, held, kind, rule, held_back.text(&held.tool));
-    held_answer(held, held_back)
-}
-
-/// The live approval request for a held call, or a new one: a new request is
-/// announced (webhook) and put in the audit trail.
-pub(super) fn open_request(
-    shared: &Shared,
-    held: &HeldCall,
-    new: &NewRequest,
-    now: u64,
-) -> Result<toolgate_approvals::ApprovalRequest, toolgate_approvals::ApprovalError> {
-    let request = shared.approvals.request(new, now)?;
-    if request.created_ms == now && request.status == Status::Pending {
-        shared.approval_events.requested(&request);
-        audit_approval(
-            shared,
-            held,
-            "approval_requested",
-            &new.rule,
-            format!(
-                "approval request {} (expires {})",
-                request.id,
-                toolgate_clock::rfc3339(request.expires_ms)
-            ),
-        );
+/// The approval flow, on this gateway's stores, clock and audit sink.
+fn flow(shared: &Shared) -> Flow<'_> {
+    Flow {
+        store: &*shared.approvals,
+        events: &*shared.approval_events,
+        clock: &*shared.clock,
+        sleep: &TokioSleep,
+        counters: &*shared.store,
+        audit: &shared.audit,
     }
-    Ok(request)
 }
 
-pub(super) fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
+pub(super) async fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
     let Decision::ApprovalRequired {
         rule,
         reason,
@@ -177,240 +142,104 @@ pub(super) fn decide_held(shared: &Shared, held: &HeldCall) -> HeldOutcome {
     else {
         unreachable!("only held calls come here")
     };
-    let tool = held.tool.as_str();
-    let unavailable = |e: toolgate_approvals::ApprovalError| {
-        held_answer(
-            held,
-            HeldBack::StateUnavailable {
-                why: &e.to_string(),
-            },
-        )
-    };
-    let key = call_key(
-        &shared.grant,
-        Some(&shared.server_name),
-        tool,
-        &held.arguments,
-    );
-    let new = NewRequest {
-        grant: shared.grant.clone(),
-        server: Some(shared.server_name.clone()),
-        tool: tool.to_string(),
-        arguments: held.arguments.clone(),
-        reason: reason.clone(),
-        rule: rule.to_string(),
-        expires_in_ms: approval.expires_ms,
-    };
-    let now = shared.clock.now_ms();
-    if approval.via_client && held.era == Era::Stateless && held.elicitation_2026 {
-        if let Some((request_id, action)) = &held.answer {
-            // The retry: the answer decides the request of this very call only.
-            match shared.approvals.get(request_id) {
-                Ok(Some(r)) if r.key == key => {
-                    let decided = decide_by_client_user(
-                        &*shared.approvals,
-                        &*shared.approval_events,
-                        &r,
-                        action == "accept",
-                        &shared.grant,
-                        now,
-                    )
-                    .unwrap_or(r);
-                    if let Status::Denied(d) = &decided.status {
-                        let held_back = HeldBack::Denied {
-                            request_id: &decided.id,
-                            decided: d,
-                        };
-                        return refuse(shared, held, "approval_denied", rule.as_str(), held_back);
-                    }
-                }
-                Ok(_) => return held_answer(held, HeldBack::ForeignAnswer),
-                Err(e) => return unavailable(e),
-            }
-        } else {
-            // The first round: ask with an input-required result.
-            let request = match open_request(shared, held, &new, now) {
-                Ok(r) => r,
-                Err(e) => return unavailable(e),
-            };
-            let result = approval_input_required(&new, &request);
-            return HeldOutcome::Answer(toolgate_jsonrpc::result_response(&Value::Null, result));
-        }
-    }
-    let mut approved = match shared.approvals.consume(&key, now) {
-        Ok(found) => found,
-        Err(e) => return unavailable(e),
-    };
-    if approved.is_none() {
-        let ask_client = approval.via_client
-            && held.era == Era::Handshake
-            && shared
-                .client_caps
-                .lock()
-                .expect("caps lock")
-                .as_ref()
-                .is_some_and(|caps| caps.get("elicitation").is_some());
-        if !ask_client && !approval.via_admin {
-            let held_back = HeldBack::Unaskable {
-                rule: rule.as_str(),
-                reason,
-            };
-            return refuse(shared, held, "approval_required", rule.as_str(), held_back);
-        }
-        let request = match open_request(shared, held, &new, now) {
-            Ok(r) => r,
-            Err(e) => return unavailable(e),
-        };
-        let decided = if ask_client {
-            ask_client_user(shared, &request, &new)
-        } else {
-            None
-        };
-        let request = match decided {
-            Some(approve) => match decide_by_client_user(
-                &*shared.approvals,
-                &*shared.approval_events,
-                &request,
-                approve,
+    let view = approval::Held {
+        call: CallFacts {
+            trace: TraceContext::Meta(held.meta.as_deref()),
+            keep_args: shared.audit_args,
+            ..CallFacts::new(
                 &shared.grant,
-                shared.clock.now_ms(),
-            ) {
-                Ok(r) => r,
-                Err(e) => return unavailable(e),
-            },
-            None if approval.via_admin => {
-                let deadline = Instant::now() + Duration::from_millis(approval.hold_ms);
-                let mut current = request;
-                while current.status == Status::Pending && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(100));
-                    match shared.approvals.get(&current.id) {
-                        Ok(Some(r)) => current = r,
-                        Ok(None) => break,
-                        Err(e) => return unavailable(e),
-                    }
-                }
-                current
+                &shared.session,
+                &held.tool,
+                &held.arguments,
+                held.received,
+            )
+        },
+        server: Some(&shared.server_name),
+        rule: rule.as_str(),
+        reason,
+        approval,
+        plan,
+    };
+    let round =
+        (approval.via_client && held.era == Era::Stateless && held.elicitation_2026).then(|| {
+            match &held.answer {
+                Some((request_id, action)) => Round::Retry { request_id, action },
+                None => Round::First,
             }
-            None => request,
-        };
-        match &request.status {
-            Status::Approved(_) => match shared.approvals.consume(&key, shared.clock.now_ms()) {
-                Ok(found) => approved = found,
-                Err(e) => return unavailable(e),
-            },
-            Status::Denied(d) => {
-                let held_back = HeldBack::Denied {
-                    request_id: &request.id,
-                    decided: d,
-                };
-                return refuse(shared, held, "approval_denied", rule.as_str(), held_back);
-            }
-            _ => {}
+        });
+    let ask_client = approval.via_client
+        && held.era == Era::Handshake
+        && shared
+            .client_caps
+            .lock()
+            .expect("caps lock")
+            .as_ref()
+            .is_some_and(|caps| caps.get("elicitation").is_some());
+    let elicit = Elicit(shared);
+    let ask = ask_client.then_some(&elicit as &dyn AskClient);
+    match flow(shared).decide(&view, round, ask).await {
+        approval::Outcome::Run { taken, record } => HeldOutcome::Run(
+            Box::new(CallInFlight {
+                grant: taken,
+                started: held.received,
+                record: record.map(|r| shared.audit.intend(r)),
+            }),
+            // A round-trip retry goes upstream without toolgate's own fields.
+            held.answer.is_some(),
+        ),
+        approval::Outcome::Refused(refused) => {
+            HeldOutcome::Answer(refused.response(&Value::Null, &held.tool, held.era))
         }
-        if approved.is_none() {
-            let held_back = HeldBack::Pending {
-                request: &request,
-                reason,
-                rule: rule.as_str(),
-            };
-            return refuse(shared, held, "approval_pending", rule.as_str(), held_back);
+        approval::Outcome::InputRequired(result) => {
+            HeldOutcome::Answer(toolgate_jsonrpc::result_response(&Value::Null, result))
         }
     }
-    let approved = approved.expect("checked above");
-    // Approved: the call takes its quota only now that it runs.
-    let result = if plan.draws.is_empty() {
-        Ok(Grant::default())
-    } else {
-        shared.store.acquire(&plan.draws, shared.clock.now_ms())
-    };
-    let decision = plan.clone().conclude(result);
-    let Decision::Allow { grant, .. } = decision.clone() else {
-        if let Some(record) = decision_record(
-            shared,
-            &held.tool,
-            &held.arguments,
-            &decision,
-            held.received,
-            held.meta.as_deref(),
-        ) {
-            shared.audit.record(record);
-        }
-        let answer = refusal(&Value::Null, tool, &decision, held.era).expect("not an allow");
-        return HeldOutcome::Answer(answer);
-    };
-    let record = decision_record(
-        shared,
-        &held.tool,
-        &held.arguments,
-        &decision,
-        held.received,
-        held.meta.as_deref(),
-    )
-    .map(|mut r| {
-        r.counters = grant.taken.clone();
-        if let Status::Used { decided, .. } = &approved.status {
-            r.reason = Some(format!(
-                "approved by {} via {} (approval request {})",
-                decided.by,
-                decided.via.as_str(),
-                approved.id
-            ));
-        }
-        shared.audit.intend(r)
-    });
-    // A round-trip retry goes upstream without toolgate's own fields.
-    let strip = held.answer.is_some();
-    HeldOutcome::Run(
-        Box::new(CallInFlight {
-            grant,
-            started: held.received,
-            record,
-        }),
-        strip,
-    )
 }
 
-/// Asks the client's user through elicitation: `Some(true)` accept,
-/// `Some(false)` decline or cancel, `None` when the client did not answer.
-pub(super) fn ask_client_user(
-    shared: &Shared,
-    request: &toolgate_approvals::ApprovalRequest,
-    new: &NewRequest,
-) -> Option<bool> {
-    let n = shared
-        .next_ask
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = Value::String(format!("toolgate-approval-{n}"));
-    let (tx, rx) = mpsc::channel();
-    shared
-        .asking
-        .lock()
-        .expect("asking lock")
-        .insert(Id::of(&id).expect("a string id"), tx);
-    shared.send(&json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": "elicitation/create",
-        "params": approval_question(new, request),
-    }));
-    let wait = Duration::from_millis(
-        request
-            .expires_ms
-            .saturating_sub(shared.clock.now_ms())
-            .min(600_000),
-    );
-    match rx.recv_timeout(wait) {
-        Ok(answer) => answer
-            .get("result")
-            .map(|r| r.get("action").and_then(Value::as_str) == Some("accept")),
-        Err(_) => {
+/// Asks the client's user through elicitation, over stdio.
+struct Elicit<'a>(&'a Shared);
+
+impl AskClient for Elicit<'_> {
+    fn ask<'b>(
+        &'b self,
+        request: &'b ApprovalRequest,
+        question: Value,
+    ) -> BoxFuture<'b, Option<bool>> {
+        let shared = self.0;
+        Box::pin(async move {
+            let n = shared
+                .next_ask
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = Value::String(format!("toolgate-approval-{n}"));
+            let key = Id::of(&id).expect("a string id");
+            let (tx, rx) = tokio::sync::oneshot::channel();
             shared
                 .asking
                 .lock()
                 .expect("asking lock")
-                .remove(&Id::of(&id).expect("a string id"));
-            None
-        }
+                .insert(key.clone(), tx);
+            shared.send(&json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "method": "elicitation/create",
+                "params": question,
+            }));
+            let wait = Duration::from_millis(
+                request
+                    .expires_ms
+                    .saturating_sub(shared.clock.now_ms())
+                    .min(600_000),
+            );
+            match within(&TokioSleep, wait, rx).await {
+                Some(Ok(answer)) => answer
+                    .get("result")
+                    .map(|r| r.get("action").and_then(Value::as_str) == Some("accept")),
+                _ => {
+                    shared.asking.lock().expect("asking lock").remove(&key);
+                    None
+                }
+            }
+        })
     }
 }
 
