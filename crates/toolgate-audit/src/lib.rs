@@ -131,9 +131,7 @@ pub struct CallTrace {
 impl CallTrace {
     /// A call received at `received` (wall-clock time worked back from it).
     pub fn received_at(received: std::time::Instant) -> CallTrace {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = toolgate_clock::unix_now();
         let start = now.saturating_sub(received.elapsed());
         CallTrace {
             start_unix_ns: u64::try_from(start.as_nanos()).unwrap_or(u64::MAX),
@@ -566,7 +564,7 @@ fn write_records(
     let only_observed = out.is_none() && store.is_none();
     loop {
         let first = if only_observed {
-            std::thread::sleep(OBSERVE_TICK);
+            toolgate_clock::sleep(OBSERVE_TICK);
             match rx.try_recv() {
                 Ok(entry) => entry,
                 Err(mpsc::TryRecvError::Empty) => continue,
@@ -787,7 +785,7 @@ mod tests {
             Some("header")
         );
         assert_eq!(CallTrace::default().with_meta(None).traceparent, None);
-        let started = CallTrace::received_at(std::time::Instant::now());
+        let started = CallTrace::received_at(toolgate_clock::monotonic_now());
         assert!(started.start_unix_ns > 1_700_000_000_000_000_000);
     }
 
@@ -920,13 +918,13 @@ mod tests {
                 f.try_lock().is_ok()
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = toolgate_clock::monotonic_now() + std::time::Duration::from_secs(5);
         while !unlocked() {
             assert!(
-                std::time::Instant::now() < deadline,
+                toolgate_clock::monotonic_now() < deadline,
                 "the writer thread ends"
             );
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            toolgate_clock::sleep(std::time::Duration::from_millis(5));
         }
         let after = Kept::default();
         let sink = AuditSink::open_journaled(

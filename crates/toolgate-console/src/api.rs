@@ -735,9 +735,7 @@ fn counters(console: &Console) -> Response {
 }
 
 fn toolgate_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    toolgate_clock::Clock::now_ms(&toolgate_clock::SystemClock)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_clock::monotonic_now;
 
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
@@ -98,7 +99,7 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
     let mut shutdown = conn.shutdown.subscribe();
     let mut delay = conn.spec.backoff.initial;
     loop {
-        let started = Instant::now();
+        let started = monotonic_now();
         let reason = tokio::select! {
             r = connect_once(&conn, &client, &uri, &headers) => r,
             _ = shutdown.changed() => {

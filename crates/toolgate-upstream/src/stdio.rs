@@ -6,10 +6,11 @@ use crate::conn::{Conn, Link};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use toolgate_clock::monotonic_now;
 
 /// A server that stayed up this long gets its restart delay reset.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -29,7 +30,7 @@ pub(crate) async fn supervise(conn: Arc<Conn>, cmd: StdioCommand) {
         if conn.is_shutting_down() {
             return;
         }
-        let started = Instant::now();
+        let started = monotonic_now();
         let reason = match spawn(&cmd) {
             Err(e) => format!("cannot start {:?}: {e}", cmd.command),
             Ok(child) => match run_child(&conn, child, &mut shutdown).await {
