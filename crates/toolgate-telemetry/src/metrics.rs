@@ -345,22 +345,12 @@ mod tests {
 
     fn record(tool: &str, decision: &'static str) -> Record {
         Record {
-            time: 0,
             grant: "g".into(),
             session: "s".into(),
             server: Some("srv".into()),
-            tool: tool.into(),
-            decision,
             rule: "r".into(),
-            reason: None,
-            counters: Vec::new(),
             decision_us: 12.0,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            args_sha256: String::new(),
-            args: None,
-            trace: None,
-            intent: None,
+            ..Record::new(tool, decision, Outcome::Refused)
         }
     }
 
