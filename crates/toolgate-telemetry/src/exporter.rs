@@ -333,16 +333,22 @@ mod tests {
             exporter.stats().exported.load(Ordering::Relaxed) == 2
         });
         let request = lower_head(&got.lock().unwrap());
+        assert_posted(&request, "application/json");
+        assert!(request.contains(&"01".repeat(16)) && request.contains(&"02".repeat(16)));
+    }
+
+    /// `request` (its head lower-cased) is a POST of spans of `content_type`
+    /// to /v1/traces with the configured header.
+    fn assert_posted(request: &str, content_type: &str) {
         assert!(
             request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
             "{request}"
         );
         assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
         assert!(
-            request.contains("content-type: application/json"),
+            request.contains(&format!("content-type: {content_type}")),
             "{request}"
         );
-        assert!(request.contains(&"01".repeat(16)) && request.contains(&"02".repeat(16)));
     }
 
     /// A TLS collector on loopback with a self-signed certificate for
@@ -393,15 +399,7 @@ mod tests {
         let requests = got.lock().unwrap();
         assert_eq!(requests.len(), 1);
         let request = lower_head(&requests[0]);
-        assert!(
-            request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
-            "{request}"
-        );
-        assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
-        assert!(
-            request.contains("content-type: application/x-protobuf"),
-            "{request}"
-        );
+        assert_posted(&request, "application/x-protobuf");
         assert!(request.contains("s7"), "{request}");
     }
 
