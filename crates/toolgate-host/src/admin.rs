@@ -25,16 +25,8 @@ pub struct AdminFlags {
 
 /// The admin API's settings from the flags and the config's `admin`
 /// section; `None` when neither asks for an admin listener. Reads the
-/// token and the secret from the process environment.
+/// token and the secret from `env` ([`crate::process_env`]).
 pub fn admin_options(
-    args: &AdminFlags,
-    config: Option<&AdminConfig>,
-) -> Result<Option<AdminOptions>> {
-    admin_options_with(args, config, &|name| std::env::var(name).ok())
-}
-
-/// [`admin_options`] with the environment passed in.
-fn admin_options_with(
     args: &AdminFlags,
     config: Option<&AdminConfig>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -208,7 +200,7 @@ mod tests {
                 other => panic!("unknown flag {other}"),
             }
         }
-        admin_options_with(&args, config, &env)
+        admin_options(&args, config, &env)
     }
 
     fn error(flags: &[&str], config: Option<&AdminConfig>) -> String {
@@ -279,7 +271,7 @@ mod tests {
         );
         assert!(error(&[&listen[..], &["SHORT"]].concat(), None)
             .starts_with("the admin token in SHORT is too short (3 characters; use at least 16"));
-        let no_default = admin_options_with(
+        let no_default = admin_options(
             &AdminFlags {
                 admin_listen: Some("127.0.0.1:8081".parse().unwrap()),
                 ..AdminFlags::default()

@@ -34,3 +34,10 @@ pub mod telemetry;
 pub mod ui;
 pub mod upstreams;
 pub mod watch;
+
+/// A variable of the process environment (`None` when unset or not
+/// Unicode): what the functions that read the environment are given,
+/// outside tests.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

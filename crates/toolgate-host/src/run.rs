@@ -42,12 +42,12 @@ pub fn run(flags: RunFlags) -> Result<u8> {
         }
     };
     let state = flags.state.resolve(None)?;
-    let admin = crate::admin::admin_options(&flags.admin, None)?;
+    let admin = crate::admin::admin_options(&flags.admin, None, &crate::process_env)?;
     let server_name = flags
         .name
         .clone()
         .unwrap_or_else(|| flags.command.join(" "));
-    let otlp = crate::telemetry::otlp_settings(&flags.telemetry, None)?;
+    let otlp = crate::telemetry::otlp_settings(&flags.telemetry, None, &crate::process_env)?;
     let mut host = Host::open(HostOptions {
         state,
         admin,

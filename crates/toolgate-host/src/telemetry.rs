@@ -19,17 +19,9 @@ pub struct TelemetryFlags {
     pub otlp_protocol: Option<String>,
 }
 
-/// Where spans go, from the flags, the config's `telemetry` section and the
-/// process environment; `None`: no traces.
+/// Where spans go, from the flags, the config's `telemetry` section and
+/// `env` ([`crate::process_env`]); `None`: no traces.
 pub fn otlp_settings(
-    args: &TelemetryFlags,
-    config: Option<&TelemetryConfig>,
-) -> Result<Option<OtlpSettings>> {
-    otlp_settings_with(args, config, &|name| std::env::var(name).ok())
-}
-
-/// [`otlp_settings`] with the environment passed in.
-fn otlp_settings_with(
     args: &TelemetryFlags,
     config: Option<&TelemetryConfig>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -201,7 +193,7 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         };
-        otlp_settings_with(&args, config, &env)
+        otlp_settings(&args, config, &env)
     }
 
     fn config() -> TelemetryConfig {

@@ -4,10 +4,25 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use toolgate_audit::LogLevel;
 use toolgate_host::admin::AdminFlags;
 use toolgate_host::stores::StateFlags;
 use toolgate_host::telemetry::TelemetryFlags;
 use toolgate_policy::FailMode;
+
+/// The audit trail's file and the log level (`run` and `serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// Append one JSON line per tool-call decision to this file.
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Record the raw arguments of each call in the audit file (by default only their SHA-256).
+    #[arg(long)]
+    pub audit_args: bool,
+    /// error, warn, info (a line per decision) or debug.
+    #[arg(long, default_value = "warn")]
+    pub log_level: LogLevel,
+}
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum FailArg {
