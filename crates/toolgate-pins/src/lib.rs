@@ -110,6 +110,94 @@ pub trait PinStore: Send + Sync {
     fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError>;
 }
 
+/// What a gateway makes of one observation of a listed tool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// New, or the pinned definition: the tool is served.
+    Clear,
+    /// A changed definition: held back when the policies block changed
+    /// tools; `first` when this change was not seen before (it is then
+    /// logged and audited).
+    Changed { first: bool, held_back: bool },
+    /// The store could not be asked: held back unless the fail mode is open.
+    Unavailable { error: PinError, held_back: bool },
+}
+
+impl Finding {
+    /// The finding of `observed`; `block`: the policies that apply hold
+    /// changed tools back; `fail_open`: an unreachable store holds nothing back.
+    pub fn of(observed: Result<Observed, PinError>, block: bool, fail_open: bool) -> Finding {
+        match observed {
+            Ok(Observed::New | Observed::Same) => Finding::Clear,
+            Ok(Observed::Changed { first }) => Finding::Changed {
+                first,
+                held_back: block,
+            },
+            Err(error) => Finding::Unavailable {
+                error,
+                held_back: !fail_open,
+            },
+        }
+    }
+
+    pub fn held_back(&self) -> bool {
+        match self {
+            Finding::Clear => false,
+            Finding::Changed { held_back, .. } | Finding::Unavailable { held_back, .. } => {
+                *held_back
+            }
+        }
+    }
+
+    /// The warning of a change seen for the first time (`diff`: the
+    /// command that shows it).
+    pub fn warning(&self, server: &str, tool: &str, diff: &str) -> Option<String> {
+        let Finding::Changed {
+            first: true,
+            held_back,
+        } = self
+        else {
+            return None;
+        };
+        let what = if *held_back {
+            "held back until the change is accepted"
+        } else {
+            "allowed (pins.on_change: warn)"
+        };
+        Some(format!(
+            "tool {tool:?} of server {server:?} changed its definition since it was pinned: {what} ({diff})"
+        ))
+    }
+
+    /// The error of a definition that cannot be checked and is held back
+    /// for it (fail closed).
+    pub fn error(&self, tool: &str) -> Option<String> {
+        match self {
+            Finding::Unavailable {
+                error,
+                held_back: true,
+            } => Some(format!("pins: {error}; tool {tool:?} is held back")),
+            _ => None,
+        }
+    }
+
+    /// The audit record's decision for a change seen for the first time:
+    /// `pin_changed` when held back, `pin_changed_warn` when not.
+    pub fn audit_kind(&self) -> Option<&'static str> {
+        match self {
+            Finding::Changed {
+                first: true,
+                held_back,
+            } => Some(if *held_back {
+                "pin_changed"
+            } else {
+                "pin_changed_warn"
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The one rule every store applies: the pin after observing `tool` at `now`.
 /// A store need not write the pin back when it is [`Observed::Same`].
 pub fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, Observed) {
@@ -327,5 +415,42 @@ pub mod suite {
             Observed::Changed { first: false }
         );
         assert!(store.get("srv", "send").unwrap().unwrap().is_changed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_holds_back_what_the_policy_and_the_fail_mode_say() {
+        let changed = |first| Ok(Observed::Changed { first });
+        let down = || Err(PinError::Unavailable("down".into()));
+        assert!(!Finding::of(Ok(Observed::New), true, false).held_back());
+        let first = Finding::of(changed(true), true, false);
+        assert!(first.held_back());
+        assert_eq!(first.audit_kind(), Some("pin_changed"));
+        assert_eq!(
+            first.warning("s", "t", "toolgate pins diff").as_deref(),
+            Some("tool \"t\" of server \"s\" changed its definition since it was pinned: held back until the change is accepted (toolgate pins diff)")
+        );
+        let warned = Finding::of(changed(true), false, false);
+        assert!(!warned.held_back());
+        assert_eq!(warned.audit_kind(), Some("pin_changed_warn"));
+        let again = Finding::of(changed(false), true, false);
+        assert!(again.held_back());
+        assert_eq!(
+            (again.warning("s", "t", "d"), again.audit_kind()),
+            (None, None)
+        );
+        let closed = Finding::of(down(), true, false);
+        assert!(closed.held_back());
+        assert_eq!(
+            closed.error("t").as_deref(),
+            Some("pins: pin store unavailable: down; tool \"t\" is held back")
+        );
+        let open = Finding::of(down(), true, true);
+        assert!(!open.held_back());
+        assert_eq!(open.error("t"), None);
     }
 }
