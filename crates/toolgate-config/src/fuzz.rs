@@ -9,7 +9,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_fuzz::Rng;
 
 use crate::validate::parse;
 use crate::ConfigFormat;
@@ -31,22 +32,6 @@ fn files(_: &Path) -> std::io::Result<String> {
 
 fn read(source: &str, format: ConfigFormat) {
     let _ = parse(source, format, "fuzz", Path::new("."), &env, &files);
-}
-
-/// xorshift64*: small, seeded, the same inputs on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 fn seeds() -> Vec<String> {
@@ -186,47 +171,22 @@ fn panics(text: &str) -> Option<String> {
 #[test]
 fn mutated_configs_never_panic() {
     let seeds = seeds();
-    let mut rng = Rng(0xc0f1_6a7e);
-    let started = Instant::now();
-    let mut found = Vec::new();
-    let mut rounds = 0;
-    while rounds < 20_000 && started.elapsed() < Duration::from_secs(4) {
+    toolgate_fuzz::rounds(0xc0f1_6a7e, |rng| {
         let seed = &seeds[rng.below(seeds.len())];
-        found.extend(panics(&mutate(&mut rng, seed)));
-        rounds += 1;
-    }
-    assert!(rounds >= 500, "only {rounds} rounds");
-    assert!(
-        found.is_empty(),
-        "{} panics, the first: {}",
-        found.len(),
-        found[0]
-    );
+        panics(&mutate(rng, seed))
+    });
 }
 
 /// The best of three timings of reading `f(n)`.
 fn time(f: &dyn Fn(usize) -> String, n: usize, format: ConfigFormat) -> Duration {
     let input = f(n);
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            read(std::hint::black_box(&input), format);
-            started.elapsed()
-        })
-        .min()
-        .unwrap()
+    toolgate_fuzz::best_of_three(|| read(std::hint::black_box(&input), format))
 }
 
-/// Reading 10× the input takes at most ~10× as long; the bound is 40× to
-/// stay clear of timing noise, and still fails a quadratic path (100×).
+/// Reading 10× the input takes at most ~10× as long (see
+/// [`toolgate_fuzz::assert_linear`]).
 fn assert_linear(what: &str, f: &dyn Fn(usize) -> String, n: usize, format: ConfigFormat) {
-    let small = time(f, n / 10, format);
-    let large = time(f, n, format);
-    assert!(
-        large <= small * 40 + Duration::from_millis(20),
-        "{what} ({format:?}): n = {n} took {large:?}, n = {} took {small:?}",
-        n / 10
-    );
+    toolgate_fuzz::assert_linear(&format!("{what} ({format:?})"), n, |n| time(f, n, format));
 }
 
 fn many_servers(n: usize) -> String {

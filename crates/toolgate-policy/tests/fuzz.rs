@@ -7,25 +7,10 @@
 //! take time linear in their size.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_fuzz::Rng;
 
 use toolgate_policy::{parse_policy, Format};
-
-/// xorshift64*: small, seeded, the same inputs on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -195,48 +180,25 @@ fn mutated_policies_never_panic() {
     for seed in &seeds {
         assert!(panics(seed).is_none());
     }
-    let mut rng = Rng(0x7001_6a7e);
-    let started = Instant::now();
-    let mut found = Vec::new();
-    let mut rounds = 0;
-    while rounds < 20_000 && started.elapsed() < Duration::from_secs(4) {
+    toolgate_fuzz::rounds(0x7001_6a7e, |rng| {
         let seed = &seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, seed);
-        found.extend(panics(&input));
-        rounds += 1;
-    }
-    assert!(rounds >= 500, "only {rounds} rounds");
-    assert!(
-        found.is_empty(),
-        "{} panics, the first: {}",
-        found.len(),
-        found[0]
-    );
+        let input = mutate(rng, seed);
+        panics(&input)
+    });
 }
 
 /// The best of three timings of `f(n)`.
 fn time(f: &dyn Fn(usize) -> String, n: usize, format: Format) -> Duration {
     let input = f(n);
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let _ = std::hint::black_box(parse_policy(&input, format, "big"));
-            started.elapsed()
-        })
-        .min()
-        .unwrap()
+    toolgate_fuzz::best_of_three(|| {
+        let _ = std::hint::black_box(parse_policy(&input, format, "big"));
+    })
 }
 
-/// Reading 10× the input takes at most ~10× as long; the bound is 40× to
-/// stay clear of timing noise, and still fails a quadratic path (100×).
+/// Reading 10× the input takes at most ~10× as long (see
+/// [`toolgate_fuzz::assert_linear`]).
 fn assert_linear(what: &str, f: &dyn Fn(usize) -> String, n: usize, format: Format) {
-    let small = time(f, n / 10, format);
-    let large = time(f, n, format);
-    assert!(
-        large <= small * 40 + Duration::from_millis(20),
-        "{what} ({format:?}): n = {n} took {large:?}, n = {} took {small:?}",
-        n / 10
-    );
+    toolgate_fuzz::assert_linear(&format!("{what} ({format:?})"), n, |n| time(f, n, format));
 }
 
 fn many_tools_json(n: usize) -> String {
