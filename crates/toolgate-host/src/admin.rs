@@ -15,11 +15,24 @@ pub const DEFAULT_WEBHOOK_SECRET_ENV: &str = "TOOLGATE_WEBHOOK_SECRET";
 const MIN_TOKEN_CHARS: usize = 16;
 
 /// The admin flags as the user wrote them (`None`: not given).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct AdminFlags {
+    /// Serve the admin API (out-of-band approvals, docs/admin-api.md) on
+    /// this address, such as 127.0.0.1:8081 [overrides admin.listen]
+    #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// The environment variable holding the admin API's bearer token
+    /// [default: TOOLGATE_ADMIN_TOKEN; with a config's admin section,
+    /// admin.token_sha256 is used unless this flag is given]
+    #[arg(long, value_name = "VAR")]
     pub admin_token_env: Option<String>,
+    /// POST every new approval request, signed, to this http:// URL
+    /// [overrides admin.webhook.url; needs an admin listener]
+    #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
+    /// The environment variable holding the webhook secret that signs
+    /// webhooks and callbacks [default: TOOLGATE_WEBHOOK_SECRET]
+    #[arg(long, value_name = "VAR")]
     pub webhook_secret_env: Option<String>,
 }
 

@@ -13,9 +13,17 @@ use toolgate_telemetry::settings::{self, DEFAULT_SERVICE_NAME};
 use toolgate_telemetry::{ExportStats, Exporter, HttpUrl, Live, Metrics, OtlpSettings, Protocol};
 
 /// The OTLP flags as the user wrote them (`None`: not given).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TelemetryFlags {
+    /// Export a trace span of every tool call over OTLP/HTTP to this
+    /// collector, such as http://127.0.0.1:4318 or https://collector:4318
+    /// (spans go to URL/v1/traces)
+    /// [overrides telemetry.otlp.endpoint and OTEL_EXPORTER_OTLP_ENDPOINT]
+    #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// http/protobuf (the default) or http/json
+    /// [overrides telemetry.otlp.protocol and OTEL_EXPORTER_OTLP_PROTOCOL]
+    #[arg(long, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<String>,
 }
 

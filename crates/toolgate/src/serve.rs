@@ -48,8 +48,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         session_key_env: args.session_key_env,
         workers: args.workers,
         state: args.host.state.flags(),
-        admin: args.host.admin.flags(),
-        telemetry: args.host.telemetry.flags(),
+        admin: args.host.admin,
+        telemetry: args.host.telemetry,
         audit_retention: args.host.audit_retention,
         command: args.command,
     })
