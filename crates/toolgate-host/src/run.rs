@@ -70,13 +70,15 @@ pub fn run(flags: RunFlags) -> Result<u8> {
     };
     let console = crate::console::RunConsole {
         server: server_name.clone(),
-        policy: flags.policy.clone(),
-        audit_dir: host.audit_dir.clone(),
         pins: pins.clone(),
+    };
+    let policy_file = toolgate_console::PolicyFile {
+        path: flags.policy.clone(),
+        scope: toolgate_console::Scope::Gateway,
     };
     runtime.block_on(host.start_admin(
         approval_events.clone(),
-        Arc::new(console),
+        (Arc::new(console), vec![policy_file]),
         crate::telemetry::child_up(server_name.clone(), server_up.clone()),
         std::future::pending(),
     ))?;

@@ -277,13 +277,11 @@ async fn serve_until_signal(
     let console = Arc::new(crate::console::ServeConsole {
         gateway: std::sync::OnceLock::new(),
         servers: g.servers.iter().map(|s| s.name.clone()).collect(),
-        files: policy_files,
-        audit_dir: host.audit_dir.clone(),
         reloads: reloads.clone(),
     });
     host.start_admin(
         approval_events.clone(),
-        console.clone(),
+        (console.clone(), policy_files),
         crate::telemetry::serve_upstreams(started.clone()),
         stop.wait(),
     )

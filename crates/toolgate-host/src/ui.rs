@@ -131,8 +131,6 @@ async fn serve_ui(args: UiFlags, plan: UiPlan) -> Result<u8> {
                 })
                 .collect(),
         ),
-        files: plan.files,
-        audit_dir,
     });
     let timeout = args.timeout.max(Duration::from_secs(1));
     {
@@ -179,7 +177,11 @@ async fn serve_ui(args: UiFlags, plan: UiPlan) -> Result<u8> {
             *backend.servers.lock().expect("servers lock") = servers;
         });
     }
-    let console = Arc::new(Console::new(backend));
+    let on_disk = toolgate_console::OnDisk {
+        policy_files: plan.files,
+        audit_dir,
+    };
+    let console = Arc::new(Console::new(backend, on_disk));
     let stop = crate::shutdown::Shutdown::listen()?;
     let listener = tokio::net::TcpListener::bind(plan.admin.listen)
         .await
