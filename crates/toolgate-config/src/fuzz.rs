@@ -10,7 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
-use toolgate_fuzz::Rng;
+use toolgate_fuzz::{Mutations, Rng};
 
 use crate::validate::parse;
 use crate::ConfigFormat;
@@ -109,54 +109,15 @@ const TOKENS: &[&str] = &[
     "token_sha256",
 ];
 
+const MUTATIONS: Mutations<'_> = Mutations {
+    tokens: TOKENS,
+    openings: &["[", "{\"a\": ", "{a = "],
+    max_nesting: 300,
+    max_digits: None,
+};
+
 fn mutate(rng: &mut Rng, seed: &str) -> String {
-    let mut bytes = seed.as_bytes().to_vec();
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(7) {
-            0 if !bytes.is_empty() => {
-                let i = at.min(bytes.len() - 1);
-                bytes[i] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                bytes.splice(at..at, token.bytes());
-            }
-            2 if !bytes.is_empty() => {
-                let end = (at + 1 + rng.below(16)).min(bytes.len());
-                bytes.drain(at.min(end)..end);
-            }
-            3 => {
-                let end = (at + 1 + rng.below(32)).min(bytes.len());
-                let copy = bytes[at.min(end)..end].to_vec();
-                bytes.splice(at..at, copy);
-            }
-            4 | 5 => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let mut lines: Vec<&str> = text.lines().collect();
-                if !lines.is_empty() {
-                    let i = rng.below(lines.len());
-                    match rng.below(3) {
-                        0 => {
-                            lines.remove(i);
-                        }
-                        1 => lines.insert(i, lines[i]),
-                        _ => {
-                            let j = rng.below(lines.len());
-                            lines.swap(i, j);
-                        }
-                    }
-                }
-                bytes = lines.join("\n").into_bytes();
-            }
-            _ => {
-                let n = 1 + rng.below(300);
-                let open = ["[", "{\"a\": ", "{a = "][rng.below(3)];
-                bytes.splice(at..at, open.repeat(n).bytes());
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
+    MUTATIONS.mutate(rng, seed)
 }
 
 fn panics(text: &str) -> Option<String> {

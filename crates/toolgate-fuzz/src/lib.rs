@@ -5,6 +5,8 @@
 //! - [`runner`]: a proptest runner with a fixed seed and no failure files.
 //! - [`Rng`] and [`rounds`]: a small seeded generator, and the bounded loop
 //!   of mutation rounds that must all come back clean.
+//! - [`Mutations`]: what one round does to a seed document (bytes and lines
+//!   flipped, inserted, deleted, duplicated; deep nesting; long digits).
 //! - [`best_of_three`] and [`assert_linear`]: input 10× as large must not
 //!   take much more than 10× as long.
 
@@ -45,6 +47,86 @@ impl Rng {
     /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// How a document is mutated: the tokens to insert, and the nesting and
+/// digit runs to grow.
+pub struct Mutations<'a> {
+    /// Bytes a mutation inserts: the syntax of the formats read, and what is
+    /// awkward in them.
+    pub tokens: &'a [&'a str],
+    /// The openings a nesting mutation repeats (one picked per mutation).
+    pub openings: &'a [&'a str],
+    /// The most openings one nesting mutation inserts.
+    pub max_nesting: usize,
+    /// The longest run of digits a mutation inserts; `None`: none.
+    pub max_digits: Option<usize>,
+}
+
+impl Mutations<'_> {
+    /// `seed` with one to five mutations, each at a random place.
+    pub fn mutate(&self, rng: &mut Rng, seed: &str) -> String {
+        let mut bytes = seed.as_bytes().to_vec();
+        let kinds = 7 + usize::from(self.max_digits.is_some());
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len() + 1);
+            match rng.below(kinds) {
+                0 if !bytes.is_empty() => {
+                    let i = at.min(bytes.len() - 1);
+                    bytes[i] ^= 1 << rng.below(8);
+                }
+                1 => {
+                    let token = self.tokens[rng.below(self.tokens.len())];
+                    bytes.splice(at..at, token.bytes());
+                }
+                2 if !bytes.is_empty() => {
+                    let end = (at + 1 + rng.below(16)).min(bytes.len());
+                    bytes.drain(at.min(end)..end);
+                }
+                3 => {
+                    let end = (at + 1 + rng.below(32)).min(bytes.len());
+                    let copy = bytes[at.min(end)..end].to_vec();
+                    bytes.splice(at..at, copy);
+                }
+                4 | 5 => {
+                    // Whole lines: delete, duplicate or swap one.
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    let mut lines: Vec<&str> = text.lines().collect();
+                    if !lines.is_empty() {
+                        let i = rng.below(lines.len());
+                        match rng.below(3) {
+                            0 => {
+                                lines.remove(i);
+                            }
+                            1 => lines.insert(i, lines[i]),
+                            _ => {
+                                let j = rng.below(lines.len());
+                                lines.swap(i, j);
+                            }
+                        }
+                    }
+                    bytes = lines.join("\n").into_bytes();
+                }
+                6 if self.max_digits.is_some() => self.nest(rng, &mut bytes, at),
+                // The last kind, and what an empty document gets instead of
+                // a flip or a deletion.
+                _ => match self.max_digits {
+                    Some(max) => {
+                        let digits = "9".repeat(1 + rng.below(max));
+                        bytes.splice(at..at, digits.bytes());
+                    }
+                    None => self.nest(rng, &mut bytes, at),
+                },
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn nest(&self, rng: &mut Rng, bytes: &mut Vec<u8>, at: usize) {
+        let n = 1 + rng.below(self.max_nesting);
+        let open = self.openings[rng.below(self.openings.len())];
+        bytes.splice(at..at, open.repeat(n).bytes());
     }
 }
 
@@ -105,6 +187,26 @@ mod tests {
         assert_eq!(first, (0..4).map(|_| b.next()).collect::<Vec<_>>());
         assert!((0..100).all(|_| a.below(3) < 3));
         assert_eq!(a.below(0), 0);
+    }
+
+    #[test]
+    fn mutations_are_the_same_on_every_run_and_change_the_document() {
+        let mutations = Mutations {
+            tokens: &["{"],
+            openings: &["["],
+            max_nesting: 3,
+            max_digits: Some(4),
+        };
+        let run = |seed| {
+            let mut rng = Rng(seed);
+            (0..50)
+                .map(|_| mutations.mutate(&mut rng, "a: 1\nb: 2\n"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3));
+        assert!(run(3).iter().any(|m| m != "a: 1\nb: 2\n"));
+        let mut rng = Rng(5);
+        assert!((0..20).any(|_| !mutations.mutate(&mut rng, "").is_empty()));
     }
 
     #[test]

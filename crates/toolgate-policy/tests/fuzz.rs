@@ -8,7 +8,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
-use toolgate_fuzz::Rng;
+use toolgate_fuzz::{Mutations, Rng};
 
 use toolgate_policy::{parse_policy, Format};
 
@@ -106,59 +106,15 @@ const TOKENS: &[&str] = &[
     "@",
 ];
 
+const MUTATIONS: Mutations<'_> = Mutations {
+    tokens: TOKENS,
+    openings: &["[", "{\"a\": "],
+    max_nesting: 200,
+    max_digits: Some(5_000),
+};
+
 fn mutate(rng: &mut Rng, seed: &str) -> String {
-    let mut bytes = seed.as_bytes().to_vec();
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(8) {
-            0 if !bytes.is_empty() => {
-                let i = at.min(bytes.len() - 1);
-                bytes[i] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                bytes.splice(at..at, token.bytes());
-            }
-            2 if !bytes.is_empty() => {
-                let end = (at + 1 + rng.below(16)).min(bytes.len());
-                bytes.drain(at.min(end)..end);
-            }
-            3 => {
-                let end = (at + 1 + rng.below(32)).min(bytes.len());
-                let copy = bytes[at.min(end)..end].to_vec();
-                bytes.splice(at..at, copy);
-            }
-            4 | 5 => {
-                // Whole lines: delete, duplicate or swap one.
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let mut lines: Vec<&str> = text.lines().collect();
-                if !lines.is_empty() {
-                    let i = rng.below(lines.len());
-                    match rng.below(3) {
-                        0 => {
-                            lines.remove(i);
-                        }
-                        1 => lines.insert(i, lines[i]),
-                        _ => {
-                            let j = rng.below(lines.len());
-                            lines.swap(i, j);
-                        }
-                    }
-                }
-                bytes = lines.join("\n").into_bytes();
-            }
-            6 => {
-                let n = 1 + rng.below(200);
-                let open = if rng.below(2) == 0 { "[" } else { "{\"a\": " };
-                bytes.splice(at..at, open.repeat(n).bytes());
-            }
-            _ => {
-                let digits = "9".repeat(1 + rng.below(5_000));
-                bytes.splice(at..at, digits.bytes());
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
+    MUTATIONS.mutate(rng, seed)
 }
 
 /// Reads `text` both ways; the text of the first panic, if any.
