@@ -102,52 +102,47 @@ if ((node_major < 22)) && grep -q 'globSync as a,' "$suite_js"; then
     grep -q 'globSync as a,' "$suite_js" && { echo "setup.sh: could not patch $suite_js for Node $node_major" >&2; exit 1; }
 fi
 
-# --- redis-server (toolgate-state-redis tests and bench) -------------------
-# The tests start their own redis-server on a free loopback port; only the
-# binary is needed (Debian's package also installs a system service, which
-# the tests do not use).
-if command -v redis-server >/dev/null 2>&1; then
-    echo "setup.sh: redis-server present ($(redis-server --version | cut -d' ' -f3))"
-else
-    echo "setup.sh: installing redis-server (apt-get)"
-    apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+# --- Debian packages --------------------------------------------------------
+apt_install() {
+    # apt_install WHAT PACKAGE...: installs Debian packages, as root or with sudo.
+    local what="$1"
+    shift
+    echo "setup.sh: installing $* (apt-get)"
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
     if ((EUID != 0)); then
         if ! command -v sudo >/dev/null 2>&1; then
-            echo "setup.sh: redis-server is missing and installing it needs root; run: apt-get install -y redis-server" >&2
+            echo "setup.sh: $what is missing and installing it needs root; run: apt-get install -y $*" >&2
             exit 1
         fi
         apt=(sudo "${apt[@]}")
     fi
     # A fresh machine may have no package lists yet: update once and retry.
-    if ! "${apt[@]}" install -y -qq redis-server >/dev/null; then
+    if ! "${apt[@]}" install -y -qq "$@" >/dev/null; then
         "${apt[@]}" update -qq
-        "${apt[@]}" install -y -qq redis-server >/dev/null
+        "${apt[@]}" install -y -qq "$@" >/dev/null
     fi
+}
+
+# redis-server (toolgate-state-redis tests and bench): the tests start their
+# own redis-server on a free loopback port; only the binary is needed
+# (Debian's package also installs a system service, which the tests do not use).
+if command -v redis-server >/dev/null 2>&1; then
+    echo "setup.sh: redis-server present ($(redis-server --version | cut -d' ' -f3))"
+else
+    apt_install redis-server redis-server
     if ! command -v redis-server >/dev/null 2>&1; then
         echo "setup.sh: apt-get installed redis-server but it is not on PATH" >&2
         exit 1
     fi
 fi
 
-# --- chromium and chromedriver (the dashboard's browser tests) -------------
-# Debian's packages: /usr/bin/chromium and /usr/bin/chromedriver, the same
-# version, driven headless by selenium. Nothing is downloaded at test time.
+# chromium and chromedriver (the dashboard's browser tests): Debian's
+# packages, /usr/bin/chromium and /usr/bin/chromedriver, the same version,
+# driven headless by selenium. Nothing is downloaded at test time.
 if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
     echo "setup.sh: chromium present ($(/usr/bin/chromium --version 2>/dev/null | head -n1))"
 else
-    echo "setup.sh: installing chromium and chromium-driver (apt-get)"
-    apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
-    if ((EUID != 0)); then
-        if ! command -v sudo >/dev/null 2>&1; then
-            echo "setup.sh: chromium is missing and installing it needs root; run: apt-get install -y chromium chromium-driver" >&2
-            exit 1
-        fi
-        apt=(sudo "${apt[@]}")
-    fi
-    if ! "${apt[@]}" install -y -qq chromium chromium-driver >/dev/null; then
-        "${apt[@]}" update -qq
-        "${apt[@]}" install -y -qq chromium chromium-driver >/dev/null
-    fi
+    apt_install chromium chromium chromium-driver
     if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
         echo "setup.sh: apt-get installed chromium but /usr/bin/chromium or /usr/bin/chromedriver is missing" >&2
         exit 1
