@@ -114,6 +114,14 @@ struct TomlReader<'a> {
 impl TomlReader<'_> {
     fn table(&mut self, table: &toml_edit::Table, fallback: Pos) -> Node {
         let pos = self.lines.span(table.span()).unwrap_or(fallback);
+        Node {
+            pos,
+            value: self.members(table, pos),
+        }
+    }
+
+    /// The members of a table, `[header]` or `{ inline }`, each at its key.
+    fn members(&mut self, table: &dyn toml_edit::TableLike, pos: Pos) -> Value {
         let mut members = Vec::new();
         for (key, item) in table.iter() {
             let key_pos = self
@@ -128,10 +136,7 @@ impl TomlReader<'_> {
                 });
             }
         }
-        Node {
-            pos,
-            value: Value::Object(members),
-        }
+        Value::Object(members)
     }
 
     fn item(&mut self, item: &toml_edit::Item, fallback: Pos) -> Option<Node> {
@@ -182,22 +187,7 @@ impl TomlReader<'_> {
                 Value::Null
             }
             T::Array(array) => Value::Array(array.iter().map(|v| self.value(v, pos)).collect()),
-            T::InlineTable(table) => {
-                let mut members = Vec::new();
-                for (key, item) in table.iter() {
-                    let key_pos = self
-                        .lines
-                        .span(table.key(key).and_then(|k| k.span()))
-                        .unwrap_or(pos);
-                    let value = self.value(item, key_pos);
-                    members.push(Member {
-                        key: key.to_string(),
-                        key_pos,
-                        value,
-                    });
-                }
-                Value::Object(members)
-            }
+            T::InlineTable(table) => self.members(table, pos),
         };
         Node { pos, value }
     }
