@@ -1,8 +1,7 @@
 //! toolgate's side of the conversation with upstream MCP servers: the
 //! gateway acts as an MCP *client* to each server it fronts.
 //!
-//! CONTRACT (fixed by the serve front, `toolgate-serve`; implementation may add
-//! private modules but must keep these public items and meanings):
+//! What callers rely on:
 //!
 //! - [`Upstream::start`] returns at once; the connection is made in the
 //!   background (initialize handshake as a 2025-11-25 client declaring the
