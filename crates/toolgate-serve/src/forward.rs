@@ -146,7 +146,7 @@ impl Gateway {
             session: ctx.session.clone(),
             tx: rx.0.clone(),
         });
-        let upstream = match self.upstream_for(server, &ctx.session.id).await {
+        let upstream = match self.upstream_for(server, &ctx.session.id, ctx.era).await {
             Ok(upstream) => upstream,
             Err(e) => {
                 if let Some(on_done) = on_done {
@@ -299,7 +299,33 @@ impl Gateway {
             }
             result = &mut task => {
                 drop(guard);
-                self.reply(ctx, id, method, flatten(result, &self.servers[server].name))
+                let result = flatten(result, &self.servers[server].name);
+                // What the server sent just before its answer, read with it in
+                // one go (a stateless server's stream, written at the end),
+                // goes out first on a stream of its own.
+                let mut queued = Vec::new();
+                while let Some(message) = rx.0.try_recv() {
+                    if !is_request(&message) {
+                        queued.push(message);
+                    }
+                }
+                if queued.is_empty() {
+                    return self.reply(ctx, id, method, result);
+                }
+                let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
+                for message in queued {
+                    log.push(message);
+                }
+                log.push(self.answer(ctx, id, method, result.and_then(parsed)));
+                log.finish();
+                self.streams.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());
+                let gateway = self.clone();
+                let key = log.id.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(KEEP).await;
+                    gateway.streams.logs.lock().expect("logs lock").remove(&key);
+                });
+                Reply::Stream(log)
             }
         }
     }

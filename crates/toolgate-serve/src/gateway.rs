@@ -207,6 +207,8 @@ impl Gateway {
                 policy: RwLock::new(s.policy),
                 per_session: s.per_session.then(|| s.spec.clone()),
                 upstream: connect(s.spec, events_tx.clone()),
+                twin: RwLock::new(None),
+                probed: Default::default(),
             });
         }
         let count = servers.len();
@@ -217,6 +219,8 @@ impl Gateway {
                 separator: opts.separator,
                 held: Mutex::new(vec![None; count]),
                 merged: RwLock::new(Arc::new(Catalog::default())),
+                twins: Mutex::new(vec![None; count]),
+                stateless: RwLock::new(Arc::new(Catalog::default())),
             },
             grants: Grants {
                 policy: RwLock::new(opts.policy),
@@ -259,6 +263,7 @@ impl Gateway {
         for (index, server) in gateway.servers.iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
             if server.upstream.wait_ready(left).await {
+                gateway.probe_twin(index).await;
                 gateway.refresh(index).await;
             } else {
                 gateway.audit.log(
@@ -321,6 +326,10 @@ impl Gateway {
         }
         for server in &self.servers {
             server.upstream.shutdown(grace).await;
+            let twin = server.twin.write().expect("twin lock").take();
+            if let Some(twin) = twin {
+                twin.shutdown(grace).await;
+            }
         }
         self.audit.flush();
     }

@@ -137,7 +137,7 @@ impl Gateway {
             "ping" => answer(Ok(json!({}))),
             "server/discover" => answer(Ok(self.discover(&ctx.caller))),
             "tools/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let tools: Vec<Value> = catalog
                     .tools
                     .iter()
@@ -154,7 +154,7 @@ impl Gateway {
                 answer(Ok(json!({ "tools": tools })))
             }
             "prompts/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let prompts: Vec<Value> = catalog
                     .prompts
                     .iter()
@@ -164,7 +164,7 @@ impl Gateway {
                 answer(Ok(json!({ "prompts": prompts })))
             }
             "resources/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let resources: Vec<Value> = catalog
                     .resources
                     .iter()
@@ -174,7 +174,7 @@ impl Gateway {
                 answer(Ok(json!({ "resources": resources })))
             }
             "resources/templates/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let templates: Vec<Value> = catalog
                     .templates
                     .iter()
@@ -204,7 +204,7 @@ impl Gateway {
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 match catalog
                     .prompt(name)
                     .filter(|e| self.may_reach(&ctx.caller, e.server))
@@ -224,7 +224,7 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 match catalog
                     .resource_server(&uri)
                     .filter(|s| self.may_reach(&ctx.caller, *s))
@@ -256,7 +256,7 @@ impl Gateway {
             }
             "completion/complete" => {
                 let reference = params.get("ref").cloned().unwrap_or(Value::Null);
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let target = match reference.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => catalog
                         .prompt(

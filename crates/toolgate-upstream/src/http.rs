@@ -182,12 +182,15 @@ pub(crate) fn checked_headers(
 }
 
 /// Runs the connection: handshake (retried with backoff), then the GET
-/// stream, until shutdown; then DELETE the session.
+/// stream, until shutdown; then DELETE the session. `probe`: the first
+/// connection is a question (does the server speak this generation?), so
+/// when it fails the connection goes down for good instead of retrying.
 pub(crate) async fn supervise(
     conn: Arc<Conn>,
     url: String,
     headers: Vec<(String, String)>,
     protocol: Protocol,
+    mut probe: bool,
 ) {
     let uri = match parse_url(&url) {
         Ok(u) => u,
@@ -231,6 +234,7 @@ pub(crate) async fn supervise(
         };
         match r {
             Ok(_) => {
+                probe = false;
                 delay = conn.spec.backoff.initial;
                 // A stateless server has no stream for what belongs to no request.
                 if !link.is_stateless() {
@@ -253,6 +257,9 @@ pub(crate) async fn supervise(
             }
             Err(e) => {
                 conn.go_down(&format!("initialize failed: {e}"));
+                if probe {
+                    break;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => break,
