@@ -28,7 +28,7 @@ mod webhook;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use toolgate_approvals::{ApprovalRequest, Decided, Status};
@@ -136,9 +136,7 @@ fn redact_path(url: &str) -> String {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    toolgate_clock::Clock::now_ms(&toolgate_clock::SystemClock)
 }
 
 /// The wire form of a request, built here field by field: the admin API

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use toolgate_admin::{serve_admin, AdminOptions, MetricsSource, Webhook, WebhookNotifier};
@@ -31,10 +31,7 @@ const SECRET: &str = "webhook-secret-for-tests";
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    toolgate_clock::unix_now().as_millis() as u64
 }
 
 fn now_secs() -> u64 {
@@ -742,7 +739,7 @@ async fn webhook_is_retried_after_the_receiver_answers_500_twice() {
         .request(&new_request("read_file"), now_ms())
         .unwrap();
     notifier.requested(&request);
-    let started = std::time::Instant::now();
+    let started = toolgate_clock::monotonic_now();
     let attempts = [
         receiver.next().await,
         receiver.next().await,
@@ -817,7 +814,7 @@ async fn webhook_retries_connection_errors_and_never_blocks_the_caller() {
     let request = MemoryApprovals::new()
         .request(&new_request("read_file"), now_ms())
         .unwrap();
-    let started = std::time::Instant::now();
+    let started = toolgate_clock::monotonic_now();
     for _ in 0..100 {
         notifier.requested(&request);
     }

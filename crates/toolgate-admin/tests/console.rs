@@ -3,13 +3,13 @@
 //! learns nothing about the routes.
 
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use toolgate_admin::{serve_admin_with_console, AdminOptions};
 use toolgate_approvals::{ApprovalEvents, ApprovalRequest, MemoryApprovals};
-use toolgate_console::{BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload};
+use toolgate_console::{BoxFuture, Catalogue, Console, ConsoleBackend, OnDisk, Reload};
 
 const TOKEN: &str = "admin-token-for-console-tests";
 
@@ -21,12 +21,6 @@ impl ConsoleBackend for Nothing {
     }
     fn catalogue(&self) -> Catalogue {
         Catalogue::default()
-    }
-    fn policy_files(&self) -> Vec<PolicyFile> {
-        Vec::new()
-    }
-    fn audit_dir(&self) -> Option<PathBuf> {
-        None
     }
     fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {
         Box::pin(async { Reload::Reloaded })
@@ -45,7 +39,7 @@ async fn start(console: bool) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     let mut opts = AdminOptions::new(Sha256::digest(TOKEN.as_bytes()).into());
     opts.listen = addr;
-    let console = console.then(|| Arc::new(Console::new(Arc::new(Nothing))));
+    let console = console.then(|| Arc::new(Console::new(Arc::new(Nothing), OnDisk::default())));
     tokio::spawn(serve_admin_with_console(
         Arc::new(MemoryApprovals::new()),
         Arc::new(Quiet),

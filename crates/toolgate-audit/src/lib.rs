@@ -131,9 +131,7 @@ pub struct CallTrace {
 impl CallTrace {
     /// A call received at `received` (wall-clock time worked back from it).
     pub fn received_at(received: std::time::Instant) -> CallTrace {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = toolgate_clock::unix_now();
         let start = now.saturating_sub(received.elapsed());
         CallTrace {
             start_unix_ns: u64::try_from(start.as_nanos()).unwrap_or(u64::MAX),
@@ -157,6 +155,31 @@ impl CallTrace {
 }
 
 impl Record {
+    /// The record of `decision` on a call of `tool` and its `outcome`, with
+    /// nothing else known yet: the other fields empty (time 0, no grant,
+    /// session, server, rule, reason, counters, timings, arguments or
+    /// trace). Struct update syntax fills in the rest.
+    pub fn new(tool: &str, decision: &'static str, outcome: Outcome) -> Record {
+        Record {
+            time: 0,
+            grant: String::new(),
+            session: String::new(),
+            server: None,
+            tool: tool.to_string(),
+            decision,
+            rule: String::new(),
+            reason: None,
+            counters: Vec::new(),
+            decision_us: 0.0,
+            latency_ms: None,
+            outcome,
+            args_sha256: String::new(),
+            args: None,
+            trace: None,
+            intent: None,
+        }
+    }
+
     /// The record of a tool whose definition changed since it was pinned
     /// (`kind`: `pin_changed` when it is held back, `pin_changed_warn`).
     pub fn pin_changed(
@@ -171,18 +194,9 @@ impl Record {
             grant,
             session,
             server: Some(server.to_string()),
-            tool: tool.to_string(),
-            decision: kind,
             rule: "pins".into(),
             reason: Some("the tool's definition differs from the pinned one".into()),
-            counters: Vec::new(),
-            decision_us: 0.0,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            args_sha256: String::new(),
-            args: None,
-            trace: None,
-            intent: None,
+            ..Record::new(tool, kind, Outcome::Refused)
         }
     }
 
@@ -566,7 +580,7 @@ fn write_records(
     let only_observed = out.is_none() && store.is_none();
     loop {
         let first = if only_observed {
-            std::thread::sleep(OBSERVE_TICK);
+            toolgate_clock::sleep(OBSERVE_TICK);
             match rx.try_recv() {
                 Ok(entry) => entry,
                 Err(mpsc::TryRecvError::Empty) => continue,
@@ -645,6 +659,7 @@ fn write_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::temp_dir;
     use serde_json::json;
     use std::sync::Mutex;
 
@@ -654,18 +669,10 @@ mod tests {
             grant: "local".into(),
             session: "s1".into(),
             server: server.map(str::to_string),
-            tool: tool.into(),
-            decision: "allow",
             rule: format!("tools.{tool}"),
-            reason: None,
-            counters: Vec::new(),
             decision_us: 1.5,
-            latency_ms: None,
-            outcome: Outcome::Ok,
             args_sha256: "00".into(),
-            args: None,
-            trace: None,
-            intent: None,
+            ..Record::new(tool, "allow", Outcome::Ok)
         }
     }
 
@@ -787,7 +794,7 @@ mod tests {
             Some("header")
         );
         assert_eq!(CallTrace::default().with_meta(None).traceparent, None);
-        let started = CallTrace::received_at(std::time::Instant::now());
+        let started = CallTrace::received_at(toolgate_clock::monotonic_now());
         assert!(started.start_unix_ns > 1_700_000_000_000_000_000);
     }
 
@@ -822,16 +829,14 @@ mod tests {
         assert!(*kept.calls.lock().unwrap() >= 3);
     }
 
-    /// A fresh directory for one test.
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "toolgate-audit-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A sink with the journal `journal`, its records kept in `store` (and
+    /// `file`, when given).
+    fn journaled(
+        file: Option<&Path>,
+        store: Box<dyn AuditDestination>,
+        journal: &Path,
+    ) -> AuditSink {
+        AuditSink::open_journaled(file, LogLevel::Error, Some(store), None, Some(journal)).unwrap()
     }
 
     fn journal_text(dir: &Path) -> String {
@@ -846,14 +851,7 @@ mod tests {
         let dir = temp_dir("intend");
         let journal = dir.join("journal");
         let kept = Kept::default();
-        let sink = AuditSink::open_journaled(
-            None,
-            LogLevel::Error,
-            Some(Box::new(kept.clone())),
-            None,
-            Some(&journal),
-        )
-        .unwrap();
+        let sink = journaled(None, Box::new(kept.clone()), &journal);
         assert_eq!(sink.journal_dir(), Some(journal.as_path()));
         let rec = sink.intend(record("a", Some("srv")));
         assert!(rec.intent.is_some());
@@ -877,14 +875,7 @@ mod tests {
             fail: true,
             ..Kept::default()
         };
-        let sink = AuditSink::open_journaled(
-            None,
-            LogLevel::Error,
-            Some(Box::new(failing)),
-            None,
-            Some(&journal),
-        )
-        .unwrap();
+        let sink = journaled(None, Box::new(failing), &journal);
         let rec = sink.intend(record("a", None));
         sink.record(rec);
         sink.flush();
@@ -899,14 +890,7 @@ mod tests {
         let file = dir.join("audit.jsonl");
         // A gateway forwards two calls; one answers; it dies.
         let kept = Kept::default();
-        let dead = AuditSink::open_journaled(
-            Some(&file),
-            LogLevel::Error,
-            Some(Box::new(kept.clone())),
-            None,
-            Some(&journal),
-        )
-        .unwrap();
+        let dead = journaled(Some(&file), Box::new(kept.clone()), &journal);
         let answered = dead.intend(record("answered", None));
         let _in_flight = dead.intend(record("in_flight", None));
         dead.record(answered);
@@ -920,23 +904,16 @@ mod tests {
                 f.try_lock().is_ok()
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = toolgate_clock::monotonic_now() + std::time::Duration::from_secs(5);
         while !unlocked() {
             assert!(
-                std::time::Instant::now() < deadline,
+                toolgate_clock::monotonic_now() < deadline,
                 "the writer thread ends"
             );
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            toolgate_clock::sleep(std::time::Duration::from_millis(5));
         }
         let after = Kept::default();
-        let sink = AuditSink::open_journaled(
-            Some(&file),
-            LogLevel::Error,
-            Some(Box::new(after.clone())),
-            None,
-            Some(&journal),
-        )
-        .unwrap();
+        let sink = journaled(Some(&file), Box::new(after.clone()), &journal);
         let recovered = after.records.lock().unwrap().clone();
         assert_eq!(recovered.len(), 1);
         assert_eq!(recovered[0]["tool"], "in_flight");

@@ -110,7 +110,7 @@ mod tests {
             let decision = policy.decide(&call, &store, clock.now_ms());
             let facts = CallFacts {
                 trace: TraceContext::Meta(Some(r#"{"traceparent": "00-abc"}"#)),
-                ..CallFacts::new("g", "s", tool, &arguments, std::time::Instant::now())
+                ..CallFacts::new("g", "s", tool, &arguments, toolgate_clock::monotonic_now())
             };
             let got = verdict(&sink, &clock, &facts, decision, &json!(7), || {
                 Era::Stateless

@@ -2,16 +2,45 @@
 //!
 //! [`Clock`] is what every part that needs the time takes; [`SystemClock`]
 //! is the real one and [`ManualClock`] the one tests hold still and move by
-//! hand. [`rfc3339`] writes a time as the audit trail and the APIs show it.
+//! hand. [`monotonic_now`] is the monotonic clock for durations and
+//! deadlines, [`unix_now`] the wall clock at full precision, and [`sleep`]
+//! the one blocking wait. [`rfc3339`] writes a time as the audit trail and
+//! the APIs show it.
 //!
-//! Invariants: no IO; this is the one module that reads the system clock.
+//! Invariants: no IO; this is the one module that reads the system clock or
+//! blocks a thread on time (clippy's `disallowed-methods` keeps it so).
+#![allow(clippy::disallowed_methods)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use toolgate_policy::Millis;
 
-/// Wall-clock time in milliseconds since the Unix epoch.
+/// Now on the monotonic clock: what durations and deadlines are measured on.
+pub fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
+/// The wall clock: the time since the Unix epoch (zero before it).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Blocks the calling thread for `d`.
+pub fn sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch, and the monotonic
+/// clock that goes with it.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> Millis;
+
+    /// Now on the monotonic clock ([`monotonic_now`] unless a test drives it).
+    fn instant(&self) -> Instant {
+        monotonic_now()
+    }
 }
 
 /// The real clock.
@@ -20,32 +49,55 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as Millis)
-            .unwrap_or(0)
+        unix_now().as_millis() as Millis
     }
 }
 
-/// A clock that stands still until it is moved: for tests.
-#[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicU64);
+/// A clock that stands still until it is moved: for tests. Its monotonic
+/// clock moves with it, from the instant it was made.
+#[derive(Debug)]
+pub struct ManualClock {
+    ms: AtomicU64,
+    /// The instant that `start_ms` stands for.
+    origin: Instant,
+    start_ms: Millis,
+}
+
+impl Default for ManualClock {
+    fn default() -> ManualClock {
+        ManualClock::at(0)
+    }
+}
 
 impl ManualClock {
     pub fn at(ms: Millis) -> ManualClock {
-        ManualClock(std::sync::atomic::AtomicU64::new(ms))
+        ManualClock {
+            ms: AtomicU64::new(ms),
+            origin: monotonic_now(),
+            start_ms: ms,
+        }
     }
     pub fn set(&self, ms: Millis) {
-        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+        self.ms.store(ms, Ordering::SeqCst);
     }
     pub fn advance(&self, ms: Millis) {
-        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        self.ms.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> Millis {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.ms.load(Ordering::SeqCst)
+    }
+
+    fn instant(&self) -> Instant {
+        let now = self.now_ms();
+        if now >= self.start_ms {
+            self.origin + Duration::from_millis(now - self.start_ms)
+        } else {
+            let back = Duration::from_millis(self.start_ms - now);
+            self.origin.checked_sub(back).unwrap_or(self.origin)
+        }
     }
 }
 
@@ -82,6 +134,27 @@ mod tests {
         assert_eq!(clock.now_ms(), 1_500);
         clock.set(7);
         assert_eq!(clock.now_ms(), 7);
+    }
+
+    #[test]
+    fn a_manual_clock_drives_its_monotonic_clock() {
+        let clock = ManualClock::at(1_000);
+        let start = clock.instant();
+        assert_eq!(clock.instant(), start);
+        clock.advance(250);
+        assert_eq!(clock.instant() - start, Duration::from_millis(250));
+        clock.set(1_000);
+        assert_eq!(clock.instant(), start);
+    }
+
+    #[test]
+    fn the_system_clocks_agree_on_the_epoch() {
+        let ms = SystemClock.now_ms();
+        assert!(ms > 1_700_000_000_000);
+        assert!(unix_now().as_millis() as Millis >= ms);
+        let a = monotonic_now();
+        sleep(Duration::from_millis(1));
+        assert!(SystemClock.instant() > a);
     }
 
     #[test]

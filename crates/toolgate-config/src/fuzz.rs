@@ -9,7 +9,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_fuzz::{Mutations, Rng};
 
 use crate::validate::parse;
 use crate::ConfigFormat;
@@ -31,22 +32,6 @@ fn files(_: &Path) -> std::io::Result<String> {
 
 fn read(source: &str, format: ConfigFormat) {
     let _ = parse(source, format, "fuzz", Path::new("."), &env, &files);
-}
-
-/// xorshift64*: small, seeded, the same inputs on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 fn seeds() -> Vec<String> {
@@ -124,54 +109,15 @@ const TOKENS: &[&str] = &[
     "token_sha256",
 ];
 
+const MUTATIONS: Mutations<'_> = Mutations {
+    tokens: TOKENS,
+    openings: &["[", "{\"a\": ", "{a = "],
+    max_nesting: 300,
+    max_digits: None,
+};
+
 fn mutate(rng: &mut Rng, seed: &str) -> String {
-    let mut bytes = seed.as_bytes().to_vec();
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(7) {
-            0 if !bytes.is_empty() => {
-                let i = at.min(bytes.len() - 1);
-                bytes[i] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                bytes.splice(at..at, token.bytes());
-            }
-            2 if !bytes.is_empty() => {
-                let end = (at + 1 + rng.below(16)).min(bytes.len());
-                bytes.drain(at.min(end)..end);
-            }
-            3 => {
-                let end = (at + 1 + rng.below(32)).min(bytes.len());
-                let copy = bytes[at.min(end)..end].to_vec();
-                bytes.splice(at..at, copy);
-            }
-            4 | 5 => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let mut lines: Vec<&str> = text.lines().collect();
-                if !lines.is_empty() {
-                    let i = rng.below(lines.len());
-                    match rng.below(3) {
-                        0 => {
-                            lines.remove(i);
-                        }
-                        1 => lines.insert(i, lines[i]),
-                        _ => {
-                            let j = rng.below(lines.len());
-                            lines.swap(i, j);
-                        }
-                    }
-                }
-                bytes = lines.join("\n").into_bytes();
-            }
-            _ => {
-                let n = 1 + rng.below(300);
-                let open = ["[", "{\"a\": ", "{a = "][rng.below(3)];
-                bytes.splice(at..at, open.repeat(n).bytes());
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
+    MUTATIONS.mutate(rng, seed)
 }
 
 fn panics(text: &str) -> Option<String> {
@@ -186,47 +132,22 @@ fn panics(text: &str) -> Option<String> {
 #[test]
 fn mutated_configs_never_panic() {
     let seeds = seeds();
-    let mut rng = Rng(0xc0f1_6a7e);
-    let started = Instant::now();
-    let mut found = Vec::new();
-    let mut rounds = 0;
-    while rounds < 20_000 && started.elapsed() < Duration::from_secs(4) {
+    toolgate_fuzz::rounds(0xc0f1_6a7e, |rng| {
         let seed = &seeds[rng.below(seeds.len())];
-        found.extend(panics(&mutate(&mut rng, seed)));
-        rounds += 1;
-    }
-    assert!(rounds >= 500, "only {rounds} rounds");
-    assert!(
-        found.is_empty(),
-        "{} panics, the first: {}",
-        found.len(),
-        found[0]
-    );
+        panics(&mutate(rng, seed))
+    });
 }
 
 /// The best of three timings of reading `f(n)`.
 fn time(f: &dyn Fn(usize) -> String, n: usize, format: ConfigFormat) -> Duration {
     let input = f(n);
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            read(std::hint::black_box(&input), format);
-            started.elapsed()
-        })
-        .min()
-        .unwrap()
+    toolgate_fuzz::best_of_three(|| read(std::hint::black_box(&input), format))
 }
 
-/// Reading 10× the input takes at most ~10× as long; the bound is 40× to
-/// stay clear of timing noise, and still fails a quadratic path (100×).
+/// Reading 10× the input takes at most ~10× as long (see
+/// [`toolgate_fuzz::assert_linear`]).
 fn assert_linear(what: &str, f: &dyn Fn(usize) -> String, n: usize, format: ConfigFormat) {
-    let small = time(f, n / 10, format);
-    let large = time(f, n, format);
-    assert!(
-        large <= small * 40 + Duration::from_millis(20),
-        "{what} ({format:?}): n = {n} took {large:?}, n = {} took {small:?}",
-        n / 10
-    );
+    toolgate_fuzz::assert_linear(&format!("{what} ({format:?})"), n, |n| time(f, n, format));
 }
 
 fn many_servers(n: usize) -> String {

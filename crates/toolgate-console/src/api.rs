@@ -156,8 +156,8 @@ fn info(console: &Console) -> Response {
         &json!({
             "mode": backend.mode(),
             "version": env!("CARGO_PKG_VERSION"),
-            "policies": backend.policy_files().len(),
-            "audit": backend.audit_dir().is_some(),
+            "policies": console.on_disk.policy_files.len(),
+            "audit": console.on_disk.audit_dir.is_some(),
         }),
     )
 }
@@ -296,9 +296,10 @@ fn recommended(name: &str, definition: &Value) -> Value {
 fn catalogue(console: &Console) -> Response {
     let catalogue = console.backend.catalogue();
     let loaded: Vec<Loaded> = console
-        .backend
-        .policy_files()
-        .into_iter()
+        .on_disk
+        .policy_files
+        .iter()
+        .cloned()
         .map(load)
         .collect();
     let servers: Vec<Value> = catalogue
@@ -369,9 +370,10 @@ fn serde_name<T: serde::Serialize>(value: &T) -> String {
 
 fn policies(console: &Console) -> Response {
     let files: Vec<Value> = console
-        .backend
-        .policy_files()
-        .into_iter()
+        .on_disk
+        .policy_files
+        .iter()
+        .cloned()
         .map(|file| {
             let loaded = load(file);
             let mut v = json!({
@@ -412,10 +414,11 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// The backend's file that `path` names, and its format.
 fn policy_file(console: &Console, path: &str) -> Result<(PathBuf, Format), ApiError> {
     let file = console
-        .backend
-        .policy_files()
-        .into_iter()
+        .on_disk
+        .policy_files
+        .iter()
         .find(|f| files::display(&f.path) == path)
+        .cloned()
         .ok_or_else(|| ApiError::UnknownPolicy(path.to_string()))?;
     let format = format_of(&file.path).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -583,7 +586,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 fn open_audit(console: &Console) -> Result<Option<AuditStore>, ApiError> {
-    let Some(dir) = console.backend.audit_dir() else {
+    let Some(dir) = console.on_disk.audit_dir.clone() else {
         return Ok(None);
     };
     match AuditStore::open_existing(&dir) {
@@ -648,7 +651,7 @@ fn audit(console: &Console, query: Option<&str>) -> Result<Response, ApiError> {
 }
 
 fn no_audit_note(console: &Console) -> String {
-    match console.backend.audit_dir() {
+    match console.on_disk.audit_dir.clone() {
         Some(dir) => format!("no audit trail in {} yet", dir.display()),
         None => "no audit trail: the state is in memory (--state memory)".to_string(),
     }
@@ -659,9 +662,10 @@ fn no_audit_note(console: &Console) -> String {
 /// their counters; these are the values as of each counter's last call.)
 fn counters(console: &Console) -> Response {
     let windows: HashMap<String, u64> = console
-        .backend
-        .policy_files()
-        .into_iter()
+        .on_disk
+        .policy_files
+        .iter()
+        .cloned()
         .map(load)
         .filter_map(|l| l.policy)
         .flat_map(|p| {
@@ -735,9 +739,7 @@ fn counters(console: &Console) -> Response {
 }
 
 fn toolgate_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    toolgate_clock::Clock::now_ms(&toolgate_clock::SystemClock)
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! A tour of the crate:
 //!
 //! - here: [`ConsoleBackend`], what a host (the live gateway, or `toolgate
-//!   ui` on its own) tells the dashboard: the servers and their tools, the
-//!   editable policy files, where the audit trail is, and how to put a saved
-//!   policy in force; and [`Console`], which answers the dashboard's
-//!   requests from it. Nothing here knows HTTP: the admin API
+//!   ui` on its own) tells the dashboard: the servers and their tools, and
+//!   how to put a saved policy in force; [`OnDisk`], the editable policy
+//!   files and where the audit trail is, fixed at start; and [`Console`],
+//!   which answers the dashboard's requests from both. Nothing here knows HTTP: the admin API
 //!   (toolgate-admin) turns a [`Response`] into one.
 //! - `api`: the `/api/...` routes, one function each; every refusal is an
 //!   [`api::ApiError`] answered by one `match`.
@@ -47,13 +47,18 @@ pub trait ConsoleBackend: Send + Sync {
     fn mode(&self) -> &'static str;
     /// Every server and tool known now.
     fn catalogue(&self) -> Catalogue;
-    /// The policy files the dashboard may read and write.
-    fn policy_files(&self) -> Vec<PolicyFile>;
-    /// The data directory holding the audit trail (`audit.db`), if any.
-    fn audit_dir(&self) -> Option<PathBuf>;
     /// Called after `path` was saved: puts it in force and says how that
     /// went (a live gateway answers once the reload is done).
     fn reload<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Reload>;
+}
+
+/// What the dashboard works on, on disk: fixed when the host starts.
+#[derive(Debug, Clone, Default)]
+pub struct OnDisk {
+    /// The policy files the dashboard may read and write.
+    pub policy_files: Vec<PolicyFile>,
+    /// The data directory holding the audit trail (`audit.db`), if any.
+    pub audit_dir: Option<PathBuf>,
 }
 
 /// The servers a host knows, in config order.
@@ -149,14 +154,16 @@ pub struct Response {
 /// The dashboard: answers its page's requests from a backend.
 pub struct Console {
     backend: Arc<dyn ConsoleBackend>,
+    on_disk: OnDisk,
     /// Held while a save checks the file and replaces it.
     saving: Mutex<()>,
 }
 
 impl Console {
-    pub fn new(backend: Arc<dyn ConsoleBackend>) -> Console {
+    pub fn new(backend: Arc<dyn ConsoleBackend>, on_disk: OnDisk) -> Console {
         Console {
             backend,
+            on_disk,
             saving: Mutex::new(()),
         }
     }

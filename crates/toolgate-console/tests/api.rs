@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use toolgate_console::{
-    BoxFuture, Catalogue, Console, ConsoleBackend, PolicyFile, Reload, Scope, Server, ServerStatus,
-    Tool,
+    BoxFuture, Catalogue, Console, ConsoleBackend, OnDisk, PolicyFile, Reload, Scope, Server,
+    ServerStatus, Tool,
 };
 use toolgate_policy::{parse_policy, Format};
 
@@ -22,7 +22,6 @@ const POLICY: &str = r#"{
 "#;
 
 struct Files {
-    files: Vec<PolicyFile>,
     reloads: Mutex<Vec<PathBuf>>,
 }
 
@@ -49,12 +48,6 @@ impl ConsoleBackend for Files {
             }],
         }
     }
-    fn policy_files(&self) -> Vec<PolicyFile> {
-        self.files.clone()
-    }
-    fn audit_dir(&self) -> Option<PathBuf> {
-        None
-    }
     fn reload<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Reload> {
         self.reloads.lock().unwrap().push(path.to_path_buf());
         Box::pin(async { Reload::Reloaded })
@@ -66,13 +59,16 @@ fn setup() -> (tempfile::TempDir, PathBuf, Arc<Files>, Console) {
     let path = dir.path().join("policy.json");
     std::fs::write(&path, POLICY).unwrap();
     let backend = Arc::new(Files {
-        files: vec![PolicyFile {
+        reloads: Mutex::new(Vec::new()),
+    });
+    let on_disk = OnDisk {
+        policy_files: vec![PolicyFile {
             path: path.clone(),
             scope: Scope::Gateway,
         }],
-        reloads: Mutex::new(Vec::new()),
-    });
-    let console = Console::new(backend.clone());
+        audit_dir: None,
+    };
+    let console = Console::new(backend.clone(), on_disk);
     (dir, path, backend, console)
 }
 
@@ -349,14 +345,19 @@ async fn a_servers_own_policy_names_its_tools_by_the_servers_names() {
         path: path.to_path_buf(),
         scope,
     };
-    let console = Console::new(Arc::new(Files {
-        files: vec![
-            file(&gateway, Scope::Gateway),
-            file(&own, Scope::Server("files".into())),
-            file(&other, Scope::Server("other".into())),
-        ],
-        reloads: Mutex::new(Vec::new()),
-    }));
+    let console = Console::new(
+        Arc::new(Files {
+            reloads: Mutex::new(Vec::new()),
+        }),
+        OnDisk {
+            policy_files: vec![
+                file(&gateway, Scope::Gateway),
+                file(&own, Scope::Server("files".into())),
+                file(&other, Scope::Server("other".into())),
+            ],
+            audit_dir: None,
+        },
+    );
     let (_, answer) = call(&console, "GET", "/api/catalogue", Value::Null).await;
     let tools = answer["servers"][0]["tools"].as_array().unwrap();
     let write = tools

@@ -69,7 +69,7 @@ pub fn watch_policy_file(
     std::thread::Builder::new()
         .name("toolgate-reload".into())
         .spawn(move || loop {
-            std::thread::sleep(POLL);
+            toolgate_clock::sleep(POLL);
             let now = stamp(&path);
             if now == last {
                 continue;

@@ -307,15 +307,15 @@ fn wait_timeout(
     server: &mut Child,
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + timeout;
+    let deadline = toolgate_clock::monotonic_now() + timeout;
     loop {
         if let Some(status) = server.try_wait()? {
             return Ok(Some(status));
         }
-        if Instant::now() >= deadline {
+        if toolgate_clock::monotonic_now() >= deadline {
             return Ok(None);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        toolgate_clock::sleep(Duration::from_millis(5));
     }
 }
 

@@ -15,26 +15,31 @@ pub const DEFAULT_WEBHOOK_SECRET_ENV: &str = "TOOLGATE_WEBHOOK_SECRET";
 const MIN_TOKEN_CHARS: usize = 16;
 
 /// The admin flags as the user wrote them (`None`: not given).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct AdminFlags {
+    /// Serve the admin API (out-of-band approvals, docs/admin-api.md) on
+    /// this address, such as 127.0.0.1:8081 [overrides admin.listen]
+    #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// The environment variable holding the admin API's bearer token
+    /// [default: TOOLGATE_ADMIN_TOKEN; with a config's admin section,
+    /// admin.token_sha256 is used unless this flag is given]
+    #[arg(long, value_name = "VAR")]
     pub admin_token_env: Option<String>,
+    /// POST every new approval request, signed, to this http:// URL
+    /// [overrides admin.webhook.url; needs an admin listener]
+    #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
+    /// The environment variable holding the webhook secret that signs
+    /// webhooks and callbacks [default: TOOLGATE_WEBHOOK_SECRET]
+    #[arg(long, value_name = "VAR")]
     pub webhook_secret_env: Option<String>,
 }
 
 /// The admin API's settings from the flags and the config's `admin`
 /// section; `None` when neither asks for an admin listener. Reads the
-/// token and the secret from the process environment.
+/// token and the secret from `env` ([`crate::process_env`]).
 pub fn admin_options(
-    args: &AdminFlags,
-    config: Option<&AdminConfig>,
-) -> Result<Option<AdminOptions>> {
-    admin_options_with(args, config, &|name| std::env::var(name).ok())
-}
-
-/// [`admin_options`] with the environment passed in.
-fn admin_options_with(
     args: &AdminFlags,
     config: Option<&AdminConfig>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -208,7 +213,7 @@ mod tests {
                 other => panic!("unknown flag {other}"),
             }
         }
-        admin_options_with(&args, config, &env)
+        admin_options(&args, config, &env)
     }
 
     fn error(flags: &[&str], config: Option<&AdminConfig>) -> String {
@@ -279,7 +284,7 @@ mod tests {
         );
         assert!(error(&[&listen[..], &["SHORT"]].concat(), None)
             .starts_with("the admin token in SHORT is too short (3 characters; use at least 16"));
-        let no_default = admin_options_with(
+        let no_default = admin_options(
             &AdminFlags {
                 admin_listen: Some("127.0.0.1:8081".parse().unwrap()),
                 ..AdminFlags::default()

@@ -101,7 +101,7 @@ pub fn keep_audit_for(dir: &Path, keep: &str, audit: AuditSink) -> Result<()> {
                     Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
                 }
             }
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            toolgate_clock::sleep(std::time::Duration::from_secs(3600));
         })
         .context("cannot start the retention thread")?;
     Ok(())

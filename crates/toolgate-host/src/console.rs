@@ -7,7 +7,7 @@
 //! reload (or its failure).
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use toolgate_console::{
@@ -110,8 +110,6 @@ pub fn config_policy_files(config: &toolgate_config::Config) -> Vec<PolicyFile> 
 pub struct ServeConsole {
     pub gateway: OnceLock<Arc<Gateway>>,
     pub servers: Vec<String>,
-    pub files: Vec<PolicyFile>,
-    pub audit_dir: Option<PathBuf>,
     pub reloads: Arc<Reloads>,
 }
 
@@ -165,14 +163,6 @@ impl ConsoleBackend for ServeConsole {
         Catalogue { servers }
     }
 
-    fn policy_files(&self) -> Vec<PolicyFile> {
-        self.files.clone()
-    }
-
-    fn audit_dir(&self) -> Option<PathBuf> {
-        self.audit_dir.clone()
-    }
-
     fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {
         Box::pin(self.reloads.request())
     }
@@ -183,8 +173,6 @@ impl ConsoleBackend for ServeConsole {
 /// policy hides are never listed, so they are not there).
 pub struct RunConsole {
     pub server: String,
-    pub policy: PathBuf,
-    pub audit_dir: Option<PathBuf>,
     pub pins: Arc<dyn toolgate_pins::PinStore>,
 }
 
@@ -229,17 +217,6 @@ impl ConsoleBackend for RunConsole {
         }
     }
 
-    fn policy_files(&self) -> Vec<PolicyFile> {
-        vec![PolicyFile {
-            path: self.policy.clone(),
-            scope: Scope::Gateway,
-        }]
-    }
-
-    fn audit_dir(&self) -> Option<PathBuf> {
-        self.audit_dir.clone()
-    }
-
     fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {
         Box::pin(async {
             Reload::Pending(
@@ -253,8 +230,6 @@ impl ConsoleBackend for RunConsole {
 /// `toolgate ui`: servers scanned at start; nothing to reload in-process.
 pub struct UiConsole {
     pub servers: Mutex<Vec<Server>>,
-    pub files: Vec<PolicyFile>,
-    pub audit_dir: Option<PathBuf>,
 }
 
 impl ConsoleBackend for UiConsole {
@@ -266,14 +241,6 @@ impl ConsoleBackend for UiConsole {
         Catalogue {
             servers: self.servers.lock().expect("servers lock").clone(),
         }
-    }
-
-    fn policy_files(&self) -> Vec<PolicyFile> {
-        self.files.clone()
-    }
-
-    fn audit_dir(&self) -> Option<PathBuf> {
-        self.audit_dir.clone()
     }
 
     fn reload<'a>(&'a self, _path: &'a Path) -> BoxFuture<'a, Reload> {

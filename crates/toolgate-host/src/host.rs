@@ -86,12 +86,15 @@ impl Host {
     }
 
     /// Starts the admin listener (when one is configured) on the current
-    /// runtime, with the dashboard of `console` and the metrics of
-    /// `upstreams`, until `shutdown`.
+    /// runtime, with the dashboard of `console` (on `policy_files` and the
+    /// audit trail) and the metrics of `upstreams`, until `shutdown`.
     pub async fn start_admin(
         &mut self,
         events: Arc<dyn ApprovalEvents>,
-        console: Arc<dyn toolgate_console::ConsoleBackend>,
+        (console, policy_files): (
+            Arc<dyn toolgate_console::ConsoleBackend>,
+            Vec<toolgate_console::PolicyFile>,
+        ),
         upstreams: Upstreams,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
@@ -109,7 +112,13 @@ impl Host {
             admin,
             self.approvals.clone(),
             events,
-            Some(Arc::new(toolgate_console::Console::new(console))),
+            Some(Arc::new(toolgate_console::Console::new(
+                console,
+                toolgate_console::OnDisk {
+                    policy_files,
+                    audit_dir: self.audit_dir.clone(),
+                },
+            ))),
             shutdown,
             metrics,
         )

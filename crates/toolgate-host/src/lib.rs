@@ -1,7 +1,8 @@
 //! What a running toolgate is wired from: the parts every command that
 //! starts a gateway (`toolgate run`, `serve`, `ui`) opens around it, each
 //! written once. The binary parses what the user wrote into the plain
-//! `*Flags` structs here; this crate builds the real objects from them
+//! `*Flags` structs here (the admin and OTLP ones are clap argument groups
+//! it takes in as they are); this crate builds the real objects from them
 //! (validated, with the config file and the environment) and runs them.
 //!
 //! - [`stores`]: the counter, approval, pin and session stores of a state config.
@@ -34,3 +35,10 @@ pub mod telemetry;
 pub mod ui;
 pub mod upstreams;
 pub mod watch;
+
+/// A variable of the process environment (`None` when unset or not
+/// Unicode): what the functions that read the environment are given,
+/// outside tests.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

@@ -42,12 +42,12 @@ pub fn run(flags: RunFlags) -> Result<u8> {
         }
     };
     let state = flags.state.resolve(None)?;
-    let admin = crate::admin::admin_options(&flags.admin, None)?;
+    let admin = crate::admin::admin_options(&flags.admin, None, &crate::process_env)?;
     let server_name = flags
         .name
         .clone()
         .unwrap_or_else(|| flags.command.join(" "));
-    let otlp = crate::telemetry::otlp_settings(&flags.telemetry, None)?;
+    let otlp = crate::telemetry::otlp_settings(&flags.telemetry, None, &crate::process_env)?;
     let mut host = Host::open(HostOptions {
         state,
         admin,
@@ -70,13 +70,15 @@ pub fn run(flags: RunFlags) -> Result<u8> {
     };
     let console = crate::console::RunConsole {
         server: server_name.clone(),
-        policy: flags.policy.clone(),
-        audit_dir: host.audit_dir.clone(),
         pins: pins.clone(),
+    };
+    let policy_file = toolgate_console::PolicyFile {
+        path: flags.policy.clone(),
+        scope: toolgate_console::Scope::Gateway,
     };
     runtime.block_on(host.start_admin(
         approval_events.clone(),
-        Arc::new(console),
+        (Arc::new(console), vec![policy_file]),
         crate::telemetry::child_up(server_name.clone(), server_up.clone()),
         std::future::pending(),
     ))?;

@@ -123,8 +123,8 @@ fn plan_from_args(args: &ServeFlags) -> Result<Plan> {
             workers: 1,
         },
         state: args.state.resolve(None)?,
-        admin: crate::admin::admin_options(&args.admin, None)?,
-        otlp: crate::telemetry::otlp_settings(&args.telemetry, None)?,
+        admin: crate::admin::admin_options(&args.admin, None, &crate::process_env)?,
+        otlp: crate::telemetry::otlp_settings(&args.telemetry, None, &crate::process_env)?,
         policy_files: vec![toolgate_console::PolicyFile {
             path: policy_path.clone(),
             scope: toolgate_console::Scope::Gateway,
@@ -139,7 +139,7 @@ fn plan_from_config(
     admin_args: &crate::admin::AdminFlags,
     telemetry_args: &crate::telemetry::TelemetryFlags,
 ) -> Result<Plan> {
-    let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
+    let config = match toolgate_config::load_config(path, &crate::process_env) {
         Ok(c) => c,
         Err(d) => {
             eprintln!("{d}");
@@ -191,8 +191,12 @@ fn plan_from_config(
             workers: 1,
         },
         state: state_args.resolve(Some(&config.state))?,
-        admin: crate::admin::admin_options(admin_args, config.admin.as_ref())?,
-        otlp: crate::telemetry::otlp_settings(telemetry_args, Some(&config.telemetry))?,
+        admin: crate::admin::admin_options(admin_args, config.admin.as_ref(), &crate::process_env)?,
+        otlp: crate::telemetry::otlp_settings(
+            telemetry_args,
+            Some(&config.telemetry),
+            &crate::process_env,
+        )?,
         policy_files: crate::console::config_policy_files(&config),
     })
 }
@@ -273,13 +277,11 @@ async fn serve_until_signal(
     let console = Arc::new(crate::console::ServeConsole {
         gateway: std::sync::OnceLock::new(),
         servers: g.servers.iter().map(|s| s.name.clone()).collect(),
-        files: policy_files,
-        audit_dir: host.audit_dir.clone(),
         reloads: reloads.clone(),
     });
     host.start_admin(
         approval_events.clone(),
-        console.clone(),
+        (console.clone(), policy_files),
         crate::telemetry::serve_upstreams(started.clone()),
         stop.wait(),
     )
@@ -433,7 +435,7 @@ async fn watch_config(
     audit: AuditSink,
     reloads: Arc<crate::console::Reloads>,
 ) {
-    let load = |p: &Path| toolgate_config::load_config(p, &|name| std::env::var(name).ok());
+    let load = |p: &Path| toolgate_config::load_config(p, &crate::process_env);
     let Ok(current) = load(&path) else { return };
     let (log, shown) = (audit.clone(), path.display().to_string());
     let apply = move |old: &toolgate_config::Config, config: &toolgate_config::Config| {

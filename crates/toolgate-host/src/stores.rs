@@ -5,7 +5,7 @@
 //! choices as the config file's `state` section.
 
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toolgate_config::{StateConfig, StateStore};
 use toolgate_policy::{CounterStore, FailMode, MemoryStore};
@@ -88,36 +88,33 @@ pub fn audit_dir(state: &StateConfig) -> Option<PathBuf> {
 /// Opens the approval store that goes with the counter store: in memory,
 /// `approvals.db` in the data directory, or Redis under the state prefix.
 pub fn open_approvals(state: &StateConfig) -> Result<Arc<dyn toolgate_approvals::ApprovalStore>> {
-    Ok(match &state.store {
-        StateStore::Memory => Arc::new(toolgate_approvals::MemoryApprovals::new()),
-        StateStore::Embedded => {
-            let dir = data_dir(state);
-            Arc::new(
-                toolgate_state_sqlite::SqliteApprovals::open(&dir).with_context(|| {
-                    format!("cannot open the approval store in {}", dir.display())
-                })?,
-            )
-        }
-        StateStore::Redis(url) => Arc::new(
-            toolgate_state_redis::RedisApprovals::connect(url, &state.prefix)
-                .with_context(|| format!("cannot use the Redis approval store {url}"))?,
-        ),
-    })
+    open_beside_counters::<dyn toolgate_approvals::ApprovalStore>(
+        state,
+        "approval store",
+        || Arc::new(toolgate_approvals::MemoryApprovals::new()),
+        |dir| Ok(Arc::new(toolgate_state_sqlite::SqliteApprovals::open(dir)?)),
+        |url, prefix| {
+            Ok(Arc::new(toolgate_state_redis::RedisApprovals::connect(
+                url, prefix,
+            )?))
+        },
+    )
 }
 
-/// Opens the pin store that goes with the state (pinned tool definitions).
+/// Opens the pin store that goes with the state (pinned tool definitions):
+/// in memory, `pins.db` in the data directory, or Redis under the state prefix.
 pub fn open_pins(state: &StateConfig) -> Result<Arc<dyn toolgate_pins::PinStore>> {
-    Ok(match &state.store {
-        StateStore::Memory => Arc::new(toolgate_pins::MemoryPins::new()),
-        StateStore::Embedded => {
-            let dir = data_dir(state);
-            Arc::new(toolgate_pins::SqlitePins::open(&dir).map_err(|e| anyhow::anyhow!("{e}"))?)
-        }
-        StateStore::Redis(url) => Arc::new(
-            toolgate_pins::RedisPins::connect(url, &state.prefix)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-    })
+    open_beside_counters::<dyn toolgate_pins::PinStore>(
+        state,
+        "pin store",
+        || Arc::new(toolgate_pins::MemoryPins::new()),
+        |dir| Ok(Arc::new(toolgate_state_sqlite::SqlitePins::open(dir)?)),
+        |url, prefix| {
+            Ok(Arc::new(toolgate_state_redis::RedisPins::connect(
+                url, prefix,
+            )?))
+        },
+    )
 }
 
 /// Opens the store of ended sessions that goes with the state: in memory,
@@ -127,19 +124,41 @@ pub fn open_pins(state: &StateConfig) -> Result<Arc<dyn toolgate_pins::PinStore>
 pub fn open_revocations(
     state: &StateConfig,
 ) -> Result<Arc<dyn toolgate_revocations::RevocationStore>> {
+    open_beside_counters::<dyn toolgate_revocations::RevocationStore>(
+        state,
+        "session store",
+        || Arc::new(toolgate_revocations::MemoryRevocations::new()),
+        |dir| {
+            Ok(Arc::new(toolgate_state_sqlite::SqliteRevocations::open(
+                dir,
+            )?))
+        },
+        |url, prefix| {
+            Ok(Arc::new(toolgate_state_redis::RedisRevocations::connect(
+                url, prefix,
+            )?))
+        },
+    )
+}
+
+/// One store of the state where the counters are: `memory()` for `--state
+/// memory`, `embedded(data dir)` or `redis(url, prefix)`; an error names
+/// the store (`what`) and where it was looked for.
+fn open_beside_counters<T: ?Sized>(
+    state: &StateConfig,
+    what: &str,
+    memory: impl FnOnce() -> Arc<T>,
+    embedded: impl FnOnce(&Path) -> Result<Arc<T>>,
+    redis: impl FnOnce(&str, &str) -> Result<Arc<T>>,
+) -> Result<Arc<T>> {
     Ok(match &state.store {
-        StateStore::Memory => Arc::new(toolgate_revocations::MemoryRevocations::new()),
+        StateStore::Memory => memory(),
         StateStore::Embedded => {
             let dir = data_dir(state);
-            Arc::new(
-                toolgate_state_sqlite::SqliteRevocations::open(&dir).with_context(|| {
-                    format!("cannot open the session store in {}", dir.display())
-                })?,
-            )
+            embedded(&dir)
+                .with_context(|| format!("cannot open the {what} in {}", dir.display()))?
         }
-        StateStore::Redis(url) => Arc::new(
-            toolgate_state_redis::RedisRevocations::connect(url, &state.prefix)
-                .with_context(|| format!("cannot use the Redis session store {url}"))?,
-        ),
+        StateStore::Redis(url) => redis(url, &state.prefix)
+            .with_context(|| format!("cannot use the Redis {what} {url}"))?,
     })
 }

@@ -13,23 +13,23 @@ use toolgate_telemetry::settings::{self, DEFAULT_SERVICE_NAME};
 use toolgate_telemetry::{ExportStats, Exporter, HttpUrl, Live, Metrics, OtlpSettings, Protocol};
 
 /// The OTLP flags as the user wrote them (`None`: not given).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TelemetryFlags {
+    /// Export a trace span of every tool call over OTLP/HTTP to this
+    /// collector, such as http://127.0.0.1:4318 or https://collector:4318
+    /// (spans go to URL/v1/traces)
+    /// [overrides telemetry.otlp.endpoint and OTEL_EXPORTER_OTLP_ENDPOINT]
+    #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// http/protobuf (the default) or http/json
+    /// [overrides telemetry.otlp.protocol and OTEL_EXPORTER_OTLP_PROTOCOL]
+    #[arg(long, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<String>,
 }
 
-/// Where spans go, from the flags, the config's `telemetry` section and the
-/// process environment; `None`: no traces.
+/// Where spans go, from the flags, the config's `telemetry` section and
+/// `env` ([`crate::process_env`]); `None`: no traces.
 pub fn otlp_settings(
-    args: &TelemetryFlags,
-    config: Option<&TelemetryConfig>,
-) -> Result<Option<OtlpSettings>> {
-    otlp_settings_with(args, config, &|name| std::env::var(name).ok())
-}
-
-/// [`otlp_settings`] with the environment passed in.
-fn otlp_settings_with(
     args: &TelemetryFlags,
     config: Option<&TelemetryConfig>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -201,7 +201,7 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         };
-        otlp_settings_with(&args, config, &env)
+        otlp_settings(&args, config, &env)
     }
 
     fn config() -> TelemetryConfig {

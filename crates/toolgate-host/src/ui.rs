@@ -2,13 +2,13 @@
 //! Redis, its servers scanned once at start.
 
 use crate::console::{config_policy_files, UiConsole};
+use crate::upstreams::Target;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use toolgate_console::{Console, PolicyFile, Scope, Server, ServerStatus, Tool};
-use toolgate_upstream::Transport;
 
 /// `toolgate ui` as the user asked for it.
 #[derive(Debug, Clone)]
@@ -27,13 +27,6 @@ pub struct UiFlags {
 }
 
 pub const DEFAULT_UI_LISTEN: &str = "127.0.0.1:8082";
-
-/// One server to scan: its name, how its tools are named, how to reach it.
-struct Target {
-    name: String,
-    prefix: Option<String>,
-    transport: Transport,
-}
 
 pub fn run(args: UiFlags) -> Result<u8> {
     match plan_ui(&args) {
@@ -73,27 +66,19 @@ fn ui_admin(
             ..crate::admin::AdminFlags::default()
         },
         config,
+        &crate::process_env,
     )?
     .context("the dashboard needs an admin token")
 }
 
 fn plan_ui(args: &UiFlags) -> Result<UiPlan> {
     if let Some(path) = &args.config {
-        let config = toolgate_config::load_config(path, &|name| std::env::var(name).ok())
+        let config = toolgate_config::load_config(path, &crate::process_env)
             .map_err(|d| anyhow::anyhow!("{d}\ncannot start the dashboard on an invalid config"))?;
         let admin = ui_admin(args, config.admin.as_ref())?;
-        let targets = config
-            .servers
-            .iter()
-            .map(|s| Target {
-                name: s.name.clone(),
-                prefix: s.prefix.clone(),
-                transport: crate::upstreams::transport_of(&s.transport),
-            })
-            .collect();
         return Ok(UiPlan {
             files: config_policy_files(&config),
-            targets,
+            targets: crate::upstreams::config_targets(&config),
             separator: config.separator.clone(),
             state: args.state.resolve(Some(&config.state))?,
             admin,
@@ -146,8 +131,6 @@ async fn serve_ui(args: UiFlags, plan: UiPlan) -> Result<u8> {
                 })
                 .collect(),
         ),
-        files: plan.files,
-        audit_dir,
     });
     let timeout = args.timeout.max(Duration::from_secs(1));
     {
@@ -194,7 +177,11 @@ async fn serve_ui(args: UiFlags, plan: UiPlan) -> Result<u8> {
             *backend.servers.lock().expect("servers lock") = servers;
         });
     }
-    let console = Arc::new(Console::new(backend));
+    let on_disk = toolgate_console::OnDisk {
+        policy_files: plan.files,
+        audit_dir,
+    };
+    let console = Arc::new(Console::new(backend, on_disk));
     let stop = crate::shutdown::Shutdown::listen()?;
     let listener = tokio::net::TcpListener::bind(plan.admin.listen)
         .await

@@ -11,6 +11,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use toolgate_upstream::{Backoff, Transport, Upstream, UpstreamEvent, UpstreamSpec};
 
+/// A server to reach as a client.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    /// The gateway-name prefix (with a config); `None`: the server's own names.
+    pub prefix: Option<String>,
+    pub transport: Transport,
+}
+
+/// The servers of a gateway config, as targets.
+pub fn config_targets(config: &toolgate_config::Config) -> Vec<Target> {
+    config
+        .servers
+        .iter()
+        .map(|s| Target {
+            name: s.name.clone(),
+            prefix: s.prefix.clone(),
+            transport: transport_of(&s.transport),
+        })
+        .collect()
+}
+
 /// The one server of the command line: `--upstream URL` or a command
 /// after `--`; `None` when neither or both are given.
 pub fn one_server(upstream: Option<&str>, command: &[String]) -> Option<Transport> {

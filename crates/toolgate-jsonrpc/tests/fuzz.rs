@@ -9,21 +9,14 @@
 //! written with random whitespace (bare CRs included), then mutated.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use serde_json::Value;
 use toolgate_jsonrpc::{
     check_strict, incoming, one_line, parse_strict, read_message, Id, Incoming, Read, StrictError,
 };
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
-    )
+    toolgate_fuzz::runner_with(cases, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
 }
 
 /// JSON whitespace, and the characters line readers break on besides.

@@ -8,14 +8,17 @@
 //! tool back (policy `pins.on_change: block`, the default) or only warns,
 //! until an operator accepts the change (`toolgate pins accept`).
 //!
-//! Stores: [`MemoryPins`], [`SqlitePins`] (`pins.db` in the data directory,
-//! shared by the gateway processes of a machine) and [`RedisPins`] (shared by
-//! replicas). Every operation is one atomic step.
+//! This crate owns the [`PinStore`] interface, the rule every store applies
+//! ([`apply`] on observing, [`accepted`] on accepting), the in-memory store
+//! [`MemoryPins`] and the behavioural [`suite`] every store passes. The
+//! shared stores live beside the other state: `SqlitePins` in
+//! toolgate-state-sqlite (`pins.db` in the data directory, shared by the
+//! gateway processes of a machine) and `RedisPins` in toolgate-state-redis
+//! (shared by replicas). Every operation of a store is one atomic step.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The parts of a definition that are pinned.
@@ -34,6 +37,11 @@ pub fn pinned_part(tool: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// The name a definition lists (empty when it has none).
+pub fn tool_name(tool: &Value) -> &str {
+    tool.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// SHA-256 (hex) of the canonical JSON of the pinned part.
@@ -102,13 +110,98 @@ pub trait PinStore: Send + Sync {
     fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError>;
 }
 
+/// What a gateway makes of one observation of a listed tool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// New, or the pinned definition: the tool is served.
+    Clear,
+    /// A changed definition: held back when the policies block changed
+    /// tools; `first` when this change was not seen before (it is then
+    /// logged and audited).
+    Changed { first: bool, held_back: bool },
+    /// The store could not be asked: held back unless the fail mode is open.
+    Unavailable { error: PinError, held_back: bool },
+}
+
+impl Finding {
+    /// The finding of `observed`; `block`: the policies that apply hold
+    /// changed tools back; `fail_open`: an unreachable store holds nothing back.
+    pub fn of(observed: Result<Observed, PinError>, block: bool, fail_open: bool) -> Finding {
+        match observed {
+            Ok(Observed::New | Observed::Same) => Finding::Clear,
+            Ok(Observed::Changed { first }) => Finding::Changed {
+                first,
+                held_back: block,
+            },
+            Err(error) => Finding::Unavailable {
+                error,
+                held_back: !fail_open,
+            },
+        }
+    }
+
+    pub fn held_back(&self) -> bool {
+        match self {
+            Finding::Clear => false,
+            Finding::Changed { held_back, .. } | Finding::Unavailable { held_back, .. } => {
+                *held_back
+            }
+        }
+    }
+
+    /// The warning of a change seen for the first time (`diff`: the
+    /// command that shows it).
+    pub fn warning(&self, server: &str, tool: &str, diff: &str) -> Option<String> {
+        let Finding::Changed {
+            first: true,
+            held_back,
+        } = self
+        else {
+            return None;
+        };
+        let what = if *held_back {
+            "held back until the change is accepted"
+        } else {
+            "allowed (pins.on_change: warn)"
+        };
+        Some(format!(
+            "tool {tool:?} of server {server:?} changed its definition since it was pinned: {what} ({diff})"
+        ))
+    }
+
+    /// The error of a definition that cannot be checked and is held back
+    /// for it (fail closed).
+    pub fn error(&self, tool: &str) -> Option<String> {
+        match self {
+            Finding::Unavailable {
+                error,
+                held_back: true,
+            } => Some(format!("pins: {error}; tool {tool:?} is held back")),
+            _ => None,
+        }
+    }
+
+    /// The audit record's decision for a change seen for the first time:
+    /// `pin_changed` when held back, `pin_changed_warn` when not.
+    pub fn audit_kind(&self) -> Option<&'static str> {
+        match self {
+            Finding::Changed {
+                first: true,
+                held_back,
+            } => Some(if *held_back {
+                "pin_changed"
+            } else {
+                "pin_changed_warn"
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The one rule every store applies: the pin after observing `tool` at `now`.
-fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, Observed) {
-    let name = tool
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+/// A store need not write the pin back when it is [`Observed::Same`].
+pub fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, Observed) {
+    let name = tool_name(tool).to_string();
     let fp = fingerprint(tool);
     match existing {
         None => (
@@ -149,7 +242,8 @@ fn apply(existing: Option<Pin>, server: &str, tool: &Value, now: u64) -> (Pin, O
     }
 }
 
-fn accepted(pin: Pin, expected: Option<&str>) -> Result<Pin, PinError> {
+/// The pin once its change is accepted (see [`PinStore::accept`]).
+pub fn accepted(pin: Pin, expected: Option<&str>) -> Result<Pin, PinError> {
     if let (Some(expected), Some(fp)) = (expected, pin.changed_fingerprint.as_deref()) {
         if !fp.starts_with(expected) || expected.len() < 8 {
             return Err(PinError::NotReviewed {
@@ -175,6 +269,7 @@ fn accepted(pin: Pin, expected: Option<&str>) -> Result<Pin, PinError> {
     }
 }
 
+/// Pins in this process only.
 #[derive(Default)]
 pub struct MemoryPins {
     pins: Mutex<HashMap<(String, String), Pin>>,
@@ -188,13 +283,8 @@ impl MemoryPins {
 
 impl PinStore for MemoryPins {
     fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
-        let name = tool
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
         let mut pins = self.pins.lock().expect("pins lock");
-        let key = (server.to_string(), name);
+        let key = (server.to_string(), tool_name(tool).to_string());
         let (pin, observed) = apply(pins.get(&key).cloned(), server, tool, now);
         pins.insert(key, pin);
         Ok(observed)
@@ -234,275 +324,10 @@ impl PinStore for MemoryPins {
     }
 }
 
-/// Pins in `pins.db` in the data directory (WAL; one transaction per operation).
-pub struct SqlitePins {
-    conn: Mutex<rusqlite::Connection>,
-    path: PathBuf,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> PinError {
-    PinError::Unavailable(e.to_string())
-}
-
-impl SqlitePins {
-    pub fn open(dir: &Path) -> Result<SqlitePins, PinError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
-        let path = dir.join("pins.db");
-        let conn = rusqlite::Connection::open(&path)
-            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS pins (server TEXT NOT NULL, tool TEXT NOT NULL, pin TEXT NOT NULL, PRIMARY KEY (server, tool))",
-        )
-        .map_err(unavailable)?;
-        Ok(SqlitePins {
-            conn: Mutex::new(conn),
-            path,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn read(
-        tx: &rusqlite::Transaction<'_>,
-        server: &str,
-        tool: &str,
-    ) -> Result<Option<Pin>, PinError> {
-        use rusqlite::OptionalExtension;
-        let text: Option<String> = tx
-            .query_row(
-                "SELECT pin FROM pins WHERE server = ?1 AND tool = ?2",
-                [server, tool],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        text.map(|t| serde_json::from_str(&t).map_err(unavailable))
-            .transpose()
-    }
-
-    fn write(tx: &rusqlite::Transaction<'_>, pin: &Pin) -> Result<(), PinError> {
-        let text = serde_json::to_string(pin).map_err(unavailable)?;
-        tx.execute(
-            "INSERT INTO pins (server, tool, pin) VALUES (?1, ?2, ?3) ON CONFLICT (server, tool) DO UPDATE SET pin = excluded.pin",
-            [pin.server.as_str(), pin.tool.as_str(), text.as_str()],
-        )
-        .map_err(unavailable)?;
-        Ok(())
-    }
-}
-
-impl PinStore for SqlitePins {
-    fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
-        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-        let mut conn = self.conn.lock().expect("pins lock");
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(unavailable)?;
-        let existing = Self::read(&tx, server, name)?;
-        let unchanged = existing
-            .as_ref()
-            .is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
-        let (pin, observed) = apply(existing, server, tool, now);
-        if !unchanged {
-            Self::write(&tx, &pin)?;
-        }
-        tx.commit().map_err(unavailable)?;
-        Ok(observed)
-    }
-
-    fn list(&self) -> Result<Vec<Pin>, PinError> {
-        let conn = self.conn.lock().expect("pins lock");
-        let mut stmt = conn
-            .prepare("SELECT pin FROM pins ORDER BY server, tool")
-            .map_err(unavailable)?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(unavailable)?;
-        rows.map(|t| {
-            t.map_err(unavailable)
-                .and_then(|t| serde_json::from_str(&t).map_err(unavailable))
-        })
-        .collect()
-    }
-
-    fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
-        let mut conn = self.conn.lock().expect("pins lock");
-        let tx = conn.transaction().map_err(unavailable)?;
-        Self::read(&tx, server, tool)
-    }
-
-    fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError> {
-        let mut conn = self.conn.lock().expect("pins lock");
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(unavailable)?;
-        let pin = Self::read(&tx, server, tool)?.ok_or_else(|| PinError::Unknown {
-            server: server.into(),
-            tool: tool.into(),
-        })?;
-        let pin = accepted(pin, expected)?;
-        Self::write(&tx, &pin)?;
-        tx.commit().map_err(unavailable)?;
-        Ok(pin)
-    }
-}
-
-/// Pins in Redis under `PREFIX:pin:SERVER` (a hash from tool name to pin),
-/// shared by replicas; each operation is a WATCH/MULTI transaction.
-pub struct RedisPins {
-    client: redis::Client,
-    prefix: String,
-}
-
-impl RedisPins {
-    pub fn connect(url: &str, prefix: &str) -> Result<RedisPins, PinError> {
-        Ok(RedisPins {
-            client: redis::Client::open(url).map_err(unavailable)?,
-            prefix: prefix.to_string(),
-        })
-    }
-
-    fn key(&self, server: &str) -> String {
-        format!("{}:pin:{server}", self.prefix)
-    }
-
-    fn conn(&self) -> Result<redis::Connection, PinError> {
-        self.client
-            .get_connection_with_timeout(std::time::Duration::from_millis(500))
-            .map_err(unavailable)
-    }
-
-    /// Read-modify-write of one pin, retried while another writer interferes.
-    fn update(
-        &self,
-        server: &str,
-        tool: &str,
-        f: impl Fn(Option<Pin>) -> Result<(Option<Pin>, Value), PinError>,
-    ) -> Result<Value, PinError> {
-        let mut conn = self.conn()?;
-        let key = self.key(server);
-        for _ in 0..20 {
-            redis::cmd("WATCH")
-                .arg(&key)
-                .query::<()>(&mut conn)
-                .map_err(unavailable)?;
-            let text: Option<String> = redis::cmd("HGET")
-                .arg(&key)
-                .arg(tool)
-                .query(&mut conn)
-                .map_err(unavailable)?;
-            let existing = text
-                .map(|t| serde_json::from_str(&t).map_err(unavailable))
-                .transpose()?;
-            let (write, out) = match f(existing) {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = redis::cmd("UNWATCH").query::<()>(&mut conn);
-                    return Err(e);
-                }
-            };
-            let Some(pin) = write else {
-                redis::cmd("UNWATCH")
-                    .query::<()>(&mut conn)
-                    .map_err(unavailable)?;
-                return Ok(out);
-            };
-            let text = serde_json::to_string(&pin).map_err(unavailable)?;
-            let done: Option<Vec<i64>> = redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(&key)
-                .arg(tool)
-                .arg(text)
-                .query(&mut conn)
-                .map_err(unavailable)?;
-            if done.is_some() {
-                return Ok(out);
-            }
-        }
-        Err(unavailable("too many concurrent updates of one pin"))
-    }
-}
-
-impl PinStore for RedisPins {
-    fn observe(&self, server: &str, tool: &Value, now: u64) -> Result<Observed, PinError> {
-        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-        let out = self.update(server, name, |existing| {
-            let unchanged = existing
-                .as_ref()
-                .is_some_and(|p| p.pinned_fingerprint == fingerprint(tool) && !p.is_changed());
-            let (pin, observed) = apply(existing, server, tool, now);
-            let code = match observed {
-                Observed::New => json!("new"),
-                Observed::Same => json!("same"),
-                Observed::Changed { first } => json!({"changed": first}),
-            };
-            Ok(((!unchanged).then_some(pin), code))
-        })?;
-        Ok(match out {
-            Value::String(s) if s == "new" => Observed::New,
-            Value::String(_) => Observed::Same,
-            other => Observed::Changed {
-                first: other["changed"].as_bool().unwrap_or(true),
-            },
-        })
-    }
-
-    fn list(&self) -> Result<Vec<Pin>, PinError> {
-        let mut conn = self.conn()?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:pin:*", self.prefix))
-            .query(&mut conn)
-            .map_err(unavailable)?;
-        let mut out = Vec::new();
-        for key in keys {
-            let values: Vec<String> = redis::cmd("HVALS")
-                .arg(&key)
-                .query(&mut conn)
-                .map_err(unavailable)?;
-            for v in values {
-                out.push(serde_json::from_str::<Pin>(&v).map_err(unavailable)?);
-            }
-        }
-        out.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
-        Ok(out)
-    }
-
-    fn get(&self, server: &str, tool: &str) -> Result<Option<Pin>, PinError> {
-        let mut conn = self.conn()?;
-        let text: Option<String> = redis::cmd("HGET")
-            .arg(self.key(server))
-            .arg(tool)
-            .query(&mut conn)
-            .map_err(unavailable)?;
-        text.map(|t| serde_json::from_str(&t).map_err(unavailable))
-            .transpose()
-    }
-
-    fn accept(&self, server: &str, tool: &str, expected: Option<&str>) -> Result<Pin, PinError> {
-        let out = self.update(server, tool, |existing| {
-            let pin = existing.ok_or_else(|| PinError::Unknown {
-                server: server.into(),
-                tool: tool.into(),
-            })?;
-            let pin = accepted(pin, expected)?;
-            let value = serde_json::to_value(&pin).map_err(unavailable)?;
-            Ok((Some(pin), value))
-        })?;
-        serde_json::from_value(out).map_err(unavailable)
-    }
-}
-
 /// One suite for every pin store.
 pub mod suite {
     use super::*;
+    use serde_json::json;
     use std::sync::Arc;
 
     fn tool(description: &str) -> Value {
@@ -590,5 +415,42 @@ pub mod suite {
             Observed::Changed { first: false }
         );
         assert!(store.get("srv", "send").unwrap().unwrap().is_changed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_holds_back_what_the_policy_and_the_fail_mode_say() {
+        let changed = |first| Ok(Observed::Changed { first });
+        let down = || Err(PinError::Unavailable("down".into()));
+        assert!(!Finding::of(Ok(Observed::New), true, false).held_back());
+        let first = Finding::of(changed(true), true, false);
+        assert!(first.held_back());
+        assert_eq!(first.audit_kind(), Some("pin_changed"));
+        assert_eq!(
+            first.warning("s", "t", "toolgate pins diff").as_deref(),
+            Some("tool \"t\" of server \"s\" changed its definition since it was pinned: held back until the change is accepted (toolgate pins diff)")
+        );
+        let warned = Finding::of(changed(true), false, false);
+        assert!(!warned.held_back());
+        assert_eq!(warned.audit_kind(), Some("pin_changed_warn"));
+        let again = Finding::of(changed(false), true, false);
+        assert!(again.held_back());
+        assert_eq!(
+            (again.warning("s", "t", "d"), again.audit_kind()),
+            (None, None)
+        );
+        let closed = Finding::of(down(), true, false);
+        assert!(closed.held_back());
+        assert_eq!(
+            closed.error("t").as_deref(),
+            Some("pins: pin store unavailable: down; tool \"t\" is held back")
+        );
+        let open = Finding::of(down(), true, true);
+        assert!(!open.held_back());
+        assert_eq!(open.error("t"), None);
     }
 }

@@ -7,25 +7,10 @@
 //! take time linear in their size.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_fuzz::{Mutations, Rng};
 
 use toolgate_policy::{parse_policy, Format};
-
-/// xorshift64*: small, seeded, the same inputs on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -121,59 +106,15 @@ const TOKENS: &[&str] = &[
     "@",
 ];
 
+const MUTATIONS: Mutations<'_> = Mutations {
+    tokens: TOKENS,
+    openings: &["[", "{\"a\": "],
+    max_nesting: 200,
+    max_digits: Some(5_000),
+};
+
 fn mutate(rng: &mut Rng, seed: &str) -> String {
-    let mut bytes = seed.as_bytes().to_vec();
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(8) {
-            0 if !bytes.is_empty() => {
-                let i = at.min(bytes.len() - 1);
-                bytes[i] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                bytes.splice(at..at, token.bytes());
-            }
-            2 if !bytes.is_empty() => {
-                let end = (at + 1 + rng.below(16)).min(bytes.len());
-                bytes.drain(at.min(end)..end);
-            }
-            3 => {
-                let end = (at + 1 + rng.below(32)).min(bytes.len());
-                let copy = bytes[at.min(end)..end].to_vec();
-                bytes.splice(at..at, copy);
-            }
-            4 | 5 => {
-                // Whole lines: delete, duplicate or swap one.
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let mut lines: Vec<&str> = text.lines().collect();
-                if !lines.is_empty() {
-                    let i = rng.below(lines.len());
-                    match rng.below(3) {
-                        0 => {
-                            lines.remove(i);
-                        }
-                        1 => lines.insert(i, lines[i]),
-                        _ => {
-                            let j = rng.below(lines.len());
-                            lines.swap(i, j);
-                        }
-                    }
-                }
-                bytes = lines.join("\n").into_bytes();
-            }
-            6 => {
-                let n = 1 + rng.below(200);
-                let open = if rng.below(2) == 0 { "[" } else { "{\"a\": " };
-                bytes.splice(at..at, open.repeat(n).bytes());
-            }
-            _ => {
-                let digits = "9".repeat(1 + rng.below(5_000));
-                bytes.splice(at..at, digits.bytes());
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
+    MUTATIONS.mutate(rng, seed)
 }
 
 /// Reads `text` both ways; the text of the first panic, if any.
@@ -195,48 +136,25 @@ fn mutated_policies_never_panic() {
     for seed in &seeds {
         assert!(panics(seed).is_none());
     }
-    let mut rng = Rng(0x7001_6a7e);
-    let started = Instant::now();
-    let mut found = Vec::new();
-    let mut rounds = 0;
-    while rounds < 20_000 && started.elapsed() < Duration::from_secs(4) {
+    toolgate_fuzz::rounds(0x7001_6a7e, |rng| {
         let seed = &seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, seed);
-        found.extend(panics(&input));
-        rounds += 1;
-    }
-    assert!(rounds >= 500, "only {rounds} rounds");
-    assert!(
-        found.is_empty(),
-        "{} panics, the first: {}",
-        found.len(),
-        found[0]
-    );
+        let input = mutate(rng, seed);
+        panics(&input)
+    });
 }
 
 /// The best of three timings of `f(n)`.
 fn time(f: &dyn Fn(usize) -> String, n: usize, format: Format) -> Duration {
     let input = f(n);
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            let _ = std::hint::black_box(parse_policy(&input, format, "big"));
-            started.elapsed()
-        })
-        .min()
-        .unwrap()
+    toolgate_fuzz::best_of_three(|| {
+        let _ = std::hint::black_box(parse_policy(&input, format, "big"));
+    })
 }
 
-/// Reading 10× the input takes at most ~10× as long; the bound is 40× to
-/// stay clear of timing noise, and still fails a quadratic path (100×).
+/// Reading 10× the input takes at most ~10× as long (see
+/// [`toolgate_fuzz::assert_linear`]).
 fn assert_linear(what: &str, f: &dyn Fn(usize) -> String, n: usize, format: Format) {
-    let small = time(f, n / 10, format);
-    let large = time(f, n, format);
-    assert!(
-        large <= small * 40 + Duration::from_millis(20),
-        "{what} ({format:?}): n = {n} took {large:?}, n = {} took {small:?}",
-        n / 10
-    );
+    toolgate_fuzz::assert_linear(&format!("{what} ({format:?})"), n, |n| time(f, n, format));
 }
 
 fn many_tools_json(n: usize) -> String {

@@ -28,7 +28,7 @@ impl Gateway {
         params: Value,
         relayed: Option<Box<Relayed>>,
     ) -> Reply {
-        let received = Instant::now();
+        let received = toolgate_clock::monotonic_now();
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Reply::Json(error_response(
                 id,

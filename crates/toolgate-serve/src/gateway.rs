@@ -20,11 +20,12 @@ pub use crate::sessions::SessionRefused;
 use crate::upstreams::{AnyUpstream, Upstream};
 use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use toolgate_approvals::{ApprovalEvents, ApprovalStore};
 use toolgate_audit::{AuditSink, LogLevel};
 use toolgate_call::answer::Era;
+use toolgate_clock::monotonic_now;
 use toolgate_clock::Clock;
 use toolgate_policy::{CounterStore, Policy};
 use toolgate_upstream::{RpcError, UpstreamEvent, UpstreamSpec};
@@ -259,9 +260,9 @@ impl Gateway {
             audit: opts.audit,
             audit_args: opts.audit_args,
         });
-        let deadline = Instant::now() + opts.startup_timeout;
+        let deadline = monotonic_now() + opts.startup_timeout;
         for (index, server) in gateway.servers.iter().enumerate() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(monotonic_now());
             if server.upstream.wait_ready(left).await {
                 gateway.probe_twin(index).await;
                 gateway.refresh(index).await;

@@ -76,7 +76,7 @@ impl Gateway {
         let key = (server, session.to_string());
         let mut instances = self.instances.map.lock().await;
         if let Some(instance) = instances.get_mut(&key) {
-            instance.last_used = Instant::now();
+            instance.last_used = toolgate_clock::monotonic_now();
             return Ok(instance.upstream.clone());
         }
         // Its own events: list changes of one instance concern its session only.
@@ -114,7 +114,7 @@ impl Gateway {
             key,
             Instance {
                 upstream: upstream.clone(),
-                last_used: Instant::now(),
+                last_used: toolgate_clock::monotonic_now(),
             },
         );
         drop(instances);

@@ -5,6 +5,7 @@ use crate::gateway::Gateway;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
 use toolgate_audit::{LogLevel, Record};
+use toolgate_pins::Finding;
 use toolgate_policy::Policy;
 
 /// The pin store, and the tools held back because their definition changed
@@ -46,46 +47,29 @@ impl Gateway {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            match self.pins.store.observe(&server.name, tool, now) {
-                Ok(toolgate_pins::Observed::Changed { first }) => {
-                    if first {
-                        self.audit.log(
-                            LogLevel::Warn,
-                            &format!(
-                                "tool {name:?} of server {:?} changed its definition since it was pinned: {} (toolgate pins diff {}/{name})",
-                                server.name,
-                                if block { "held back until the change is accepted" } else { "allowed (pins.on_change: warn)" },
-                                server.name
-                            ),
-                        );
-                        if self.audit.enabled() {
-                            self.audit.record(Record::pin_changed(
-                                now,
-                                (String::new(), String::new()),
-                                &server.name,
-                                name,
-                                if block {
-                                    "pin_changed"
-                                } else {
-                                    "pin_changed_warn"
-                                },
-                            ));
-                        }
-                    }
-                    if block {
-                        held.insert((index, name.to_string()));
-                    }
-                }
-                Ok(_) => {}
-                Err(_) if self.pins.fail_open => {}
-                Err(e) => {
-                    // Fail closed: a definition that cannot be checked is held back.
-                    self.audit.log(
-                        LogLevel::Error,
-                        &format!("pins: {e}; tool {name:?} is held back"),
-                    );
-                    held.insert((index, name.to_string()));
-                }
+            let finding = Finding::of(
+                self.pins.store.observe(&server.name, tool, now),
+                block,
+                self.pins.fail_open,
+            );
+            let diff = format!("toolgate pins diff {}/{name}", server.name);
+            if let Some(line) = finding.warning(&server.name, name, &diff) {
+                self.audit.log(LogLevel::Warn, &line);
+            }
+            if let Some(line) = finding.error(name) {
+                self.audit.log(LogLevel::Error, &line);
+            }
+            if let (Some(kind), true) = (finding.audit_kind(), self.audit.enabled()) {
+                self.audit.record(Record::pin_changed(
+                    now,
+                    (String::new(), String::new()),
+                    &server.name,
+                    name,
+                    kind,
+                ));
+            }
+            if finding.held_back() {
+                held.insert((index, name.to_string()));
             }
         }
     }

@@ -69,11 +69,13 @@
 
 mod approvals;
 mod link;
+mod pins;
 mod revocations;
 mod script;
 pub mod server;
 
 pub use approvals::{RedisApprovals, GRACE_MS};
+pub use pins::RedisPins;
 pub use revocations::RedisRevocations;
 use toolgate_policy::{BoxFuture, CounterStore, Draw, FailMode, Grant, Millis, Refusal};
 

@@ -196,7 +196,7 @@ impl Shared {
             return Ok(current);
         }
         if let Some(retry_at) = attempts.retry_at {
-            if Instant::now() < retry_at {
+            if toolgate_clock::monotonic_now() < retry_at {
                 return Err(LinkError::Unreachable(attempts.last_error.clone()));
             }
         }
@@ -212,7 +212,7 @@ impl Shared {
             Ok(Err(e)) => describe(&e, &self.options),
             Err(_) => format!("no connection within {} ms", timeout.as_millis()),
         };
-        attempts.retry_at = Some(Instant::now() + self.options.cooldown);
+        attempts.retry_at = Some(toolgate_clock::monotonic_now() + self.options.cooldown);
         attempts.last_error.clone_from(&error);
         Err(LinkError::Unreachable(error))
     }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ConnectionOptions;
 
@@ -117,7 +117,7 @@ impl RedisServer {
                 io::ErrorKind::NotFound => ServerError::NotInstalled,
                 _ => ServerError::Spawn(e),
             })?;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = toolgate_clock::monotonic_now() + START_TIMEOUT;
         loop {
             if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
                 self.child = Some(child);
@@ -129,7 +129,7 @@ impl RedisServer {
                     status,
                 });
             }
-            if Instant::now() > deadline {
+            if toolgate_clock::monotonic_now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(ServerError::NotListening {
@@ -137,7 +137,7 @@ impl RedisServer {
                     seconds: START_TIMEOUT.as_secs(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(5));
+            toolgate_clock::sleep(Duration::from_millis(5));
         }
     }
 }

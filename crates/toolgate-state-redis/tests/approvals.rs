@@ -244,13 +244,16 @@ fn every_operation_is_unavailable_while_redis_is_down_and_works_when_it_is_back(
     unavailable(store.consume(&r.key, T0 + 1).map(drop), "consume");
 
     server.restart().expect("restart");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(5);
     loop {
         match store.request(&new(json!({"n": 3})), T0) {
             Ok(_) => break,
             Err(ApprovalError::Unavailable(why)) => {
-                assert!(std::time::Instant::now() < deadline, "still down: {why}");
-                std::thread::sleep(Duration::from_millis(20));
+                assert!(
+                    toolgate_clock::monotonic_now() < deadline,
+                    "still down: {why}"
+                );
+                toolgate_clock::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("{e}"),
         }
@@ -264,7 +267,7 @@ fn a_server_that_never_answers_is_unavailable_at_once() {
     let port = free_port().expect("port");
     let store = RedisApprovals::connect(&format!("redis://127.0.0.1:{port}/0"), "t").expect("url");
     assert_eq!(store.address(), format!("127.0.0.1:{port}"));
-    let started = std::time::Instant::now();
+    let started = toolgate_clock::monotonic_now();
     assert!(matches!(
         store.list(true, T0),
         Err(ApprovalError::Unavailable(_))

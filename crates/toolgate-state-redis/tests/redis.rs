@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use toolgate_policy::{CounterStore, Draw, FailMode, Grant, MemoryStore, Refusal, RuleRef};
 use toolgate_state_redis::server::{free_port, quick_options, unique_prefix, RedisServer};
@@ -53,12 +53,15 @@ fn redis(server: &RedisServer) -> redis::Connection {
 
 /// Calls `acquire` until Redis answers again (at most 5 s).
 fn until_reachable(store: &RedisStore, d: &[Draw], now: u64) -> Result<Grant, Refusal> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(5);
     loop {
         match store.acquire(d, now) {
             Err(Refusal::Unavailable(why)) => {
-                assert!(Instant::now() < deadline, "still unavailable: {why}");
-                std::thread::sleep(Duration::from_millis(20));
+                assert!(
+                    toolgate_clock::monotonic_now() < deadline,
+                    "still unavailable: {why}"
+                );
+                toolgate_clock::sleep(Duration::from_millis(20));
             }
             other => return other,
         }
@@ -157,7 +160,7 @@ fn keys_expire_with_their_window() {
     let short = draw("short", 10.0, 1.0, 100);
     assert!(admitted(&store.acquire(std::slice::from_ref(&short), T0)));
     let log = store.log_key(&short.key);
-    std::thread::sleep(Duration::from_millis(300));
+    toolgate_clock::sleep(Duration::from_millis(300));
     let left: i64 = redis::cmd("EXISTS")
         .arg(&log)
         .arg(format!("{log}:sum"))
@@ -231,7 +234,7 @@ fn fails_closed_while_redis_is_down_and_recovers_on_restart() {
 
     server.stop();
     let expected = format!("redis at 127.0.0.1:{} unreachable: ", server.port());
-    let started = Instant::now();
+    let started = toolgate_clock::monotonic_now();
     for i in 0..20 {
         match store.acquire(&d, T0 + 1 + i) {
             Err(Refusal::Unavailable(why)) => assert!(why.starts_with(&expected), "{why}"),
@@ -270,14 +273,17 @@ fn fails_open_while_redis_is_down_and_counts_again_on_restart() {
 
     server.restart().expect("restart on the same port");
     // Fail open hides the outage, so wait for the counting to come back.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(5);
     loop {
         let grant = store.acquire(&d, T0 + 100).expect("fail open admits");
         if !grant.taken.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "never counted again");
-        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            toolgate_clock::monotonic_now() < deadline,
+            "never counted again"
+        );
+        toolgate_clock::sleep(Duration::from_millis(20));
     }
     assert!(!admitted(&store.acquire(&d, T0 + 101)), "counting again");
 }
@@ -317,7 +323,7 @@ fn waits_are_bounded_when_redis_does_not_answer() {
     };
     let store = RedisStore::connect_with(&url, &prefix(), FailMode::Closed, options).unwrap();
     let d = [draw("silent", 1.0, 1.0, MINUTE)];
-    let started = Instant::now();
+    let started = toolgate_clock::monotonic_now();
     match store.acquire(&d, T0) {
         Err(Refusal::Unavailable(why)) => assert!(why.contains("unreachable"), "{why}"),
         other => panic!("{other:?}"),
@@ -328,7 +334,7 @@ fn waits_are_bounded_when_redis_does_not_answer() {
         started.elapsed()
     );
     for i in 0..20 {
-        let started = Instant::now();
+        let started = toolgate_clock::monotonic_now();
         assert!(matches!(
             store.acquire(&d, T0 + i),
             Err(Refusal::Unavailable(_))
@@ -420,7 +426,7 @@ async fn acquire_async_does_not_block_the_runtime() {
         silent.local_addr().unwrap().port()
     );
     let store = RedisStore::connect(&url, &prefix(), FailMode::Closed).unwrap();
-    let started = Instant::now();
+    let started = toolgate_clock::monotonic_now();
     let tick = async {
         tokio::time::sleep(Duration::from_millis(10)).await;
         started.elapsed()

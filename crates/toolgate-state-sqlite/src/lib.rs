@@ -20,6 +20,8 @@
 //!   [`toolgate_revocations::RevocationStore`] of ended sessions in
 //!   `DIR/revocations.db` (`DELETE /mcp` on one `toolgate serve` process is
 //!   seen by every process sharing the directory).
+//! - `pins`: [`SqlitePins`], the [`toolgate_pins::PinStore`] of pinned
+//!   tool definitions in `DIR/pins.db`.
 //! - `state-bench-sqlite` (a binary, `src/bin/state-bench.rs`): decision
 //!   latency and throughput of this store alone.
 //!
@@ -85,12 +87,14 @@
 
 mod approvals;
 mod db;
+mod pins;
 mod revocations;
 mod store;
 
 use std::path::PathBuf;
 
 pub use approvals::{SqliteApprovals, APPROVALS_DB_FILE, RETENTION_MS};
+pub use pins::{SqlitePins, PINS_DB_FILE};
 pub use revocations::{SqliteRevocations, REVOCATIONS_DB_FILE};
 pub use store::{Options, SqliteStore, DB_FILE};
 

@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{say, ChildTest, Roles};
 use toolgate_policy::{CounterStore, Draw, FailMode, Grant, Millis, Refusal, RuleRef};
@@ -121,7 +121,7 @@ fn kill_9_keeps_what_was_taken() {
         assert_eq!(admit_count(&store, &d, 3, T0), 3);
         say("taken 3");
         // Bounded, in case the parent is gone; the parent kills it first.
-        std::thread::sleep(Duration::from_secs(60));
+        toolgate_clock::sleep(Duration::from_secs(60));
         std::process::exit(3);
     }
 
@@ -157,10 +157,13 @@ fn four_processes_share_one_budget_exactly() {
         let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
         say("ready");
         let go = dir.join("go");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(30);
         while !go.exists() {
-            assert!(Instant::now() < deadline, "the parent never said go");
-            std::thread::sleep(Duration::from_micros(100));
+            assert!(
+                toolgate_clock::monotonic_now() < deadline,
+                "the parent never said go"
+            );
+            toolgate_clock::sleep(Duration::from_micros(100));
         }
         let admitted = admit_count(&store, &d, 200, T0);
         say(&format!("admitted {admitted}"));

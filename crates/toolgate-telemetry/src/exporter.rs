@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use toolgate_clock::monotonic_now;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::Agent;
 
@@ -126,16 +127,16 @@ fn run(
     let mut down_until: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        let deadline = Instant::now() + BATCH_DELAY;
+        let deadline = monotonic_now() + BATCH_DELAY;
         while batch.len() < MAX_BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(monotonic_now());
             match rx.recv_timeout(left) {
                 Ok(span) => batch.push(span),
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         let n = batch.len() as u64;
-        if down_until.is_some_and(|t| Instant::now() < t) {
+        if down_until.is_some_and(|t| monotonic_now() < t) {
             stats.failed.fetch_add(n, Ordering::Relaxed);
             unlogged += 1;
             continue;
@@ -151,7 +152,7 @@ fn run(
                 stats.exported.fetch_add(n, Ordering::Relaxed);
             }
             Err(why) => {
-                down_until = Some(Instant::now() + RETRY_AFTER);
+                down_until = Some(monotonic_now() + RETRY_AFTER);
                 stats.failed.fetch_add(n, Ordering::Relaxed);
                 unlogged += 1;
                 if last_log.map_or(true, |t| t.elapsed() >= LOG_EVERY) {
@@ -164,7 +165,7 @@ fn run(
                         "cannot export {n} span(s) to {}: {why}; traces are dropped until the collector answers{more}",
                         settings.url
                     ));
-                    last_log = Some(Instant::now());
+                    last_log = Some(monotonic_now());
                     unlogged = 0;
                 }
             }
@@ -262,7 +263,7 @@ mod tests {
             if f() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            toolgate_clock::sleep(Duration::from_millis(10));
         }
         panic!("{what}");
     }
@@ -332,16 +333,22 @@ mod tests {
             exporter.stats().exported.load(Ordering::Relaxed) == 2
         });
         let request = lower_head(&got.lock().unwrap());
+        assert_posted(&request, "application/json");
+        assert!(request.contains(&"01".repeat(16)) && request.contains(&"02".repeat(16)));
+    }
+
+    /// `request` (its head lower-cased) is a POST of spans of `content_type`
+    /// to /v1/traces with the configured header.
+    fn assert_posted(request: &str, content_type: &str) {
         assert!(
             request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
             "{request}"
         );
         assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
         assert!(
-            request.contains("content-type: application/json"),
+            request.contains(&format!("content-type: {content_type}")),
             "{request}"
         );
-        assert!(request.contains(&"01".repeat(16)) && request.contains(&"02".repeat(16)));
     }
 
     /// A TLS collector on loopback with a self-signed certificate for
@@ -392,15 +399,7 @@ mod tests {
         let requests = got.lock().unwrap();
         assert_eq!(requests.len(), 1);
         let request = lower_head(&requests[0]);
-        assert!(
-            request.starts_with("POST /v1/traces HTTP/1.1\r\n"),
-            "{request}"
-        );
-        assert!(request.contains("\r\nx-key: k1\r\n"), "{request}");
-        assert!(
-            request.contains("content-type: application/x-protobuf"),
-            "{request}"
-        );
+        assert_posted(&request, "application/x-protobuf");
         assert!(request.contains("s7"), "{request}");
     }
 

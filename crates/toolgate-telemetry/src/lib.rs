@@ -173,27 +173,18 @@ mod tests {
 
     fn record(traceparent: Option<&str>, outcome: Outcome) -> Record {
         Record {
-            time: 0,
             grant: "g".into(),
             session: "s1".into(),
-            server: None,
-            tool: "echo".into(),
-            decision: "allow",
             rule: "tools.echo".into(),
-            reason: None,
-            counters: Vec::new(),
             decision_us: 4.0,
             latency_ms: Some(2.0),
-            outcome,
-            args_sha256: String::new(),
-            args: None,
             trace: Some(Box::new(CallTrace {
                 traceparent: traceparent.map(str::to_string),
                 tracestate: Some("k=v".into()),
                 start_unix_ns: 1_000,
                 protocol_version: Some("2025-11-25".into()),
             })),
-            intent: None,
+            ..Record::new("echo", "allow", outcome)
         }
     }
 

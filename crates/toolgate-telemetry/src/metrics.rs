@@ -163,136 +163,121 @@ impl Metrics {
     pub fn render(&self, live: &Live) -> String {
         let state = self.state.lock().expect("metrics lock");
         let mut e = Exposition::new();
-        e.family(
-            "toolgate_build_info",
-            "The toolgate version serving; always 1.",
+        family(
+            &mut e,
+            (
+                "toolgate_build_info",
+                "The toolgate version serving; always 1.",
+            ),
             Kind::Gauge,
+            ["version"],
+            [([env!("CARGO_PKG_VERSION")], 1.0)],
         );
-        e.sample(
-            "toolgate_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1.0,
-        );
-
-        e.family(
-            "toolgate_tool_calls_total",
-            "tools/call requests answered, by server, tool, grant and decision.",
-            Kind::Counter,
-        );
-        for ([server, tool, grant, decision], n) in &state.calls {
-            e.sample(
+        family(
+            &mut e,
+            (
                 "toolgate_tool_calls_total",
-                &[
-                    ("server", server),
-                    ("tool", tool),
-                    ("grant", grant),
-                    ("decision", decision),
-                ],
-                *n as f64,
-            );
-        }
-
-        e.family(
-            "toolgate_upstream_calls_total",
-            "Allowed calls forwarded to a server, by server and outcome (ok, error, no_response).",
+                "tools/call requests answered, by server, tool, grant and decision.",
+            ),
             Kind::Counter,
+            ["server", "tool", "grant", "decision"],
+            state
+                .calls
+                .iter()
+                .map(|(labels, n)| (labels.each_ref().map(String::as_str), *n as f64)),
         );
-        for ([server, outcome], n) in &state.outcomes {
-            e.sample(
+        family(
+            &mut e,
+            (
                 "toolgate_upstream_calls_total",
-                &[("server", server), ("outcome", outcome)],
-                *n as f64,
-            );
-        }
-
-        e.family(
-            "toolgate_decision_duration_seconds",
-            "Time from receiving a tools/call to its decision (policy, counters), by decision.",
-            Kind::Histogram,
-        );
-        for (decision, h) in &state.decision {
-            e.histogram(
-                "toolgate_decision_duration_seconds",
-                &[("decision", decision)],
-                DECISION_BUCKETS,
-                &h.counts,
-                h.overflow,
-                h.sum,
-            );
-        }
-
-        e.family(
-            "toolgate_upstream_duration_seconds",
-            "Time from the decision to the server's answer, for forwarded calls, by server.",
-            Kind::Histogram,
-        );
-        for (server, h) in &state.upstream {
-            e.histogram(
-                "toolgate_upstream_duration_seconds",
-                &[("server", server)],
-                UPSTREAM_BUCKETS,
-                &h.counts,
-                h.overflow,
-                h.sum,
-            );
-        }
-
-        e.family(
-            "toolgate_counter_used",
-            "Units in a policy counter's window after the last call admitted, by counter and grant.",
-            Kind::Gauge,
-        );
-        for ([counter, grant], (used, _)) in &state.counters {
-            e.sample(
-                "toolgate_counter_used",
-                &[("counter", counter), ("grant", grant)],
-                *used,
-            );
-        }
-        e.family(
-            "toolgate_counter_limit",
-            "A policy counter's max per window, by counter and grant.",
-            Kind::Gauge,
-        );
-        for ([counter, grant], (_, max)) in &state.counters {
-            e.sample(
-                "toolgate_counter_limit",
-                &[("counter", counter), ("grant", grant)],
-                *max,
-            );
-        }
-
-        if let Some(pending) = live.approvals_pending {
-            e.family(
-                "toolgate_approvals_pending",
-                "Approval requests waiting for a decision.",
-                Kind::Gauge,
-            );
-            e.sample("toolgate_approvals_pending", &[], pending as f64);
-        }
-
-        e.family(
-            "toolgate_upstream_up",
-            "Whether an upstream server is connected (1) or not (0).",
-            Kind::Gauge,
-        );
-        for (server, up) in &live.upstreams {
-            e.sample(
-                "toolgate_upstream_up",
-                &[("server", server)],
-                f64::from(u8::from(*up)),
-            );
-        }
-
-        e.family(
-            "toolgate_metrics_tools_folded_total",
-            "Calls whose tool label was folded into \"(other)\" (more distinct tool names than the cap).",
+                "Allowed calls forwarded to a server, by server and outcome (ok, error, no_response).",
+            ),
             Kind::Counter,
+            ["server", "outcome"],
+            state
+                .outcomes
+                .iter()
+                .map(|(labels, n)| (labels.each_ref().map(String::as_str), *n as f64)),
         );
-        e.sample(
-            "toolgate_metrics_tools_folded_total",
-            &[],
-            state.tools_folded as f64,
+        histograms(
+            &mut e,
+            (
+                "toolgate_decision_duration_seconds",
+                "Time from receiving a tools/call to its decision (policy, counters), by decision.",
+            ),
+            "decision",
+            DECISION_BUCKETS,
+            &state.decision,
+        );
+        histograms(
+            &mut e,
+            (
+                "toolgate_upstream_duration_seconds",
+                "Time from the decision to the server's answer, for forwarded calls, by server.",
+            ),
+            "server",
+            UPSTREAM_BUCKETS,
+            &state.upstream,
+        );
+        family(
+            &mut e,
+            (
+                "toolgate_counter_used",
+                "Units in a policy counter's window after the last call admitted, by counter and grant.",
+            ),
+            Kind::Gauge,
+            ["counter", "grant"],
+            state
+                .counters
+                .iter()
+                .map(|(labels, (used, _))| (labels.each_ref().map(String::as_str), *used)),
+        );
+        family(
+            &mut e,
+            (
+                "toolgate_counter_limit",
+                "A policy counter's max per window, by counter and grant.",
+            ),
+            Kind::Gauge,
+            ["counter", "grant"],
+            state
+                .counters
+                .iter()
+                .map(|(labels, (_, max))| (labels.each_ref().map(String::as_str), *max)),
+        );
+        if let Some(pending) = live.approvals_pending {
+            family(
+                &mut e,
+                (
+                    "toolgate_approvals_pending",
+                    "Approval requests waiting for a decision.",
+                ),
+                Kind::Gauge,
+                [],
+                [([], pending as f64)],
+            );
+        }
+        family(
+            &mut e,
+            (
+                "toolgate_upstream_up",
+                "Whether an upstream server is connected (1) or not (0).",
+            ),
+            Kind::Gauge,
+            ["server"],
+            live.upstreams
+                .iter()
+                .map(|(server, up)| ([server.as_str()], f64::from(u8::from(*up)))),
+        );
+        family(
+            &mut e,
+            (
+                "toolgate_metrics_tools_folded_total",
+                "Calls whose tool label was folded into \"(other)\" (more distinct tool names than the cap).",
+            ),
+            Kind::Counter,
+            [],
+            [([], state.tools_folded as f64)],
         );
 
         let (exported, dropped, failed) = live.spans.unwrap_or_default();
@@ -317,6 +302,43 @@ impl Metrics {
             e.sample(name, &[], value as f64);
         }
         e.finish()
+    }
+}
+
+/// A family (`name`, `help`) of `kind` and its samples: each the values of
+/// `labels`, in order, and the sample's value.
+fn family<'a, const N: usize>(
+    e: &mut Exposition,
+    (name, help): (&str, &str),
+    kind: Kind,
+    labels: [&str; N],
+    samples: impl IntoIterator<Item = ([&'a str; N], f64)>,
+) {
+    e.family(name, help, kind);
+    for (values, value) in samples {
+        let pairs: [(&str, &str); N] = std::array::from_fn(|i| (labels[i], values[i]));
+        e.sample(name, &pairs, value);
+    }
+}
+
+/// A histogram family (`name`, `help`): one series per value of `label`.
+fn histograms(
+    e: &mut Exposition,
+    (name, help): (&str, &str),
+    label: &str,
+    bounds: &[f64],
+    series: &BTreeMap<String, Histogram>,
+) {
+    e.family(name, help, Kind::Histogram);
+    for (value, h) in series {
+        e.histogram(
+            name,
+            &[(label, value)],
+            bounds,
+            &h.counts,
+            h.overflow,
+            h.sum,
+        );
     }
 }
 
@@ -345,22 +367,12 @@ mod tests {
 
     fn record(tool: &str, decision: &'static str) -> Record {
         Record {
-            time: 0,
             grant: "g".into(),
             session: "s".into(),
             server: Some("srv".into()),
-            tool: tool.into(),
-            decision,
             rule: "r".into(),
-            reason: None,
-            counters: Vec::new(),
             decision_us: 12.0,
-            latency_ms: None,
-            outcome: Outcome::Refused,
-            args_sha256: String::new(),
-            args: None,
-            trace: None,
-            intent: None,
+            ..Record::new(tool, decision, Outcome::Refused)
         }
     }
 

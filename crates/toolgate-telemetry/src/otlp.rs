@@ -277,15 +277,12 @@ mod tests {
                                 kv("a", any_value::Value::StringValue("x".into())),
                                 kv("n", any_value::Value::IntValue(-1)),
                             ],
-                            dropped_attributes_count: 0,
-                            events: Vec::new(),
-                            dropped_events_count: 0,
-                            links: Vec::new(),
-                            dropped_links_count: 0,
                             status: Some(proto::Status {
                                 message: String::new(),
                                 code: proto::status::StatusCode::Error as i32,
                             }),
+                            // No events, links or dropped counts.
+                            ..proto::Span::default()
                         },
                         proto::Span {
                             trace_id: vec![0xab; 16],
@@ -304,15 +301,12 @@ mod tests {
                                 kv("i", any_value::Value::IntValue(i64::MIN)),
                                 kv("s", any_value::Value::StringValue(String::new())),
                             ],
-                            dropped_attributes_count: 0,
-                            events: Vec::new(),
-                            dropped_events_count: 0,
-                            links: Vec::new(),
-                            dropped_links_count: 0,
                             status: Some(proto::Status {
                                 message: "fine".into(),
                                 code: proto::status::StatusCode::Ok as i32,
                             }),
+                            // No events, links or dropped counts.
+                            ..proto::Span::default()
                         },
                     ],
                     schema_url: String::new(),

@@ -10,8 +10,54 @@ use serde_json::{json, Map, Value};
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use toolgate_clock::monotonic_now;
+
+/// A connection that stayed up this long gets its restart delay reset.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// The restarts of a connection that lives again and again (a child
+/// process, an SSE stream): a delay doubling from the spec's `initial` to
+/// its `max`, back to `initial` after a life of [`STABLE_AFTER`] or more.
+pub(crate) struct Restarts {
+    delay: Duration,
+    started: Instant,
+}
+
+impl Restarts {
+    pub(crate) fn new(conn: &Conn) -> Restarts {
+        Restarts {
+            delay: conn.spec.backoff.initial,
+            started: monotonic_now(),
+        }
+    }
+
+    /// A life begins.
+    pub(crate) fn begin(&mut self) {
+        self.started = monotonic_now();
+    }
+
+    /// The life ended for `reason`: the connection goes down and waits its
+    /// delay. False when shutdown came first.
+    pub(crate) async fn ended(
+        &mut self,
+        conn: &Conn,
+        reason: &str,
+        shutdown: &mut watch::Receiver<Option<Duration>>,
+    ) -> bool {
+        conn.go_down(reason);
+        if self.started.elapsed() >= STABLE_AFTER.max(self.delay) {
+            self.delay = conn.spec.backoff.initial;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.delay) => {}
+            _ = shutdown.changed() => return false,
+        }
+        self.delay = (self.delay * 2).min(conn.spec.backoff.max);
+        true
+    }
+}
 
 /// The JSON-RPC code and message for a server-to-client request that cannot be
 /// tied to one client session.
@@ -112,6 +158,11 @@ impl Conn {
             server: self.spec.name.clone(),
             reason: reason.to_owned(),
         });
+    }
+
+    /// `result`'s value; or `None`, the connection down for the reason.
+    pub(crate) fn or_go_down<T>(&self, result: Result<T, String>) -> Option<T> {
+        result.map_err(|reason| self.go_down(&reason)).ok()
     }
 
     pub(crate) fn fail_all(&self, reason: &str) {

@@ -55,6 +55,29 @@ pub(crate) fn client(uri: &Uri) -> Result<HttpClient, String> {
     Ok(HttpClient::new(https))
 }
 
+/// What an HTTP transport connects with, checked once when its connection
+/// starts.
+pub(crate) struct Endpoint {
+    pub uri: Uri,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub client: HttpClient,
+}
+
+impl Endpoint {
+    /// The endpoint at `url`, or why there can be none: a bad URL, a bad
+    /// header, no TLS set-up.
+    pub(crate) fn new(url: &str, headers: &[(String, String)]) -> Result<Endpoint, String> {
+        let uri = parse_url(url)?;
+        let headers = checked_headers(headers)?;
+        let client = client(&uri)?;
+        Ok(Endpoint {
+            uri,
+            headers,
+            client,
+        })
+    }
+}
+
 /// Parses an upstream URL: `http` or `https`.
 pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
     let uri: Uri = url
@@ -192,26 +215,13 @@ pub(crate) async fn supervise(
     protocol: Protocol,
     mut probe: bool,
 ) {
-    let uri = match parse_url(&url) {
-        Ok(u) => u,
-        Err(reason) => {
-            conn.go_down(&reason);
-            return;
-        }
-    };
-    let checked = match checked_headers(&headers) {
-        Ok(checked) => checked,
-        Err(reason) => {
-            conn.go_down(&reason);
-            return;
-        }
-    };
-    let client = match client(&uri) {
-        Ok(c) => c,
-        Err(reason) => {
-            conn.go_down(&reason);
-            return;
-        }
+    let Some(Endpoint {
+        uri,
+        headers: checked,
+        client,
+    }) = conn.or_go_down(Endpoint::new(&url, &headers))
+    else {
+        return;
     };
     let link = Arc::new(HttpLink {
         client,

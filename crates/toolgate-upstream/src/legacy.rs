@@ -3,8 +3,8 @@
 //! comes back on the stream. When the stream ends the connection is down and
 //! is made again with backoff.
 
-use crate::conn::{Conn, Link};
-use crate::http::{client, parse_url, HttpClient};
+use crate::conn::{Conn, Link, Restarts};
+use crate::http::{Endpoint, HttpClient};
 use crate::sse::SseParser;
 use crate::CallError;
 use bytes::Bytes;
@@ -13,9 +13,6 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 pub(crate) struct LegacyLink {
     client: HttpClient,
@@ -74,31 +71,18 @@ fn resolve(base: &Uri, endpoint: &str) -> Option<Uri> {
 }
 
 pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String, String)>) {
-    let uri = match parse_url(&url) {
-        Ok(u) => u,
-        Err(reason) => {
-            conn.go_down(&reason);
-            return;
-        }
-    };
-    let headers = match crate::http::checked_headers(&headers) {
-        Ok(checked) => checked,
-        Err(reason) => {
-            conn.go_down(&reason);
-            return;
-        }
-    };
-    let client = match client(&uri) {
-        Ok(c) => c,
-        Err(reason) => {
-            conn.go_down(&reason);
-            return;
-        }
+    let Some(Endpoint {
+        uri,
+        headers,
+        client,
+    }) = conn.or_go_down(Endpoint::new(&url, &headers))
+    else {
+        return;
     };
     let mut shutdown = conn.shutdown.subscribe();
-    let mut delay = conn.spec.backoff.initial;
+    let mut restarts = Restarts::new(&conn);
     loop {
-        let started = Instant::now();
+        restarts.begin();
         let reason = tokio::select! {
             r = connect_once(&conn, &client, &uri, &headers) => r,
             _ = shutdown.changed() => {
@@ -106,15 +90,9 @@ pub(crate) async fn supervise(conn: Arc<Conn>, url: String, headers: Vec<(String
                 return;
             }
         };
-        conn.go_down(&reason);
-        if started.elapsed() >= STABLE_AFTER.max(delay) {
-            delay = conn.spec.backoff.initial;
+        if !restarts.ended(&conn, &reason, &mut shutdown).await {
+            return;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        delay = (delay * 2).min(conn.spec.backoff.max);
     }
 }
 

@@ -294,13 +294,25 @@ mod tests {
     /// A minimal HTTP/1.1 server: answers every request with `reply`, counts
     /// the connections it accepted, and closes each connection after
     /// `per_conn` answers.
-    async fn server(per_conn: usize) -> (String, Arc<AtomicUsize>) {
-        server_with(per_conn, OK).await
-    }
-
     async fn server_with(per_conn: usize, reply: &'static [u8]) -> (String, Arc<AtomicUsize>) {
         let (url, accepted, _) = recording_server(per_conn, reply).await;
         (url, accepted)
+    }
+
+    /// `gets` GETs from one client of a [`server_with`] `per_conn` and
+    /// `reply`, each read as `body`; then how many connections it accepted.
+    async fn connections_for(
+        per_conn: usize,
+        reply: &'static [u8],
+        gets: usize,
+        body: &str,
+    ) -> usize {
+        let (url, accepted) = server_with(per_conn, reply).await;
+        let client = client();
+        for _ in 0..gets {
+            assert_eq!(get(&client, &url).await, body);
+        }
+        accepted.load(Ordering::SeqCst)
     }
 
     type Heads = Arc<Mutex<Vec<String>>>;
@@ -398,22 +410,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_reused_once_its_body_was_read() {
-        let (url, accepted) = server(usize::MAX).await;
-        let client = client();
-        for _ in 0..10 {
-            assert_eq!(get(&client, &url).await, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let accepted = connections_for(usize::MAX, OK, 10, "ok").await;
+        assert_eq!(accepted, 1);
     }
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_replaced() {
-        let (url, accepted) = server(1).await;
-        let client = client();
-        for _ in 0..5 {
-            assert_eq!(get(&client, &url).await, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        let accepted = connections_for(1, OK, 5, "ok").await;
+        assert_eq!(accepted, 5);
     }
 
     #[tokio::test]
@@ -451,52 +455,44 @@ mod tests {
 
     #[tokio::test]
     async fn a_chunked_body_is_decoded_and_its_connection_reused() {
-        let (url, accepted) = server_with(usize::MAX, CHUNKED).await;
-        let client = client();
-        for _ in 0..5 {
-            assert_eq!(get(&client, &url).await, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let accepted = connections_for(usize::MAX, CHUNKED, 5, "ok").await;
+        assert_eq!(accepted, 1);
     }
 
     #[tokio::test]
     async fn a_body_without_length_ends_with_the_connection() {
-        let (url, accepted) = server_with(
+        let accepted = connections_for(
             1,
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n",
+            3,
+            "data: 1\n\n",
         )
         .await;
-        let client = client();
-        for _ in 0..3 {
-            assert_eq!(get(&client, &url).await, "data: 1\n\n");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(accepted, 3);
     }
 
     #[tokio::test]
     async fn an_interim_answer_is_skipped() {
-        let (url, accepted) = server_with(
+        let accepted = connections_for(
             usize::MAX,
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            2,
+            "ok",
         )
         .await;
-        let client = client();
-        assert_eq!(get(&client, &url).await, "ok");
-        assert_eq!(get(&client, &url).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(accepted, 1);
     }
 
     #[tokio::test]
     async fn a_connection_that_asks_to_close_is_not_reused() {
-        let (url, accepted) = server_with(
+        let accepted = connections_for(
             usize::MAX,
             b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+            2,
+            "ok",
         )
         .await;
-        let client = client();
-        assert_eq!(get(&client, &url).await, "ok");
-        assert_eq!(get(&client, &url).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(accepted, 2);
     }
 
     #[tokio::test]

@@ -2,17 +2,14 @@
 //! newline-delimited JSON-RPC on stdin/stdout. The supervisor restarts it
 //! with exponential backoff when it dies.
 
-use crate::conn::{Conn, Link};
+use crate::conn::{Conn, Link, Restarts};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-
-/// A server that stayed up this long gets its restart delay reset.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 pub(crate) struct StdioCommand {
     pub command: String,
@@ -23,13 +20,13 @@ pub(crate) struct StdioCommand {
 
 /// Runs the child until shutdown, restarting it when it dies.
 pub(crate) async fn supervise(conn: Arc<Conn>, cmd: StdioCommand) {
-    let mut delay = conn.spec.backoff.initial;
+    let mut restarts = Restarts::new(&conn);
     let mut shutdown = conn.shutdown.subscribe();
     loop {
         if conn.is_shutting_down() {
             return;
         }
-        let started = Instant::now();
+        restarts.begin();
         let reason = match spawn(&cmd) {
             Err(e) => format!("cannot start {:?}: {e}", cmd.command),
             Ok(child) => match run_child(&conn, child, &mut shutdown).await {
@@ -40,15 +37,9 @@ pub(crate) async fn supervise(conn: Arc<Conn>, cmd: StdioCommand) {
                 }
             },
         };
-        conn.go_down(&reason);
-        if started.elapsed() >= STABLE_AFTER.max(delay) {
-            delay = conn.spec.backoff.initial;
+        if !restarts.ended(&conn, &reason, &mut shutdown).await {
+            return;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        delay = (delay * 2).min(conn.spec.backoff.max);
     }
 }
 

@@ -5,7 +5,8 @@ mod common;
 use common::*;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_clock::monotonic_now;
 use toolgate_upstream::Transport;
 
 /// server-everything (`streamableHttp` or `sse` mode) on a free port; killed
@@ -33,13 +34,13 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = monotonic_now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
-                Instant::now() < deadline,
+                monotonic_now() < deadline,
                 "server-everything {mode} never listened on {port}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            toolgate_clock::sleep(Duration::from_millis(50));
         }
         Server { child, port }
     }
@@ -63,7 +64,7 @@ async fn everything_streamable_http_calls_sampling_elicitation_progress() {
     };
     let (up, _events) = start(spec("everything-http", transport)).await;
     everything_suite(&up).await;
-    let t = Instant::now();
+    let t = monotonic_now();
     concurrent_echoes(&up, "echo", "message", 50).await;
     eprintln!(
         "50 concurrent echoes over Streamable HTTP took {:?}",
@@ -120,7 +121,7 @@ async fn everything_http_server_restart_reports_down_then_ready_again() {
     ))
     .await;
     drop(server);
-    let t = Instant::now();
+    let t = monotonic_now();
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
         if let toolgate_upstream::UpstreamEvent::Down { .. } = ev.expect("no Down event").unwrap() {

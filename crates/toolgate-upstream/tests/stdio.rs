@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_clock::monotonic_now;
 use toolgate_upstream::{CallError, UpstreamEvent};
 
 fn probe(env: Vec<(String, String)>) -> toolgate_upstream::Transport {
@@ -35,8 +36,8 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 async fn wait_for_file_line(path: &std::path::Path, needle: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
+    let deadline = monotonic_now() + Duration::from_secs(5);
+    while monotonic_now() < deadline {
         if std::fs::read_to_string(path)
             .unwrap_or_default()
             .contains(needle)
@@ -109,7 +110,7 @@ async fn probe_killed_mid_call_fails_at_once_then_restarts() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed = Instant::now();
+    let killed = monotonic_now();
     std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()
@@ -145,7 +146,7 @@ async fn probe_killed_mid_call_fails_at_once_then_restarts() {
 #[tokio::test]
 async fn probe_concurrent_requests_from_many_tasks() {
     let (up, _events) = start(spec("probe", probe(vec![]))).await;
-    let t = Instant::now();
+    let t = monotonic_now();
     concurrent_echoes(&up, "echo", "text", 200).await;
     eprintln!("200 concurrent echoes over stdio took {:?}", t.elapsed());
     up.shutdown(Duration::from_secs(2)).await;

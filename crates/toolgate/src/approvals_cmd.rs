@@ -299,24 +299,7 @@ fn write_table(
         ]);
         rows.push(row);
     }
-    let mut widths = vec![0; header.len()];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+    crate::table::write_rows(out, &rows)
 }
 
 fn write_details(out: &mut impl Write, r: &ApprovalRequest, now: u64) -> std::io::Result<()> {

@@ -163,9 +163,9 @@ fn write_table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Resul
         Some(Value::Null) | None => "-".to_string(),
         Some(other) => other.to_string(),
     };
-    let rows: Vec<[String; 8]> = records
-        .iter()
-        .map(|r| {
+    let header = COLUMNS.map(str::to_string);
+    let rows: Vec<[String; 8]> = std::iter::once(header)
+        .chain(records.iter().map(|r| {
             [
                 r.seq.to_string(),
                 field(r, "time"),
@@ -176,33 +176,16 @@ fn write_table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Resul
                 field(r, "outcome"),
                 field(r, "reason"),
             ]
-        })
+        }))
         .collect();
-    let mut widths = COLUMNS.map(|c| c.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header = COLUMNS.map(str::to_string);
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+    crate::table::write_rows(out, &rows)
 }
 
 fn verify(dir: &Path) -> Result<u8> {
-    let mut store = open_existing(dir)?;
-    match store.verify() {
-        Ok(report) => {
+    unless_broken(
+        dir,
+        AuditStore::verify,
+        |report| {
             println!("audit trail intact: {} records", report.records);
             if let (Some(first), Some(last)) = (report.first_seq, report.last_seq) {
                 println!("records {first} to {last}, head hash {}", report.head_hash);
@@ -213,30 +196,43 @@ fn verify(dir: &Path) -> Result<u8> {
                     report.pruned_through
                 );
             }
-            Ok(0)
-        }
-        Err(AuditError::Broken { seq, why }) => {
-            println!("audit trail broken at record {seq}: {why}");
-            Ok(1)
-        }
-        Err(e) => Err(e.into()),
-    }
+        },
+        |seq, why| println!("audit trail broken at record {seq}: {why}"),
+    )
 }
 
 fn prune(dir: &Path, before: u64) -> Result<u8> {
-    let mut store = open_existing(dir)?;
-    match store.prune(before) {
-        Ok(report) => {
+    unless_broken(
+        dir,
+        |store| store.prune(before),
+        |report| {
             println!(
                 "pruned {} records older than {}; the chain starts after record {}",
                 report.removed,
                 toolgate_clock::rfc3339(before),
                 report.pruned_through
             );
+        },
+        |seq, why| eprintln!("toolgate: not pruning: audit trail broken at record {seq}: {why}"),
+    )
+}
+
+/// Runs `op` on the trail in `dir`: `done` tells what it did (exit 0); a
+/// broken chain is told by `broken` (exit 1); any other error is returned.
+fn unless_broken<T>(
+    dir: &Path,
+    op: impl FnOnce(&mut AuditStore) -> Result<T, AuditError>,
+    done: impl FnOnce(T),
+    broken: impl FnOnce(u64, String),
+) -> Result<u8> {
+    let mut store = open_existing(dir)?;
+    match op(&mut store) {
+        Ok(report) => {
+            done(report);
             Ok(0)
         }
         Err(AuditError::Broken { seq, why }) => {
-            eprintln!("toolgate: not pruning: audit trail broken at record {seq}: {why}");
+            broken(seq, why);
             Ok(1)
         }
         Err(e) => Err(e.into()),

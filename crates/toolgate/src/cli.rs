@@ -3,7 +3,6 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use toolgate_audit::LogLevel;
 use toolgate_clock::SystemClock;
 use toolgate_policy::{Call, MemoryStore};
 
@@ -86,15 +85,8 @@ struct RunArgs {
     /// The name of the local agent's grant, for `scope: "grant"` counters.
     #[arg(long, default_value = "local")]
     grant: String,
-    /// Append one JSON line per tool-call decision to this file.
-    #[arg(long)]
-    audit: Option<PathBuf>,
-    /// Record the raw arguments of each call in the audit file (by default only their SHA-256).
-    #[arg(long)]
-    audit_args: bool,
-    /// error, warn, info (a line per decision) or debug.
-    #[arg(long, default_value = "warn")]
-    log_level: LogLevel,
+    #[command(flatten)]
+    audit: crate::flags::AuditArgs,
     /// The largest message accepted from the client.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_message_bytes: usize,
@@ -194,13 +186,13 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
     toolgate_host::run::run(toolgate_host::run::RunFlags {
         policy: run.policy,
         grant: run.grant,
-        audit: run.audit,
-        audit_args: run.audit_args,
-        log_level: run.log_level,
+        audit: run.audit.audit,
+        audit_args: run.audit.audit_args,
+        log_level: run.audit.log_level,
         max_message_bytes: run.max_message_bytes,
         state: run.host.state.flags(),
-        admin: run.host.admin.flags(),
-        telemetry: run.host.telemetry.flags(),
+        admin: run.host.admin,
+        telemetry: run.host.telemetry,
         audit_retention: run.host.audit_retention,
         name: run.name,
         command: run.command,

@@ -13,8 +13,7 @@ pub fn is_config_file(path: &Path) -> bool {
 
 /// Prints a one-line summary, or every diagnostic on stderr; true when valid.
 pub fn validate(path: &Path) -> bool {
-    let env = |name: &str| std::env::var(name).ok();
-    match toolgate_config::load_config(path, &env) {
+    match toolgate_config::load_config(path, &toolgate_host::process_env) {
         Ok(config) => {
             let plural = |n: usize, one: &str, many: &str| {
                 format!("{n} {}", if n == 1 { one } else { many })

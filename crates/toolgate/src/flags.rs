@@ -2,12 +2,26 @@
 //! clap checks their syntax); each turns into the plain `*Flags` of
 //! toolgate-host, which builds the real settings from them.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use toolgate_audit::LogLevel;
 use toolgate_host::admin::AdminFlags;
 use toolgate_host::stores::StateFlags;
 use toolgate_host::telemetry::TelemetryFlags;
 use toolgate_policy::FailMode;
+
+/// The audit trail's file and the log level (`run` and `serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// Append one JSON line per tool-call decision to this file.
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Record the raw arguments of each call in the audit file (by default only their SHA-256).
+    #[arg(long)]
+    pub audit_args: bool,
+    /// error, warn, info (a line per decision) or debug.
+    #[arg(long, default_value = "warn")]
+    pub log_level: LogLevel,
+}
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum FailArg {
@@ -57,70 +71,15 @@ impl StateArgs {
     }
 }
 
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AdminArgs {
-    /// Serve the admin API (out-of-band approvals, docs/admin-api.md) on
-    /// this address, such as 127.0.0.1:8081 [overrides admin.listen]
-    #[arg(long, value_name = "ADDR")]
-    pub admin_listen: Option<SocketAddr>,
-    /// The environment variable holding the admin API's bearer token
-    /// [default: TOOLGATE_ADMIN_TOKEN; with a config's admin section,
-    /// admin.token_sha256 is used unless this flag is given]
-    #[arg(long, value_name = "VAR")]
-    pub admin_token_env: Option<String>,
-    /// POST every new approval request, signed, to this http:// URL
-    /// [overrides admin.webhook.url; needs an admin listener]
-    #[arg(long, value_name = "URL")]
-    pub webhook_url: Option<String>,
-    /// The environment variable holding the webhook secret that signs
-    /// webhooks and callbacks [default: TOOLGATE_WEBHOOK_SECRET]
-    #[arg(long, value_name = "VAR")]
-    pub webhook_secret_env: Option<String>,
-}
-
-impl AdminArgs {
-    pub fn flags(&self) -> AdminFlags {
-        AdminFlags {
-            admin_listen: self.admin_listen,
-            admin_token_env: self.admin_token_env.clone(),
-            webhook_url: self.webhook_url.clone(),
-            webhook_secret_env: self.webhook_secret_env.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TelemetryArgs {
-    /// Export a trace span of every tool call over OTLP/HTTP to this
-    /// collector, such as http://127.0.0.1:4318 or https://collector:4318
-    /// (spans go to URL/v1/traces)
-    /// [overrides telemetry.otlp.endpoint and OTEL_EXPORTER_OTLP_ENDPOINT]
-    #[arg(long, value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
-    /// http/protobuf (the default) or http/json
-    /// [overrides telemetry.otlp.protocol and OTEL_EXPORTER_OTLP_PROTOCOL]
-    #[arg(long, value_name = "PROTOCOL")]
-    pub otlp_protocol: Option<String>,
-}
-
-impl TelemetryArgs {
-    pub fn flags(&self) -> TelemetryFlags {
-        TelemetryFlags {
-            otlp_endpoint: self.otlp_endpoint.clone(),
-            otlp_protocol: self.otlp_protocol.clone(),
-        }
-    }
-}
-
 /// What `run` and `serve` both take around their gateway.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
-    pub admin: AdminArgs,
+    pub admin: AdminFlags,
     #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+    pub telemetry: TelemetryFlags,
     /// Prune audit-trail records older than this (such as 30d), at start and
     /// every hour; by default records are kept.
     #[arg(long, value_name = "DURATION")]

@@ -12,6 +12,7 @@ mod grant;
 mod pins_cmd;
 mod scan;
 mod serve;
+mod table;
 mod ui;
 
 use clap::Parser;

@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toolgate_host::upstreams::Target;
 use toolgate_policy::Format;
 use toolgate_scan::{classify, recommend_policy, Category, Classification};
-use toolgate_upstream::{Transport, UpstreamSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -47,14 +47,6 @@ pub struct ScanArgs {
     command: Vec<String>,
 }
 
-/// One server to scan.
-struct Target {
-    name: String,
-    /// The gateway-name prefix (with --config); `None`: the server's own names.
-    prefix: Option<String>,
-    spec: UpstreamSpec,
-}
-
 /// One classified tool.
 struct Row {
     server: String,
@@ -77,7 +69,7 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         None => None,
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let (targets, separator) = match targets(&args, timeout) {
+    let (targets, separator) = match targets(&args) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("toolgate scan: {e:#}");
@@ -88,7 +80,10 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let specs: Vec<_> = targets.iter().map(|t| t.spec.clone()).collect();
+    let specs: Vec<_> = targets
+        .iter()
+        .map(|t| toolgate_host::upstreams::spec(&t.name, t.transport.clone(), timeout))
+        .collect();
     let results = runtime.block_on(toolgate_host::upstreams::scan_all(&specs, timeout));
     drop(runtime);
 
@@ -170,26 +165,13 @@ fn gateway_name(separator: Option<&str>, prefix: Option<&str>, tool: &str) -> St
 }
 
 /// The servers to scan, and the separator of gateway names (with --config).
-fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<String>)> {
-    let spec =
-        |name: &str, transport: Transport| toolgate_host::upstreams::spec(name, transport, timeout);
+fn targets(args: &ScanArgs) -> Result<(Vec<Target>, Option<String>)> {
     if let Some(path) = &args.config {
-        let config = match toolgate_config::load_config(path, &|name| std::env::var(name).ok()) {
+        let config = match toolgate_config::load_config(path, &toolgate_host::process_env) {
             Ok(c) => c,
             Err(d) => bail!("{d}\ncannot scan the servers of an invalid config"),
         };
-        let targets = config
-            .servers
-            .iter()
-            .map(|s| Target {
-                name: s.name.clone(),
-                prefix: s.prefix.clone(),
-                spec: spec(
-                    &s.name,
-                    toolgate_host::upstreams::transport_of(&s.transport),
-                ),
-            })
-            .collect();
+        let targets = toolgate_host::upstreams::config_targets(&config);
         return Ok((targets, Some(config.separator.clone())));
     }
     let Some(transport) =
@@ -201,7 +183,7 @@ fn targets(args: &ScanArgs, timeout: Duration) -> Result<(Vec<Target>, Option<St
         vec![Target {
             name: "server".into(),
             prefix: None,
-            spec: spec("server", transport),
+            transport,
         }],
         None,
     ))
@@ -299,58 +281,49 @@ fn table(rows: &[Row], width: Option<usize>) -> String {
 /// when the item alone is wider than `room`.
 fn wrap_items(text: &str, room: usize) -> Vec<String> {
     let items: Vec<&str> = text.split("; ").collect();
-    let mut lines: Vec<String> = Vec::new();
-    let mut current = String::new();
-    for (i, item) in items.iter().enumerate() {
-        let piece = if i + 1 < items.len() {
+    let pieces = items.iter().enumerate().map(|(i, item)| {
+        if i + 1 < items.len() {
             format!("{item};")
         } else {
             item.to_string()
-        };
-        let len = |s: &str| s.chars().count();
-        if !current.is_empty() && len(&current) + 1 + len(&piece) > room {
-            lines.push(std::mem::take(&mut current));
         }
-        if current.is_empty() && len(&piece) > room {
-            let mut parts = wrap(&piece, room);
-            current = parts.pop().unwrap_or_default();
-            lines.extend(parts);
-            continue;
-        }
-        if !current.is_empty() {
-            current.push(' ');
-        }
-        current.push_str(&piece);
-    }
-    if !current.is_empty() || lines.is_empty() {
-        lines.push(current);
-    }
-    lines
+    });
+    fill(pieces, room, |item| wrap(item, room))
 }
 
 /// Splits `text` into lines of at most `room` characters, at spaces where
 /// possible.
 fn wrap(text: &str, room: usize) -> Vec<String> {
+    fill(text.split(' ').map(str::to_string), room, |word| {
+        let chars: Vec<char> = word.chars().collect();
+        chars.chunks(room).map(|c| c.iter().collect()).collect()
+    })
+}
+
+/// Lines of at most `room` characters filled with `pieces`, one space
+/// apart; a piece wider than the room is broken by `split`, and the line
+/// goes on after its last part.
+fn fill(
+    pieces: impl IntoIterator<Item = String>,
+    room: usize,
+    split: impl Fn(&str) -> Vec<String>,
+) -> Vec<String> {
+    let len = |s: &str| s.chars().count();
     let mut lines = Vec::new();
     let mut current = String::new();
-    for word in text.split(' ') {
-        let mut word = word.to_string();
-        let len = |s: &str| s.chars().count();
-        if !current.is_empty() && len(&current) + 1 + len(&word) > room {
+    for mut piece in pieces {
+        if !current.is_empty() && len(&current) + 1 + len(&piece) > room {
             lines.push(std::mem::take(&mut current));
         }
-        while len(&word) > room {
-            let head: String = word.chars().take(room).collect();
-            word = word.chars().skip(room).collect();
-            if !current.is_empty() {
-                lines.push(std::mem::take(&mut current));
-            }
-            lines.push(head);
+        if len(&piece) > room {
+            let mut parts = split(&piece);
+            piece = parts.pop().unwrap_or_default();
+            lines.extend(parts);
         }
         if !current.is_empty() {
             current.push(' ');
         }
-        current.push_str(&word);
+        current.push_str(&piece);
     }
     if !current.is_empty() || lines.is_empty() {
         lines.push(current);

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use toolgate_audit::LogLevel;
 use toolgate_host::serve::ServeFlags;
 
 #[derive(Debug, clap::Args)]
@@ -20,15 +19,8 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080, or the config's `listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Append one JSON line per tool-call decision to this file.
-    #[arg(long)]
-    audit: Option<PathBuf>,
-    /// Record the raw arguments of each call in the audit file.
-    #[arg(long)]
-    audit_args: bool,
-    /// error, warn, info (a line per decision) or debug.
-    #[arg(long, default_value = "warn")]
-    log_level: LogLevel,
+    #[command(flatten)]
+    audit: crate::flags::AuditArgs,
     /// Environment variable holding the 32-byte session key (64 hex digits);
     /// gateways sharing it can continue each other's sessions.
     #[arg(long, default_value = "TOOLGATE_SESSION_KEY")]
@@ -50,14 +42,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         policy: args.policy,
         upstream: args.upstream,
         listen: args.listen,
-        audit: args.audit,
-        audit_args: args.audit_args,
-        log_level: args.log_level,
+        audit: args.audit.audit,
+        audit_args: args.audit.audit_args,
+        log_level: args.audit.log_level,
         session_key_env: args.session_key_env,
         workers: args.workers,
         state: args.host.state.flags(),
-        admin: args.host.admin.flags(),
-        telemetry: args.host.telemetry.flags(),
+        admin: args.host.admin,
+        telemetry: args.host.telemetry,
         audit_retention: args.host.audit_retention,
         command: args.command,
     })

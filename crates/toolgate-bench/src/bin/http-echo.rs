@@ -29,7 +29,6 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -59,10 +58,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(out, "listening on {addr}")?;
     out.flush()?;
     drop(out);
-    let prefix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
+    let prefix = toolgate_clock::unix_now().as_nanos() as u64 ^ u64::from(std::process::id());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,

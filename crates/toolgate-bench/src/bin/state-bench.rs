@@ -14,7 +14,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_clock::monotonic_now;
 use toolgate_policy::{
     parse_policy, Call, CounterStore, Decision, FailMode, Format, MemoryStore, Policy,
 };
@@ -58,7 +59,7 @@ fn measure(
     callers: usize,
 ) -> Measured {
     let per_caller = decisions / callers;
-    let start = Instant::now();
+    let start = monotonic_now();
     let threads: Vec<_> = (0..callers)
         .map(|c| {
             let policy = policy.clone();
@@ -75,7 +76,7 @@ fn measure(
                         grant: "g",
                         session: "s",
                     };
-                    let t = Instant::now();
+                    let t = monotonic_now();
                     let decision = policy.decide(&call, store.as_ref(), base + (i as u64) / 100);
                     latencies.push(t.elapsed());
                     assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");

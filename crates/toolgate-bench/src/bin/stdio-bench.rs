@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use toolgate_clock::monotonic_now;
 
 const POLICY: &str = r#"{
   "version": "1",
@@ -82,7 +83,7 @@ fn latency(peer: &mut Peer, calls: u64) -> Vec<Duration> {
     let mut line = String::new();
     for id in 1..=calls {
         let msg = call_line(id);
-        let t = Instant::now();
+        let t = monotonic_now();
         peer.stdin.write_all(msg.as_bytes()).unwrap();
         peer.stdin.write_all(b"\n").unwrap();
         peer.stdin.flush().unwrap();
@@ -101,7 +102,7 @@ fn throughput(peer: Peer, calls: u64) -> (f64, Peer) {
         mut stdin,
         mut stdout,
     } = peer;
-    let t = Instant::now();
+    let t = monotonic_now();
     let writer = std::thread::spawn(move || {
         let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut stdin);
         for id in 1..=calls {

@@ -8,7 +8,6 @@ use crate::record::TraceContext;
 use crate::trail::Trail;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Instant;
 use toolgate_approvals::{MemoryApprovals, NoEvents, Unreachable, Via};
 use toolgate_clock::ManualClock;
 use toolgate_policy::{Call, Format, MemoryStore};
@@ -458,7 +457,7 @@ fn run(case: &Case) -> Result<(), String> {
             server: Some("srv"),
             tool: "pay",
             arguments: &arguments,
-            received: Instant::now(),
+            received: toolgate_clock::monotonic_now(),
             trace: TraceContext::Known(None),
             protocol_version: Some("2025-11-25"),
             keep_args: false,

@@ -10,7 +10,7 @@ use super::*;
 /// its own ([`one_line`]: no byte a line reader could take for a line
 /// break), a request under an id every parser reads alike.
 pub(super) fn route_line(shared: &Arc<Shared>, bytes: Vec<u8>, forward: &mut Vec<Vec<u8>>) {
-    let received = Instant::now();
+    let received = toolgate_clock::monotonic_now();
     match read_message(&bytes) {
         Err(StrictError::Syntax(e)) => {
             shared.send(&error_response(

@@ -2,6 +2,7 @@
 //! calls of a tool whose definition changed held back.
 
 use super::*;
+use toolgate_pins::Finding;
 
 /// Records a listed definition against its pin; false when the tool is to be
 /// held back (its definition changed and the policy blocks changed tools).
@@ -12,56 +13,33 @@ pub(super) fn pin_allows(
     name: &str,
     now: u64,
 ) -> bool {
-    let observed = shared.pins.observe(&shared.server_name, tool, now);
+    let observed: Result<Observed, _> = shared.pins.observe(&shared.server_name, tool, now);
     shared
         .pin_checked
         .lock()
         .expect("pin lock")
         .insert(name.to_string());
     let mut held_back = shared.held_back.lock().expect("held-back lock");
-    match observed {
-        Ok(Observed::New | Observed::Same) => {
-            held_back.remove(name);
-            true
-        }
-        Ok(Observed::Changed { first }) => {
-            let block = policy.blocks_changed_tools();
-            if first {
-                let what = if block {
-                    "held back until the change is accepted"
-                } else {
-                    "allowed (pins.on_change: warn)"
-                };
-                shared.audit.log(
-                    LogLevel::Warn,
-                    &format!("tool {name:?} of server {:?} changed its definition since it was pinned: {what} (toolgate pins diff)", shared.server_name),
-                );
-                pin_audit(
-                    shared,
-                    name,
-                    if block {
-                        "pin_changed"
-                    } else {
-                        "pin_changed_warn"
-                    },
-                );
-            }
-            if block {
-                held_back.insert(name.to_string());
-            }
-            !block
-        }
-        Err(_) if shared.pins_fail_open => true,
-        Err(e) => {
-            // Fail closed: a definition that cannot be checked is held back.
-            shared.audit.log(
-                LogLevel::Error,
-                &format!("pins: {e}; tool {name:?} is held back"),
-            );
-            held_back.insert(name.to_string());
-            false
-        }
+    let finding = Finding::of(
+        observed,
+        policy.blocks_changed_tools(),
+        shared.pins_fail_open,
+    );
+    if let Some(line) = finding.warning(&shared.server_name, name, "toolgate pins diff") {
+        shared.audit.log(LogLevel::Warn, &line);
     }
+    if let Some(line) = finding.error(name) {
+        shared.audit.log(LogLevel::Error, &line);
+    }
+    if let Some(kind) = finding.audit_kind() {
+        pin_audit(shared, name, kind);
+    }
+    if finding == Finding::Clear {
+        held_back.remove(name);
+    } else if finding.held_back() {
+        held_back.insert(name.to_string());
+    }
+    !finding.held_back()
 }
 
 /// Whether a tool is held back for a changed definition; one that has been

@@ -7,18 +7,7 @@
 
 use super::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[13; 32]),
-    )
-}
+use toolgate_fuzz::runner;
 
 /// Header lines that make framing trouble, and ordinary ones.
 fn header_line() -> impl Strategy<Value = Vec<u8>> {

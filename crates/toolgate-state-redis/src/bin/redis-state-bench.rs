@@ -10,7 +10,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use toolgate_policy::{CounterStore, Draw, FailMode, Refusal, RuleRef};
 use toolgate_state_redis::server::RedisServer;
@@ -126,10 +126,7 @@ fn draws_for(caller: usize, keys: usize) -> Vec<Draw> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    toolgate_clock::unix_now().as_millis() as u64
 }
 
 /// Tallies one caller's decisions.
@@ -172,7 +169,7 @@ fn run_async(store: &Arc<RedisStore>, callers: usize, keys: usize, duration: Dur
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let started = Instant::now();
+    let started = toolgate_clock::monotonic_now();
     let deadline = started + duration;
     let tallies = runtime.block_on(async {
         let tasks: Vec<_> = (0..callers)
@@ -181,8 +178,8 @@ fn run_async(store: &Arc<RedisStore>, callers: usize, keys: usize, duration: Dur
                 tokio::spawn(async move {
                     let draws = draws_for(caller, keys);
                     let mut tally = Tally::default();
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
+                    while toolgate_clock::monotonic_now() < deadline {
+                        let t = toolgate_clock::monotonic_now();
                         let result = store.acquire_async(draws.clone(), now_ms()).await;
                         tally.record(t, &result);
                     }
@@ -200,7 +197,7 @@ fn run_async(store: &Arc<RedisStore>, callers: usize, keys: usize, duration: Dur
 }
 
 fn run_threads(store: &Arc<RedisStore>, callers: usize, keys: usize, duration: Duration) -> Run {
-    let started = Instant::now();
+    let started = toolgate_clock::monotonic_now();
     let deadline = started + duration;
     let threads: Vec<_> = (0..callers)
         .map(|caller| {
@@ -208,8 +205,8 @@ fn run_threads(store: &Arc<RedisStore>, callers: usize, keys: usize, duration: D
             std::thread::spawn(move || {
                 let draws = draws_for(caller, keys);
                 let mut tally = Tally::default();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
+                while toolgate_clock::monotonic_now() < deadline {
+                    let t = toolgate_clock::monotonic_now();
                     let result = store.acquire(&draws, now_ms());
                     tally.record(t, &result);
                 }

@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use toolgate_policy::{CounterStore, Draw, FailMode, RuleRef};
 use toolgate_state_sqlite::SqliteStore;
@@ -122,7 +122,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Result<(), String> {
 
     let mut decide = |record: Option<&mut Vec<Duration>>, admitted: &mut u64| {
         let draw = &draws[next_key()];
-        let start = Instant::now();
+        let start = toolgate_clock::monotonic_now();
         let result = store.acquire(draw, now);
         let took = start.elapsed();
         now += args.ms_per_decision;
@@ -146,7 +146,7 @@ fn run(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     let mut latencies = Vec::with_capacity(args.decisions as usize);
     let mut admitted = 0;
     let cpu_before = thread_cpu();
-    let started = Instant::now();
+    let started = toolgate_clock::monotonic_now();
     for _ in 0..args.decisions {
         decide(Some(&mut latencies), &mut admitted);
     }

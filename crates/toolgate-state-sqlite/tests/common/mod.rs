@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The environment variables a test binary passes a child's role and data
 /// directory in.
@@ -83,9 +83,12 @@ pub fn say(line: &str) {
 
 /// Waits (up to 30 s) for the parent to create `path`.
 pub fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(30);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "the parent never said go");
-        std::thread::sleep(Duration::from_micros(200));
+        assert!(
+            toolgate_clock::monotonic_now() < deadline,
+            "the parent never said go"
+        );
+        toolgate_clock::sleep(Duration::from_micros(200));
     }
 }

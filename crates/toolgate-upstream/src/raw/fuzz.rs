@@ -12,21 +12,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::runtime::Runtime;
-
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[13; 32]),
-    )
-}
+use toolgate_fuzz::runner;
 
 /// A current-thread runtime whose clock runs only when every task waits:
 /// the server side of hyper's pipe closes once the client is stuck.

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
+use toolgate_clock::monotonic_now;
 
 /// When a client stops: after a time, or after a number of calls.
 #[derive(Clone, Copy, Debug)]
@@ -96,9 +97,9 @@ async fn client(endpoint: &Endpoint, load: Load, n: usize, barrier: &Barrier) ->
         Stop::Calls(calls) => calls as usize,
         Stop::After(_) => 4096,
     });
-    let start = Instant::now();
+    let start = monotonic_now();
     loop {
-        let t = Instant::now();
+        let t = monotonic_now();
         match load.measure {
             Stop::After(d) if t - start >= d => break,
             Stop::Calls(calls) if latencies.len() as u64 >= calls => break,
@@ -112,7 +113,7 @@ async fn client(endpoint: &Endpoint, load: Load, n: usize, barrier: &Barrier) ->
     }
     Ok(Measured {
         start,
-        end: Instant::now(),
+        end: monotonic_now(),
         latencies,
     })
 }
@@ -128,7 +129,7 @@ async fn prepare(
         Mode::Handshake => Some(client.initialize().await?),
         Mode::Stateless => None,
     };
-    let start = Instant::now();
+    let start = monotonic_now();
     let mut id = 0;
     loop {
         match load.warmup {

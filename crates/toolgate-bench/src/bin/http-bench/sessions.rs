@@ -9,7 +9,7 @@ use crate::server::Server;
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use toolgate_clock::monotonic_now;
 
 pub struct Sessions {
     pub count: usize,
@@ -20,7 +20,7 @@ pub struct Sessions {
 pub async fn run(server: &Server, spec: Sessions) -> Result<bool> {
     let endpoint = &server.endpoint;
     let before = server.rss_kib()?;
-    let t = Instant::now();
+    let t = monotonic_now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut opened: Vec<Option<SessionId>> = vec![None; spec.count];
     let mut errors = Vec::new();
