@@ -420,3 +420,55 @@ async def test_a_server_of_the_handshake_only_is_asked_once_and_never_again(serv
     assert [r["body"]["method"] for r in stateless_requests(old)] == ["server/discover"]
     assert stateless_requests(pinned) == []
     assert "server/discover" not in [r["body"]["method"] for r in pinned.requests() if r["body"]]
+
+
+LISTEN_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {f"{server}__{tool}": {} for server in ("modern", "dual") for tool in ("echo", "grow", "grown")},
+}
+
+
+@pytest.mark.parametrize("era", ["modern", "both"])
+def test_a_stateless_servers_list_changes_are_followed_through_subscriptions_listen(serve_factory, modern_server,
+                                                                                   era):
+    """A server spoken to statelessly (a modern-only one, or the stateless link
+    to one of both generations) has no GET stream: the gateway listens with
+    `subscriptions/listen` for the lists its `server/discover` says change,
+    and when the server reports a change, fetches the lists again and tells
+    its own 2026-07-28 listeners (their subscription id on it)."""
+    name = "modern" if era == "modern" else "dual"
+    server = modern_server(name=name, MODERN_ERA=era, MODERN_LISTEN="1")
+    gw = serve_factory({"policy": "policy.json", "servers": {name: {"url": server.url}}},
+                       {"policy.json": LISTEN_POLICY})
+    wait_for(lambda: "subscriptions/listen" in [r["body"]["method"] for r in stateless_requests(server)], 10,
+             "the gateway to listen")
+    listen = next(r for r in stateless_requests(server) if r["body"]["method"] == "subscriptions/listen")
+    assert listen["headers"]["mcp-method"] == "subscriptions/listen"
+    assert listen["body"]["params"]["notifications"]["toolsListChanged"] is True
+    assert listen["body"]["params"]["_meta"][MODERN_META_KEY] == MODERN
+    meta = {MODERN_META_KEY: MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+    def tools(http) -> list[str]:
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}},
+                 mcp_protocol_version=MODERN, mcp_method="tools/list")
+        return [t["name"] for t in answer_of(r)["result"]["tools"]]
+
+    with gw.http() as http, gw.http() as other:
+        assert tools(http) == [f"{name}__echo", f"{name}__grow"]
+        subscribe = {"jsonrpc": "2.0", "id": "mine", "method": "subscriptions/listen",
+                     "params": {"_meta": meta, "notifications": {"toolsListChanged": True}}}
+        headers = {"mcp-protocol-version": MODERN, "mcp-method": "subscriptions/listen",
+                   "accept": "application/json, text/event-stream", "content-type": "application/json"}
+        with http.stream("POST", gw.url, json=subscribe, headers=headers) as stream:
+            frames = (json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:"))
+            assert next(frames)["method"] == "notifications/subscriptions/acknowledged"
+            grow = post(other, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": f"{name}__grow", "arguments": {}, "_meta": meta}},
+                mcp_protocol_version=MODERN, mcp_method="tools/call", mcp_name=f"{name}__grow")
+            assert answer_of(grow)["result"]["content"][0]["text"] == "grown"
+            changed = next(frames)
+            assert changed["method"] == "notifications/tools/list_changed", changed
+            assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "mine"
+        assert tools(other) == [f"{name}__echo", f"{name}__grow", f"{name}__grown"]
+    assert [c["tool"] for c in server.calls()] == ["grow"]

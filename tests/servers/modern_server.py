@@ -34,6 +34,10 @@ MODERN_ERA chooses what it speaks: `modern` (the default, as above),
 and DELETE are served; a POST naming a 2026-07-28 version is refused with
 HTTP 400, -32022 and `data.supported` the handshake versions).
 
+With MODERN_LISTEN=1 it serves `subscriptions/listen` (so its
+`server/discover` says its lists change) and has a tool `grow()` that adds
+a tool `grown` to its list and tells the listen streams.
+
 With MODERN_NULL_ID=1 the refusal carries `"id": null` (a server that
 refuses before reading the request). With PROBE_JSON_RESPONSE=1 the SDK
 answers with JSON bodies instead of SSE streams.
@@ -97,7 +101,26 @@ async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> t
     return result
 
 
+GROWN = types.Tool(name="grown", description="added by grow()", input_schema={"type": "object"})
+if os.environ.get("MODERN_LISTEN") == "1":
+    from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+    from mcp.shared.subscriptions import ToolsListChanged
+
+    BUS = InMemorySubscriptionBus()
+    GROW = types.Tool(name="grow", description="adds the tool grown", input_schema={"type": "object"})
+    probe_server.TOOLS.append(GROW)
+    probe_server.TOOLS_BY_NAME[GROW.name] = GROW
+    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, ListenHandler(BUS))
+
+
 async def call_tool(ctx: Any, params: types.CallToolRequestParams):
+    if params.name == "grow" and os.environ.get("MODERN_LISTEN") == "1":
+        probe_server.record_call(params.name, params.arguments)
+        if GROWN.name not in probe_server.TOOLS_BY_NAME:
+            probe_server.TOOLS.append(GROWN)
+            probe_server.TOOLS_BY_NAME[GROWN.name] = GROWN
+        await BUS.publish(ToolsListChanged())
+        return types.CallToolResult(content=[types.TextContent(type="text", text="grown")])
     if ERA == "both" and params.name in ("fresh", "wipe") and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         probe_server.record_call(params.name, params.arguments)
         return types.CallToolResult(content=[types.TextContent(type="text", text=f"{params.name}: ok")])
@@ -222,7 +245,9 @@ def main(port: int) -> None:
     import uvicorn
 
     app = server.streamable_http_app(json_response=os.environ.get("PROBE_JSON_RESPONSE") == "1")
-    uvicorn.run(modern_only(app), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # Open listen streams do not hold a stop up.
+    uvicorn.run(modern_only(app), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":

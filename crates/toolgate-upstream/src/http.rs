@@ -6,7 +6,8 @@
 //! A server that refuses the handshake as one speaking only the stateless
 //! generation (see `modern`) is discovered with `server/discover` and then
 //! spoken to statelessly: no session, no GET stream, and every request
-//! carries its envelope and routing headers.
+//! carries its envelope and routing headers; a `subscriptions/listen`
+//! stream (`listen`) carries its list changes.
 
 use crate::conn::{Conn, Link};
 use crate::modern::{self, Route};
@@ -21,6 +22,8 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod listen;
 
 pub(crate) use crate::pool::HttpClient;
 use crate::pool::PooledBody;
@@ -243,11 +246,14 @@ pub(crate) async fn supervise(
             _ = shutdown.changed() => break,
         };
         match r {
-            Ok(_) => {
+            Ok(info) => {
                 probe = false;
                 delay = conn.spec.backoff.initial;
-                // A stateless server has no stream for what belongs to no request.
-                if !link.is_stateless() {
+                // A stateless server has no stream for what belongs to no
+                // request: its list changes come on a listen stream.
+                if link.is_stateless() {
+                    listen::start(&conn, &link, &info);
+                } else {
                     start_get_stream(&conn, &link);
                 }
                 tokio::select! {
