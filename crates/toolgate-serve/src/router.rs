@@ -20,6 +20,9 @@ use toolgate_call::answer::Era;
 use toolgate_jsonrpc::{error_response, result_response, INVALID_PARAMS, METHOD_NOT_FOUND};
 use toolgate_upstream::{Answer, RpcError};
 
+/// Where a 2026-07-28 result names its server.
+const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
+
 impl Gateway {
     /// A new session for an `initialize` request; returns the answer and the
     /// token. `versions`: what the transport speaks, the first when the
@@ -49,10 +52,10 @@ impl Gateway {
         };
         let mut result = json!({
             "protocolVersion": version,
-            "capabilities": self.capabilities(caller),
+            "capabilities": self.capabilities(caller, Era::Handshake),
             "serverInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
         });
-        if let Some(instructions) = self.instructions(caller) {
+        if let Some(instructions) = self.instructions(caller, Era::Handshake) {
             result["instructions"] = Value::String(instructions);
         }
         (
@@ -61,10 +64,12 @@ impl Gateway {
         )
     }
 
-    pub(crate) fn capabilities(&self, caller: &Caller) -> Value {
+    /// What the servers a caller may reach offer, merged, as clients of
+    /// `era` see them (2026-07-28: a twin's stateless side where it has one).
+    pub(crate) fn capabilities(&self, caller: &Caller, era: Era) -> Value {
         let mut caps = json!({"tools": {"listChanged": true}, "logging": {}});
-        for (_, server) in self.reachable(caller) {
-            let Some(info) = server.upstream.info() else {
+        for (index, _) in self.reachable(caller) {
+            let Some(info) = self.info_for(index, era) else {
                 continue;
             };
             let up = &info.capabilities;
@@ -81,10 +86,10 @@ impl Gateway {
         caps
     }
 
-    pub(crate) fn instructions(&self, caller: &Caller) -> Option<String> {
+    pub(crate) fn instructions(&self, caller: &Caller, era: Era) -> Option<String> {
         let parts: Vec<String> = self
             .reachable(caller)
-            .filter_map(|(_, s)| s.upstream.info()?.instructions.clone())
+            .filter_map(|(i, _)| self.info_for(i, era)?.instructions.clone())
             .collect();
         (!parts.is_empty()).then(|| parts.join("\n\n"))
     }
@@ -297,13 +302,24 @@ impl Gateway {
         }
     }
 
+    /// Server `index`'s initialize (or discover) result as clients of `era`
+    /// are served: a 2026-07-28 client over a twin's stateless link while it is up.
+    fn info_for(&self, index: usize, era: Era) -> Option<Arc<toolgate_upstream::ServerInfo>> {
+        match era {
+            Era::Stateless => self.twin_of(index).and_then(|t| t.info()),
+            Era::Handshake => None,
+        }
+        .or_else(|| self.servers[index].upstream.info())
+    }
+
     pub(crate) fn discover(&self, caller: &Caller) -> Value {
         let mut result = json!({
             "supportedVersions": [STATELESS_VERSION, "2025-11-25", "2025-06-18"],
-            "capabilities": self.capabilities(caller),
+            "capabilities": self.capabilities(caller, Era::Stateless),
             "serverInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
+            "_meta": {SERVER_INFO_KEY: {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")}},
         });
-        if let Some(instructions) = self.instructions(caller) {
+        if let Some(instructions) = self.instructions(caller, Era::Stateless) {
             result["instructions"] = Value::String(instructions);
         }
         result

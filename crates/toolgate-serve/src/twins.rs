@@ -87,8 +87,10 @@ async fn watch_twin(
                     gateway.broadcast_list_changed();
                 }
             }
+            // From its listen stream: passed on whatever changed (see `watch`).
             UpstreamEvent::Notification { method, .. } => {
-                if method.ends_with("/list_changed") && gateway.refresh(index).await {
+                if method.ends_with("/list_changed") {
+                    gateway.refresh(index).await;
                     gateway.broadcast(serde_json::json!({"jsonrpc": "2.0", "method": method}));
                 }
             }

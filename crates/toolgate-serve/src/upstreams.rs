@@ -248,8 +248,12 @@ impl Gateway {
                         // registers tools three times as it initializes) changed
                         // nothing a client could have listed yet: pass the
                         // notification on only when the lists really differ.
+                        // A stateless server says so on its listen stream,
+                        // opened once it is ready: passed on whatever changed
+                        // (the lists a client may see can be the same).
                         if let Some(i) = self.index_of(&server) {
-                            if self.refresh(i).await {
+                            let listened = self.servers[i].upstream.is_stateless();
+                            if self.refresh(i).await || listened {
                                 self.broadcast(json!({"jsonrpc": "2.0", "method": method}));
                             }
                         }

@@ -54,6 +54,15 @@ impl FakeServer {
         self
     }
 
+    /// This server, saying it has `capabilities` and these `instructions`.
+    pub(crate) fn saying(mut self, capabilities: Value, instructions: &str) -> FakeServer {
+        let mut info = (*self.info).clone();
+        info.capabilities = capabilities;
+        info.instructions = Some(instructions.into());
+        self.info = Arc::new(info);
+        self
+    }
+
     /// A server spoken to statelessly (its info says 2026-07-28).
     pub(crate) fn stateless(mut self) -> FakeServer {
         let mut info = (*self.info).clone();

@@ -5,7 +5,7 @@
 //! fetches the lists again and tells its clients). Opened again when the
 //! server ends it; given up when the server refuses it.
 
-use super::{is_sse, HttpLink, DEFAULT_RETRY};
+use super::{content_type_is, is_sse, HttpLink, DEFAULT_RETRY};
 use crate::conn::Conn;
 use crate::modern;
 use crate::sse::SseParser;
@@ -72,25 +72,41 @@ async fn listen(conn: Arc<Conn>, link: Arc<HttpLink>, filter: Value) {
                         continue;
                     };
                     for ev in parser.push(&data) {
-                        if !(ev.event.is_empty() || ev.event == "message") {
-                            continue;
-                        }
-                        let Ok(message) = serde_json::from_str::<Value>(&ev.data) else {
-                            continue;
-                        };
-                        // The acknowledgement and the stream's own end are
-                        // the stream's business; notifications are events.
-                        let method = message.get("method").and_then(Value::as_str);
-                        if message.get("id").is_none()
-                            && method
-                                .is_some_and(|m| m != "notifications/subscriptions/acknowledged")
-                        {
-                            conn.dispatch(message, None);
+                        if ev.event.is_empty() || ev.event == "message" {
+                            if !deliver(&conn, &ev.data) {
+                                return;
+                            }
                         }
                     }
                 }
                 if let Some(ms) = parser.retry_ms {
                     retry = std::time::Duration::from_millis(ms);
+                }
+            }
+            // Some servers (the conformance suite's reference server) stream
+            // it as JSON text, one message a line.
+            Ok(resp)
+                if resp.status() == StatusCode::OK
+                    && content_type_is(&resp, b"application/json") =>
+            {
+                failures = 0;
+                let mut pending = Vec::new();
+                let mut body = resp.into_body();
+                while let Some(Ok(frame)) = body.frame().await {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    pending.extend_from_slice(&data);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        let text = String::from_utf8_lossy(&line);
+                        if !text.trim().is_empty() && !deliver(&conn, &text) {
+                            return;
+                        }
+                    }
+                }
+                if !pending.is_empty() && !deliver(&conn, &String::from_utf8_lossy(&pending)) {
+                    return;
                 }
             }
             // Refused (not offered after all, or another answer): give up.
@@ -106,6 +122,23 @@ async fn listen(conn: Arc<Conn>, link: Arc<HttpLink>, filter: Value) {
         }
         tokio::time::sleep(retry).await;
     }
+}
+
+/// One message of the stream: a notification is an event of the connection
+/// (the acknowledgement is the stream's own business); false when it is the
+/// listen request's answer is an error (not listened to, then).
+fn deliver(conn: &Arc<Conn>, text: &str) -> bool {
+    let Ok(message) = serde_json::from_str::<Value>(text) else {
+        return true;
+    };
+    if message.get("id").is_some() {
+        return message.get("error").is_none();
+    }
+    let method = message.get("method").and_then(Value::as_str);
+    if method.is_some_and(|m| m != "notifications/subscriptions/acknowledged") {
+        conn.dispatch(message, None);
+    }
+    true
 }
 
 #[cfg(test)]

@@ -136,3 +136,28 @@ async fn a_stateless_only_tool_the_policy_refuses_never_reaches_the_server() {
     assert!(twin.calls().is_empty(), "{:?}", twin.calls());
     assert!(a.calls().is_empty() && b.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_2026_clients_capabilities_and_instructions_come_from_the_stateless_link() {
+    let twin = FakeServer::with_tools(&["echo"])
+        .stateless()
+        .saying(json!({"tools": {}, "prompts": {}}), "the stateless side");
+    let a = FakeServer::with_tools(&["echo"])
+        .saying(json!({"tools": {}}), "the handshake side")
+        .with_twin(&twin);
+    let b = FakeServer::with_tools(&["add"]);
+    let gateway = gateway_under(&a, &b, POLICY).await;
+    let discovered = request_in(&gateway, Era::Stateless, "server/discover", json!({})).await;
+    let result = &discovered["result"];
+    assert!(result["capabilities"].get("prompts").is_some(), "{result}");
+    assert_eq!(result["instructions"], json!("the stateless side"));
+    let server_info = &result["_meta"]["io.modelcontextprotocol/serverInfo"];
+    assert_eq!(server_info["name"], json!("toolgate"), "{result}");
+    let caller = gateway.authenticate(None).expect("anonymous");
+    let caps = gateway.capabilities(&caller, Era::Handshake);
+    assert!(caps.get("prompts").is_none(), "{caps}");
+    assert_eq!(
+        gateway.instructions(&caller, Era::Handshake).as_deref(),
+        Some("the handshake side")
+    );
+}
