@@ -72,7 +72,6 @@ impl FakeServer {
     }
 
     /// Every request received but the gateway's list fetches.
-
     pub(crate) fn calls(&self) -> Vec<(String, Value)> {
         self.received
             .lock()

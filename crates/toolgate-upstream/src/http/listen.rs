@@ -72,10 +72,9 @@ async fn listen(conn: Arc<Conn>, link: Arc<HttpLink>, filter: Value) {
                         continue;
                     };
                     for ev in parser.push(&data) {
-                        if ev.event.is_empty() || ev.event == "message" {
-                            if !deliver(&conn, &ev.data) {
-                                return;
-                            }
+                        let message = ev.event.is_empty() || ev.event == "message";
+                        if message && !deliver(&conn, &ev.data) {
+                            return;
                         }
                     }
                 }
