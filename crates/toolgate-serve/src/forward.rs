@@ -147,6 +147,10 @@ impl Gateway {
             tx: rx.0.clone(),
         });
         let upstream = match self.upstream_for(server, &ctx.session.id, ctx.era).await {
+            Ok(upstream) if ctx.era == Era::Stateless && upstream.is_stateless() => {
+                pass_capabilities(&mut params, &ctx.session.caps);
+                upstream
+            }
             Ok(upstream) => upstream,
             Err(e) => {
                 if let Some(on_done) = on_done {
@@ -532,6 +536,24 @@ pub(crate) fn strip_envelope(params: &mut Value) {
                 p.remove("_meta");
             }
         }
+    }
+}
+
+/// A 2026-07-28 client's request to a server spoken to statelessly carries
+/// the client's own capabilities (those the gateway can take to it: sampling,
+/// elicitation, roots), so the server refuses what the client could not
+/// answer instead of asking it.
+fn pass_capabilities(params: &mut Value, caps: &Value) {
+    let Value::Object(p) = params else {
+        return;
+    };
+    let own: serde_json::Map<String, Value> = ["sampling", "elicitation", "roots"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_string(), caps.get(k)?.clone())))
+        .collect();
+    let meta = p.entry("_meta").or_insert_with(|| json!({}));
+    if let Value::Object(meta) = meta {
+        meta.insert(crate::gateway::META_CAPS.into(), Value::Object(own));
     }
 }
 

@@ -256,7 +256,17 @@ impl Gateway {
                         }
                         self.forward(ctx, id, server, method, params, None).await
                     }
-                    None => answer(Err(rpc(-32002, &format!("Resource not found: {uri}")))),
+                    // 2026-07-28 (SEP-2164): -32602, the uri in the data;
+                    // the handshake era's -32002 for its clients.
+                    None => answer(Err(RpcError {
+                        code: if ctx.era == Era::Stateless {
+                            INVALID_PARAMS
+                        } else {
+                            -32002
+                        },
+                        message: format!("Resource not found: {uri}"),
+                        data: Some(json!({ "uri": uri })),
+                    })),
                 }
             }
             "completion/complete" => {

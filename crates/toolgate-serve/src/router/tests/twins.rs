@@ -98,6 +98,14 @@ async fn a_2026_client_is_served_over_the_stateless_link_and_a_2025_client_over_
     assert_eq!(answer["result"]["content"][0]["text"], json!("called echo"));
     assert_eq!(twin.calls().len(), 1, "{:?}", twin.calls());
     assert!(a.calls().is_empty());
+    // The client's own capabilities go with it (it declared none here), so
+    // the server asks nothing of it that it could not answer.
+    let meta = &twin.calls()[0].1["_meta"];
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientCapabilities"],
+        json!({}),
+        "{meta}"
+    );
     request_in(&gateway, Era::Handshake, "tools/call", call).await;
     assert_eq!(a.calls().len(), 1);
     assert_eq!(twin.calls().len(), 1);
@@ -160,4 +168,16 @@ async fn a_2026_clients_capabilities_and_instructions_come_from_the_stateless_li
         gateway.instructions(&caller, Era::Handshake).as_deref(),
         Some("the handshake side")
     );
+}
+
+#[tokio::test]
+async fn a_resource_no_server_has_is_not_found_in_each_eras_words() {
+    let (a, twin, b, gateway) = dual().await;
+    let read = json!({"uri": "nowhere://x"});
+    let new = request_in(&gateway, Era::Stateless, "resources/read", read.clone()).await;
+    assert_eq!(new["error"]["code"], json!(-32602), "{new}");
+    assert_eq!(new["error"]["data"]["uri"], json!("nowhere://x"));
+    let old = request_in(&gateway, Era::Handshake, "resources/read", read).await;
+    assert_eq!(old["error"]["code"], json!(-32002), "{old}");
+    assert!(a.calls().is_empty() && twin.calls().is_empty() && b.calls().is_empty());
 }
