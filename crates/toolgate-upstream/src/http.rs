@@ -520,7 +520,15 @@ pub(crate) async fn post(
                 }
             }
             Ok(m) => conn.dispatch(m, origin),
-            Err(_) => {}
+            // Not one value: messages one after another (JSON lines, as the
+            // conformance suite's reference server streams some answers),
+            // each taken when all of them parse.
+            Err(_) => {
+                let stream = serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>();
+                if let Ok(msgs) = stream.collect::<Result<Vec<Value>, _>>() {
+                    msgs.into_iter().for_each(|m| conn.dispatch(m, origin));
+                }
+            }
         }
     }
     if let Some(id) = origin {
