@@ -342,3 +342,133 @@ async def test_the_config_can_name_the_generation(serve_factory, modern_server):
     assert {r["body"]["method"] for r in handshake.requests()} == {"initialize"}
     assert handshake.calls() == []
     assert 'server "old" is down: initialize failed: upstream error -32022' in gw.stderr()
+
+
+DUAL_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "dual__echo": {},
+        "dual__fresh": {},
+        "dual__wipe": {"action": "deny", "reason": "never wipe"},
+        "old__echo": {},
+        "pinned__echo": {},
+    },
+}
+
+
+def stateless_requests(server: ModernServer) -> list[dict]:
+    """The requests that came as 2026-07-28 (its version in the header)."""
+    return [r for r in server.requests() if r["headers"].get("mcp-protocol-version") == MODERN]
+
+
+@pytest.mark.anyio
+async def test_a_server_of_both_generations_serves_2026_clients_statelessly_under_the_policy(
+        serve_factory, modern_server):
+    """A server that speaks both generations (nothing in the config says so)
+    is asked once with `server/discover`; its 2026-07-28 clients see the
+    tools it lists only statelessly, and their calls go statelessly, still
+    under the policy: a denied one never reaches it. 2025 clients keep the
+    handshake and its lists."""
+    server = modern_server(name="dual", MODERN_ERA="both")
+    gw = serve_factory({"policy": "policy.json", "servers": {"dual": {"url": server.url}}},
+                       {"policy.json": DUAL_POLICY})
+    async with gw.client(LEGACY) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["dual__echo"]
+        assert (await client.call_tool("dual__echo", {"text": "old"})).content[0].text == "old"
+        with pytest.raises(MCPError) as e:
+            await client.call_tool("dual__fresh", {})
+        assert e.value.error.code == -32602
+    async with gw.client(MODERN) as client:
+        tools = [t.name for t in (await client.list_tools()).tools]
+        assert tools == ["dual__echo", "dual__fresh", "dual__wipe"]
+        assert (await client.call_tool("dual__fresh", {})).content[0].text == "fresh: ok"
+        denied = await client.call_tool("dual__wipe", {})
+        assert denied.is_error and denied.structured_content["toolgate"]["decision"] == "deny"
+        assert "never wipe" in denied.content[0].text
+        assert (await client.call_tool("dual__echo", {"text": "new"})).content[0].text == "new"
+    assert server.calls() == [
+        {"tool": "echo", "arguments": {"text": "old"}},
+        {"tool": "fresh", "arguments": {}},
+        {"tool": "echo", "arguments": {"text": "new"}},
+    ]
+    methods = [r["body"]["method"] for r in server.requests() if r["body"]]
+    assert methods.count("initialize") == 1 and methods.count("server/discover") == 1
+    modern_calls = [r["body"]["params"] for r in stateless_requests(server) if r["body"]["method"] == "tools/call"]
+    assert [c["name"] for c in modern_calls] == ["fresh", "echo"]
+    for request in stateless_requests(server):
+        assert "mcp-session-id" not in request["headers"], request
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_server_of_the_handshake_only_is_asked_once_and_never_again(serve_factory, modern_server, mode):
+    """A 2025-11-25 server with `protocol: auto` gets one `server/discover`
+    at 2026-07-28 (refused) and nothing stateless after, whatever its
+    clients speak; with `protocol: "2025-11-25"` it gets not even that."""
+    old = modern_server(name="old", MODERN_ERA="handshake")
+    pinned = modern_server(name="pinned", MODERN_ERA="handshake")
+    gw = serve_factory({"policy": "policy.json", "servers": {
+        "old": {"url": old.url},
+        "pinned": {"url": pinned.url, "protocol": "2025-11-25"},
+    }}, {"policy.json": DUAL_POLICY})
+    async with gw.client(mode) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["old__echo", "pinned__echo"]
+        for name in ["old__echo", "pinned__echo"]:
+            assert (await client.call_tool(name, {"text": name})).content[0].text == name
+    assert [c["tool"] for c in old.calls()] == ["echo"] and [c["tool"] for c in pinned.calls()] == ["echo"]
+    assert [r["body"]["method"] for r in stateless_requests(old)] == ["server/discover"]
+    assert stateless_requests(pinned) == []
+    assert "server/discover" not in [r["body"]["method"] for r in pinned.requests() if r["body"]]
+
+
+LISTEN_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {f"{server}__{tool}": {} for server in ("modern", "dual") for tool in ("echo", "grow", "grown")},
+}
+
+
+@pytest.mark.parametrize("era", ["modern", "both"])
+def test_a_stateless_servers_list_changes_are_followed_through_subscriptions_listen(serve_factory, modern_server,
+                                                                                   era):
+    """A server spoken to statelessly (a modern-only one, or the stateless link
+    to one of both generations) has no GET stream: the gateway listens with
+    `subscriptions/listen` for the lists its `server/discover` says change,
+    and when the server reports a change, fetches the lists again and tells
+    its own 2026-07-28 listeners (their subscription id on it)."""
+    name = "modern" if era == "modern" else "dual"
+    server = modern_server(name=name, MODERN_ERA=era, MODERN_LISTEN="1")
+    gw = serve_factory({"policy": "policy.json", "servers": {name: {"url": server.url}}},
+                       {"policy.json": LISTEN_POLICY})
+    wait_for(lambda: "subscriptions/listen" in [r["body"]["method"] for r in stateless_requests(server)], 10,
+             "the gateway to listen")
+    listen = next(r for r in stateless_requests(server) if r["body"]["method"] == "subscriptions/listen")
+    assert listen["headers"]["mcp-method"] == "subscriptions/listen"
+    assert listen["body"]["params"]["notifications"]["toolsListChanged"] is True
+    assert listen["body"]["params"]["_meta"][MODERN_META_KEY] == MODERN
+    meta = {MODERN_META_KEY: MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+    def tools(http) -> list[str]:
+        r = post(http, gw.url, {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}},
+                 mcp_protocol_version=MODERN, mcp_method="tools/list")
+        return [t["name"] for t in answer_of(r)["result"]["tools"]]
+
+    with gw.http() as http, gw.http() as other:
+        assert tools(http) == [f"{name}__echo", f"{name}__grow"]
+        subscribe = {"jsonrpc": "2.0", "id": "mine", "method": "subscriptions/listen",
+                     "params": {"_meta": meta, "notifications": {"toolsListChanged": True}}}
+        headers = {"mcp-protocol-version": MODERN, "mcp-method": "subscriptions/listen",
+                   "accept": "application/json, text/event-stream", "content-type": "application/json"}
+        with http.stream("POST", gw.url, json=subscribe, headers=headers) as stream:
+            frames = (json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:"))
+            assert next(frames)["method"] == "notifications/subscriptions/acknowledged"
+            grow = post(other, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": f"{name}__grow", "arguments": {}, "_meta": meta}},
+                mcp_protocol_version=MODERN, mcp_method="tools/call", mcp_name=f"{name}__grow")
+            assert answer_of(grow)["result"]["content"][0]["text"] == "grown"
+            changed = next(frames)
+            assert changed["method"] == "notifications/tools/list_changed", changed
+            assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "mine"
+        assert tools(other) == [f"{name}__echo", f"{name}__grow", f"{name}__grown"]
+    assert [c["tool"] for c in server.calls()] == ["grow"]

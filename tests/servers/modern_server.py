@@ -26,6 +26,18 @@ again with the answer and that state, it completes with the answer's
 action and content. Each time it runs it appends {"tool": "ask",
 "arguments": ..., "inputResponses": ..., "requestState": ...} to PROBE_LOG.
 
+MODERN_ERA chooses what it speaks: `modern` (the default, as above),
+`both` (nothing is refused: the SDK serves the 2025 handshake and stateless
+2026-07-28 requests alike; to 2026-07-28 clients only it also lists
+`fresh()` and `wipe()`, which record their calls like any other) or
+`handshake` (a 2025-11-25 server: the handshake, its session's GET stream
+and DELETE are served; a POST naming a 2026-07-28 version is refused with
+HTTP 400, -32022 and `data.supported` the handshake versions).
+
+With MODERN_LISTEN=1 it serves `subscriptions/listen` (so its
+`server/discover` says its lists change) and has a tool `grow()` that adds
+a tool `grown` to its list and tells the listen streams.
+
 With MODERN_NULL_ID=1 the refusal carries `"id": null` (a server that
 refuses before reading the request). With PROBE_JSON_RESPONSE=1 the SDK
 answers with JSON bodies instead of SSE streams.
@@ -77,7 +89,41 @@ probe_server.TOOLS_BY_NAME[ASK.name] = ASK
 ASK_STATE = "ask-state-1"
 
 
+ERA = os.environ.get("MODERN_ERA", "modern")
+STATELESS_ONLY = [types.Tool(name=name, description=f"{name}: listed only to 2026-07-28 clients",
+                             input_schema={"type": "object"}) for name in ("fresh", "wipe")]
+
+
+async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    result = await probe_server.list_tools(ctx, params)
+    if ERA == "both" and result.next_cursor is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        result.tools = [*result.tools, *STATELESS_ONLY]
+    return result
+
+
+GROWN = types.Tool(name="grown", description="added by grow()", input_schema={"type": "object"})
+if os.environ.get("MODERN_LISTEN") == "1":
+    from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+    from mcp.shared.subscriptions import ToolsListChanged
+
+    BUS = InMemorySubscriptionBus()
+    GROW = types.Tool(name="grow", description="adds the tool grown", input_schema={"type": "object"})
+    probe_server.TOOLS.append(GROW)
+    probe_server.TOOLS_BY_NAME[GROW.name] = GROW
+    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, ListenHandler(BUS))
+
+
 async def call_tool(ctx: Any, params: types.CallToolRequestParams):
+    if params.name == "grow" and os.environ.get("MODERN_LISTEN") == "1":
+        probe_server.record_call(params.name, params.arguments)
+        if GROWN.name not in probe_server.TOOLS_BY_NAME:
+            probe_server.TOOLS.append(GROWN)
+            probe_server.TOOLS_BY_NAME[GROWN.name] = GROWN
+        await BUS.publish(ToolsListChanged())
+        return types.CallToolResult(content=[types.TextContent(type="text", text="grown")])
+    if ERA == "both" and params.name in ("fresh", "wipe") and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        probe_server.record_call(params.name, params.arguments)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=f"{params.name}: ok")])
     if params.name != "ask":
         return await probe_server.call_tool(ctx, params)
     responses = params.input_responses
@@ -102,6 +148,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams):
 
 
 server.add_request_handler("tools/call", types.CallToolRequestParams, call_tool)
+server.add_request_handler("tools/list", types.PaginatedRequestParams, list_tools)
 server.add_request_handler("prompts/list", types.PaginatedRequestParams, list_prompts)
 server.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
 server.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)
@@ -151,10 +198,19 @@ def modern_only(app):
         _log({"http": scope["method"], "headers": headers, "body": decoded})
 
         version = headers.get("mcp-protocol-version")
-        if scope["method"] in ("GET", "DELETE") and version not in MODERN_PROTOCOL_VERSIONS:
+        if ERA == "both":
+            pass
+        elif ERA == "handshake":
+            if scope["method"] == "POST" and version in MODERN_PROTOCOL_VERSIONS:
+                await _answer(send, 400, {
+                    "jsonrpc": "2.0", "id": decoded.get("id") if isinstance(decoded, dict) else None,
+                    "error": {"code": UNSUPPORTED_PROTOCOL_VERSION, "message": "Unsupported protocol version",
+                              "data": {"supported": list(HANDSHAKE_PROTOCOL_VERSIONS), "requested": version}}})
+                return
+        elif scope["method"] in ("GET", "DELETE") and version not in MODERN_PROTOCOL_VERSIONS:
             await _answer(send, 405, headers=[(b"allow", b"POST")])
             return
-        if scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS):
+        if ERA == "modern" and scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS):
             params = decoded.get("params") if isinstance(decoded, dict) else None
             requested = (params or {}).get("protocolVersion") if isinstance(params, dict) else None
             request_id = None
@@ -189,7 +245,9 @@ def main(port: int) -> None:
     import uvicorn
 
     app = server.streamable_http_app(json_response=os.environ.get("PROBE_JSON_RESPONSE") == "1")
-    uvicorn.run(modern_only(app), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # Open listen streams do not hold a stop up.
+    uvicorn.run(modern_only(app), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":

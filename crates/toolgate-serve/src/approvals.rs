@@ -293,7 +293,7 @@ impl Gateway {
         tool: &str,
         arguments: &Value,
     ) -> Option<toolgate_policy::Plan> {
-        let catalog = self.catalog();
+        let catalog = self.catalog_for(ctx.era);
         let entry = catalog.tool(tool)?;
         let gateway_policy = self.gateway_policy(&ctx.caller);
         let server_policy = self.server_policy(server);

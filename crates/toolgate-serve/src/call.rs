@@ -47,7 +47,7 @@ impl Gateway {
                 None,
             ));
         }
-        let catalog = self.catalog();
+        let catalog = self.catalog_for(ctx.era);
         let Some(entry) = catalog
             .tool(name)
             .filter(|e| self.may_reach(&ctx.caller, e.server))

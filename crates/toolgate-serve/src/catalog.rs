@@ -175,6 +175,12 @@ pub(crate) struct Lists {
     /// Each server's lists, by server index (`None`: not fetched, or down).
     pub(crate) held: Mutex<Vec<Option<ServerLists>>>,
     pub(crate) merged: RwLock<Arc<Catalog>>,
+    /// The stateless lists of the servers that speak both generations, by
+    /// server index (`None` for every other server, or while down).
+    pub(crate) twins: Mutex<Vec<Option<ServerLists>>>,
+    /// The catalogue of 2026-07-28 clients: `merged` with each server's
+    /// stateless lists where it has them (the same catalogue when none has).
+    pub(crate) stateless: RwLock<Arc<Catalog>>,
 }
 
 #[cfg(test)]

@@ -146,7 +146,11 @@ impl Gateway {
             session: ctx.session.clone(),
             tx: rx.0.clone(),
         });
-        let upstream = match self.upstream_for(server, &ctx.session.id).await {
+        let upstream = match self.upstream_for(server, &ctx.session.id, ctx.era).await {
+            Ok(upstream) if ctx.era == Era::Stateless && upstream.is_stateless() => {
+                pass_capabilities(&mut params, &ctx.session.caps);
+                upstream
+            }
             Ok(upstream) => upstream,
             Err(e) => {
                 if let Some(on_done) = on_done {
@@ -299,7 +303,33 @@ impl Gateway {
             }
             result = &mut task => {
                 drop(guard);
-                self.reply(ctx, id, method, flatten(result, &self.servers[server].name))
+                let result = flatten(result, &self.servers[server].name);
+                // What the server sent just before its answer, read with it in
+                // one go (a stateless server's stream, written at the end),
+                // goes out first on a stream of its own.
+                let mut queued = Vec::new();
+                while let Some(message) = rx.0.try_recv() {
+                    if !is_request(&message) {
+                        queued.push(message);
+                    }
+                }
+                if queued.is_empty() {
+                    return self.reply(ctx, id, method, result);
+                }
+                let log = Arc::new(EventLog::new(random_id(), ctx.session.id.clone()));
+                for message in queued {
+                    log.push(message);
+                }
+                log.push(self.answer(ctx, id, method, result.and_then(parsed)));
+                log.finish();
+                self.streams.logs.lock().expect("logs lock").insert(log.id.clone(), log.clone());
+                let gateway = self.clone();
+                let key = log.id.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(KEEP).await;
+                    gateway.streams.logs.lock().expect("logs lock").remove(&key);
+                });
+                Reply::Stream(log)
             }
         }
     }
@@ -506,6 +536,24 @@ pub(crate) fn strip_envelope(params: &mut Value) {
                 p.remove("_meta");
             }
         }
+    }
+}
+
+/// A 2026-07-28 client's request to a server spoken to statelessly carries
+/// the client's own capabilities (those the gateway can take to it: sampling,
+/// elicitation, roots), so the server refuses what the client could not
+/// answer instead of asking it.
+fn pass_capabilities(params: &mut Value, caps: &Value) {
+    let Value::Object(p) = params else {
+        return;
+    };
+    let own: serde_json::Map<String, Value> = ["sampling", "elicitation", "roots"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_string(), caps.get(k)?.clone())))
+        .collect();
+    let meta = p.entry("_meta").or_insert_with(|| json!({}));
+    if let Value::Object(meta) = meta {
+        meta.insert(crate::gateway::META_CAPS.into(), Value::Object(own));
     }
 }
 

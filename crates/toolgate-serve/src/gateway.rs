@@ -208,6 +208,8 @@ impl Gateway {
                 policy: RwLock::new(s.policy),
                 per_session: s.per_session.then(|| s.spec.clone()),
                 upstream: connect(s.spec, events_tx.clone()),
+                twin: RwLock::new(None),
+                probed: Default::default(),
             });
         }
         let count = servers.len();
@@ -218,6 +220,8 @@ impl Gateway {
                 separator: opts.separator,
                 held: Mutex::new(vec![None; count]),
                 merged: RwLock::new(Arc::new(Catalog::default())),
+                twins: Mutex::new(vec![None; count]),
+                stateless: RwLock::new(Arc::new(Catalog::default())),
             },
             grants: Grants {
                 policy: RwLock::new(opts.policy),
@@ -260,6 +264,7 @@ impl Gateway {
         for (index, server) in gateway.servers.iter().enumerate() {
             let left = deadline.saturating_duration_since(monotonic_now());
             if server.upstream.wait_ready(left).await {
+                gateway.probe_twin(index).await;
                 gateway.refresh(index).await;
             } else {
                 gateway.audit.log(
@@ -322,6 +327,10 @@ impl Gateway {
         }
         for server in &self.servers {
             server.upstream.shutdown(grace).await;
+            let twin = server.twin.write().expect("twin lock").take();
+            if let Some(twin) = twin {
+                twin.shutdown(grace).await;
+            }
         }
         self.audit.flush();
     }

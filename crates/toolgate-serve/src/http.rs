@@ -657,6 +657,13 @@ pub(crate) async fn message(
             Reply::Json(v) if v.pointer("/error/code") == Some(&json!(METHOD_NOT_FOUND)) => {
                 Answer::Http(json_response(StatusCode::NOT_FOUND, &v))
             }
+            // A capability the client did not declare (the server's refusal,
+            // passed on): a 400, as the server sent it.
+            Reply::Json(v)
+                if v.pointer("/error/code") == Some(&json!(MISSING_CLIENT_CAPABILITY)) =>
+            {
+                Answer::Http(json_response(StatusCode::BAD_REQUEST, &v))
+            }
             reply => Answer::Reply(reply, None),
         };
     }
@@ -761,6 +768,9 @@ pub(crate) async fn message(
         ),
     }
 }
+
+/// JSON-RPC code of 2026-07-28's MissingRequiredClientCapabilityError.
+const MISSING_CLIENT_CAPABILITY: i64 = -32021;
 
 /// Methods of the handshake era that 2026-07-28 removed: a stateless client
 /// asking for one gets 404 and -32601, as for any method the server lacks.

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use toolgate_call::answer::Era;
 use toolgate_jsonrpc::INTERNAL_ERROR;
 use toolgate_upstream::{BoxFuture, Downstream, RpcError, UpstreamEvent};
 
@@ -60,8 +61,16 @@ impl Gateway {
         self: &Arc<Self>,
         server: usize,
         session: &str,
+        era: Era,
     ) -> Result<AnyUpstream, RpcError> {
         let Some(spec) = &self.servers[server].per_session else {
+            // A server that speaks both generations serves 2026-07-28
+            // clients over its stateless link while it is up.
+            if era == Era::Stateless {
+                if let Some(twin) = self.twin_of(server) {
+                    return Ok(twin);
+                }
+            }
             return Ok(self.servers[server].upstream.clone());
         };
         let key = (server, session.to_string());

@@ -50,6 +50,7 @@ mod router;
 pub mod session;
 mod sessions;
 mod streams;
+mod twins;
 mod upstreams;
 
 pub use gateway::{

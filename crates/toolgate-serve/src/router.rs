@@ -20,6 +20,9 @@ use toolgate_call::answer::Era;
 use toolgate_jsonrpc::{error_response, result_response, INVALID_PARAMS, METHOD_NOT_FOUND};
 use toolgate_upstream::{Answer, RpcError};
 
+/// Where a 2026-07-28 result names its server.
+const SERVER_INFO_KEY: &str = "io.modelcontextprotocol/serverInfo";
+
 impl Gateway {
     /// A new session for an `initialize` request; returns the answer and the
     /// token. `versions`: what the transport speaks, the first when the
@@ -49,10 +52,10 @@ impl Gateway {
         };
         let mut result = json!({
             "protocolVersion": version,
-            "capabilities": self.capabilities(caller),
+            "capabilities": self.capabilities(caller, Era::Handshake),
             "serverInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
         });
-        if let Some(instructions) = self.instructions(caller) {
+        if let Some(instructions) = self.instructions(caller, Era::Handshake) {
             result["instructions"] = Value::String(instructions);
         }
         (
@@ -61,10 +64,12 @@ impl Gateway {
         )
     }
 
-    pub(crate) fn capabilities(&self, caller: &Caller) -> Value {
+    /// What the servers a caller may reach offer, merged, as clients of
+    /// `era` see them (2026-07-28: a twin's stateless side where it has one).
+    pub(crate) fn capabilities(&self, caller: &Caller, era: Era) -> Value {
         let mut caps = json!({"tools": {"listChanged": true}, "logging": {}});
-        for (_, server) in self.reachable(caller) {
-            let Some(info) = server.upstream.info() else {
+        for (index, _) in self.reachable(caller) {
+            let Some(info) = self.info_for(index, era) else {
                 continue;
             };
             let up = &info.capabilities;
@@ -81,10 +86,10 @@ impl Gateway {
         caps
     }
 
-    pub(crate) fn instructions(&self, caller: &Caller) -> Option<String> {
+    pub(crate) fn instructions(&self, caller: &Caller, era: Era) -> Option<String> {
         let parts: Vec<String> = self
             .reachable(caller)
-            .filter_map(|(_, s)| s.upstream.info()?.instructions.clone())
+            .filter_map(|(i, _)| self.info_for(i, era)?.instructions.clone())
             .collect();
         (!parts.is_empty()).then(|| parts.join("\n\n"))
     }
@@ -137,7 +142,7 @@ impl Gateway {
             "ping" => answer(Ok(json!({}))),
             "server/discover" => answer(Ok(self.discover(&ctx.caller))),
             "tools/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let tools: Vec<Value> = catalog
                     .tools
                     .iter()
@@ -154,7 +159,7 @@ impl Gateway {
                 answer(Ok(json!({ "tools": tools })))
             }
             "prompts/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let prompts: Vec<Value> = catalog
                     .prompts
                     .iter()
@@ -164,7 +169,7 @@ impl Gateway {
                 answer(Ok(json!({ "prompts": prompts })))
             }
             "resources/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let resources: Vec<Value> = catalog
                     .resources
                     .iter()
@@ -174,7 +179,7 @@ impl Gateway {
                 answer(Ok(json!({ "resources": resources })))
             }
             "resources/templates/list" => {
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let templates: Vec<Value> = catalog
                     .templates
                     .iter()
@@ -204,7 +209,7 @@ impl Gateway {
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 match catalog
                     .prompt(name)
                     .filter(|e| self.may_reach(&ctx.caller, e.server))
@@ -224,7 +229,7 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 match catalog
                     .resource_server(&uri)
                     .filter(|s| self.may_reach(&ctx.caller, *s))
@@ -251,12 +256,22 @@ impl Gateway {
                         }
                         self.forward(ctx, id, server, method, params, None).await
                     }
-                    None => answer(Err(rpc(-32002, &format!("Resource not found: {uri}")))),
+                    // 2026-07-28 (SEP-2164): -32602, the uri in the data;
+                    // the handshake era's -32002 for its clients.
+                    None => answer(Err(RpcError {
+                        code: if ctx.era == Era::Stateless {
+                            INVALID_PARAMS
+                        } else {
+                            -32002
+                        },
+                        message: format!("Resource not found: {uri}"),
+                        data: Some(json!({ "uri": uri })),
+                    })),
                 }
             }
             "completion/complete" => {
                 let reference = params.get("ref").cloned().unwrap_or(Value::Null);
-                let catalog = self.catalog();
+                let catalog = self.catalog_for(ctx.era);
                 let target = match reference.get("type").and_then(Value::as_str) {
                     Some("ref/prompt") => catalog
                         .prompt(
@@ -297,13 +312,24 @@ impl Gateway {
         }
     }
 
+    /// Server `index`'s initialize (or discover) result as clients of `era`
+    /// are served: a 2026-07-28 client over a twin's stateless link while it is up.
+    fn info_for(&self, index: usize, era: Era) -> Option<Arc<toolgate_upstream::ServerInfo>> {
+        match era {
+            Era::Stateless => self.twin_of(index).and_then(|t| t.info()),
+            Era::Handshake => None,
+        }
+        .or_else(|| self.servers[index].upstream.info())
+    }
+
     pub(crate) fn discover(&self, caller: &Caller) -> Value {
         let mut result = json!({
             "supportedVersions": [STATELESS_VERSION, "2025-11-25", "2025-06-18"],
-            "capabilities": self.capabilities(caller),
+            "capabilities": self.capabilities(caller, Era::Stateless),
             "serverInfo": {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")},
+            "_meta": {SERVER_INFO_KEY: {"name": "toolgate", "version": env!("CARGO_PKG_VERSION")}},
         });
-        if let Some(instructions) = self.instructions(caller) {
+        if let Some(instructions) = self.instructions(caller, Era::Stateless) {
             result["instructions"] = Value::String(instructions);
         }
         result

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use toolgate_audit::LogLevel;
+use toolgate_call::answer::Era;
 use toolgate_policy::Policy;
 use toolgate_upstream::{Answer, CallError, Downstream, ServerInfo, UpstreamEvent, UpstreamSpec};
 
@@ -23,6 +24,11 @@ pub(crate) struct Server {
     pub(crate) upstream: AnyUpstream,
     /// `Some` for per-session servers: how to start another instance.
     pub(crate) per_session: Option<UpstreamSpec>,
+    /// For a server that speaks both generations: its stateless link, which
+    /// serves the 2026-07-28 clients (see `twins`).
+    pub(crate) twin: RwLock<Option<AnyUpstream>>,
+    /// Whether the server was asked if it speaks 2026-07-28 (asked once).
+    pub(crate) probed: std::sync::atomic::AtomicBool,
 }
 
 /// What the router needs of an upstream server: implemented by
@@ -57,6 +63,15 @@ pub(crate) trait Upstream: Clone + Send + Sync + 'static {
     fn notify(&self, method: &str, params: Option<Value>) -> impl Future<Output = ()> + Send;
     /// Stops the connection, waiting up to `grace`.
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send;
+    /// A second, stateless link to a server spoken to with the handshake
+    /// that also speaks 2026-07-28 (asked once); `None` for any other.
+    fn stateless_twin(
+        &self,
+        _events: mpsc::UnboundedSender<UpstreamEvent>,
+        _timeout: Duration,
+    ) -> impl Future<Output = Option<Self>> + Send {
+        async { None }
+    }
 }
 
 impl Upstream for toolgate_upstream::Upstream {
@@ -82,6 +97,13 @@ impl Upstream for toolgate_upstream::Upstream {
     }
     fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send {
         toolgate_upstream::Upstream::shutdown(self, grace)
+    }
+    fn stateless_twin(
+        &self,
+        events: mpsc::UnboundedSender<UpstreamEvent>,
+        timeout: Duration,
+    ) -> impl Future<Output = Option<Self>> + Send {
+        toolgate_upstream::Upstream::stateless_twin(self, events, timeout)
     }
 }
 
@@ -129,6 +151,23 @@ impl Upstream for AnyUpstream {
     async fn shutdown(&self, grace: Duration) {
         each!(self, u => u.shutdown(grace).await)
     }
+    async fn stateless_twin(
+        &self,
+        events: mpsc::UnboundedSender<UpstreamEvent>,
+        timeout: Duration,
+    ) -> Option<Self> {
+        match self {
+            AnyUpstream::Real(u) => u
+                .stateless_twin(events, timeout)
+                .await
+                .map(AnyUpstream::Real),
+            #[cfg(test)]
+            AnyUpstream::Fake(u) => u
+                .stateless_twin(events, timeout)
+                .await
+                .map(AnyUpstream::Fake),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +184,15 @@ impl Gateway {
 
     pub fn catalog(&self) -> Arc<Catalog> {
         self.lists.merged.read().expect("catalog lock").clone()
+    }
+
+    /// The catalogue clients of `era` see: for 2026-07-28 clients, the
+    /// stateless lists of the servers that speak both generations.
+    pub(crate) fn catalog_for(&self, era: Era) -> Arc<Catalog> {
+        match era {
+            Era::Handshake => self.catalog(),
+            Era::Stateless => self.lists.stateless.read().expect("catalog lock").clone(),
+        }
     }
 
     /// Each server's name and whether it is connected now, in config order
@@ -169,6 +217,9 @@ impl Gateway {
                     // of it only when what they may list changed.
                     if let Some(i) = self.index_of(&server) {
                         let held = self.lists.held.lock().expect("lists lock")[i].is_some();
+                        if !held {
+                            self.probe_twin(i).await;
+                        }
                         if !held && self.refresh(i).await {
                             self.broadcast_list_changed();
                         }
@@ -197,8 +248,12 @@ impl Gateway {
                         // registers tools three times as it initializes) changed
                         // nothing a client could have listed yet: pass the
                         // notification on only when the lists really differ.
+                        // A stateless server says so on its listen stream,
+                        // opened once it is ready: passed on whatever changed
+                        // (the lists a client may see can be the same).
                         if let Some(i) = self.index_of(&server) {
-                            if self.refresh(i).await {
+                            let listened = self.servers[i].upstream.is_stateless();
+                            if self.refresh(i).await || listened {
                                 self.broadcast(json!({"jsonrpc": "2.0", "method": method}));
                             }
                         }
@@ -244,10 +299,43 @@ impl Gateway {
     /// Fetches one server's lists again and rebuilds the catalogue; true
     /// when they differ from the ones held before.
     pub(crate) async fn refresh(&self, index: usize) -> bool {
-        let upstream = &self.servers[index].upstream;
-        let Some(info) = upstream.info() else {
+        let Some(lists) = self.fetch_lists(&self.servers[index].upstream).await else {
             return false;
         };
+        // A server that speaks both generations: its stateless lists too,
+        // under the same pins (a tool listed only there is checked as well).
+        let twin = match self.twin_of(index) {
+            Some(twin) => self.fetch_lists(&twin).await,
+            None => None,
+        };
+        let mut tools = lists.tools.clone();
+        if let Some(twin) = &twin {
+            let names: std::collections::HashSet<&Value> =
+                lists.tools.iter().filter_map(|t| t.get("name")).collect();
+            tools.extend(
+                twin.tools
+                    .iter()
+                    .filter(|t| t.get("name").is_none_or(|n| !names.contains(n)))
+                    .cloned(),
+            );
+        }
+        self.check_pins(index, &tools);
+        let changed = {
+            let mut all = self.lists.held.lock().expect("lists lock");
+            let mut twins = self.lists.twins.lock().expect("lists lock");
+            let changed = all[index].as_ref() != Some(&lists) || twins[index] != twin;
+            all[index] = Some(lists);
+            twins[index] = twin;
+            changed
+        };
+        self.rebuild();
+        changed
+    }
+
+    /// One server's lists, as far as its capabilities say it has them;
+    /// `None` while it is not connected.
+    async fn fetch_lists(&self, upstream: &AnyUpstream) -> Option<ServerLists> {
+        let info = upstream.info()?;
         let caps = &info.capabilities;
         let mut lists = ServerLists::default();
         if caps.get("tools").is_some() {
@@ -262,15 +350,7 @@ impl Gateway {
                 .list_all(upstream, "resources/templates/list", "resourceTemplates")
                 .await;
         }
-        self.check_pins(index, &lists.tools);
-        let changed = {
-            let mut all = self.lists.held.lock().expect("lists lock");
-            let changed = all[index].as_ref() != Some(&lists);
-            all[index] = Some(lists);
-            changed
-        };
-        self.rebuild();
-        changed
+        Some(lists)
     }
 
     pub(crate) async fn list_all(
@@ -304,11 +384,31 @@ impl Gateway {
 
     pub(crate) fn rebuild(&self) {
         let lists = self.lists.held.lock().expect("lists lock").clone();
+        let twins = self.lists.twins.lock().expect("lists lock").clone();
         let catalog = Catalog::build(&self.lists.naming, &lists, &self.lists.separator);
         for conflict in &catalog.conflicts {
             self.audit.log(LogLevel::Warn, conflict);
         }
-        *self.lists.merged.write().expect("catalog lock") = Arc::new(catalog);
+        let catalog = Arc::new(catalog);
+        // 2026-07-28 clients: each server's stateless lists where it has them.
+        let stateless = if twins.iter().all(Option::is_none) {
+            catalog.clone()
+        } else {
+            let lists: Vec<Option<ServerLists>> = lists
+                .into_iter()
+                .zip(twins)
+                .map(|(held, twin)| twin.or(held))
+                .collect();
+            let stateless = Catalog::build(&self.lists.naming, &lists, &self.lists.separator);
+            for conflict in &stateless.conflicts {
+                if !catalog.conflicts.contains(conflict) {
+                    self.audit.log(LogLevel::Warn, conflict);
+                }
+            }
+            Arc::new(stateless)
+        };
+        *self.lists.merged.write().expect("catalog lock") = catalog;
+        *self.lists.stateless.write().expect("catalog lock") = stateless;
     }
 
     pub(crate) fn reachable(&self, caller: &Caller) -> impl Iterator<Item = (usize, &Server)> + '_ {

@@ -6,7 +6,8 @@
 //! A server that refuses the handshake as one speaking only the stateless
 //! generation (see `modern`) is discovered with `server/discover` and then
 //! spoken to statelessly: no session, no GET stream, and every request
-//! carries its envelope and routing headers.
+//! carries its envelope and routing headers; a `subscriptions/listen`
+//! stream (`listen`) carries its list changes.
 
 use crate::conn::{Conn, Link};
 use crate::modern::{self, Route};
@@ -21,6 +22,8 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod listen;
 
 pub(crate) use crate::pool::HttpClient;
 use crate::pool::PooledBody;
@@ -205,12 +208,15 @@ pub(crate) fn checked_headers(
 }
 
 /// Runs the connection: handshake (retried with backoff), then the GET
-/// stream, until shutdown; then DELETE the session.
+/// stream, until shutdown; then DELETE the session. `probe`: the first
+/// connection is a question (does the server speak this generation?), so
+/// when it fails the connection goes down for good instead of retrying.
 pub(crate) async fn supervise(
     conn: Arc<Conn>,
     url: String,
     headers: Vec<(String, String)>,
     protocol: Protocol,
+    mut probe: bool,
 ) {
     let Some(Endpoint {
         uri,
@@ -240,10 +246,14 @@ pub(crate) async fn supervise(
             _ = shutdown.changed() => break,
         };
         match r {
-            Ok(_) => {
+            Ok(info) => {
+                probe = false;
                 delay = conn.spec.backoff.initial;
-                // A stateless server has no stream for what belongs to no request.
-                if !link.is_stateless() {
+                // A stateless server has no stream for what belongs to no
+                // request: its list changes come on a listen stream.
+                if link.is_stateless() {
+                    listen::start(&conn, &link, &info);
+                } else {
                     start_get_stream(&conn, &link);
                 }
                 tokio::select! {
@@ -263,6 +273,9 @@ pub(crate) async fn supervise(
             }
             Err(e) => {
                 conn.go_down(&format!("initialize failed: {e}"));
+                if probe {
+                    break;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => break,
@@ -507,7 +520,15 @@ pub(crate) async fn post(
                 }
             }
             Ok(m) => conn.dispatch(m, origin),
-            Err(_) => {}
+            // Not one value: messages one after another (JSON lines, as the
+            // conformance suite's reference server streams some answers),
+            // each taken when all of them parse.
+            Err(_) => {
+                let stream = serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>();
+                if let Ok(msgs) = stream.collect::<Result<Vec<Value>, _>>() {
+                    msgs.into_iter().for_each(|m| conn.dispatch(m, origin));
+                }
+            }
         }
     }
     if let Some(id) = origin {

@@ -241,6 +241,17 @@ impl Upstream {
         events: tokio::sync::mpsc::UnboundedSender<UpstreamEvent>,
         owner: Option<Arc<dyn Downstream>>,
     ) -> Upstream {
+        Upstream::launch(spec, events, owner, false)
+    }
+
+    /// Starts the connection; `probe`: when the first connection fails, the
+    /// connection stays down (no retry).
+    fn launch(
+        spec: UpstreamSpec,
+        events: tokio::sync::mpsc::UnboundedSender<UpstreamEvent>,
+        owner: Option<Arc<dyn Downstream>>,
+        probe: bool,
+    ) -> Upstream {
         let transport = spec.transport.clone();
         let mut conn = conn::Conn::new(spec, events);
         conn.owner = owner;
@@ -265,12 +276,53 @@ impl Upstream {
                 url,
                 headers,
                 protocol,
-            } => tokio::spawn(http::supervise(c, url, headers, protocol)),
+            } => tokio::spawn(http::supervise(c, url, headers, protocol, probe)),
             Transport::Sse { url, headers } => tokio::spawn(legacy::supervise(c, url, headers)),
         };
         Upstream {
             conn,
             supervisor: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// For a Streamable HTTP server with [`Protocol::Auto`] that accepted
+    /// the handshake: whether it also speaks the stateless generation, asked
+    /// once with `server/discover` at [`STATELESS_VERSION`] (a result that
+    /// lists it means yes; an error, an HTTP refusal or a 2025 server's
+    /// answer means no). When it does, a second connection to the same URL
+    /// with the same headers, spoken to statelessly only (its events go to
+    /// `events`), ready when returned; `None` otherwise, and then nothing
+    /// more is sent statelessly. The connection it was asked of is unchanged.
+    pub async fn stateless_twin(
+        &self,
+        events: tokio::sync::mpsc::UnboundedSender<UpstreamEvent>,
+        timeout: Duration,
+    ) -> Option<Upstream> {
+        let Transport::Http {
+            url,
+            headers,
+            protocol: Protocol::Auto,
+        } = &self.conn.spec.transport
+        else {
+            return None;
+        };
+        if self.info().is_none() || self.is_stateless() {
+            return None;
+        }
+        let spec = UpstreamSpec {
+            transport: Transport::Http {
+                url: url.clone(),
+                headers: headers.clone(),
+                protocol: Protocol::Stateless,
+            },
+            ..self.conn.spec.clone()
+        };
+        let twin = Upstream::launch(spec, events, None, true);
+        if twin.wait_ready(timeout).await {
+            Some(twin)
+        } else {
+            twin.shutdown(Duration::ZERO).await;
+            None
         }
     }
 

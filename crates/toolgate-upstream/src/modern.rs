@@ -82,8 +82,8 @@ pub(crate) fn discovered(result: &Value) -> Option<ServerInfo> {
 /// Puts the per-request envelope into a request's `params._meta` (creating
 /// both when absent): the protocol version, the client's capabilities (those
 /// the gateway declares in the handshake: it takes a server's input
-/// requests to its clients) and who the client is. The caller's own `_meta`
-/// members stay.
+/// requests to its clients, unless the caller put others there) and who the
+/// client is. The caller's own `_meta` members stay.
 pub(crate) fn stamp(params: Option<Value>) -> Option<Value> {
     let mut params = match params {
         None => Value::Object(Map::new()),
@@ -100,10 +100,10 @@ pub(crate) fn stamp(params: Option<Value>) -> Option<Value> {
     }
     let meta = meta.as_object_mut().expect("an object");
     meta.insert(PROTOCOL_VERSION_KEY.into(), json!(STATELESS_VERSION));
-    meta.insert(
-        CLIENT_CAPABILITIES_KEY.into(),
-        json!({"sampling": {}, "elicitation": {}, "roots": {}}),
-    );
+    // A caller that knows its client's own (a 2026-07-28 client's, passed
+    // on) has put them there already.
+    meta.entry(CLIENT_CAPABILITIES_KEY)
+        .or_insert_with(|| json!({"sampling": {}, "elicitation": {}, "roots": {}}));
     meta.insert(
         CLIENT_INFO_KEY.into(),
         json!({"name": "toolgate", "version": env!("CARGO_PKG_VERSION")}),
@@ -251,6 +251,11 @@ mod tests {
         assert_eq!(bare["_meta"][PROTOCOL_VERSION_KEY], STATELESS_VERSION);
         let bad_meta = stamp(Some(json!({"_meta": 3}))).unwrap();
         assert_eq!(bad_meta["_meta"][PROTOCOL_VERSION_KEY], STATELESS_VERSION);
+        let own = stamp(Some(
+            json!({"_meta": {CLIENT_CAPABILITIES_KEY: {"roots": {}}}}),
+        ))
+        .unwrap();
+        assert_eq!(own["_meta"][CLIENT_CAPABILITIES_KEY], json!({"roots": {}}));
         assert_eq!(stamp(Some(json!([1]))), Some(json!([1])));
     }
 

@@ -19,6 +19,12 @@ const POLICY: &str = "version: \"1\"\ndefault: deny\ntools:\n  a__echo: {}\n  b_
 /// A gateway in front of fake servers `a` and `b` (prefixed by their names),
 /// under [`POLICY`].
 async fn gateway(a: &FakeServer, b: &FakeServer) -> Arc<Gateway> {
+    gateway_under(a, b, POLICY).await
+}
+
+/// [`gateway`] under another policy (YAML). Each fake's `events` is the
+/// gateway's channel for its events.
+pub(super) async fn gateway_under(a: &FakeServer, b: &FakeServer, policy: &str) -> Arc<Gateway> {
     let server = |name: &str| ServerOptions {
         name: name.into(),
         prefix: Some(name.into()),
@@ -36,7 +42,7 @@ async fn gateway(a: &FakeServer, b: &FakeServer) -> Arc<Gateway> {
         },
         per_session: false,
     };
-    let policy = parse_policy(POLICY, Format::Yaml, "test").expect("a valid policy");
+    let policy = parse_policy(policy, Format::Yaml, "test").expect("a valid policy");
     let opts = GatewayOptions {
         servers: vec![server("a"), server("b")],
         separator: "__".into(),
@@ -56,9 +62,10 @@ async fn gateway(a: &FakeServer, b: &FakeServer) -> Arc<Gateway> {
         revocations: Arc::new(toolgate_revocations::MemoryRevocations::new()),
     };
     let (a, b) = (a.clone(), b.clone());
-    Gateway::start_with(opts, move |spec, _| match spec.name.as_str() {
-        "a" => AnyUpstream::Fake(a.clone()),
-        _ => AnyUpstream::Fake(b.clone()),
+    Gateway::start_with(opts, move |spec, events| {
+        let fake = if spec.name == "a" { &a } else { &b };
+        *fake.events.lock().unwrap() = Some(events);
+        AnyUpstream::Fake(fake.clone())
     })
     .await
     .unwrap_or_else(|_| panic!("the gateway starts"))
@@ -66,13 +73,23 @@ async fn gateway(a: &FakeServer, b: &FakeServer) -> Arc<Gateway> {
 
 /// Sends one request as the anonymous grant; the JSON-RPC answer.
 async fn request(gateway: &Arc<Gateway>, method: &str, params: Value) -> Value {
+    request_in(gateway, Era::Handshake, method, params).await
+}
+
+/// [`request`] from a client of `era`.
+pub(super) async fn request_in(
+    gateway: &Arc<Gateway>,
+    era: Era,
+    method: &str,
+    params: Value,
+) -> Value {
     let caller = gateway
         .authenticate(None)
         .expect("anonymous without grants");
     let ctx = Context {
         session: gateway.stateless_session(&caller, &Value::Null),
         caller,
-        era: Era::Handshake,
+        era,
         trace: None,
         arguments_text: None,
     };
@@ -155,3 +172,5 @@ async fn an_unknown_tool_reaches_no_server() {
     );
     assert!(a.calls().is_empty() && b.calls().is_empty());
 }
+
+mod twins;

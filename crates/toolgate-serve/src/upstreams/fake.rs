@@ -1,13 +1,17 @@
 //! A fake upstream server for in-process tests of the router: it is always
 //! ready, lists the tools it was given, answers `tools/call` with the name it
-//! was called by, and records every request it receives.
+//! was called by, and records every request it receives. One may have a
+//! stateless twin (a second fake, the server's 2026-07-28 side): asked for
+//! it once, the gateway gets it, and `probes` counts the asking.
 
 use super::Upstream;
 use serde_json::{json, Value};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use toolgate_upstream::{Answer, CallError, Downstream, ServerInfo};
+use tokio::sync::mpsc;
+use toolgate_upstream::{Answer, CallError, Downstream, ServerInfo, UpstreamEvent};
 
 #[derive(Clone)]
 pub(crate) struct FakeServer {
@@ -15,6 +19,12 @@ pub(crate) struct FakeServer {
     tools: Vec<Value>,
     /// Every request received: (method, params).
     pub(crate) received: Arc<Mutex<Vec<(String, Value)>>>,
+    /// What the gateway gets when it asks for a stateless twin.
+    twin: Option<Box<FakeServer>>,
+    /// How many times it asked.
+    pub(crate) probes: Arc<AtomicUsize>,
+    /// Where the twin's events go once the gateway has it.
+    pub(crate) events: Arc<Mutex<Option<mpsc::UnboundedSender<UpstreamEvent>>>>,
 }
 
 impl FakeServer {
@@ -32,10 +42,36 @@ impl FakeServer {
                 .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                 .collect(),
             received: Arc::default(),
+            twin: None,
+            probes: Arc::default(),
+            events: Arc::default(),
         }
     }
 
-    /// The methods of the requests received, the gateway's own list fetches left out.
+    /// This server, also speaking 2026-07-28 with `twin` as its stateless side.
+    pub(crate) fn with_twin(mut self, twin: &FakeServer) -> FakeServer {
+        self.twin = Some(Box::new(twin.clone()));
+        self
+    }
+
+    /// This server, saying it has `capabilities` and these `instructions`.
+    pub(crate) fn saying(mut self, capabilities: Value, instructions: &str) -> FakeServer {
+        let mut info = (*self.info).clone();
+        info.capabilities = capabilities;
+        info.instructions = Some(instructions.into());
+        self.info = Arc::new(info);
+        self
+    }
+
+    /// A server spoken to statelessly (its info says 2026-07-28).
+    pub(crate) fn stateless(mut self) -> FakeServer {
+        let mut info = (*self.info).clone();
+        info.protocol_version = "2026-07-28".into();
+        self.info = Arc::new(info);
+        self
+    }
+
+    /// Every request received but the gateway's list fetches.
     pub(crate) fn calls(&self) -> Vec<(String, Value)> {
         self.received
             .lock()
@@ -53,7 +89,7 @@ impl Upstream for FakeServer {
     }
 
     fn is_stateless(&self) -> bool {
-        false
+        self.info.protocol_version == "2026-07-28"
     }
 
     async fn wait_ready(&self, _: Duration) -> bool {
@@ -90,4 +126,15 @@ impl Upstream for FakeServer {
     }
 
     async fn shutdown(&self, _: Duration) {}
+
+    async fn stateless_twin(
+        &self,
+        events: mpsc::UnboundedSender<UpstreamEvent>,
+        _: Duration,
+    ) -> Option<FakeServer> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        let twin = self.twin.as_deref()?.clone();
+        *twin.events.lock().unwrap() = Some(events);
+        Some(twin)
+    }
 }
