@@ -19,7 +19,7 @@ use toolgate_audit::{AuditSink, Outcome, Record};
 use toolgate_call::answer::{Era, APPROVAL_INPUT, APPROVAL_STATE};
 use toolgate_call::approval::{self, Approvers, AskClient, Flow, Refusal, Round, TokioSleep};
 use toolgate_jsonrpc::{args_sha256, result_response};
-use toolgate_policy::{plan_layers, BoxFuture, Call, Decision, Layer, Planned};
+use toolgate_policy::{plan_layers, BoxFuture, Call, Decision, Planned};
 use toolgate_upstream::Downstream;
 
 /// Where approval requests are kept, and who is told of them.
@@ -304,24 +304,13 @@ impl Gateway {
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
-        let mut layers = Vec::with_capacity(2);
-        if let Some(policy) = gateway_policy.as_deref() {
-            layers.push(Layer {
-                policy,
-                call,
-                key_prefix: "",
-            });
-        }
-        if let Some(policy) = server_policy.as_deref() {
-            layers.push(Layer {
-                policy,
-                call: Call {
-                    tool: &entry.original,
-                    ..call
-                },
-                key_prefix: &self.servers[server].key_prefix,
-            });
-        }
+        let layers = crate::call::layers(
+            gateway_policy.as_deref(),
+            server_policy.as_deref(),
+            call,
+            &entry.original,
+            &self.servers[server].key_prefix,
+        );
         match plan_layers(&layers) {
             Planned::Decided(Decision::ApprovalRequired { plan, .. }) => Some(plan),
             _ => None,

@@ -92,7 +92,6 @@ impl Gateway {
         let now = self.clock.now_ms();
         let gateway_policy = self.gateway_policy(&ctx.caller);
         let server_policy = self.server_policy(entry.server);
-        let mut layers = Vec::with_capacity(2);
         let gateway_call = Call {
             tool: name,
             arguments,
@@ -100,23 +99,13 @@ impl Gateway {
             grant: &ctx.caller.grant.name,
             session: &ctx.session.id,
         };
-        if let Some(policy) = gateway_policy.as_deref() {
-            layers.push(Layer {
-                policy,
-                call: gateway_call,
-                key_prefix: "",
-            });
-        }
-        if let Some(policy) = server_policy.as_deref() {
-            layers.push(Layer {
-                policy,
-                call: Call {
-                    tool: &entry.original,
-                    ..gateway_call
-                },
-                key_prefix: &server.key_prefix,
-            });
-        }
+        let layers = layers(
+            gateway_policy.as_deref(),
+            server_policy.as_deref(),
+            gateway_call,
+            &entry.original,
+            &server.key_prefix,
+        );
         let decision = if layers.is_empty() {
             // Configuration guarantees a policy for every server; fail closed anyway.
             Decision::Unknown {
@@ -243,6 +232,37 @@ impl Gateway {
             ctx.era,
         ))
     }
+}
+
+/// The policies that decide a call: the grant's (or the gateway's) over the
+/// gateway's name for the tool, and the server's own over its `original`
+/// name, its counters under `key_prefix`.
+pub(crate) fn layers<'a>(
+    gateway_policy: Option<&'a toolgate_policy::Policy>,
+    server_policy: Option<&'a toolgate_policy::Policy>,
+    call: Call<'a>,
+    original: &'a str,
+    key_prefix: &'a str,
+) -> Vec<Layer<'a>> {
+    let mut layers = Vec::with_capacity(2);
+    if let Some(policy) = gateway_policy {
+        layers.push(Layer {
+            policy,
+            call,
+            key_prefix: "",
+        });
+    }
+    if let Some(policy) = server_policy {
+        layers.push(Layer {
+            policy,
+            call: Call {
+                tool: original,
+                ..call
+            },
+            key_prefix,
+        });
+    }
+    layers
 }
 
 pub(crate) fn unknown_rule() -> toolgate_policy::RuleRef {

@@ -588,6 +588,15 @@ pub(crate) async fn message(
         _ => None,
     };
 
+    // The context of a request with no session, from its envelope.
+    let stateless = |meta: &Value| Context {
+        caller: caller.clone(),
+        session: gateway.stateless_session(caller, meta),
+        era: Era::Stateless,
+        trace: trace.clone(),
+        arguments_text: heads.arguments_text.clone(),
+    };
+
     // The era: a 2026-07-28 request names its version in `_meta`.
     let meta_version = params
         .get("_meta")
@@ -644,14 +653,7 @@ pub(crate) async fn message(
                 )),
             };
         }
-        let session = gateway.stateless_session(caller, &params["_meta"]);
-        let ctx = Context {
-            caller: caller.clone(),
-            session,
-            era: Era::Stateless,
-            trace: trace.clone(),
-            arguments_text: heads.arguments_text.clone(),
-        };
+        let ctx = stateless(&params["_meta"]);
         return match gateway.request(&ctx, &id, &method, params).await {
             // 2026-07-28: a method the server does not have is a 404.
             Reply::Json(v) if v.pointer("/error/code") == Some(&json!(METHOD_NOT_FOUND)) => {
@@ -684,14 +686,7 @@ pub(crate) async fn message(
         let Some(id) = id else {
             return invalid(&Value::Null, "server/discover must be a request");
         };
-        let session = gateway.stateless_session(caller, &Value::Null);
-        let ctx = Context {
-            caller: caller.clone(),
-            session,
-            era: Era::Stateless,
-            trace: trace.clone(),
-            arguments_text: heads.arguments_text.clone(),
-        };
+        let ctx = stateless(&Value::Null);
         return Answer::Reply(
             gateway.request(&ctx, &id, "server/discover", params).await,
             None,

@@ -279,24 +279,22 @@ pub(crate) fn ask_client(
     let sent = send(message);
     let gateway = gateway.clone();
     Box::pin(async move {
-        if !sent {
+        let forget = || {
             gateway
                 .streams
                 .waiting
                 .lock()
                 .expect("waiting lock")
                 .remove(&key);
+        };
+        if !sent {
+            forget();
             return Err(rpc(INTERNAL_ERROR, "the client is gone"));
         }
         match tokio::time::timeout(Duration::from_secs(300), wait).await {
             Ok(Ok(answer)) => answer,
             _ => {
-                gateway
-                    .streams
-                    .waiting
-                    .lock()
-                    .expect("waiting lock")
-                    .remove(&key);
+                forget();
                 Err(rpc(INTERNAL_ERROR, "the client did not answer"))
             }
         }
