@@ -90,7 +90,7 @@ fn measure(
                     latencies.push(t.elapsed());
                     match decision {
                         Decision::Allow { .. } => admitted += 1,
-                        Decision::Deny { .. } => {}
+                        Decision::RateLimited { .. } => {}
                         other => panic!("{other:?}"),
                     }
                 }
