@@ -69,14 +69,28 @@ pub fn span(window: u64) -> u64 {
 /// hold `used` units once the call is counted: `max / 4096` when that is at
 /// least [`MIN_SLICE`] and leaves at least [`RESERVE`] of `max`, else 0.
 pub fn slice(max: f64, used: f64) -> f64 {
+    let slice = slice_size(max);
+    if slice > 0.0 && used + slice <= ceiling(max) {
+        slice
+    } else {
+        0.0
+    }
+}
+
+/// The units of a slice of `max`: `max / 4096`, or 0 when that is under
+/// [`MIN_SLICE`] (the limit goes call by call).
+pub fn slice_size(max: f64) -> f64 {
     let slice = (max / SLICE_DIVISOR).floor();
     if !max.is_finite() || slice.is_nan() || slice < MIN_SLICE {
         return 0.0;
     }
-    if max - used - slice < max * RESERVE {
-        return 0.0;
-    }
     slice
+}
+
+/// A slice is taken only while the log, the slice included, holds at most
+/// this: `max` less [`RESERVE`].
+pub fn ceiling(max: f64) -> f64 {
+    max - max * RESERVE
 }
 
 /// A slice held in memory: units taken durably at `start`, spendable until
