@@ -2,10 +2,22 @@
 //! [`toolgate_policy::CounterStore`] on a Redis server, so that several
 //! gateway replicas share one budget per counter key.
 //!
+//! Large limits are leased ([`toolgate_policy::lease`]): the script that
+//! admits a call on a limit of `max` 16,384 or more (above its last 1%)
+//! also takes a slice of `max / 4096` units, and this replica admits the
+//! calls after it from the slice in memory; the next round trip on the key
+//! gives the slice's unspent units back. One slice request per key is in
+//! flight at a time (concurrent callers meanwhile go one round trip each),
+//! so replicas sharing a key are refused at most `max / 4096` units per
+//! other replica early, and never admit more than `max`. A slice whose
+//! answer is lost, or held by a replica that stops, stays counted until it
+//! expires (the safe side).
+//!
 //! A tour of the crate:
 //!
-//! - `acquire.lua` and `release.lua` are the whole counting logic. One
-//!   decision is one round trip: `EVALSHA` of `acquire.lua`, which expires,
+//! - `acquire.lua` and `release.lua` are the whole counting logic. A
+//!   decision not paid from a slice (below) is one round trip: `EVALSHA`
+//!   of `acquire.lua`, which expires,
 //!   checks and takes every draw of the call in one atomic step on the
 //!   server (all or none). Each counter key has a sliding log, a sorted set
 //!   `{prefix}:c:{draw key}` (the draw key percent-escaped) whose entries
