@@ -21,7 +21,9 @@
 //! - the last [`RESERVE`] (1%) of a window's budget: no slice is taken
 //!   that would leave less than that, so the last calls are exact too;
 //! - a slice that is spent, out of its span, or for another `max` or
-//!   window (a reloaded policy).
+//!   window (a reloaded policy);
+//! - a call that also draws on a limit that does not lease
+//!   ([`call_leases`]): it takes a durable step anyway.
 //!
 //! What is given up: the unspent part of a slice counts as used in the
 //! window of every other process until it is given back, which the next
@@ -91,6 +93,22 @@ pub fn slice_size(max: f64) -> f64 {
 /// this: `max` less [`RESERVE`].
 pub fn ceiling(max: f64) -> f64 {
     max - max * RESERVE
+}
+
+/// Whether slices are worth taking for a call: only when every one of its
+/// draws is on a limit that leases ([`slice_size`] above 0, one limit and
+/// window per key). A call with a small limit takes a durable step every
+/// time anyway, so slices of its other limits would save nothing (and
+/// would only hold budget away from other processes).
+pub fn call_leases(draws: &[Draw]) -> bool {
+    !draws.is_empty()
+        && draws.iter().all(|d| {
+            slice_size(d.max) > 0.0
+                && draws
+                    .iter()
+                    .filter(|o| o.key == d.key)
+                    .all(|o| o.max == d.max && o.window == d.window)
+        })
 }
 
 /// A slice held in memory: units taken durably at `start`, spendable until
@@ -248,6 +266,14 @@ mod tests {
         assert_eq!(slice(1e6, 1e6 * 0.98), 244.0);
         assert_eq!(slice(1e6, 1e6 * 0.99 - 243.0), 0.0);
         assert_eq!(slice(f64::INFINITY, 0.0), 0.0);
+    }
+
+    #[test]
+    fn a_call_with_a_small_limit_takes_no_slices() {
+        assert!(call_leases(&[draw("a", 1e6, 1.0), draw("b", 1e9, 1.0)]));
+        assert!(!call_leases(&[draw("a", 1e6, 1.0), draw("b", 30.0, 1.0)]));
+        assert!(!call_leases(&[draw("a", 1e6, 1.0), draw("a", 2e6, 1.0)]));
+        assert!(!call_leases(&[]));
     }
 
     #[test]

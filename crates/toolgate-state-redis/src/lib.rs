@@ -219,6 +219,7 @@ impl RedisStore {
             held: &self.held,
             keys: Vec::new(),
         };
+        let leases = lease::call_leases(draws);
         for (i, draw) in draws.iter().enumerate() {
             if draws[..i].iter().any(|d| d.key == draw.key) {
                 continue;
@@ -228,13 +229,8 @@ impl RedisStore {
                     ahead[i].back = Some((old.start, old.left));
                 }
             }
-            let slice = lease::slice_size(draw.max);
-            let one_limit = draws
-                .iter()
-                .filter(|d| d.key == draw.key)
-                .all(|d| d.max == draw.max && d.window == draw.window);
-            if slice > 0.0 && one_limit && held.fetching.insert(draw.key.clone()) {
-                ahead[i].slice = slice;
+            if leases && held.fetching.insert(draw.key.clone()) {
+                ahead[i].slice = lease::slice_size(draw.max);
                 fetching.keys.push(draw.key.clone());
             }
         }

@@ -400,8 +400,9 @@ impl Conn {
             }));
         }
         let mut slices = Vec::new();
-        for loaded in &mut logs {
-            if let Some(draw) = one_limit(draws, loaded.key) {
+        let leases = lease::call_leases(draws);
+        for loaded in logs.iter_mut().filter(|_| leases) {
+            if let Some(draw) = draws.iter().find(|d| d.key == loaded.key) {
                 let units = lease::slice(draw.max, loaded.log.used());
                 if units > 0.0 {
                     let slice = Lease::new(draw, now, units, loaded.log.used() + units);
@@ -471,14 +472,4 @@ impl Conn {
             log.used()
         }))
     }
-}
-
-/// The draw whose limit a slice of `key` is taken for: the first on `key`,
-/// when every draw on it has the same limit and window (else none).
-fn one_limit<'a>(draws: &'a [Draw], key: &str) -> Option<&'a Draw> {
-    let mut on_key = draws.iter().filter(|d| d.key == key);
-    let first = on_key.next()?;
-    on_key
-        .all(|d| d.max == first.max && d.window == first.window)
-        .then_some(first)
 }
