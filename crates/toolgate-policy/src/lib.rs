@@ -32,6 +32,7 @@ mod decimal;
 pub mod duration;
 mod glob;
 mod json;
+pub mod lease;
 mod load;
 mod policy;
 mod store;

@@ -196,10 +196,169 @@ pub fn window_guarantee_under_pseudo_random_times(store: Arc<dyn CounterStore>) 
     );
 }
 
+/// Runs every check of stores that share one backend: `group(n)` gives `n`
+/// stores on one fresh, empty backend (as gateway processes or replicas
+/// sharing a data directory or a Redis are), each holding slices of its own
+/// ([`crate::lease`]).
+pub fn run_shared(group: &dyn Fn(usize) -> Vec<Arc<dyn CounterStore>>) {
+    small_limits_are_exact_across_stores(group);
+    a_large_limit_admits_exactly_max_from_one_store(group(1).remove(0));
+    large_limits_are_all_or_nothing_with_small_ones(group(1).remove(0));
+    concurrent_callers_spend_a_large_limit_exactly(group(1).remove(0));
+    large_limits_keep_the_window_across_concurrent_stores(group);
+}
+
+/// Three stores, calls in turn: exactly `max` of them admitted, for `max`
+/// 30 (the replica bar: 30 of 60) and 1,000.
+pub fn small_limits_are_exact_across_stores(group: &dyn Fn(usize) -> Vec<Arc<dyn CounterStore>>) {
+    for (max, calls) in [(30.0, 60u64), (1_000.0, 3_000)] {
+        let stores = group(3);
+        let d = [draw("exact", max, 1.0, MINUTE)];
+        let admitted_count = (0..calls)
+            .filter(|&i| admitted(&take(&*stores[(i % 3) as usize], &d, T0 + i / 10)))
+            .count();
+        assert_eq!(admitted_count as f64, max, "{max} per minute over 3 stores");
+    }
+}
+
+/// One store alone spends its slices to the last unit: exactly `max`
+/// admitted, and a released call (one spent from a slice) frees one unit.
+pub fn a_large_limit_admits_exactly_max_from_one_store(store: Arc<dyn CounterStore>) {
+    let max = 20_000u64;
+    let d = [draw("large", max as f64, 1.0, MINUTE)];
+    let mut grants = Vec::new();
+    let mut refused = 0;
+    for i in 0..max + 500 {
+        match take(&*store, &d, T0 + i / 10) {
+            Ok(grant) => grants.push(grant),
+            Err(Refusal::Exhausted(_)) => refused += 1,
+            Err(Refusal::Unavailable(why)) => panic!("store unavailable: {why}"),
+        }
+    }
+    assert_eq!(
+        grants.len() as u64,
+        max,
+        "exactly max admitted, {refused} refused"
+    );
+    let now = T0 + (max + 500) / 10;
+    store.release(&grants[1_234]);
+    assert!(admitted(&take(&*store, &d, now)), "the released unit");
+    assert!(!admitted(&take(&*store, &d, now + 1)), "and no more");
+}
+
+/// 8 threads on one store, 3,000 calls each in one millisecond, against
+/// 20,000 per minute: exactly 20,000 admitted (slices race, none is lost).
+pub fn concurrent_callers_spend_a_large_limit_exactly(store: Arc<dyn CounterStore>) {
+    let d = Arc::new([draw("racing", 20_000.0, 1.0, MINUTE)]);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let d = d.clone();
+            std::thread::spawn(move || {
+                (0..3_000)
+                    .filter(|_| admitted(&store.acquire(&d[..], T0)))
+                    .count()
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert_eq!(total, 20_000, "exactly max admitted by concurrent callers");
+}
+
+/// A call drawing on a large limit (held in a slice) and a small one
+/// (exhausted) is refused and spends nothing of the large one.
+pub fn large_limits_are_all_or_nothing_with_small_ones(store: Arc<dyn CounterStore>) {
+    let roomy = draw("roomy", 20_000.0, 1.0, MINUTE);
+    let tight = draw("tight", 1.0, 1.0, MINUTE);
+    let both = [roomy.clone(), tight];
+    assert!(admitted(&take(&*store, &both, T0)));
+    for i in 0..100 {
+        assert!(
+            !admitted(&take(&*store, &both, T0 + 1 + i / 10)),
+            "call {i}"
+        );
+    }
+    let alone = (0..20_100u64)
+        .filter(|i| {
+            admitted(&take(
+                &*store,
+                std::slice::from_ref(&roomy),
+                T0 + 20 + i / 10,
+            ))
+        })
+        .count();
+    assert_eq!(alone, 19_999, "the refused calls took nothing");
+}
+
+/// Three stores on three threads against 20,000 per 10 s, 1.5 times as
+/// many calls as fit, over three windows: never more than `max` admitted in
+/// any 10 s, and the first window admits all but at most 1%. The threads
+/// share a fake clock, held across each call so that the stores see times
+/// in the order they are called (the sliding log assumes that of its
+/// clocks); which store calls next is up to the scheduler.
+pub fn large_limits_keep_the_window_across_concurrent_stores(
+    group: &dyn Fn(usize) -> Vec<Arc<dyn CounterStore>>,
+) {
+    let window = 10_000;
+    let max = 20_000.0;
+    let per_store = 30_000;
+    let clock = Arc::new(std::sync::Mutex::new(0u64));
+    let threads: Vec<_> = group(3)
+        .into_iter()
+        .map(|store| {
+            let clock = clock.clone();
+            std::thread::spawn(move || {
+                let d = [draw("shared", max, 1.0, window)];
+                let mut at = Vec::new();
+                for _ in 0..per_store {
+                    let mut ticks = clock.lock().expect("clock");
+                    *ticks += 1;
+                    let now = T0 + *ticks / 3;
+                    if admitted(&take(&*store, &d, now)) {
+                        at.push(now);
+                    }
+                }
+                at
+            })
+        })
+        .collect();
+    let mut at: Vec<Millis> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("caller thread"))
+        .collect();
+    at.sort_unstable();
+    let mut end = 0;
+    for (i, &start) in at.iter().enumerate() {
+        while end < at.len() && at[end] < start + window {
+            end += 1;
+        }
+        assert!(
+            (end - i) as f64 <= max,
+            "{} admitted within {window} ms from {start}",
+            end - i
+        );
+    }
+    let first = at.iter().take_while(|&&t| t < T0 + window).count();
+    assert!(
+        first as f64 >= max * 0.99,
+        "{first} of {max} admitted in the first window"
+    );
+    assert!(at.len() as f64 >= 2.0 * max, "{} admitted in all", at.len());
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_memory_store_passes_the_suite() {
         super::run_all(&|| std::sync::Arc::new(crate::MemoryStore::new()));
+    }
+
+    #[test]
+    fn the_memory_store_passes_the_shared_suite() {
+        super::run_shared(&|n| {
+            let store: std::sync::Arc<dyn crate::CounterStore> =
+                std::sync::Arc::new(crate::MemoryStore::new());
+            vec![store; n]
+        });
     }
 }

@@ -198,6 +198,48 @@ impl Window {
         });
     }
 
+    /// Records `cost` units taken at `now` to be spent until `until` (a
+    /// slice of [`crate::lease`]): they count until `until + length`. Merges
+    /// as [`Window::take`] does, the entry then ending at `until` or later.
+    pub fn take_until(&mut self, now: Millis, until: Millis, cost: f64) {
+        if cost <= 0.0 {
+            return;
+        }
+        let until = until.max(now);
+        self.total += cost;
+        let merge_span = (self.length / 64).max(1);
+        if let Some(last) = self.entries.back_mut() {
+            if now < last.end || now - last.start < merge_span {
+                last.end = last.end.max(until);
+                last.units += cost;
+                return;
+            }
+        }
+        self.entries.push_back(Entry {
+            start: now,
+            end: until,
+            units: cost,
+        });
+    }
+
+    /// Gives back the unspent `units` of a slice taken at `start`, from the
+    /// newest entry that holds `start` (the one [`Window::take_until`] put
+    /// them in: entries start where the one before ends, or later).
+    pub fn give_back_unspent(&mut self, start: Millis, units: f64) -> bool {
+        if units <= 0.0 {
+            return false;
+        }
+        let Some(index) = self
+            .entries
+            .iter()
+            .rposition(|e| e.start <= start && start <= e.end)
+        else {
+            return false;
+        };
+        self.remove_units(index, units);
+        true
+    }
+
     /// Gives back `cost` units taken at `at`, if the entry holding them is
     /// still in the log; whether anything was given back.
     pub fn give_back(&mut self, at: Millis, cost: f64) -> bool {
@@ -211,6 +253,11 @@ impl Window {
         else {
             return false;
         };
+        self.remove_units(index, cost);
+        true
+    }
+
+    fn remove_units(&mut self, index: usize, cost: f64) {
         let entry = &mut self.entries[index];
         let returned = cost.min(entry.units);
         entry.units -= returned;
@@ -222,7 +269,6 @@ impl Window {
         if self.entries.is_empty() {
             self.total = 0.0;
         }
-        true
     }
 }
 
@@ -313,6 +359,21 @@ mod tests {
         assert_eq!(w.used(), 3.0);
         assert!(w.give_back(0, 1.0));
         assert_eq!(w.used(), 2.0);
+    }
+
+    #[test]
+    fn a_slice_counts_until_a_window_after_its_span() {
+        let mut w = Window::new(MINUTE);
+        w.take_until(1_000, 1_937, 10.0);
+        assert_eq!(w.empty_at(), 1_937 + MINUTE);
+        w.take(1_500, 1.0);
+        assert_eq!(w.len(), 1, "a call inside the span merges");
+        assert!(w.give_back_unspent(1_000, 4.0));
+        assert_eq!(w.used(), 7.0);
+        w.take(1_937 + MINUTE / 64, 1.0);
+        assert!(w.give_back_unspent(1_000, 100.0));
+        assert_eq!(w.used(), 1.0, "only the slice's entry gave units back");
+        assert!(!w.expire(1_937 + MINUTE - 1));
     }
 
     #[test]

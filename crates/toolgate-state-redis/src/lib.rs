@@ -2,10 +2,22 @@
 //! [`toolgate_policy::CounterStore`] on a Redis server, so that several
 //! gateway replicas share one budget per counter key.
 //!
+//! Large limits are leased ([`toolgate_policy::lease`]): the script that
+//! admits a call on a limit of `max` 16,384 or more (above its last 1%)
+//! also takes a slice of `max / 4096` units, and this replica admits the
+//! calls after it from the slice in memory; the next round trip on the key
+//! gives the slice's unspent units back. One slice request per key is in
+//! flight at a time (concurrent callers meanwhile go one round trip each),
+//! so replicas sharing a key are refused at most `max / 4096` units per
+//! other replica early, and never admit more than `max`. A slice whose
+//! answer is lost, or held by a replica that stops, stays counted until it
+//! expires (the safe side).
+//!
 //! A tour of the crate:
 //!
-//! - `acquire.lua` and `release.lua` are the whole counting logic. One
-//!   decision is one round trip: `EVALSHA` of `acquire.lua`, which expires,
+//! - `acquire.lua` and `release.lua` are the whole counting logic. A
+//!   decision not paid from a slice (below) is one round trip: `EVALSHA`
+//!   of `acquire.lua`, which expires,
 //!   checks and takes every draw of the call in one atomic step on the
 //!   server (all or none). Each counter key has a sliding log, a sorted set
 //!   `{prefix}:c:{draw key}` (the draw key percent-escaped) whose entries
@@ -77,11 +89,15 @@ pub mod server;
 pub use approvals::{RedisApprovals, GRACE_MS};
 pub use pins::RedisPins;
 pub use revocations::RedisRevocations;
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use toolgate_policy::lease::{self, Lease, Leases};
 use toolgate_policy::{BoxFuture, CounterStore, Draw, FailMode, Grant, Millis, Refusal};
 
 pub use link::ConnectionOptions;
 use link::{Link, LinkError};
-use script::Keys;
+use script::{Ahead, Keys};
 
 /// Why a [`RedisStore`] or [`RedisApprovals`] could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +119,36 @@ pub struct RedisStore {
     fail: FailMode,
     /// `HOST:PORT`, for messages.
     address: String,
+    /// Slices of large limits held by this replica.
+    held: Mutex<Held>,
+}
+
+/// The slices a store holds, and the keys it is asking a slice for (one
+/// request per key at a time: other calls on the key meanwhile go one round
+/// trip each, so concurrent callers never take several slices at once).
+#[derive(Debug, Default)]
+struct Held {
+    leases: Leases,
+    fetching: HashSet<String>,
+}
+
+/// Clears the keys of slice requests when their answer has been read, or
+/// the call dropped.
+struct Fetching<'a> {
+    held: &'a Mutex<Held>,
+    keys: Vec<String>,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            held.fetching.remove(key);
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -139,6 +185,7 @@ impl RedisStore {
             keys: Keys::new(prefix),
             fail,
             address,
+            held: Mutex::new(Held::default()),
         })
     }
 
@@ -153,15 +200,65 @@ impl RedisStore {
         self.keys.log(draw_key)
     }
 
+    fn held(&self) -> MutexGuard<'_, Held> {
+        // Every update leaves the map consistent.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The grant when slices pay for the whole call; otherwise what the
+    /// round trip asks of slices. The slices of the call's keys are given
+    /// back in that round trip and dropped now, before its answer (if it is
+    /// lost, their units stay counted: the safe side).
+    fn prepare(&self, draws: &[Draw], now: Millis) -> Result<Grant, (Vec<Ahead>, Fetching<'_>)> {
+        let mut held = self.held();
+        if let Some(grant) = held.leases.spend(draws, now) {
+            return Ok(grant);
+        }
+        let mut ahead = vec![Ahead::default(); draws.len()];
+        let mut fetching = Fetching {
+            held: &self.held,
+            keys: Vec::new(),
+        };
+        let leases = lease::call_leases(draws);
+        for (i, draw) in draws.iter().enumerate() {
+            if draws[..i].iter().any(|d| d.key == draw.key) {
+                continue;
+            }
+            if let Some(old) = held.leases.remove(&draw.key) {
+                if old.left > 0.0 {
+                    ahead[i].back = Some((old.start, old.left));
+                }
+            }
+            if leases && held.fetching.insert(draw.key.clone()) {
+                ahead[i].slice = lease::slice_size(draw.max);
+                fetching.keys.push(draw.key.clone());
+            }
+        }
+        Err((ahead, fetching))
+    }
+
     fn decide(
         &self,
         answer: Result<redis::Value, LinkError>,
         draws: &[Draw],
         now: Millis,
+        fetching: Fetching<'_>,
     ) -> Result<Grant, Refusal> {
         let why = match answer {
             Ok(reply) => match script::acquired(&reply, draws, now) {
-                Ok(decision) => return decision.map_err(Refusal::Exhausted),
+                Ok(Ok((grant, slices))) => {
+                    let mut held = self.held();
+                    for ((draw, taken), &units) in draws.iter().zip(&grant.taken).zip(&slices) {
+                        if units > 0.0 {
+                            let slice = Lease::new(draw, now, units, taken.used + units);
+                            held.leases.insert(&draw.key, slice);
+                        }
+                    }
+                    drop(held);
+                    drop(fetching);
+                    return Ok(grant);
+                }
+                Ok(Err(exhausted)) => return Err(Refusal::Exhausted(exhausted)),
                 Err(e) => format!("redis at {} answered oddly: {e}", self.address),
             },
             Err(LinkError::Unreachable(e)) => format!("redis at {} unreachable: {e}", self.address),
@@ -179,10 +276,14 @@ impl CounterStore for RedisStore {
         if draws.is_empty() {
             return Ok(Grant::default());
         }
+        let (ahead, fetching) = match self.prepare(draws, now) {
+            Ok(grant) => return Ok(grant),
+            Err(asked) => asked,
+        };
         let answer = self
             .link
-            .run_blocking(script::acquire(&self.keys, draws, now));
-        self.decide(answer, draws, now)
+            .run_blocking(script::acquire(&self.keys, draws, &ahead, now));
+        self.decide(answer, draws, now, fetching)
     }
 
     /// Gives back what `grant` took. Called from a thread outside any async
@@ -208,12 +309,16 @@ impl CounterStore for RedisStore {
         if draws.is_empty() {
             return Box::pin(std::future::ready(Ok(Grant::default())));
         }
+        let (ahead, fetching) = match self.prepare(&draws, now) {
+            Ok(grant) => return Box::pin(std::future::ready(Ok(grant))),
+            Err(asked) => asked,
+        };
         let answer = self
             .link
-            .run_async(script::acquire(&self.keys, &draws, now));
+            .run_async(script::acquire(&self.keys, &draws, &ahead, now));
         Box::pin(async move {
             let answer = answer.await;
-            self.decide(answer, &draws, now)
+            self.decide(answer, &draws, now, fetching)
         })
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use redis::{Cmd, Value};
-use toolgate_policy::{Draw, Exhausted, Grant, Taken};
+use toolgate_policy::{lease, Draw, Exhausted, Grant, Taken};
 
 /// A Lua script run with EVALSHA; `link` loads it when the server does not
 /// know it (NOSCRIPT).
@@ -87,8 +87,18 @@ fn escape(raw: &str, out: &mut String) {
     }
 }
 
-/// The EVALSHA of `acquire.lua` for `draws` at `now`.
-pub(crate) fn acquire(keys: &Keys, draws: &[Draw], now: u64) -> Invocation {
+/// What one draw of an acquire asks of slices (see `acquire.lua`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Ahead {
+    /// Units to take ahead (0: none).
+    pub(crate) slice: f64,
+    /// The unspent units of a slice taken at `.0` to give back first.
+    pub(crate) back: Option<(u64, f64)>,
+}
+
+/// The EVALSHA of `acquire.lua` for `draws` at `now`, `ahead` (one per
+/// draw, or none) asking for slices.
+pub(crate) fn acquire(keys: &Keys, draws: &[Draw], ahead: &[Ahead], now: u64) -> Invocation {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(ACQUIRE.sha()).arg(draws.len() * 2);
     for draw in draws {
@@ -97,10 +107,17 @@ pub(crate) fn acquire(keys: &Keys, draws: &[Draw], now: u64) -> Invocation {
         cmd.arg(log).arg(sum);
     }
     cmd.arg(now);
-    for draw in draws {
+    for (i, draw) in draws.iter().enumerate() {
+        let ahead = ahead.get(i).copied().unwrap_or_default();
+        let (back_start, back_units) = ahead.back.unwrap_or((0, 0.0));
         cmd.arg(draw.window.max(1))
             .arg(number(draw.max))
-            .arg(number(draw.cost));
+            .arg(number(draw.cost))
+            .arg(number(ahead.slice))
+            .arg(number(lease::ceiling(draw.max)))
+            .arg(now.saturating_add(lease::span(draw.window)))
+            .arg(back_start)
+            .arg(number(back_units));
     }
     Invocation { lua: &ACQUIRE, cmd }
 }
@@ -131,17 +148,18 @@ fn number(x: f64) -> String {
     format!("{x:?}")
 }
 
-/// The reply of `acquire.lua`, read against the draws it was asked about.
+/// The reply of `acquire.lua`, read against the draws it was asked about:
+/// the grant and the units each draw took ahead.
 pub(crate) fn acquired(
     reply: &Value,
     draws: &[Draw],
     now: u64,
-) -> Result<Result<Grant, Exhausted>, String> {
+) -> Result<Result<(Grant, Vec<f64>), Exhausted>, String> {
     let Value::Array(items) = reply else {
         return Err(format!("acquire.lua answered {reply:?}, not an array"));
     };
     match items.first().map(integer) {
-        Some(Ok(1)) if items.len() == draws.len() + 1 => {
+        Some(Ok(1)) if items.len() == 2 * draws.len() + 1 => {
             let mut taken = Vec::with_capacity(draws.len());
             for (draw, used) in draws.iter().zip(&items[1..]) {
                 taken.push(Taken {
@@ -154,7 +172,11 @@ pub(crate) fn acquired(
                     window: draw.window,
                 });
             }
-            Ok(Ok(Grant { taken }))
+            let slices = items[draws.len() + 1..]
+                .iter()
+                .map(float)
+                .collect::<Result<Vec<f64>, String>>()?;
+            Ok(Ok((Grant { taken }, slices)))
         }
         Some(Ok(0)) if items.len() == 4 => {
             let index = integer(&items[1])?;
@@ -247,8 +269,15 @@ mod tests {
     #[test]
     fn a_taken_reply_becomes_a_grant() {
         let draws = [draw("a", 3.0, 1.0), draw("b", 10.0, 2.5)];
-        let reply = Value::Array(vec![Value::Int(1), bulk("1"), bulk("7.5")]);
-        let grant = acquired(&reply, &draws, 42).unwrap().unwrap();
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            bulk("1"),
+            bulk("7.5"),
+            bulk("0"),
+            bulk("24"),
+        ]);
+        let (grant, slices) = acquired(&reply, &draws, 42).unwrap().unwrap();
+        assert_eq!(slices, [0.0, 24.0]);
         assert_eq!(grant.taken.len(), 2);
         assert_eq!(grant.taken[1].used, 7.5);
         assert_eq!(grant.taken[1].at, 42);

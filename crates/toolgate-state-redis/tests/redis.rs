@@ -77,6 +77,21 @@ fn the_shared_suite_passes() {
     });
 }
 
+#[test]
+fn replicas_on_one_server_pass_the_shared_suite() {
+    let server = server();
+    let url = server.url();
+    toolgate_policy::suite::run_shared(&|n| {
+        let prefix = prefix();
+        (0..n)
+            .map(|_| {
+                Arc::new(RedisStore::connect(&url, &prefix, FailMode::Closed).expect("store"))
+                    as Arc<dyn CounterStore>
+            })
+            .collect()
+    });
+}
+
 /// Pseudo-random calls (several draws, repeated keys, fractional and zero
 /// costs, releases, a clock that sometimes steps back) give the same answers, used units and retry times as
 /// the in-memory store.

@@ -8,7 +8,8 @@
 //! A tour of the crate:
 //!
 //! - `store`: [`SqliteStore`], one connection behind a mutex; each acquire
-//!   and release is one transaction of prepared, cached statements.
+//!   not paid from a slice, and each release, is one transaction of
+//!   prepared, cached statements.
 //! - `db`: opening a file, the connection settings, and the schemas.
 //! - `approvals`: [`SqliteApprovals`], the
 //!   [`toolgate_approvals::ApprovalStore`] of requests held for a person's
@@ -32,8 +33,18 @@
 //!   before anything is read, so no connection, in this process or another,
 //!   can change a log between the check and the update. Either every draw is
 //!   taken or none is. Connections wait for each other up to the busy
-//!   timeout (5 s by default, [`Options::busy_timeout`]); nothing is ever
-//!   batched or cached across transactions.
+//!   timeout (5 s by default, [`Options::busy_timeout`]).
+//! - **Budget leasing** ([`toolgate_policy::lease`]). A limit with a large
+//!   remaining budget (`max` of 16,384 or more, above the last 1% of it)
+//!   is not read per call: the transaction that admits a call also takes a
+//!   slice of `max / 4096` units, written to the log as an entry spanning
+//!   the next `window / 64` ms, and the calls after it are admitted from the
+//!   slice in memory (under the connection's mutex) while it lasts and its
+//!   span has not passed. The slice is committed before any of it is spent,
+//!   so a `kill -9` loses no admitted call (unspent slices of a killed
+//!   process stay counted until they expire); the next transaction on the
+//!   key, or dropping the store, gives unspent units back. Limits under
+//!   16,384 stay one transaction per call and exact across processes.
 //! - **The window guarantee** of the in-memory store: never more than `max`
 //!   units admitted in any interval of `window` length. Each key's row holds
 //!   the sliding log of [`toolgate_policy::window`], the one

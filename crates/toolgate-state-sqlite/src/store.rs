@@ -1,9 +1,14 @@
 //! [`SqliteStore`]: the [`CounterStore`] over one SQLite connection.
 //!
-//! Every acquire and release is one `BEGIN IMMEDIATE` transaction: it takes
-//! the database's write lock first, then reads the logs of the call's keys,
-//! decides, and writes them back, so no other connection (in this process
-//! or another) can change a log between the check and the update.
+//! Every durable step (an acquire that is not paid from a slice, a release)
+//! is one `BEGIN IMMEDIATE` transaction: it takes the database's write lock
+//! first, then reads the logs of the call's keys, decides, and writes them
+//! back, so no other connection (in this process or another) can change a
+//! log between the check and the update. Limits with a large remaining
+//! budget are leased ([`toolgate_policy::lease`]): the transaction that
+//! admits a call also takes a slice, committed before any of it is spent,
+//! and the calls after it are admitted from the slice in memory, under the
+//! same lock as the connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -12,6 +17,7 @@ use std::time::Duration;
 use crate::db::{self, to_sql};
 use crate::StateError;
 use rusqlite::{params, Connection, OptionalExtension};
+use toolgate_policy::lease::{self, Lease, Leases};
 use toolgate_policy::window::{Malformed, Window};
 use toolgate_policy::{
     check_draws, CounterStore, Draw, Exhausted, FailMode, Grant, Millis, Refusal, Taken,
@@ -74,6 +80,8 @@ struct Conn {
     since_sweep: u32,
     /// Reused buffer for encoding logs.
     scratch: Vec<u8>,
+    /// Slices taken by this store and not spent yet.
+    leases: Leases,
 }
 
 /// Why a transaction failed.
@@ -105,6 +113,15 @@ struct Loaded<'a> {
     log: Window,
 }
 
+/// What a committed acquire changes in memory: the grant's draws taken in
+/// the transaction (`None` for those paid from a slice), the keys whose
+/// slices it gave back, and the slices it took.
+struct Plan<'a> {
+    taken: Vec<Option<Taken>>,
+    returned: Vec<&'a str>,
+    slices: Vec<(&'a str, Lease)>,
+}
+
 impl SqliteStore {
     /// Opens the store in `dir`, creating the directory and `counters.db`
     /// when they do not exist yet.
@@ -128,6 +145,7 @@ impl SqliteStore {
                 db,
                 since_sweep: 0,
                 scratch: Vec::new(),
+                leases: Leases::new(),
             }),
         })
     }
@@ -163,6 +181,20 @@ impl SqliteStore {
             })
     }
 
+    /// Gives the unspent units of this store's slices back to the durable
+    /// logs (dropping the store does it too), so other processes can use
+    /// them.
+    pub fn give_back_slices(&self) -> Result<(), StateError> {
+        let mut conn = self.lock();
+        if conn.leases.is_empty() {
+            return Ok(());
+        }
+        conn.transaction(|conn| conn.give_back_slices())
+            .map_err(|f| f.into_error(&self.path))?;
+        conn.leases = Leases::new();
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Conn> {
         // A panic while the lock was held may have left a transaction open:
         // `Conn::transaction` rolls it back before starting the next one.
@@ -188,11 +220,14 @@ impl CounterStore for SqliteStore {
         conn.since_sweep += 1;
         if conn.since_sweep >= SWEEP_EVERY {
             conn.since_sweep = 0;
-            // A failure here shows again in the acquire below.
+            // A failure here shows again in the next transaction.
             let _ = conn.sweep(now);
         }
+        if let Some(grant) = conn.leases.spend(draws, now) {
+            return Ok(grant);
+        }
         match conn.transaction(|conn| conn.acquire(draws, now)) {
-            Ok(Ok(grant)) => Ok(grant),
+            Ok(Ok(plan)) => Ok(conn.apply(draws, now, plan)),
             Ok(Err(exhausted)) => Err(Refusal::Exhausted(exhausted)),
             Err(failure) => {
                 drop(conn);
@@ -207,6 +242,13 @@ impl CounterStore for SqliteStore {
         }
         // Best effort: when the database fails the quota stays taken.
         let _ = self.lock().transaction(|conn| conn.release(grant));
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Best effort: what is not given back stays counted until it expires.
+        let _ = self.give_back_slices();
     }
 }
 
@@ -312,25 +354,38 @@ impl Conn {
         Ok(())
     }
 
-    /// The all-or-nothing step, inside a transaction.
-    fn acquire(
+    /// The all-or-nothing step, inside a transaction. Keys whose slices pay
+    /// for their draws are not read; every other key's slice, if any, is
+    /// given back, and a new one taken where the limit has room for it.
+    fn acquire<'a>(
         &mut self,
-        draws: &[Draw],
+        draws: &'a [Draw],
         now: Millis,
-    ) -> Result<Result<Grant, Exhausted>, Failure> {
-        let mut logs: Vec<Loaded<'_>> = Vec::with_capacity(draws.len());
+    ) -> Result<Result<Plan<'a>, Exhausted>, Failure> {
+        let mut logs: Vec<Loaded<'a>> = Vec::with_capacity(draws.len());
         for draw in draws {
-            if !logs.iter().any(|l| l.key == draw.key) {
-                logs.push(self.load(&draw.key, draw.window)?);
+            if logs.iter().any(|l| l.key == draw.key) || self.leases.covers(draws, draw, now) {
+                continue;
             }
+            let mut loaded = self.load(&draw.key, draw.window)?;
+            if let Some(held) = self.leases.get(&draw.key) {
+                loaded.log.give_back_unspent(held.start, held.left);
+            }
+            logs.push(loaded);
         }
 
         // Check every draw; none is taken unless all fit.
         let checked = check_draws(draws, |draw, extra| {
-            let log = &mut find(&mut logs, &draw.key).log;
-            log.set_length(draw.window);
-            log.expire(now);
-            (log.room(now, extra, draw.cost, draw.max), log.used())
+            match logs.iter_mut().find(|l| l.key == draw.key) {
+                Some(loaded) => {
+                    let log = &mut loaded.log;
+                    log.set_length(draw.window);
+                    log.expire(now);
+                    (log.room(now, extra, draw.cost, draw.max), log.used())
+                }
+                // Paid from a slice that covers every draw on its key.
+                None => (toolgate_policy::window::Room::Fits, 0.0),
+            }
         });
         if let Err(exhausted) = checked {
             // Nothing is written: expired entries go with the next admission.
@@ -339,14 +394,65 @@ impl Conn {
 
         let mut taken = Vec::with_capacity(draws.len());
         for draw in draws {
-            let log = &mut find(&mut logs, &draw.key).log;
-            log.take(now, draw.cost);
-            taken.push(Taken::new(draw, now, log.used()));
+            taken.push(logs.iter_mut().find(|l| l.key == draw.key).map(|loaded| {
+                loaded.log.take(now, draw.cost);
+                Taken::new(draw, now, loaded.log.used())
+            }));
+        }
+        let mut slices = Vec::new();
+        let leases = lease::call_leases(draws);
+        for loaded in logs.iter_mut().filter(|_| leases) {
+            if let Some(draw) = draws.iter().find(|d| d.key == loaded.key) {
+                let units = lease::slice(draw.max, loaded.log.used());
+                if units > 0.0 {
+                    let slice = Lease::new(draw, now, units, loaded.log.used() + units);
+                    loaded.log.take_until(now, slice.end, units);
+                    slices.push((loaded.key, slice));
+                }
+            }
         }
         for loaded in &logs {
             self.save(loaded)?;
         }
-        Ok(Ok(Grant { taken }))
+        Ok(Ok(Plan {
+            taken,
+            returned: logs.iter().map(|l| l.key).collect(),
+            slices,
+        }))
+    }
+
+    /// After the commit of `plan`: the slices given back and taken, and the
+    /// grant, the draws paid from slices spent now.
+    fn apply(&mut self, draws: &[Draw], now: Millis, plan: Plan<'_>) -> Grant {
+        for key in plan.returned {
+            self.leases.remove(key);
+        }
+        for (key, slice) in plan.slices {
+            self.leases.insert(key, slice);
+        }
+        let taken = draws
+            .iter()
+            .zip(plan.taken)
+            .map(|(draw, taken)| taken.unwrap_or_else(|| self.leases.spend_one(draw, now)))
+            .collect();
+        Grant { taken }
+    }
+
+    /// Gives every slice's unspent units back, inside a transaction.
+    fn give_back_slices(&mut self) -> Result<(), Failure> {
+        let held: Vec<(String, Lease)> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.left > 0.0)
+            .map(|(k, l)| (k.to_string(), l.clone()))
+            .collect();
+        for (key, slice) in &held {
+            let mut loaded = self.load(key, slice.window)?;
+            if loaded.rowid.is_some() && loaded.log.give_back_unspent(slice.start, slice.left) {
+                self.save(&loaded)?;
+            }
+        }
+        Ok(())
     }
 
     /// Gives back what a grant took, inside a transaction.
@@ -366,10 +472,4 @@ impl Conn {
             log.used()
         }))
     }
-}
-
-fn find<'l, 'k>(logs: &'l mut [Loaded<'k>], key: &str) -> &'l mut Loaded<'k> {
-    logs.iter_mut()
-        .find(|l| l.key == key)
-        .expect("every draw's key was loaded")
 }

@@ -77,7 +77,151 @@ fn the_sqlite_store_passes_the_suite() {
     });
 }
 
+#[test]
+fn stores_on_one_directory_pass_the_shared_suite() {
+    toolgate_policy::suite::run_shared(&|n| {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        (0..n)
+            .map(|_| {
+                let store = SqliteStore::open(dir.path(), FailMode::Closed).expect("open");
+                Arc::new(Shared {
+                    store,
+                    _dir: dir.clone(),
+                }) as Arc<dyn CounterStore>
+            })
+            .collect()
+    });
+}
+
+/// A store on a temporary directory other stores share.
+struct Shared {
+    store: SqliteStore,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl CounterStore for Shared {
+    fn acquire(&self, draws: &[Draw], now: Millis) -> Result<Grant, Refusal> {
+        self.store.acquire(draws, now)
+    }
+
+    fn release(&self, grant: &Grant) {
+        self.store.release(grant)
+    }
+}
+
 // ---- restart, kill -9, several processes ---------------------------------
+
+/// 100,000 per minute: slices of 24.
+const LARGE: f64 = 100_000.0;
+
+#[test]
+fn kill_9_keeps_what_was_spent_from_slices() {
+    let d = draw("kill9-large", LARGE);
+    if let Some((role, dir)) = ROLES.child() {
+        assert_eq!(role, "take 60,000 then wait to be killed");
+        let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
+        assert_eq!(admit_count(&store, &d, 60_000, T0), 60_000);
+        say("taken");
+        toolgate_clock::sleep(Duration::from_secs(60));
+        std::process::exit(3);
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = ROLES.spawn(
+        "kill_9_keeps_what_was_spent_from_slices",
+        "take 60,000 then wait to be killed",
+        dir.path(),
+    );
+    assert_eq!(child.says(), "taken");
+    child.process.kill().expect("SIGKILL the child");
+    let status = child.process.wait().expect("reap the child");
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+
+    let store = SqliteStore::open(dir.path(), FailMode::Closed).expect("open after the kill");
+    let used = store.used(&d.key, T0 + 60_000).expect("used");
+    assert!(
+        (60_000.0..=60_000.0 + LARGE / 4096.0).contains(&used),
+        "counted {used}: what was spent, and at most the unspent slice"
+    );
+    let left = admit_count(&store, &d, 50_000, T0 + 60_000);
+    assert!(
+        left as f64 <= LARGE - 60_000.0 && left as f64 >= LARGE - used,
+        "{left} admitted after the restart"
+    );
+}
+
+#[test]
+fn four_processes_share_a_large_budget_within_one_percent() {
+    let d = draw("shared-large", LARGE);
+    if let Some((role, dir)) = ROLES.child() {
+        assert_eq!(role, "hammer large");
+        let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
+        say("ready");
+        let go = dir.join("go");
+        let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(30);
+        while !go.exists() {
+            assert!(
+                toolgate_clock::monotonic_now() < deadline,
+                "the parent never said go"
+            );
+            toolgate_clock::sleep(Duration::from_micros(100));
+        }
+        // All in one millisecond: no slice expires, every one is contended.
+        let admitted = admit_count_at(&store, &d, 40_000, T0);
+        say(&format!("admitted {admitted}"));
+        return;
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let mut children: Vec<ChildTest> = (0..4)
+        .map(|_| {
+            ROLES.spawn(
+                "four_processes_share_a_large_budget_within_one_percent",
+                "hammer large",
+                &data,
+            )
+        })
+        .collect();
+    for child in &mut children {
+        assert_eq!(child.says(), "ready");
+    }
+    std::fs::write(data.join("go"), b"").expect("say go");
+    let mut total = 0;
+    for child in &mut children {
+        let said = child.says();
+        total += said
+            .strip_prefix("admitted ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("unexpected child report {said:?}"));
+    }
+    for child in &mut children {
+        assert!(
+            child.process.wait().expect("reap").success(),
+            "a child failed"
+        );
+    }
+    assert!(
+        total as f64 <= LARGE,
+        "{total} admitted: never more than max"
+    );
+    assert!(
+        total as f64 >= LARGE * 0.99,
+        "{total} admitted: at most 1% less"
+    );
+}
+
+/// Calls admitted out of `calls`, all at `now`.
+fn admit_count_at(store: &SqliteStore, d: &Draw, calls: u64, now: Millis) -> usize {
+    (0..calls)
+        .filter(|_| match store.acquire(std::slice::from_ref(d), now) {
+            Ok(_) => true,
+            Err(Refusal::Exhausted(_)) => false,
+            Err(Refusal::Unavailable(why)) => panic!("store unavailable: {why}"),
+        })
+        .count()
+}
 
 #[test]
 fn a_reopened_store_remembers_the_budget_used() {

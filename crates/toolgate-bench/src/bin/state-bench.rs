@@ -5,10 +5,13 @@
 //! Every decision is `Policy::decide` for a tool with one limit (`scope:
 //! arg:user`, 1,000 distinct users, so 1,000 counters), as the gateway makes
 //! it. "1 caller" runs on one thread (one core); "N callers" runs N threads
-//! at once (Redis pipelines their requests on shared connections).
+//! at once (Redis pipelines their requests on shared connections). Each
+//! store is measured against every `--max` (per minute; by default
+//! 1,000,000,000, which admits every call, and 30, which refuses most): the
+//! cost of a decision should not depend on it.
 //!
 //!   cargo build --release -p toolgate-bench && target/release/state-bench
-//!   target/release/state-bench --decisions 200000 --callers 16
+//!   target/release/state-bench --decisions 200000 --callers 16 --max 1000000000 --max 30
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -31,14 +34,18 @@ struct Args {
     /// Skip Redis (no redis-server needed).
     #[arg(long)]
     no_redis: bool,
+    /// The limit's maximum per minute (repeat for several; default
+    /// 1,000,000,000 and 30).
+    #[arg(long)]
+    max: Vec<u64>,
 }
 
-fn policy() -> Policy {
+fn policy(max: u64) -> Policy {
     let text = json!({
         "version": "1",
         "default": "deny",
         "tools": {"send": {"limits": [
-            {"counter": "per_user", "window": "minute", "max": 1_000_000_000u64, "scope": "arg:user"}
+            {"counter": format!("per_user_{max}"), "window": "minute", "max": max, "scope": "arg:user"}
         ]}}
     })
     .to_string();
@@ -47,6 +54,7 @@ fn policy() -> Policy {
 
 struct Measured {
     per_second: f64,
+    admitted: usize,
     p50: Duration,
     p99: Duration,
 }
@@ -66,6 +74,7 @@ fn measure(
             let store = store.clone();
             std::thread::spawn(move || {
                 let mut latencies = Vec::with_capacity(per_caller);
+                let mut admitted = 0;
                 let base = 1_700_000_000_000u64;
                 for i in 0..per_caller {
                     let arguments = json!({ "user": format!("u{}", (i * 7 + c) % 1000) });
@@ -79,20 +88,28 @@ fn measure(
                     let t = monotonic_now();
                     let decision = policy.decide(&call, store.as_ref(), base + (i as u64) / 100);
                     latencies.push(t.elapsed());
-                    assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");
+                    match decision {
+                        Decision::Allow { .. } => admitted += 1,
+                        Decision::RateLimited { .. } => {}
+                        other => panic!("{other:?}"),
+                    }
                 }
-                latencies
+                (latencies, admitted)
             })
         })
         .collect();
-    let mut all: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("caller"))
-        .collect();
+    let mut all: Vec<Duration> = Vec::with_capacity(decisions);
+    let mut admitted = 0;
+    for thread in threads {
+        let (latencies, n) = thread.join().expect("caller");
+        all.extend(latencies);
+        admitted += n;
+    }
     let elapsed = start.elapsed();
     all.sort();
     Measured {
         per_second: all.len() as f64 / elapsed.as_secs_f64(),
+        admitted,
         p50: all[all.len() / 2],
         p99: all[all.len() * 99 / 100],
     }
@@ -104,7 +121,11 @@ fn us(d: Duration) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let policy = Arc::new(policy());
+    let maxes = if args.max.is_empty() {
+        vec![1_000_000_000, 30]
+    } else {
+        args.max.clone()
+    };
     let dir = tempfile::tempdir().context("temporary data directory")?;
     let mut stores: Vec<(&str, Arc<dyn CounterStore>)> = vec![
         ("in-memory", Arc::new(MemoryStore::new())),
@@ -127,19 +148,23 @@ fn main() -> Result<()> {
         Some(server)
     };
     println!("state-bench: Policy::decide with one limit over 1,000 counters; {} decisions per measurement", args.decisions);
-    println!("| store | callers | decisions/s | p50 | p99 |");
-    println!("|---|---|---|---|---|");
+    println!("| store | max/minute | callers | decisions/s | p50 | p99 | admitted |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, store) in &stores {
-        // Warm up (connections, prepared statements, pages).
-        measure(&policy, store, args.decisions / 10, 1);
-        for callers in [1, args.callers] {
-            let m = measure(&policy, store, args.decisions, callers);
-            println!(
-                "| {name} | {callers} | {:.0} | {} | {} |",
-                m.per_second,
-                us(m.p50),
-                us(m.p99)
-            );
+        for &max in &maxes {
+            let policy = Arc::new(policy(max));
+            // Warm up (connections, prepared statements, pages).
+            measure(&policy, store, args.decisions / 10, 1);
+            for callers in [1, args.callers] {
+                let m = measure(&policy, store, args.decisions, callers);
+                println!(
+                    "| {name} | {max} | {callers} | {:.0} | {} | {} | {:.1}% |",
+                    m.per_second,
+                    us(m.p50),
+                    us(m.p99),
+                    100.0 * m.admitted as f64 / args.decisions as f64
+                );
+            }
         }
     }
     Ok(())

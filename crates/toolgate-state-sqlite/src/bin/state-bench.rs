@@ -3,7 +3,10 @@
 //! compares every store).
 //!
 //! One draw per decision on keys spread over `--keys` counters (picked
-//! pseudo-randomly), one thread, a transaction per decision. The clock is
+//! pseudo-randomly), one thread. A limit under 16,384 is a transaction per
+//! decision; a larger one is leased (a transaction per slice of `max /
+//! 4096` while the key comes back within a slice's span, `window / 64`: with
+//! the defaults a key comes back every second, so try `--keys 10`). The clock is
 //! simulated: it advances `--ms-per-decision` per decision, so a long run
 //! reaches the steady state where every key's log is full (about 65
 //! entries). Prints p50/p99/p99.9/max latency and decisions per second, by
