@@ -598,26 +598,52 @@ impl AuditStore {
         })
     }
 
-    /// Prunes through the record `cut` says (given the verified chain).
+    /// Prunes through the record `cut` says (given the verified chain). The
+    /// chain is verified in a read transaction, so appends (other
+    /// processes', this gateway's writer) wait only for the deletion: the
+    /// write transaction checks that the anchor and the last record pruned
+    /// are still what was verified.
     fn prune_where(
         &mut self,
         cut: impl FnOnce(&Connection, &VerifyReport) -> rusqlite::Result<i64>,
     ) -> Result<PruneReport, AuditError> {
+        let read = self.conn.transaction()?;
+        let report = verify_chain(&read)?;
+        let anchor = report.pruned_through as i64;
+        let cut = cut(&read, &report)?;
+        let unchanged = PruneReport {
+            removed: 0,
+            pruned_through: report.pruned_through,
+        };
+        if cut <= anchor {
+            return Ok(unchanged);
+        }
+        let cut_hash = |tx: &Connection| {
+            tx.query_row("SELECT hash FROM records WHERE seq = ?1", [cut], |r| {
+                Ok(hash_text(r.get_ref(0)?))
+            })
+            .optional()
+        };
+        let anchor_of = |tx: &Connection| {
+            tx.query_row(
+                "SELECT anchor_seq, anchor_hash FROM chain WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+        };
+        let (verified_hash, verified_anchor) = (cut_hash(&read)?, anchor_of(&read)?);
+        read.commit()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let report = verify_chain(&tx)?;
-        let anchor = report.pruned_through as i64;
-        let cut = cut(&tx, &report)?;
-        if cut <= anchor {
-            return Ok(PruneReport {
-                removed: 0,
-                pruned_through: report.pruned_through,
-            });
+        if anchor_of(&tx)? != verified_anchor {
+            // Another process pruned meanwhile: its prune stands.
+            return Ok(unchanged);
         }
-        let hash = tx.query_row("SELECT hash FROM records WHERE seq = ?1", [cut], |r| {
-            Ok(hash_text(r.get_ref(0)?))
-        })?;
+        let Some(hash) = cut_hash(&tx)?.filter(|h| Some(h) == verified_hash.as_ref()) else {
+            return Err(broken(cut, "the record changed while the chain was pruned"));
+        };
         let removed = tx.execute("DELETE FROM records WHERE seq <= ?1", [cut])?;
         tx.execute(
             "UPDATE chain SET anchor_seq = ?1, anchor_hash = ?2 WHERE id = 1",
