@@ -322,6 +322,8 @@ pub struct AuditSink {
     when_full: WhenFull,
     /// Records dropped because the queue stayed full (shared by the clones).
     dropped: Arc<AtomicU64>,
+    /// How many records the queue holds.
+    queue: usize,
     log_level: LogLevel,
     /// Records are written somewhere (a file or a store), not only observed.
     keeps: bool,
@@ -400,6 +402,7 @@ impl AuditSink {
                 tx: None,
                 when_full: WhenFull::default(),
                 dropped: Arc::default(),
+                queue: 0,
                 log_level,
                 keeps: false,
                 journal: None,
@@ -427,6 +430,7 @@ impl AuditSink {
             tx: Some(tx),
             when_full: WhenFull::default(),
             dropped: Arc::default(),
+            queue,
             log_level,
             keeps,
             journal,
@@ -494,7 +498,8 @@ impl AuditSink {
         if n.is_power_of_two() {
             let _ = writeln!(
                 std::io::stderr(),
-                "toolgate: the audit trail cannot keep up: {n} record(s) dropped so far (its queue of {QUEUE_RECORDS} records stayed full for {} ms); an allowed call's intent stays in the audit journal and is recovered as \"{INTERRUPTED}\" after this gateway stops; --audit-when-full block makes calls wait instead",
+                "toolgate: the audit trail cannot keep up: {n} record(s) dropped so far (its queue of {} records stayed full for {} ms); an allowed call's intent stays in the audit journal and is recovered as \"{INTERRUPTED}\" after this gateway stops; --audit-when-full block makes calls wait instead",
+                self.queue,
                 FULL_WAIT.as_millis()
             );
         }

@@ -354,3 +354,31 @@ fn a_full_queue_blocks_when_told_to_and_loses_nothing() {
     assert_eq!("block".parse::<WhenFull>(), Ok(WhenFull::Block));
     assert!("never".parse::<WhenFull>().is_err());
 }
+
+/// What a call costs the thread serving it: the intent (one `write(2)` of
+/// its JSON to the journal) and handing the record to the writer. Run with
+/// `cargo test --release -p toolgate-audit serving_thread_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement"]
+fn serving_thread_cost() {
+    let dir = temp_dir("cost");
+    let kept = Kept::default();
+    let sink = journaled(None, Box::new(kept.clone()), &dir.join("journal"));
+    let n = 100_000u32;
+    let started = toolgate_clock::monotonic_now();
+    for _ in 0..n {
+        let rec = sink.intend(record("echo", Some("srv")));
+        sink.record(rec);
+    }
+    let per_call = started.elapsed() / n;
+    sink.flush();
+    let started = toolgate_clock::monotonic_now();
+    for _ in 0..n {
+        sink.record(record("echo", Some("srv")));
+    }
+    let record_only = started.elapsed() / n;
+    sink.flush();
+    println!("per call on the serving thread: intend + record {per_call:?}, record alone {record_only:?} ({n} calls)");
+    assert_eq!(kept.records.lock().unwrap().len(), 2 * n as usize);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
