@@ -142,21 +142,17 @@ fn prune_once(
     let Ok(before) = parse_time(keep, now) else {
         return;
     };
-    let said =
-        |result: Result<toolgate_audit_store::PruneReport, AuditError>, why: &str| match result {
-            Ok(report) if report.removed > 0 => audit.log(
-                LogLevel::Info,
-                &format!("audit retention: pruned {} records {why}", report.removed),
-            ),
-            Ok(_) => {}
-            Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
-        };
-    said(store.prune(before), &format!("older than {keep}"));
-    if let Some(max) = max_records {
-        said(
-            store.prune_to_count(max),
-            &format!("beyond the newest {max}"),
-        );
+    let why = match max_records {
+        Some(max) => format!("older than {keep} or beyond the newest {max}"),
+        None => format!("older than {keep}"),
+    };
+    match store.prune_retained(Some(before), max_records) {
+        Ok(report) if report.removed > 0 => audit.log(
+            LogLevel::Info,
+            &format!("audit retention: pruned {} records {why}", report.removed),
+        ),
+        Ok(_) => {}
+        Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
     }
 }
 
