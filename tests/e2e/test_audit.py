@@ -206,13 +206,14 @@ def test_verify_an_intact_trail(toolgate_bin, five):
 
 
 TAMPERING = [
-    ("edited record", "UPDATE records SET record = replace(record, '\"deny\"', '\"allow\"') WHERE seq = 2", 2),
-    # Always a different hash (a plain '00' prefix is no change 1 time in 256).
-    ("edited hash", "UPDATE records SET hash = CASE WHEN substr(hash, 1, 2) = '00' THEN 'ff' ELSE '00' END || substr(hash, 3) WHERE seq = 3", 3),
+    # A row keeps its strings as ids in `strings`: the decision of record 2 made 'allow'.
+    ("edited record", "UPDATE records SET decision = (SELECT id FROM strings WHERE text = 'allow') WHERE seq = 2", 2),
+    # Always a different hash (32 bytes).
+    ("edited hash", "UPDATE records SET hash = CASE WHEN hash = zeroblob(32) THEN randomblob(32) ELSE zeroblob(32) END WHERE seq = 3", 3),
     ("deleted row", "DELETE FROM records WHERE seq = 3", 3),
     ("deleted last row", "DELETE FROM records WHERE seq = 5", 5),
-    ("edited column", "UPDATE records SET grant = 'carol' WHERE seq = 4", 4),
-    ("two edits", "UPDATE records SET record = replace(record, 'alice', 'mallory') WHERE seq IN (3, 4)", 3),
+    ("edited column", "INSERT INTO strings (text) VALUES ('carol'); UPDATE records SET grant = (SELECT id FROM strings WHERE text = 'carol') WHERE seq = 4", 4),
+    ("two edits", "INSERT INTO strings (text) VALUES ('mallory'); UPDATE records SET grant = (SELECT id FROM strings WHERE text = 'mallory') WHERE seq IN (3, 4)", 3),
 ]
 
 
@@ -230,14 +231,14 @@ def test_verify_names_the_first_record_tampered_with(toolgate_bin, five, name, s
 
 
 def test_a_rewritten_record_with_a_fresh_hash_breaks_the_next_link(toolgate_bin, five):
+    forged = json_lines(audit(toolgate_bin, five, "--json").stdout)[1]
     db = sqlite3.connect(five / "audit.db")
-    prev, text = db.execute("SELECT prev_hash, record FROM records WHERE seq = 2").fetchone()
-    forged = json.loads(text)
+    (prev,) = db.execute("SELECT lower(hex(prev_hash)) FROM records WHERE seq = 2").fetchone()
     forged["decision"] = "allow"
     canonical = json.dumps(forged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    fresh = hashlib.sha256((prev + canonical).encode()).hexdigest()
+    fresh = hashlib.sha256((prev + canonical).encode()).digest()
     db.execute(
-        "UPDATE records SET record = ?, decision = 'allow', hash = ? WHERE seq = 2", (json.dumps(forged), fresh)
+        "UPDATE records SET decision = (SELECT id FROM strings WHERE text = 'allow'), hash = ? WHERE seq = 2", (fresh,)
     )
     db.commit()
     db.close()
@@ -246,15 +247,19 @@ def test_a_rewritten_record_with_a_fresh_hash_breaks_the_next_link(toolgate_bin,
     assert "broken at record 3: its prev_hash is not the hash of record 2" in done.stdout, done.stdout
 
 
-def test_the_chain_is_sha256_of_the_previous_hash_and_the_canonical_record(five):
-    """The format an outside verifier relies on, recomputed here from the file alone."""
+def test_the_chain_is_sha256_of_the_previous_hash_and_the_canonical_record(toolgate_bin, five):
+    """The format an outside verifier relies on, recomputed here from the file
+    (the hashes, 32 bytes each) and the records as `toolgate audit --json`
+    prints them."""
+    records = json_lines(audit(toolgate_bin, five, "--json").stdout)
     db = sqlite3.connect(five / "audit.db")
-    rows = db.execute("SELECT seq, record, prev_hash, hash FROM records ORDER BY seq").fetchall()
+    rows = db.execute("SELECT seq, lower(hex(prev_hash)), lower(hex(hash)) FROM records ORDER BY seq").fetchall()
     head = db.execute("SELECT head_seq, head_hash FROM chain").fetchone()
     db.close()
     prev = GENESIS
-    for seq, text, prev_hash, digest in rows:
-        canonical = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert len(records) == len(rows)
+    for (seq, prev_hash, digest), rec in zip(rows, records):
+        canonical = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert prev_hash == prev, seq
         assert digest == hashlib.sha256((prev + canonical).encode()).hexdigest(), seq
         prev = digest

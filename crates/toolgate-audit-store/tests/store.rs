@@ -27,10 +27,12 @@ fn rfc3339(ms: u64) -> String {
 
 /// A record shaped like the gateway's.
 fn record(at: u64, grant: &str, server: Option<&str>, tool: &str, decision: &str) -> Value {
+    // In the gateway's order: `server` after `session`.
     let mut r = json!({
         "time": rfc3339(at),
         "grant": grant,
         "session": "s1",
+        "server": server,
         "tool": tool,
         "decision": decision,
         "rule": format!("tools.{tool}"),
@@ -39,8 +41,8 @@ fn record(at: u64, grant: &str, server: Option<&str>, tool: &str, decision: &str
         "outcome": if decision == "allow" { "ok" } else { "refused" },
         "args_sha256": "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
     });
-    if let Some(server) = server {
-        r["server"] = json!(server);
+    if server.is_none() {
+        r.as_object_mut().unwrap().shift_remove("server");
     }
     r
 }
@@ -92,10 +94,8 @@ fn appends_number_records_from_one_and_query_returns_them_as_written() {
     assert_eq!(seqs(&all), (1..=7).collect::<Vec<_>>());
     assert_eq!(all[0].record, five()[0]);
     assert_eq!(all[0].time_ms, T0 + 1000);
-    // The text keeps the gateway's key order.
-    let text: String = raw(dir.path())
-        .query_row("SELECT record FROM records WHERE seq = 1", [], |r| r.get(0))
-        .unwrap();
+    // The record keeps the gateway's key order.
+    let text = all[0].record.to_string();
     assert!(text.starts_with(r#"{"time":"2026-11-21T23:00:01.000Z","grant":"alice""#));
 }
 
@@ -283,25 +283,25 @@ fn verify_names_the_first_record_tampered_with() {
     let cases: &[(&str, &str, u64, &str)] = &[
         (
             "edited record",
-            "UPDATE records SET record = replace(record, '\"deny\"', '\"allow\"') WHERE seq = 2",
+            "UPDATE records SET decision = (SELECT id FROM strings WHERE text = 'allow') WHERE seq = 2",
             2,
             "hash does not match",
         ),
         (
             "record no longer JSON",
-            "UPDATE records SET record = substr(record, 2) WHERE seq = 3",
+            "UPDATE records SET raw = '{\"time\"' WHERE seq = 3",
             3,
             "not valid JSON",
         ),
         (
             "edited hash",
-            "UPDATE records SET hash = replace(hash, substr(hash, 1, 1), 'x') WHERE seq = 3",
+            "UPDATE records SET hash = CASE WHEN hash = zeroblob(32) THEN randomblob(32) ELSE zeroblob(32) END WHERE seq = 3",
             3,
             "hash does not match",
         ),
         (
             "edited prev_hash",
-            "UPDATE records SET prev_hash = CASE WHEN substr(prev_hash, 1, 2) = 'ff' THEN '00' ELSE 'ff' END || substr(prev_hash, 3) WHERE seq = 4",
+            "UPDATE records SET prev_hash = CASE WHEN prev_hash = zeroblob(32) THEN randomblob(32) ELSE zeroblob(32) END WHERE seq = 4",
             4,
             "prev_hash is not the hash of record 3",
         ),
@@ -310,20 +310,32 @@ fn verify_names_the_first_record_tampered_with() {
         ("deleted last row", "DELETE FROM records WHERE seq = 5", 5, "its head is 5"),
         ("deleted every row", "DELETE FROM records", 1, "its head is 5"),
         (
-            "edited column",
-            "UPDATE records SET decision = 'allow' WHERE seq = 2",
+            "edited string",
+            "UPDATE strings SET text = 'mallory' WHERE text = 'write_file'",
             2,
-            "columns",
+            "hash does not match",
         ),
         (
             "edited server column",
             "UPDATE records SET server = NULL WHERE seq = 1",
             1,
-            "columns",
+            "hash does not match",
+        ),
+        (
+            "deleted string",
+            "DELETE FROM strings WHERE text = 'send'",
+            3,
+            "not in the store",
+        ),
+        (
+            "edited counters",
+            "UPDATE records SET counters = 'x' WHERE seq = 4",
+            4,
+            "counters column",
         ),
         (
             "row added after the head",
-            "INSERT INTO records SELECT 6, time, time_ms, grant, server, tool, decision, record, hash, hash FROM records WHERE seq = 5",
+            "INSERT INTO records SELECT 6, time_ms, grant, session, server, tool, decision, rule, reason, counters, decision_us, latency, outcome, args, raw, hash, hash FROM records WHERE seq = 5",
             6,
             "beyond the chain's head",
         ),
@@ -336,7 +348,7 @@ fn verify_names_the_first_record_tampered_with() {
         ("deleted chain row", "DELETE FROM chain", 1, "head and anchor are missing"),
         (
             "two edits",
-            "UPDATE records SET record = replace(record, 'alice', 'mallory') WHERE seq IN (3, 4)",
+            "INSERT INTO strings (text) VALUES ('mallory'); UPDATE records SET grant = (SELECT id FROM strings WHERE text = 'mallory') WHERE seq IN (3, 4)",
             3,
             "hash does not match",
         ),
@@ -364,14 +376,19 @@ fn a_record_rewritten_with_a_fresh_hash_breaks_the_link_to_the_next() {
     let mut store = store_with(dir.path(), &five());
     let db = raw(dir.path());
     let prev: String = db
-        .query_row("SELECT hash FROM records WHERE seq = 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT lower(hex(hash)) FROM records WHERE seq = 1",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     let mut forged = five()[1].clone();
     forged["decision"] = json!("allow");
     forged["outcome"] = json!("ok");
     db.execute(
-        "UPDATE records SET record = ?1, decision = 'allow', hash = ?2 WHERE seq = 2",
-        rusqlite::params![forged.to_string(), chain_hash(&prev, &forged)],
+        "UPDATE records SET decision = (SELECT id FROM strings WHERE text = 'allow'),
+           outcome = (SELECT id FROM strings WHERE text = 'ok'), hash = unhex(?1) WHERE seq = 2",
+        rusqlite::params![chain_hash(&prev, &forged)],
     )
     .unwrap();
     let (seq, why) = broken_at(store.verify());
@@ -606,7 +623,7 @@ fn prune_refuses_a_broken_chain_and_deletes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store_with(dir.path(), &five());
     raw(dir.path())
-        .execute_batch("UPDATE records SET record = replace(record, 'alice', 'eve') WHERE seq = 1")
+        .execute_batch("UPDATE strings SET text = 'eve' WHERE text = 'alice'")
         .unwrap();
     let (seq, _) = broken_at(store.prune(T0 + 60_000));
     assert_eq!(seq, 1);
@@ -614,4 +631,122 @@ fn prune_refuses_a_broken_chain_and_deletes_nothing() {
         .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 5);
+}
+
+#[test]
+fn a_record_of_another_shape_is_kept_whole_and_its_columns_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut odd = record(T0 + 1000, "alice", Some("fs"), "read_file", "allow");
+    odd["args"] = json!({"path": "/etc/hosts"});
+    let mut store = store_with(dir.path(), &[odd.clone()]);
+    let all = store.query(&Filter::default()).unwrap();
+    assert_eq!(all[0].record.to_string(), odd.to_string());
+    assert_eq!(store.verify().unwrap().records, 1);
+    let kept: Option<String> = raw(dir.path())
+        .query_row("SELECT raw FROM records WHERE seq = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some(odd.to_string().as_str()));
+    raw(dir.path())
+        .execute_batch("INSERT INTO strings (text) VALUES ('deny'); UPDATE records SET decision = (SELECT id FROM strings WHERE text = 'deny')")
+        .unwrap();
+    let (seq, why) = broken_at(store.verify());
+    assert_eq!(seq, 1);
+    assert!(why.contains("columns"), "{why}");
+}
+
+/// The schema of version 1: each row the record's JSON text, hex hashes.
+const SCHEMA_V1: &str = "
+CREATE TABLE records (
+    seq INTEGER PRIMARY KEY, time TEXT NOT NULL, time_ms INTEGER NOT NULL,
+    grant TEXT NOT NULL, server TEXT, tool TEXT NOT NULL, decision TEXT NOT NULL,
+    record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE INDEX records_time ON records (time_ms);
+CREATE TABLE chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1), anchor_seq INTEGER NOT NULL,
+    anchor_hash TEXT NOT NULL, head_seq INTEGER NOT NULL, head_hash TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+/// A store of version 1 holding `records`, written as toolgate wrote it;
+/// `edit` is done to it after.
+fn store_v1(dir: &Path, records: &[Value], edit: &str) {
+    let db = raw(dir);
+    db.execute_batch(SCHEMA_V1).unwrap();
+    let mut prev = GENESIS_HASH.to_string();
+    for (i, r) in records.iter().enumerate() {
+        let hash = chain_hash(&prev, r);
+        db.execute(
+            "INSERT INTO records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            rusqlite::params![
+                i as i64 + 1,
+                r["time"].as_str(),
+                toolgate_audit_store::parse_rfc3339(r["time"].as_str().unwrap()).unwrap() as i64,
+                r["grant"].as_str(),
+                r["server"].as_str(),
+                r["tool"].as_str(),
+                r["decision"].as_str(),
+                r.to_string(),
+                prev,
+                hash
+            ],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    db.execute(
+        "INSERT INTO chain VALUES (1, 0, ?1, ?2, ?3)",
+        rusqlite::params![GENESIS_HASH, records.len() as i64, prev],
+    )
+    .unwrap();
+    db.execute_batch(edit).unwrap();
+}
+
+#[test]
+fn a_store_of_version_1_is_migrated_and_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    store_v1(dir.path(), &five(), "");
+    let mut store = AuditStore::open_existing(dir.path()).unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.records, 5);
+    let all = store.query(&Filter::default()).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.record.clone()).collect::<Vec<_>>(),
+        five()
+    );
+    assert_eq!(store.append(&five()[0]).unwrap(), 6);
+    assert_eq!(store.verify().unwrap().records, 6);
+    let version: i64 = raw(dir.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+#[test]
+fn a_version_1_store_edited_before_the_migration_still_shows_it() {
+    for (edit, seq, why) in [
+        (
+            "UPDATE records SET record = replace(record, '\"deny\"', '\"allow\"') WHERE seq = 2",
+            2,
+            "hash does not match",
+        ),
+        (
+            "UPDATE records SET grant = 'carol' WHERE seq = 4",
+            4,
+            "columns",
+        ),
+        (
+            "DELETE FROM records WHERE seq = 3",
+            3,
+            "chain goes from 2 to 4",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        store_v1(dir.path(), &five(), edit);
+        let mut store = AuditStore::open_existing(dir.path()).unwrap();
+        let (got, got_why) = broken_at(store.verify());
+        assert_eq!(got, seq, "{edit}: {got_why}");
+        assert!(got_why.contains(why), "{edit}: {got_why}");
+    }
 }

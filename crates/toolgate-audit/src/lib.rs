@@ -27,6 +27,7 @@
 use serde_json::Value;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use toolgate_clock::rfc3339;
 use toolgate_policy::{Decision, Millis, Taken};
@@ -316,7 +317,13 @@ pub trait RecordObserver: Send {
 /// optional [`RecordObserver`], and stderr at `info`.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: Option<mpsc::Sender<Entry>>,
+    tx: Option<mpsc::SyncSender<Entry>>,
+    /// What [`AuditSink::record`] does when the queue is full.
+    when_full: WhenFull,
+    /// Records dropped because the queue stayed full (shared by the clones).
+    dropped: Arc<AtomicU64>,
+    /// How many records the queue holds.
+    queue: usize,
     log_level: LogLevel,
     /// Records are written somewhere (a file or a store), not only observed.
     keeps: bool,
@@ -365,9 +372,21 @@ impl AuditSink {
     pub fn open_journaled(
         path: Option<&Path>,
         log_level: LogLevel,
+        store: Option<Box<dyn AuditDestination>>,
+        observer: Option<Box<dyn RecordObserver>>,
+        journal: Option<&Path>,
+    ) -> std::io::Result<AuditSink> {
+        AuditSink::open_queued(path, log_level, store, observer, journal, QUEUE_RECORDS)
+    }
+
+    /// [`AuditSink::open_journaled`] with a queue of `queue` records.
+    fn open_queued(
+        path: Option<&Path>,
+        log_level: LogLevel,
         mut store: Option<Box<dyn AuditDestination>>,
         observer: Option<Box<dyn RecordObserver>>,
         journal: Option<&Path>,
+        queue: usize,
     ) -> std::io::Result<AuditSink> {
         let mut file = match path {
             Some(path) => Some(
@@ -381,6 +400,9 @@ impl AuditSink {
         if file.is_none() && store.is_none() && observer.is_none() {
             return Ok(AuditSink {
                 tx: None,
+                when_full: WhenFull::default(),
+                dropped: Arc::default(),
+                queue: 0,
                 log_level,
                 keeps: false,
                 journal: None,
@@ -399,13 +421,16 @@ impl AuditSink {
             }
             None => None,
         };
-        let (tx, rx) = mpsc::channel::<Entry>();
+        let (tx, rx) = mpsc::sync_channel::<Entry>(queue);
         let writer_journal = journal.clone();
         std::thread::Builder::new()
             .name("toolgate-audit".into())
             .spawn(move || write_records(rx, file, store, observer, writer_journal))?;
         Ok(AuditSink {
             tx: Some(tx),
+            when_full: WhenFull::default(),
+            dropped: Arc::default(),
+            queue,
             log_level,
             keeps,
             journal,
@@ -435,13 +460,55 @@ impl AuditSink {
         self.journal.as_deref().map(Journal::dir)
     }
 
+    /// Sets what [`AuditSink::record`] does when the writer's queue is full
+    /// (set it before the sink is cloned).
+    pub fn when_full(mut self, rule: WhenFull) -> AuditSink {
+        self.when_full = rule;
+        self
+    }
+
+    /// Queues the record for the writer thread. When the queue
+    /// ([`QUEUE_RECORDS`]) is full, [`WhenFull`] says what happens: by
+    /// default the call waits up to [`FULL_WAIT`] for room, then the record
+    /// is dropped, counted ([`AuditSink::dropped`]) and said on stderr.
     pub fn record(&self, rec: Record) {
         if self.log_level >= LogLevel::Info {
             let _ = writeln!(std::io::stderr(), "{}", rec.log_line());
         }
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Entry::Record(Box::new(rec)));
+        let Some(tx) = &self.tx else { return };
+        let mut entry = match tx.try_send(Entry::Record(Box::new(rec))) {
+            Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return,
+            Err(mpsc::TrySendError::Full(entry)) => entry,
+        };
+        if self.when_full == WhenFull::Block {
+            let _ = tx.send(entry);
+            return;
         }
+        let deadline = toolgate_clock::monotonic_now() + FULL_WAIT;
+        while toolgate_clock::monotonic_now() < deadline {
+            toolgate_clock::sleep(std::time::Duration::from_millis(1));
+            entry = match tx.try_send(entry) {
+                Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return,
+                Err(mpsc::TrySendError::Full(entry)) => entry,
+            };
+        }
+        drop(entry);
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Said at the first drop, then at 2, 4, 8...: never silent, never a flood.
+        if n.is_power_of_two() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "toolgate: the audit trail cannot keep up: {n} record(s) dropped so far (its queue of {} records stayed full for {} ms); an allowed call's intent stays in the audit journal and is recovered as \"{INTERRUPTED}\" after this gateway stops; --audit-when-full block makes calls wait instead",
+                self.queue,
+                FULL_WAIT.as_millis()
+            );
+        }
+    }
+
+    /// How many records were dropped because the writer's queue stayed full
+    /// ([`WhenFull::Wait`]).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits (up to five seconds) until every record sent so far is on disk.
@@ -470,6 +537,40 @@ impl AuditSink {
     /// Whether records go anywhere; when not, callers may skip building them.
     pub fn enabled(&self) -> bool {
         self.tx.is_some() || self.log_level >= LogLevel::Info
+    }
+}
+
+/// How many records wait for the writer thread at most (a few hundred bytes
+/// of memory each).
+pub const QUEUE_RECORDS: usize = 65_536;
+
+/// How long [`AuditSink::record`] waits for room in a full queue
+/// ([`WhenFull::Wait`]).
+pub const FULL_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What a call does when the writer's queue is full (the disk cannot keep
+/// up with the calls): `--audit-when-full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait up to [`FULL_WAIT`] for room, then drop the record, count it and
+    /// say so on stderr (at the 1st, 2nd, 4th, 8th... drop).
+    #[default]
+    Wait,
+    /// Wait as long as it takes: no record is ever dropped, calls go at the
+    /// pace of the disk.
+    Block,
+}
+
+impl std::str::FromStr for WhenFull {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wait" => Ok(WhenFull::Wait),
+            "block" => Ok(WhenFull::Block),
+            other => Err(format!(
+                "unknown rule for a full audit queue {other:?} (expected wait or block)"
+            )),
+        }
     }
 }
 
@@ -657,287 +758,4 @@ fn write_records(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::journal::temp_dir;
-    use serde_json::json;
-    use std::sync::Mutex;
-
-    fn record(tool: &str, server: Option<&str>) -> Record {
-        Record {
-            time: 1_795_302_000_123,
-            grant: "local".into(),
-            session: "s1".into(),
-            server: server.map(str::to_string),
-            rule: format!("tools.{tool}"),
-            decision_us: 1.5,
-            args_sha256: "00".into(),
-            ..Record::new(tool, "allow", Outcome::Ok)
-        }
-    }
-
-    /// A destination that keeps what it is given, and fails when told to.
-    #[derive(Clone, Default)]
-    struct Kept {
-        records: Arc<Mutex<Vec<Value>>>,
-        calls: Arc<Mutex<usize>>,
-        fail: bool,
-    }
-
-    impl AuditDestination for Kept {
-        fn append(&mut self, records: &[Value]) -> Result<(), String> {
-            *self.calls.lock().unwrap() += 1;
-            if self.fail {
-                return Err("disk full".into());
-            }
-            self.records.lock().unwrap().extend_from_slice(records);
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn the_server_is_in_the_json_only_when_known() {
-        let with = record("t", Some("fs")).to_json();
-        assert_eq!(with["server"], "fs");
-        let keys: Vec<&str> = with
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(&keys[..5], ["time", "grant", "session", "server", "tool"]);
-        assert!(record("t", None).to_json().get("server").is_none());
-    }
-
-    #[test]
-    fn records_reach_the_store_and_the_file_alike() {
-        let dir = std::env::temp_dir().join(format!(
-            "toolgate-audit-sink-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("audit.jsonl");
-        let kept = Kept::default();
-        let sink =
-            AuditSink::open_with_store(Some(&file), LogLevel::Warn, Some(Box::new(kept.clone())))
-                .unwrap();
-        assert!(sink.enabled());
-        for tool in ["a", "b", "c"] {
-            sink.record(record(tool, Some("srv")));
-        }
-        sink.flush();
-        let stored = kept.records.lock().unwrap().clone();
-        let lines: Vec<Value> = std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(stored.len(), 3);
-        assert_eq!(stored, lines);
-        assert_eq!(stored[2]["tool"], "c");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_store_alone_enables_the_writer() {
-        let kept = Kept::default();
-        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept.clone())))
-            .unwrap();
-        assert!(sink.enabled());
-        sink.record(record("a", None));
-        sink.flush();
-        assert_eq!(kept.records.lock().unwrap().len(), 1);
-        assert!(!AuditSink::open(None, LogLevel::Error).unwrap().enabled());
-    }
-
-    /// An observer that keeps the tools it saw.
-    struct Seen(Arc<Mutex<Vec<String>>>);
-
-    impl RecordObserver for Seen {
-        fn observe(&mut self, record: &Record) {
-            self.0.lock().unwrap().push(record.tool.clone());
-        }
-    }
-
-    #[test]
-    fn an_observer_alone_enables_the_writer_and_sees_every_record() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = AuditSink::open_observed(
-            None,
-            LogLevel::Error,
-            None,
-            Some(Box::new(Seen(seen.clone()))),
-        )
-        .unwrap();
-        assert!(sink.enabled());
-        sink.record(record("a", None));
-        sink.record(record("b", None));
-        sink.flush();
-        assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
-    }
-
-    #[test]
-    fn call_trace_reads_meta_but_keeps_a_header() {
-        let meta = json!({"traceparent": "tp", "tracestate": "ts", "x": 1});
-        let t = CallTrace::default().with_meta(Some(&meta));
-        assert_eq!(
-            (t.traceparent.as_deref(), t.tracestate.as_deref()),
-            (Some("tp"), Some("ts"))
-        );
-        let header = CallTrace {
-            traceparent: Some("header".into()),
-            ..CallTrace::default()
-        };
-        assert_eq!(
-            header.with_meta(Some(&meta)).traceparent.as_deref(),
-            Some("header")
-        );
-        assert_eq!(CallTrace::default().with_meta(None).traceparent, None);
-        let started = CallTrace::received_at(toolgate_clock::monotonic_now());
-        assert!(started.start_unix_ns > 1_700_000_000_000_000_000);
-    }
-
-    #[test]
-    fn a_failing_store_does_not_stop_the_sink() {
-        let kept = Kept {
-            fail: true,
-            ..Kept::default()
-        };
-        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept.clone())))
-            .unwrap();
-        sink.record(record("a", None));
-        sink.flush();
-        sink.record(record("b", None));
-        sink.flush();
-        assert_eq!(*kept.calls.lock().unwrap(), 2);
-    }
-
-    #[test]
-    fn a_long_burst_goes_to_the_store_in_pieces() {
-        let kept = Kept::default();
-        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept.clone())))
-            .unwrap();
-        let n = MAX_BURST * 2 + 3;
-        for i in 0..n {
-            sink.record(record(&format!("t{i}"), None));
-        }
-        sink.flush();
-        let stored = kept.records.lock().unwrap();
-        assert_eq!(stored.len(), n);
-        assert_eq!(stored[n - 1]["tool"], format!("t{}", n - 1));
-        assert!(*kept.calls.lock().unwrap() >= 3);
-    }
-
-    /// A sink with the journal `journal`, its records kept in `store` (and
-    /// `file`, when given).
-    fn journaled(
-        file: Option<&Path>,
-        store: Box<dyn AuditDestination>,
-        journal: &Path,
-    ) -> AuditSink {
-        AuditSink::open_journaled(file, LogLevel::Error, Some(store), None, Some(journal)).unwrap()
-    }
-
-    fn journal_text(dir: &Path) -> String {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn an_intent_is_the_record_as_interrupted_and_its_record_closes_it() {
-        let dir = temp_dir("intend");
-        let journal = dir.join("journal");
-        let kept = Kept::default();
-        let sink = journaled(None, Box::new(kept.clone()), &journal);
-        assert_eq!(sink.journal_dir(), Some(journal.as_path()));
-        let rec = sink.intend(record("a", Some("srv")));
-        assert!(rec.intent.is_some());
-        let text = journal_text(&journal);
-        let line: Value = serde_json::from_str(text.trim_end()).unwrap();
-        let mut expected = rec.to_json();
-        expected["outcome"] = json!(INTERRUPTED);
-        assert_eq!(line["record"], expected);
-        sink.record(rec);
-        sink.flush();
-        assert_eq!(kept.records.lock().unwrap().len(), 1);
-        assert!(journal_text(&journal).ends_with("}\nd 1\n"), "closed");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_record_the_store_refuses_leaves_its_intent_open() {
-        let dir = temp_dir("refused");
-        let journal = dir.join("journal");
-        let failing = Kept {
-            fail: true,
-            ..Kept::default()
-        };
-        let sink = journaled(None, Box::new(failing), &journal);
-        let rec = sink.intend(record("a", None));
-        sink.record(rec);
-        sink.flush();
-        assert_eq!(journal_text(&journal).lines().count(), 1, "still open");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_dead_gateways_intents_reach_the_file_and_the_store_at_start() {
-        let dir = temp_dir("recover");
-        let journal = dir.join("journal");
-        let file = dir.join("audit.jsonl");
-        // A gateway forwards two calls; one answers; it dies.
-        let kept = Kept::default();
-        let dead = journaled(Some(&file), Box::new(kept.clone()), &journal);
-        let answered = dead.intend(record("answered", None));
-        let _in_flight = dead.intend(record("in_flight", None));
-        dead.record(answered);
-        dead.flush();
-        // Its journal's lock goes when the process does: here, with the sink
-        // and its writer thread.
-        drop(dead);
-        let unlocked = || {
-            std::fs::read_dir(&journal).unwrap().all(|e| {
-                let f = std::fs::File::open(e.unwrap().path()).unwrap();
-                f.try_lock().is_ok()
-            })
-        };
-        let deadline = toolgate_clock::monotonic_now() + std::time::Duration::from_secs(5);
-        while !unlocked() {
-            assert!(
-                toolgate_clock::monotonic_now() < deadline,
-                "the writer thread ends"
-            );
-            toolgate_clock::sleep(std::time::Duration::from_millis(5));
-        }
-        let after = Kept::default();
-        let sink = journaled(Some(&file), Box::new(after.clone()), &journal);
-        let recovered = after.records.lock().unwrap().clone();
-        assert_eq!(recovered.len(), 1);
-        assert_eq!(recovered[0]["tool"], "in_flight");
-        assert_eq!(recovered[0]["outcome"], INTERRUPTED);
-        assert_eq!(recovered[0]["decision"], "allow");
-        let lines: Vec<Value> = std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines[0]["tool"], "answered");
-        assert_eq!(lines[1], recovered[0]);
-        // Only the new gateway's own (empty) journal is left.
-        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 1);
-        assert_eq!(journal_text(&journal), "");
-        drop(sink);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn without_a_journal_intend_changes_nothing() {
-        let kept = Kept::default();
-        let sink = AuditSink::open_with_store(None, LogLevel::Error, Some(Box::new(kept))).unwrap();
-        assert!(sink.intend(record("a", None)).intent.is_none());
-        assert_eq!(sink.journal_dir(), None);
-    }
-}
+mod tests;

@@ -55,29 +55,66 @@ pub fn open_sink_observed(
         })
 }
 
-/// Retention of the audit store in `dir` (`None`: no store): `keep` starts
-/// it ([`keep_audit_for`]); without it, says once that the trail is kept
-/// forever and how to bound it.
+/// How long the audit trail keeps records when `--audit-retention` is not
+/// given.
+pub const DEFAULT_RETENTION: &str = "30d";
+
+/// The most records the trail keeps when `--audit-retention` is not given
+/// (about 1.8 GB at 180 bytes a record): the disk stays bounded whatever the
+/// rate of calls.
+pub const DEFAULT_MAX_RECORDS: u64 = 10_000_000;
+
+/// About how many bytes a typical call's record takes in `audit.db`
+/// (toolgate-audit-store's `tests/size.rs` measures it).
+pub const BYTES_PER_RECORD: u64 = 180;
+
+/// Retention of the audit store in `dir` (`None`: no store): `keep` (such as
+/// `30d`) starts it ([`keep_audit_for`]); `forever` keeps every record and
+/// says so once, with how to bound it; without `keep`, records older than
+/// [`DEFAULT_RETENTION`] and beyond the newest [`DEFAULT_MAX_RECORDS`] are
+/// pruned.
 pub fn audit_retention(dir: Option<&Path>, keep: Option<&str>, audit: &AuditSink) -> Result<()> {
-    match (dir, keep) {
-        (Some(dir), Some(keep)) => keep_audit_for(dir, keep, audit.clone()),
-        (Some(dir), None) => {
+    let Some(dir) = dir else { return Ok(()) };
+    let db = dir.join(toolgate_audit_store::DB_FILE);
+    match keep {
+        Some("forever") => {
             audit.log(
                 LogLevel::Warn,
                 &format!(
-                    "the audit trail in {} is kept forever (about 620 bytes a call); bound it with --audit-retention 30d, or prune it with toolgate audit prune --older-than 30d",
-                    dir.join(toolgate_audit_store::DB_FILE).display()
+                    "the audit trail in {} is kept forever (about {BYTES_PER_RECORD} bytes a call); bound it with --audit-retention 30d, or prune it with toolgate audit prune --older-than 30d",
+                    db.display()
                 ),
             );
             Ok(())
         }
-        (None, _) => Ok(()),
+        Some(keep) => keep_audit_for(dir, keep, None, audit.clone()),
+        None => {
+            audit.log(
+                LogLevel::Info,
+                &format!(
+                    "the audit trail in {} keeps {DEFAULT_RETENTION} and at most {DEFAULT_MAX_RECORDS} records (about {BYTES_PER_RECORD} bytes a call), pruned every hour; --audit-retention sets the age (forever keeps every record)",
+                    db.display()
+                ),
+            );
+            keep_audit_for(
+                dir,
+                DEFAULT_RETENTION,
+                Some(DEFAULT_MAX_RECORDS),
+                audit.clone(),
+            )
+        }
     }
 }
 
 /// Retention: every hour (and at once), records older than `keep` (such as
-/// "30d") are pruned from the audit store in `dir`; the chain still verifies.
-pub fn keep_audit_for(dir: &Path, keep: &str, audit: AuditSink) -> Result<()> {
+/// "30d"), and the oldest beyond the newest `max_records` when given, are
+/// pruned from the audit store in `dir`; the chain still verifies.
+pub fn keep_audit_for(
+    dir: &Path,
+    keep: &str,
+    max_records: Option<u64>,
+    audit: AuditSink,
+) -> Result<()> {
     let now = SystemClock.now_ms();
     // Checked now, so that a bad value is an error at start.
     parse_time(keep, now).context("--audit-retention")?;
@@ -87,24 +124,36 @@ pub fn keep_audit_for(dir: &Path, keep: &str, audit: AuditSink) -> Result<()> {
     std::thread::Builder::new()
         .name("toolgate-retention".into())
         .spawn(move || loop {
-            let now = SystemClock.now_ms();
-            if let Ok(before) = parse_time(&keep, now) {
-                match store.prune(before) {
-                    Ok(report) if report.removed > 0 => audit.log(
-                        LogLevel::Info,
-                        &format!(
-                            "audit retention: pruned {} records older than {keep}",
-                            report.removed
-                        ),
-                    ),
-                    Ok(_) => {}
-                    Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
-                }
-            }
+            prune_once(&mut store, &keep, max_records, &audit, SystemClock.now_ms());
             toolgate_clock::sleep(std::time::Duration::from_secs(3600));
         })
         .context("cannot start the retention thread")?;
     Ok(())
+}
+
+/// One round of retention at `now`.
+fn prune_once(
+    store: &mut AuditStore,
+    keep: &str,
+    max_records: Option<u64>,
+    audit: &AuditSink,
+    now: u64,
+) {
+    let Ok(before) = parse_time(keep, now) else {
+        return;
+    };
+    let why = match max_records {
+        Some(max) => format!("older than {keep} or beyond the newest {max}"),
+        None => format!("older than {keep}"),
+    };
+    match store.prune_retained(Some(before), max_records) {
+        Ok(report) if report.removed > 0 => audit.log(
+            LogLevel::Info,
+            &format!("audit retention: pruned {} records {why}", report.removed),
+        ),
+        Ok(_) => {}
+        Err(e) => audit.log(LogLevel::Warn, &format!("audit retention: {e}")),
+    }
 }
 
 /// The audit store as the sink's destination.
@@ -206,6 +255,38 @@ mod tests {
         assert_eq!(records[1].record["tool"], "b");
         assert_eq!(records[1].record["server"], "fs");
         assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_prunes_by_age_and_by_count_and_the_chain_still_verifies() {
+        let dir = std::env::temp_dir().join(format!("toolgate-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let day = 86_400_000;
+        let now = 1_795_302_000_000;
+        let mut store = AuditStore::open(&dir).unwrap();
+        let records: Vec<_> = (0..10u64)
+            .map(|i| {
+                let mut r = Record {
+                    time: now - (40 - i) * day,
+                    grant: "g".into(),
+                    ..Record::new("t", "allow", Outcome::Ok)
+                };
+                if i >= 5 {
+                    r.time = now - (10 - i) * 1000;
+                }
+                r.to_json()
+            })
+            .collect();
+        store.append_all(&records).unwrap();
+        let sink = toolgate_audit::AuditSink::open(None, LogLevel::Error).unwrap();
+        super::prune_once(&mut store, "30d", None, &sink, now);
+        assert_eq!(store.verify().unwrap().records, 5);
+        super::prune_once(&mut store, "30d", Some(2), &sink, now);
+        let report = store.verify().unwrap();
+        assert_eq!((report.records, report.pruned_through), (2, 8));
+        let left = store.query(&Filter::default()).unwrap();
+        assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [9, 10]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

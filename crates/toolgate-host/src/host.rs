@@ -22,8 +22,11 @@ pub struct HostOptions {
     /// `--audit FILE`.
     pub audit_file: Option<PathBuf>,
     pub log_level: LogLevel,
-    /// `--audit-retention` (such as `30d`; `None`: kept forever).
+    /// `--audit-retention` (such as `30d`, or `forever`; `None`: the
+    /// default retention, `audit::DEFAULT_RETENTION`).
     pub audit_retention: Option<String>,
+    /// `--audit-when-full`.
+    pub audit_when_full: toolgate_audit::WhenFull,
     /// The server named in metrics when a record names none.
     pub default_server: String,
 }
@@ -58,7 +61,8 @@ impl Host {
             opts.log_level,
             audit_dir.as_deref(),
             observer,
-        )?;
+        )?
+        .when_full(opts.audit_when_full);
         crate::audit::audit_retention(
             audit_dir.as_deref(),
             opts.audit_retention.as_deref(),

@@ -24,6 +24,7 @@ pub struct RunFlags {
     pub admin: crate::admin::AdminFlags,
     pub telemetry: crate::telemetry::TelemetryFlags,
     pub audit_retention: Option<String>,
+    pub audit_when_full: toolgate_audit::WhenFull,
     /// The server's name (default: its command line).
     pub name: Option<String>,
     pub command: Vec<String>,
@@ -55,6 +56,7 @@ pub fn run(flags: RunFlags) -> Result<u8> {
         audit_file: flags.audit.clone(),
         log_level: flags.log_level,
         audit_retention: flags.audit_retention.clone(),
+        audit_when_full: flags.audit_when_full,
         default_server: server_name.clone(),
     })?;
     let server_up = Arc::new(AtomicBool::new(false));

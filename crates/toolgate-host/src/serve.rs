@@ -36,6 +36,7 @@ pub struct ServeFlags {
     pub admin: crate::admin::AdminFlags,
     pub telemetry: crate::telemetry::TelemetryFlags,
     pub audit_retention: Option<String>,
+    pub audit_when_full: toolgate_audit::WhenFull,
     pub command: Vec<String>,
 }
 
@@ -245,6 +246,7 @@ pub fn run(args: ServeFlags) -> Result<u8> {
         audit_file: args.audit.clone(),
         log_level: args.log_level,
         audit_retention: args.audit_retention.clone(),
+        audit_when_full: args.audit_when_full,
         default_server: String::new(),
     })?;
     // Each serving thread runs a single-threaded runtime and serves its

@@ -194,6 +194,7 @@ fn run_gateway(run: RunArgs) -> Result<u8> {
         admin: run.host.admin,
         telemetry: run.host.telemetry,
         audit_retention: run.host.audit_retention,
+        audit_when_full: run.host.audit_when_full,
         name: run.name,
         command: run.command,
     })

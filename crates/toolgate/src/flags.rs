@@ -80,8 +80,14 @@ pub struct HostArgs {
     pub admin: AdminFlags,
     #[command(flatten)]
     pub telemetry: TelemetryFlags,
-    /// Prune audit-trail records older than this (such as 30d), at start and
-    /// every hour; by default records are kept.
+    /// Prune audit-trail records older than this (such as 30d, or forever to
+    /// keep every record), at start and every hour; by default records older
+    /// than 30 days and beyond the newest 10,000,000 are pruned.
     #[arg(long, value_name = "DURATION")]
     pub audit_retention: Option<String>,
+    /// What a call does when the audit writer's queue is full (the disk
+    /// cannot keep up): wait (up to 100 ms, then the record is dropped,
+    /// counted and said on stderr) or block (wait as long as it takes).
+    #[arg(long, value_name = "RULE", default_value = "wait")]
+    pub audit_when_full: toolgate_audit::WhenFull,
 }

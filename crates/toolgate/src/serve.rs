@@ -51,6 +51,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         admin: args.host.admin,
         telemetry: args.host.telemetry,
         audit_retention: args.host.audit_retention,
+        audit_when_full: args.host.audit_when_full,
         command: args.command,
     })
 }
