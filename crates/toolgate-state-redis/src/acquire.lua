@@ -26,22 +26,12 @@
 -- naming the first draw i that did not fit; retry_after_ms is when every
 -- draw that did not fit has room again.
 
-local EPSILON = 1e-9
 local now = tonumber(ARGV[1])
 local draws = #KEYS / 2
 local PER_DRAW = 8
 
 local function arg(i, n)
   return tonumber(ARGV[1 + PER_DRAW * (i - 1) + n])
-end
-
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-
-local function parse(member)
-  local sep = string.find(member, ':', 1, true)
-  return tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))
 end
 
 local function sum_of(log)
@@ -95,26 +85,7 @@ local function give_back(log, sum, start, units)
   if first > start then
     return
   end
-  local returned = math.min(units, held)
-  local left = held - returned
-  if left > EPSILON then
-    local member = fmt(first) .. ':' .. fmt(left)
-    if member ~= hit[1] then
-      redis.call('ZADD', log, hit[2], member)
-      redis.call('ZREM', log, hit[1])
-    end
-  else
-    returned = held
-    redis.call('ZREM', log, hit[1])
-  end
-  if redis.call('ZCARD', log) == 0 then
-    redis.call('DEL', sum)
-  else
-    local total = tonumber(redis.call('GET', sum) or '')
-    if total then
-      redis.call('SET', sum, fmt(math.max(total - returned, 0)), 'KEEPTTL')
-    end
-  end
+  take_off(log, sum, hit, held, units)
 end
 
 -- Adds `units` taken at `now`, to be spent until `until_` (now for a call),

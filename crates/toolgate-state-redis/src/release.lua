@@ -7,17 +7,6 @@
 -- entry is still in the log: quota whose entry has expired is not given
 -- back twice. Keys keep their time to live. Reply: 1.
 
-local EPSILON = 1e-9
-
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-
-local function parse(member)
-  local sep = string.find(member, ':', 1, true)
-  return tonumber(string.sub(member, 1, sep - 1)), tonumber(string.sub(member, sep + 1))
-end
-
 for i = 1, #KEYS / 2 do
   local log, sum = KEYS[2 * i - 1], KEYS[2 * i]
   local at = tonumber(ARGV[2 * i - 1])
@@ -31,28 +20,7 @@ for i = 1, #KEYS / 2 do
       start, units = parse(hit[1])
     end
     if start and start <= at then
-      local returned = math.min(cost, units)
-      local left = units - returned
-      if left > EPSILON then
-        -- Add the shrunk entry before removing the old one: a log that
-        -- never empties keeps its time to live.
-        local member = fmt(start) .. ':' .. fmt(left)
-        if member ~= hit[1] then
-          redis.call('ZADD', log, hit[2], member)
-          redis.call('ZREM', log, hit[1])
-        end
-      else
-        returned = units
-        redis.call('ZREM', log, hit[1])
-      end
-      if redis.call('ZCARD', log) == 0 then
-        redis.call('DEL', sum)
-      else
-        local total = tonumber(redis.call('GET', sum) or '')
-        if total then
-          redis.call('SET', sum, fmt(math.max(total - returned, 0)), 'KEEPTTL')
-        end
-      end
+      take_off(log, sum, hit, units, cost)
     end
   end
 end

@@ -1,6 +1,7 @@
-//! The two Lua scripts (`acquire.lua`, `release.lua`), the key names they
-//! work on, and the translation between draws and grants and the scripts'
-//! arguments and replies. No IO: `link` sends what this module builds.
+//! The two Lua scripts (`acquire.lua`, `release.lua`, each run after
+//! `log.lua`, what they share), the key names they work on, and the
+//! translation between draws and grants and the scripts' arguments and
+//! replies. No IO: `link` sends what this module builds.
 
 use std::sync::OnceLock;
 
@@ -31,8 +32,14 @@ impl Lua {
     }
 }
 
-pub(crate) static ACQUIRE: Lua = Lua::new("acquire.lua", include_str!("acquire.lua"));
-pub(crate) static RELEASE: Lua = Lua::new("release.lua", include_str!("release.lua"));
+pub(crate) static ACQUIRE: Lua = Lua::new(
+    "acquire.lua",
+    concat!(include_str!("log.lua"), include_str!("acquire.lua")),
+);
+pub(crate) static RELEASE: Lua = Lua::new(
+    "release.lua",
+    concat!(include_str!("log.lua"), include_str!("release.lua")),
+);
 
 /// Both scripts, loaded on every new connection of a [`crate::RedisStore`].
 pub(crate) static ALL: [&Lua; 2] = [&ACQUIRE, &RELEASE];
