@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{say, ChildTest, Roles};
+use common::{say, wait_for_file, ChildTest, Roles};
 use toolgate_policy::{CounterStore, Draw, FailMode, Grant, Millis, Refusal, RuleRef};
 use toolgate_state_sqlite::{Options, SqliteStore, StateError, DB_FILE};
 
@@ -157,15 +157,7 @@ fn four_processes_share_a_large_budget_within_one_percent() {
         assert_eq!(role, "hammer large");
         let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
         say("ready");
-        let go = dir.join("go");
-        let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(30);
-        while !go.exists() {
-            assert!(
-                toolgate_clock::monotonic_now() < deadline,
-                "the parent never said go"
-            );
-            toolgate_clock::sleep(Duration::from_micros(100));
-        }
+        wait_for_file(&dir.join("go"));
         // All in one millisecond: no slice expires, every one is contended.
         let admitted = admit_count_at(&store, &d, 40_000, T0);
         say(&format!("admitted {admitted}"));
@@ -174,16 +166,27 @@ fn four_processes_share_a_large_budget_within_one_percent() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    std::fs::create_dir(&data).expect("data dir");
-    let mut children: Vec<ChildTest> = (0..4)
-        .map(|_| {
-            ROLES.spawn(
-                "four_processes_share_a_large_budget_within_one_percent",
-                "hammer large",
-                &data,
-            )
-        })
-        .collect();
+    let total = four_children_admit(
+        "four_processes_share_a_large_budget_within_one_percent",
+        "hammer large",
+        &data,
+    );
+    assert!(
+        total as f64 <= LARGE,
+        "{total} admitted: never more than max"
+    );
+    assert!(
+        total as f64 >= LARGE * 0.99,
+        "{total} admitted: at most 1% less"
+    );
+}
+
+/// Four children of `test` playing `role` open `data` (a directory no one
+/// has used yet) at once, say "ready", wait for the go, call, and say
+/// "admitted N"; the sum of their Ns, once each has exited successfully.
+fn four_children_admit(test: &str, role: &str, data: &Path) -> usize {
+    std::fs::create_dir(data).expect("data dir");
+    let mut children: Vec<ChildTest> = (0..4).map(|_| ROLES.spawn(test, role, data)).collect();
     for child in &mut children {
         assert_eq!(child.says(), "ready");
     }
@@ -196,20 +199,10 @@ fn four_processes_share_a_large_budget_within_one_percent() {
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or_else(|| panic!("unexpected child report {said:?}"));
     }
-    for child in &mut children {
-        assert!(
-            child.process.wait().expect("reap").success(),
-            "a child failed"
-        );
+    for child in children {
+        child.succeeds();
     }
-    assert!(
-        total as f64 <= LARGE,
-        "{total} admitted: never more than max"
-    );
-    assert!(
-        total as f64 >= LARGE * 0.99,
-        "{total} admitted: at most 1% less"
-    );
+    total
 }
 
 /// Calls admitted out of `calls`, all at `now`.
@@ -300,15 +293,7 @@ fn four_processes_share_one_budget_exactly() {
         assert_eq!(role, "hammer");
         let store = SqliteStore::open(&dir, FailMode::Closed).expect("child opens");
         say("ready");
-        let go = dir.join("go");
-        let deadline = toolgate_clock::monotonic_now() + Duration::from_secs(30);
-        while !go.exists() {
-            assert!(
-                toolgate_clock::monotonic_now() < deadline,
-                "the parent never said go"
-            );
-            toolgate_clock::sleep(Duration::from_micros(100));
-        }
+        wait_for_file(&dir.join("go"));
         let admitted = admit_count(&store, &d, 200, T0);
         say(&format!("admitted {admitted}"));
         return;
@@ -318,29 +303,7 @@ fn four_processes_share_one_budget_exactly() {
     // start calling together.
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    std::fs::create_dir(&data).expect("data dir");
-    let mut children: Vec<ChildTest> = (0..4)
-        .map(|_| ROLES.spawn("four_processes_share_one_budget_exactly", "hammer", &data))
-        .collect();
-    for child in &mut children {
-        assert_eq!(child.says(), "ready");
-    }
-    std::fs::write(data.join("go"), b"").expect("say go");
-    let mut total = 0;
-    for child in &mut children {
-        let said = child.says();
-        let admitted: usize = said
-            .strip_prefix("admitted ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected child report {said:?}"));
-        total += admitted;
-    }
-    for child in &mut children {
-        assert!(
-            child.process.wait().expect("reap").success(),
-            "a child failed"
-        );
-    }
+    let total = four_children_admit("four_processes_share_one_budget_exactly", "hammer", &data);
     assert_eq!(total, 50, "exactly max calls admitted across 4 processes");
 
     let store = SqliteStore::open(&data, FailMode::Closed).expect("open");
