@@ -176,26 +176,7 @@ impl Window {
 
     /// Records `cost` units taken at `now`.
     pub fn take(&mut self, now: Millis, cost: f64) {
-        if cost <= 0.0 {
-            return;
-        }
-        self.total += cost;
-        let merge_span = (self.length / 64).max(1);
-        if let Some(last) = self.entries.back_mut() {
-            // A clock that steps back (or another process's clock a little
-            // behind this one) merges into the newest entry: its units then
-            // expire with it, later than they would otherwise, never sooner.
-            if now < last.end || now - last.start < merge_span {
-                last.end = last.end.max(now);
-                last.units += cost;
-                return;
-            }
-        }
-        self.entries.push_back(Entry {
-            start: now,
-            end: now,
-            units: cost,
-        });
+        self.take_until(now, now, cost);
     }
 
     /// Records `cost` units taken at `now` to be spent until `until` (a
@@ -209,6 +190,9 @@ impl Window {
         self.total += cost;
         let merge_span = (self.length / 64).max(1);
         if let Some(last) = self.entries.back_mut() {
+            // A clock that steps back (or another process's clock a little
+            // behind this one) merges into the newest entry: its units then
+            // expire with it, later than they would otherwise, never sooner.
             if now < last.end || now - last.start < merge_span {
                 last.end = last.end.max(until);
                 last.units += cost;
