@@ -260,22 +260,29 @@ impl Gateway {
             audit: opts.audit,
             audit_args: opts.audit_args,
         });
+        // Every server is waited for, asked about 2026-07-28 and listed at
+        // the same time: start-up takes as long as the slowest server, not
+        // the sum of them.
         let deadline = monotonic_now() + opts.startup_timeout;
-        for (index, server) in gateway.servers.iter().enumerate() {
-            let left = deadline.saturating_duration_since(monotonic_now());
-            if server.upstream.wait_ready(left).await {
-                gateway.probe_twin(index).await;
-                gateway.refresh(index).await;
-            } else {
-                gateway.audit.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "server {:?} is not ready; serving without it until it is",
-                        server.name
-                    ),
-                );
+        let ready = gateway.servers.iter().enumerate().map(|(index, server)| {
+            let gateway = &gateway;
+            async move {
+                let left = deadline.saturating_duration_since(monotonic_now());
+                if server.upstream.wait_ready(left).await {
+                    gateway.probe_twin(index).await;
+                    gateway.refresh(index).await;
+                } else {
+                    gateway.audit.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "server {:?} is not ready; serving without it until it is",
+                            server.name
+                        ),
+                    );
+                }
             }
-        }
+        });
+        futures_util::future::join_all(ready).await;
         let conflicts = gateway.catalog().conflicts.clone();
         if !conflicts.is_empty() {
             return Err(StartError::Conflict(conflicts.join("\n")));

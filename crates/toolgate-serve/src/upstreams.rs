@@ -7,6 +7,7 @@ use crate::gateway::Gateway;
 use crate::grants::Caller;
 use serde_json::{json, Value};
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -215,13 +216,25 @@ impl Gateway {
                     // clears them): start-up fetched them already, so its
                     // servers' Ready events fetch nothing again. Clients hear
                     // of it only when what they may list changed.
+                    // The first Ready after start-up asks the server about
+                    // 2026-07-28 (up to the probe's timeout): that runs on a
+                    // task of its own, so other servers' events are not held
+                    // up behind it.
                     if let Some(i) = self.index_of(&server) {
                         let held = self.lists.held.lock().expect("lists lock")[i].is_some();
-                        if !held {
-                            self.probe_twin(i).await;
-                        }
-                        if !held && self.refresh(i).await {
-                            self.broadcast_list_changed();
+                        let probed = self.servers[i].probed.load(Ordering::Acquire);
+                        if !held && probed {
+                            if self.refresh(i).await {
+                                self.broadcast_list_changed();
+                            }
+                        } else if !held {
+                            let gateway = self.clone();
+                            tokio::spawn(async move {
+                                gateway.probe_twin(i).await;
+                                if gateway.refresh(i).await {
+                                    gateway.broadcast_list_changed();
+                                }
+                            });
                         }
                     }
                 }
@@ -299,7 +312,8 @@ impl Gateway {
     /// Fetches one server's lists again and rebuilds the catalogue; true
     /// when they differ from the ones held before.
     pub(crate) async fn refresh(&self, index: usize) -> bool {
-        let Some(lists) = self.fetch_lists(&self.servers[index].upstream).await else {
+        let upstream = &self.servers[index].upstream;
+        let Some(lists) = self.fetch_lists(upstream).await else {
             return false;
         };
         // A server that speaks both generations: its stateless lists too,
@@ -320,6 +334,11 @@ impl Gateway {
             );
         }
         self.check_pins(index, &tools);
+        if upstream.info().is_none() {
+            // It went down while being listed: its Down cleared what was
+            // held, and these lists must not outlive that connection.
+            return false;
+        }
         let changed = {
             let mut all = self.lists.held.lock().expect("lists lock");
             let mut twins = self.lists.twins.lock().expect("lists lock");
