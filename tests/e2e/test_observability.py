@@ -354,6 +354,9 @@ async def test_serve_metrics_count_every_call_by_server_tool_grant_and_decision(
     assert m.value("toolgate_upstream_up", server="probe") == 1
     assert m.value("toolgate_build_info", version=m.samples[0].labels["version"]) == 1
     assert m.value("toolgate_trace_spans_exported_total") == 0
+    # Every record of these calls was written: none dropped.
+    assert m.families["toolgate_audit_records_dropped"].type == "counter"
+    assert m.value("toolgate_audit_records_dropped_total") == 0
 
 
 def test_metrics_need_the_admin_token(serve_factory, tmp_path):

@@ -110,6 +110,7 @@ impl Host {
                 telemetry,
                 approvals: self.approvals.clone(),
                 upstreams,
+                audit: self.audit.clone(),
             }) as Arc<dyn toolgate_admin::MetricsSource>
         });
         crate::admin::start_admin(

@@ -136,6 +136,8 @@ pub struct GatewayMetrics {
     pub telemetry: Telemetry,
     pub approvals: Arc<dyn toolgate_approvals::ApprovalStore>,
     pub upstreams: Upstreams,
+    /// The audit trail, for the records it dropped.
+    pub audit: toolgate_audit::AuditSink,
 }
 
 impl toolgate_admin::MetricsSource for GatewayMetrics {
@@ -157,6 +159,7 @@ impl toolgate_admin::MetricsSource for GatewayMetrics {
             approvals_pending,
             upstreams: (self.upstreams)(),
             spans,
+            audit_dropped: Some(self.audit.dropped()),
         })
     }
 }

@@ -86,6 +86,9 @@ pub struct Live {
     pub upstreams: Vec<(String, bool)>,
     /// Spans: exported, dropped (queue full), lost to failed exports.
     pub spans: Option<(u64, u64, u64)>,
+    /// Audit records dropped because the writer's queue stayed full
+    /// (`--audit-when-full wait`); `None` when there is no audit trail.
+    pub audit_dropped: Option<u64>,
 }
 
 /// The metrics of one gateway process.
@@ -301,6 +304,15 @@ impl Metrics {
             e.family(name, help, Kind::Counter);
             e.sample(name, &[], value as f64);
         }
+        if let Some(dropped) = live.audit_dropped {
+            let name = "toolgate_audit_records_dropped_total";
+            e.family(
+                name,
+                "Audit records dropped because the audit writer's queue stayed full (--audit-when-full wait).",
+                Kind::Counter,
+            );
+            e.sample(name, &[], dropped as f64);
+        }
         e.finish()
     }
 }
@@ -461,7 +473,9 @@ mod tests {
             approvals_pending: Some(2),
             upstreams: vec![("a".into(), true), ("b".into(), false)],
             spans: Some((7, 1, 3)),
+            audit_dropped: Some(4),
         });
+        assert!(text.contains("\ntoolgate_audit_records_dropped_total 4\n"));
         assert!(text.contains("\ntoolgate_approvals_pending 2\n"));
         assert!(text.contains(
             "\ntoolgate_upstream_up{server=\"a\"} 1\ntoolgate_upstream_up{server=\"b\"} 0\n"
@@ -474,5 +488,9 @@ mod tests {
         assert!(!Metrics::new("x")
             .render(&Live::default())
             .contains("toolgate_approvals_pending"));
+        // Without an audit trail, no dropped-records counter.
+        assert!(!Metrics::new("x")
+            .render(&Live::default())
+            .contains("toolgate_audit_records_dropped_total"));
     }
 }
